@@ -1,0 +1,89 @@
+"""The composition root: the one place that builds sessions, clients and the store.
+
+Nothing here runs at import. `build_app` is called by the CLI after the config is loaded;
+tests build `App` themselves with fakes, or call `build_app` with a config that points at
+loopback servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import openai
+import requests
+import telebot
+from telebot import apihelper
+
+from salesbot_poller import __version__
+from salesbot_poller.amocrm import AmoClient
+from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource
+from salesbot_poller.analysis import OpenAIAnalyzer
+from salesbot_poller.config import Config
+from salesbot_poller.notifier import TelegramNotifier, request_sender
+from salesbot_poller.pipeline import App
+from salesbot_poller.recordings import RecordingDownloader
+from salesbot_poller.speech import OpenAITranscriber
+from salesbot_poller.store import Store
+
+USER_AGENT = f"salesbot-poller/{__version__}"
+TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
+ANALYSE_TIMEOUT = 120.0
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def build_amo(config: Config, store: Store, clock: Callable[[], datetime]) -> AmoClient:
+    session = _session()
+    amo = config.amocrm
+    tokens: TokenSource
+    if amo.uses_oauth:
+        tokens = OAuthTokens(amo, store, session, clock)
+    else:
+        tokens = LongLivedToken(amo.long_lived_token.get_secret_value())
+    return AmoClient(session, amo.base_url, tokens, clock)
+
+
+def build_openai(config: Config) -> openai.OpenAI:
+    # Retries happen across cycles with the call's backoff; SDK retries would multiply them.
+    return openai.OpenAI(
+        api_key=config.openai.api_key.get_secret_value(),
+        base_url=config.openai.base_url,
+        max_retries=0,
+        timeout=ANALYSE_TIMEOUT,
+    )
+
+
+def build_notifier(config: Config) -> TelegramNotifier:
+    # telebot keeps its server URL and transport in module globals: set them here, once.
+    base = config.telegram.api_url
+    # (telebot annotates these globals as None, hence the ignores.)
+    apihelper.API_URL = base + "/bot{0}/{1}"  # type: ignore[assignment]
+    apihelper.FILE_URL = base + "/file/bot{0}/{1}"  # type: ignore[assignment]
+    apihelper.CONNECT_TIMEOUT = 10
+    apihelper.READ_TIMEOUT = 30
+    apihelper.CUSTOM_REQUEST_SENDER = request_sender(_session())  # type: ignore[assignment]
+    bot = telebot.TeleBot(config.telegram.bot_token.get_secret_value(), threaded=False)
+    return TelegramNotifier(bot, config.telegram.chat_id)
+
+
+def build_app(config: Config, clock: Callable[[], datetime], store: Store | None = None) -> App:
+    store = store or Store.open(config.storage.database, int(clock().timestamp()))
+    client = build_openai(config)
+    return App(
+        config=config,
+        store=store,
+        source=build_amo(config, store, clock),
+        recordings=RecordingDownloader(_session(), config.storage.audio_dir),
+        transcriber=OpenAITranscriber(
+            client.with_options(timeout=TRANSCRIBE_TIMEOUT),
+            config.openai.transcription_model,
+            config.openai.language,
+        ),
+        analyzer=OpenAIAnalyzer(client, config.openai.analysis_model),
+        notifier=build_notifier(config),
+    )

@@ -1,0 +1,108 @@
+"""The `check` and `status` commands: what the admin reads at the terminal.
+
+Neither prints a secret: `check` prints our own texts about each service, `status` reads
+only the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import openai
+
+from salesbot_poller.app import build_amo, build_notifier, build_openai
+from salesbot_poller.config import Config
+from salesbot_poller.domain import Stage
+from salesbot_poller.errors import SalesbotError
+from salesbot_poller.openai_errors import map_openai_error
+from salesbot_poller.pipeline import LAST_CYCLE_KEY
+from salesbot_poller.store import Store
+
+
+def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
+    account = build_amo(config, store, clock).account()
+    return f"ok (account {account.get('name', '?')!r}, id {account.get('id', '?')})"
+
+
+def _check_openai(config: Config) -> str:
+    client = build_openai(config).with_options(timeout=20)
+    try:
+        listed = {m.id for m in client.models.list()}
+    except openai.NotFoundError:
+        return "reachable, but the server has no model list; models not verified"
+    except openai.OpenAIError as exc:
+        raise map_openai_error(exc, "model list", "-") from None
+    wanted = [config.openai.transcription_model, config.openai.analysis_model]
+    missing = [m for m in wanted if m not in listed]
+    if missing:
+        return f"key ok, but the server does not list {', '.join(missing)}: check the model names in [openai]"
+    return f"ok ({', '.join(wanted)} available)"
+
+
+def _check_telegram(config: Config) -> str:
+    return f"ok (bot {build_notifier(config).check()}, chat {config.telegram.chat_id})"
+
+
+def check(config: Config, store: Store, clock: Callable[[], datetime], out: Callable[[str], None]) -> bool:
+    """One line per service; True when every service answered as expected."""
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("amocrm", lambda: _check_amocrm(config, store, clock)),
+        ("openai", lambda: _check_openai(config)),
+        ("telegram", lambda: _check_telegram(config)),
+    ]
+    ok = True
+    for name, run in checks:
+        try:
+            out(f"{name}: {run()}")
+        except SalesbotError as exc:
+            ok = False
+            out(f"{name}: FAILED: {exc}")
+    return ok
+
+
+def _when(timestamp: int | None) -> str:
+    if not timestamp:
+        return "never"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def status(store: Store, out: Callable[[str], None]) -> None:
+    """Calls per stage, the last cycle, the cursor and the latest errors."""
+    counts = store.stage_counts()
+    out(f"calls: {sum(counts.values())}")
+    for stage in Stage:
+        if counts.get(stage.value):
+            out(f"  {stage.value:<15} {counts[stage.value]}")
+    raw = store.get_state(LAST_CYCLE_KEY)
+    if raw:
+        last = json.loads(raw)
+        counters = " ".join(
+            f"{k}={last.get(k, 0)}"
+            for k in (
+                "events",
+                "new",
+                "transcribed",
+                "analysed",
+                "notified",
+                "alerted",
+                "skipped",
+                "deferred",
+                "failed",
+            )
+        )
+        result = f"error: {last['error']}" if last.get("error") else "ok"
+        out(f"last cycle: {_when(last.get('at'))}, {last.get('seconds', 0)} s, {result}")
+        out(f"  {counters}")
+    else:
+        out("last cycle: never")
+    out(f"cursor: {_when(store.cursor())}")
+    errors = store.recent_errors()
+    out("last errors:" if errors else "last errors: none")
+    for call in errors:
+        retry = "" if call.stage == Stage.FAILED else f", next try {_when(call.next_attempt_at)}"
+        out(
+            f"  call {call.id} ({call.entity_type}/{call.entity_id}, {call.stage}, attempt {call.attempts}{retry}): "
+            f"{call.last_error}"
+        )

@@ -1,0 +1,42 @@
+"""Project exceptions. Every failure of an external service becomes one of these.
+
+The class says what the pipeline does with it:
+- `TransientError`: this call is retried on a later cycle (429, 5xx, timeouts, recording
+  not ready yet). `retry_after` carries a server's requested wait, when it gave one.
+- `PermanentError`: this call can never succeed as it is; it is marked failed.
+- `FatalError`: nothing can succeed until a human acts (bad token, unpaid account, unknown
+  chat); the cycle stops without touching any call, and `once` exits non-zero.
+
+Messages are written for the admin reading journalctl: they say what is wrong and, where
+we know it, what to do. They never contain a secret.
+"""
+
+from __future__ import annotations
+
+
+class SalesbotError(Exception):
+    """Base class of the project's errors."""
+
+
+class TransientError(SalesbotError):
+    """Worth retrying later; `retry_after` is the server's requested wait in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(SalesbotError):
+    """This call cannot succeed; retrying it would only repeat the failure."""
+
+
+class FatalError(SalesbotError):
+    """A service refuses us as a whole (credentials, account, chat): a human must act."""
+
+
+class ConfigError(SalesbotError):
+    """The configuration is invalid; `problems` lists every problem, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

@@ -1,0 +1,130 @@
+"""Telegram delivery through pyTelegramBotAPI.
+
+Contract:
+- `TelegramNotifier.send(html)` sends one HTML message (no link preview) and returns its
+  message id, or raises: `TransientError` (429 with its retry_after, 5xx, network),
+  `FatalError` (bad token, chat not found, bot blocked or kicked: a human must act),
+  `PermanentError` (this message is refused, e.g. bad markup).
+- A group that became a supergroup (`migrate_to_chat_id`) is followed at once, with a
+  warning telling the admin to update `telegram.chat_id`.
+- `request_sender(session)` is the transport installed as telebot's process-wide
+  `CUSTOM_REQUEST_SENDER` by the composition root: it sends parameters in the POST body
+  (a long Cyrillic message in the query string can exceed URL limits) and turns network
+  errors into `TransientError` texts without the URL, which holds the bot token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import requests
+import telebot
+from telebot import apihelper, types
+
+from salesbot_poller.errors import FatalError, PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+FATAL_DESCRIPTIONS = {
+    "chat not found": "check telegram.chat_id and that the bot was added to the chat",
+    "bot was blocked by the user": "unblock the bot in that chat",
+    "bot was kicked": "add the bot back to the chat",
+    "bot is not a member": "add the bot to the chat",
+    "not enough rights": "allow the bot to post messages in the chat",
+    "have no rights to send": "allow the bot to post messages in the chat",
+}
+
+
+def request_sender(session: requests.Session) -> Callable[..., requests.Response]:
+    """A telebot `CUSTOM_REQUEST_SENDER` posting form bodies over `session`."""
+
+    def send(
+        method: str,
+        url: str,
+        params: dict[str, Any] | None = None,
+        files: Any = None,
+        timeout: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        method_name = url.rsplit("/", 1)[-1]
+        is_post = method.lower() == "post"
+        try:
+            return session.request(
+                method,
+                url,
+                params=None if is_post else params,
+                data=params if is_post else None,
+                files=files,
+                timeout=timeout or (10, 30),
+                proxies=proxies,
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"Telegram {method_name}: {type(exc).__name__}") from None
+
+    return send
+
+
+def _map_api_error(exc: apihelper.ApiTelegramException, method: str) -> Exception:
+    code = exc.error_code
+    description = str(exc.description)
+    if code == 429:
+        retry_after = (exc.result_json.get("parameters") or {}).get("retry_after")
+        return TransientError(f"Telegram {method}: rate limited (429)", retry_after=retry_after)
+    if code >= 500:
+        return TransientError(f"Telegram {method}: HTTP {code}")
+    if code in (401, 404):  # Telegram's answers to a wrong or malformed bot token
+        return FatalError(f"Telegram rejected the bot token (HTTP {code}): set telegram.bot_token from @BotFather")
+    for needle, fix in FATAL_DESCRIPTIONS.items():
+        if needle in description.lower():
+            return FatalError(f"Telegram {method}: {description}: {fix}")
+    return PermanentError(f"Telegram {method}: HTTP {code}: {description[:200]}")
+
+
+class TelegramNotifier:
+    """Implements `domain.Notifier`."""
+
+    def __init__(self, bot: telebot.TeleBot, chat_id: str) -> None:
+        self._bot = bot
+        self.chat_id = chat_id
+
+    def send(self, html: str) -> int:
+        for _ in range(2):  # the second round only after following a chat migration
+            try:
+                message = self._bot.send_message(
+                    self.chat_id,
+                    html,
+                    parse_mode="HTML",
+                    link_preview_options=types.LinkPreviewOptions(is_disabled=True),
+                )
+                return int(message.message_id)
+            except apihelper.ApiTelegramException as exc:
+                migrated = (exc.result_json.get("parameters") or {}).get("migrate_to_chat_id")
+                if migrated:
+                    log.warning(
+                        'Telegram chat %s became supergroup %s: sending there; set telegram.chat_id = "%s"',
+                        self.chat_id,
+                        migrated,
+                        migrated,
+                    )
+                    self.chat_id = str(migrated)
+                    continue
+                raise _map_api_error(exc, "sendMessage") from None
+            except apihelper.ApiException as exc:
+                status = getattr(exc.result, "status_code", 0)
+                raise TransientError(f"Telegram sendMessage: unusable answer (HTTP {status})") from None
+            except (KeyError, TypeError, ValueError):
+                raise TransientError("Telegram sendMessage: malformed answer") from None
+        raise TransientError("Telegram sendMessage: chat migrated twice")
+
+    def check(self) -> str:
+        """The bot's @username (getMe); raises like `send`."""
+        try:
+            me = self._bot.get_me()
+        except apihelper.ApiTelegramException as exc:
+            raise _map_api_error(exc, "getMe") from None
+        except apihelper.ApiException as exc:
+            status = getattr(exc.result, "status_code", 0)
+            raise TransientError(f"Telegram getMe: unusable answer (HTTP {status})") from None
+        return f"@{me.username}"

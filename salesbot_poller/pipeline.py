@@ -1,0 +1,280 @@
+"""One cycle: poll, resolve, then move every due call forward, one committed stage at a time.
+
+Contract of `run_once(app, now)`:
+- A failure of one call never stops the others. Transient failures push the call back
+  (`retry_delay_seconds` x 2^attempt, capped, at least the server's retry_after); after 24 h
+  of trying it is `failed` with its last error. Permanent failures fail the call at once.
+- `FatalError` (credentials, account, chat) stops the cycle and propagates: no call is
+  marked anything because of it.
+- Each stage's result is committed before the next stage starts, so a crash resumes from
+  the last committed stage and never pays for a transcription or analysis twice.
+- Telegram: the message parts are rendered and stored first (stage `notifying`); each part's
+  message id is committed right after Telegram accepts it. The only window for a duplicate
+  is between Telegram's acceptance and that commit.
+- A database error propagates; it is never read as "already processed".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+import peewee
+
+from salesbot_poller.config import Config
+from salesbot_poller.domain import (
+    TERMINAL_STAGES,
+    Analyzer,
+    CallAnalysis,
+    CallContext,
+    CallSource,
+    Notifier,
+    RecordingFetcher,
+    Stage,
+    Transcriber,
+)
+from salesbot_poller.errors import FatalError, PermanentError, SalesbotError, TransientError
+from salesbot_poller.intake import poll, resolve_new
+from salesbot_poller.messages import render_conversation, render_missed
+from salesbot_poller.store import Call, Store
+
+log = logging.getLogger(__name__)
+
+GIVE_UP_SECONDS = 24 * 3600
+MAX_BACKOFF_SECONDS = 2 * 3600
+LAST_CYCLE_KEY = "last_cycle"
+WORK_STAGES = [Stage.READY, Stage.DOWNLOADED, Stage.TRANSCRIBED, Stage.ANALYSED, Stage.MISSED, Stage.NOTIFYING]
+
+
+@dataclass
+class App:
+    """Everything a cycle needs, built by the composition root (or a test)."""
+
+    config: Config
+    store: Store
+    source: CallSource
+    recordings: RecordingFetcher
+    transcriber: Transcriber
+    analyzer: Analyzer
+    notifier: Notifier
+    tz: tzinfo | None = None  # message times; None = the server's local time zone
+
+
+@dataclass
+class Cycle:
+    """The counters of one cycle, and the per-call bookkeeping that feeds them."""
+
+    app: App = field(repr=False)
+    now: int
+    events: int = 0
+    new: int = 0
+    transcribed: int = 0
+    analysed: int = 0
+    notified: int = 0
+    alerted: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    failed: int = 0
+    poll_error: str | None = None
+    telegram_paused: bool = False
+
+    def defer(self, call: Call, error: str, exc: Exception | None = None, *, waiting_for_link: bool = False) -> None:
+        """Push `call` back with backoff, or give it up after 24 h of trying."""
+        store, now = self.app.store, self.now
+        attempts = call.attempts + 1
+        if now - call.first_seen_at >= GIVE_UP_SECONDS:
+            if waiting_for_link:
+                store.update(
+                    call, now, stage=Stage.SKIPPED, skip_reason="no recording link after 24 h", attempts=attempts
+                )
+                self.skipped += 1
+                log.info("call %d: skipped: no recording link after 24 h", call.id)
+                return
+            self.fail(call, f"gave up after 24 h: {error}", attempts)
+            return
+        delay = min(self.app.config.poller.retry_delay_seconds * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+        if isinstance(exc, TransientError) and exc.retry_after:
+            delay = max(delay, int(exc.retry_after) + 1)
+        store.update(call, now, attempts=attempts, next_attempt_at=now + delay, last_error=error)
+        self.deferred += 1
+        level = logging.INFO if waiting_for_link else logging.WARNING
+        log.log(
+            level,
+            "call %d (%s/%d): %s; next try in %d s (attempt %d)",
+            call.id,
+            call.entity_type,
+            call.entity_id,
+            error,
+            delay,
+            attempts,
+        )
+
+    def fail(self, call: Call, error: str, attempts: int | None = None) -> None:
+        self.app.store.update(
+            call,
+            self.now,
+            stage=Stage.FAILED,
+            last_error=error,
+            attempts=call.attempts + 1 if attempts is None else attempts,
+        )
+        self.failed += 1
+        log.error("call %d (%s/%d) failed: %s", call.id, call.entity_type, call.entity_id, error)
+
+    def summary(self) -> dict[str, object]:
+        """The counters, for `status`."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("app", "telegram_paused")}
+
+
+def call_context(app: App, call: Call) -> CallContext:
+    return CallContext(
+        direction="in" if call.direction == "in" else "out",
+        manager=call.manager_name or "не назначен",
+        entity_kind=call.entity_type,
+        entity_name=call.entity_name or "",
+        entity_url=app.source.entity_url(call.entity_type, call.entity_id),
+        phone=call.phone or "",
+        duration=call.duration or 0,
+        started_at=call.event_created_at,
+    )
+
+
+def _download(app: App, cycle: Cycle, call: Call) -> None:
+    path = app.recordings.download(call.link or "", f"call-{call.id}")
+    app.store.update(call, cycle.now, stage=Stage.DOWNLOADED, audio_path=str(path))
+
+
+def _transcribe(app: App, cycle: Cycle, call: Call) -> None:
+    audio = Path(call.audio_path or "")
+    if not call.audio_path or not audio.exists():  # lost (tmp cleaned, disk swapped): fetching it again is free
+        app.store.update(call, cycle.now, stage=Stage.READY, audio_path=None)
+        return
+    transcript = app.transcriber.transcribe(audio)
+    app.store.update(call, cycle.now, stage=Stage.TRANSCRIBED, transcript=transcript.text)
+    cycle.transcribed += 1
+    log.info("call %d: transcribed, %d characters", call.id, len(transcript.text))
+    audio.unlink(missing_ok=True)  # the transcript is stored: the audio is no longer needed
+
+
+def _analyse(app: App, cycle: Cycle, call: Call) -> None:
+    transcript = call.transcript or ""
+    if not transcript.strip():
+        app.store.update(call, cycle.now, stage=Stage.SKIPPED, skip_reason="no speech in the recording")
+        cycle.skipped += 1
+        return
+    analysis = app.analyzer.analyse(transcript, call_context(app, call))
+    app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
+    cycle.analysed += 1
+    log.info("call %d: analysed, score %d", call.id, analysis.score)
+
+
+def _render(app: App, cycle: Cycle, call: Call) -> None:
+    context = call_context(app, call)
+    if call.stage == Stage.MISSED:
+        parts = render_missed(context, app.tz)
+    else:
+        parts = render_conversation(context, CallAnalysis.model_validate_json(call.analysis_json or "{}"), app.tz)
+    app.store.update(call, cycle.now, stage=Stage.NOTIFYING, outbox_json=json.dumps(parts), message_ids_json="[]")
+
+
+def _notify(app: App, cycle: Cycle, call: Call) -> None:
+    sent = call.message_ids
+    for part in call.outbox[len(sent) :]:
+        sent.append(app.notifier.send(part))
+        app.store.update(call, cycle.now, message_ids_json=json.dumps(sent))  # right after acceptance
+    missed = call.kind == "missed"
+    app.store.update(
+        call,
+        cycle.now,
+        stage=Stage.MISSED_ALERTED if missed else Stage.NOTIFIED,
+        notified_at=cycle.now,
+        last_error=None,
+    )
+    if missed:
+        cycle.alerted += 1
+    else:
+        cycle.notified += 1
+    log.info("call %d: %s in Telegram (%d message(s))", call.id, "alert sent" if missed else "notified", len(sent))
+
+
+STEPS: dict[str, Callable[[App, Cycle, Call], None]] = {
+    Stage.READY: _download,
+    Stage.DOWNLOADED: _transcribe,
+    Stage.TRANSCRIBED: _analyse,
+    Stage.ANALYSED: _render,
+    Stage.MISSED: _render,
+    Stage.NOTIFYING: _notify,
+}
+
+
+def advance(app: App, cycle: Cycle, call: Call) -> None:
+    """Run `call` through its remaining stages, committing each before the next."""
+    while call.stage not in TERMINAL_STAGES:
+        if call.stage == Stage.NOTIFYING and cycle.telegram_paused:
+            return  # Telegram asked us to slow down: the message waits for the next cycle
+        STEPS[call.stage](app, cycle, call)
+
+
+def process_due(app: App, cycle: Cycle, should_stop: Callable[[], bool]) -> None:
+    for call in app.store.due_calls(cycle.now, WORK_STAGES):
+        if should_stop():
+            log.info("stop requested: leaving the remaining calls for the next start")
+            return
+        try:
+            advance(app, cycle, call)
+        except (FatalError, peewee.DatabaseError):
+            raise
+        except TransientError as exc:
+            if call.stage == Stage.NOTIFYING:
+                cycle.telegram_paused = True
+            cycle.defer(call, str(exc), exc)
+        except PermanentError as exc:
+            cycle.fail(call, str(exc))
+        except Exception as exc:  # a bug must not lose the call: keep it, with backoff
+            log.exception("call %d: unexpected error", call.id)
+            cycle.defer(call, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def run_once(app: App, now: datetime, should_stop: Callable[[], bool] = lambda: False) -> Cycle:
+    """One poll cycle, then every due call; see the module contract."""
+    started = time.monotonic()
+    cycle = Cycle(app=app, now=int(now.timestamp()))
+    try:
+        try:
+            poll(app, cycle)
+        except FatalError:
+            raise
+        except SalesbotError as exc:
+            cycle.poll_error = str(exc)
+            log.warning("amoCRM poll failed: %s; the next cycle resumes from the cursor", exc)
+        resolve_new(app, cycle)
+        process_due(app, cycle, should_stop)
+    except FatalError as exc:
+        _record_cycle(app, cycle, time.monotonic() - started, str(exc))
+        raise
+    seconds = time.monotonic() - started
+    _record_cycle(app, cycle, seconds, cycle.poll_error)
+    log.info(
+        "cycle: events=%d new=%d transcribed=%d analysed=%d notified=%d missed_alerts=%d "
+        "skipped=%d deferred=%d failed=%d in %.1f s",
+        cycle.events,
+        cycle.new,
+        cycle.transcribed,
+        cycle.analysed,
+        cycle.notified,
+        cycle.alerted,
+        cycle.skipped,
+        cycle.deferred,
+        cycle.failed,
+        seconds,
+    )
+    return cycle
+
+
+def _record_cycle(app: App, cycle: Cycle, seconds: float, error: str | None) -> None:
+    data = cycle.summary() | {"at": cycle.now, "seconds": round(seconds, 2), "error": error}
+    app.store.set_state(LAST_CYCLE_KEY, json.dumps(data, ensure_ascii=False))

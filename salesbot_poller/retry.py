@@ -1,0 +1,44 @@
+"""The one bounded-retry policy for HTTP calls within a cycle (tenacity).
+
+Only `TransientError` is retried. The wait honours the server's `retry_after` when it gave
+one, else grows exponentially with jitter. The whole retry stops before `max_seconds` would
+be exceeded: what is still failing then is left to a later cycle, never looped on here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import tenacity
+from tenacity.wait import wait_base
+
+from salesbot_poller.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+
+class wait_retry_after(wait_base):
+    """The server's `retry_after` if the error carries one, else the fallback wait."""
+
+    def __init__(self, fallback: wait_base) -> None:
+        self.fallback = fallback
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self.fallback(retry_state))
+
+
+def bounded_retry(attempts: int, max_seconds: float, sleep: Callable[[float], None] | None = None) -> tenacity.Retrying:
+    """A `Retrying` to call as `retrying(fn, *args)`; `sleep` is injectable for tests."""
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientError),
+        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_before_delay(max_seconds),
+        wait=wait_retry_after(tenacity.wait_exponential_jitter(1, max=30, jitter=1)),
+        before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+        sleep=sleep or time.sleep,
+        reraise=True,
+    )
