@@ -1,0 +1,108 @@
+"""In-memory fakes of the pipeline's interfaces (domain Protocols), for unit tests.
+
+Each records what it was asked, and can be told to fail, so tests can check the pipeline's
+decisions without any HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from salesbot_poller.domain import CallAnalysis, CallContext, CallEvent, CallNote, EventBatch, Transcript
+
+
+@dataclass
+class MemorySource:
+    events: list[CallEvent] = field(default_factory=list)
+    notes: dict[tuple[str, int], CallNote | str] = field(default_factory=dict)
+    names: dict[tuple[str, int], str] = field(default_factory=dict)
+    users: dict[int, str] = field(default_factory=dict)
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    note_requests: list[tuple[str, list[int]]] = field(default_factory=list)
+    fail_events: list[Exception] = field(default_factory=list)
+
+    def add(self, event: CallEvent, note: CallNote, name: str = "") -> None:
+        self.events.append(event)
+        self.notes[(event.entity_type, event.note_id)] = note
+        self.names[(event.entity_type, event.entity_id)] = name
+
+    def call_events(self, since: int, until: int) -> EventBatch:
+        self.windows.append((since, until))
+        if self.fail_events:
+            raise self.fail_events.pop(0)
+        return EventBatch([e for e in self.events if since <= e.created_at <= until], [])
+
+    def call_notes(self, entity_type: str, note_ids: list[int]) -> dict[int, CallNote | str]:
+        self.note_requests.append((entity_type, list(note_ids)))
+        return {i: self.notes[(entity_type, i)] for i in note_ids if (entity_type, i) in self.notes}
+
+    def user_names(self) -> dict[int, str]:
+        return self.users
+
+    def entity_names(self, entity_type: str, ids: list[int]) -> dict[int, str]:
+        return {i: self.names[(entity_type, i)] for i in ids if (entity_type, i) in self.names}
+
+    def entity_url(self, entity_type: str, entity_id: int) -> str:
+        return f"https://acme.amocrm.ru/{entity_type}/detail/{entity_id}"
+
+
+@dataclass
+class MemoryRecordings:
+    directory: Path
+    failures: list[Exception] = field(default_factory=list)
+    downloads: list[str] = field(default_factory=list)
+
+    def download(self, url: str, stem: str) -> Path:
+        self.downloads.append(url)
+        if self.failures:
+            raise self.failures.pop(0)
+        path = self.directory / f"{stem}.mp3"
+        path.write_bytes(b"ID3" + url.encode())
+        return path
+
+
+@dataclass
+class MemoryTranscriber:
+    text: str = "Менеджер: Добрый день! Клиент: Здравствуйте."
+    failures: list[Exception] = field(default_factory=list)
+    calls: list[Path] = field(default_factory=list)
+
+    def transcribe(self, audio: Path) -> Transcript:
+        self.calls.append(audio)
+        if self.failures:
+            raise self.failures.pop(0)
+        return Transcript(text=f"{self.text} [{audio.read_bytes()[3:].decode()}]")
+
+
+@dataclass
+class MemoryAnalyzer:
+    failures: list[Exception] = field(default_factory=list)
+    calls: list[tuple[str, CallContext]] = field(default_factory=list)
+
+    def analyse(self, transcript: str, context: CallContext) -> CallAnalysis:
+        self.calls.append((transcript, context))
+        if self.failures:
+            raise self.failures.pop(0)
+        return CallAnalysis(
+            summary=f"Итог: {transcript[:40]}",
+            score=70,
+            went_well=["Представился"],
+            to_improve=["Спросить про бюджет"],
+            objections=["Дорого"],
+            next_step="Отправить КП",
+        )
+
+
+@dataclass
+class MemoryNotifier:
+    sent: list[str] = field(default_factory=list)
+    failures: dict[int, Exception] = field(default_factory=dict)  # attempt number -> error
+    attempts: int = 0
+
+    def send(self, html: str) -> int:
+        self.attempts += 1
+        if self.attempts in self.failures:
+            raise self.failures.pop(self.attempts)
+        self.sent.append(html)
+        return len(self.sent)
