@@ -1,0 +1,92 @@
+"""Fixtures: the four loopback servers, and a config file that points at them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from telebot import apihelper
+
+from tests.fakes import FakeAmoCRM, FakeOpenAI, FakeRecordings, FakeTelegram
+
+AMO_TOKEN = "amo-long-lived-secret-0123456789"
+OPENAI_KEY = "sk-test-secret-0123456789abcdef"
+BOT_TOKEN = "123456:TEST-secret-bot-token-abcdef"
+CHAT_ID = "-1001234567890"
+SECRETS = (AMO_TOKEN, OPENAI_KEY, BOT_TOKEN, BOT_TOKEN.split(":")[1])
+
+
+@dataclass
+class Servers:
+    amo: FakeAmoCRM
+    recordings: FakeRecordings
+    openai: FakeOpenAI
+    telegram: FakeTelegram
+    tmp: Path
+
+    def config_text(self, **poller: object) -> str:
+        settings = {"interval_seconds": 1, "initial_lookback_minutes": 60, "min_duration_seconds": 10,
+                    "retry_delay_seconds": 60} | poller
+        poller_lines = "\n".join(f"{k} = {v!r}" for k, v in settings.items())
+        return f"""
+[amocrm]
+base_url = "{self.amo.base_url}"
+long_lived_token = "{AMO_TOKEN}"
+[openai]
+api_key = "{OPENAI_KEY}"
+base_url = "{self.openai.base_url}/v1"
+[telegram]
+bot_token = "{BOT_TOKEN}"
+chat_id = "{CHAT_ID}"
+api_url = "{self.telegram.base_url}"
+[poller]
+{poller_lines}
+[storage]
+database = "sqlite:///{self.tmp}/state/salesbot.db"
+audio_dir = "{self.tmp}/state/audio"
+"""
+
+    def write_config(self, **poller: object) -> Path:
+        path = self.tmp / "config.toml"
+        path.write_text(self.config_text(**poller))
+        return path
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    saved = (apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER)
+    amo = FakeAmoCRM(token=AMO_TOKEN).start()
+    recordings = FakeRecordings().start()
+    openai_server = FakeOpenAI(api_key=OPENAI_KEY).start()
+    telegram = FakeTelegram(token=BOT_TOKEN).start()
+    telegram.known_chats = {CHAT_ID}
+    try:
+        yield Servers(amo, recordings, openai_server, telegram, tmp_path)
+    finally:
+        for server in (amo, recordings, openai_server, telegram):
+            server.stop()
+        # telebot's server URL and transport are process-global: leave them as found.
+        apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER = saved
+
+
+def run_cli(*args: str, config: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a child process, with no secret in its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
+    if config is not None:
+        env["SALESBOT_CONFIG"] = str(config)
+    env["TZ"] = "UTC"
+    return subprocess.run(
+        [sys.executable, "-m", "salesbot_poller", *args],
+        capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, "a secret leaked into output"
