@@ -30,8 +30,12 @@ class Servers:
     tmp: Path
 
     def config_text(self, **poller: object) -> str:
-        settings = {"interval_seconds": 1, "initial_lookback_minutes": 60, "min_duration_seconds": 10,
-                    "retry_delay_seconds": 60} | poller
+        settings = {
+            "interval_seconds": 1,
+            "initial_lookback_minutes": 60,
+            "min_duration_seconds": 10,
+            "retry_delay_seconds": 60,
+        } | poller
         poller_lines = "\n".join(f"{k} = {v!r}" for k, v in settings.items())
         return f"""
 [amocrm]
@@ -82,7 +86,11 @@ def run_cli(*args: str, config: Path | None = None, timeout: float = 60) -> subp
     env["TZ"] = "UTC"
     return subprocess.run(
         [sys.executable, "-m", "salesbot_poller", *args],
-        capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -31,12 +31,22 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
     text = (ROOT / "config.example.toml").read_text()
     raw = tomllib.loads(text)
     assert {s: sorted(v) for s, v in raw.items()} == {
-        "amocrm": sorted(["base_url", "long_lived_token", "client_id", "client_secret", "redirect_uri",
-                          "refresh_token", "access_token"]),
+        "amocrm": sorted(
+            [
+                "base_url",
+                "long_lived_token",
+                "client_id",
+                "client_secret",
+                "redirect_uri",
+                "refresh_token",
+                "access_token",
+            ]
+        ),
         "openai": sorted(["api_key", "base_url", "transcription_model", "analysis_model", "language"]),
         "telegram": sorted(["bot_token", "chat_id", "api_url"]),
-        "poller": sorted(["interval_seconds", "initial_lookback_minutes", "min_duration_seconds",
-                          "retry_delay_seconds"]),
+        "poller": sorted(
+            ["interval_seconds", "initial_lookback_minutes", "min_duration_seconds", "retry_delay_seconds"]
+        ),
         "storage": sorted(["database", "audio_dir"]),
     }
     key_lines = [line for line in text.splitlines() if "=" in line and not line.startswith("#")]
@@ -53,9 +63,16 @@ def test_every_problem_is_reported_at_once_each_naming_its_key() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, {})
     problems = caught.value.problems
-    for key in ("amocrm.base_url", "amocrm.colour: unknown key", "poller.interval_seconds",
-                "poller.min_duration_seconds", "telegram.bot_token", "openai.api_key",
-                "telegram.chat_id", "amocrm.long_lived_token"):
+    for key in (
+        "amocrm.base_url",
+        "amocrm.colour: unknown key",
+        "poller.interval_seconds",
+        "poller.min_duration_seconds",
+        "telegram.bot_token",
+        "openai.api_key",
+        "telegram.chat_id",
+        "amocrm.long_lived_token",
+    ):
         assert any(p.startswith(key) for p in problems), (key, problems)
 
 

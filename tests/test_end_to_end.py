@@ -14,17 +14,50 @@ def seed(servers: Servers, now: int) -> None:
     amo.add_user(555, "Иван Петров")
     amo.add_user(556, "Мария <Старшая> & Co")
     amo.add_entity("lead", 7001, "ООО <Ромашка> & Partners", 555)
-    amo.add_entity("contact", 8001, "Пётр \"Клиент\" <VIP>", 556)
+    amo.add_entity("contact", 8001, 'Пётр "Клиент" <VIP>', 556)
     amo.add_entity("contact", 8002, "Анна & Ко", 555)
-    amo.add_call(entity_type="lead", entity_id=7001, note_id=101, duration=125, phone="+79991110001",
-                 link=rec.add("/mango/rec-101.mp3", make_mp3(3.0)), created_at=now - 600, responsible_user_id=555)
-    amo.add_call(entity_type="contact", entity_id=8001, note_id=102, direction="out", duration=95,
-                 phone="+79991110002", link=rec.add("/mango/rec-102.mp3", make_mp3(2.0, freq=300.0)),
-                 created_at=now - 500, responsible_user_id=556)
-    amo.add_call(entity_type="lead", entity_id=7001, note_id=103, duration=4, phone="+79991110003",
-                 link=rec.add("/mango/rec-103.mp3", make_mp3(1.0)), created_at=now - 400, responsible_user_id=555)
-    amo.add_call(entity_type="contact", entity_id=8002, note_id=104, duration=0, phone="+79991110004",
-                 link=None, call_status=6, created_at=now - 300, responsible_user_id=555)
+    amo.add_call(
+        entity_type="lead",
+        entity_id=7001,
+        note_id=101,
+        duration=125,
+        phone="+79991110001",
+        link=rec.add("/mango/rec-101.mp3", make_mp3(3.0)),
+        created_at=now - 600,
+        responsible_user_id=555,
+    )
+    amo.add_call(
+        entity_type="contact",
+        entity_id=8001,
+        note_id=102,
+        direction="out",
+        duration=95,
+        phone="+79991110002",
+        link=rec.add("/mango/rec-102.mp3", make_mp3(2.0, freq=300.0)),
+        created_at=now - 500,
+        responsible_user_id=556,
+    )
+    amo.add_call(
+        entity_type="lead",
+        entity_id=7001,
+        note_id=103,
+        duration=4,
+        phone="+79991110003",
+        link=rec.add("/mango/rec-103.mp3", make_mp3(1.0)),
+        created_at=now - 400,
+        responsible_user_id=555,
+    )
+    amo.add_call(
+        entity_type="contact",
+        entity_id=8002,
+        note_id=104,
+        duration=0,
+        phone="+79991110004",
+        link=None,
+        call_status=6,
+        created_at=now - 300,
+        responsible_user_id=555,
+    )
 
 
 def test_once_twice_then_a_new_call(servers: Servers) -> None:
@@ -54,9 +87,16 @@ def test_once_twice_then_a_new_call(servers: Servers) -> None:
     assert len(servers.telegram.messages) == 3 and len(servers.openai.transcriptions) == 2
     assert "new=0 transcribed=0" in second.stderr
 
-    servers.amo.add_call(entity_type="lead", entity_id=7001, note_id=105, duration=61, phone="+79991110005",
-                         link=servers.recordings.add("/mango/rec-105.mp3", make_mp3(2.5)),
-                         created_at=int(time.time()) - 30, responsible_user_id=555)
+    servers.amo.add_call(
+        entity_type="lead",
+        entity_id=7001,
+        note_id=105,
+        duration=61,
+        phone="+79991110005",
+        link=servers.recordings.add("/mango/rec-105.mp3", make_mp3(2.5)),
+        created_at=int(time.time()) - 30,
+        responsible_user_id=555,
+    )
     third = run_cli("once", config=config)
     assert third.returncode == 0, third.stderr
     assert len(servers.telegram.messages) == 4 and len(servers.openai.transcriptions) == 3

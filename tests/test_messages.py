@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -35,7 +35,7 @@ def analysis(**changes: object) -> CallAnalysis:
 
 
 def test_card_escapes_every_dynamic_value_and_parses() -> None:
-    (card,) = render_conversation(CONTEXT, analysis(), timezone.utc)
+    (card,) = render_conversation(CONTEXT, analysis(), UTC)
     visible = validate_telegram_html(card)
     assert 'ООО "Ромашка" <b>&amp;' in visible, "the name shows literally, not as markup"
     assert "Иван <Петров> & Co" in visible
@@ -52,7 +52,7 @@ def test_unescaped_markup_would_be_rejected_by_the_test_parser() -> None:
 
 @pytest.mark.parametrize("filler", ["Очень длинный итог разговора. ", "<&>" * 3, "😀 эмодзи "])
 def test_long_content_is_split_under_the_limit_and_every_part_parses(filler: str) -> None:
-    parts = render_conversation(CONTEXT, analysis(summary=filler * 900, objections=[filler * 300] * 5), timezone.utc)
+    parts = render_conversation(CONTEXT, analysis(summary=filler * 900, objections=[filler * 300] * 5), UTC)
     assert len(parts) >= 2
     for part in parts:
         visible = validate_telegram_html(part)
@@ -62,9 +62,17 @@ def test_long_content_is_split_under_the_limit_and_every_part_parses(filler: str
 
 
 def test_missed_call_alert_has_the_full_number_contact_and_manager() -> None:
-    context = CallContext("in", "Мария", "contacts", "Пётр & сын", "https://acme.amocrm.ru/contacts/detail/9",
-                          "+79991234567", 0, 1795600800)
-    (alert,) = render_missed(context, timezone.utc)
+    context = CallContext(
+        "in",
+        "Мария",
+        "contacts",
+        "Пётр & сын",
+        "https://acme.amocrm.ru/contacts/detail/9",
+        "+79991234567",
+        0,
+        1795600800,
+    )
+    (alert,) = render_missed(context, UTC)
     visible = validate_telegram_html(alert)
     assert "+79991234567" in visible and "Пётр & сын" in visible and "Мария" in visible
     assert 'href="https://acme.amocrm.ru/contacts/detail/9"' in alert

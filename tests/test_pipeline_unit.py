@@ -3,7 +3,7 @@ SQLite store. Time is passed in; nothing sleeps."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from salesbot_poller.pipeline import App, run_once
 from salesbot_poller.store import Call, Store
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber
 
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 def at(minutes: float) -> datetime:
@@ -27,7 +27,9 @@ def ts(minutes: float) -> int:
     return int(at(minutes).timestamp())
 
 
-def note(note_id: int, duration: int = 125, link: str | None = "https://rec.example/1.mp3", status: int = 4) -> CallNote:
+def note(
+    note_id: int, duration: int = 125, link: str | None = "https://rec.example/1.mp3", status: int = 4
+) -> CallNote:
     return CallNote(note_id, duration, "+79991234567", link, status, "MangoOfficeWidget", 555, None)
 
 
@@ -57,7 +59,7 @@ def app(tmp_path: Path) -> App:
         transcriber=MemoryTranscriber(),
         analyzer=MemoryAnalyzer(),
         notifier=MemoryNotifier(),
-        tz=timezone.utc,
+        tz=UTC,
     )
 
 
