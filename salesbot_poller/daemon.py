@@ -2,7 +2,8 @@
 
 One cycle at a time (`max_instances=1`, `coalesce=True`), the first at start. A signal only
 sets an event; the current cycle takes no new call after it, the scheduler waits for the
-running job, and the process exits 0.
+running job, and the process exits 0. After a fatal error (a revoked token, say) cycles pause
+for `FATAL_PAUSE_SECONDS`, so the journal says it every few minutes, not every second.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from salesbot_poller.pipeline import App, run_once
 
 log = logging.getLogger(__name__)
 
+FATAL_PAUSE_SECONDS = 300
+
 
 def run_daemon(app: App, clock: Callable[[], datetime]) -> int:
     interval = app.config.poller.interval_seconds
     stop = threading.Event()
+    paused_until = [0.0]  # written and read only by the one running job
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the current step, then exiting", signal.Signals(signum).name)
@@ -35,13 +39,16 @@ def run_daemon(app: App, clock: Callable[[], datetime]) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def cycle() -> None:
-        if stop.is_set():
+        now = clock()
+        if stop.is_set() or now.timestamp() < paused_until[0]:
             return
         with app.store.db.connection_context():
             try:
-                run_once(app, clock(), stop.is_set)
+                run_once(app, now, stop.is_set)
             except FatalError as exc:
-                log.error("cycle stopped: %s", exc)
+                pause = max(interval, FATAL_PAUSE_SECONDS)
+                paused_until[0] = now.timestamp() + pause
+                log.error("cycle stopped: %s (next try in %d s)", exc, pause)
             except peewee.DatabaseError as exc:
                 log.error("cycle stopped: database error: %s", exc)
 

@@ -82,7 +82,7 @@ def test_once_twice_then_a_new_call(servers: Servers) -> None:
     assert servers.recordings.authorization_headers_seen() == [], "no amoCRM token sent to the PBX"
     assert "cycle: events=4 new=4 transcribed=2 analysed=2 notified=2 missed_alerts=1 skipped=1" in first.stderr
 
-    second = run_cli("once", config=config)
+    second = run_cli("--log-level", "DEBUG", "once", config=config)
     assert second.returncode == 0, second.stderr
     assert len(servers.telegram.messages) == 3 and len(servers.openai.transcriptions) == 2
     assert "new=0 transcribed=0" in second.stderr

@@ -1,0 +1,421 @@
+"""A fake amoCRM API v4 account host (see /work/shared/amocrm-api.md for the wire facts)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from .base import JSON, FakeServer, RecordedRequest, Reply, form_params, json_reply, text_reply
+
+PLURALS = {"lead": "leads", "contact": "contacts", "company": "companies", "customer": "customers"}
+ENTITY_PLURALS = tuple(PLURALS.values())
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_PL = "(leads|contacts|companies|customers)"
+
+
+def _b32(value: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        value, digit = divmod(value, 32)
+        out.append(_CROCKFORD[digit])
+    return "".join(reversed(out))
+
+
+def multi(query: dict[str, list[str]], name: str) -> list[str]:
+    """Values of a filter in any form amoCRM accepts: `name=1,2`, `name[]=1&name[]=2`,
+    `name[0]=1`."""
+    values: list[str] = []
+    for key, vals in query.items():
+        if key == name or key == name + "[]" or re.fullmatch(re.escape(name) + r"\[\d+\]", key):
+            for v in vals:
+                values.extend(p.strip() for p in v.split(",") if p.strip())
+    return values
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> Reply:
+    """An `application/problem+json` error as amoCRM sends it."""
+    body = {"title": title, "type": f"https://httpstatus.es/{status}", "status": status,
+            "detail": detail, **extra}
+    return json_reply(body, status, "application/problem+json")
+
+
+class _BadRequest(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class FakeAmoCRM(FakeServer):
+    """Fake amoCRM API v4. Contract:
+
+    - Every `/api/v4/...` call needs `Authorization: Bearer <t>` with t in `valid_tokens`,
+      else 401 problem+json. `POST /oauth2/access_token` checks client_id/client_secret.
+    - State is public and may be edited by tests at any time (hold `lock` if the server is
+      busy): `events`, `notes[(plural, note_id)]`, `users[id]`, `entities[plural][id]`,
+      `account`, `users_forbidden`, `valid_tokens`, `valid_refresh_tokens`, `valid_codes`.
+    - Lists are sorted, filtered and paged like amoCRM (`limit`, 1-based `page`,
+      `_links.next` only when the next page has items); an empty page is 204 with no body.
+    - Refresh tokens and authorization codes are strictly single use (amoCRM behaviour).
+    - `rate_violations()` counts requests beyond `max_rps` in any rolling 1 s window;
+      with `enforce_rate_limit` such a request gets 429 with an HTML body, no Retry-After.
+    - Notes posted to `/api/v4/{plural}/notes` land in `created_notes` (and in `notes`),
+      tasks posted to `/api/v4/tasks` in `tasks`.
+    """
+
+    def __init__(
+        self,
+        token: str = "amo-test-token",
+        client_id: str = "cid",
+        client_secret: str = "csecret",
+        refresh_token: str = "refresh-1",
+    ) -> None:
+        super().__init__()
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.account: JSON = {
+            "id": 31000001, "name": "Acme", "subdomain": "acme", "created_at": 1600000000,
+            "created_by": 0, "updated_at": 1600000000, "updated_by": 0, "current_user_id": 0,
+            "country": "RU", "currency": "RUB", "currency_symbol": "₽",
+            "customers_mode": "disabled", "is_unsorted_on": True, "is_loss_reason_enabled": True,
+            "is_helpbot_enabled": False, "is_technical_account": False,
+            "contact_name_display_order": 1,
+        }
+        self.events: list[JSON] = []
+        self.notes: dict[tuple[str, int], JSON] = {}
+        self.users: dict[int, JSON] = {}
+        self.entities: dict[str, dict[int, JSON]] = {p: {} for p in ENTITY_PLURALS}
+        self.users_forbidden = False
+        self.valid_tokens: set[str] = {token}
+        self.valid_refresh_tokens: set[str] = {refresh_token}
+        self.valid_codes: set[str] = set()
+        self.issued_refresh_tokens: list[str] = []
+        self.created_notes: list[JSON] = []
+        self.tasks: list[JSON] = []
+        self.max_rps = 7
+        self.enforce_rate_limit = False
+        self._counter = 1  # generation of the initial token pair
+        self._event_seq = 0
+        self._violations = 0
+
+    # test helpers --------------------------------------------------------------------------
+    def add_user(self, user_id: int, name: str, email: str | None = None) -> JSON:
+        """Add (or replace) a user as `GET /api/v4/users` lists it."""
+        user = {"id": user_id, "name": name, "email": email or f"user{user_id}@example.com",
+                "lang": "ru", "rights": {"is_admin": False, "is_free": False, "is_active": True}}
+        self.users[user_id] = user
+        return user
+
+    def add_entity(
+        self, entity_type: str, entity_id: int, name: str, responsible_user_id: int = 0,
+        **extra: Any,
+    ) -> JSON:
+        """Add a lead/contact/company/customer (singular or plural type); `extra` fields
+        (price, pipeline_id, status_id, ...) are stored as given."""
+        plural = PLURALS.get(entity_type, entity_type)
+        entity = {"id": entity_id, "name": name, "responsible_user_id": responsible_user_id,
+                  "created_at": 1700000000, "updated_at": 1700000000,
+                  "account_id": self.account["id"], **extra}
+        self.entities[plural][entity_id] = entity
+        return entity
+
+    def add_call(
+        self,
+        *,
+        entity_type: str = "lead",
+        entity_id: int,
+        note_id: int,
+        direction: str = "in",
+        duration: int,
+        phone: str,
+        link: str | None,
+        call_status: int = 4,
+        created_at: int,
+        responsible_user_id: int = 0,
+        source: str = "MangoOfficeWidget",
+        event_id: str | None = None,
+        call_responsible: int | str | None = None,
+        call_result: str = "",
+    ) -> str:
+        """Append an `incoming_call`/`outgoing_call` event and store its call note.
+
+        `entity_type` is singular (lead, contact, company, customer). `link=None` omits
+        `params.link`; `call_responsible=None` stores `responsible_user_id` there.
+        Returns the event id (a 26-char lower-case ULID-like string).
+        """
+        if direction not in ("in", "out"):
+            raise ValueError("direction must be 'in' or 'out'")
+        plural = PLURALS[entity_type]
+        if event_id is None:
+            self._event_seq += 1
+            event_id = _b32(created_at * 1000, 10) + _b32(self._event_seq, 16)
+        params: JSON = {
+            "uniq": f"{note_id:08x}-0000-4000-8000-{entity_id:012x}",
+            "duration": duration,
+            "source": source,
+            "phone": phone,
+            "call_result": call_result,
+            "call_status": call_status,
+            "call_responsible": (
+                responsible_user_id if call_responsible is None else call_responsible
+            ),
+        }
+        if link is not None:
+            params["link"] = link
+        self.notes[(plural, note_id)] = {
+            "id": note_id, "entity_id": entity_id, "created_by": 0, "updated_by": 0,
+            "created_at": created_at, "updated_at": created_at,
+            "responsible_user_id": responsible_user_id, "group_id": 0,
+            "note_type": f"call_{direction}", "params": params, "account_id": self.account["id"],
+        }
+        self.events.append({
+            "id": event_id,
+            "type": "incoming_call" if direction == "in" else "outgoing_call",
+            "entity_id": entity_id,
+            "entity_type": entity_type,
+            "created_by": 0,
+            "created_at": created_at,
+            "value_after": [{"note": {"id": note_id}}],
+            "value_before": [],
+            "account_id": self.account["id"],
+        })
+        return event_id
+
+    def set_note_link(self, entity_plural: str, note_id: int, link: str | None) -> None:
+        """Set (or with None remove) a note's `params.link` and bump its `updated_at`."""
+        with self.lock:
+            note = self.notes[(entity_plural, note_id)]
+            if link is None:
+                note["params"].pop("link", None)
+            else:
+                note["params"]["link"] = link
+            note["updated_at"] = max(int(time.time()), note["updated_at"] + 1)
+
+    def rate_violations(self) -> int:
+        """Requests that were the (max_rps+1)-th or later within a rolling 1.0 s window."""
+        with self.lock:
+            times = sorted(r.at for r in self.requests)
+        count, start = 0, 0
+        for i, t in enumerate(times):
+            while t - times[start] >= 1.0:
+                start += 1
+            if i - start + 1 > self.max_rps:
+                count += 1
+        return count
+
+    # dispatch ------------------------------------------------------------------------------
+    def on_request(self, req: RecordedRequest) -> Reply | None:
+        if not self.enforce_rate_limit:
+            return None
+        recent = [r for r in self.requests if 0 <= req.at - r.at < 1.0]
+        if len(recent) > self.max_rps:
+            html = "<html><head><title>429 Too Many Requests</title></head><body>" \
+                   "<center><h1>429 Too Many Requests</h1></center></body></html>"
+            return text_reply(html, 429, "text/html")
+        return None
+
+    def route(self, req: RecordedRequest) -> Reply:
+        path = req.path.rstrip("/")
+        if path == "/oauth2/access_token":
+            return self._oauth(req) if req.method == "POST" else self._not_found()
+        auth = req.headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or auth[7:].strip() not in self.valid_tokens:
+            return problem(401, "Unauthorized", "Authorization is required or token is invalid")
+        try:
+            with self.lock:
+                return self._api(req, path)
+        except _BadRequest as exc:
+            return problem(400, "Bad Request", exc.detail)
+        except ValueError as exc:  # a body that is not JSON
+            return problem(400, "Bad Request", f"Malformed request body: {exc}")
+
+    def _api(self, req: RecordedRequest, path: str) -> Reply:
+        get = req.method in ("GET", "HEAD")
+        if get and path == "/api/v4/account":
+            return json_reply(self.account)
+        if get and path == "/api/v4/events":
+            return self._events(req)
+        if get and path == "/api/v4/users":
+            if self.users_forbidden:
+                return problem(403, "Forbidden", "Access denied: admin rights required")
+            users = sorted(self.users.values(), key=lambda u: u["id"])
+            return self._page(req, "users", users, max_limit=250)
+        if get and (m := re.fullmatch(r"/api/v4/users/(\d+)", path)):
+            if self.users_forbidden:
+                return problem(403, "Forbidden", "Access denied: admin rights required")
+            user = self.users.get(int(m[1]))
+            return json_reply(user) if user else Reply(204)
+        if m := re.fullmatch(rf"/api/v4/{_PL}/notes", path):
+            return self._notes(req, m[1], None) if get else self._post_notes(req, m[1], None)
+        if m := re.fullmatch(rf"/api/v4/{_PL}/(\d+)/notes", path):
+            entity_id = int(m[2])
+            return self._notes(req, m[1], entity_id) if get else self._post_notes(
+                req, m[1], entity_id)
+        if get and (m := re.fullmatch(rf"/api/v4/{_PL}(?:/(\d+))?/notes/(\d+)", path)):
+            note = self.notes.get((m[1], int(m[3])))
+            if note is None or (m[2] is not None and note["entity_id"] != int(m[2])):
+                return Reply(204)
+            return json_reply(note)
+        if get and (m := re.fullmatch(rf"/api/v4/{_PL}", path)):
+            wanted = self._ints(req, "filter[id]")
+            items = [e for i, e in sorted(self.entities[m[1]].items()) if not wanted or i in wanted]
+            return self._page(req, m[1], items, max_limit=250)
+        if get and (m := re.fullmatch(rf"/api/v4/{_PL}/(\d+)", path)):
+            entity = self.entities[m[1]].get(int(m[2]))
+            return json_reply(entity) if entity else Reply(204)
+        if req.method == "POST" and path == "/api/v4/tasks":
+            return self._post_tasks(req)
+        return self._not_found()
+
+    def _not_found(self) -> Reply:
+        return problem(404, "Not Found", "Unknown route")
+
+    # lists ---------------------------------------------------------------------------------
+    def _page(self, req: RecordedRequest, key: str, items: list[JSON], max_limit: int,
+              default_limit: int = 50) -> Reply:
+        limit = self._int(req, "limit", default_limit)
+        page = self._int(req, "page", 1)
+        if not 1 <= limit <= max_limit:
+            raise _BadRequest(f"limit must be between 1 and {max_limit}")
+        if page < 1:
+            raise _BadRequest("page must be a positive number")
+        chunk = items[(page - 1) * limit : page * limit]
+        if not chunk:
+            return Reply(204)
+        links = {"self": {"href": self._href(req, page)}}
+        if len(items) > page * limit:
+            links["next"] = {"href": self._href(req, page + 1)}
+        if page > 1:
+            links["prev"] = {"href": self._href(req, page - 1)}
+        return json_reply({"_page": page, "_links": links, "_embedded": {key: chunk}})
+
+    @staticmethod
+    def _int(req: RecordedRequest, name: str, default: int) -> int:
+        raw = req.param(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise _BadRequest(f"{name} must be an integer") from None
+
+    @staticmethod
+    def _ints(req: RecordedRequest, name: str) -> set[int]:
+        try:
+            return {int(v) for v in multi(req.query, name)}
+        except ValueError:
+            raise _BadRequest(f"{name} must hold integers") from None
+
+    def _href(self, req: RecordedRequest, page: int) -> str:
+        query = {k: v for k, v in req.query.items() if k != "page"}
+        query["page"] = [str(page)]
+        return f"{self.base_url}{req.path}?{urlencode(query, doseq=True)}"
+
+    def _events(self, req: RecordedRequest) -> Reply:
+        types = set(multi(req.query, "filter[type]"))
+        lo = self._int(req, "filter[created_at][from]", 0)
+        hi = self._int(req, "filter[created_at][to]", 2**62)
+        events = sorted(
+            (e for e in self.events
+             if (not types or e["type"] in types) and lo <= e["created_at"] <= hi),
+            key=lambda e: (e["created_at"], e["id"]),
+        )
+        return self._page(req, "events", events, max_limit=100)
+
+    def _notes(self, req: RecordedRequest, plural: str, entity_id: int | None) -> Reply:
+        ids = self._ints(req, "filter[id]")
+        types = set(multi(req.query, "filter[note_type]"))
+        entity_ids = self._ints(req, "filter[entity_id]")
+        if entity_id is not None:
+            entity_ids = {entity_id}
+        lo = self._int(req, "filter[updated_at][from]", 0)
+        hi = self._int(req, "filter[updated_at][to]", 2**62)
+        notes = [
+            n for (p, nid), n in self.notes.items()
+            if p == plural and (not ids or nid in ids) and (not types or n["note_type"] in types)
+            and (not entity_ids or n["entity_id"] in entity_ids)
+            and lo <= n["updated_at"] <= hi
+        ]
+        order_key, desc = "id", False
+        for key in ("id", "updated_at"):
+            if (direction := req.param(f"order[{key}]")) is not None:
+                order_key, desc = key, direction.lower() == "desc"
+        notes.sort(key=lambda n: (n[order_key], n["id"]), reverse=desc)
+        return self._page(req, "notes", notes, max_limit=250)
+
+    # writes --------------------------------------------------------------------------------
+    def _post_notes(self, req: RecordedRequest, plural: str, entity_id: int | None) -> Reply:
+        if req.method != "POST":
+            return self._not_found()
+        items = req.json()
+        if not isinstance(items, list) or not items:
+            raise _BadRequest("Request body must be a non-empty JSON array")
+        answer = []
+        now = int(time.time())
+        for i, item in enumerate(items):
+            target = item.get("entity_id", entity_id)
+            if not isinstance(target, int) or "note_type" not in item:
+                raise _BadRequest(f"[{i}]: entity_id and note_type are required")
+            note_id = max([nid for _, nid in self.notes] + [900000000]) + 1
+            note = {"id": note_id, "entity_id": target, "created_by": 0, "updated_by": 0,
+                    "created_at": now, "updated_at": now, "responsible_user_id": 0,
+                    "group_id": 0, "note_type": item["note_type"],
+                    "params": item.get("params", {}), "account_id": self.account["id"]}
+            self.notes[(plural, note_id)] = note
+            self.created_notes.append({"entity_plural": plural, **note})
+            answer.append({"id": note_id, "entity_id": target,
+                           "request_id": str(item.get("request_id", i))})
+        return json_reply({"_links": {"self": {"href": self.url(req.path)}},
+                           "_embedded": {"notes": answer}})
+
+    def _post_tasks(self, req: RecordedRequest) -> Reply:
+        items = req.json()
+        if not isinstance(items, list) or not items:
+            raise _BadRequest("Request body must be a non-empty JSON array")
+        answer = []
+        for i, item in enumerate(items):
+            if "text" not in item or "complete_till" not in item:
+                raise _BadRequest(f"[{i}]: text and complete_till are required")
+            task_id = 800000000 + len(self.tasks) + 1
+            self.tasks.append({"id": task_id, **item})
+            answer.append({"id": task_id, "request_id": str(item.get("request_id", i))})
+        return json_reply({"_embedded": {"tasks": answer}})
+
+    # OAuth ---------------------------------------------------------------------------------
+    def _oauth(self, req: RecordedRequest) -> Reply:
+        try:
+            params, _ = form_params(req)
+        except ValueError:
+            return self._oauth_error(400, "Bad Request", "Malformed body", "Invalid request")
+        with self.lock:
+            if (params.get("client_id") != self.client_id
+                    or params.get("client_secret") != self.client_secret):
+                return self._oauth_error(401, "Unauthorized", "Client authentication failed",
+                                         "Client authentication failed")
+            grant = params.get("grant_type")
+            if grant == "refresh_token":
+                pool, value = self.valid_refresh_tokens, params.get("refresh_token", "")
+            elif grant == "authorization_code":
+                pool, value = self.valid_codes, params.get("code", "")
+            else:
+                return self._oauth_error(400, "Bad Request", "Unsupported grant type",
+                                         "Check the `grant_type` parameter")
+            if value not in pool:
+                hint = ("Token has been revoked" if grant == "refresh_token"
+                        else "Authorization code has been revoked")
+                return self._oauth_error(400, "Bad Request",
+                                         "The provided authorization grant is invalid", hint)
+            pool.discard(value)
+            self._counter += 1
+            access, refresh = f"access-{self._counter}", f"refresh-{self._counter}"
+            self.valid_tokens.add(access)
+            self.valid_refresh_tokens.add(refresh)
+            self.issued_refresh_tokens.append(refresh)
+        return json_reply({"token_type": "Bearer", "expires_in": 86400,
+                           "access_token": access, "refresh_token": refresh})
+
+    @staticmethod
+    def _oauth_error(status: int, title: str, detail: str, hint: str) -> Reply:
+        return json_reply({"title": title, "type": f"https://httpstatus.es/{status}",
+                           "status": status, "detail": detail, "hint": hint}, status)

@@ -1,0 +1,220 @@
+"""A fake OpenAI API: audio transcriptions, chat completions, models."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+
+import av
+
+from .base import (
+    JSON,
+    FakeServer,
+    RecordedRequest,
+    Reply,
+    json_reply,
+    parse_multipart,
+    text_reply,
+)
+
+MODELS = ("whisper-1", "gpt-4o-mini", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o")
+UNDECODABLE = "The audio file could not be decoded or its format is not supported."
+# Models that only speak json/text (verbose_json, srt and vtt are whisper-1 only).
+_JSON_ONLY_PREFIXES = ("gpt-4o", "gpt-transcribe")
+
+
+def error_reply(status: int, message: str, type_: str = "invalid_request_error",
+                param: str | None = None, code: str | None = None) -> Reply:
+    """An OpenAI-style error body."""
+    return json_reply({"error": {"message": message, "type": type_, "param": param,
+                                 "code": code}}, status)
+
+
+def audio_duration(data: bytes) -> float | None:
+    """Duration in seconds via PyAV; 0.0 when unknown; None when not decodable audio."""
+    try:
+        with av.open(io.BytesIO(data), "r") as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            decoded = next(container.decode(stream), None)
+            if decoded is None:
+                return None
+            if container.duration:
+                return float(container.duration / av.time_base)
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return 0.0
+    except (av.FFmpegError, ValueError, StopIteration):
+        return None
+
+
+def default_transcribe(data: bytes, filename: str, fields: dict[str, str]) -> str:
+    """A deterministic Russian "transcript" naming the file size and sha1 prefix."""
+    digest = hashlib.sha1(data).hexdigest()[:8]
+    return f"Менеджер: Добрый день! Клиент: Здравствуйте, [{len(data)} байт, {digest}]"
+
+
+def _message_text(message: JSON) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def default_analysis(body: JSON) -> JSON:
+    """The six-field analysis built from the last user message."""
+    messages = body.get("messages") or []
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    text = _message_text(users[-1] if users else (messages[-1] if messages else {}))
+    return {
+        "summary": "Итог: " + text[:60],
+        "score": 72,
+        "went_well": ["Поздоровался и представился"],
+        "to_improve": ["Уточнить бюджет клиента"],
+        "objections": ["Дорого"],
+        "next_step": "Отправить КП до пятницы",
+    }
+
+
+class FakeOpenAI(FakeServer):
+    """Fake OpenAI API under `/v1`. Contract:
+
+    - `Authorization: Bearer <api_key>` required, else 401 `invalid_api_key` (key not echoed).
+    - `POST /v1/audio/transcriptions` (multipart): records `transcriptions` (filename, size,
+      sha1, fields); text from `transcribe_fn(data, filename, fields)`; `response_format`
+      json (default) / text / verbose_json / srt / vtt; undecodable audio -> 400;
+      waits `transcribe_delay` seconds first.
+    - `POST /v1/chat/completions`: records `chat_requests`; `analysis_fn(body)` returns a
+      dict (sent as JSON content) or a str (sent verbatim, e.g. to test broken JSON);
+      `finish_reason` is `chat_finish_reason` ("stop"); waits `chat_delay` seconds first.
+    - `GET /v1/models`, `GET /v1/models/{id}`.
+    """
+
+    def __init__(self, api_key: str = "sk-test-key") -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.transcriptions: list[JSON] = []
+        self.chat_requests: list[JSON] = []
+        self.transcribe_fn: Callable[[bytes, str, dict[str, str]], str] = default_transcribe
+        self.analysis_fn: Callable[[JSON], JSON | str] = default_analysis
+        self.transcribe_delay = 0.0
+        self.chat_delay = 0.0
+        self.chat_finish_reason = "stop"
+        self._completion_seq = 0
+
+    def route(self, req: RecordedRequest) -> Reply:
+        if req.headers.get("authorization", "") != f"Bearer {self.api_key}":
+            return error_reply(401, "Incorrect API key provided.", code="invalid_api_key")
+        path = req.path.rstrip("/")
+        if req.method == "POST" and path == "/v1/audio/transcriptions":
+            return self._transcribe(req)
+        if req.method == "POST" and path == "/v1/chat/completions":
+            return self._chat(req)
+        if req.method == "GET" and path == "/v1/models":
+            return json_reply({"object": "list", "data": [self._model(m) for m in MODELS]})
+        if req.method == "GET" and path.startswith("/v1/models/"):
+            model = path.removeprefix("/v1/models/")
+            if model in MODELS:
+                return json_reply(self._model(model))
+            return error_reply(404, f"The model '{model}' does not exist", param="model",
+                               code="model_not_found")
+        return error_reply(404, f"Invalid URL ({req.method} {req.path})")
+
+    @staticmethod
+    def _model(model_id: str) -> JSON:
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "openai"}
+
+    # transcriptions ------------------------------------------------------------------------
+    def _transcribe(self, req: RecordedRequest) -> Reply:
+        ctype = req.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            return error_reply(400, "Expected multipart/form-data")
+        fields, files = parse_multipart(ctype, req.body)
+        upload = files.get("file")
+        if upload is None:
+            return error_reply(400, "Missing required parameter: 'file'.", param="file")
+        model = fields.get("model")
+        if not model:
+            return error_reply(400, "you must provide a model parameter", param="model")
+        fmt = fields.get("response_format", "json")
+        if fmt not in ("json", "text", "verbose_json", "srt", "vtt"):
+            return error_reply(400, f"Invalid value for 'response_format': '{fmt}'.",
+                               param="response_format")
+        if fmt not in ("json", "text") and model.startswith(_JSON_ONLY_PREFIXES):
+            return error_reply(400, f"response_format '{fmt}' is not compatible with model "
+                               f"'{model}'. Use 'json' or 'text' instead.",
+                               param="response_format", code="unsupported_value")
+        filename = upload.filename or "file"
+        with self.lock:
+            self.transcriptions.append({
+                "filename": filename, "size": len(upload.data),
+                "sha1": hashlib.sha1(upload.data).hexdigest(), "fields": dict(fields),
+                "content_type": upload.content_type,
+            })
+        if self.transcribe_delay:
+            time.sleep(self.transcribe_delay)
+        duration = audio_duration(upload.data)
+        if duration is None:
+            return error_reply(400, UNDECODABLE)
+        text = self.transcribe_fn(upload.data, filename, fields)
+        usage = {"type": "duration", "seconds": math.ceil(duration)}
+        if fmt == "text":
+            return text_reply(text)
+        if fmt in ("srt", "vtt"):
+            return text_reply(self._subtitles(fmt, text, duration))
+        if fmt == "json":
+            return json_reply({"text": text, "usage": usage})
+        segment = {"id": 0, "seek": 0, "start": 0.0, "end": duration, "text": text,
+                   "tokens": [], "temperature": 0.0, "avg_logprob": -0.2,
+                   "compression_ratio": 1.0, "no_speech_prob": 0.01}
+        return json_reply({"task": "transcribe", "language": "russian", "duration": duration,
+                           "text": text, "segments": [segment], "usage": usage})
+
+    @staticmethod
+    def _subtitles(fmt: str, text: str, duration: float) -> str:
+        def stamp(sec: float, sep: str) -> str:
+            ms = round(sec * 1000)
+            return f"{ms // 3600000:02}:{ms // 60000 % 60:02}:{ms // 1000 % 60:02}{sep}{ms % 1000:03}"
+        if fmt == "srt":
+            return f"1\n{stamp(0, ',')} --> {stamp(duration, ',')}\n{text}\n\n"
+        return f"WEBVTT\n\n{stamp(0, '.')} --> {stamp(duration, '.')}\n{text}\n\n"
+
+    # chat ----------------------------------------------------------------------------------
+    def _chat(self, req: RecordedRequest) -> Reply:
+        try:
+            body = req.json()
+        except ValueError:
+            return error_reply(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict) or not body.get("model") or not body.get("messages"):
+            return error_reply(400, "Missing required parameter: 'model' or 'messages'.")
+        with self.lock:
+            self.chat_requests.append(body)
+            self._completion_seq += 1
+            seq = self._completion_seq
+        if self.chat_delay:
+            time.sleep(self.chat_delay)
+        result = self.analysis_fn(body)
+        content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+        prompt_tokens = max(1, len(json.dumps(body["messages"], ensure_ascii=False)) // 4)
+        completion_tokens = max(1, len(content) // 4)
+        return json_reply({
+            "id": f"chatcmpl-{seq}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": self.chat_finish_reason,
+                "logprobs": None,
+            }],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })

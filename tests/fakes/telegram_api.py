@@ -1,0 +1,194 @@
+"""A fake Telegram Bot API (what pyTelegramBotAPI sends with apihelper.API_URL pointed here)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from typing import Any
+
+from .base import JSON, FakeServer, RecordedRequest, Reply, form_params, json_reply, text_reply
+from .tg_html import TelegramHTMLError, utf16_len, validate_telegram_html
+
+BOT_USER: JSON = {"id": 123, "is_bot": True, "first_name": "SalesBot",
+                  "username": "salesbot_test_bot"}
+MAX_REQUEST_LINE = 8192
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+_URI_TOO_LONG = "<html><head><title>414 Request-URI Too Large</title></head><body><center>" \
+                "<h1>414 Request-URI Too Large</h1></center><hr><center>nginx</center></body></html>"
+
+
+def tg_error(code: int, description: str, **parameters: Any) -> Reply:
+    """`{"ok": false, ...}` with an optional `parameters` object."""
+    body: JSON = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return json_reply(body, code)
+
+
+class _ApiError(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+def _json_param(params: dict[str, str], name: str) -> Any:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise _ApiError(tg_error(400, f"Bad Request: can't parse {name} JSON object")) from None
+
+
+class FakeTelegram(FakeServer):
+    """Fake Bot API at `/bot<token>/<method>`. Contract:
+
+    - Parameters merge the query string and the body (urlencoded, multipart or JSON).
+    - Wrong token -> 401; unknown method -> 404; request line over 8192 bytes -> 414 HTML
+      (nginx). Method names are case-insensitive, as in Telegram.
+    - `getMe`; `sendMessage` (checks chat, HTML entities, 4096 UTF-16 units, empty text) stores
+      `messages`; `sendDocument` (multipart field `document`, caption <= 1024) stores
+      `documents`. Both answer real Message objects with incrementing `message_id`.
+    - A chat in `migrate_chats` answers 400 with `parameters.migrate_to_chat_id`; a chat not in
+      `known_chats` answers 400 "chat not found".
+    """
+
+    def __init__(self, token: str = "123:TEST") -> None:
+        super().__init__()
+        self.token = token
+        self.known_chats: set[str] = {"-1001234567890"}
+        self.migrate_chats: dict[str, int] = {}
+        self.messages: list[JSON] = []
+        self.documents: list[JSON] = []
+        self._message_id = 0
+
+    @property
+    def api_url(self) -> str:
+        """The value for `telebot.apihelper.API_URL`."""
+        return self.base_url + "/bot{0}/{1}"
+
+    def route(self, req: RecordedRequest) -> Reply:
+        if len(f"{req.method} {req.target} HTTP/1.1".encode()) > MAX_REQUEST_LINE:
+            return text_reply(_URI_TOO_LONG, 414, "text/html")
+        m = re.fullmatch(r"/bot([^/]*)/([A-Za-z]+)", req.path)
+        if m is None:
+            return tg_error(404, "Not Found")
+        if m[1] != self.token:
+            return tg_error(401, "Unauthorized")
+        handler = {
+            "getme": self._get_me,
+            "sendmessage": self._send_message,
+            "senddocument": self._send_document,
+        }.get(m[2].lower())
+        if handler is None:
+            return tg_error(404, "Not Found")
+        try:
+            params, files = form_params(req)
+            return handler(params, files)
+        except _ApiError as exc:
+            return exc.reply
+        except ValueError:
+            return tg_error(400, "Bad Request: can't parse request body")
+
+    @staticmethod
+    def _ok(result: Any) -> Reply:
+        return json_reply({"ok": True, "result": result})
+
+    def _get_me(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        return self._ok({**BOT_USER, "can_join_groups": True,
+                         "can_read_all_group_messages": False,
+                         "supports_inline_queries": False})
+
+    # shared checks -------------------------------------------------------------------------
+    def _chat(self, params: dict[str, str]) -> str:
+        chat_id = params.get("chat_id", "").strip()
+        if not chat_id:
+            raise _ApiError(tg_error(400, "Bad Request: chat_id is empty"))
+        if chat_id in self.migrate_chats:
+            raise _ApiError(tg_error(
+                400, "Bad Request: group chat was upgraded to a supergroup chat",
+                migrate_to_chat_id=self.migrate_chats[chat_id]))
+        if chat_id not in self.known_chats:
+            raise _ApiError(tg_error(400, "Bad Request: chat not found"))
+        return chat_id
+
+    @staticmethod
+    def _visible(text: str, parse_mode: str | None) -> str:
+        if (parse_mode or "").lower() != "html":
+            return text
+        try:
+            return validate_telegram_html(text)
+        except TelegramHTMLError as exc:
+            raise _ApiError(tg_error(
+                400, f"Bad Request: can't parse entities: {exc.reason}")) from None
+
+    def _message(self, chat_id: str, params: dict[str, str], **content: Any) -> JSON:
+        numeric = re.fullmatch(r"-?\d+", chat_id) is not None
+        chat: JSON = ({"id": int(chat_id), "type": "supergroup", "title": "Sales"}
+                      if numeric and chat_id.startswith("-")
+                      else {"id": int(chat_id), "type": "private", "first_name": "Test"}
+                      if numeric else {"id": -1009999999999, "type": "channel",
+                                       "title": "Sales", "username": chat_id.lstrip("@")})
+        self._message_id += 1
+        msg: JSON = {"message_id": self._message_id, "date": int(time.time()), "chat": chat,
+                     "from": dict(BOT_USER), **content}
+        if params.get("message_thread_id"):
+            msg["message_thread_id"] = int(params["message_thread_id"])
+            msg["is_topic_message"] = True
+        return msg
+
+    # methods -------------------------------------------------------------------------------
+    def _send_message(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        chat_id = self._chat(params)
+        text = params.get("text", "")
+        parse_mode = params.get("parse_mode")
+        visible = self._visible(text, parse_mode)
+        if not visible.strip():
+            return tg_error(400, "Bad Request: message text is empty")
+        if utf16_len(visible) > TEXT_LIMIT:
+            return tg_error(400, "Bad Request: message is too long")
+        reply_parameters = _json_param(params, "reply_parameters")
+        link_preview_options = _json_param(params, "link_preview_options")
+        with self.lock:
+            msg = self._message(chat_id, params, text=visible)
+            self.messages.append({
+                "message_id": msg["message_id"], "chat_id": chat_id, "text": text,
+                "parse_mode": parse_mode, "visible_text": visible,
+                "message_thread_id": params.get("message_thread_id"),
+                "reply_to_message_id": params.get("reply_to_message_id"),
+                "reply_parameters": reply_parameters,
+                "link_preview_options": link_preview_options,
+            })
+        return self._ok(msg)
+
+    def _send_document(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        chat_id = self._chat(params)
+        upload = files.get("document")
+        if upload is None and not params.get("document"):
+            return tg_error(400, "Bad Request: there is no document in the request")
+        caption = params.get("caption")
+        parse_mode = params.get("parse_mode")
+        visible_caption = self._visible(caption, parse_mode) if caption else None
+        if visible_caption and utf16_len(visible_caption) > CAPTION_LIMIT:
+            return tg_error(400, "Bad Request: message caption is too long")
+        data: bytes = upload.data if upload is not None else b""
+        filename = (upload.filename if upload is not None else None) or "document"
+        unique = hashlib.sha1(data or params.get("document", "").encode()).hexdigest()[:16]
+        document = {"file_name": filename, "mime_type": getattr(upload, "content_type", None)
+                    or "application/octet-stream", "file_id": f"BQAC{unique}",
+                    "file_unique_id": f"AgAD{unique[:8]}", "file_size": len(data)}
+        content: JSON = {"document": document}
+        if visible_caption:
+            content["caption"] = visible_caption
+        with self.lock:
+            msg = self._message(chat_id, params, **content)
+            self.documents.append({
+                "message_id": msg["message_id"], "chat_id": chat_id, "filename": filename,
+                "bytes": data, "caption": caption, "parse_mode": parse_mode,
+                "message_thread_id": params.get("message_thread_id"),
+            })
+        return self._ok(msg)
