@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,10 @@ USERS_TTL_SECONDS = 3600
 
 class AmoForbidden(FatalError):
     """403: IP blocked, IP whitelist, or a method the token may not use."""
+
+
+class AmoNotFound(FatalError):
+    """404: a wrong base URL when the events or account route is missing."""
 
 
 def parse_event(raw: Any) -> CallEvent:
@@ -95,6 +100,16 @@ def parse_note(raw: Any) -> CallNote:
         responsible_user_id=_optional_int(raw.get("responsible_user_id"), "responsible_user_id"),
         call_responsible=None if responsible in (None, "") else str(responsible),
     )
+
+
+@contextmanager
+def _one_entity_type(entity_type: str) -> Iterator[None]:
+    """A 404 under /api/v4/<entity type> concerns that type (customers switched off, say),
+    not the account: a `PermanentError` for those calls, never a stop for every cycle."""
+    try:
+        yield
+    except AmoNotFound:
+        raise PermanentError(f"amoCRM answered 404 for {entity_type}: not available in this account") from None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -189,7 +204,7 @@ class AmoClient:
                 "or the token lacks rights"
             )
         if status == 404:
-            raise FatalError(f"amoCRM answered 404 on {path}: check amocrm.base_url ({self.base_url})")
+            raise AmoNotFound(f"amoCRM answered 404 on {path}: check amocrm.base_url ({self.base_url})")
         raise PermanentError(f"amoCRM GET {path}: HTTP {status}")
 
     def _pages(self, path: str, params: list[tuple[str, Any]], key: str) -> Iterator[Any]:
@@ -235,7 +250,9 @@ class AmoClient:
             chunk = note_ids[start : start + NOTES_BATCH]
             params: list[tuple[str, Any]] = [("filter[id][]", i) for i in chunk]
             params.append(("limit", NOTES_BATCH))
-            for raw in self._pages(f"/api/v4/{entity_type}/notes", params, "notes"):
+            with _one_entity_type(entity_type):
+                pages = list(self._pages(f"/api/v4/{entity_type}/notes", params, "notes"))
+            for raw in pages:
                 try:
                     note = parse_note(raw)
                 except ValueError as exc:
@@ -264,7 +281,9 @@ class AmoClient:
         for start in range(0, len(ids), NOTES_BATCH):
             params: list[tuple[str, Any]] = [("filter[id][]", i) for i in ids[start : start + NOTES_BATCH]]
             params.append(("limit", NOTES_BATCH))
-            for raw in self._pages(f"/api/v4/{entity_type}", params, entity_type):
+            with _one_entity_type(entity_type):
+                pages = list(self._pages(f"/api/v4/{entity_type}", params, entity_type))
+            for raw in pages:
                 if isinstance(raw, dict) and isinstance(raw.get("id"), int):
                     names[raw["id"]] = str(raw.get("name") or "")
         return names

@@ -119,12 +119,16 @@ class TelegramNotifier:
         raise TransientError("Telegram sendMessage: chat migrated twice")
 
     def check(self) -> str:
-        """The bot's @username (getMe); raises like `send`."""
+        """ "@bot in 'chat title'" (getMe, getChat); raises like `send`."""
+        method = "getMe"
         try:
             me = self._bot.get_me()
+            method = "getChat"
+            chat = self._bot.get_chat(self.chat_id)
         except apihelper.ApiTelegramException as exc:
-            raise _map_api_error(exc, "getMe") from None
+            raise _map_api_error(exc, method) from None
         except apihelper.ApiException as exc:
             status = getattr(exc.result, "status_code", 0)
-            raise TransientError(f"Telegram getMe: unusable answer (HTTP {status})") from None
-        return f"@{me.username}"
+            raise TransientError(f"Telegram {method}: unusable answer (HTTP {status})") from None
+        title = chat.title or chat.username or chat.first_name or chat.id
+        return f"@{me.username} in {title!r}"

@@ -125,6 +125,7 @@ def test_check_reports_each_service(servers: Servers) -> None:
     assert bad.returncode == 1
     assert "amocrm: FAILED: amoCRM rejected the long-lived token (401)" in bad.stdout
     assert "openai: FAILED: OpenAI rejected the API key (HTTP 401)" in bad.stdout
+    assert "telegram: FAILED: Telegram getChat: Bad Request: chat not found: check telegram.chat_id" in bad.stdout
     assert_no_secret(bad.stdout, bad.stderr)
 
 

@@ -311,3 +311,24 @@ def test_a_wrong_bot_token_is_fatal(servers: Servers) -> None:
     with pytest.raises(FatalError, match="bot token"):
         build_notifier(config).check()
     assert BOT_TOKEN  # the config still carries ours; the error text does not (checked above)
+
+
+def test_a_404_on_one_entity_type_is_not_fatal(servers: Servers) -> None:
+    servers.amo.fail_next("/api/v4/customers/notes", 404, "<html>Not Found</html>")
+    servers.amo.fail_next("/api/v4/customers$", 404, "<html>Not Found</html>")
+    amo = amo_client(servers)
+    with pytest.raises(PermanentError, match="404 for customers"):
+        amo.call_notes("customers", [1])
+    with pytest.raises(PermanentError, match="404 for customers"):
+        amo.entity_names("customers", [1])
+    servers.amo.fail_next("/api/v4/events", 404, "<html>Not Found</html>")
+    with pytest.raises(FatalError, match=re.escape("check amocrm.base_url")):
+        amo.call_events(NOW - 60, NOW)
+
+
+def test_check_names_the_chat(servers: Servers) -> None:
+    notifier = build_notifier(config_for(servers))
+    assert notifier.check() == "@salesbot_test_bot in 'Sales'"
+    servers.telegram.known_chats = set()
+    with pytest.raises(FatalError, match=re.escape("getChat: Bad Request: chat not found: check telegram.chat_id")):
+        notifier.check()

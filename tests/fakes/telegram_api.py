@@ -81,6 +81,7 @@ class FakeTelegram(FakeServer):
             return tg_error(401, "Unauthorized")
         handler = {
             "getme": self._get_me,
+            "getchat": self._get_chat,
             "sendmessage": self._send_message,
             "senddocument": self._send_document,
         }.get(m[2].lower())
@@ -102,6 +103,10 @@ class FakeTelegram(FakeServer):
         return self._ok({**BOT_USER, "can_join_groups": True,
                          "can_read_all_group_messages": False,
                          "supports_inline_queries": False})
+
+    def _get_chat(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        chat_id = self._chat(params)
+        return self._ok({"id": int(chat_id), "type": "supergroup", "title": "Sales"})
 
     # shared checks -------------------------------------------------------------------------
     def _chat(self, params: dict[str, str]) -> str:

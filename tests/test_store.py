@@ -1,0 +1,50 @@
+"""The store: migrations, the atomic window, and that errors are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee
+import pytest
+
+from salesbot_poller.domain import CallEvent
+from salesbot_poller.store import MIGRATIONS, Call, Migration, SeenEvent, Store
+
+
+def event(n: int) -> CallEvent:
+    return CallEvent(f"01E{n:023d}", "in", "leads", 7000 + n, 100 + n, 1_700_000_000 + n)
+
+
+def test_an_empty_database_is_migrated_once_and_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/nested/dir/salesbot.db"
+    store = Store.open(url, 1)
+    assert [m.name for m in Migration.select()] == [name for name, _ in MIGRATIONS]
+    assert store.migrate(2) == [], "applied migrations are not applied again"
+    store.close()
+    again = Store.open(url, 3)
+    assert [m.applied_at for m in Migration.select()] == [1]
+    again.close()
+
+
+def test_record_window_dedups_and_moves_the_cursor_atomically(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", 1)
+    assert store.record_window([event(1), event(2)], [("01BAD", "field 'id'")], until=500, now=10) == (
+        2,
+        [("01BAD", "field 'id'")],
+    )
+    assert store.record_window([event(2), event(3)], [("01BAD", "field 'id'")], until=600, now=20) == (1, [])
+    assert store.cursor() == 600 and Call.select().count() == 3 and SeenEvent.select().count() == 4
+
+
+def test_a_failed_window_leaves_cursor_and_events_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", 1)
+    store.record_window([event(1)], [], until=500, now=10)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise peewee.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "set_state", broken)
+    with pytest.raises(peewee.OperationalError):
+        store.record_window([event(2)], [], until=600, now=20)
+    monkeypatch.undo()
+    assert store.cursor() == 500 and Call.select().count() == 1, "rolled back as a whole"
