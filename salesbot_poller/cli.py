@@ -83,13 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(command: str, config: Config) -> int:
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    secrets = config.secrets()
+
+    def out(line: str) -> None:
+        # Stored errors and service answers are printed: redacted like the logs, to be sure.
+        print(redact(line, secrets))
+
     try:
         if command == "status":
-            commands.status(store, print)
+            commands.status(store, out)
             return EXIT_OK
         if command == "check":
-            print(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
-            return EXIT_OK if commands.check(config, store, utc_now, print) else EXIT_CHECK_FAILED
+            out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
+            return EXIT_OK if commands.check(config, store, utc_now, out) else EXIT_CHECK_FAILED
         app = build_app(config, utc_now, store)
         if command == "once":
             run_once(app, utc_now())

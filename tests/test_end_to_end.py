@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import CHAT_ID, Servers, assert_no_secret, run_cli
+from tests.conftest import BOT_TOKEN, CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3, validate_telegram_html
 
 
@@ -146,3 +146,20 @@ def test_config_error_names_each_key(servers: Servers) -> None:
     assert "salesbot-poller: config: poller.interval_seconds: Input should be greater than 0" in result.stderr
     assert "salesbot-poller: config: poller.typo: unknown key" in result.stderr
     assert not (servers.tmp / "state").exists(), "nothing is written for a bad config"
+
+
+def test_status_redacts_a_secret_that_reached_a_stored_error(servers: Servers) -> None:
+    from salesbot_poller.store import Call, Store
+
+    config = servers.write_config()
+    assert run_cli("once", config=config).returncode == 0
+    servers.amo.add_call(
+        entity_id=7002, note_id=201, duration=60, phone="+7999", link=None, created_at=int(time.time()) - 30
+    )
+    assert run_cli("once", config=config).returncode == 0
+    store = Store.open(f"sqlite:///{servers.tmp}/state/salesbot.db", 0)
+    Call.update(last_error=f"unexpected ValueError: bad url /bot{BOT_TOKEN}/x").execute()
+    store.close()
+    status = run_cli("status", config=config)
+    assert "unexpected ValueError: bad url /bot***/x" in status.stdout
+    assert_no_secret(status.stdout)
