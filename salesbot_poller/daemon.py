@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import FrameType
 
 import peewee
@@ -69,13 +69,9 @@ def run_daemon(app: App, clock: Callable[[], datetime]) -> int:
         id="cycle",
     )
     scheduler.start()
-    log.info("started: polling %s every %s s", app.config.amocrm.base_url, _seconds(interval))
+    log.info("started: polling %s every %g s", app.config.amocrm.base_url, interval)
     while not stop.wait(timeout=1.0):
         pass
     scheduler.shutdown(wait=True)
     log.info("stopped")
     return 0
-
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(timedelta(seconds=value).total_seconds())

@@ -209,9 +209,6 @@ class Store:
         query = Call.select().where(Call.stage.in_(wanted), Call.next_attempt_at <= now).order_by(Call.id)
         return list(query)
 
-    def get_call(self, call_id: int) -> Call | None:
-        return Call.get_or_none(Call.id == call_id)
-
     def update(self, call: Call, now: int, **fields: Any) -> None:
         """Commit `fields` of `call` (and mirror them on the instance)."""
         fields["updated_at"] = now
