@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import peewee
 from playhouse.db_url import connect
+from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Stage
 
@@ -94,6 +95,22 @@ class Call(_Model):
 
 def _m0001_initial(db: peewee.Database) -> None:
     db.create_tables([State, SeenEvent, Call])
+
+
+def add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: Iterable[str]) -> None:
+    """Add the model's fields `names` to its table unless already there.
+
+    A fresh database gets every current column from `0001_initial` (it creates the tables from
+    today's models), so a later step that adds columns must skip the ones that exist: this is
+    how every column-adding migration is written.
+    """
+    table = model._meta.table_name
+    present = {column.name for column in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db)
+    fields = model._meta.fields
+    operations = [migrator.add_column(table, name, fields[name]) for name in names if name not in present]
+    if operations:
+        migrate(*operations)
 
 
 # Ordered and append-only: a released step is never edited, only followed by a new one.

@@ -8,7 +8,7 @@ import peewee
 import pytest
 
 from salesbot_poller.domain import CallEvent
-from salesbot_poller.store import MIGRATIONS, Call, Migration, SeenEvent, Store
+from salesbot_poller.store import MIGRATIONS, Call, Migration, SeenEvent, Store, add_missing_columns
 
 
 def event(n: int) -> CallEvent:
@@ -48,3 +48,14 @@ def test_a_failed_window_leaves_cursor_and_events_untouched(tmp_path: Path, monk
         store.record_window([event(2)], [], until=600, now=20)
     monkeypatch.undo()
     assert store.cursor() == 500 and Call.select().count() == 1, "rolled back as a whole"
+
+
+def test_add_missing_columns_adds_only_absent_columns_and_keeps_rows(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", 1)
+    store.record_window([event(1)], [], until=500, now=10)
+    store.db.execute_sql('ALTER TABLE "call" DROP COLUMN "notified_at"')  # an older schema
+    add_missing_columns(store.db, Call, ["notified_at", "transcript"])  # transcript is already there
+    add_missing_columns(store.db, Call, ["notified_at"])  # and running twice is harmless
+    columns = [c.name for c in store.db.get_columns("call")]
+    assert columns.count("notified_at") == 1 and columns.count("transcript") == 1
+    assert Call.get().event_id == event(1).event_id
