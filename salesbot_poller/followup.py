@@ -112,11 +112,10 @@ def run(app: App, cycle: Cycle) -> None:
 
 def send_pending(app: App, cycle: Cycle, kinds: tuple[str, ...]) -> None:
     """Send stored rows of `kinds`; a transient failure waits for the next cycle."""
-    for row in outbox.pending(kinds=kinds):
-        if cycle.telegram_paused:
-            return
-        try:
-            outbox.send(app, row, now=cycle.now)
-        except TransientError as exc:
-            cycle.telegram_paused = True
-            log.warning("%s (%s) not sent yet: %s", row.kind, row.key, exc)
+    if cycle.telegram_paused:
+        return
+    try:
+        outbox.send_all(app, outbox.pending(kinds=kinds), cycle.now)
+    except TransientError as exc:
+        cycle.telegram_paused = True
+        log.warning("%s not all sent yet: %s", "/".join(kinds), exc)

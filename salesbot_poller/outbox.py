@@ -7,6 +7,7 @@ Contract:
   one, each part's message id committed right after Telegram accepts it; a document; or an
   amoCRM write (the created id committed right after amoCRM answers). The only window for a
   duplicate is a crash between the acceptance and that commit.
+- `send_all` keeps going past a destination that fails transiently (see there).
 - A row refused for good (`PermanentError`: bad markup, a 400 from amoCRM) is closed with its
   error and never retried; it never holds back the rest. Transient and fatal errors propagate.
 - `DryRun` prints a planned item once per process instead of storing or sending it.
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from salesbot_poller.domain import Destination
-from salesbot_poller.errors import PermanentError
+from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.store import Call, Delivery
 
 if TYPE_CHECKING:
@@ -120,6 +121,25 @@ def send(app: App, row: Delivery, now: int) -> None:
         return
     _commit(row, now, sent_ids_json=json.dumps(sent), done_at=now)
     log.info("%s (%s) delivered", row.kind, row.key)
+
+
+def send_all(app: App, rows: Iterable[Delivery], now: int) -> None:
+    """`send` each row in order. A destination (a chat, or amoCRM) that fails transiently gets
+    no more rows this time, so its messages keep their order; the others go on. Then the first
+    transient error is raised."""
+    failed: set[str] = set()
+    first: TransientError | None = None
+    for row in rows:
+        destination = "amocrm" if row.kind in CRM_KINDS else row.chat_id or ""
+        if destination in failed:
+            continue
+        try:
+            send(app, row, now)
+        except TransientError as exc:
+            failed.add(destination)
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 def describe(item: Planned) -> str:

@@ -207,8 +207,7 @@ def _notify(app: App, cycle: Cycle, call: Call) -> None:
     for part in call.outbox[len(sent) :]:
         sent.append(app.notifier.send(part, to))
         app.store.update(call, cycle.now, message_ids_json=json.dumps(sent))  # right after acceptance
-    for row in outbox.pending(call_id=call.id):  # other chats, transcripts, amoCRM writes
-        outbox.send(app, row, cycle.now)
+    outbox.send_all(app, outbox.pending(call_id=call.id), cycle.now)  # other chats, transcripts, amoCRM
     missed = call.kind == "missed"
     app.store.update(
         call,
