@@ -58,9 +58,9 @@ DIRECTION_RU = {"in": "входящий", "out": "исходящий"}
 WEEKDAYS_RU = ("понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье")
 
 
-def load_prompt(path: Path | None) -> str:
-    """The system prompt template: the file's text, or the built-in one."""
-    return SYSTEM_PROMPT if path is None else path.read_text(encoding="utf-8")
+def load_prompt(path: str) -> str:
+    """The system prompt template: the file's text, or the built-in one when `path` is ""."""
+    return Path(path).read_text(encoding="utf-8") if path else SYSTEM_PROMPT
 
 
 def build_system_prompt(template: str, items: tuple[RubricItem, ...]) -> str:

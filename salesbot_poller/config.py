@@ -110,9 +110,9 @@ class TelegramConfig(_Section):
     chat_id: str = ""
     api_url: HttpUrl = "https://api.telegram.org"
     attach_transcript: bool = False
-    alert_below_score: int | None = Field(None, ge=0, le=100)
+    alert_below_score: int = Field(0, ge=0, le=100)  # 0: off (no score is below 0)
     alert_chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # empty: telegram.chat_id
-    alert_message_thread_id: int | None = None
+    alert_message_thread_id: int = Field(0, ge=0)  # 0: no forum topic
     routes: dict[int, Route] = Field(default_factory=dict)  # amoCRM user id -> chat (and topic)
     digest_time: str = ""  # "HH:MM" in amocrm.timezone; empty: no digest
 
@@ -188,7 +188,7 @@ DEFAULT_RUBRIC = (
 
 class AnalysisConfig(_Section):
     rubric: tuple[RubricItem, ...] = DEFAULT_RUBRIC  # [[analysis.rubric]] in the file
-    prompt_file: Path | None = None  # replaces the built-in system prompt; see README
+    prompt_file: str = ""  # replaces the built-in system prompt; see README
 
     @field_validator("rubric")
     @classmethod
@@ -202,8 +202,8 @@ class AnalysisConfig(_Section):
 
     @field_validator("prompt_file")
     @classmethod
-    def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
+    def _readable(cls, value: str) -> str:
+        if value and not Path(value).is_file():
             raise ValueError(f"{value}: no such file")
         return value
 

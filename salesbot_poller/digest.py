@@ -87,8 +87,8 @@ def render_digest(days: list[ManagerDay], start: int, end: int, tz: tzinfo | Non
         average = "—" if day.average is None else str(day.average)
         lines = [
             f"👤 <b>{esc(day.name)}</b>",
-            f"📞 {day.calls} · 🕒 {format_duration(day.talk_seconds)} · ⭐ {average}"
-            f" · 🔴 пропущено {day.missed}, перезвонили {day.returned}",
+            f"📞 звонков {day.calls} · 🕒 разговор {format_duration(day.talk_seconds)} · ⭐ средняя {average}",
+            f"🔴 пропущено {day.missed}, перезвонили {day.returned}",
         ]
         if day.weakest:
             score, name, url = day.weakest

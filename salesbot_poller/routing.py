@@ -29,15 +29,12 @@ def route(config: Config, user_id: int | None) -> Destination | None:
 
 
 def alert_destination(config: Config) -> Destination | None:
-    """The alert chat; None means the default chat."""
+    """The alert chat and topic; None means the default chat."""
     telegram = config.telegram
-    if not telegram.alert_chat_id:
-        return (
-            Destination(telegram.chat_id, telegram.alert_message_thread_id)
-            if telegram.alert_message_thread_id
-            else None
-        )
-    return Destination(telegram.alert_chat_id, telegram.alert_message_thread_id)
+    topic = telegram.alert_message_thread_id or None
+    if not telegram.alert_chat_id and topic is None:
+        return None
+    return Destination(telegram.alert_chat_id or telegram.chat_id, topic)
 
 
 def _same(a: Destination | None, b: Destination | None, default_chat: str) -> bool:
@@ -67,8 +64,7 @@ def plan_call(
     threshold = config.telegram.alert_below_score
     alert = alert_destination(config)
     if (
-        threshold is not None
-        and analysis.score is not None
+        analysis.score is not None
         and analysis.score < threshold
         and not _same(alert, home, config.telegram.chat_id)
     ):

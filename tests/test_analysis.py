@@ -20,7 +20,9 @@ from tests.conftest import CHAT_ID, Servers
 from tests.fakes.openai_api import default_analysis
 from tests.loopback_app import add_call, at, calls, make_app
 
-CONTEXT = CallContext("in", "Иван", "leads", "ООО Ромашка", "https://acme.amocrm.ru/leads/detail/1", "+7", 125, 1795600800)
+CONTEXT = CallContext(
+    "in", "Иван", "leads", "ООО Ромашка", "https://acme.amocrm.ru/leads/detail/1", "+7", 125, 1795600800
+)
 
 
 def analyzer(servers: Servers, **kwargs: Any) -> OpenAIAnalyzer:
@@ -108,7 +110,7 @@ def test_a_configured_rubric_and_prompt_file_replace_the_defaults(servers: Serve
         "text", CONTEXT
     )
     system = servers.openai.chat_requests[0]["messages"][0]["content"]
-    expected = 'Оцени звонок по пунктам:\n- price: Назвал цену — выполнено, если цена прозвучала\n- upsell: Допродажа\n'
+    expected = "Оцени звонок по пунктам:\n- price: Назвал цену — выполнено, если цена прозвучала\n- upsell: Допродажа\n"
     assert system == expected + 'Пример: {"a": 1}'
     assert [r.item_id for r in result.rubric] == ["price", "upsell"] and result.score == 100  # done x3 + done
 

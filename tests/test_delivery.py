@@ -20,7 +20,9 @@ def test_calls_go_to_the_managers_chat_and_topic_and_unmapped_ones_to_the_defaul
     add_call(app, 2, user=MARIA)
     add_call(app, 3, user=IVAN, duration=0, status=6)  # missed: routed like a card
     run_once(app, at(0))
-    sent = {(m["chat_id"], m["message_thread_id"], "Пропущенный" in m["visible_text"]) for m in servers.telegram.messages}
+    sent = {
+        (m["chat_id"], m["message_thread_id"], "Пропущенный" in m["visible_text"]) for m in servers.telegram.messages
+    }
     assert sent == {(IVAN_CHAT, "7", False), (CHAT_ID, None, False), (IVAN_CHAT, "7", True)}
     assert [c.stage for c in calls()] == ["notified", "notified", "missed_alerted"]
 
@@ -53,9 +55,7 @@ def test_the_alert_copy_is_not_doubled_when_the_alert_chat_is_the_cards_chat(ser
 
 def test_the_transcript_goes_as_a_txt_document_replying_to_each_card(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
-    app = make_app(
-        servers, telegram={"attach_transcript": True, "alert_below_score": 60, "alert_chat_id": ALERT_CHAT}
-    )
+    app = make_app(servers, telegram={"attach_transcript": True, "alert_below_score": 60, "alert_chat_id": ALERT_CHAT})
     assert isinstance(app.analyzer, MemoryAnalyzer)
     app.analyzer.score = 30
     add_call(app, 1)
@@ -94,7 +94,9 @@ def test_a_destination_that_failed_is_retried_alone_and_none_is_sent_twice(serve
 
     servers.telegram.down_chats = set()
     app.store.close()
-    restarted = make_app(servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True})
+    restarted = make_app(
+        servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True}
+    )
     run_once(restarted, at(10))  # after the backoff
     assert [m["chat_id"] for m in servers.telegram.messages] == [CHAT_ID, ALERT_CHAT]
     assert [d["chat_id"] for d in servers.telegram.documents] == [CHAT_ID, ALERT_CHAT]

@@ -51,10 +51,12 @@ def test_one_digest_a_day_with_each_managers_figures(servers: Servers) -> None:
     text = digest["visible_text"]
     assert "24.11 18:00 – 25.11 18:00" in text
     ivan, maria = text.split("👤 ")[1:]
-    assert ivan.startswith("Иван Петров") and "📞 2 · 🕒 3:10 · ⭐ 65 · 🔴 пропущено 1, перезвонили 1" in ivan
+    assert ivan.startswith("Иван Петров")
+    assert "📞 звонков 2 · 🕒 разговор 3:10 · ⭐ средняя 65\n🔴 пропущено 1, перезвонили 1" in ivan
     assert "Слабый звонок: ООО Ромашка-1 — 40/100" in ivan
     assert '<a href="https://acme.amocrm.ru/leads/detail/7001">ООО Ромашка-1</a>' in digest["text"]
-    assert maria.startswith("Мария Сидорова") and "📞 1 · 🕒 0:30 · ⭐ 90 · 🔴 пропущено 1, перезвонили 0" in maria
+    assert maria.startswith("Мария Сидорова")
+    assert "📞 звонков 1 · 🕒 разговор 0:30 · ⭐ средняя 90\n🔴 пропущено 1, перезвонили 0" in maria
 
     run_once(app, at(24 * 60 + 9 * 60))  # the next day at 18:00: the next digest
     assert len(digests(servers)) == 2
