@@ -12,6 +12,10 @@ Contract of `run_once(app, now)`:
   message id is committed right after Telegram accepts it. The only window for a duplicate
   is between Telegram's acceptance and that commit.
 - A database error propagates; it is never read as "already processed".
+- Every further destination of a call (alert chat, transcripts, amoCRM writes: `routing`) is
+  stored with the call's own message and sent after it through `outbox`, each acceptance
+  recorded. After the calls: `followup` (missed-call escalation and callback reply) and
+  `digest` (the daily digest). With `App.dry_run` these are printed, never sent or marked.
 """
 
 from __future__ import annotations
