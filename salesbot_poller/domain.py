@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Direction = Literal["in", "out"]
 
@@ -165,6 +165,20 @@ class CallAnalysis(BaseModel):
     risk_flags: list[str] = Field(default_factory=list)
     sentiment: Sentiment = "neutral"
     score: int | None = Field(description="0..100 from the rubric weights; None when every item was not applicable")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_earlier_versions(cls, data: Any) -> Any:
+        # Calls analysed before the rubric stored objections and the next step as plain text;
+        # read them so an upgrade never strands a call between analysis and delivery.
+        if isinstance(data, dict):
+            data = dict(data)
+            objections = data.get("objections")
+            if isinstance(objections, list):
+                data["objections"] = [{"objection": o, "handling": ""} if isinstance(o, str) else o for o in objections]
+            if isinstance(data.get("next_step"), str):
+                data["next_step"] = {"action": data["next_step"], "due_date": None}
+        return data
 
 
 @dataclass(frozen=True)

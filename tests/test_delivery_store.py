@@ -46,3 +46,33 @@ def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_ch
     assert [m["text"] for m in servers.telegram.messages] == ["<b>part 2</b>"]
     assert servers.telegram.messages[0]["chat_id"] == CHAT_ID
     assert calls()[0].id == call.id and calls()[0].stage == "notified"
+
+
+def test_a_call_analysed_by_the_previous_version_is_still_delivered(servers: Servers) -> None:
+    app = make_app(servers)
+    old = {
+        "summary": "Клиент спросил цену",
+        "score": 72,
+        "went_well": ["Поздоровался"],
+        "to_improve": ["Уточнить бюджет"],
+        "objections": ["Дорого"],
+        "next_step": "Отправить КП",
+    }
+    Call.create(
+        event_id="01OLD2",
+        direction="in",
+        entity_type="leads",
+        entity_id=1,
+        note_id=1,
+        event_created_at=at(-5).timestamp(),
+        first_seen_at=at(-5).timestamp(),
+        updated_at=at(-5).timestamp(),
+        stage="analysed",
+        kind="conversation",
+        duration=60,
+        analysis_json=json.dumps(old, ensure_ascii=False),
+    )
+    run_once(app, at(0))
+    (message,) = servers.telegram.messages
+    assert "72/100" in message["visible_text"] and "Дорого → не отработано" in message["visible_text"]
+    assert "Отправить КП" in message["visible_text"] and calls()[0].stage == "notified"
