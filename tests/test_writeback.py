@@ -59,3 +59,13 @@ def test_a_refused_write_is_given_up_without_holding_the_call(servers: Servers) 
     add_call(app, 1)
     run_once(app, at(0))
     assert calls()[0].stage == "notified" and servers.amo.created_notes == []
+
+
+def test_a_named_due_date_is_the_end_of_that_day_in_the_accounts_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    from salesbot_poller.writeback import due_timestamp
+
+    moscow = ZoneInfo("Europe/Moscow")
+    due = due_timestamp("2026-11-27", int(datetime(2026, 11, 25, 9, 0, tzinfo=UTC).timestamp()), moscow)
+    assert datetime.fromtimestamp(due, moscow) == datetime(2026, 11, 27, 23, 59, tzinfo=moscow)
