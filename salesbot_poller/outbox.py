@@ -69,6 +69,12 @@ def pending(*, call_id: int | None = None, kinds: Iterable[str] | None = None) -
     return list(query.order_by(Delivery.id))
 
 
+def as_planned(row: Delivery) -> Planned:
+    """A stored row as the plan it came from (what a dry run prints)."""
+    to = Destination(row.chat_id, row.thread_id) if row.chat_id else None
+    return Planned(row.key, row.kind, to, json.loads(row.payload_json), row.reply_to_key)
+
+
 def first_message_id(key: str) -> int | None:
     """The first accepted message id of `call:<id>` or of a delivery key."""
     if key.startswith("call:") and key.count(":") == 1:

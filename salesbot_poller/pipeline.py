@@ -255,7 +255,7 @@ def _preview(app: App, call: Call) -> None:
         rest = call.outbox[len(call.message_ids) :]
         to = Destination(call.chat_id, call.thread_id) if call.chat_id else None
         items = [outbox.Planned(f"call:{call.id}", call.kind or "card", to, {"parts": rest})] if rest else []
-        app.dry_run.show(items)
+        app.dry_run.show(items + [outbox.as_planned(row) for row in outbox.pending(call_id=call.id)])
         return
     app.dry_run.show(plan(app, call))
 

@@ -103,3 +103,21 @@ def test_a_destination_that_failed_is_retried_alone_and_none_is_sent_twice(serve
     assert calls()[0].stage == "notified"
     run_once(restarted, at(20))
     assert len(servers.telegram.messages) == 2 and len(servers.telegram.documents) == 2
+
+
+def test_a_dry_run_shows_what_a_call_left_mid_send_still_has_to_send(servers: Servers) -> None:
+    servers.telegram.known_chats |= {ALERT_CHAT}
+    servers.telegram.down_chats = {ALERT_CHAT}
+    settings = {"alert_below_score": 60, "alert_chat_id": ALERT_CHAT}
+    app = make_app(servers, telegram=settings)
+    assert isinstance(app.analyzer, MemoryAnalyzer)
+    app.analyzer.score = 20
+    add_call(app, 1)
+    run_once(app, at(0))
+    app.store.close()
+    printed: list[str] = []
+    dry = make_app(servers, dry_run=printed, telegram=settings)
+    servers.telegram.down_chats = set()
+    run_once(dry, at(10))
+    assert len(printed) == 1 and f"card_alert -> chat {ALERT_CHAT}" in printed[0]
+    assert [m["chat_id"] for m in servers.telegram.messages] == [CHAT_ID] and calls()[0].stage == "notifying"
