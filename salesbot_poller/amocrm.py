@@ -298,6 +298,7 @@ class AmoClient:
 
         One attempt, not retried here: amoCRM has no idempotency key, so a repeated POST after
         a timeout could create a second note. The caller's outbox retries on a later cycle.
+        A 403 is a `PermanentError` for this write only (see below).
         """
         token = self._tokens.access_token()
         response = self._post_send(path, payload, token)
@@ -309,7 +310,15 @@ class AmoClient:
                     "create a new one in amoCRM and set amocrm.long_lived_token"
                 )
             response = self._post_send(path, payload, fresh)
-        return self._decode(path, response)
+        try:
+            return self._decode(path, response)
+        except AmoForbidden:
+            # Reads work (the poll came first in the cycle), so this token may not write here:
+            # that write fails, the bot goes on.
+            raise PermanentError(
+                f"amoCRM answered 403 on POST {path}: the integration may not write there; "
+                "give it the rights or set amocrm.write_back = false"
+            ) from None
 
     def _post_send(self, path: str, payload: Any, token: str) -> requests.Response:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from salesbot_poller.pipeline import run_once
+from salesbot_poller.store import Delivery
 from tests.conftest import Servers
 from tests.loopback_app import IVAN, add_call, at, calls, make_app
 
@@ -69,3 +70,13 @@ def test_a_named_due_date_is_the_end_of_that_day_in_the_accounts_zone() -> None:
     moscow = ZoneInfo("Europe/Moscow")
     due = due_timestamp("2026-11-27", int(datetime(2026, 11, 25, 9, 0, tzinfo=UTC).timestamp()), moscow)
     assert datetime.fromtimestamp(due, moscow) == datetime(2026, 11, 27, 23, 59, tzinfo=moscow)
+
+
+def test_a_token_that_may_not_write_does_not_stop_the_bot(servers: Servers) -> None:
+    app = make_app(servers, amocrm={"write_back": True})
+    servers.amo.fail_next("/api/v4/leads/notes", 403, "<html>Forbidden</html>", method="POST")
+    add_call(app, 1)
+    run_once(app, at(0))
+    assert calls()[0].stage == "notified" and len(servers.telegram.messages) == 1
+    (row,) = Delivery.select()
+    assert row.done_at is not None and "403 on POST /api/v4/leads/notes" in (row.error or "")
