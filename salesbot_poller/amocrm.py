@@ -290,3 +290,43 @@ class AmoClient:
 
     def entity_url(self, entity_type: str, entity_id: int) -> str:
         return f"{self.base_url}/{entity_type}/detail/{entity_id}"
+
+    # --- writes (amocrm.write_back) -----------------------------------------------------
+
+    def post(self, path: str, payload: Any) -> dict[str, Any] | None:
+        """POST a JSON document (notes, tasks); the answer, or None for an empty one.
+
+        One attempt, not retried here: amoCRM has no idempotency key, so a repeated POST after
+        a timeout could create a second note. The caller's outbox retries on a later cycle.
+        A 403 is a `PermanentError` for this write only (see below).
+        """
+        token = self._tokens.access_token()
+        response = self._post_send(path, payload, token)
+        if response.status_code == 401:
+            fresh = self._tokens.refresh(token)
+            if fresh is None:
+                raise FatalError(
+                    "amoCRM rejected the long-lived token (401): it expired or was revoked; "
+                    "create a new one in amoCRM and set amocrm.long_lived_token"
+                )
+            response = self._post_send(path, payload, fresh)
+        try:
+            return self._decode(path, response)
+        except AmoForbidden:
+            # Reads work (the poll came first in the cycle), so this token may not write here:
+            # that write fails, the bot goes on.
+            raise PermanentError(
+                f"amoCRM answered 403 on POST {path}: the integration may not write there; "
+                "give it the rights or set amocrm.write_back = false"
+            ) from None
+
+    def _post_send(self, path: str, payload: Any, token: str) -> requests.Response:
+        try:
+            return self._session.post(
+                f"{self.base_url}{path}",
+                json=payload,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"amoCRM POST {path}: {type(exc).__name__}") from None

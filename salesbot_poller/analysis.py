@@ -1,77 +1,161 @@
-"""Call analysis with an OpenAI chat model and structured output (`domain.CallAnalysis`).
+"""Call analysis with an OpenAI chat model and strict structured output.
 
-Contract: `OpenAIAnalyzer.analyse(transcript, context)` makes one chat completion with the
-JSON schema of `CallAnalysis` and returns the validated model. An answer that is cut off or
-fails validation is a `TransientError` (a later attempt may do better); a refusal is
-permanent. The prompt is Russian: the calls and the readers are.
+Contract: `OpenAIAnalyzer.analyse(transcript, context)` asks `chat.completions.parse` for an
+answer in the JSON schema of `rubric.answer_model(items)` and returns the stored form
+(`domain.CallAnalysis`) with the score computed in code (`rubric.total_score`).
+- An answer that fails validation (the schema, a date that is not YYYY-MM-DD, a rubric item
+  missing or doubled, an empty answer) gets exactly one re-ask that quotes the error; if the
+  second answer fails too, `PermanentError` with that error: the call fails.
+- Cut off by the length limit: `TransientError` (a later attempt may fit); a refusal:
+  `PermanentError`; service errors as `openai_errors.map_openai_error` says.
+- The system prompt is `SYSTEM_PROMPT` or the file named by `analysis.prompt_file`; the text
+  `{rubric}` in it is replaced by the rubric list (`rubric.describe`). The prompt is Russian:
+  the calls and the readers are.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
 import openai
 import pydantic
 
-from salesbot_poller.domain import CallAnalysis, CallContext
+from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
+from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.openai_errors import map_openai_error
+from salesbot_poller.rubric import answer_model, check_answer, describe, to_analysis
 
 SYSTEM_PROMPT = """\
 Ты — руководитель отдела продаж и разбираешь записи телефонных звонков менеджеров.
 Тебе дают расшифровку звонка (автоматическую, возможны ошибки распознавания) и сведения о звонке.
-Оцени работу менеджера честно и конкретно, опираясь только на то, что есть в расшифровке.
+Оценивай честно и конкретно, опираясь только на то, что есть в расшифровке.
+
+Пункты скрипта продаж (id: название — что считается выполненным):
+{rubric}
 
 Верни:
 - summary: суть разговора в 2–4 предложениях: кто звонил, зачем, чем закончилось;
-- score: оценка работы менеджера от 0 до 100 (приветствие и представление, выявление
-  потребностей, презентация, работа с возражениями, договорённость о следующем шаге);
-- went_well: что менеджер сделал хорошо (коротко, по пунктам);
-- to_improve: что улучшить, с конкретной формулировкой, как сказать лучше;
-- objections: возражения клиента (пустой список, если их не было);
-- next_step: договорённый следующий шаг с датой, если её назвали; null, если не договорились.
-Пиши по-русски, кратко, без воды. Не выдумывай того, чего нет в расшифровке."""
+- topic: тема звонка одним-двумя словами;
+- rubric: по каждому пункту скрипта ровно один вердикт: done (выполнено), partly (частично),
+  missed (не выполнено) или not_applicable (в этом разговоре неприменимо); evidence — короткая
+  дословная цитата из расшифровки, подтверждающая вердикт (пустая строка, если цитаты нет);
+  confidence — уверенность от 0 до 1;
+- client_needs: потребности клиента;
+- objections: возражения клиента и как менеджер отработал каждое;
+- next_step: договорённый следующий шаг и его дата (YYYY-MM-DD), если её назвали; null, если
+  не договорились;
+- risk_flags: риски по сделке или нарушения (пустой список, если их нет);
+- sentiment: настрой клиента к концу разговора: positive, neutral или negative.
+Общую оценку не считай: её посчитает программа. Пиши по-русски, кратко, без воды.
+Не выдумывай того, чего нет в расшифровке."""
+
+REASK = "Ответ не прошёл проверку: {error}\nОтветь ещё раз целиком, строго по схеме, исправив эту ошибку."
 
 DIRECTION_RU = {"in": "входящий", "out": "исходящий"}
+WEEKDAYS_RU = ("понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье")
 
 
-def build_user_message(transcript: str, context: CallContext) -> str:
-    """The user turn: call facts first, then the transcript."""
+def load_prompt(path: str) -> str:
+    """The system prompt template: the file's text, or the built-in one when `path` is ""."""
+    return Path(path).read_text(encoding="utf-8") if path else SYSTEM_PROMPT
+
+
+def build_system_prompt(template: str, items: tuple[RubricItem, ...]) -> str:
+    # str.replace, not str.format: a custom template may hold JSON examples with braces.
+    return template.replace("{rubric}", describe(items))
+
+
+def build_user_message(transcript: str, context: CallContext, tz: tzinfo | None = None) -> str:
+    """The user turn: call facts first (with the date, so "до пятницы" can become a date),
+    then the transcript."""
     minutes, seconds = divmod(context.duration, 60)
+    when = datetime.fromtimestamp(context.started_at, tz) if tz else datetime.fromtimestamp(context.started_at)
     return (
-        f"Звонок: {DIRECTION_RU[context.direction]}, длительность {minutes}:{seconds:02d}.\n"
+        f"Звонок: {DIRECTION_RU[context.direction]}, {when:%Y-%m-%d} ({WEEKDAYS_RU[when.weekday()]}), "
+        f"длительность {minutes}:{seconds:02d}.\n"
         f"Менеджер: {context.manager}.\n"
         f"Клиент: {context.entity_name}.\n\n"
         f"Расшифровка:\n{transcript}"
     )
 
 
+class _Invalid(Exception):
+    """An answer that failed validation; `content` is the model's text when we have it."""
+
+    def __init__(self, error: str, content: str | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.content = content
+
+
+def _validation_text(exc: pydantic.ValidationError) -> str:
+    # Locations and messages only: pydantic's `input` would echo the transcript.
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "answer"
+        parts.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return "; ".join(parts) + more
+
+
 class OpenAIAnalyzer:
     """Implements `domain.Analyzer`."""
 
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        rubric: tuple[RubricItem, ...] = DEFAULT_RUBRIC,
+        prompt_template: str = SYSTEM_PROMPT,
+        tz: tzinfo | None = None,
+    ) -> None:
         self._client = client
         self._model = model
+        self._rubric = rubric
+        self._answer = answer_model(rubric)
+        self._system = build_system_prompt(prompt_template, rubric)
+        self._tz = tz
 
     def analyse(self, transcript: str, context: CallContext) -> CallAnalysis:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": self._system},
+            {"role": "user", "content": build_user_message(transcript, context, self._tz)},
+        ]
+        try:
+            answer = self._ask(messages)
+        except _Invalid as first:
+            if first.content:
+                messages.append({"role": "assistant", "content": first.content})
+            messages.append({"role": "user", "content": REASK.format(error=first.error)})
+            try:
+                answer = self._ask(messages)
+            except _Invalid as second:
+                raise PermanentError(f"analysis answer failed validation after a re-ask: {second.error}") from None
+        return to_analysis(answer, self._rubric)
+
+    def _ask(self, messages: list[dict[str, Any]]) -> AnalysisAnswer:
         try:
             completion = self._client.chat.completions.parse(
                 model=self._model,
-                messages=[
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": build_user_message(transcript, context)},
-                ],
-                response_format=CallAnalysis,
+                messages=messages,  # type: ignore[arg-type]
+                response_format=self._answer,
             )
         except openai.LengthFinishReasonError:
             raise TransientError("analysis answer was cut off (length limit)") from None
         except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "answer"
-            raise TransientError(f"analysis answer failed validation: {where}: {first['msg']}") from None
+            raise _Invalid(_validation_text(exc)) from None
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, "analysis", self._model) from None
         message = completion.choices[0].message
         if message.refusal:
             raise PermanentError(f"analysis model refused: {message.refusal[:200]}")
         if message.parsed is None:
-            raise TransientError("analysis answer is empty")
+            raise _Invalid("the answer is empty", message.content)
+        try:
+            check_answer(message.parsed, self._rubric)
+        except ValueError as exc:
+            raise _Invalid(str(exc), message.content) from None
         return message.parsed

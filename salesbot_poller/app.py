@@ -8,7 +8,8 @@ loopback servers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 import openai
 import requests
@@ -18,9 +19,10 @@ from telebot import apihelper
 from salesbot_poller import __version__
 from salesbot_poller.amocrm import AmoClient
 from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource
-from salesbot_poller.analysis import OpenAIAnalyzer
+from salesbot_poller.analysis import OpenAIAnalyzer, load_prompt
 from salesbot_poller.config import Config
 from salesbot_poller.notifier import TelegramNotifier, request_sender
+from salesbot_poller.outbox import DryRun
 from salesbot_poller.pipeline import App
 from salesbot_poller.recordings import RecordingDownloader
 from salesbot_poller.speech import OpenAITranscriber
@@ -71,19 +73,41 @@ def build_notifier(config: Config) -> TelegramNotifier:
     return TelegramNotifier(bot, config.telegram.chat_id)
 
 
-def build_app(config: Config, clock: Callable[[], datetime], store: Store | None = None) -> App:
+def account_zone(config: Config) -> tzinfo | None:
+    """`amocrm.timezone` (validated at load); None: the server's local time zone."""
+    return ZoneInfo(config.amocrm.timezone) if config.amocrm.timezone else None
+
+
+def build_app(
+    config: Config,
+    clock: Callable[[], datetime],
+    store: Store | None = None,
+    dry_run: Callable[[str], None] | None = None,
+) -> App:
+    """The app; with `dry_run`, messages and amoCRM writes go to that printer instead."""
     store = store or Store.open(config.storage.database, int(clock().timestamp()))
     client = build_openai(config)
+    tz = account_zone(config)
+    amo = build_amo(config, store, clock)
     return App(
         config=config,
         store=store,
-        source=build_amo(config, store, clock),
+        source=amo,
         recordings=RecordingDownloader(_session(), config.storage.audio_dir),
         transcriber=OpenAITranscriber(
             client.with_options(timeout=TRANSCRIBE_TIMEOUT),
             config.openai.transcription_model,
             config.openai.language,
         ),
-        analyzer=OpenAIAnalyzer(client, config.openai.analysis_model),
+        analyzer=OpenAIAnalyzer(
+            client,
+            config.openai.analysis_model,
+            config.analysis.rubric,
+            load_prompt(config.analysis.prompt_file),
+            tz,
+        ),
         notifier=build_notifier(config),
+        tz=tz,
+        crm=amo,
+        dry_run=DryRun(dry_run) if dry_run else None,
     )

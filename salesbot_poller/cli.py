@@ -43,8 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("once", help="one poll cycle, then process every due call, then exit")
-    commands.add_parser("run", help="the daemon: a cycle every poller.interval_seconds until SIGTERM")
+    once = commands.add_parser("once", help="one poll cycle, then process every due call, then exit")
+    run = commands.add_parser("run", help="the daemon: a cycle every poller.interval_seconds until SIGTERM")
+    for sub in (once, run):
+        sub.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="the whole pipeline, but print messages and amoCRM writes instead of sending; mark nothing notified",
+        )
     commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
     return parser
@@ -68,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _load(args.config, require_secrets=args.command != "status")
         secrets = config.secrets()
-        return _dispatch(args.command, config)
+        return _dispatch(args.command, config, getattr(args, "dry_run", False))
     except ConfigError as exc:
         for problem in exc.problems:
             _err(f"config: {problem}")
@@ -81,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FATAL
 
 
-def _dispatch(command: str, config: Config) -> int:
+def _dispatch(command: str, config: Config, dry_run: bool = False) -> int:
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     secrets = config.secrets()
 
@@ -96,7 +102,7 @@ def _dispatch(command: str, config: Config) -> int:
         if command == "check":
             out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
             return EXIT_OK if commands.check(config, store, utc_now, out) else EXIT_CHECK_FAILED
-        app = build_app(config, utc_now, store)
+        app = build_app(config, utc_now, store, dry_run=out if dry_run else None)
         if command == "once":
             run_once(app, utc_now())
             return EXIT_OK

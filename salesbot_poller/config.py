@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -58,6 +61,21 @@ class AmoCRMConfig(_Section):
     redirect_uri: str = ""
     refresh_token: SecretStr = SecretStr("")
     access_token: SecretStr = SecretStr("")
+    # The account's time zone (IANA name): message times, the digest hour, task due dates.
+    # Empty: the server's local zone. (API v4 `/account` does not reliably say it.)
+    timezone: str = ""
+    write_back: bool = False  # a note with the analysis on the call's lead/contact
+    create_tasks: bool = False  # with write_back: a task for the agreed next step
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Moscow)") from None
+        return value
 
     @property
     def uses_oauth(self) -> bool:
@@ -73,10 +91,40 @@ class OpenAIConfig(_Section):
     language: str = "ru"
 
 
+def _chat_id_text(value: Any) -> Any:
+    # `chat_id = -1001234567890` (a TOML integer) is as natural as the quoted form.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class Route(_Section):
+    """Where the calls of one amoCRM user go: a chat and, in a forum, a topic."""
+
+    chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = Field(min_length=1)
+    message_thread_id: int | None = None
+
+
 class TelegramConfig(_Section):
     bot_token: SecretStr = SecretStr("")
     chat_id: str = ""
     api_url: HttpUrl = "https://api.telegram.org"
+    attach_transcript: bool = False
+    alert_below_score: int = Field(0, ge=0, le=100)  # 0: off (no score is below 0)
+    alert_chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # empty: telegram.chat_id
+    alert_message_thread_id: int = Field(0, ge=0)  # 0: no forum topic
+    routes: dict[int, Route] = Field(default_factory=dict)  # amoCRM user id -> chat (and topic)
+    digest_time: str = ""  # "HH:MM" in amocrm.timezone; empty: no digest
+
+    @field_validator("digest_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        if value:
+            try:
+                time.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"must be HH:MM, got {value!r}") from None
+        return value
 
     @field_validator("chat_id", mode="before")
     @classmethod
@@ -100,6 +148,7 @@ class PollerConfig(_Section):
     initial_lookback_minutes: int = Field(60, ge=0)
     min_duration_seconds: int = Field(10, ge=0)
     retry_delay_seconds: int = Field(60, gt=0)
+    missed_call_sla_minutes: int = Field(15, ge=1)
 
 
 class StorageConfig(_Section):
@@ -114,6 +163,51 @@ class StorageConfig(_Section):
         return value
 
 
+class RubricItem(_Section):
+    """One item of the sales-script rubric."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)
+    title: str = Field(min_length=1, max_length=120)
+    done_when: str = ""  # what counts as done, told to the model
+    weight: float = Field(1.0, gt=0)
+
+
+DEFAULT_RUBRIC = (
+    RubricItem(id="greeting", title="Приветствие и представление", done_when="поздоровался, назвал себя и компанию"),
+    RubricItem(
+        id="needs", title="Выявление потребностей", done_when="задал открытые вопросы о задаче, сроках, бюджете"
+    ),
+    RubricItem(
+        id="presentation", title="Презентация предложения", done_when="предложил решение под названные потребности"
+    ),
+    RubricItem(id="objections", title="Работа с возражениями", done_when="выслушал, уточнил и ответил по существу"),
+    RubricItem(id="next_step", title="Договорённость о следующем шаге", done_when="назван конкретный шаг и срок"),
+    RubricItem(id="closing", title="Завершение", done_when="подвёл итог и вежливо попрощался"),
+)
+
+
+class AnalysisConfig(_Section):
+    rubric: tuple[RubricItem, ...] = DEFAULT_RUBRIC  # [[analysis.rubric]] in the file
+    prompt_file: str = ""  # replaces the built-in system prompt; see README
+
+    @field_validator("rubric")
+    @classmethod
+    def _unique_ids(cls, items: tuple[RubricItem, ...]) -> tuple[RubricItem, ...]:
+        if not items:
+            raise ValueError("needs at least one item")
+        ids = [item.id for item in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"item ids must be unique, got {ids}")
+        return items
+
+    @field_validator("prompt_file")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"{value}: no such file")
+        return value
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -122,6 +216,7 @@ class Config(_Section):
     telegram: TelegramConfig = TelegramConfig()
     poller: PollerConfig = PollerConfig()
     storage: StorageConfig = StorageConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     def secrets(self) -> list[str]:
         """Every non-empty secret value, for the log redactor."""
@@ -142,6 +237,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "telegram": TelegramConfig,
     "poller": PollerConfig,
     "storage": StorageConfig,
+    "analysis": AnalysisConfig,
 }
 
 

@@ -5,11 +5,12 @@ pass in-memory fakes that satisfy the same Protocols."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Direction = Literal["in", "out"]
 
@@ -76,26 +77,116 @@ class Transcript:
     duration_seconds: float | None = None
 
 
-class CallAnalysis(BaseModel):
-    """What the chat model must return (strict JSON schema): every field required."""
+Verdict = Literal["done", "partly", "missed", "not_applicable"]
+Sentiment = Literal["positive", "neutral", "negative"]
+
+
+class RubricVerdict(BaseModel):
+    """The model's verdict on one rubric item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(description="id пункта скрипта из списка")
+    verdict: Verdict = Field(
+        description="done — выполнено, partly — частично, missed — нет, not_applicable — неприменимо"
+    )
+    evidence: str = Field(description="Короткая дословная цитата из расшифровки (до 15 слов) или пустая строка")
+    confidence: float = Field(description="Уверенность в вердикте от 0 до 1")
+
+    @field_validator("confidence")
+    @classmethod
+    def _clamp(cls, value: float) -> float:
+        # Not worth a paid re-ask: a confidence of 1.2 means "sure".
+        return min(1.0, max(0.0, value))
+
+
+class ObjectionHandling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    objection: str = Field(description="Возражение клиента")
+    handling: str = Field(description="Как менеджер отработал возражение; пустая строка, если никак")
+
+
+class NextStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(description="Договорённый следующий шаг")
+    due_date: str | None = Field(description="Дата шага в формате YYYY-MM-DD, если её назвали, иначе null")
+
+    @field_validator("due_date")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"due_date must be YYYY-MM-DD or null, got {value!r}") from None
+        return value
+
+
+class AnalysisAnswer(BaseModel):
+    """What the chat model must return (strict JSON schema: every field required).
+
+    `rubric.answer_model(items)` narrows `item_id` to the configured ids for the schema."""
 
     model_config = ConfigDict(extra="forbid")
 
     summary: str = Field(description="Краткое содержание разговора, 2–4 предложения")
-    score: int = Field(description="Оценка работы менеджера от 0 до 100")
-    went_well: list[str] = Field(description="Что менеджер сделал хорошо")
-    to_improve: list[str] = Field(description="Что менеджеру стоит улучшить")
-    objections: list[str] = Field(description="Возражения клиента")
-    next_step: str | None = Field(description="Договорённый следующий шаг или null")
+    topic: str = Field(description="Тема звонка одним-двумя словами, например: доставка, цена, рекламация")
+    rubric: list[RubricVerdict] = Field(description="Вердикт по каждому пункту скрипта, ровно один на пункт")
+    client_needs: list[str] = Field(description="Потребности клиента")
+    objections: list[ObjectionHandling] = Field(description="Возражения клиента и как менеджер их отработал")
+    next_step: NextStep | None = Field(description="Договорённый следующий шаг или null")
+    risk_flags: list[str] = Field(description="Риски: клиент может уйти, грубость, обещания без оснований и т. п.")
+    sentiment: Sentiment = Field(description="Настрой клиента в конце разговора")
 
-    @field_validator("score")
+
+class RubricResult(BaseModel):
+    """One rubric item as stored: the configured title and weight with the model's verdict."""
+
+    item_id: str
+    title: str
+    weight: float
+    verdict: Verdict
+    evidence: str = ""
+    confidence: float = 0.0
+
+
+class CallAnalysis(BaseModel):
+    """The stored analysis of a call (`analysis_json`): the model's answer, the rubric with
+    titles and weights, and the score computed in code (`rubric.total_score`)."""
+
+    summary: str
+    topic: str = ""
+    rubric: list[RubricResult] = Field(default_factory=list)
+    client_needs: list[str] = Field(default_factory=list)
+    objections: list[ObjectionHandling] = Field(default_factory=list)
+    next_step: NextStep | None = None
+    risk_flags: list[str] = Field(default_factory=list)
+    sentiment: Sentiment = "neutral"
+    score: int | None = Field(description="0..100 from the rubric weights; None when every item was not applicable")
+
+    @model_validator(mode="before")
     @classmethod
-    def _score_range(cls, value: int) -> int:
-        # Checked here rather than as schema min/max: not every OpenAI-compatible server
-        # supports those keywords in strict mode.
-        if not 0 <= value <= 100:
-            raise ValueError(f"score must be 0..100, got {value}")
-        return value
+    def _from_earlier_versions(cls, data: Any) -> Any:
+        # Calls analysed before the rubric stored objections and the next step as plain text;
+        # read them so an upgrade never strands a call between analysis and delivery.
+        if isinstance(data, dict):
+            data = dict(data)
+            objections = data.get("objections")
+            if isinstance(objections, list):
+                data["objections"] = [{"objection": o, "handling": ""} if isinstance(o, str) else o for o in objections]
+            if isinstance(data.get("next_step"), str):
+                data["next_step"] = {"action": data["next_step"], "due_date": None}
+        return data
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A Telegram chat and, in a forum supergroup, a topic (`message_thread_id`)."""
+
+    chat_id: str
+    thread_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +232,19 @@ class Analyzer(Protocol):
 
 
 class Notifier(Protocol):
-    def send(self, html: str) -> int:
-        """Send one HTML message; return Telegram's message id."""
+    def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        """Send one HTML message (to the default chat when `to` is None, as a reply to message
+        `reply_to` of that chat when given); return Telegram's message id."""
         ...
+
+    def send_document(
+        self, filename: str, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> int:
+        """Send a file with an HTML caption; return Telegram's message id."""
+        ...
+
+
+class CrmWriter(Protocol):
+    """amoCRM writes (notes, tasks)."""
+
+    def post(self, path: str, payload: Any) -> dict[str, Any] | None: ...

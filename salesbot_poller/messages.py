@@ -11,7 +11,7 @@ Contract:
 from __future__ import annotations
 
 import html
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 
 from salesbot_poller.domain import CallAnalysis, CallContext
 
@@ -90,31 +90,107 @@ def pack(blocks: list[str], limit: int = LIMIT) -> list[str]:
     return parts
 
 
-def render_conversation(ctx: CallContext, analysis: CallAnalysis, tz: tzinfo | None = None) -> list[str]:
-    """The analysis card of an answered call."""
+VERDICT_MARK = {"done": "✅", "partly": "🟡", "missed": "❌", "not_applicable": "➖"}
+SENTIMENT_RU = {"positive": "🙂 доволен", "neutral": "😐 нейтрален", "negative": "🙁 недоволен"}
+EVIDENCE_CHARS = 90
+CAPTION_LIMIT = 1024
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters at a word end, with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit - 1)
+    return text[: cut if cut > limit // 2 else limit - 1].rstrip(" ,.;:") + "…"
+
+
+def hashtag(topic: str) -> str:
+    """`#тема_звонка`, or "" when there is nothing word-like (Telegram hashtags are \\w+)."""
+    word = "_".join("".join(c if c.isalnum() else " " for c in topic.lower()).split())
+    return f"#{word[:40]}" if word else ""
+
+
+def score_line(score: int | None) -> str:
+    if score is None:
+        return "⭐ Оценка: — (пункты скрипта неприменимы)"
+    return f"⭐ Оценка: <b>{score}</b>/100 {score_bar(score)}"
+
+
+def _line_blocks(title: str, lines: list[str], room: int) -> list[str]:
+    """`<b>title</b>` and whole HTML `lines` (each short), packed into blocks of `room` units."""
+    blocks: list[str] = []
+    current = f"<b>{esc(title)}</b>"
+    for line in lines:
+        if utf16_len(f"{current}\n{line}") > room:
+            blocks.append(current)
+            current = f"<b>{esc(title)}</b> (продолжение)"
+        current = f"{current}\n{line}"
+    blocks.append(current)
+    return blocks
+
+
+def _rubric_lines(analysis: CallAnalysis) -> list[str]:
+    lines = []
+    for item in analysis.rubric:
+        line = f"{VERDICT_MARK[item.verdict]} {esc(clip(item.title, 120))}"
+        if item.evidence and item.verdict != "not_applicable":
+            line += f" — <i>«{esc(clip(item.evidence, EVIDENCE_CHARS))}»</i>"
+        lines.append(line)
+    return lines
+
+
+def _next_step_text(analysis: CallAnalysis) -> str:
+    step = analysis.next_step
+    if step is None or not step.action.strip():
+        return "не договорились"
+    if step.due_date:
+        return f"{step.action.strip()} · до {date.fromisoformat(step.due_date):%d.%m.%Y}"
+    return step.action.strip()
+
+
+def render_conversation(
+    ctx: CallContext, analysis: CallAnalysis, tz: tzinfo | None = None, metrics: str | None = None
+) -> list[str]:
+    """The analysis card of an answered call. `metrics` is an optional pre-rendered HTML line
+    (conversation metrics measured from the audio), shown under the score."""
     direction = "📥 Входящий звонок" if ctx.direction == "in" else "📤 Исходящий звонок"
-    header = "\n".join(
-        [
-            f"<b>{direction}</b> · {format_duration(ctx.duration)} · {format_time(ctx.started_at, tz)}",
-            f"👤 Менеджер: <b>{esc(ctx.manager)}</b>",
-            _entity_line(ctx),
-            f"☎️ {esc(ctx.phone or 'номер не указан')}",
-            f"⭐ Оценка: <b>{analysis.score}</b>/100 {score_bar(analysis.score)}",
-        ]
-    )
+    first = f"<b>{direction}</b> · {format_duration(ctx.duration)} · {format_time(ctx.started_at, tz)}"
+    if tag := hashtag(analysis.topic):
+        first += f" · {esc(tag)}"
+    head = [
+        first,
+        f"👤 Менеджер: <b>{esc(ctx.manager)}</b>",
+        _entity_line(ctx),
+        f"☎️ {esc(ctx.phone or 'номер не указан')}",
+        f"{score_line(analysis.score)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
+    ]
+    if metrics:
+        head.append(metrics)
     room = LIMIT - 64
-    blocks = [header]
+    blocks = ["\n".join(head)]
+    blocks.extend(_text_blocks("Итог", analysis.summary.strip() or "—", room))
+    if analysis.rubric:
+        blocks.extend(_line_blocks("Скрипт", _rubric_lines(analysis), room))
+    objections = [
+        f"{o.objection.strip()} → {o.handling.strip() or 'не отработано'}" for o in analysis.objections if o.objection
+    ]
     sections = [
-        ("Итог", analysis.summary),
-        ("Что хорошо", _bullets(analysis.went_well)),
-        ("Что улучшить", _bullets(analysis.to_improve)),
-        ("Возражения клиента", _bullets(analysis.objections) or "не было"),
-        ("Следующий шаг", analysis.next_step or "не договорились"),
+        ("Потребности клиента", _bullets(analysis.client_needs)),
+        ("Возражения", _bullets(objections) or "не было"),
+        ("Следующий шаг", _next_step_text(analysis)),
+        ("Риски", _bullets(analysis.risk_flags)),
     ]
     for title, text in sections:
         if text.strip():
             blocks.extend(_text_blocks(title, text.strip(), room))
     return pack(blocks)
+
+
+def render_transcript_caption(ctx: CallContext, tz: tzinfo | None = None) -> str:
+    """The caption of the transcript document (well under Telegram's 1024 for captions)."""
+    name = clip(ctx.entity_name or ctx.phone or "звонок", 200)
+    return f"📝 Расшифровка · {esc(name)} · {format_time(ctx.started_at, tz)}"
 
 
 def render_missed(ctx: CallContext, tz: tzinfo | None = None) -> list[str]:
@@ -126,3 +202,20 @@ def render_missed(ctx: CallContext, tz: tzinfo | None = None) -> list[str]:
         f"👤 Ответственный: <b>{esc(ctx.manager)}</b>",
     ]
     return pack(["\n".join(lines)])
+
+
+def render_escalation(ctx: CallContext, sla_minutes: int, tz: tzinfo | None = None) -> list[str]:
+    """The one escalation for a missed call nobody called back within the SLA."""
+    lines = [
+        f"⏰ <b>Не перезвонили за {sla_minutes} мин</b>",
+        f"☎️ {esc(ctx.phone or 'номер не определён')} · пропущен {format_time(ctx.started_at, tz)}",
+        _entity_line(ctx),
+        f"👤 Ответственный: <b>{esc(ctx.manager)}</b>",
+    ]
+    return pack(["\n".join(lines)])
+
+
+def render_callback(manager: str, called_at: int, missed_at: int, tz: tzinfo | None = None) -> list[str]:
+    """The reply to a missed-call alert: the call was returned, when and by whom."""
+    minutes = max(0, called_at - missed_at) // 60
+    return pack([f"✅ <b>Перезвонили</b> · {format_time(called_at, tz)} (через {minutes} мин)\n👤 {esc(manager)}"])

@@ -1,8 +1,10 @@
 """Telegram delivery through pyTelegramBotAPI.
 
 Contract:
-- `TelegramNotifier.send(html)` sends one HTML message (no link preview) and returns its
-  message id, or raises: `TransientError` (429 with its retry_after, 5xx, network),
+- `TelegramNotifier.send(html, to, reply_to)` sends one HTML message (no link preview) to a
+  chat/topic (default: `telegram.chat_id`), optionally as a reply (`reply_parameters`, sent
+  even if the original is gone); `send_document` sends a file with an HTML caption. Both
+  return the message id, or raise: `TransientError` (429 with its retry_after, 5xx, network),
   `FatalError` (bad token, chat not found, bot blocked or kicked: a human must act),
   `PermanentError` (this message is refused, e.g. bad markup).
 - A group that became a supergroup (`migrate_to_chat_id`) is followed at once, with a
@@ -15,6 +17,7 @@ Contract:
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +26,7 @@ import requests
 import telebot
 from telebot import apihelper, types
 
+from salesbot_poller.domain import Destination
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -83,40 +87,84 @@ def _map_api_error(exc: apihelper.ApiTelegramException, method: str) -> Exceptio
 
 
 class TelegramNotifier:
-    """Implements `domain.Notifier`."""
+    """Implements `domain.Notifier`. `to=None` is the default chat (`telegram.chat_id`)."""
 
     def __init__(self, bot: telebot.TeleBot, chat_id: str) -> None:
         self._bot = bot
         self.chat_id = chat_id
+        self._migrated: dict[str, str] = {}  # other chats that became supergroups
 
-    def send(self, html: str) -> int:
+    def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        return self._deliver(
+            "sendMessage",
+            lambda chat, thread, reply: self._bot.send_message(
+                chat,
+                html,
+                parse_mode="HTML",
+                link_preview_options=types.LinkPreviewOptions(is_disabled=True),
+                message_thread_id=thread,
+                reply_parameters=reply,
+            ),
+            to,
+            reply_to,
+        )
+
+    def send_document(
+        self, filename: str, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> int:
+        return self._deliver(
+            "sendDocument",
+            lambda chat, thread, reply: self._bot.send_document(
+                chat,
+                types.InputFile(io.BytesIO(data), file_name=filename),
+                caption=caption,
+                parse_mode="HTML",
+                visible_file_name=filename,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            ),
+            to,
+            reply_to,
+        )
+
+    def _deliver(
+        self,
+        method: str,
+        call: Callable[[str, int | None, types.ReplyParameters | None], types.Message],
+        to: Destination | None,
+        reply_to: int | None,
+    ) -> int:
+        configured = to.chat_id if to else self.chat_id
+        thread = to.thread_id if to else None
+        # A reply whose original was deleted is still worth sending.
+        reply = types.ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         for _ in range(2):  # the second round only after following a chat migration
+            chat = self.chat_id if to is None else self._migrated.get(configured, configured)
             try:
-                message = self._bot.send_message(
-                    self.chat_id,
-                    html,
-                    parse_mode="HTML",
-                    link_preview_options=types.LinkPreviewOptions(is_disabled=True),
-                )
-                return int(message.message_id)
+                return int(call(chat, thread, reply).message_id)
             except apihelper.ApiTelegramException as exc:
                 migrated = (exc.result_json.get("parameters") or {}).get("migrate_to_chat_id")
                 if migrated:
+                    key = "telegram.chat_id" if to is None else "the chat id in [telegram]"
                     log.warning(
-                        'Telegram chat %s became supergroup %s: sending there; set telegram.chat_id = "%s"',
-                        self.chat_id,
+                        'Telegram chat %s became supergroup %s: sending there; set %s = "%s"',
+                        chat,
                         migrated,
+                        key,
                         migrated,
                     )
-                    self.chat_id = str(migrated)
+                    if to is None:
+                        self.chat_id = str(migrated)
+                    else:
+                        self._migrated[configured] = str(migrated)
                     continue
-                raise _map_api_error(exc, "sendMessage") from None
+                raise _map_api_error(exc, method) from None
             except apihelper.ApiException as exc:
                 status = getattr(exc.result, "status_code", 0)
-                raise TransientError(f"Telegram sendMessage: unusable answer (HTTP {status})") from None
+                raise TransientError(f"Telegram {method}: unusable answer (HTTP {status})") from None
             except (KeyError, TypeError, ValueError):
-                raise TransientError("Telegram sendMessage: malformed answer") from None
-        raise TransientError("Telegram sendMessage: chat migrated twice")
+                raise TransientError(f"Telegram {method}: malformed answer") from None
+        raise TransientError(f"Telegram {method}: chat migrated twice")
 
     def check(self) -> str:
         """ "@bot in 'chat title'" (getMe, getChat); raises like `send`."""

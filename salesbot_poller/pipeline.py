@@ -12,6 +12,10 @@ Contract of `run_once(app, now)`:
   message id is committed right after Telegram accepts it. The only window for a duplicate
   is between Telegram's acceptance and that commit.
 - A database error propagates; it is never read as "already processed".
+- Every further destination of a call (alert chat, transcripts, amoCRM writes: `routing`) is
+  stored with the call's own message and sent after it through `outbox`, each acceptance
+  recorded. After the calls: `followup` (missed-call escalation and callback reply) and
+  `digest` (the daily digest). With `App.dry_run` these are printed, never sent or marked.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import peewee
 
+from salesbot_poller import digest, followup, outbox
 from salesbot_poller.config import Config
 from salesbot_poller.domain import (
     TERMINAL_STAGES,
@@ -33,6 +38,8 @@ from salesbot_poller.domain import (
     CallAnalysis,
     CallContext,
     CallSource,
+    CrmWriter,
+    Destination,
     Notifier,
     RecordingFetcher,
     Stage,
@@ -40,7 +47,7 @@ from salesbot_poller.domain import (
 )
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.intake import poll, resolve_new
-from salesbot_poller.messages import render_conversation, render_missed
+from salesbot_poller.routing import plan_call
 from salesbot_poller.store import Call, Store
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,8 @@ class App:
     analyzer: Analyzer
     notifier: Notifier
     tz: tzinfo | None = None  # message times; None = the server's local time zone
+    crm: CrmWriter | None = None  # amoCRM writes (amocrm.write_back)
+    dry_run: outbox.DryRun | None = None  # print messages and CRM writes instead of sending
 
 
 @dataclass
@@ -169,23 +178,40 @@ def _analyse(app: App, cycle: Cycle, call: Call) -> None:
     analysis = app.analyzer.analyse(transcript, call_context(app, call))
     app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
     cycle.analysed += 1
-    log.info("call %d: analysed, score %d", call.id, analysis.score)
+    log.info("call %d: analysed, score %s", call.id, analysis.score)
+
+
+def plan(app: App, call: Call) -> list[outbox.Planned]:
+    """Everything a call at `analysed`/`missed` sends: its own message first (see `routing`)."""
+    analysis = None
+    if call.stage != Stage.MISSED:
+        analysis = CallAnalysis.model_validate_json(call.analysis_json or "{}")
+    # metrics=None: the slot for a pre-rendered conversation-metrics line (from the audio).
+    return plan_call(app.config, call, call_context(app, call), analysis, app.tz, metrics=None)
 
 
 def _render(app: App, cycle: Cycle, call: Call) -> None:
-    context = call_context(app, call)
-    if call.stage == Stage.MISSED:
-        parts = render_missed(context, app.tz)
-    else:
-        parts = render_conversation(context, CallAnalysis.model_validate_json(call.analysis_json or "{}"), app.tz)
-    app.store.update(call, cycle.now, stage=Stage.NOTIFYING, outbox_json=json.dumps(parts), message_ids_json="[]")
+    own, *extra = plan(app, call)
+    with app.store.db.atomic():  # every destination is fixed before anything is sent
+        outbox.enqueue(extra, call.id, cycle.now)
+        app.store.update(
+            call,
+            cycle.now,
+            stage=Stage.NOTIFYING,
+            outbox_json=json.dumps(own.payload["parts"]),
+            message_ids_json="[]",
+            chat_id=own.to.chat_id if own.to else None,
+            thread_id=own.to.thread_id if own.to else None,
+        )
 
 
 def _notify(app: App, cycle: Cycle, call: Call) -> None:
     sent = call.message_ids
+    to = Destination(call.chat_id, call.thread_id) if call.chat_id else None
     for part in call.outbox[len(sent) :]:
-        sent.append(app.notifier.send(part))
+        sent.append(app.notifier.send(part, to))
         app.store.update(call, cycle.now, message_ids_json=json.dumps(sent))  # right after acceptance
+    outbox.send_all(app, outbox.pending(call_id=call.id), cycle.now)  # other chats, transcripts, amoCRM
     missed = call.kind == "missed"
     app.store.update(
         call,
@@ -214,9 +240,24 @@ STEPS: dict[str, Callable[[App, Cycle, Call], None]] = {
 def advance(app: App, cycle: Cycle, call: Call) -> None:
     """Run `call` through its remaining stages, committing each before the next."""
     while call.stage not in TERMINAL_STAGES:
+        if app.dry_run is not None and call.stage in (Stage.ANALYSED, Stage.MISSED, Stage.NOTIFYING):
+            _preview(app, call)
+            return
         if call.stage == Stage.NOTIFYING and cycle.telegram_paused:
             return  # Telegram asked us to slow down: the message waits for the next cycle
         STEPS[call.stage](app, cycle, call)
+
+
+def _preview(app: App, call: Call) -> None:
+    """Dry run: print what the call would send; nothing is stored or marked."""
+    assert app.dry_run is not None
+    if call.stage == Stage.NOTIFYING:  # rendered by an earlier real run: what is still unsent
+        rest = call.outbox[len(call.message_ids) :]
+        to = Destination(call.chat_id, call.thread_id) if call.chat_id else None
+        items = [outbox.Planned(f"call:{call.id}", call.kind or "card", to, {"parts": rest})] if rest else []
+        app.dry_run.show(items + [outbox.as_planned(row) for row in outbox.pending(call_id=call.id)])
+        return
+    app.dry_run.show(plan(app, call))
 
 
 def process_due(app: App, cycle: Cycle, should_stop: Callable[[], bool]) -> None:
@@ -253,6 +294,9 @@ def run_once(app: App, now: datetime, should_stop: Callable[[], bool] = lambda: 
             log.warning("amoCRM poll failed: %s; the next cycle resumes from the cursor", exc)
         resolve_new(app, cycle)
         process_due(app, cycle, should_stop)
+        if not should_stop():
+            followup.run(app, cycle)  # missed calls: escalation after the SLA, reply on callback
+            digest.run(app, cycle)  # the daily digest, once its hour has come
     except FatalError as exc:
         _record_cycle(app, cycle, time.monotonic() - started, str(exc))
         raise

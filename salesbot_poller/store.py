@@ -83,6 +83,11 @@ class Call(_Model):
     outbox_json = peewee.TextField(null=True)  # rendered message parts, fixed before sending
     message_ids_json = peewee.TextField(null=True)  # ids of the parts Telegram accepted
     notified_at = peewee.IntegerField(null=True)
+    # Where the call's own message went (None: telegram.chat_id), and the outgoing call that
+    # returned a missed one (0006_delivery).
+    chat_id = peewee.CharField(null=True)
+    thread_id = peewee.IntegerField(null=True)
+    callback_call_id = peewee.IntegerField(null=True)
 
     @property
     def message_ids(self) -> list[int]:
@@ -91,6 +96,25 @@ class Call(_Model):
     @property
     def outbox(self) -> list[str]:
         return list(json.loads(self.outbox_json or "[]"))
+
+
+class Delivery(_Model):
+    """One message or amoCRM write besides a call's own message (a copy to the alert chat, the
+    transcript, an escalation, a callback reply, the digest, a note, a task). Stored before it
+    is sent; each accepted part's id committed right after (see `outbox`)."""
+
+    id = peewee.AutoField()
+    key = peewee.CharField(unique=True)  # what and where, e.g. "call:12:card:-1001:5"
+    call_id = peewee.IntegerField(null=True, index=True)
+    kind = peewee.CharField()
+    chat_id = peewee.CharField(null=True)  # None: telegram.chat_id (amoCRM writes ignore it)
+    thread_id = peewee.IntegerField(null=True)
+    reply_to_key = peewee.CharField(null=True)  # "call:<id>" or another delivery's key
+    payload_json = peewee.TextField()
+    sent_ids_json = peewee.TextField(default="[]")
+    created_at = peewee.IntegerField()
+    done_at = peewee.IntegerField(null=True, index=True)
+    error = peewee.TextField(null=True)  # why it was given up (a permanent refusal)
 
 
 def _m0001_initial(db: peewee.Database) -> None:
@@ -113,9 +137,15 @@ def add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: I
         migrate(*operations)
 
 
+def _m0006_delivery(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["chat_id", "thread_id", "callback_call_id"])
+    db.create_tables([Delivery])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
+    ("0006_delivery", _m0006_delivery),
 ]
 
 CURSOR_KEY = "events_cursor"

@@ -9,7 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from salesbot_poller.domain import CallAnalysis, CallContext, CallEvent, CallNote, EventBatch, Transcript
+from salesbot_poller.domain import (
+    CallAnalysis,
+    CallContext,
+    CallEvent,
+    CallNote,
+    Destination,
+    EventBatch,
+    NextStep,
+    ObjectionHandling,
+    RubricResult,
+    Transcript,
+)
 
 
 @dataclass
@@ -77,6 +88,7 @@ class MemoryTranscriber:
 
 @dataclass
 class MemoryAnalyzer:
+    score: int | None = 50
     failures: list[Exception] = field(default_factory=list)
     calls: list[tuple[str, CallContext]] = field(default_factory=list)
 
@@ -86,11 +98,11 @@ class MemoryAnalyzer:
             raise self.failures.pop(0)
         return CallAnalysis(
             summary=f"Итог: {transcript[:40]}",
-            score=70,
-            went_well=["Представился"],
-            to_improve=["Спросить про бюджет"],
-            objections=["Дорого"],
-            next_step="Отправить КП",
+            topic="цена",
+            rubric=[RubricResult(item_id="greeting", title="Приветствие", weight=1, verdict="partly")],
+            objections=[ObjectionHandling(objection="Дорого", handling="Предложил рассрочку")],
+            next_step=NextStep(action="Отправить КП", due_date=None),
+            score=self.score,
         )
 
 
@@ -99,10 +111,22 @@ class MemoryNotifier:
     sent: list[str] = field(default_factory=list)
     failures: dict[int, Exception] = field(default_factory=dict)  # attempt number -> error
     attempts: int = 0
+    # (kind, destination or None for the default chat, reply_to, html or file name), in order
+    log: list[tuple[str, Destination | None, int | None, str]] = field(default_factory=list)
 
-    def send(self, html: str) -> int:
+    def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
         self.attempts += 1
         if self.attempts in self.failures:
             raise self.failures.pop(self.attempts)
         self.sent.append(html)
-        return len(self.sent)
+        self.log.append(("message", to, reply_to, html))
+        return len(self.log)
+
+    def send_document(
+        self, filename: str, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> int:
+        self.attempts += 1
+        if self.attempts in self.failures:
+            raise self.failures.pop(self.attempts)
+        self.log.append(("document", to, reply_to, filename))
+        return len(self.log)

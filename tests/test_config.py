@@ -40,14 +40,36 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "redirect_uri",
                 "refresh_token",
                 "access_token",
+                "timezone",
+                "write_back",
+                "create_tasks",
             ]
         ),
         "openai": sorted(["api_key", "base_url", "transcription_model", "analysis_model", "language"]),
-        "telegram": sorted(["bot_token", "chat_id", "api_url"]),
+        "telegram": sorted(
+            [
+                "bot_token",
+                "chat_id",
+                "api_url",
+                "attach_transcript",
+                "alert_below_score",
+                "alert_chat_id",
+                "alert_message_thread_id",
+                "digest_time",
+                "routes",
+            ]
+        ),
         "poller": sorted(
-            ["interval_seconds", "initial_lookback_minutes", "min_duration_seconds", "retry_delay_seconds"]
+            [
+                "interval_seconds",
+                "initial_lookback_minutes",
+                "min_duration_seconds",
+                "retry_delay_seconds",
+                "missed_call_sla_minutes",
+            ]
         ),
         "storage": sorted(["database", "audio_dir"]),
+        "analysis": sorted(["prompt_file", "rubric"]),
     }
     key_lines = [line for line in text.splitlines() if "=" in line and not line.startswith("#")]
     uncommented = [line for line in key_lines if "#" not in line and not line.startswith("access_token")]
@@ -120,3 +142,32 @@ def test_missing_file_and_broken_toml_give_one_line(tmp_path: Path) -> None:
     broken.write_text("[amocrm\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken, {})
+
+
+def test_the_example_rubric_is_the_default_one() -> None:
+    from salesbot_poller.config import DEFAULT_RUBRIC
+
+    config = load_config(ROOT / "config.example.toml", SECRETS)
+    assert config.analysis.rubric == DEFAULT_RUBRIC and config.poller.missed_call_sla_minutes == 15
+
+
+def test_issue_6_keys_are_validated_with_their_names() -> None:
+    raw = {
+        "amocrm": {"timezone": "Mars/Olympus"},
+        "telegram": {"digest_time": "25:00", "alert_below_score": 120, "routes": {"abc": {"chat_id": "-1"}}},
+        "poller": {"missed_call_sla_minutes": 0},
+        "analysis": {"prompt_file": "/nonexistent/prompt.txt", "rubric": [{"id": "a", "title": "A"}] * 2},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {}, require_secrets=False)
+    text = "\n".join(caught.value.problems)
+    for key in (
+        "amocrm.timezone: unknown time zone",
+        "telegram.digest_time: must be HH:MM",
+        "telegram.alert_below_score",
+        "telegram.routes.abc",
+        "poller.missed_call_sla_minutes",
+        "analysis.prompt_file: /nonexistent/prompt.txt: no such file",
+        "analysis.rubric: item ids must be unique",
+    ):
+        assert key in text, text

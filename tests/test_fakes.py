@@ -243,11 +243,9 @@ def test_recordings_with_query_and_truncated_stream(recs: FakeRecordings) -> Non
 # OpenAI ------------------------------------------------------------------------------------
 class Analysis(pydantic.BaseModel):
     summary: str
-    score: int
-    went_well: list[str]
-    to_improve: list[str]
-    objections: list[str]
-    next_step: str | None
+    topic: str
+    client_needs: list[str]
+    sentiment: str
 
 
 def test_openai_transcription_json_text_and_verbose(client: openai.OpenAI, oai: FakeOpenAI) -> None:
@@ -284,17 +282,17 @@ def test_openai_chat_parse_into_pydantic(client: openai.OpenAI, oai: FakeOpenAI)
         response_format=Analysis,
     )
     parsed = completion.choices[0].message.parsed
-    assert parsed is not None and parsed.score == 72
+    assert parsed is not None and parsed.topic == "поставка"
     assert parsed.summary == "Итог: Расшифровка: Менеджер: Добрый день!"
     assert completion.model == "gpt-4o-mini" and completion.usage is not None
     sent = oai.chat_requests[0]
     assert sent["response_format"]["type"] == "json_schema"
-    oai.analysis_fn = lambda body: {"summary": "x", "score": 1, "went_well": [],
-                                    "to_improve": [], "objections": [], "next_step": None}
+    oai.analysis_fn = lambda body: {"summary": "x", "topic": "t", "client_needs": [],
+                                    "sentiment": "neutral"}
     again = client.chat.completions.parse(model="gpt-4o-mini", response_format=Analysis,
                                           messages=[{"role": "user", "content": "t"}])
     assert again.choices[0].message.parsed == Analysis(
-        summary="x", score=1, went_well=[], to_improve=[], objections=[], next_step=None)
+        summary="x", topic="t", client_needs=[], sentiment="neutral")
 
 
 def test_openai_models_and_bad_key(client: openai.OpenAI, oai: FakeOpenAI) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC
 
 import pytest
 
-from salesbot_poller.domain import CallAnalysis, CallContext
+from salesbot_poller.domain import CallAnalysis, CallContext, NextStep, ObjectionHandling
 from salesbot_poller.messages import LIMIT, pack, render_conversation, render_missed
 from tests.fakes import TelegramHTMLError, utf16_len, validate_telegram_html
 
@@ -26,10 +26,11 @@ def analysis(**changes: object) -> CallAnalysis:
     base = CallAnalysis(
         summary="Клиент спросил про цену <дорого> & долго",
         score=72,
-        went_well=["Поздоровался"],
-        to_improve=["Уточнить бюджет"],
-        objections=["Дорого", "Надо подумать"],
-        next_step="Отправить КП до пятницы",
+        objections=[
+            ObjectionHandling(objection="Дорого", handling="Скидка"),
+            ObjectionHandling(objection="Надо подумать", handling=""),
+        ],
+        next_step=NextStep(action="Отправить КП до пятницы", due_date=None),
     )
     return base.model_copy(update=changes)
 
@@ -52,7 +53,8 @@ def test_unescaped_markup_would_be_rejected_by_the_test_parser() -> None:
 
 @pytest.mark.parametrize("filler", ["Очень длинный итог разговора. ", "<&>" * 3, "😀 эмодзи "])
 def test_long_content_is_split_under_the_limit_and_every_part_parses(filler: str) -> None:
-    parts = render_conversation(CONTEXT, analysis(summary=filler * 900, objections=[filler * 300] * 5), UTC)
+    objections = [ObjectionHandling(objection=filler * 300, handling="")] * 5
+    parts = render_conversation(CONTEXT, analysis(summary=filler * 900, objections=objections), UTC)
     assert len(parts) >= 2
     for part in parts:
         visible = validate_telegram_html(part)

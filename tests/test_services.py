@@ -212,7 +212,7 @@ def test_transcription_and_analysis_through_the_sdk(servers: Servers) -> None:
     assert sent["filename"] == "call.mp3" and sent["fields"]["language"] == "ru"
     context = CallContext("in", "Иван", "leads", "ООО", "u", "+7", 125, NOW)
     analysis = OpenAIAnalyzer(client, "gpt-4o-mini").analyse(transcript.text, context)
-    assert analysis.score == 72 and analysis.next_step == "Отправить КП до пятницы"
+    assert analysis.score == 63 and analysis.next_step and analysis.next_step.action == "Отправить КП"
     request = servers.openai.chat_requests[0]
     assert request["response_format"]["type"] == "json_schema"
     assert "Расшифровка" in request["messages"][1]["content"]
@@ -246,18 +246,12 @@ def test_openai_failures_are_classed(servers: Servers, status: int, body: dict, 
     assert "sk-t" not in str(caught.value)
 
 
-def test_analysis_that_fails_validation_is_transient(servers: Servers) -> None:
-    servers.openai.analysis_fn = lambda request: {
-        "summary": "x",
-        "score": 250,
-        "went_well": [],
-        "to_improve": [],
-        "objections": [],
-        "next_step": None,
-    }
+def test_analysis_that_fails_validation_twice_is_permanent(servers: Servers) -> None:
+    servers.openai.analysis_fn = lambda request: {"summary": "x", "score": 250}
     context = CallContext("in", "Иван", "leads", "ООО", "u", "+7", 125, NOW)
-    with pytest.raises(TransientError, match="score"):
+    with pytest.raises(PermanentError, match="topic: Field required"):
         OpenAIAnalyzer(build_openai(config_for(servers)), "gpt-4o-mini").analyse("text", context)
+    assert len(servers.openai.chat_requests) == 2, "exactly one re-ask"
 
 
 # --- Telegram --------------------------------------------------------------------------------

@@ -54,7 +54,10 @@ class FakeTelegram(FakeServer):
       `messages`; `sendDocument` (multipart field `document`, caption <= 1024) stores
       `documents`. Both answer real Message objects with incrementing `message_id`.
     - A chat in `migrate_chats` answers 400 with `parameters.migrate_to_chat_id`; a chat not in
-      `known_chats` answers 400 "chat not found".
+      `known_chats` answers 400 "chat not found"; a chat in `down_chats` answers 502 (an outage
+      that hits one destination only).
+    - Every rendered message and caption is checked by `tg_html.validate_telegram_html`;
+      `reply_parameters` / `message_thread_id` are recorded for messages and documents.
     """
 
     def __init__(self, token: str = "123:TEST") -> None:
@@ -62,6 +65,7 @@ class FakeTelegram(FakeServer):
         self.token = token
         self.known_chats: set[str] = {"-1001234567890"}
         self.migrate_chats: dict[str, int] = {}
+        self.down_chats: set[str] = set()
         self.messages: list[JSON] = []
         self.documents: list[JSON] = []
         self._message_id = 0
@@ -113,6 +117,8 @@ class FakeTelegram(FakeServer):
         chat_id = params.get("chat_id", "").strip()
         if not chat_id:
             raise _ApiError(tg_error(400, "Bad Request: chat_id is empty"))
+        if chat_id in self.down_chats:
+            raise _ApiError(tg_error(502, "Bad Gateway"))
         if chat_id in self.migrate_chats:
             raise _ApiError(tg_error(
                 400, "Bad Request: group chat was upgraded to a supergroup chat",
@@ -195,5 +201,6 @@ class FakeTelegram(FakeServer):
                 "message_id": msg["message_id"], "chat_id": chat_id, "filename": filename,
                 "bytes": data, "caption": caption, "parse_mode": parse_mode,
                 "message_thread_id": params.get("message_thread_id"),
+                "reply_parameters": _json_param(params, "reply_parameters"),
             })
         return self._ok(msg)

@@ -1,0 +1,120 @@
+"""The daily digest for the head of sales, at `telegram.digest_time` in the account's zone.
+
+Contract of `run(app, cycle)` (once per cycle):
+- Due when the local time (`amocrm.timezone`) has passed today's digest time and today's
+  digest (key `digest:<date>`) is not stored yet; a process started later that day still
+  sends it, a day missed entirely is not sent afterwards.
+- It covers the 24 hours before today's digest time, per manager: answered calls, talk time,
+  average score, missed incoming calls and how many of them were returned, and a link to the
+  weakest call (lowest score) in amoCRM. It goes to the default chat (`telegram.chat_id`).
+- Stored before sending and each part's acceptance recorded (`outbox`): sent once per day.
+  In a dry run it is printed instead (once per process), and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING
+
+from salesbot_poller import outbox
+from salesbot_poller.domain import CallAnalysis
+from salesbot_poller.followup import NOT_ANSWERED, send_pending
+from salesbot_poller.messages import esc, format_duration, format_time, pack
+from salesbot_poller.store import Call, Delivery
+
+if TYPE_CHECKING:
+    from salesbot_poller.pipeline import App, Cycle
+
+
+@dataclass
+class ManagerDay:
+    """One manager's line in the digest."""
+
+    name: str
+    calls: int = 0
+    talk_seconds: int = 0
+    scores: list[int] = field(default_factory=list)
+    missed: int = 0
+    returned: int = 0
+    weakest: tuple[int, str, str] | None = None  # score, entity name, amoCRM link
+
+    @property
+    def average(self) -> int | None:
+        return round(sum(self.scores) / len(self.scores)) if self.scores else None
+
+
+def due_day(digest_time: str, now: int, tz: tzinfo | None) -> tuple[date, int] | None:
+    """Today's date and the digest moment (unix) once it has passed; else None."""
+    local = datetime.fromtimestamp(now, tz) if tz else datetime.fromtimestamp(now).astimezone()
+    moment = datetime.combine(local.date(), time.fromisoformat(digest_time), local.tzinfo)
+    return (local.date(), int(moment.timestamp())) if local >= moment else None
+
+
+def collect(app: App, start: int, end: int) -> list[ManagerDay]:
+    """Per manager figures for calls made in [start, end), busiest first."""
+    days: dict[str, ManagerDay] = {}
+    query = Call.select().where(Call.event_created_at >= start, Call.event_created_at < end, Call.kind.is_null(False))
+    for call in query.order_by(Call.id):
+        name = call.manager_name or "не назначен"
+        day = days.setdefault(name, ManagerDay(name))
+        if call.kind == "missed":
+            day.missed += 1
+            day.returned += call.callback_call_id is not None
+            continue
+        if not call.duration or call.call_status in NOT_ANSWERED:
+            continue
+        day.calls += 1
+        day.talk_seconds += call.duration
+        if call.analysis_json:
+            score = CallAnalysis.model_validate(json.loads(call.analysis_json)).score
+            if score is not None:
+                day.scores.append(score)
+                if day.weakest is None or score < day.weakest[0]:
+                    url = app.source.entity_url(call.entity_type, call.entity_id)
+                    day.weakest = (score, call.entity_name or call.phone or f"#{call.entity_id}", url)
+    return sorted(days.values(), key=lambda d: (-d.calls, -d.missed, d.name))
+
+
+def render_digest(days: list[ManagerDay], start: int, end: int, tz: tzinfo | None) -> list[str]:
+    """The digest message: a header, then one block per manager."""
+    blocks = [f"📊 <b>Сводка за сутки</b> · {format_time(start, tz)} – {format_time(end, tz)}"]
+    if not days:
+        blocks.append("Звонков не было.")
+    for day in days:
+        average = "—" if day.average is None else str(day.average)
+        lines = [
+            f"👤 <b>{esc(day.name)}</b>",
+            f"📞 звонков {day.calls} · 🕒 разговор {format_duration(day.talk_seconds)} · ⭐ средняя {average}",
+            f"🔴 пропущено {day.missed}, перезвонили {day.returned}",
+        ]
+        if day.weakest:
+            score, name, url = day.weakest
+            link = f'<a href="{html.escape(url, quote=True)}">{esc(name)}</a>'
+            lines.append(f"📉 Слабый звонок: {link} — {score}/100")
+        blocks.append("\n".join(lines))
+    return pack(blocks)
+
+
+def run(app: App, cycle: Cycle) -> None:
+    """See the module contract."""
+    if not app.config.telegram.digest_time:
+        return
+    due = due_day(app.config.telegram.digest_time, cycle.now, app.tz)
+    if due is None:
+        return
+    day, end = due
+    key = f"digest:{day.isoformat()}"
+    if app.dry_run is None and Delivery.get_or_none(Delivery.key == key) is not None:
+        send_pending(app, cycle, ("digest",))
+        return
+    local_end = datetime.fromtimestamp(end, app.tz) if app.tz else datetime.fromtimestamp(end).astimezone()
+    start = int((local_end - timedelta(days=1)).timestamp())
+    item = outbox.Planned(key, "digest", None, {"parts": render_digest(collect(app, start, end), start, end, app.tz)})
+    if app.dry_run is not None:
+        app.dry_run.show([item])
+        return
+    outbox.enqueue([item], None, cycle.now)
+    send_pending(app, cycle, ("digest",))

@@ -1,0 +1,121 @@
+"""Missed-call follow-up: an escalation when nobody calls back in time, a reply when someone does.
+
+Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
+- Looked at: missed incoming calls of the last 24 h whose alert Telegram accepted and that
+  are not known to be returned yet.
+- A missed call is returned by the first later outgoing call to the same number (the last 10
+  digits) that was answered (duration > 0, status not "not reached"/"busy"). Then, once: a
+  reply to the alert saying when and by whom (`callback_call_id` and the reply's outbox row are
+  committed together, before sending).
+- If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
+  escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
+  alert in its chat.
+- Every message goes through `outbox` (stored, then sent, each acceptance recorded). A
+  Telegram failure leaves the row for the next cycle; a fatal one propagates. In a dry run
+  the messages are printed, and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from salesbot_poller import outbox
+from salesbot_poller.domain import Destination, Stage
+from salesbot_poller.errors import TransientError
+from salesbot_poller.messages import render_callback, render_escalation
+from salesbot_poller.routing import alert_destination
+from salesbot_poller.store import Call
+
+if TYPE_CHECKING:
+    from salesbot_poller.pipeline import App, Cycle
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 24 * 3600
+FOLLOW_UP_KINDS = ("escalation", "callback")
+NOT_ANSWERED = (6, 7)
+
+
+def last10(phone: str | None) -> str:
+    """The number as amoCRM matches it: its last 10 digits ("" when shorter than 7)."""
+    digits = re.sub(r"\D", "", phone or "")
+    return digits[-10:] if len(digits) >= 7 else ""
+
+
+def _answered(call: Call) -> bool:
+    return bool(call.duration) and call.call_status not in NOT_ANSWERED
+
+
+def _alert_chat(call: Call) -> Destination | None:
+    return Destination(call.chat_id, call.thread_id) if call.chat_id else None
+
+
+def plan(app: App, call: Call, callback: Call | None, now: int) -> list[outbox.Planned]:
+    """What to send about missed `call` now (nothing once it was said)."""
+    from salesbot_poller.pipeline import call_context  # a cycle: pipeline imports this module
+
+    own = f"call:{call.id}"
+    if callback is not None:
+        parts = render_callback(
+            callback.manager_name or "не назначен", callback.event_created_at, call.event_created_at, app.tz
+        )
+        return [outbox.Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
+    sla = app.config.poller.missed_call_sla_minutes
+    if now < call.event_created_at + sla * 60:
+        return []
+    parts = render_escalation(call_context(app, call), sla, app.tz)
+    if app.config.telegram.alert_chat_id:
+        return [outbox.Planned(f"{own}:escalation", "escalation", alert_destination(app.config), {"parts": parts})]
+    return [outbox.Planned(f"{own}:escalation", "escalation", _alert_chat(call), {"parts": parts}, own)]
+
+
+def _callbacks(since: int) -> dict[str, list[Call]]:
+    """Answered outgoing calls since `since`, by number, oldest first."""
+    found: dict[str, list[Call]] = defaultdict(list)
+    query = Call.select().where(Call.direction == "out", Call.event_created_at >= since).order_by(Call.event_created_at)
+    for call in query:
+        if _answered(call) and (number := last10(call.phone)):
+            found[number].append(call)
+    return found
+
+
+def run(app: App, cycle: Cycle) -> None:
+    """See the module contract."""
+    now = cycle.now
+    since = now - WINDOW_SECONDS
+    missed = list(
+        Call.select().where(
+            Call.kind == "missed",
+            Call.stage == Stage.MISSED_ALERTED.value,
+            Call.event_created_at >= since,
+            Call.callback_call_id.is_null(),
+        )
+    )
+    callbacks = _callbacks(since) if missed else {}
+    for call in missed:
+        later = [c for c in callbacks.get(last10(call.phone), []) if c.event_created_at >= call.event_created_at]
+        callback = later[0] if later else None
+        items = plan(app, call, callback, now)
+        if app.dry_run is not None:
+            app.dry_run.show(items)
+            continue
+        with app.store.db.atomic():
+            if callback is not None:
+                app.store.update(call, now, callback_call_id=callback.id)
+            outbox.enqueue(items, call.id, now)
+    if app.dry_run is None:
+        send_pending(app, cycle, FOLLOW_UP_KINDS)
+
+
+def send_pending(app: App, cycle: Cycle, kinds: tuple[str, ...]) -> None:
+    """Send stored rows of `kinds`; a transient failure waits for the next cycle."""
+    if cycle.telegram_paused:
+        return
+    try:
+        outbox.send_all(app, outbox.pending(kinds=kinds), cycle.now)
+    except TransientError as exc:
+        cycle.telegram_paused = True
+        log.warning("%s not all sent yet: %s", "/".join(kinds), exc)

@@ -1,0 +1,81 @@
+"""Where each message of a call goes, as a plan (`outbox.Planned`) fixed before anything is sent.
+
+Contract of `plan_call(...)`: the first item is the call's own message (key `call:<id>`): the
+analysis card, or the missed-call alert, to the chat of the call's responsible user from
+`telegram.routes` (with its forum topic), else to the default chat (`to=None`). Then:
+- a card scoring below `telegram.alert_below_score` is also sent to the alert chat
+  (`telegram.alert_chat_id`, default `telegram.chat_id`) unless that is where it went already;
+- with `telegram.attach_transcript`, the transcript as a .txt document to every chat that got
+  the card, as a reply to the card there;
+- with `amocrm.write_back`, the note (and with `amocrm.create_tasks`, the task): see `writeback`.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+
+from salesbot_poller.config import Config
+from salesbot_poller.domain import CallAnalysis, CallContext, Destination
+from salesbot_poller.messages import render_conversation, render_missed, render_transcript_caption
+from salesbot_poller.outbox import Planned
+from salesbot_poller.store import Call
+from salesbot_poller.writeback import plan_writes
+
+
+def route(config: Config, user_id: int | None) -> Destination | None:
+    """The chat of `user_id` from `telegram.routes`; None means the default chat."""
+    target = config.telegram.routes.get(user_id) if user_id is not None else None
+    return Destination(target.chat_id, target.message_thread_id) if target else None
+
+
+def alert_destination(config: Config) -> Destination | None:
+    """The alert chat and topic; None means the default chat."""
+    telegram = config.telegram
+    topic = telegram.alert_message_thread_id or None
+    if not telegram.alert_chat_id and topic is None:
+        return None
+    return Destination(telegram.alert_chat_id or telegram.chat_id, topic)
+
+
+def _same(a: Destination | None, b: Destination | None, default_chat: str) -> bool:
+    return (a or Destination(default_chat)) == (b or Destination(default_chat))
+
+
+def _where(to: Destination | None) -> str:
+    return "default" if to is None else f"{to.chat_id}:{to.thread_id or 0}"
+
+
+def plan_call(
+    config: Config,
+    call: Call,
+    ctx: CallContext,
+    analysis: CallAnalysis | None,
+    tz: tzinfo | None,
+    metrics: str | None = None,
+) -> list[Planned]:
+    """See the module contract. `analysis` is None for a missed call."""
+    home = route(config, call.responsible_user_id)
+    own = f"call:{call.id}"
+    if analysis is None:
+        return [Planned(own, "alert", home, {"parts": render_missed(ctx, tz)})]
+    parts = render_conversation(ctx, analysis, tz, metrics)
+    plans = [Planned(own, "card", home, {"parts": parts})]
+    cards: list[tuple[Destination | None, str]] = [(home, own)]
+    threshold = config.telegram.alert_below_score
+    alert = alert_destination(config)
+    if (
+        analysis.score is not None
+        and analysis.score < threshold
+        and not _same(alert, home, config.telegram.chat_id)
+    ):
+        key = f"call:{call.id}:card:{_where(alert)}"
+        plans.append(Planned(key, "card_alert", alert, {"parts": parts}))
+        cards.append((alert, key))
+    if config.telegram.attach_transcript and call.transcript:
+        caption = render_transcript_caption(ctx, tz)
+        for to, card_key in cards:
+            document = {"filename": f"call-{call.id}-transcript.txt", "caption": caption, "text": call.transcript}
+            plans.append(Planned(f"call:{call.id}:transcript:{_where(to)}", "transcript", to, document, card_key))
+    if config.amocrm.write_back:
+        plans.extend(plan_writes(config, call, analysis, tz))
+    return plans

@@ -1,0 +1,130 @@
+"""Analysis through the real `openai` client against the fake OpenAI server: the rubric in
+the schema and the prompt, the score computed in code, one re-ask on an invalid answer, and
+one paid analysis per call even across a restart."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from salesbot_poller.analysis import REASK, OpenAIAnalyzer, load_prompt
+from salesbot_poller.app import build_openai
+from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
+from salesbot_poller.domain import CallContext, RubricResult
+from salesbot_poller.errors import PermanentError
+from salesbot_poller.pipeline import run_once
+from salesbot_poller.rubric import total_score
+from tests.conftest import CHAT_ID, Servers
+from tests.fakes.openai_api import default_analysis
+from tests.loopback_app import add_call, at, calls, make_app
+
+CONTEXT = CallContext(
+    "in", "Иван", "leads", "ООО Ромашка", "https://acme.amocrm.ru/leads/detail/1", "+7", 125, 1795600800
+)
+
+
+def analyzer(servers: Servers, **kwargs: Any) -> OpenAIAnalyzer:
+    config = make_app(servers).config
+    return OpenAIAnalyzer(build_openai(config), "gpt-4o-mini", **kwargs)
+
+
+def schema_ids(request: dict[str, Any]) -> list[str]:
+    schema = request["response_format"]["json_schema"]
+    assert schema["strict"] is True
+    text = json.dumps(schema["schema"])
+    return [item.id for item in DEFAULT_RUBRIC if f'"{item.id}"' in text]
+
+
+def test_default_rubric_is_in_the_schema_and_the_prompt_and_the_score_is_computed(servers: Servers) -> None:
+    result = analyzer(servers).analyse("Менеджер: Добрый день!", CONTEXT)
+    (request,) = servers.openai.chat_requests
+    assert schema_ids(request) == [item.id for item in DEFAULT_RUBRIC]
+    assert "score" not in json.dumps(request["response_format"]["json_schema"]["schema"]["properties"])
+    system = request["messages"][0]["content"]
+    for title in (
+        "Приветствие и представление",
+        "Выявление потребностей",
+        "Презентация предложения",
+        "Работа с возражениями",
+        "Договорённость о следующем шаге",
+        "Завершение",
+    ):
+        assert title in system
+    assert "2026-11-25 (среда)" in request["messages"][1]["content"], "the date lets the model name due dates"
+    # The fake answers done, done, partly, missed, n/a, n/a: (1 + 1 + 0.5 + 0) / 4 = 62.5 -> 63.
+    assert [r.verdict for r in result.rubric][:4] == ["done", "done", "partly", "missed"]
+    assert result.score == 63 and result.rubric[0].title == "Приветствие и представление"
+    assert result.next_step is not None and result.next_step.due_date == "2026-11-27"
+    assert result.objections[0].handling == "Предложил скидку за объём" and result.sentiment == "positive"
+
+
+def test_score_weights_partly_half_and_not_applicable_left_out() -> None:
+    def item(verdict: str, weight: float) -> RubricResult:
+        return RubricResult(item_id="x", title="x", weight=weight, verdict=verdict)  # type: ignore[arg-type]
+
+    assert total_score([item("done", 3), item("missed", 1)]) == 75
+    assert total_score([item("partly", 1), item("done", 1), item("not_applicable", 5)]) == 75
+    assert total_score([item("missed", 1)]) == 0
+    assert total_score([item("not_applicable", 1)]) is None
+
+
+def answers(*bodies: dict[str, Any]) -> Any:
+    """An analysis_fn giving `bodies` in turn."""
+    queue = list(bodies)
+    return lambda request: queue.pop(0)
+
+
+def test_an_invalid_answer_gets_one_re_ask_that_quotes_the_error(servers: Servers) -> None:
+    ids = [item.id for item in DEFAULT_RUBRIC]
+    good = default_analysis({"response_format": {"properties": {"item_id": {"enum": ids}}}, "messages": []})
+    missing = dict(good, rubric=good["rubric"][:-1])  # no verdict for "closing"
+    servers.openai.analysis_fn = answers(missing, good)
+    result = analyzer(servers).analyse("text", CONTEXT)
+    assert len(servers.openai.chat_requests) == 2 and result.score == 63
+    reask = servers.openai.chat_requests[1]["messages"]
+    assert reask[-2]["role"] == "assistant" and json.loads(reask[-2]["content"]) == missing
+    assert reask[-1]["content"] == REASK.format(error="rubric: no verdict for closing")
+
+
+def test_a_bad_date_is_re_asked_and_a_second_failure_fails_the_call_with_that_error(servers: Servers) -> None:
+    bad = default_analysis({"messages": []}) | {"next_step": {"action": "Позвонить", "due_date": "в пятницу"}}
+    servers.openai.analysis_fn = answers(bad, bad)
+    with pytest.raises(PermanentError, match="due_date must be YYYY-MM-DD or null, got 'в пятницу'"):
+        analyzer(servers, rubric=(RubricItem(id="any", title="Любой"),)).analyse("text", CONTEXT)
+    assert len(servers.openai.chat_requests) == 2
+    assert "due_date must be YYYY-MM-DD" in servers.openai.chat_requests[1]["messages"][-1]["content"]
+
+
+def test_a_configured_rubric_and_prompt_file_replace_the_defaults(servers: Servers) -> None:
+    prompt = servers.tmp / "prompt.txt"
+    prompt.write_text('Оцени звонок по пунктам:\n{rubric}\nПример: {"a": 1}', encoding="utf-8")
+    items = (
+        RubricItem(id="price", title="Назвал цену", done_when="цена прозвучала", weight=3),
+        RubricItem(id="upsell", title="Допродажа", weight=1),
+    )
+    app = make_app(servers, analysis={"prompt_file": str(prompt), "rubric": [i.model_dump() for i in items]})
+    assert app.config.analysis.rubric == items
+    result = analyzer(servers, rubric=items, prompt_template=load_prompt(app.config.analysis.prompt_file)).analyse(
+        "text", CONTEXT
+    )
+    system = servers.openai.chat_requests[0]["messages"][0]["content"]
+    expected = "Оцени звонок по пунктам:\n- price: Назвал цену — выполнено, если цена прозвучала\n- upsell: Допродажа\n"
+    assert system == expected + 'Пример: {"a": 1}'
+    assert [r.item_id for r in result.rubric] == ["price", "upsell"] and result.score == 100  # done x3 + done
+
+
+def test_a_call_is_analysed_once_even_when_delivery_fails_and_the_process_restarts(servers: Servers) -> None:
+    servers.telegram.down_chats = {CHAT_ID}
+    app = make_app(servers)
+    app.analyzer = OpenAIAnalyzer(build_openai(app.config), "gpt-4o-mini")
+    add_call(app, 1)
+    run_once(app, at(0))
+    assert calls()[0].stage == "notifying" and json.loads(calls()[0].analysis_json or "{}")["score"] == 63
+    servers.telegram.down_chats = set()
+    app.store.close()
+    restarted = make_app(servers)
+    restarted.analyzer = OpenAIAnalyzer(build_openai(restarted.config), "gpt-4o-mini")
+    run_once(restarted, at(10))
+    assert calls()[0].stage == "notified" and len(servers.openai.chat_requests) == 1, "paid once"

@@ -1,0 +1,78 @@
+"""Migration 0006_delivery from the previous schema, and a call caught mid-send by the upgrade."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from salesbot_poller.pipeline import run_once
+from salesbot_poller.store import Call, Delivery, Migration, Store
+from tests.conftest import CHAT_ID, Servers
+from tests.loopback_app import at, calls, make_app
+
+
+def test_a_database_of_the_previous_schema_gets_the_new_columns_and_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    store = Store.open(url, 1)
+    for column in ("chat_id", "thread_id", "callback_call_id"):
+        store.db.execute_sql(f'ALTER TABLE "call" DROP COLUMN "{column}"')
+    store.db.drop_tables([Delivery])
+    Migration.delete().where(Migration.name == "0006_delivery").execute()
+    store.close()
+    again = Store.open(url, 2)
+    columns = {c.name for c in again.db.get_columns("call")}
+    assert {"chat_id", "thread_id", "callback_call_id"} <= columns and again.db.table_exists("delivery")
+    assert again.migrate(3) == []
+    again.close()
+
+
+def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_chat(servers: Servers) -> None:
+    app = make_app(servers)
+    call = Call.create(
+        event_id="01OLD",
+        direction="in",
+        entity_type="leads",
+        entity_id=1,
+        note_id=1,
+        event_created_at=at(-5).timestamp(),
+        first_seen_at=at(-5).timestamp(),
+        updated_at=at(-5).timestamp(),
+        stage="notifying",
+        kind="conversation",
+        outbox_json=json.dumps(["<b>part 1</b>", "<b>part 2</b>"]),
+        message_ids_json="[41]",
+    )
+    run_once(app, at(0))
+    assert [m["text"] for m in servers.telegram.messages] == ["<b>part 2</b>"]
+    assert servers.telegram.messages[0]["chat_id"] == CHAT_ID
+    assert calls()[0].id == call.id and calls()[0].stage == "notified"
+
+
+def test_a_call_analysed_by_the_previous_version_is_still_delivered(servers: Servers) -> None:
+    app = make_app(servers)
+    old = {
+        "summary": "Клиент спросил цену",
+        "score": 72,
+        "went_well": ["Поздоровался"],
+        "to_improve": ["Уточнить бюджет"],
+        "objections": ["Дорого"],
+        "next_step": "Отправить КП",
+    }
+    Call.create(
+        event_id="01OLD2",
+        direction="in",
+        entity_type="leads",
+        entity_id=1,
+        note_id=1,
+        event_created_at=at(-5).timestamp(),
+        first_seen_at=at(-5).timestamp(),
+        updated_at=at(-5).timestamp(),
+        stage="analysed",
+        kind="conversation",
+        duration=60,
+        analysis_json=json.dumps(old, ensure_ascii=False),
+    )
+    run_once(app, at(0))
+    (message,) = servers.telegram.messages
+    assert "72/100" in message["visible_text"] and "Дорого → не отработано" in message["visible_text"]
+    assert "Отправить КП" in message["visible_text"] and calls()[0].stage == "notified"
