@@ -1,0 +1,84 @@
+"""What the sandbox servers say: one account, two calls, a transcript and an analysis.
+
+`canned_analysis()` is the one place the demo's analysis is built: from `domain.CallAnalysis`
+itself, so a change to the analysis model shows up here first (and nowhere else).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import wave
+from typing import Any
+
+from salesbot_poller.domain import CallAnalysis
+
+ACCOUNT = {"id": 30000001, "name": "Демо-компания", "subdomain": "demo"}
+USERS = {501: "Иван Петров", 502: "Мария Соколова"}
+LEADS = {7001: "ООО «Ромашка»: поставка стеллажей"}
+CONTACTS = {8001: "Анна Смирнова"}
+
+# (event id, direction, entity type (singular), entity id, note id, seconds before now,
+#  note params); the answered call's recording is served by the amoCRM sandbox itself.
+ANSWERED_SECONDS = 125
+CALLS: list[tuple[str, str, str, int, int, int, dict[str, Any]]] = [
+    ("01JDEMO0000000000000000001", "incoming_call", "lead", 7001, 9101, 900,
+     {"duration": ANSWERED_SECONDS, "phone": "+79991110001", "call_status": 4, "source": "DemoPBX",
+      "responsible": 501, "recording": "rec-9101.wav"}),
+    ("01JDEMO0000000000000000002", "incoming_call", "contact", 8001, 9102, 600,
+     {"duration": 0, "phone": "+79991110004", "call_status": 6, "source": "DemoPBX",
+      "responsible": 502, "recording": None}),
+]  # fmt: skip
+
+TRANSCRIPT = (
+    "Менеджер: Компания «Склад-Про», Иван, добрый день! "
+    "Клиент: Здравствуйте. Мы расширяем склад и ищем стеллажи, вы ставите до конца месяца? "
+    "Менеджер: Да, по Москве монтаж за две недели. Какая высота потолков и какой вес на полку? "
+    "Клиент: Потолки шесть метров, паллеты до тонны. Но у конкурентов дешевле процентов на десять. "
+    "Менеджер: Понимаю. У нас в цену входит монтаж и гарантия пять лет, а доставку могу дать бесплатно. "
+    "Клиент: Хорошо, пришлите коммерческое предложение, посмотрим. "
+    "Менеджер: Отправлю до пятницы и позвоню в понедельник, чтобы обсудить."
+)
+
+
+def canned_analysis() -> CallAnalysis:
+    """The analysis the OpenAI sandbox returns for every call."""
+    return CallAnalysis(
+        summary=(
+            "Клиент расширяет склад и ищет паллетные стеллажи под потолок 6 м с поставкой до конца месяца. "
+            "Менеджер выяснил нагрузку, ответил на возражение о цене и договорился отправить КП."
+        ),
+        score=78,
+        went_well=[
+            "Представился и назвал компанию",
+            "Уточнил высоту потолков и нагрузку на полку",
+            "Ответил на возражение о цене ценностью: монтаж, гарантия, доставка",
+        ],
+        to_improve=[
+            "Спросить о бюджете и о том, кто принимает решение",
+            "Назначить точное время звонка в понедельник",
+        ],
+        objections=["У конкурентов дешевле на 10%"],
+        next_step="Отправить КП до пятницы, созвониться в понедельник",
+    )
+
+
+def make_wav(seconds: int, rate: int = 8000) -> bytes:
+    """A mono 16-bit WAV of `seconds`: half-second tones and pauses, like two people talking."""
+    tone_a = _square_period(rate // 400) * (rate // 2 // (rate // 400))  # 0.5 s at 400 Hz
+    tone_b = _square_period(rate // 250) * (rate // 2 // (rate // 250))  # 0.5 s at 250 Hz
+    pause = b"\x00\x00" * (rate // 4)
+    pattern = tone_a + pause + tone_b + pause  # 1.5 s
+    frames = (pattern * (seconds * 2 // 3 + 1))[: seconds * rate * 2]
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return buffer.getvalue()
+
+
+def _square_period(samples: int, amplitude: int = 6000) -> bytes:
+    half = samples // 2
+    return struct.pack(f"<{samples}h", *([amplitude] * half + [-amplitude] * (samples - half)))
