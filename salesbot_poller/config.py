@@ -121,7 +121,7 @@ class PollerConfig(_Section):
     retry_delay_seconds: int = Field(
         60, gt=0, description="First delay of a failing call's backoff (doubles, max 2 h; gives up after 24 h)."
     )
-    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR; the --log-level flag overrides it.")
+    log_level: LogLevel = Field("INFO", description="Least severe log lines written; --log-level overrides it.")
 
 
 class StorageConfig(_Section):
