@@ -32,8 +32,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "salesbot_poller", source / "salesbot_poller", ignore=shutil.ignore_patterns("__pycache__"))
+    offline = ["--no-deps", "--no-build-isolation", "--no-index"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, source],
+        [sys.executable, "-m", "pip", "wheel", "-q", *offline, "-w", out, source],
         check=True,
         capture_output=True,
         timeout=120,
@@ -42,7 +43,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def install(root: Path, wheel: Path) -> subprocess.CompletedProcess[str]:
-    args = ["bash", REPO / "deploy/install.sh", "--root", root, "--package", wheel, "--pip-args", "--no-deps --no-index"]
+    args = ["bash", REPO / "deploy/install.sh", "--root", root, "--package", wheel]
+    args += ["--pip-args", "--no-deps --no-index"]
     return subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
