@@ -45,7 +45,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
         "openai": sorted(["api_key", "base_url", "transcription_model", "analysis_model", "language"]),
         "telegram": sorted(["bot_token", "chat_id", "api_url"]),
         "poller": sorted(
-            ["interval_seconds", "initial_lookback_minutes", "min_duration_seconds", "retry_delay_seconds"]
+            ["interval_seconds", "initial_lookback_minutes", "min_duration_seconds", "retry_delay_seconds", "log_level"]
         ),
         "storage": sorted(["database", "audio_dir"]),
     }
