@@ -64,7 +64,8 @@ fi
 
 # shellcheck disable=SC2046  # own() prints separate words on purpose
 {
-  install -d -m 0755 "$OPT" "$ROOT/etc/systemd/system" "$ROOT/usr/local/sbin"
+  mkdir -p "$ROOT/etc/systemd/system" "$ROOT/usr/local/sbin"  # system directories: modes left alone
+  install -d -m 0755 "$OPT"
   install -d -m 0750 $(own root "$USER_NAME") "$ETC" "$CREDS"
   install -d -m 0700 $(own "$USER_NAME" "$USER_NAME") "$STATE"
 }
