@@ -24,7 +24,7 @@ from salesbot_poller.config import Config, config_path, load_config
 from salesbot_poller.daemon import run_daemon
 from salesbot_poller.demo import run_demo
 from salesbot_poller.errors import ConfigError, FatalError
-from salesbot_poller.logs import add_secrets, redact, set_level, setup_logging
+from salesbot_poller.logs import add_secrets, redact, set_level, setup_logging, stderr_is_journal
 from salesbot_poller.pipeline import run_once
 from salesbot_poller.store import Store
 
@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _err(message: str) -> None:
-    print(f"salesbot-poller: {message}", file=sys.stderr)
+    # Under systemd these are errors too: `journalctl -p err` must show why the service stopped.
+    priority = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
+    print(f"{priority}salesbot-poller: {message}", file=sys.stderr)
 
 
 def _load(path_arg: str | None, require_secrets: bool) -> Config:

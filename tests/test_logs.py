@@ -103,3 +103,13 @@ def test_log_level_key_and_the_flag_that_overrides_it(servers: Servers) -> None:
     assert code == 0 and "cycle: events=" not in err
     code, err = run_with_journal(["--log-level", "INFO", "once"], config, servers.tmp)
     assert code == 0 and "<6>INFO salesbot_poller.pipeline: cycle: events=" in err
+
+
+def test_command_errors_are_errors_in_the_journal(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[amocrm]\nbase_url = "https://example.amocrm.ru"\n[poller]\ninterval_seconds = 0\n')
+    code, err = run_with_journal(["once"], config, tmp_path)
+    assert code == 2
+    lines = err.splitlines()
+    assert lines and all(line.startswith("<3>salesbot-poller: config: ") for line in lines), err
+    assert "<3>salesbot-poller: config: poller.interval_seconds: Input should be greater than 0" in lines
