@@ -1,6 +1,7 @@
-"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status}`.
+"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,demo,backfill}`.
 
-Exit codes: 0 success; 1 `check` found a service not working; 2 invalid configuration
+Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
+or the service is running, `demo` did not deliver; 2 invalid configuration or arguments
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
 a database error, one line on stderr.
 """
@@ -18,10 +19,12 @@ import peewee
 
 from salesbot_poller import __version__, commands
 from salesbot_poller.app import build_app
+from salesbot_poller.backfill import Estimate, Outcome, backfill, parse_moment
 from salesbot_poller.config import Config, config_path, load_config
 from salesbot_poller.daemon import run_daemon
+from salesbot_poller.demo import run_demo
 from salesbot_poller.errors import ConfigError, FatalError
-from salesbot_poller.logs import add_secrets, redact, setup_logging
+from salesbot_poller.logs import add_secrets, redact, set_level, setup_logging, stderr_is_journal
 from salesbot_poller.pipeline import run_once
 from salesbot_poller.store import Store
 
@@ -40,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Poll amoCRM calls, transcribe and score them, post the results to Telegram.",
     )
     parser.add_argument("--config", help="config file (default: $SALESBOT_CONFIG or /etc/salesbot/config.toml)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides poller.log_level (INFO)"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     once = commands.add_parser("once", help="one poll cycle, then process every due call, then exit")
@@ -53,11 +58,21 @@ def _parser() -> argparse.ArgumentParser:
         )
     commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
+    commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
+    backfill_cmd = commands.add_parser("backfill", help="count, confirm, then process the calls of a past window")
+    backfill_cmd.add_argument("--since", required=True, help="first day (2026-11-01, local time) or date and time")
+    backfill_cmd.add_argument("--until", help="last day, included (default: now)")
+    backfill_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    backfill_cmd.add_argument(
+        "--record-only", action="store_true", help="only record the calls: the running service processes them"
+    )
     return parser
 
 
 def _err(message: str) -> None:
-    print(f"salesbot-poller: {message}", file=sys.stderr)
+    # Under systemd these are errors too: `journalctl -p err` must show why the service stopped.
+    priority = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
+    print(f"{priority}salesbot-poller: {message}", file=sys.stderr)
 
 
 def _load(path_arg: str | None, require_secrets: bool) -> Config:
@@ -69,11 +84,17 @@ def _load(path_arg: str | None, require_secrets: bool) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level or "INFO")
+    if args.command == "demo":
+        return run_demo(print)
     secrets: list[str] = []
     try:
         config = _load(args.config, require_secrets=args.command != "status")
+        if args.log_level is None:
+            set_level(config.poller.log_level)
         secrets = config.secrets()
+        if args.command == "backfill":
+            return _backfill(args, config)
         return _dispatch(args.command, config, getattr(args, "dry_run", False))
     except ConfigError as exc:
         for problem in exc.problems:
@@ -109,3 +130,38 @@ def _dispatch(command: str, config: Config, dry_run: bool = False) -> int:
         return run_daemon(app, utc_now)
     finally:
         store.close()
+
+
+def _backfill(args: argparse.Namespace, config: Config) -> int:
+    """`backfill`: dates are local (the TZ of the process, as in the messages)."""
+    local = datetime.now().astimezone().tzinfo or UTC
+    try:
+        since = parse_moment(args.since, local)
+        until = parse_moment(args.until, local, end_of_day=True) if args.until else utc_now()
+    except ValueError as exc:
+        _err(f"backfill: {exc}")
+        return EXIT_CONFIG
+    secrets = config.secrets()
+
+    def out(line: str) -> None:
+        print(redact(line, secrets), flush=True)
+
+    def confirm(estimate: Estimate) -> bool:
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            out(f"backfill: not confirmed: no terminal to ask; pass --yes to process {estimate.new} calls")
+            return False
+        answer = input(f"Process {estimate.new} calls now? [y/N] ").strip().lower()
+        return answer in ("y", "yes", "д", "да")
+
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        app = build_app(config, utc_now, store)
+        outcome = backfill(app, since, until, utc_now(), out, confirm, record_only=args.record_only)
+    except ValueError as exc:
+        _err(f"backfill: {exc}")
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    return EXIT_OK if outcome in (Outcome.DONE, Outcome.NOTHING) else EXIT_CHECK_FAILED

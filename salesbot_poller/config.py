@@ -6,6 +6,12 @@ Contract:
   naming its key as `section.key`.
 - Any key can be set by `SALESBOT_<SECTION>_<KEY>`; `SALESBOT_<SECTION>_<KEY>_FILE` names a
   file holding the value (for secrets kept out of the config file and the environment).
+- In the TOML, `<key>_file = "/path"` reads the value of `<key>` from that file (setting
+  both is a problem).
+- A secret still empty after that is read from the systemd credential
+  `$CREDENTIALS_DIRECTORY/<section>_<key>` (e.g. `openai_api_key`) when that file exists:
+  `LoadCredential=` in salesbot.service. Precedence: environment, `_FILE` variable, TOML
+  key or `<key>_file`, credential.
 - Secrets are `SecretStr`: their repr is masked, so a logged config never shows them.
 - `require_secrets=False` (the `status` command) accepts a config without credentials,
   because `status` only reads the database.
@@ -18,7 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -36,6 +42,7 @@ from salesbot_poller.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/salesbot/config.toml"
 ENV_PREFIX = "SALESBOT_"
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 
 
 class _Section(BaseModel):
@@ -49,18 +56,24 @@ def _http_url(value: str) -> str:
     return value
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
 # An empty value passes here; whether the key is required is decided in `_missing_values`.
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class AmoCRMConfig(_Section):
-    base_url: HttpUrl = ""
-    long_lived_token: SecretStr = SecretStr("")
-    client_id: str = ""
-    client_secret: SecretStr = SecretStr("")
-    redirect_uri: str = ""
-    refresh_token: SecretStr = SecretStr("")
-    access_token: SecretStr = SecretStr("")
+    base_url: HttpUrl = Field("", description="The account host, e.g. https://example.amocrm.ru or a kommo.com host.")
+    long_lived_token: SecretStr = Field(
+        SecretStr(""), description="Long-lived token of a private integration; leave empty to use OAuth."
+    )
+    client_id: str = Field("", description="OAuth 2.0 integration id (when no long-lived token is set).")
+    client_secret: SecretStr = Field(SecretStr(""), description="OAuth 2.0 integration secret.")
+    redirect_uri: str = Field("", description="OAuth 2.0 redirect URI registered for the integration.")
+    refresh_token: SecretStr = Field(
+        SecretStr(""), description="The first OAuth refresh token; rotated tokens are kept in the database."
+    )
+    access_token: SecretStr = Field(SecretStr(""), description="Optional current OAuth access token.")
     # The account's time zone (IANA name): message times, the digest hour, task due dates.
     # Empty: the server's local zone. (API v4 `/account` does not reliably say it.)
     timezone: str = ""
@@ -84,11 +97,17 @@ class AmoCRMConfig(_Section):
 
 
 class OpenAIConfig(_Section):
-    api_key: SecretStr = SecretStr("")
-    base_url: HttpUrl = "https://api.openai.com/v1"
-    transcription_model: str = Field("whisper-1", min_length=1)
-    analysis_model: str = Field("gpt-4o-mini", min_length=1)
-    language: str = "ru"
+    api_key: SecretStr = Field(SecretStr(""), description="Secret key of an OpenAI (or compatible) account.")
+    base_url: HttpUrl = Field(
+        "https://api.openai.com/v1", description="Any OpenAI-compatible server (Groq, a local one, ...)."
+    )
+    transcription_model: str = Field(
+        "whisper-1", min_length=1, description="Speech-to-text model (whisper-1, gpt-4o-transcribe, ...)."
+    )
+    analysis_model: str = Field(
+        "gpt-4o-mini", min_length=1, description="Chat model that scores the call (structured output)."
+    )
+    language: str = Field("ru", description='Language of the calls (ISO 639-1); "" lets the model guess.')
 
 
 def _chat_id_text(value: Any) -> Any:
@@ -106,9 +125,9 @@ class Route(_Section):
 
 
 class TelegramConfig(_Section):
-    bot_token: SecretStr = SecretStr("")
-    chat_id: str = ""
-    api_url: HttpUrl = "https://api.telegram.org"
+    bot_token: SecretStr = Field(SecretStr(""), description="Bot token from @BotFather, like 123456:ABC...")
+    chat_id: str = Field("", description='Chat the bot posts to, e.g. "-1001234567890".')
+    api_url: HttpUrl = Field("https://api.telegram.org", description="Bot API server (or a self-hosted one).")
     attach_transcript: bool = False
     alert_below_score: int = Field(0, ge=0, le=100)  # 0: off (no score is below 0)
     alert_chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # empty: telegram.chat_id
@@ -144,16 +163,23 @@ class TelegramConfig(_Section):
 
 
 class PollerConfig(_Section):
-    interval_seconds: float = Field(60, gt=0)
-    initial_lookback_minutes: int = Field(60, ge=0)
-    min_duration_seconds: int = Field(10, ge=0)
-    retry_delay_seconds: int = Field(60, gt=0)
-    missed_call_sla_minutes: int = Field(15, ge=1)
+    interval_seconds: float = Field(60, gt=0, description="Seconds between poll cycles.")
+    initial_lookback_minutes: int = Field(60, ge=0, description="How far back the very first cycle looks.")
+    min_duration_seconds: int = Field(10, ge=0, description="Answered calls shorter than this are skipped.")
+    retry_delay_seconds: int = Field(
+        60, gt=0, description="First delay of a failing call's backoff (doubles, max 2 h; gives up after 24 h)."
+    )
+    log_level: LogLevel = Field("INFO", description="Least severe log lines written; --log-level overrides it.")
+    missed_call_sla_minutes: int = Field(
+        15, ge=1, description="No callback to a missed number within this many minutes: one escalation."
+    )
 
 
 class StorageConfig(_Section):
-    database: str = "sqlite:////var/lib/salesbot/salesbot.db"
-    audio_dir: Path = Path("/var/lib/salesbot/audio")
+    database: str = Field("sqlite:////var/lib/salesbot/salesbot.db", description="Any peewee database URL.")
+    audio_dir: Path = Field(
+        Path("/var/lib/salesbot/audio"), description="Recordings wait here until transcribed, then are deleted."
+    )
 
     @field_validator("database")
     @classmethod
@@ -264,6 +290,62 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems
                     section_raw[key] = value
 
 
+def credential_name(section: str, key: str) -> str:
+    """The systemd credential a secret is read from: `<section>_<key>`, e.g. `openai_api_key`."""
+    return f"{section}_{key}"
+
+
+def secret_keys(model: type[BaseModel]) -> list[str]:
+    """The `SecretStr` fields of a section, in order."""
+    return [name for name, info in model.model_fields.items() if info.annotation is SecretStr]
+
+
+def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
+    """`<key>_file = "/path"` in a section: the value of `<key>` is read from that file."""
+    for section, model in _SECTIONS.items():
+        part = raw.get(section)
+        if not isinstance(part, dict):
+            continue
+        for key in model.model_fields:
+            file_key = f"{key}_file"
+            if file_key in model.model_fields or file_key not in part:
+                continue
+            file_name = part.pop(file_key)
+            if part.get(key) not in (None, ""):
+                problems.append(f"{section}.{file_key}: set either {key} or {file_key}, not both")
+            elif not isinstance(file_name, str) or not file_name:
+                problems.append(f"{section}.{file_key}: must be the path of a file holding {section}.{key}")
+            else:
+                try:
+                    part[key] = Path(file_name).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    problems.append(f"{section}.{file_key}: cannot read {file_name}: {exc.strerror}")
+
+
+def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+    """Fill empty secrets from `$CREDENTIALS_DIRECTORY/<section>_<key>` (systemd credentials)."""
+    directory = environ.get(CREDENTIALS_ENV)
+    if not directory:
+        return
+    for section, model in _SECTIONS.items():
+        part = raw.setdefault(section, {})
+        if not isinstance(part, dict):
+            continue
+        for key in secret_keys(model):
+            if part.get(key) not in (None, ""):
+                continue
+            path = Path(directory) / credential_name(section, key)
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                problems.append(f"{section}.{key}: cannot read credential {path}: {exc.strerror}")
+                continue
+            if value:  # the unit's empty SetCredential= fallback means "not given"
+                part[key] = value
+
+
 def _missing_values(raw: Mapping[str, Any]) -> list[str]:
     """Required values, checked on the raw document so they are reported with type errors."""
 
@@ -304,7 +386,9 @@ def _format_error(error: Any) -> str:
 def parse_config(raw: dict[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True) -> Config:
     """Validate a parsed TOML document plus environment overrides; see the module contract."""
     problems: list[str] = []
+    _apply_key_files(raw, problems)
     _apply_environment(raw, environ, problems)
+    _apply_credentials(raw, environ, problems)
     config: Config | None = None
     try:
         config = Config.model_validate(raw)

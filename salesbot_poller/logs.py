@@ -1,24 +1,66 @@
-"""Logging for journald: plain lines on stderr, secrets redacted, noisy libraries quieted."""
+"""Logging for journald: plain lines on stderr, secrets redacted, noisy libraries quieted.
+
+Under systemd (`JOURNAL_STREAM` names our stderr) every line starts with its syslog priority,
+`<3>` error, `<4>` warning, `<6>` info, `<7>` debug, so `journalctl -p err` finds errors; a
+multi-line record (a traceback) carries the prefix on each line, since journald reads the
+stream line by line. Elsewhere lines carry the time instead.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TextIO
 
 QUIET = ("urllib3", "requests", "openai", "httpx", "httpx2", "httpcore", "telebot", "apscheduler", "peewee")
 
 
-class RedactingFormatter(logging.Formatter):
-    """Replaces every known secret in the final line (message, arguments and traceback)."""
+# logging level -> syslog priority (sd-daemon(3)); NOTICE (5) has no logging level.
+PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
-    def __init__(self, fmt: str) -> None:
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (a custom level maps to the next lower one)."""
+    for level, priority in sorted(PRIORITIES.items(), reverse=True):
+        if levelno >= level:
+            return priority
+    return 7
+
+
+class RedactingFormatter(logging.Formatter):
+    """Replaces every known secret in the final line (message, arguments and traceback);
+    with `journal=True` each line starts with the record's `<priority>`."""
+
+    def __init__(self, fmt: str, *, journal: bool = False) -> None:
         super().__init__(fmt)
         self.secrets: set[str] = set()
+        self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        text = redact(super().format(record), self.secrets)
+        if not self.journal:
+            return text
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in text.split("\n"))
+
+
+def stderr_is_journal(environ: Mapping[str, str], stream: TextIO) -> bool:
+    """True when `JOURNAL_STREAM` ("device:inode") names `stream`, as systemd sets it.
+
+    The variable is inherited by children whose stderr may go elsewhere, hence the check.
+    """
+    value = environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(stream.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
 
 
 class _DropBusySkips(logging.Filter):
@@ -41,14 +83,20 @@ _formatter: RedactingFormatter | None = None
 def setup_logging(level: str = "INFO") -> None:
     """Log to stderr; journald adds the time, so it is omitted under systemd."""
     global _formatter
-    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
+    under_journal = stderr_is_journal(os.environ, sys.stderr)
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    _formatter = RedactingFormatter(fmt)
+    _formatter = RedactingFormatter(fmt, journal=under_journal)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_formatter)
     handler.addFilter(_DropBusySkips())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Set the level of our logs (libraries in QUIET never go below WARNING)."""
+    root = logging.getLogger()
     root.setLevel(level.upper())
     for name in QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -66,6 +66,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "min_duration_seconds",
                 "retry_delay_seconds",
                 "missed_call_sla_minutes",
+                "log_level",
             ]
         ),
         "storage": sorted(["database", "audio_dir"]),

@@ -1,0 +1,201 @@
+"""`salesbot-poller backfill --since DAY [--until DAY]`: process the calls of a past window.
+
+Contract of `backfill(app, since, until, now, ...)`:
+- It first COUNTS: the call events in [since, until], how many are already in the database
+  (they are skipped: de-duplicated by event id, as the live poll does), and from their
+  notes the new calls to transcribe, their audio minutes and the estimated cost. Counting
+  writes nothing.
+- Then it asks `confirm`; declined -> nothing is written, `Outcome.DECLINED`.
+- Then it records the new events and processes every due call with a progress line.
+  The live cursor is never moved: the window's events are recorded with the cursor it has
+  (or, on a database that never polled, the start of the first live window), in one
+  transaction with the cursor read, so a running daemon's cursor cannot be set back.
+- Missed calls found by a backfill are not alerted: a call-back alert for last week's call
+  is noise. They are stored as skipped, with that reason.
+- A daemon that cycled recently is probably running; both processing the same calls could
+  post twice, so `backfill` refuses unless `record_only` (the daemon then processes them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, tzinfo
+from enum import Enum
+
+from salesbot_poller.domain import CallEvent, CallNote, Stage
+from salesbot_poller.intake import SETTLE_SECONDS, classify, resolve_new
+from salesbot_poller.pipeline import LAST_CYCLE_KEY, WORK_STAGES, App, Cycle, process_due
+from salesbot_poller.store import Call, SeenEvent
+
+log = logging.getLogger(__name__)
+
+# Estimated price of speech-to-text per audio minute, in USD: whisper-1 and
+# gpt-4o-transcribe list price (Nov 2026). The audio/cost settings of issue 5 replace it.
+DEFAULT_PRICE_PER_AUDIO_MINUTE_USD = 0.006
+MISSED_SKIP_REASON = "missed call found by a backfill: not alerted (too old to call back)"
+
+
+class Outcome(Enum):
+    DONE = "done"
+    NOTHING = "nothing to do"
+    DECLINED = "declined"
+    DAEMON_ACTIVE = "daemon active"
+
+
+@dataclass
+class Estimate:
+    """What a backfill of a window would do."""
+
+    events: int = 0  # call events in the window
+    already_seen: int = 0  # already in the database: skipped
+    to_transcribe: int = 0  # answered calls long enough (with a recording link or waiting for one)
+    missed: int = 0  # missed incoming calls: stored, not alerted
+    skipped: int = 0  # too short, unanswered outgoing
+    unreadable: int = 0  # note missing or malformed: recorded, looked at again later
+    audio_seconds: int = 0  # sum of the durations of the calls to transcribe
+
+    @property
+    def new(self) -> int:
+        return self.events - self.already_seen
+
+    @property
+    def audio_minutes(self) -> float:
+        return self.audio_seconds / 60
+
+    def cost(self, price_per_minute: float) -> float:
+        return self.audio_minutes * price_per_minute
+
+
+def parse_moment(value: str, tz: tzinfo, *, end_of_day: bool = False) -> datetime:
+    """`2026-11-01` (a day in `tz`; with `end_of_day`, the end of that day) or an ISO datetime."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            start = datetime.combine(day + timedelta(days=1) if end_of_day else day, time(), tz)
+            return start - timedelta(seconds=1) if end_of_day else start
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (2026-11-01) or a date and time (2026-11-01T09:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def estimate(app: App, events: list[CallEvent]) -> Estimate:
+    """Count what backfilling `events` would do (reads amoCRM notes; writes nothing)."""
+    result = Estimate(events=len(events))
+    ids = [e.event_id for e in events]
+    seen = {row.event_id for row in SeenEvent.select(SeenEvent.event_id).where(SeenEvent.event_id.in_(ids))}
+    fresh = [e for e in events if e.event_id not in seen]
+    result.already_seen = len(events) - len(fresh)
+    by_type: dict[str, list[CallEvent]] = defaultdict(list)
+    for event in fresh:
+        by_type[event.entity_type].append(event)
+    for entity_type, group in by_type.items():
+        notes = app.source.call_notes(entity_type, [e.note_id for e in group])
+        for event in group:
+            note = notes.get(event.note_id)
+            if not isinstance(note, CallNote):
+                result.unreadable += 1
+                continue
+            stage, _ = classify(event.direction, note, app.config.poller.min_duration_seconds)
+            if stage in (Stage.READY, Stage.NEW):
+                result.to_transcribe += 1
+                result.audio_seconds += note.duration
+            elif stage == Stage.MISSED:
+                result.missed += 1
+            else:
+                result.skipped += 1
+    return result
+
+
+def daemon_last_cycle_age(app: App, now: int) -> int | None:
+    """Seconds since the last cycle recorded in the database, or None."""
+    raw = app.store.get_state(LAST_CYCLE_KEY)
+    if not raw:
+        return None
+    at = json.loads(raw).get("at")
+    return now - int(at) if isinstance(at, int) else None
+
+
+def backfill(
+    app: App,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    out: Callable[[str], None],
+    confirm: Callable[[Estimate], bool],
+    *,
+    record_only: bool = False,
+    price_per_minute: float = DEFAULT_PRICE_PER_AUDIO_MINUTE_USD,
+) -> Outcome:
+    """Count, confirm, record and process the calls of [since, until]; see the module contract."""
+    now_ts = int(now.timestamp())
+    start, end = int(since.timestamp()), min(int(until.timestamp()), now_ts - SETTLE_SECONDS)
+    if start >= end:
+        raise ValueError("--since must be before --until (and in the past)")
+    age = daemon_last_cycle_age(app, now_ts)
+    busy = age is not None and age < max(3 * app.config.poller.interval_seconds, 180)
+    if busy and not record_only:
+        out(
+            f"backfill: the service looks active (its last cycle was {age} s ago): stop it first "
+            "(systemctl stop salesbot), or pass --record-only to let it process the backfilled calls"
+        )
+        return Outcome.DAEMON_ACTIVE
+    out(f"backfill: {since:%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(end, since.tzinfo):%Y-%m-%d %H:%M %Z}")
+    batch = app.source.call_events(start, end)
+    counted = estimate(app, batch.events)
+    out(f"backfill: {counted.events} call events in the window, {counted.already_seen} already processed (skipped)")
+    out(
+        f"backfill: {counted.new} new calls: {counted.to_transcribe} to transcribe "
+        f"({counted.audio_minutes:.1f} audio minutes), {counted.missed} missed (not alerted), "
+        f"{counted.skipped} too short or unanswered, {counted.unreadable} with an unreadable note"
+    )
+    out(
+        f"backfill: estimated transcription cost ${counted.cost(price_per_minute):.2f} at "
+        f"${price_per_minute} per audio minute ({app.config.openai.transcription_model}); analysis adds a little"
+    )
+    if counted.new == 0:
+        out("backfill: nothing to do")
+        return Outcome.NOTHING
+    if not confirm(counted):
+        return Outcome.DECLINED
+    _record(app, batch.events, now_ts)
+    cycle = Cycle(app=app, now=now_ts)
+    resolve_new(app, cycle)  # reads the notes, so missed calls are known before anyone alerts them
+    _skip_missed(app, [e.event_id for e in batch.events], now_ts)
+    if record_only:
+        out(f"backfill: recorded {counted.new} calls; the running service processes them on its next cycles")
+        return Outcome.DONE
+    total = len(app.store.due_calls(now_ts, WORK_STAGES))
+    position = 0
+
+    def progress() -> bool:  # called by process_due before each call
+        nonlocal position
+        position += 1
+        out(f"backfill: call {position} of {total} (notified {cycle.notified}, failed {cycle.failed})")
+        return False
+
+    process_due(app, cycle, progress)
+    waiting = len(app.store.due_calls(now_ts + 10**9))  # unfinished, whenever due
+    out(
+        f"backfill: done: transcribed={cycle.transcribed} notified={cycle.notified} skipped={cycle.skipped} "
+        f"deferred={cycle.deferred} failed={cycle.failed}; {waiting} unfinished call(s) are retried by the service"
+    )
+    return Outcome.DONE
+
+
+def _record(app: App, events: list[CallEvent], now: int) -> None:
+    """Store the window's new events (dedup by id) without moving the live cursor."""
+    with app.store.db.atomic():  # the cursor is read and written back in one transaction
+        cursor = app.store.cursor()
+        keep = cursor if cursor is not None else now - app.config.poller.initial_lookback_minutes * 60
+        app.store.record_window(events, [], keep, now)
+
+
+def _skip_missed(app: App, event_ids: list[str], now: int) -> None:
+    missed = Call.select().where(Call.event_id.in_(event_ids), Call.stage == Stage.MISSED.value)
+    for call in missed:
+        app.store.update(call, now, stage=Stage.SKIPPED, skip_reason=MISSED_SKIP_REASON)

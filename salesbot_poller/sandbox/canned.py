@@ -1,0 +1,98 @@
+"""What the sandbox servers say: one account, two calls, a transcript and an analysis.
+
+`canned_answer()` is the one place the demo's analysis is built: from `domain.AnalysisAnswer`
+itself, so a change to the analysis model shows up here first (and nowhere else).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import wave
+from typing import Any
+
+from salesbot_poller.config import DEFAULT_RUBRIC
+from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, NextStep, ObjectionHandling, RubricVerdict
+from salesbot_poller.rubric import to_analysis
+
+ACCOUNT = {"id": 30000001, "name": "Демо-компания", "subdomain": "demo"}
+USERS = {501: "Иван Петров", 502: "Мария Соколова"}
+LEADS = {7001: "ООО «Ромашка»: поставка стеллажей"}
+CONTACTS = {8001: "Анна Смирнова"}
+
+# (event id, direction, entity type (singular), entity id, note id, seconds before now,
+#  note params); the answered call's recording is served by the amoCRM sandbox itself.
+ANSWERED_SECONDS = 125
+CALLS: list[tuple[str, str, str, int, int, int, dict[str, Any]]] = [
+    ("01JDEMO0000000000000000001", "incoming_call", "lead", 7001, 9101, 900,
+     {"duration": ANSWERED_SECONDS, "phone": "+79991110001", "call_status": 4, "source": "DemoPBX",
+      "responsible": 501, "recording": "rec-9101.wav"}),
+    ("01JDEMO0000000000000000002", "incoming_call", "contact", 8001, 9102, 600,
+     {"duration": 0, "phone": "+79991110004", "call_status": 6, "source": "DemoPBX",
+      "responsible": 502, "recording": None}),
+]  # fmt: skip
+
+TRANSCRIPT = (
+    "Менеджер: Компания «Склад-Про», Иван, добрый день! "
+    "Клиент: Здравствуйте. Мы расширяем склад и ищем стеллажи, вы ставите до конца месяца? "
+    "Менеджер: Да, по Москве монтаж за две недели. Какая высота потолков и какой вес на полку? "
+    "Клиент: Потолки шесть метров, паллеты до тонны. Но у конкурентов дешевле процентов на десять. "
+    "Менеджер: Понимаю. У нас в цену входит монтаж и гарантия пять лет, а доставку могу дать бесплатно. "
+    "Клиент: Хорошо, пришлите коммерческое предложение, посмотрим. "
+    "Менеджер: Отправлю до пятницы и позвоню в понедельник, чтобы обсудить."
+)
+
+
+def canned_answer() -> AnalysisAnswer:
+    """The answer the OpenAI sandbox gives every analysis request: a verdict for each item of
+    the default rubric (the demo runs with the default config)."""
+    verdicts = {
+        "greeting": ("done", "Компания «Склад-Про», Иван, добрый день!"),
+        "needs": ("done", "Какая высота потолков и какой вес на полку?"),
+        "presentation": ("done", "в цену входит монтаж и гарантия пять лет"),
+        "objections": ("partly", "доставку могу дать бесплатно"),
+        "next_step": ("done", "Отправлю до пятницы и позвоню в понедельник"),
+        "closing": ("missed", ""),
+    }
+    return AnalysisAnswer(
+        summary=(
+            "Клиент расширяет склад и ищет паллетные стеллажи под потолок 6 м с поставкой до конца месяца. "
+            "Менеджер выяснил нагрузку, ответил на возражение о цене и договорился отправить КП."
+        ),
+        topic="стеллажи",
+        rubric=[
+            RubricVerdict(item_id=item.id, verdict=verdicts[item.id][0], evidence=verdicts[item.id][1], confidence=0.9)
+            for item in DEFAULT_RUBRIC
+        ],
+        client_needs=["Стеллажи под потолок 6 м, паллеты до 1 т", "Поставка и монтаж до конца месяца"],
+        objections=[ObjectionHandling(objection="У конкурентов дешевле на 10%", handling="Монтаж, гарантия, доставка")],
+        next_step=NextStep(action="Отправить КП, созвониться в понедельник", due_date=None),
+        risk_flags=["Сравнивает с конкурентом по цене"],
+        sentiment="positive",
+    )
+
+
+def canned_analysis() -> CallAnalysis:
+    """What the pipeline stores from `canned_answer()`: the demo card shows this."""
+    return to_analysis(canned_answer(), DEFAULT_RUBRIC)
+
+
+def make_wav(seconds: int, rate: int = 8000) -> bytes:
+    """A mono 16-bit WAV of `seconds`: half-second tones and pauses, like two people talking."""
+    tone_a = _square_period(rate // 400) * (rate // 2 // (rate // 400))  # 0.5 s at 400 Hz
+    tone_b = _square_period(rate // 250) * (rate // 2 // (rate // 250))  # 0.5 s at 250 Hz
+    pause = b"\x00\x00" * (rate // 4)
+    pattern = tone_a + pause + tone_b + pause  # 1.5 s
+    frames = (pattern * (seconds * 2 // 3 + 1))[: seconds * rate * 2]
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return buffer.getvalue()
+
+
+def _square_period(samples: int, amplitude: int = 6000) -> bytes:
+    half = samples // 2
+    return struct.pack(f"<{samples}h", *([amplitude] * half + [-amplitude] * (samples - half)))
