@@ -213,8 +213,16 @@ DEFAULT_RUBRIC = (
 
 
 class AnalysisConfig(_Section):
-    rubric: tuple[RubricItem, ...] = DEFAULT_RUBRIC  # [[analysis.rubric]] in the file
-    prompt_file: str = ""  # replaces the built-in system prompt; see README
+    rubric: tuple[RubricItem, ...] = Field(
+        DEFAULT_RUBRIC,
+        description=(
+            "The sales-script items, one `[[analysis.rubric]]` table each: `id`, `title`, `done_when`, `weight`;"
+            " default: the six items spelled out in config.example.toml."
+        ),
+    )
+    prompt_file: str = Field(
+        "", description='A file replacing the built-in system prompt; "{rubric}" in it becomes the rubric list.'
+    )
 
     @field_validator("rubric")
     @classmethod
