@@ -25,6 +25,7 @@ from salesbot_poller.pipeline import App
 from salesbot_poller.recordings import RecordingDownloader
 from salesbot_poller.speech import OpenAITranscriber
 from salesbot_poller.store import Store
+from salesbot_poller.throttle import AmoPause, RateLimiter
 
 USER_AGENT = f"salesbot-poller/{__version__}"
 TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
@@ -40,12 +41,13 @@ def _session() -> requests.Session:
 def build_amo(config: Config, store: Store, clock: Callable[[], datetime]) -> AmoClient:
     session = _session()
     amo = config.amocrm
+    limiter = RateLimiter(amo.max_rps)  # one per process: API calls and token refreshes share it
     tokens: TokenSource
     if amo.uses_oauth:
-        tokens = OAuthTokens(amo, store, session, clock)
+        tokens = OAuthTokens(amo, store, session, clock, limiter=limiter)
     else:
         tokens = LongLivedToken(amo.long_lived_token.get_secret_value())
-    return AmoClient(session, amo.base_url, tokens, clock)
+    return AmoClient(session, amo.base_url, tokens, clock, limiter=limiter, pause=AmoPause(clock, store))
 
 
 def build_openai(config: Config) -> openai.OpenAI:

@@ -58,6 +58,8 @@ class AmoCRMConfig(_Section):
     redirect_uri: str = ""
     refresh_token: SecretStr = SecretStr("")
     access_token: SecretStr = SecretStr("")
+    # amoCRM blocks an IP that keeps exceeding 7 requests/s: never more.
+    max_rps: int = Field(7, ge=1, le=7)
 
     @property
     def uses_oauth(self) -> bool:
