@@ -17,7 +17,7 @@ from telebot import apihelper
 
 from salesbot_poller import __version__
 from salesbot_poller.amocrm import AmoClient
-from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource
+from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
 from salesbot_poller.analysis import OpenAIAnalyzer
 from salesbot_poller.config import Config
 from salesbot_poller.notifier import TelegramNotifier, request_sender
@@ -48,6 +48,12 @@ def build_amo(config: Config, store: Store, clock: Callable[[], datetime]) -> Am
     else:
         tokens = LongLivedToken(amo.long_lived_token.get_secret_value())
     return AmoClient(session, amo.base_url, tokens, clock, limiter=limiter, pause=AmoPause(clock, store))
+
+
+def authorise_amo(config: Config, store: Store, clock: Callable[[], datetime], code: str) -> int:
+    """`auth --code`: exchange the code and store the tokens; returns when they expire."""
+    amo = config.amocrm
+    return exchange_code(amo, store, _session(), clock, code, limiter=RateLimiter(amo.max_rps))
 
 
 def build_openai(config: Config) -> openai.OpenAI:

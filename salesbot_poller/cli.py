@@ -1,4 +1,4 @@
-"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status}`.
+"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,auth}`.
 
 Exit codes: 0 success; 1 `check` found a service not working; 2 invalid configuration
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="the daemon: a cycle every poller.interval_seconds until SIGTERM")
     commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
+    auth = commands.add_parser("auth", help="exchange an amoCRM authorization code for OAuth tokens (kept in the DB)")
+    auth.add_argument("--code", required=True, help="the authorization code from the integration's settings in amoCRM")
     return parser
 
 
@@ -66,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     secrets: list[str] = []
     try:
-        config = _load(args.config, require_secrets=args.command != "status")
+        config = _load(args.config, require_secrets=args.command not in ("status", "auth"))
         secrets = config.secrets()
+        if args.command == "auth":
+            return _auth(config, args.code, args.config or "")
         return _dispatch(args.command, config)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -79,6 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except peewee.PeeweeException as exc:
         _err(f"database error: {redact(str(exc), secrets)} (check storage.database)")
         return EXIT_FATAL
+
+
+def _auth(config: Config, code: str, config_arg: str) -> int:
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        commands.auth(config, store, utc_now, code, config_arg, print)
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _dispatch(command: str, config: Config) -> int:
