@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 from typing import Any
@@ -41,6 +43,13 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> Reply:
     return json_reply(body, status, "application/problem+json")
 
 
+def make_jwt(claims: dict[str, Any]) -> str:
+    """An unsigned JWT-shaped token (amoCRM access and long-lived tokens are JWTs)."""
+    def part(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+    return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
 class _BadRequest(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -62,6 +71,9 @@ class FakeAmoCRM(FakeServer):
       with `enforce_rate_limit` such a request gets 429 with an HTML body, no Retry-After.
     - Notes posted to `/api/v4/{plural}/notes` land in `created_notes` (and in `notes`),
       tasks posted to `/api/v4/tasks` in `tasks`.
+    - `jwt_tokens`: issued access tokens are JWTs whose `exp` is now + `expires_in`.
+    - `empty_from_page=N`: every list answers 204 from page N on, even after a `next` link
+      (the list shrank between two requests).
     """
 
     def __init__(
@@ -95,6 +107,9 @@ class FakeAmoCRM(FakeServer):
         self.tasks: list[JSON] = []
         self.max_rps = 7
         self.enforce_rate_limit = False
+        self.jwt_tokens = False
+        self.expires_in = 86400
+        self.empty_from_page: int | None = None
         self._counter = 1  # generation of the initial token pair
         self._event_seq = 0
         self._violations = 0
@@ -281,7 +296,7 @@ class FakeAmoCRM(FakeServer):
         if page < 1:
             raise _BadRequest("page must be a positive number")
         chunk = items[(page - 1) * limit : page * limit]
-        if not chunk:
+        if not chunk or (self.empty_from_page is not None and page >= self.empty_from_page):
             return Reply(204)
         links = {"self": {"href": self._href(req, page)}}
         if len(items) > page * limit:
@@ -409,10 +424,12 @@ class FakeAmoCRM(FakeServer):
             pool.discard(value)
             self._counter += 1
             access, refresh = f"access-{self._counter}", f"refresh-{self._counter}"
+            if self.jwt_tokens:
+                access = make_jwt({"jti": access, "exp": int(time.time()) + self.expires_in})
             self.valid_tokens.add(access)
             self.valid_refresh_tokens.add(refresh)
             self.issued_refresh_tokens.append(refresh)
-        return json_reply({"token_type": "Bearer", "expires_in": 86400,
+        return json_reply({"token_type": "Bearer", "expires_in": self.expires_in,
                            "access_token": access, "refresh_token": refresh})
 
     @staticmethod
