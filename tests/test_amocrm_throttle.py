@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from salesbot_poller.config import parse_config
+from salesbot_poller.errors import ConfigError
 from salesbot_poller.throttle import PAUSE_STATE_KEY, AmoPause, AmoPaused, RateLimiter
 
 
@@ -133,3 +135,19 @@ def test_a_shorter_pause_does_not_shorten_a_longer_one() -> None:
     pause = AmoPause(lambda: now, MemoryState())
     pause.pause(600, "403")
     assert pause.pause(5, "Retry-After") == now.timestamp() + 600
+
+
+def config_with(**amocrm: object) -> dict[str, object]:
+    return {
+        "amocrm": {"base_url": "https://acme.amocrm.ru", "long_lived_token": "t", **amocrm},
+        "openai": {"api_key": "k"},
+        "telegram": {"bot_token": "1:x", "chat_id": "-1"},
+    }
+
+
+def test_max_rps_defaults_to_7_and_never_exceeds_it() -> None:
+    assert parse_config(config_with(), {}).amocrm.max_rps == 7
+    assert parse_config(config_with(), {"SALESBOT_AMOCRM_MAX_RPS": "3"}).amocrm.max_rps == 3
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_with(max_rps=10), {})
+    assert caught.value.problems == ["amocrm.max_rps: Input should be less than or equal to 7"]

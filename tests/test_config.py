@@ -40,6 +40,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "redirect_uri",
                 "refresh_token",
                 "access_token",
+                "max_rps",
             ]
         ),
         "openai": sorted(["api_key", "base_url", "transcription_model", "analysis_model", "language"]),
