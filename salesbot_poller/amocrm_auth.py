@@ -238,7 +238,10 @@ class OAuthTokens:
     def _refresh_locked(self, data: dict[str, Any]) -> str:
         refresh_token = str(data.get("refresh_token") or "")
         if not refresh_token:
-            raise FatalError(f"amoCRM OAuth: no tokens stored yet: {REAUTHORISE}")
+            raise FatalError(
+                "amoCRM OAuth: no tokens stored yet: run `salesbot-poller auth --code CODE` with an "
+                "authorization code from the integration's settings in amoCRM"
+            )
         grant = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         response = _post_token(self._session, self._limiter, self._config, grant, self._timeout)
         if response.status_code != 200:

@@ -255,3 +255,36 @@ def test_a_dead_long_lived_token_stops_once_with_one_line(servers: Servers) -> N
     assert len(lines) == 1 and "create a new long-lived token" in lines[0]
     assert servers.amo.count("/api/v4/") == 1  # nothing else was tried
     assert_no_secret(failed.stdout, failed.stderr)
+
+
+class CheckingSession(requests.Session):
+    """Fails a request whose bearer token is not the one committed in the database."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store, self.seen = store, []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        token = kwargs["headers"]["Authorization"].split()[1]
+        committed = json.loads(self.store.get_state(STATE_KEY) or "{}").get("access_token")
+        assert token == committed, "a token was used before it was committed"
+        self.seen.append(token)
+        return super().request(method, url, *args, **kwargs)
+
+
+def test_a_new_pair_is_committed_before_its_access_token_is_used(servers: Servers) -> None:
+    config, store = load(oauth_config(servers, refresh_token="refresh-1"))
+    tokens = OAuthTokens(config.amocrm, store, requests.Session(), datetime.now)
+    session = CheckingSession(store)
+    amo = AmoClient(session, config.amocrm.base_url, tokens, datetime.now)
+    amo.account()
+    servers.amo.valid_tokens.clear()
+    amo.account()
+    assert session.seen == ["access-2", "access-2", "access-3"]
+
+
+def test_oauth_without_stored_tokens_says_to_run_auth(servers: Servers) -> None:
+    config, store = load(oauth_config(servers))
+    with pytest.raises(FatalError, match=r"no tokens stored yet: run `salesbot-poller auth --code CODE`"):
+        client(config, OAuthTokens(config.amocrm, store, requests.Session(), datetime.now)).account()
+    assert servers.amo.count() == 0
