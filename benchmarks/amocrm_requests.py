@@ -46,12 +46,12 @@ def seed(amo: FakeAmoCRM, count: int, now: int) -> None:
     amo.add_user(555, "Иван Петров")
     for n in range(count):
         kind = "lead" if n % 10 < 7 else "contact" if n % 10 < 9 else "company"
-        entity_id = 10_000 + n % 400
+        entity_id = 25_000_000 + n % 400  # real ids have 8-10 digits: they make the URLs long
         amo.add_entity(kind, entity_id, f"{kind} {entity_id}")
         amo.add_call(
             entity_type=kind,
             entity_id=entity_id,
-            note_id=500_000 + n,
+            note_id=1_200_000_000 + n,
             duration=60,
             phone="+79990000000",
             link=f"https://rec.example/{n}.mp3",

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import tenacity
@@ -46,6 +47,10 @@ RETRY_ATTEMPTS = 8  # 1+2+4+8+16+30+30 s of backoff: about 1.5 min, within the b
 RETRY_BUDGET_SECONDS = 120  # then the cycle ends; the next one resumes from the cursor
 MAX_RETRY_AFTER_SECONDS = 3600  # a bogus Retry-After must not stop the bot for days
 FORBIDDEN_PAUSE_SECONDS = 600  # after a 403 (IP may be blocked): keep off for 10 minutes
+ID_FILTER = "filter[id][]"
+# 250 nine-digit ids make a ~7.8 KB query: too close to the 8 KB request line many web
+# servers accept. Batches are cut shorter when the query would pass this.
+MAX_QUERY_CHARS = 6000
 
 
 class AmoForbidden(FatalError):
@@ -94,6 +99,23 @@ def _retry_after(response: requests.Response, now: datetime) -> float | None:
     except ValueError:
         return None
     return _seconds(body.get("retry_after")) if isinstance(body, dict) else None
+
+
+def id_batches(ids: list[int]) -> Iterator[list[tuple[str, Any]]]:
+    """`filter[id][]` parameters for `ids`: up to 250 a request, fewer when the query string
+    would grow past `MAX_QUERY_CHARS`."""
+    key = len(quote(ID_FILTER, safe="")) + 2  # the encoded name, "=" and "&"
+    batch: list[tuple[str, Any]] = []
+    size = 0
+    for entity_id in ids:
+        cost = key + len(str(entity_id))
+        if batch and (len(batch) == NOTES_BATCH or size + cost > MAX_QUERY_CHARS):
+            yield batch
+            batch, size = [], 0
+        batch.append((ID_FILTER, entity_id))
+        size += cost
+    if batch:
+        yield batch
 
 
 class _NotProcessed(TransientError):
@@ -267,10 +289,8 @@ class AmoClient:
     def call_notes(self, entity_type: str, note_ids: list[int]) -> dict[int, CallNote | str]:
         """Notes by id, batched; a malformed note maps to the reason instead."""
         found: dict[int, CallNote | str] = {}
-        for start in range(0, len(note_ids), NOTES_BATCH):
-            chunk = note_ids[start : start + NOTES_BATCH]
-            params: list[tuple[str, Any]] = [("filter[id][]", i) for i in chunk]
-            params.append(("limit", NOTES_BATCH))
+        for batch in id_batches(note_ids):
+            params = [*batch, ("limit", NOTES_BATCH)]
             with _one_entity_type(entity_type):
                 pages = list(self._pages(f"/api/v4/{entity_type}/notes", params, "notes"))
             for raw in pages:
@@ -299,9 +319,8 @@ class AmoClient:
 
     def entity_names(self, entity_type: str, ids: list[int]) -> dict[int, str]:
         names: dict[int, str] = {}
-        for start in range(0, len(ids), NOTES_BATCH):
-            params: list[tuple[str, Any]] = [("filter[id][]", i) for i in ids[start : start + NOTES_BATCH]]
-            params.append(("limit", NOTES_BATCH))
+        for batch in id_batches(ids):
+            params = [*batch, ("limit", NOTES_BATCH)]
             with _one_entity_type(entity_type):
                 pages = list(self._pages(f"/api/v4/{entity_type}", params, entity_type))
             for raw in pages:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import requests
 from pydantic import SecretStr
 
-from salesbot_poller.amocrm import AmoClient, AmoForbidden
+from salesbot_poller.amocrm import MAX_QUERY_CHARS, AmoClient, AmoForbidden, id_batches
 from salesbot_poller.amocrm_auth import LongLivedToken
 from salesbot_poller.app import build_amo
 from salesbot_poller.config import parse_config
@@ -61,12 +62,12 @@ def seed(amo: FakeAmoCRM, count: int, link: str | None = "https://rec.example/r.
     start = int(NOW.timestamp()) - 1800
     for n in range(count):
         kind = "lead" if n % 10 < 7 else "contact" if n % 10 < 9 else "company"
-        entity_id = 10_000 + n % 400
+        entity_id = 25_000_000 + n % 400  # real ids have 8-10 digits: they make the URLs long
         amo.add_entity(kind, entity_id, f"{kind} {entity_id}")
         amo.add_call(
             entity_type=kind,
             entity_id=entity_id,
-            note_id=500_000 + n,
+            note_id=1_200_000_000 + n,
             duration=60,
             phone="+79990000000",
             link=link,
@@ -93,9 +94,10 @@ def test_1000_events_over_10_pages_cost_at_most_25_requests_and_no_rate_violatio
     pages = [r.query["page"][0] for r in servers.amo.requests_to("/api/v4/events$")]
     assert pages == [str(n) for n in range(1, 11)]
     assert servers.amo.count() <= 25
+    assert max(len(r.target) for r in servers.amo.requests) < 7000  # under the common 8 KB request line
     assert app.store.stage_counts() == {"ready": 1000}
-    ready = Call.get(Call.note_id == 500_001)
-    assert ready.entity_name == "lead 10001" and ready.manager_name == "Иван Петров"
+    ready = Call.get(Call.note_id == 1_200_000_001)
+    assert ready.entity_name == "lead 25000001" and ready.manager_name == "Иван Петров"
 
 
 def note_ids(request_query: dict[str, list[str]]) -> list[int]:
@@ -209,3 +211,12 @@ def test_token_refreshes_and_api_requests_share_one_limit(servers: Servers, tmp_
         client.account()
     assert amo.count("/oauth2/access_token") == 7 and amo.count() == 7 + 1 + 12
     assert amo.rate_violations() == 0
+
+
+def test_id_batches_hold_250_ids_unless_the_url_would_grow_too_long() -> None:
+    assert [len(b) for b in id_batches(list(range(1, 601)))] == [250, 250, 100]
+    long_ids = [1_200_000_000 + n for n in range(250)]
+    batches = list(id_batches(long_ids))
+    assert len(batches) == 2 and [i for b in batches for _, i in b] == long_ids
+    for batch in batches:
+        assert len(urlencode(batch)) <= MAX_QUERY_CHARS
