@@ -249,9 +249,13 @@ class OAuthTokens:
             if again.get("refresh_token") and again["refresh_token"] != refresh_token:
                 log.info("amoCRM OAuth: another process rotated the tokens; using the stored pair")
                 return str(again.get("access_token") or "")
-            raise FatalError(
-                f"amoCRM refused the OAuth refresh token (HTTP {response.status_code}{_hint(response)}): {REAUTHORISE}"
-            )
+            status = f"HTTP {response.status_code}{_hint(response)}"
+            if response.status_code == 401:
+                raise FatalError(
+                    f"amoCRM rejected the integration's credentials ({status}): "
+                    "check amocrm.client_id and amocrm.client_secret"
+                )
+            raise FatalError(f"amoCRM refused the OAuth refresh token ({status}): {REAUTHORISE}")
         new = _new_pair(response, self._now(), data.get("seed"))
         self._store.set_state(STATE_KEY, json.dumps(new))  # committed before first use
         log.info("amoCRM OAuth: access token refreshed, valid until %s", _utc(int(new["expires_at"])))
