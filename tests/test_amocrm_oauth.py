@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from salesbot_poller.amocrm import AmoClient
-from salesbot_poller.amocrm_auth import STATE_KEY, OAuthTokens, jwt_expiry
+from salesbot_poller.amocrm_auth import STATE_KEY, OAuthTokens, exchange_code, jwt_expiry
 from salesbot_poller.config import Config, load_config
 from salesbot_poller.errors import FatalError
 from salesbot_poller.store import Call, Store
@@ -296,3 +296,11 @@ def test_a_wrong_client_secret_is_named_as_such(servers: Servers) -> None:
         client(config, OAuthTokens(config.amocrm, store, requests.Session(), datetime.now)).account()
     assert "wrong" not in str(caught.value)
     assert "refresh-1" in (store.get_state(STATE_KEY) or "")  # kept for when the secret is fixed
+
+
+def test_auth_wins_over_an_old_refresh_token_left_in_the_config(servers: Servers) -> None:
+    config, store = load(oauth_config(servers, refresh_token="refresh-1"))
+    servers.amo.valid_codes.add("code-1")
+    exchange_code(config.amocrm, store, requests.Session(), datetime.now, "code-1")
+    assert OAuthTokens(config.amocrm, store, requests.Session(), datetime.now).access_token() == "access-2"
+    assert oauth_responses(servers) == 1  # the config's refresh-1 was not used to re-seed
