@@ -8,8 +8,9 @@ Only amoCRM is measured: the cycle is intake (poll the events, read the notes, t
 the leads/contacts/companies and the users), built by the real composition root
 (`app.build_amo`: the real client, rate limiter and pause); the downstream services are
 in-memory stubs and are not run. Each row starts from an empty database and a fresh server.
-The calls are spread like a real account: 70 % on leads, 20 % on contacts, 10 % on
-companies, over 400 distinct cards per type, each with a recording link.
+The calls are spread like a real account (`FakeAmoCRM.add_account_calls`): 70 % on leads,
+20 % on contacts, 10 % on companies, over 400 distinct cards per type, with real-length ids,
+each with a recording link.
 """
 
 from __future__ import annotations
@@ -42,28 +43,10 @@ ROUTES = {
 }
 
 
-def seed(amo: FakeAmoCRM, count: int, now: int) -> None:
-    amo.add_user(555, "Иван Петров")
-    for n in range(count):
-        kind = "lead" if n % 10 < 7 else "contact" if n % 10 < 9 else "company"
-        entity_id = 25_000_000 + n % 400  # real ids have 8-10 digits: they make the URLs long
-        amo.add_entity(kind, entity_id, f"{kind} {entity_id}")
-        amo.add_call(
-            entity_type=kind,
-            entity_id=entity_id,
-            note_id=1_200_000_000 + n,
-            duration=60,
-            phone="+79990000000",
-            link=f"https://rec.example/{n}.mp3",
-            created_at=now - 1800 + n,
-            responsible_user_id=555,
-        )
-
-
 def one_cycle(count: int) -> dict[str, float]:
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp, FakeAmoCRM(token=TOKEN) as amo:
-        seed(amo, count, int(now.timestamp()))
+        amo.add_account_calls(count, int(now.timestamp()) - 1800)
         amo.enforce_rate_limit = True
         config = parse_config(
             {

@@ -21,7 +21,6 @@ from salesbot_poller.intake import poll, resolve_new
 from salesbot_poller.pipeline import App, Cycle, run_once
 from salesbot_poller.store import Call, Store
 from tests.conftest import AMO_TOKEN, Servers
-from tests.fakes import FakeAmoCRM
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemoryTranscriber
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -57,26 +56,6 @@ def intake_cycle(app: App, at: datetime) -> Cycle:
     return cycle
 
 
-def seed(amo: FakeAmoCRM, count: int, link: str | None = "https://rec.example/r.mp3") -> None:
-    """`count` answered calls: 70 % on leads, 20 % on contacts, 10 % on companies."""
-    start = int(NOW.timestamp()) - 1800
-    for n in range(count):
-        kind = "lead" if n % 10 < 7 else "contact" if n % 10 < 9 else "company"
-        entity_id = 25_000_000 + n % 400  # real ids have 8-10 digits: they make the URLs long
-        amo.add_entity(kind, entity_id, f"{kind} {entity_id}")
-        amo.add_call(
-            entity_type=kind,
-            entity_id=entity_id,
-            note_id=1_200_000_000 + n,
-            duration=60,
-            phone="+79990000000",
-            link=link,
-            created_at=start + n,
-            responsible_user_id=555,
-        )
-    amo.add_user(555, "Иван Петров")
-
-
 def test_an_idle_cycle_costs_one_request(servers: Servers, tmp_path: Path) -> None:
     cycle = intake_cycle(make_app(servers, tmp_path), NOW)
     assert cycle.events == 0 and servers.amo.count() == 1
@@ -85,7 +64,7 @@ def test_an_idle_cycle_costs_one_request(servers: Servers, tmp_path: Path) -> No
 def test_1000_events_over_10_pages_cost_at_most_25_requests_and_no_rate_violation(
     servers: Servers, tmp_path: Path
 ) -> None:
-    seed(servers.amo, 1000)
+    servers.amo.add_account_calls(1000, int(NOW.timestamp()) - 1800)
     servers.amo.enforce_rate_limit = True  # an excess request would get amoCRM's HTML 429
     app = make_app(servers, tmp_path)
     cycle = intake_cycle(app, NOW)

@@ -197,6 +197,21 @@ class FakeAmoCRM(FakeServer):
         })
         return event_id
 
+    def add_account_calls(self, count: int, first_at: int) -> None:
+        """`count` answered calls with recordings, one a second from `first_at`, spread like a
+        real account: 70 % on leads, 20 % on contacts, 10 % on companies, over 400 cards per
+        type, with ids as long as real ones (they make the batched URLs long), all managed by
+        user 555 "Иван Петров". Note ids are 1_200_000_000 + n, card ids 25_000_000 + n % 400.
+        """
+        self.add_user(555, "Иван Петров")
+        for n in range(count):
+            kind = "lead" if n % 10 < 7 else "contact" if n % 10 < 9 else "company"
+            entity_id = 25_000_000 + n % 400
+            self.add_entity(kind, entity_id, f"{kind} {entity_id}")
+            self.add_call(entity_type=kind, entity_id=entity_id, note_id=1_200_000_000 + n,
+                          duration=60, phone="+79990000000", link=f"https://rec.example/{n}.mp3",
+                          created_at=first_at + n, responsible_user_id=555)
+
     def set_note_link(self, entity_plural: str, note_id: int, link: str | None) -> None:
         """Set (or with None remove) a note's `params.link` and bump its `updated_at`."""
         with self.lock:
