@@ -57,7 +57,6 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._released: deque[float] = deque()  # release times within the last window
         self._in_flight = 0
-        self.waited = 0.0  # total seconds spent waiting for a slot (for the benchmark)
 
     def _wait_needed(self) -> float:
         """Take a slot and return 0, or return how long to wait before asking again."""
@@ -78,7 +77,6 @@ class RateLimiter:
                 wait = self._wait_needed()
             if not wait:
                 return
-            self.waited += wait
             self._sleep(wait)  # never while holding the lock: a release must get through
 
     def release(self) -> None:

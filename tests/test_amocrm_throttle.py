@@ -52,7 +52,6 @@ def test_seven_go_at_once_and_the_eighth_waits_a_second_after_the_first_answer()
     assert starts[7] == pytest.approx(ends[0] + 1.0)
     for j in range(7, len(starts)):
         assert starts[j] >= ends[j - 7] + 1.0 - 1e-9
-    assert limiter.waited == pytest.approx(sum(t.sleeps))
 
 
 def test_the_server_never_sees_more_than_max_rps_whatever_the_latency() -> None:
