@@ -1,12 +1,18 @@
 """amoCRM API v4 client: call events, call notes, user and entity names.
 
 Contract:
-- Every request has a timeout and carries the bearer token in a header, never in the URL.
+- Every request goes through `AmoClient._request`, the one choke point: it honours a pause
+  (`throttle.AmoPause`), takes a slot of the process's `RateLimiter` (at most
+  `amocrm.max_rps` requests in any rolling second), adds the bearer token (in a header,
+  never in the URL), retries and decodes. Every request has a timeout.
 - 204 No Content is an empty list. Error bodies may be HTML: never assumed to be JSON.
-- 429, 5xx, timeouts and connection errors are retried a bounded number of times within the
-  call, honouring `Retry-After` (or a JSON `retry_after`), then raised as `TransientError`.
-- 401 triggers one token refresh (OAuth); otherwise 401/402/403 raise `FatalError` with
-  what the admin must do.
+- 429, 5xx, timeouts and connection errors are retried with exponential backoff and jitter
+  (tenacity), honouring `Retry-After` (or a JSON `retry_after`), for at most about 2
+  minutes; then `TransientError` ends the caller's amoCRM work, and nothing is sent to
+  amoCRM before the server's requested wait has passed.
+- 401 triggers one token refresh (OAuth); a long-lived token, a refused refresh, 402 and
+  403 raise `FatalError` with what the admin must do. A 403 also pauses every amoCRM call
+  for 10 minutes, kept in the store so a restart honours it.
 - Malformed events and notes never raise: they are returned with a reason naming the field.
 """
 
@@ -16,22 +22,35 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
+import tenacity
 
-from salesbot_poller.amocrm_auth import TokenSource
-from salesbot_poller.domain import ENTITY_PLURAL, CallEvent, CallNote, Direction, EventBatch
+from salesbot_poller.amocrm_auth import REAUTHORISE, TokenSource
+from salesbot_poller.amocrm_parse import CALL_EVENT_TYPES, parse_event, parse_note
+from salesbot_poller.domain import CallEvent, CallNote, EventBatch
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.retry import bounded_retry
+from salesbot_poller.throttle import AmoPause, RateLimiter
 
 log = logging.getLogger(__name__)
 
-CALL_EVENT_TYPES: dict[str, Direction] = {"incoming_call": "in", "outgoing_call": "out"}
 EVENTS_PAGE_LIMIT = 100
 NOTES_BATCH = 250
 MAX_PAGES = 500  # a runaway `next` link must not loop forever
 USERS_TTL_SECONDS = 3600
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
+RETRY_ATTEMPTS = 8  # 1+2+4+8+16+30+30 s of backoff: about 1.5 min, within the budget
+RETRY_BUDGET_SECONDS = 120  # then the cycle ends; the next one resumes from the cursor
+MAX_RETRY_AFTER_SECONDS = 3600  # a bogus Retry-After must not stop the bot for days
+FORBIDDEN_PAUSE_SECONDS = 600  # after a 403 (IP may be blocked): keep off for 10 minutes
+ID_FILTER = "filter[id][]"
+# 250 nine-digit ids make a ~7.8 KB query: too close to the 8 KB request line many web
+# servers accept. Batches are cut shorter when the query would pass this.
+MAX_QUERY_CHARS = 6000
 
 
 class AmoForbidden(FatalError):
@@ -40,66 +59,6 @@ class AmoForbidden(FatalError):
 
 class AmoNotFound(FatalError):
     """404: a wrong base URL when the events or account route is missing."""
-
-
-def parse_event(raw: Any) -> CallEvent:
-    """Validate one raw event; raise ValueError naming the bad field."""
-    if not isinstance(raw, dict):
-        raise ValueError("event is not an object")
-    event_id = raw.get("id")
-    if not isinstance(event_id, str) or not event_id:
-        raise ValueError("field 'id' is missing or not a string")
-    direction = CALL_EVENT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
-    if direction is None:
-        raise ValueError(f"field 'type' is {raw.get('type')!r}, not a call event")
-    plural = ENTITY_PLURAL.get(raw.get("entity_type"))  # type: ignore[arg-type]
-    if plural is None:
-        raise ValueError(f"field 'entity_type' is {raw.get('entity_type')!r}")
-    entity_id, created_at = raw.get("entity_id"), raw.get("created_at")
-    if not isinstance(entity_id, int) or isinstance(entity_id, bool):
-        raise ValueError("field 'entity_id' is missing or not an integer")
-    if not isinstance(created_at, int) or isinstance(created_at, bool):
-        raise ValueError("field 'created_at' is missing or not an integer")
-    try:
-        note_id = raw["value_after"][0]["note"]["id"]
-    except (KeyError, IndexError, TypeError):
-        raise ValueError("field 'value_after[0].note.id' is missing") from None
-    if not isinstance(note_id, int) or isinstance(note_id, bool):
-        raise ValueError("field 'value_after[0].note.id' is not an integer")
-    return CallEvent(event_id, direction, plural, entity_id, note_id, created_at)
-
-
-def _optional_int(value: Any, field: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"field 'params.{field}' is {value!r}, not a number") from None
-
-
-def parse_note(raw: Any) -> CallNote:
-    """Validate one raw call note; raise ValueError naming the bad field."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
-        raise ValueError("note has no integer 'id'")
-    if raw.get("note_type") not in ("call_in", "call_out"):
-        raise ValueError(f"field 'note_type' is {raw.get('note_type')!r}, not call_in/call_out")
-    params = raw.get("params")
-    if not isinstance(params, dict):
-        raise ValueError("field 'params' is missing")
-    duration = _optional_int(params.get("duration"), "duration")
-    link = params.get("link")
-    responsible = params.get("call_responsible")
-    return CallNote(
-        note_id=raw["id"],
-        duration=duration or 0,
-        phone=str(params.get("phone") or ""),
-        link=link.strip() if isinstance(link, str) and link.strip() else None,
-        call_status=_optional_int(params.get("call_status"), "call_status"),
-        source=str(params.get("source") or ""),
-        responsible_user_id=_optional_int(raw.get("responsible_user_id"), "responsible_user_id"),
-        call_responsible=None if responsible in (None, "") else str(responsible),
-    )
 
 
 @contextmanager
@@ -112,22 +71,64 @@ def _one_entity_type(entity_type: str) -> Iterator[None]:
         raise PermanentError(f"amoCRM answered 404 for {entity_type}: not available in this account") from None
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    header = response.headers.get("Retry-After")
+def _seconds(value: Any) -> float | None:
+    """A wait in seconds from a number or a numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _retry_after(response: requests.Response, now: datetime) -> float | None:
+    """The server's requested wait: `Retry-After` (seconds or an HTTP date), else a JSON
+    `retry_after`. Bodies may be HTML: nothing here raises."""
+    header = response.headers.get("Retry-After", "").strip()
     if header:
+        seconds = _seconds(header)
+        if seconds is not None:
+            return seconds
         try:
-            return max(0.0, float(header))
-        except ValueError:
+            return _seconds((parsedate_to_datetime(header) - now).total_seconds())
+        except (TypeError, ValueError, IndexError):
             return None
     try:
-        value = response.json().get("retry_after")
-    except (ValueError, AttributeError):
+        body = response.json()
+    except ValueError:
         return None
-    return float(value) if isinstance(value, int | float) else None
+    return _seconds(body.get("retry_after")) if isinstance(body, dict) else None
+
+
+def id_batches(ids: list[int]) -> Iterator[list[tuple[str, Any]]]:
+    """`filter[id][]` parameters for `ids`: up to 250 a request, fewer when the query string
+    would grow past `MAX_QUERY_CHARS`."""
+    key = len(quote(ID_FILTER, safe="")) + 2  # the encoded name, "=" and "&"
+    batch: list[tuple[str, Any]] = []
+    size = 0
+    for entity_id in ids:
+        cost = key + len(str(entity_id))
+        if batch and (len(batch) == NOTES_BATCH or size + cost > MAX_QUERY_CHARS):
+            yield batch
+            batch, size = [], 0
+        batch.append((ID_FILTER, entity_id))
+        size += cost
+    if batch:
+        yield batch
+
+
+class _NotProcessed(TransientError):
+    """The server cannot have acted on the request (429, connect timeout): safe to repeat
+    even when the method is not idempotent."""
 
 
 class AmoClient:
-    """amoCRM API v4 for the pipeline (implements `domain.CallSource`)."""
+    """amoCRM API v4 for the pipeline (implements `domain.CallSource`).
+
+    `limiter` is the process's one `RateLimiter`; `pause` (with the store behind it) keeps
+    a 403's back-off across restarts. `sleep` and `retry_seconds` exist for tests.
+    """
 
     def __init__(
         self,
@@ -138,13 +139,18 @@ class AmoClient:
         *,
         timeout: tuple[float, float] = (10, 30),
         sleep: Callable[[float], None] | None = None,
+        limiter: RateLimiter | None = None,
+        pause: AmoPause | None = None,
+        retry_seconds: float = RETRY_BUDGET_SECONDS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._tokens = tokens
         self._clock = clock
         self._timeout = timeout
-        self._retrying = bounded_retry(attempts=4, max_seconds=120, sleep=sleep)
+        self._limiter = limiter or RateLimiter(7)
+        self._pause = pause or AmoPause(clock)
+        self._retrying = bounded_retry(attempts=RETRY_ATTEMPTS, max_seconds=retry_seconds, sleep=sleep)
         self._users: dict[int, str] = {}
         self._users_at: float | None = None
 
@@ -152,65 +158,102 @@ class AmoClient:
 
     def get(self, path: str, params: dict[str, Any] | list[tuple[str, Any]] | None = None) -> dict[str, Any] | None:
         """GET a JSON document; None for 204. Retries transient failures, boundedly."""
-        result: dict[str, Any] | None = self._retrying(self._get_once, path, params)
+        return self._request("GET", path, params=params)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        pause_on_403: bool = True,
+    ) -> dict[str, Any] | None:
+        """THE one way to amoCRM's API: pause check, rate limit, token (refresh), bounded
+        retries, decoding. A non-idempotent `method` is retried only when the server cannot
+        have acted on it (429, connect timeout). `pause_on_403=False` for routes where a 403
+        means "not allowed for this token" rather than "IP blocked" (the users list)."""
+        self._pause.check()
+        retrying = self._retrying
+        if method not in IDEMPOTENT_METHODS:
+            retrying = retrying.copy(retry=tenacity.retry_if_exception_type(_NotProcessed))
+        try:
+            result: dict[str, Any] | None = retrying(self._attempt, method, path, params, json, pause_on_403)
+        except TransientError as exc:
+            if exc.retry_after:  # the server said when: nothing is sent before then, even next cycle
+                self._pause.pause(exc.retry_after, f"amoCRM asked to retry after {exc.retry_after:g} s")
+            raise
         return result
 
-    def _get_once(self, path: str, params: Any) -> dict[str, Any] | None:
+    def _attempt(self, method: str, path: str, params: Any, body: Any, pause_on_403: bool) -> dict[str, Any] | None:
         token = self._tokens.access_token()
-        response = self._send(path, params, token)
+        response = self._send(method, path, params, body, token)
         if response.status_code == 401:
-            fresh = self._tokens.refresh(token)
-            if fresh is None:
-                raise FatalError(
-                    "amoCRM rejected the long-lived token (401): it expired or was revoked; "
-                    "create a new one in amoCRM and set amocrm.long_lived_token"
-                )
-            response = self._send(path, params, fresh)
+            fresh = self._tokens.refresh(token)  # a FatalError saying what to do when it cannot
+            response = self._send(method, path, params, body, fresh)
             if response.status_code == 401:
-                raise FatalError("amoCRM rejected a freshly refreshed OAuth token (401): re-authorise the integration")
-        return self._decode(path, response)
+                raise FatalError(f"amoCRM rejected a freshly refreshed OAuth token (401): {REAUTHORISE}")
+        return self._decode(method, path, response, pause_on_403)
 
-    def _send(self, path: str, params: Any, token: str) -> requests.Response:
+    def _send(self, method: str, path: str, params: Any, body: Any, token: str) -> requests.Response:
         try:
-            return self._session.get(
-                f"{self.base_url}{path}",
-                params=params,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=self._timeout,
-            )
+            with self._limiter.slot():
+                return self._session.request(
+                    method,
+                    f"{self.base_url}{path}",
+                    params=params,
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=self._timeout,
+                )
+        except requests.ConnectTimeout:
+            raise _NotProcessed(f"amoCRM {method} {path}: ConnectTimeout") from None
         except requests.RequestException as exc:
-            raise TransientError(f"amoCRM GET {path}: {type(exc).__name__}") from None
+            raise TransientError(f"amoCRM {method} {path}: {type(exc).__name__}") from None
 
-    def _decode(self, path: str, response: requests.Response) -> dict[str, Any] | None:
-        status = response.status_code
-        if status == 204 or (status == 200 and not response.content):
+    def _decode(self, method: str, path: str, response: requests.Response, pause_on_403: bool) -> dict[str, Any] | None:
+        status, what = response.status_code, f"amoCRM {method} {path}"
+        if status == 204 or (status in (200, 201, 202) and not response.content):
             return None
-        if status == 200:
+        if status in (200, 201, 202):
             try:
                 body = response.json()
             except ValueError:
-                raise TransientError(f"amoCRM GET {path}: answer is not JSON") from None
+                raise TransientError(f"{what}: answer is not JSON") from None
             if not isinstance(body, dict):
-                raise TransientError(f"amoCRM GET {path}: answer is not a JSON object")
+                raise TransientError(f"{what}: answer is not a JSON object")
             return body
-        if status == 429 or status >= 500:
-            raise TransientError(f"amoCRM GET {path}: HTTP {status}", retry_after=_retry_after(response))
+        if status == 429:
+            raise _NotProcessed(f"{what}: HTTP 429 (rate limited)", retry_after=_retry_after(response, self._clock()))
+        if status >= 500:
+            raise TransientError(f"{what}: HTTP {status}", retry_after=_retry_after(response, self._clock()))
         if status == 402:
-            raise FatalError("amoCRM answered 402 Payment Required: the account is not paid; renew it")
+            raise FatalError("amoCRM answered 402 Payment Required: the account is not paid; renew it in amoCRM")
         if status == 403:
-            raise AmoForbidden(
-                f"amoCRM answered 403 on {path}: the server's IP may be blocked for exceeding "
-                "7 requests/s (only amoCRM support lifts it), restricted by an IP whitelist, "
-                "or the token lacks rights"
-            )
+            raise AmoForbidden(self._forbidden(path, pause_on_403))
         if status == 404:
             raise AmoNotFound(f"amoCRM answered 404 on {path}: check amocrm.base_url ({self.base_url})")
-        raise PermanentError(f"amoCRM GET {path}: HTTP {status}")
+        raise PermanentError(f"{what}: HTTP {status}")
 
-    def _pages(self, path: str, params: list[tuple[str, Any]], key: str) -> Iterator[Any]:
-        """Every item of `_embedded[key]` over all pages (until no `next` link, or 204)."""
+    def _forbidden(self, path: str, pause: bool) -> str:
+        text = f"amoCRM answered 403 on {path}"
+        if not pause:
+            return f"{text}: this token may not use it"
+        self._pause.pause(FORBIDDEN_PAUSE_SECONDS, f"HTTP 403 on {path}")
+        return (
+            f"{text}: the server's IP may be blocked (too many requests), or an IP whitelist or the "
+            f"token's rights forbid it; amoCRM is not called again until {self._pause.until_text()}. "
+            "To unblock: check the account is active and its IP whitelist admits this server, stop any "
+            "other program using amoCRM from this IP, wait; if it persists, ask amoCRM support to "
+            "unblock the server's IP"
+        )
+
+    def _pages(self, path: str, params: list[tuple[str, Any]], key: str, pause_on_403: bool = True) -> Iterator[Any]:
+        """Every item of `_embedded[key]` over all pages, until an answer has no `next` link,
+        or is 204. The next page is asked for by number on our own base URL, never at the
+        `next` href, so the token never goes to a host named in an answer."""
         for page in range(1, MAX_PAGES + 1):
-            body = self.get(path, [*params, ("page", page)])
+            body = self._request("GET", path, params=[*params, ("page", page)], pause_on_403=pause_on_403)
             if body is None:
                 return
             items = (body.get("_embedded") or {}).get(key) or []
@@ -246,10 +289,8 @@ class AmoClient:
     def call_notes(self, entity_type: str, note_ids: list[int]) -> dict[int, CallNote | str]:
         """Notes by id, batched; a malformed note maps to the reason instead."""
         found: dict[int, CallNote | str] = {}
-        for start in range(0, len(note_ids), NOTES_BATCH):
-            chunk = note_ids[start : start + NOTES_BATCH]
-            params: list[tuple[str, Any]] = [("filter[id][]", i) for i in chunk]
-            params.append(("limit", NOTES_BATCH))
+        for batch in id_batches(note_ids):
+            params = [*batch, ("limit", NOTES_BATCH)]
             with _one_entity_type(entity_type):
                 pages = list(self._pages(f"/api/v4/{entity_type}/notes", params, "notes"))
             for raw in pages:
@@ -268,7 +309,7 @@ class AmoClient:
         if self._users_at is not None and now - self._users_at < USERS_TTL_SECONDS:
             return self._users
         try:
-            users = list(self._pages("/api/v4/users", [("limit", 250)], "users"))
+            users = list(self._pages("/api/v4/users", [("limit", 250)], "users", pause_on_403=False))
         except AmoForbidden:
             log.info("amoCRM users list is admin-only (403): managers are shown by id")
             users = []
@@ -278,9 +319,8 @@ class AmoClient:
 
     def entity_names(self, entity_type: str, ids: list[int]) -> dict[int, str]:
         names: dict[int, str] = {}
-        for start in range(0, len(ids), NOTES_BATCH):
-            params: list[tuple[str, Any]] = [("filter[id][]", i) for i in ids[start : start + NOTES_BATCH]]
-            params.append(("limit", NOTES_BATCH))
+        for batch in id_batches(ids):
+            params = [*batch, ("limit", NOTES_BATCH)]
             with _one_entity_type(entity_type):
                 pages = list(self._pages(f"/api/v4/{entity_type}", params, entity_type))
             for raw in pages:
@@ -296,22 +336,13 @@ class AmoClient:
     def post(self, path: str, payload: Any) -> dict[str, Any] | None:
         """POST a JSON document (notes, tasks); the answer, or None for an empty one.
 
-        One attempt, not retried here: amoCRM has no idempotency key, so a repeated POST after
-        a timeout could create a second note. The caller's outbox retries on a later cycle.
-        A 403 is a `PermanentError` for this write only (see below).
+        Through `_request` like every call (throttle, token, pause), but repeated only when
+        amoCRM cannot have acted on it (429, connect timeout): amoCRM has no idempotency key,
+        so a repeat after a 5xx or a read timeout could create a second note. The caller's
+        outbox retries those on a later cycle. A 403 is a `PermanentError` for this write only.
         """
-        token = self._tokens.access_token()
-        response = self._post_send(path, payload, token)
-        if response.status_code == 401:
-            fresh = self._tokens.refresh(token)
-            if fresh is None:
-                raise FatalError(
-                    "amoCRM rejected the long-lived token (401): it expired or was revoked; "
-                    "create a new one in amoCRM and set amocrm.long_lived_token"
-                )
-            response = self._post_send(path, payload, fresh)
         try:
-            return self._decode(path, response)
+            return self._request("POST", path, json=payload, pause_on_403=False)
         except AmoForbidden:
             # Reads work (the poll came first in the cycle), so this token may not write here:
             # that write fails, the bot goes on.
@@ -319,14 +350,3 @@ class AmoClient:
                 f"amoCRM answered 403 on POST {path}: the integration may not write there; "
                 "give it the rights or set amocrm.write_back = false"
             ) from None
-
-    def _post_send(self, path: str, payload: Any, token: str) -> requests.Response:
-        try:
-            return self._session.post(
-                f"{self.base_url}{path}",
-                json=payload,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=self._timeout,
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"amoCRM POST {path}: {type(exc).__name__}") from None

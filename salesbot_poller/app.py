@@ -18,7 +18,7 @@ from telebot import apihelper
 
 from salesbot_poller import __version__
 from salesbot_poller.amocrm import AmoClient
-from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource
+from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
 from salesbot_poller.analysis import OpenAIAnalyzer, load_prompt
 from salesbot_poller.config import Config
 from salesbot_poller.notifier import TelegramNotifier, request_sender
@@ -27,6 +27,7 @@ from salesbot_poller.pipeline import App
 from salesbot_poller.recordings import RecordingDownloader
 from salesbot_poller.speech import OpenAITranscriber
 from salesbot_poller.store import Store
+from salesbot_poller.throttle import AmoPause, RateLimiter
 
 USER_AGENT = f"salesbot-poller/{__version__}"
 TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
@@ -42,12 +43,19 @@ def _session() -> requests.Session:
 def build_amo(config: Config, store: Store, clock: Callable[[], datetime]) -> AmoClient:
     session = _session()
     amo = config.amocrm
+    limiter = RateLimiter(amo.max_rps)  # one per process: API calls and token refreshes share it
     tokens: TokenSource
     if amo.uses_oauth:
-        tokens = OAuthTokens(amo, store, session, clock)
+        tokens = OAuthTokens(amo, store, session, clock, limiter=limiter)
     else:
         tokens = LongLivedToken(amo.long_lived_token.get_secret_value())
-    return AmoClient(session, amo.base_url, tokens, clock)
+    return AmoClient(session, amo.base_url, tokens, clock, limiter=limiter, pause=AmoPause(clock, store))
+
+
+def authorise_amo(config: Config, store: Store, clock: Callable[[], datetime], code: str) -> int:
+    """`auth --code`: exchange the code and store the tokens; returns when they expire."""
+    amo = config.amocrm
+    return exchange_code(amo, store, _session(), clock, code, limiter=RateLimiter(amo.max_rps))
 
 
 def build_openai(config: Config) -> openai.OpenAI:

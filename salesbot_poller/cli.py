@@ -1,4 +1,4 @@
-"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,demo,backfill}`.
+"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,demo,backfill,auth}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
 or the service is running, `demo` did not deliver; 2 invalid configuration or arguments
@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill_cmd.add_argument(
         "--record-only", action="store_true", help="only record the calls: the running service processes them"
     )
+    auth = commands.add_parser("auth", help="exchange an amoCRM authorization code for OAuth tokens (kept in the DB)")
+    auth.add_argument("--code", required=True, help="the authorization code from the integration's settings in amoCRM")
     return parser
 
 
@@ -89,10 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(print)
     secrets: list[str] = []
     try:
-        config = _load(args.config, require_secrets=args.command != "status")
+        config = _load(args.config, require_secrets=args.command not in ("status", "auth"))
         if args.log_level is None:
             set_level(config.poller.log_level)
         secrets = config.secrets()
+        if args.command == "auth":
+            return _auth(config, args.code, args.config or "")
         if args.command == "backfill":
             return _backfill(args, config)
         return _dispatch(args.command, config, getattr(args, "dry_run", False))
@@ -106,6 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except peewee.PeeweeException as exc:
         _err(f"database error: {redact(str(exc), secrets)} (check storage.database)")
         return EXIT_FATAL
+
+
+def _auth(config: Config, code: str, config_arg: str) -> int:
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        commands.auth(config, store, utc_now, code, config_arg, print)
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _dispatch(command: str, config: Config, dry_run: bool = False) -> int:

@@ -1,7 +1,7 @@
-"""The `check` and `status` commands: what the admin reads at the terminal.
+"""The `check`, `status` and `auth` commands: what the admin reads at the terminal.
 
-Neither prints a secret: `check` prints our own texts about each service, `status` reads
-only the database.
+None prints a secret: `check` prints our own texts about each service, `status` reads
+only the database, `auth` says where the tokens went, never what they are.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import openai
 
-from salesbot_poller.app import build_amo, build_notifier, build_openai
+from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
 from salesbot_poller.config import Config
 from salesbot_poller.domain import Stage
-from salesbot_poller.errors import SalesbotError
+from salesbot_poller.errors import ConfigError, FatalError, SalesbotError, TransientError
 from salesbot_poller.openai_errors import map_openai_error
 from salesbot_poller.pipeline import LAST_CYCLE_KEY
 from salesbot_poller.store import Store
@@ -106,3 +106,39 @@ def status(store: Store, out: Callable[[str], None]) -> None:
             f"  call {call.id} ({call.entity_type}/{call.entity_id}, {call.stage}, attempt {call.attempts}{retry}): "
             f"{call.last_error}"
         )
+
+
+def auth(
+    config: Config, store: Store, clock: Callable[[], datetime], code: str, config_arg: str, out: Callable[[str], None]
+) -> None:
+    """Exchange an amoCRM authorization code for OAuth tokens, store them, say what is next.
+
+    `ConfigError` when the OAuth keys are missing; `FatalError` when amoCRM refused the code
+    or could not be reached (the stored tokens, if any, are untouched then).
+    """
+    amo = config.amocrm
+    problems = [
+        f"amocrm.{key}: required for `auth`"
+        for key, value in (
+            ("base_url", amo.base_url),
+            ("client_id", amo.client_id),
+            ("client_secret", amo.client_secret.get_secret_value()),
+            ("redirect_uri", amo.redirect_uri),
+        )
+        if not value
+    ]
+    if not amo.uses_oauth:
+        problems.append("amocrm.long_lived_token: set, so OAuth is not used; remove it to use `auth`")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        expires_at = authorise_amo(config, store, clock, code.strip())
+    except TransientError as exc:
+        raise FatalError(
+            f"{exc}: try again; if amoCRM then says the code was revoked, get a new one (a code is single-use)"
+        ) from None
+    flag = f" --config {config_arg}" if config_arg else ""
+    out(f"amocrm: authorised; tokens stored in {config.storage.database}, renewed automatically")
+    out(f"  access token valid until {_when(expires_at)}")
+    out(f"next: salesbot-poller{flag} check")
+    out("then: systemctl enable --now salesbot   (or restart it if it is already running)")

@@ -89,6 +89,9 @@ class AmoCRMConfig(_Section):
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Moscow)") from None
         return value
+    max_rps: int = Field(
+        7, ge=1, le=7, description="At most this many amoCRM requests in any rolling second (amoCRM blocks above 7)."
+    )
 
     @property
     def uses_oauth(self) -> bool:
@@ -369,7 +372,8 @@ def _missing_values(raw: Mapping[str, Any]) -> list[str]:
         missing = [k for k in oauth_keys if not value("amocrm", k)]
         if len(missing) == len(oauth_keys) and not value("amocrm", "refresh_token"):
             problems.append(
-                "amocrm.long_lived_token: required (or OAuth: client_id, client_secret, redirect_uri and refresh_token)"
+                "amocrm.long_lived_token: required (or OAuth: client_id, client_secret, redirect_uri, then "
+                "`salesbot-poller auth --code CODE`)"
             )
         else:
             problems.extend(f"amocrm.{k}: required for OAuth (or set amocrm.long_lived_token)" for k in missing)

@@ -4,9 +4,13 @@ Contract:
 - `poll` asks amoCRM for the window [cursor - overlap, now - settle], records every event
   (dedup by id) and the new cursor in one transaction. Malformed events are logged once,
   with the field, and kept in the seen-events table with their reason.
-- `resolve_new` reads the notes of due `new` calls, batched per entity type, classifies each
-  call and stores the note's facts and the names the messages need. A note that is missing,
-  malformed, or has no recording link yet is looked at again later (backoff), not dropped.
+- `resolve_new` reads the notes of due `new` calls, batched per entity type (by note id,
+  up to 250 a request), classifies each call and stores the note's facts and the names the
+  messages need (batched by id too). A note that is missing, malformed, or has no recording
+  link yet is looked at again on a later cycle (backoff), not dropped.
+- Once amoCRM has failed in a cycle (the poll, or a notes request, after the client's own
+  bounded retries), no further amoCRM request is made in that cycle: the due calls wait,
+  untouched, for the next one. A `FatalError` propagates and no call is marked anything.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from salesbot_poller.domain import CallNote, Stage
-from salesbot_poller.errors import FatalError, SalesbotError
+from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
 from salesbot_poller.store import Call
 
 if TYPE_CHECKING:
@@ -75,31 +79,50 @@ def _manager_name(note: CallNote, users: dict[int, str]) -> str:
     return f"пользователь {note.responsible_user_id}" if note.responsible_user_id else "не назначен"
 
 
-def _best_effort(lookup: Callable[[], dict[int, str]], what: str) -> dict[int, str]:
-    """Names make the cards readable but are not worth holding a call back for."""
-    try:
-        return lookup()
-    except FatalError:
-        raise
-    except SalesbotError as exc:
-        log.warning("amoCRM %s unavailable (%s): cards show ids", what, exc)
-        return {}
+class _Names:
+    """Names for the cards: best effort, and no more amoCRM requests after one failed."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def lookup(self, lookup: Callable[[], dict[int, str]], what: str) -> dict[int, str]:
+        if self.failed:
+            return {}
+        try:
+            return lookup()
+        except FatalError:
+            raise
+        except SalesbotError as exc:  # names make the cards readable: not worth holding a call
+            self.failed = True
+            log.warning("amoCRM %s unavailable (%s): cards show ids", what, exc)
+            return {}
 
 
 def resolve_new(app: App, cycle: Cycle) -> None:
     """Read and classify the notes of due new calls, batched per entity type."""
+    due = app.store.due_calls(cycle.now, [Stage.NEW])
+    if not due:
+        return
+    if cycle.poll_error is not None:
+        log.info("%d call(s) wait for the next cycle: amoCRM failed this one", len(due))
+        return
     by_type: dict[str, list[Call]] = defaultdict(list)
-    for call in app.store.due_calls(cycle.now, [Stage.NEW]):
+    for call in due:
         by_type[call.entity_type].append(call)
+    names = _Names()
     for entity_type, calls in by_type.items():
         try:
             notes = app.source.call_notes(entity_type, [c.note_id for c in calls])
         except FatalError:
             raise
-        except SalesbotError as exc:
+        except PermanentError as exc:  # this entity type only (a 404: switched off)
             for call in calls:
                 cycle.defer(call, f"reading its note: {exc}", exc)
             continue
+        except SalesbotError as exc:  # amoCRM is failing: the other types wait too, untouched
+            for call in calls:
+                cycle.defer(call, f"reading its note: {exc}", exc)
+            return
         resolved: list[tuple[Call, CallNote, Stage, str | None]] = []
         for call in calls:
             note = notes.get(call.note_id)
@@ -109,13 +132,15 @@ def resolve_new(app: App, cycle: Cycle) -> None:
                 continue
             stage, reason = classify(call.direction, note, app.config.poller.min_duration_seconds)
             resolved.append((call, note, stage, reason))
-        wanted = sorted({c.entity_id for c, _, stage, _ in resolved if stage != Stage.SKIPPED})
-        names, users = {}, {}
+        # A call still waiting for its link gets its names when the link is there.
+        wanted = sorted({c.entity_id for c, _, stage, _ in resolved if stage not in (Stage.SKIPPED, Stage.NEW)})
+        entity_names: dict[int, str] = {}
+        users: dict[int, str] = {}
         if wanted:
-            names = _best_effort(partial(app.source.entity_names, entity_type, wanted), f"{entity_type} names")
-            users = _best_effort(app.source.user_names, "user names")
+            entity_names = names.lookup(partial(app.source.entity_names, entity_type, wanted), f"{entity_type} names")
+            users = names.lookup(app.source.user_names, "user names")
         for call, note, stage, reason in resolved:
-            _store_note(app, cycle, call, note, stage, reason, users, names)
+            _store_note(app, cycle, call, note, stage, reason, users, entity_names)
 
 
 def _store_note(

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import tenacity
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from salesbot_poller.errors import TransientError
@@ -32,11 +33,26 @@ class wait_retry_after(wait_base):
         return float(self.fallback(retry_state))
 
 
+class stop_before_budget(stop_base):
+    """Stop when the next sleep would end past `max_seconds` since the first attempt.
+
+    Time is the larger of the wall time and the sum of the waits: with an injected `sleep`
+    (tests) the waits still count, so the budget is checked without waiting for it.
+    """
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = max_seconds
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        elapsed = max(retry_state.seconds_since_start or 0.0, retry_state.idle_for)
+        return elapsed + retry_state.upcoming_sleep > self.max_seconds
+
+
 def bounded_retry(attempts: int, max_seconds: float, sleep: Callable[[float], None] | None = None) -> tenacity.Retrying:
     """A `Retrying` to call as `retrying(fn, *args)`; `sleep` is injectable for tests."""
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientError),
-        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_before_delay(max_seconds),
+        stop=tenacity.stop_after_attempt(attempts) | stop_before_budget(max_seconds),
         wait=wait_retry_after(tenacity.wait_exponential_jitter(1, max=30, jitter=1)),
         before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
         sleep=sleep or time.sleep,

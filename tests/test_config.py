@@ -43,6 +43,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "timezone",
                 "write_back",
                 "create_tasks",
+                "max_rps",
             ]
         ),
         "openai": sorted(["api_key", "base_url", "transcription_model", "analysis_model", "language"]),

@@ -1,6 +1,6 @@
 """Loopback fakes of amoCRM, a recording host, OpenAI and the Telegram Bot API for tests."""
 
-from .amocrm import FakeAmoCRM
+from .amocrm import FakeAmoCRM, make_jwt
 from .audio import make_mp3, make_wav
 from .base import FakeServer, RecordedRequest, Reply
 from .openai_api import FakeOpenAI
@@ -17,6 +17,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "TelegramHTMLError",
+    "make_jwt",
     "make_mp3",
     "make_wav",
     "utf16_len",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 from typing import Any
@@ -41,6 +43,13 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> Reply:
     return json_reply(body, status, "application/problem+json")
 
 
+def make_jwt(claims: dict[str, Any]) -> str:
+    """An unsigned JWT-shaped token (amoCRM access and long-lived tokens are JWTs)."""
+    def part(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+    return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
 class _BadRequest(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -62,6 +71,9 @@ class FakeAmoCRM(FakeServer):
       with `enforce_rate_limit` such a request gets 429 with an HTML body, no Retry-After.
     - Notes posted to `/api/v4/{plural}/notes` land in `created_notes` (and in `notes`),
       tasks posted to `/api/v4/tasks` in `tasks`.
+    - `jwt_tokens`: issued access tokens are JWTs whose `exp` is now + `expires_in`.
+    - `empty_from_page=N`: every list answers 204 from page N on, even after a `next` link
+      (the list shrank between two requests).
     """
 
     def __init__(
@@ -95,6 +107,9 @@ class FakeAmoCRM(FakeServer):
         self.tasks: list[JSON] = []
         self.max_rps = 7
         self.enforce_rate_limit = False
+        self.jwt_tokens = False
+        self.expires_in = 86400
+        self.empty_from_page: int | None = None
         self._counter = 1  # generation of the initial token pair
         self._event_seq = 0
         self._violations = 0
@@ -181,6 +196,21 @@ class FakeAmoCRM(FakeServer):
             "account_id": self.account["id"],
         })
         return event_id
+
+    def add_account_calls(self, count: int, first_at: int) -> None:
+        """`count` answered calls with recordings, one a second from `first_at`, spread like a
+        real account: 70 % on leads, 20 % on contacts, 10 % on companies, over 400 cards per
+        type, with ids as long as real ones (they make the batched URLs long), all managed by
+        user 555 "Иван Петров". Note ids are 1_200_000_000 + n, card ids 25_000_000 + n % 400.
+        """
+        self.add_user(555, "Иван Петров")
+        for n in range(count):
+            kind = "lead" if n % 10 < 7 else "contact" if n % 10 < 9 else "company"
+            entity_id = 25_000_000 + n % 400
+            self.add_entity(kind, entity_id, f"{kind} {entity_id}")
+            self.add_call(entity_type=kind, entity_id=entity_id, note_id=1_200_000_000 + n,
+                          duration=60, phone="+79990000000", link=f"https://rec.example/{n}.mp3",
+                          created_at=first_at + n, responsible_user_id=555)
 
     def set_note_link(self, entity_plural: str, note_id: int, link: str | None) -> None:
         """Set (or with None remove) a note's `params.link` and bump its `updated_at`."""
@@ -281,7 +311,7 @@ class FakeAmoCRM(FakeServer):
         if page < 1:
             raise _BadRequest("page must be a positive number")
         chunk = items[(page - 1) * limit : page * limit]
-        if not chunk:
+        if not chunk or (self.empty_from_page is not None and page >= self.empty_from_page):
             return Reply(204)
         links = {"self": {"href": self._href(req, page)}}
         if len(items) > page * limit:
@@ -409,10 +439,12 @@ class FakeAmoCRM(FakeServer):
             pool.discard(value)
             self._counter += 1
             access, refresh = f"access-{self._counter}", f"refresh-{self._counter}"
+            if self.jwt_tokens:
+                access = make_jwt({"jti": access, "exp": int(time.time()) + self.expires_in})
             self.valid_tokens.add(access)
             self.valid_refresh_tokens.add(refresh)
             self.issued_refresh_tokens.append(refresh)
-        return json_reply({"token_type": "Bearer", "expires_in": 86400,
+        return json_reply({"token_type": "Bearer", "expires_in": self.expires_in,
                            "access_token": access, "refresh_token": refresh})
 
     @staticmethod
