@@ -11,6 +11,7 @@ from __future__ import annotations
 import openai
 import pydantic
 
+from salesbot_poller.dialogue import metrics_block
 from salesbot_poller.domain import CallAnalysis, CallContext
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.openai_errors import map_openai_error
@@ -34,12 +35,14 @@ DIRECTION_RU = {"in": "входящий", "out": "исходящий"}
 
 
 def build_user_message(transcript: str, context: CallContext) -> str:
-    """The user turn: call facts first, then the transcript."""
+    """The user turn: call facts first (with the conversation metrics when known), then the transcript."""
     minutes, seconds = divmod(context.duration, 60)
+    metrics = f"{metrics_block(context.metrics)}\n\n" if context.metrics else ""
     return (
         f"Звонок: {DIRECTION_RU[context.direction]}, длительность {minutes}:{seconds:02d}.\n"
         f"Менеджер: {context.manager}.\n"
         f"Клиент: {context.entity_name}.\n\n"
+        f"{metrics}"
         f"Расшифровка:\n{transcript}"
     )
 

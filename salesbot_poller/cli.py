@@ -91,7 +91,7 @@ def _dispatch(command: str, config: Config) -> int:
 
     try:
         if command == "status":
-            commands.status(store, out)
+            commands.status(store, out, config)
             return EXIT_OK
         if command == "check":
             out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")

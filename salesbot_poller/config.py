@@ -17,7 +17,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -71,6 +71,28 @@ class OpenAIConfig(_Section):
     transcription_model: str = Field("whisper-1", min_length=1)
     analysis_model: str = Field("gpt-4o-mini", min_length=1)
     language: str = "ru"
+    # Mono recordings go to this diarizing model when set (e.g. gpt-4o-transcribe-diarize).
+    diarize_model: str = ""
+    vocabulary_prompt: str = ""  # company and product names, for models that accept a prompt
+    audio_price_per_minute_usd: float = Field(0.006, ge=0)
+    input_token_price_per_million_usd: float = Field(0.0, ge=0)
+    output_token_price_per_million_usd: float = Field(0.0, ge=0)
+    daily_budget_usd: float = Field(0.0, ge=0)  # 0 = no budget
+
+
+Channel = Literal["left", "right"]
+
+
+class AudioConfig(_Section):
+    """How recordings are prepared for upload, and which stereo channel is the manager."""
+
+    manager_channel: Channel = "left"
+    manager_channel_by_direction: dict[Literal["in", "out"], Channel] = {}
+    # Keys are the note's `params.source` (the telephony widget), optionally with ":in"/":out".
+    manager_channel_by_source: dict[str, Channel] = {}
+    upload_format: Literal["ogg", "mp3"] = "ogg"
+    bitrate_kbps: int = Field(12, ge=6, le=64)
+    chunk_overlap_seconds: float = Field(2.0, ge=0, le=30)
 
 
 class TelegramConfig(_Section):
@@ -105,6 +127,7 @@ class PollerConfig(_Section):
 class StorageConfig(_Section):
     database: str = "sqlite:////var/lib/salesbot/salesbot.db"
     audio_dir: Path = Path("/var/lib/salesbot/audio")
+    max_recording_mb: int = Field(300, gt=0)
 
     @field_validator("database")
     @classmethod
@@ -122,6 +145,7 @@ class Config(_Section):
     telegram: TelegramConfig = TelegramConfig()
     poller: PollerConfig = PollerConfig()
     storage: StorageConfig = StorageConfig()
+    audio: AudioConfig = AudioConfig()
 
     def secrets(self) -> list[str]:
         """Every non-empty secret value, for the log redactor."""
@@ -142,6 +166,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "telegram": TelegramConfig,
     "poller": PollerConfig,
     "storage": StorageConfig,
+    "audio": AudioConfig,
 }
 
 

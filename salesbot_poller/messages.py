@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 from datetime import datetime, tzinfo
 
+from salesbot_poller.dialogue import metrics_line
 from salesbot_poller.domain import CallAnalysis, CallContext
 
 LIMIT = 4096
@@ -100,6 +101,7 @@ def render_conversation(ctx: CallContext, analysis: CallAnalysis, tz: tzinfo | N
             _entity_line(ctx),
             f"☎️ {esc(ctx.phone or 'номер не указан')}",
             f"⭐ Оценка: <b>{analysis.score}</b>/100 {score_bar(analysis.score)}",
+            *([esc(metrics_line(ctx.metrics))] if ctx.metrics else []),
         ]
     )
     room = LIMIT - 64

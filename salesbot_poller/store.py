@@ -83,6 +83,7 @@ class Call(_Model):
     outbox_json = peewee.TextField(null=True)  # rendered message parts, fixed before sending
     message_ids_json = peewee.TextField(null=True)  # ids of the parts Telegram accepted
     notified_at = peewee.IntegerField(null=True)
+    metrics_json = peewee.TextField(null=True)  # domain.ConversationMetrics, when roles are known
 
     @property
     def message_ids(self) -> list[int]:
@@ -91,6 +92,19 @@ class Call(_Model):
     @property
     def outbox(self) -> list[str]:
         return list(json.loads(self.outbox_json or "[]"))
+
+
+class Usage(_Model):
+    """What one paid API request cost us in units: audio seconds sent, tokens in and out."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField(null=True, index=True)
+    at = peewee.IntegerField(index=True)  # unix time
+    kind = peewee.CharField()  # "transcription" (analysis may record its tokens too)
+    model = peewee.CharField()
+    audio_seconds = peewee.FloatField(default=0)
+    input_tokens = peewee.IntegerField(default=0)
+    output_tokens = peewee.IntegerField(default=0)
 
 
 def _m0001_initial(db: peewee.Database) -> None:
@@ -113,9 +127,15 @@ def add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: I
         migrate(*operations)
 
 
+def _m0005_audio_usage(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["metrics_json"])
+    db.create_tables([Usage])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
+    ("0005_audio_usage", _m0005_audio_usage),
 ]
 
 CURSOR_KEY = "events_cursor"
