@@ -257,8 +257,9 @@ def _feed(tracks: list[_Track], frame: AudioFrame) -> None:
 
 
 def chunk_seconds_for(upload_limit_bytes: int, bitrate: int, model_max_seconds: float | None) -> float:
-    """The longest chunk that stays under the upload limit at `bitrate` (with 10% headroom
-    for container overhead and VBR), and under the model's own duration limit."""
-    by_size = upload_limit_bytes * 0.9 * 8 / bitrate
+    """The longest chunk that stays under the upload limit at `bitrate`, and under the
+    model's own duration limit. Headroom: 15% for VBR bursts (constrained VBR holds the
+    average, not every second) and 16 KiB for container headers."""
+    by_size = (upload_limit_bytes * 0.85 - 16 * 1024) * 8 / bitrate
     limit = by_size if model_max_seconds is None else min(by_size, model_max_seconds)
     return math.floor(limit)
