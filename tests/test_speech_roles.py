@@ -10,8 +10,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from salesbot_poller.config import AudioConfig
+from salesbot_poller.config import AudioConfig, parse_config
 from salesbot_poller.dialogue import build_dialogue, manager_channel, metrics_block, metrics_line
+from salesbot_poller.errors import ConfigError
 from salesbot_poller.speech import OpenAITranscriber
 from tests.conftest import OPENAI_KEY, Servers
 from tests.fakes import make_turns_mp3, tone_runs
@@ -133,3 +134,12 @@ def test_a_mono_call_without_diarization_has_no_roles(servers: Servers) -> None:
     assert len(servers.openai.transcriptions) == 1
     assert build_dialogue(transcript, "left", "in") == (transcript.text, None)
     assert transcript.text == "Низкий тон? Высокий тон. Низкий тон? Высокий тон."
+
+
+def test_audio_config_is_validated_and_settable_from_the_environment() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"audio": {"manager_channel": "middle", "manager_channel_by_direction": {"sideways": "left"}}}, {})
+    problems = "\n".join(caught.value.problems)
+    assert "audio.manager_channel:" in problems and "audio.manager_channel_by_direction.sideways" in problems
+    config = parse_config({}, {"SALESBOT_AUDIO_MANAGER_CHANNEL": "right"}, require_secrets=False)
+    assert config.audio.manager_channel == "right" and config.storage.max_recording_mb == 300
