@@ -16,6 +16,7 @@ Contract:
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -82,6 +83,31 @@ def probe(path: Path) -> AudioInfo:
             return AudioInfo(duration, stream.codec_context.channels, stream.codec_context.sample_rate)
     except av.FFmpegError as exc:
         raise PermanentError(f"{path.name} is not decodable audio ({type(exc).__name__})") from None
+
+
+def channels_identical(path: Path, seconds: float = 60.0, tolerance: float = 0.05) -> bool:
+    """True when the first two channels carry the same audio (a mono call saved as stereo,
+    which some PBXs do): their difference over the first `seconds` is under `tolerance` of
+    their level. Splitting such a file would transcribe every word twice, as both parties."""
+    rate = 8000  # enough to compare; keeps the pure-Python sums small
+    resampler = av.AudioResampler(format="s16p", layout="stereo", rate=rate)
+    difference = level = 0
+    wanted = int(seconds * rate)
+    seen = 0
+    try:
+        with av.open(str(path), "r") as container:
+            for decoded in container.decode(container.streams.audio[0]):
+                for frame in resampler.resample(decoded):
+                    left, right = (array("h", bytes(p)[: frame.samples * 2]) for p in frame.planes[:2])
+                    difference += sum(abs(a - b) for a, b in zip(left, right, strict=True))
+                    level += sum(abs(a) + abs(b) for a, b in zip(left, right, strict=True))
+                    seen += frame.samples
+                if seen >= wanted:
+                    break
+    except av.FFmpegError as exc:
+        raise PermanentError(f"{path.name} could not be decoded ({type(exc).__name__})") from None
+    # Silence proves nothing: such a file keeps its channels.
+    return level > 0 and difference <= tolerance * level / 2
 
 
 @dataclass

@@ -141,9 +141,7 @@ def conversation_metrics(turns: list[Turn], duration: float, timed: bool = True)
     )
 
 
-def build_dialogue(
-    transcript: Transcript, channel: Channel, direction: str
-) -> tuple[str, ConversationMetrics | None]:
+def build_dialogue(transcript: Transcript, channel: Channel, direction: str) -> tuple[str, ConversationMetrics | None]:
     """The transcript text for the analysis, and the metrics when roles are known."""
     turns = assign_roles(transcript.segments, channel, direction)
     if turns is None:

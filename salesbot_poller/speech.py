@@ -4,7 +4,8 @@ Contract of `OpenAITranscriber.transcribe(path)`:
 - The recording is prepared with `audio.prepare`: 16 kHz mono Opus/Ogg (or MP3) at a low
   bitrate, so even a 3-hour call usually fits one upload. A stereo recording is split into
   its two channels (one party each) and every channel is transcribed on its own; segments
-  carry the channel ("left"/"right") as speaker. A mono recording goes to `diarize_model`
+  carry the channel ("left"/"right") as speaker; a "stereo" file whose channels are the
+  same audio is treated as mono. A mono recording goes to `diarize_model`
   when one is configured (segments carry its speaker labels), else to the main model.
 - A track longer than one upload allows (`upload_limit_bytes`, 25 MB by default, at the
   chosen bitrate) or than the model accepts (gpt-4o models: ~1400 s) is cut into chunks that
@@ -15,24 +16,31 @@ Contract of `OpenAITranscriber.transcribe(path)`:
   chunk, `Transcript.timed` False); `*-diarize` `diarized_json` with `chunking_strategy=auto`
   (no prompt). The vocabulary prompt goes to every model that accepts one.
 - The audio seconds sent and any tokens the API reports are returned for cost accounting.
+  Each chunk's answer is kept beside the recording (`PieceCache`) until the whole call is
+  transcribed, so a retry after a failed chunk pays only for the chunks still missing.
 - SDK errors are mapped by `map_openai_error`; an undecodable recording is permanent.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import openai
 from openai.types import AudioResponseFormat
 
-from salesbot_poller.audio import Chunk, UploadFormat, chunk_seconds_for, prepare, probe
+from salesbot_poller.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.domain import Segment, Transcript
 from salesbot_poller.errors import PermanentError
 from salesbot_poller.openai_errors import map_openai_error
+
+log = logging.getLogger(__name__)
 
 UPLOAD_LIMIT_BYTES = 25 * 1024 * 1024
 # gpt-4o transcription models reject audio over ~1400 s: stay clear of it.
@@ -100,6 +108,9 @@ class OpenAITranscriber:
 
     def transcribe(self, audio: Path) -> Transcript:
         stereo = probe(audio).channels >= 2
+        if stereo and channels_identical(audio):
+            log.info("%s: both channels carry the same audio: transcribed as mono", audio.name)
+            stereo = False
         model = self._diarize_model if self._diarize_model and not stereo else self._model
         spec = model_spec(model)
         chunk_seconds = chunk_seconds_for(self.upload_limit_bytes, self._bitrate, spec.max_seconds)
@@ -113,7 +124,11 @@ class OpenAITranscriber:
                 fmt=self._format,
                 bitrate=self._bitrate,
             )
-            tracks = [[self._send(chunk, model, spec) for chunk in track] for track in prepared.tracks]
+            cache = PieceCache(audio.with_name(audio.name + ".pieces.json"), f"{model}|{self._format}|{self._bitrate}")
+            tracks = [
+                [cache.get(chunk) or cache.put(self._send(chunk, model, spec)) for chunk in track]
+                for track in prepared.tracks
+            ]
         segments: list[Segment] = []
         texts: list[str] = []
         for pieces in tracks:
@@ -122,6 +137,7 @@ class OpenAITranscriber:
             texts.append(" ".join(s.text for s in stitched))
         segments.sort(key=lambda s: (s.start, s.speaker))
         all_pieces = [p for pieces in tracks for p in pieces]
+        cache.remove()
         return Transcript(
             text="\n".join(t for t in texts if t).strip(),
             duration_seconds=prepared.duration,
@@ -153,6 +169,46 @@ class OpenAITranscriber:
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, "transcription", model) from None
         return parse_response(result, chunk)
+
+
+class PieceCache:
+    """The chunks of a recording already transcribed, kept beside it until the whole call
+    is done: when chunk 3 of 5 fails, the next attempt does not pay for 1 and 2 again."""
+
+    def __init__(self, path: Path, settings: str) -> None:
+        self._path = path
+        self._settings = settings  # another model or format means other chunks
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        self._pieces: dict[str, Any] = data if isinstance(data, dict) else {}
+
+    def _key(self, chunk: Chunk) -> str:
+        return f"{self._settings}|{chunk.channel}|{chunk.index}|{chunk.offset:.3f}|{chunk.duration:.3f}"
+
+    def get(self, chunk: Chunk) -> Piece | None:
+        raw = self._pieces.get(self._key(chunk))
+        if not isinstance(raw, dict):
+            return None
+        segments = [Segment(float(a), float(b), str(t), str(s)) for a, b, t, s in raw["segments"]]
+        return Piece(chunk, raw["text"], segments, bool(raw["timed"]), int(raw["in"]), int(raw["out"]))
+
+    def put(self, piece: Piece) -> Piece:
+        self._pieces[self._key(piece.chunk)] = {
+            "text": piece.text,
+            "segments": [[s.start, s.end, s.text, s.speaker] for s in piece.segments],
+            "timed": piece.timed,
+            "in": piece.input_tokens,
+            "out": piece.output_tokens,
+        }
+        part = self._path.with_name(self._path.name + ".part")
+        part.write_text(json.dumps(self._pieces, ensure_ascii=False), encoding="utf-8")
+        os.replace(part, self._path)
+        return piece
+
+    def remove(self) -> None:
+        self._path.unlink(missing_ok=True)
 
 
 def parse_response(result: object, chunk: Chunk) -> Piece:

@@ -123,3 +123,34 @@ def test_over_the_size_cap_is_permanent_and_a_404_still_waits(servers: Servers) 
         downloader(servers).download(servers.recordings.url("/not-yet.mp3"), "call-2")
     path = downloader(servers).download(url, "call-3")
     assert probe(path).duration == pytest.approx(20.0, abs=0.1)
+
+
+def test_a_retry_after_a_failed_chunk_sends_only_the_chunks_still_missing(servers: Servers) -> None:
+    audio = long_call(servers)
+    failures = ["long-002.ogg"]
+
+    def segments(data: bytes, filename: str, fields: dict[str, str]) -> list[tuple[float, float, str]]:
+        if filename in failures:
+            failures.remove(filename)
+            raise RuntimeError("the fake fails this chunk once (500)")
+        return [(s, e, name(hz)) for s, e, hz in tone_runs(data)]
+
+    servers.openai.segments_fn = segments
+    transcriber = OpenAITranscriber(client(servers), "whisper-1", "ru", upload_limit_bytes=SMALL_LIMIT)
+    with pytest.raises(TransientError, match="HTTP 500"):
+        transcriber.transcribe(audio)
+    assert (servers.tmp / "long.mp3.pieces.json").exists()
+    transcript = transcriber.transcribe(audio)
+    sent = [u["filename"] for u in servers.openai.transcriptions]
+    assert sent == ["long-000.ogg", "long-001.ogg", "long-002.ogg", "long-002.ogg", "long-003.ogg", "long-004.ogg"]
+    assert transcript.text == "тон 300 тон 500 тон 700 тон 900"
+    assert transcript.audio_seconds == pytest.approx(48, abs=0.1), "every chunk counted once"
+    assert not (servers.tmp / "long.mp3.pieces.json").exists()
+
+
+def test_a_stereo_file_with_the_same_audio_on_both_channels_is_transcribed_once(servers: Servers) -> None:
+    audio = servers.tmp / "dual.mp3"
+    audio.write_bytes(make_mp3(5.0, stereo=True, freq=440, right_freq=440))
+    transcript = OpenAITranscriber(client(servers), "whisper-1", "ru").transcribe(audio)
+    assert [u["filename"] for u in servers.openai.transcriptions] == ["dual-000.ogg"]
+    assert {s.speaker for s in transcript.segments} == {""}

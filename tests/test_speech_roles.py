@@ -113,9 +113,7 @@ def test_mono_goes_to_the_diarizing_model_and_the_first_speaker_decides(
 
 @pytest.mark.parametrize("model", ["gpt-4o-transcribe", "gpt-4o-mini-transcribe"])
 def test_json_only_models_give_one_untimed_segment_per_channel_chunk(servers: Servers, model: str) -> None:
-    servers.openai.transcribe_fn = lambda data, name, fields: " ".join(
-        words_for(hz) for _, _, hz in tone_runs(data)
-    )
+    servers.openai.transcribe_fn = lambda data, name, fields: " ".join(words_for(hz) for _, _, hz in tone_runs(data))
     transcriber = OpenAITranscriber(client(servers), model, "ru", prompt="ООО Ромашка, тариф Бизнес")
     transcript = transcriber.transcribe(recording(servers))
 

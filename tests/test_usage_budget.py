@@ -125,8 +125,15 @@ def test_status_shows_today_and_this_month_with_estimated_cost(tmp_path: Path) -
     )
     now = int(T0.timestamp())
     Usage.create(call_id=1, at=now - 3600, kind="transcription", model="whisper-1", audio_seconds=600)
-    Usage.create(call_id=2, at=now - 5 * 86400, kind="transcription", model="gpt-4o-transcribe",
-                 audio_seconds=120, input_tokens=400_000, output_tokens=100_000)
+    Usage.create(
+        call_id=2,
+        at=now - 5 * 86400,
+        kind="transcription",
+        model="gpt-4o-transcribe",
+        audio_seconds=120,
+        input_tokens=400_000,
+        output_tokens=100_000,
+    )
     Usage.create(call_id=3, at=now - 40 * 86400, kind="transcription", model="whisper-1", audio_seconds=6000)
     lines: list[str] = []
     status(app.store, lines.append, app.config, now)
