@@ -37,6 +37,7 @@ def _check_openai(config: Config) -> str:
     except openai.OpenAIError as exc:
         raise map_openai_error(exc, "model list", "-") from None
     wanted = [config.openai.transcription_model, config.openai.analysis_model]
+    wanted += [config.openai.diarize_model] if config.openai.diarize_model else []
     missing = [m for m in wanted if m not in listed]
     if missing:
         return f"key ok, but the server does not list {', '.join(missing)}: check the model names in [openai]"

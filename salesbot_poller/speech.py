@@ -155,17 +155,19 @@ class OpenAITranscriber:
                 f"prepared audio chunk is {chunk.size / 2**20:.1f} MB, over the "
                 f"{self.upload_limit_bytes / 2**20:.0f} MB upload limit: lower audio.bitrate_kbps"
             )
-        upload = (chunk.path.name, chunk.path.read_bytes(), _MIME[self._format])
         chunking: Literal["auto"] | openai.Omit = "auto" if spec.diarized else openai.omit
+        # An open file, not its bytes: the HTTP client streams it, so a 20 MB upload is not
+        # held in memory twice (the SDK has retries off, so it never needs to rewind).
         try:
-            result = self._client.audio.transcriptions.create(
-                file=upload,
-                model=model,
-                language=self._language or openai.omit,
-                prompt=self._prompt if self._prompt and spec.accepts_prompt else openai.omit,
-                response_format=spec.response_format,
-                chunking_strategy=chunking,
-            )
+            with chunk.path.open("rb") as handle:
+                result = self._client.audio.transcriptions.create(
+                    file=(chunk.path.name, handle, _MIME[self._format]),
+                    model=model,
+                    language=self._language or openai.omit,
+                    prompt=self._prompt if self._prompt and spec.accepts_prompt else openai.omit,
+                    response_format=spec.response_format,
+                    chunking_strategy=chunking,
+                )
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, "transcription", model) from None
         return parse_response(result, chunk)
