@@ -6,8 +6,9 @@
 1. Synthesises a stereo MP3 (8 kHz, like telephony; one party per channel taking turns,
    noise-like "speech" so the encoders cannot cheat on pure tones), streamed to disk.
 2. Serves it from a loopback HTTP server.
-3. In a fresh child process: `RecordingDownloader.download` + `audio.prepare` exactly as the
-   daemon runs them (split channels, chunks sized for the 25 MB limit of whisper-1).
+3. In a fresh child process: `RecordingDownloader.download` + `audio.channels_identical` +
+   `audio.prepare` exactly as the daemon runs them (split channels, chunks sized for the
+   25 MB limit of whisper-1).
    The child's peak RSS comes from the kernel (`wait4` rusage), wall times from the child.
 4. Prints a table: peak RSS, wall times, bytes uploaded per audio minute vs the original.
 Targets (issue 5): peak RSS < 150 MB, <= 0.25 MB uploaded per audio minute.
@@ -88,7 +89,7 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import requests
-from salesbot_poller.audio import chunk_seconds_for, prepare
+from salesbot_poller.audio import channels_identical, chunk_seconds_for, prepare
 from salesbot_poller.recordings import RecordingDownloader
 from salesbot_poller.speech import UPLOAD_LIMIT_BYTES
 url, work, fmt, bitrate = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -98,7 +99,8 @@ if url == "-":
 t0 = time.monotonic()
 path = RecordingDownloader(requests.Session(), work / "audio").download(url, "call-1")
 t1 = time.monotonic()
-prepared = prepare(path, work / "upload", split_channels=True,
+split = not channels_identical(path)  # as OpenAITranscriber does before splitting
+prepared = prepare(path, work / "upload", split_channels=split,
                    chunk_seconds=chunk_seconds_for(UPLOAD_LIMIT_BYTES, bitrate, None), fmt=fmt, bitrate=bitrate)
 t2 = time.monotonic()
 print(json.dumps({"download": t1 - t0, "prepare": t2 - t1, "duration": prepared.duration,
@@ -106,8 +108,8 @@ print(json.dumps({"download": t1 - t0, "prepare": t2 - t1, "duration": prepared.
 """
 
 
-def run_child(args: list[str]) -> tuple[dict[str, Any], float]:
-    """Run the child; its JSON output and its peak RSS in MB (from the kernel)."""
+def run_child(args: list[str]) -> tuple[dict[str, Any], float, float]:
+    """Run the child; its JSON output, its peak RSS in MB and its CPU seconds (from the kernel)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
@@ -116,7 +118,7 @@ def run_child(args: list[str]) -> tuple[dict[str, Any], float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"child failed with exit code {proc.returncode}")
-    return json.loads(output), usage.ru_maxrss / 1024  # Linux: KiB
+    return json.loads(output), usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux: KiB
 
 
 def main() -> None:
@@ -137,9 +139,9 @@ def main() -> None:
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            _, baseline_rss = run_child(["-", str(work), args.format, str(args.kbps * 1000)])
+            _, baseline_rss, _ = run_child(["-", str(work), args.format, str(args.kbps * 1000)])
             url = f"http://127.0.0.1:{server.server_address[1]}/call.mp3"
-            result, peak_rss = run_child([url, str(work), args.format, str(args.kbps * 1000)])
+            result, peak_rss, cpu = run_child([url, str(work), args.format, str(args.kbps * 1000)])
         finally:
             server.shutdown()
     minutes = float(result["duration"]) / 60
@@ -152,6 +154,7 @@ def main() -> None:
         ("synthesis (not measured below)", f"{synth_seconds:.1f} s", ""),
         ("download wall time", f"{float(result['download']):.1f} s", ""),
         ("preparation wall time", f"{float(result['prepare']):.1f} s", ""),
+        ("CPU time of the child (user + system)", f"{cpu:.1f} s", ""),
         ("peak RSS, download + preparation", f"{peak_rss:.1f} MB", "< 150 MB"),
         ("  of which imports alone", f"{baseline_rss:.1f} MB", ""),
         ("uploads", f"{len(sizes)} file(s), {args.format}, {args.kbps} kbps/channel, 16 kHz mono", ""),
