@@ -23,6 +23,7 @@ import openai
 import pydantic
 
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
+from salesbot_poller.dialogue import metrics_block
 from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.openai_errors import map_openai_error
@@ -70,14 +71,16 @@ def build_system_prompt(template: str, items: tuple[RubricItem, ...]) -> str:
 
 def build_user_message(transcript: str, context: CallContext, tz: tzinfo | None = None) -> str:
     """The user turn: call facts first (with the date, so "до пятницы" can become a date),
-    then the transcript."""
+    then the conversation metrics when known, then the transcript."""
     minutes, seconds = divmod(context.duration, 60)
     when = datetime.fromtimestamp(context.started_at, tz) if tz else datetime.fromtimestamp(context.started_at)
+    metrics = f"{metrics_block(context.metrics)}\n\n" if context.metrics else ""
     return (
         f"Звонок: {DIRECTION_RU[context.direction]}, {when:%Y-%m-%d} ({WEEKDAYS_RU[when.weekday()]}), "
         f"длительность {minutes}:{seconds:02d}.\n"
         f"Менеджер: {context.manager}.\n"
         f"Клиент: {context.entity_name}.\n\n"
+        f"{metrics}"
         f"Расшифровка:\n{transcript}"
     )
 

@@ -101,11 +101,18 @@ def build_app(
         config=config,
         store=store,
         source=amo,
-        recordings=RecordingDownloader(_session(), config.storage.audio_dir),
+        recordings=RecordingDownloader(
+            _session(), config.storage.audio_dir, max_bytes=config.storage.max_recording_mb * 2**20
+        ),
         transcriber=OpenAITranscriber(
             client.with_options(timeout=TRANSCRIBE_TIMEOUT),
             config.openai.transcription_model,
             config.openai.language,
+            diarize_model=config.openai.diarize_model,
+            prompt=config.openai.vocabulary_prompt,
+            upload_format=config.audio.upload_format,
+            bitrate=config.audio.bitrate_kbps * 1000,
+            overlap_seconds=config.audio.chunk_overlap_seconds,
         ),
         analyzer=OpenAIAnalyzer(
             client,

@@ -131,7 +131,7 @@ def _dispatch(command: str, config: Config, dry_run: bool = False) -> int:
 
     try:
         if command == "status":
-            commands.status(store, out)
+            commands.status(store, out, config)
             return EXIT_OK
         if command == "check":
             out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
@@ -171,7 +171,16 @@ def _backfill(args: argparse.Namespace, config: Config) -> int:
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     try:
         app = build_app(config, utc_now, store)
-        outcome = backfill(app, since, until, utc_now(), out, confirm, record_only=args.record_only)
+        outcome = backfill(
+            app,
+            since,
+            until,
+            utc_now(),
+            out,
+            confirm,
+            record_only=args.record_only,
+            price_per_minute=config.openai.audio_price_per_minute_usd,
+        )
     except ValueError as exc:
         _err(f"backfill: {exc}")
         return EXIT_CONFIG

@@ -7,11 +7,13 @@ only the database, `auth` says where the tokens went, never what they are.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import openai
 
+from salesbot_poller import usage
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
 from salesbot_poller.config import Config
 from salesbot_poller.domain import Stage
@@ -35,6 +37,7 @@ def _check_openai(config: Config) -> str:
     except openai.OpenAIError as exc:
         raise map_openai_error(exc, "model list", "-") from None
     wanted = [config.openai.transcription_model, config.openai.analysis_model]
+    wanted += [config.openai.diarize_model] if config.openai.diarize_model else []
     missing = [m for m in wanted if m not in listed]
     if missing:
         return f"key ok, but the server does not list {', '.join(missing)}: check the model names in [openai]"
@@ -68,8 +71,9 @@ def _when(timestamp: int | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def status(store: Store, out: Callable[[str], None]) -> None:
-    """Calls per stage, the last cycle, the cursor and the latest errors."""
+def status(store: Store, out: Callable[[str], None], config: Config | None = None, now: int | None = None) -> None:
+    """Calls per stage, the last cycle, the cursor, the latest errors, and (with `config`)
+    today's and this month's OpenAI usage and estimated cost."""
     counts = store.stage_counts()
     out(f"calls: {sum(counts.values())}")
     for stage in Stage:
@@ -106,6 +110,9 @@ def status(store: Store, out: Callable[[str], None]) -> None:
             f"  call {call.id} ({call.entity_type}/{call.entity_id}, {call.stage}, attempt {call.attempts}{retry}): "
             f"{call.last_error}"
         )
+    if config is not None:
+        for line in usage.status_lines(config.openai, int(time.time()) if now is None else now):
+            out(line)
 
 
 def auth(

@@ -111,6 +111,28 @@ class OpenAIConfig(_Section):
         "gpt-4o-mini", min_length=1, description="Chat model that scores the call (structured output)."
     )
     language: str = Field("ru", description='Language of the calls (ISO 639-1); "" lets the model guess.')
+    # Mono recordings go to this diarizing model when set (e.g. gpt-4o-transcribe-diarize).
+    diarize_model: str = ""
+    vocabulary_prompt: str = ""  # company and product names, for models that accept a prompt
+    audio_price_per_minute_usd: float = Field(0.006, ge=0)
+    input_token_price_per_million_usd: float = Field(0.0, ge=0)
+    output_token_price_per_million_usd: float = Field(0.0, ge=0)
+    daily_budget_usd: float = Field(0.0, ge=0)  # 0 = no budget
+
+
+Channel = Literal["left", "right"]
+
+
+class AudioConfig(_Section):
+    """How recordings are prepared for upload, and which stereo channel is the manager."""
+
+    manager_channel: Channel = "left"
+    manager_channel_by_direction: dict[Literal["in", "out"], Channel] = {}
+    # Keys are the note's `params.source` (the telephony widget), optionally with ":in"/":out".
+    manager_channel_by_source: dict[str, Channel] = {}
+    upload_format: Literal["ogg", "mp3"] = "ogg"
+    bitrate_kbps: int = Field(12, ge=6, le=64)
+    chunk_overlap_seconds: float = Field(2.0, ge=0, le=30)
 
 
 def _chat_id_text(value: Any) -> Any:
@@ -183,6 +205,7 @@ class StorageConfig(_Section):
     audio_dir: Path = Field(
         Path("/var/lib/salesbot/audio"), description="Recordings wait here until transcribed, then are deleted."
     )
+    max_recording_mb: int = Field(300, gt=0)
 
     @field_validator("database")
     @classmethod
@@ -254,6 +277,7 @@ class Config(_Section):
     poller: PollerConfig = PollerConfig()
     storage: StorageConfig = StorageConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    audio: AudioConfig = AudioConfig()
 
     def secrets(self) -> list[str]:
         """Every non-empty secret value, for the log redactor."""
@@ -275,6 +299,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "poller": PollerConfig,
     "storage": StorageConfig,
     "analysis": AnalysisConfig,
+    "audio": AudioConfig,
 }
 
 

@@ -72,9 +72,46 @@ class CallNote:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stretch of speech; times in seconds from the start of the recording."""
+
+    start: float
+    end: float
+    text: str
+    # "left"/"right": the stereo channel it was heard on; a diarizing model's label ("A",
+    # "B", ...); "" when nobody knows who spoke.
+    speaker: str = ""
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     duration_seconds: float | None = None
+    segments: tuple[Segment, ...] = ()
+    # False when the model gives no timestamps (json-only models): a segment then spans a
+    # whole upload chunk, good for who-said-what but not for timing metrics.
+    timed: bool = True
+    model: str = ""
+    audio_seconds: float = 0.0  # audio sent to the API (what is billed), overlaps included
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ConversationMetrics(BaseModel):
+    """Who talked how much, from the segment times; see `dialogue.conversation_metrics`.
+
+    Shares are fractions 0..1. Timing fields are None when the transcript has no timestamps.
+    """
+
+    duration: float
+    manager_share: float
+    client_share: float
+    silence_share: float | None
+    longest_monologue: float | None
+    longest_monologue_role: str | None  # "manager" / "client"
+    interruptions_by_manager: int | None
+    interruptions_by_client: int | None
+    manager_questions: int
 
 
 Verdict = Literal["done", "partly", "missed", "not_applicable"]
@@ -201,6 +238,7 @@ class CallContext:
     phone: str
     duration: int
     started_at: int
+    metrics: ConversationMetrics | None = None  # stereo or diarized calls only
 
 
 class CallSource(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 from datetime import date, datetime, tzinfo
 
+from salesbot_poller.dialogue import metrics_line
 from salesbot_poller.domain import CallAnalysis, CallContext
 
 LIMIT = 4096
@@ -165,6 +166,8 @@ def render_conversation(
         f"☎️ {esc(ctx.phone or 'номер не указан')}",
         f"{score_line(analysis.score)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
     ]
+    if metrics is None and ctx.metrics:
+        metrics = esc(metrics_line(ctx.metrics))
     if metrics:
         head.append(metrics)
     room = LIMIT - 64

@@ -30,14 +30,16 @@ from pathlib import Path
 
 import peewee
 
-from salesbot_poller import digest, followup, outbox
+from salesbot_poller import digest, followup, outbox, usage
 from salesbot_poller.config import Config
+from salesbot_poller.dialogue import build_dialogue, manager_channel
 from salesbot_poller.domain import (
     TERMINAL_STAGES,
     Analyzer,
     CallAnalysis,
     CallContext,
     CallSource,
+    ConversationMetrics,
     CrmWriter,
     Destination,
     Notifier,
@@ -149,6 +151,7 @@ def call_context(app: App, call: Call) -> CallContext:
         phone=call.phone or "",
         duration=call.duration or 0,
         started_at=call.event_created_at,
+        metrics=ConversationMetrics.model_validate_json(call.metrics_json) if call.metrics_json else None,
     )
 
 
@@ -162,10 +165,30 @@ def _transcribe(app: App, cycle: Cycle, call: Call) -> None:
     if not call.audio_path or not audio.exists():  # lost (tmp cleaned, disk swapped): fetching it again is free
         app.store.update(call, cycle.now, stage=Stage.READY, audio_path=None)
         return
+    resume_at = usage.budget_hold(app.store, app.config.openai, cycle.now)
+    if resume_at is not None:  # the daily budget is spent: wait (not an attempt, not a failure)
+        app.store.update(call, cycle.now, next_attempt_at=resume_at)
+        return
     transcript = app.transcriber.transcribe(audio)
-    app.store.update(call, cycle.now, stage=Stage.TRANSCRIBED, transcript=transcript.text)
+    channel = manager_channel(app.config.audio, call.source, call.direction)
+    text, metrics = build_dialogue(transcript, channel, call.direction)
+    with app.store.db.atomic():  # the usage is counted once, with the transcript it paid for
+        usage.record_transcription(app.store, call.id, cycle.now, transcript)
+        app.store.update(
+            call,
+            cycle.now,
+            stage=Stage.TRANSCRIBED,
+            transcript=text,
+            metrics_json=metrics.model_dump_json() if metrics else None,
+        )
     cycle.transcribed += 1
-    log.info("call %d: transcribed, %d characters", call.id, len(transcript.text))
+    log.info(
+        "call %d: transcribed, %d characters, %.0f s of audio sent (%s)",
+        call.id,
+        len(text),
+        transcript.audio_seconds,
+        transcript.model or "model not reported",
+    )
     audio.unlink(missing_ok=True)  # the transcript is stored: the audio is no longer needed
 
 
@@ -245,6 +268,8 @@ def advance(app: App, cycle: Cycle, call: Call) -> None:
             return
         if call.stage == Stage.NOTIFYING and cycle.telegram_paused:
             return  # Telegram asked us to slow down: the message waits for the next cycle
+        if call.next_attempt_at > cycle.now:
+            return  # a step put the call off (the daily budget): its turn is over
         STEPS[call.stage](app, cycle, call)
 
 

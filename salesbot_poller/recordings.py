@@ -5,14 +5,19 @@ Contract of `RecordingDownloader.download(url, stem)`:
 - Uses its own session: the amoCRM token is never sent to a telephony host. Redirects are
   followed. Every read has a timeout, and the whole download has a deadline.
 - A 200 is not trusted: the Content-Type must not be text/HTML/JSON and the first bytes
-  must be a known audio header (MP3, OGG, WAV, FLAC, M4A, WebM).
-- Not there yet (404 and other HTTP errors, an HTML page, a timeout) -> `TransientError`,
-  retried on a later cycle. Over the size cap -> `PermanentError`.
+  must be a known audio header (MP3, OGG, WAV, FLAC, M4A, WebM); then PyAV must open the
+  file as audio, which also reads its real duration (logged).
+- Not there yet (404 and other HTTP errors, a timeout, an empty body) -> `TransientError`,
+  retried on a later cycle. A 200 whose body is not audio (an HTML page such as Sipuni's
+  "User is not licensed", a JSON error, an undecodable file) -> `PermanentError`: the link
+  exists and answers, and asking again gives the same page. Over the size cap
+  (`storage.max_recording_mb`) -> `PermanentError`.
 - Recording links are often signed: errors and logs name the host only, never the URL.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +26,10 @@ from urllib.parse import urlsplit
 
 import requests
 
+from salesbot_poller.audio import probe
 from salesbot_poller.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 NOT_AUDIO_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
@@ -84,8 +92,23 @@ class RecordingDownloader:
         except BaseException:
             part.unlink(missing_ok=True)
             raise
+        try:
+            info = probe(part)
+        except PermanentError:
+            part.unlink(missing_ok=True)
+            raise PermanentError(f"recording from {host} has an audio header but is not decodable audio") from None
         final = self._audio_dir / f"{stem}.{ext}"
         os.replace(part, final)
+        minutes, seconds = divmod(round(info.duration or 0), 60)
+        log.info(
+            "recording from %s: %d bytes, %d:%02d, %d channel(s), %d Hz",
+            host,
+            final.stat().st_size,
+            minutes,
+            seconds,
+            info.channels,
+            info.sample_rate,
+        )
         return final
 
     def _check_response(self, response: requests.Response, host: str) -> None:
@@ -93,7 +116,10 @@ class RecordingDownloader:
             raise TransientError(f"recording not available from {host} yet: HTTP {response.status_code}")
         content_type = response.headers.get("Content-Type", "").lower()
         if content_type.startswith(NOT_AUDIO_TYPES):
-            raise TransientError(f"recording link at {host} answered {content_type.split(';')[0]}, not audio")
+            raise PermanentError(
+                f"recording link at {host} answered {content_type.split(';')[0]}, not audio "
+                "(an error page of the telephony service: check the widget's account)"
+            )
 
     def _stream(self, response: requests.Response, part: Path, host: str) -> str:
         started = self._monotonic()
@@ -110,7 +136,7 @@ class RecordingDownloader:
                         continue
                     ext = sniff_audio(head)
                     if ext is None:
-                        raise TransientError(f"recording from {host} is not audio (starts with {head[:8]!r})")
+                        raise PermanentError(f"recording from {host} is not audio (starts with {head[:8]!r})")
                     chunk = head
                 size += len(chunk)
                 if size > self._max_bytes:

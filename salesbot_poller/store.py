@@ -88,6 +88,7 @@ class Call(_Model):
     chat_id = peewee.CharField(null=True)
     thread_id = peewee.IntegerField(null=True)
     callback_call_id = peewee.IntegerField(null=True)
+    metrics_json = peewee.TextField(null=True)  # domain.ConversationMetrics, when roles are known
 
     @property
     def message_ids(self) -> list[int]:
@@ -117,6 +118,19 @@ class Delivery(_Model):
     error = peewee.TextField(null=True)  # why it was given up (a permanent refusal)
 
 
+class Usage(_Model):
+    """What one paid API request cost us in units: audio seconds sent, tokens in and out."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField(null=True, index=True)
+    at = peewee.IntegerField(index=True)  # unix time
+    kind = peewee.CharField()  # "transcription" (analysis may record its tokens too)
+    model = peewee.CharField()
+    audio_seconds = peewee.FloatField(default=0)
+    input_tokens = peewee.IntegerField(default=0)
+    output_tokens = peewee.IntegerField(default=0)
+
+
 def _m0001_initial(db: peewee.Database) -> None:
     db.create_tables([State, SeenEvent, Call])
 
@@ -137,6 +151,9 @@ def add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: I
         migrate(*operations)
 
 
+def _m0005_audio_usage(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["metrics_json"])
+    db.create_tables([Usage])
 def _m0006_delivery(db: peewee.Database) -> None:
     add_missing_columns(db, Call, ["chat_id", "thread_id", "callback_call_id"])
     db.create_tables([Delivery])
@@ -145,6 +162,7 @@ def _m0006_delivery(db: peewee.Database) -> None:
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
+    ("0005_audio_usage", _m0005_audio_usage),
     ("0006_delivery", _m0006_delivery),
 ]
 

@@ -46,7 +46,21 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "max_rps",
             ]
         ),
-        "openai": sorted(["api_key", "base_url", "transcription_model", "analysis_model", "language"]),
+        "openai": sorted(
+            [
+                "api_key",
+                "base_url",
+                "transcription_model",
+                "analysis_model",
+                "language",
+                "diarize_model",
+                "vocabulary_prompt",
+                "audio_price_per_minute_usd",
+                "input_token_price_per_million_usd",
+                "output_token_price_per_million_usd",
+                "daily_budget_usd",
+            ]
+        ),
         "telegram": sorted(
             [
                 "bot_token",
@@ -70,8 +84,18 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "log_level",
             ]
         ),
-        "storage": sorted(["database", "audio_dir"]),
+        "storage": sorted(["database", "audio_dir", "max_recording_mb"]),
         "analysis": sorted(["prompt_file", "rubric"]),
+        "audio": sorted(
+            [
+                "manager_channel",
+                "manager_channel_by_direction",
+                "manager_channel_by_source",
+                "upload_format",
+                "bitrate_kbps",
+                "chunk_overlap_seconds",
+            ]
+        ),
     }
     key_lines = [line for line in text.splitlines() if "=" in line and not line.startswith("#")]
     uncommented = [line for line in key_lines if "#" not in line and not line.startswith("access_token")]

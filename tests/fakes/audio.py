@@ -1,8 +1,10 @@
-"""Synthetic call recordings: sine tones as MP3 (PyAV, no numpy needed) or WAV (stdlib)."""
+"""Synthetic call recordings: sine tones as MP3 (PyAV, no numpy needed) or WAV (stdlib), and
+`tone_runs`, which tells the tones in an uploaded file apart (for fakes that "hear" audio)."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import sys
 import wave
@@ -46,27 +48,7 @@ def make_mp3(
     channels = [_tone(seconds, freq, sample_rate)]
     if stereo:
         channels.append(_tone(seconds, right_freq, sample_rate))
-    layout = "stereo" if stereo else "mono"
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=sample_rate, layout=layout)
-        stream.bit_rate = bitrate
-        block = 1152 * 8
-        total = len(channels[0])
-        for start in range(0, total, block):
-            count = min(block, total - start)
-            frame = av.AudioFrame(format="s16p", layout=layout, samples=count)
-            for plane, samples in zip(frame.planes, channels, strict=True):
-                data = _le_bytes(samples[start : start + count])
-                plane.update(data + bytes(plane.buffer_size - len(data)))
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            frame.time_base = Fraction(1, sample_rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
+    return _encode_mp3(channels, sample_rate, bitrate)
 
 
 def make_wav(
@@ -93,3 +75,97 @@ def make_wav(
         w.setframerate(sample_rate)
         w.writeframes(_le_bytes(frames))
     return buf.getvalue()
+
+
+Span = tuple[float, float, float]  # (start s, end s, tone Hz)
+
+
+def _spans_track(seconds: float, spans: list[Span], sample_rate: int) -> array[int]:
+    """Silence with a tone in each span: one party's channel of a conversation."""
+    track = array("h", bytes(2 * round(seconds * sample_rate)))
+    for start, end, freq in spans:
+        first = round(start * sample_rate)
+        tone = _tone(end - start, freq, sample_rate)
+        track[first : first + len(tone)] = tone[: len(track) - first]
+    return track
+
+
+def make_turns_mp3(
+    seconds: float,
+    left: list[Span],
+    right: list[Span] | None = None,
+    *,
+    sample_rate: int = 8000,
+    bitrate: int = 32000,
+) -> bytes:
+    """An MP3 where each party speaks (a tone) only in its spans; stereo when `right` is
+    given (one party per channel, like a telephony recording), else mono."""
+    channels = [_spans_track(seconds, left, sample_rate)]
+    if right is not None:
+        channels.append(_spans_track(seconds, right, sample_rate))
+    return _encode_mp3(channels, sample_rate, bitrate)
+
+
+def _encode_mp3(channels: list[array[int]], sample_rate: int, bitrate: int) -> bytes:
+    layout = "stereo" if len(channels) == 2 else "mono"
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=sample_rate, layout=layout)
+        stream.bit_rate = bitrate
+        block = 1152 * 8
+        total = len(channels[0])
+        for start in range(0, total, block):
+            count = min(block, total - start)
+            frame = av.AudioFrame(format="s16p", layout=layout, samples=count)
+            for plane, samples in zip(frame.planes, channels, strict=True):
+                data = _le_bytes(samples[start : start + count])
+                plane.update(data + bytes(plane.buffer_size - len(data)))
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            frame.time_base = Fraction(1, sample_rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def decode_mono(data: bytes, rate: int = 8000) -> array[int]:
+    """Any audio file's samples, mixed to mono s16 at `rate` (what a recogniser would hear)."""
+    samples = array("h")
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    with av.open(io.BytesIO(data), "r") as container:
+        for decoded in container.decode(container.streams.audio[0]):
+            for frame in resampler.resample(decoded):
+                samples.frombytes(bytes(frame.planes[0])[: frame.samples * 2])
+        for frame in resampler.resample(None):
+            samples.frombytes(bytes(frame.planes[0])[: frame.samples * 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples
+
+
+def tone_runs(data: bytes, window: float = 0.1, rate: int = 8000) -> list[Span]:
+    """Where the audio is loud, as (start, end, Hz) runs of one tone each.
+
+    The frequency of a window is estimated from its zero crossings; a run ends at silence or
+    when the frequency changes by more than 15%. Good enough to tell synthetic tones apart
+    after lossy encoding, which is all the fakes need."""
+    samples = decode_mono(data, rate)
+    size = max(1, round(window * rate))
+    runs: list[list[float]] = []  # [start, end, sum of Hz, windows]
+    for index in range(0, len(samples) - size + 1, size):
+        part = samples[index : index + size]
+        loud = math.sqrt(sum(v * v for v in part) / size) > 0.05 * 32767
+        if not loud:
+            continue
+        crossings = sum(1 for a, b in itertools.pairwise(part) if (a < 0) != (b < 0))
+        freq = crossings / 2 / window
+        start = index / rate
+        if runs and abs(runs[-1][1] - start) < 1e-6 and abs(runs[-1][2] / runs[-1][3] - freq) < 0.15 * freq:
+            runs[-1][1] = start + window
+            runs[-1][2] += freq
+            runs[-1][3] += 1
+        else:
+            runs.append([start, start + window, freq, 1])
+    return [(round(s, 2), round(e, 2), r / n) for s, e, r, n in runs]

@@ -21,7 +21,13 @@ from .base import (
     text_reply,
 )
 
-MODELS = ("whisper-1", "gpt-4o-mini", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o")
+MODELS = ("whisper-1", "gpt-4o-mini", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o",
+          "gpt-4o-transcribe-diarize")
+UPLOAD_LIMIT = 25 * 1024 * 1024  # the API's per-request limit (413 above it)
+GPT4O_MAX_SECONDS = 1400  # reported: gpt-4o transcription models reject longer audio
+# (start, end, text) of a whisper-1 verbose_json segment; (start, end, speaker, text) diarized.
+SegmentsFn = Callable[[bytes, str, dict[str, str]], list[tuple[float, float, str]]]
+DiarizeFn = Callable[[bytes, str, dict[str, str]], list[tuple[float, float, str, str]]]
 UNDECODABLE = "The audio file could not be decoded or its format is not supported."
 # Models that only speak json/text (verbose_json, srt and vtt are whisper-1 only).
 _JSON_ONLY_PREFIXES = ("gpt-4o", "gpt-transcribe")
@@ -117,8 +123,13 @@ class FakeOpenAI(FakeServer):
     - `Authorization: Bearer <api_key>` required, else 401 `invalid_api_key` (key not echoed).
     - `POST /v1/audio/transcriptions` (multipart): records `transcriptions` (filename, size,
       sha1, fields); text from `transcribe_fn(data, filename, fields)`; `response_format`
-      json (default) / text / verbose_json / srt / vtt; undecodable audio -> 400;
-      waits `transcribe_delay` seconds first.
+      json (default) / text / verbose_json / srt / vtt / diarized_json; undecodable audio
+      -> 400; an upload over `max_upload_bytes` (25 MB) -> 413; waits `transcribe_delay`.
+      Each model answers in its real shape: whisper-1 `usage` in seconds, verbose_json
+      `segments` from `segments_fn` (else one segment); gpt-4o models json/text only,
+      `usage` in tokens, audio over 1400 s -> 400; `*-diarize` only json/text/diarized_json,
+      no `prompt`, `chunking_strategy` required over 30 s, segments (speaker labels) from
+      `diarize_fn` (else one segment of speaker "A").
     - `POST /v1/chat/completions`: records `chat_requests`; `analysis_fn(body)` returns a
       dict (sent as JSON content) or a str (sent verbatim, e.g. to test broken JSON);
       `finish_reason` is `chat_finish_reason` ("stop"); waits `chat_delay` seconds first.
@@ -131,6 +142,9 @@ class FakeOpenAI(FakeServer):
         self.transcriptions: list[JSON] = []
         self.chat_requests: list[JSON] = []
         self.transcribe_fn: Callable[[bytes, str, dict[str, str]], str] = default_transcribe
+        self.segments_fn: SegmentsFn | None = None
+        self.diarize_fn: DiarizeFn | None = None
+        self.max_upload_bytes = UPLOAD_LIMIT
         self.analysis_fn: Callable[[JSON], JSON | str] = default_analysis
         self.transcribe_delay = 0.0
         self.chat_delay = 0.0
@@ -172,13 +186,23 @@ class FakeOpenAI(FakeServer):
         if not model:
             return error_reply(400, "you must provide a model parameter", param="model")
         fmt = fields.get("response_format", "json")
-        if fmt not in ("json", "text", "verbose_json", "srt", "vtt"):
+        if fmt not in ("json", "text", "verbose_json", "srt", "vtt", "diarized_json"):
             return error_reply(400, f"Invalid value for 'response_format': '{fmt}'.",
                                param="response_format")
-        if fmt not in ("json", "text") and model.startswith(_JSON_ONLY_PREFIXES):
+        diarize = "diarize" in model
+        if (fmt == "diarized_json") != diarize and fmt not in ("json", "text"):
+            return error_reply(400, f"response_format '{fmt}' is not compatible with model "
+                               f"'{model}'.", param="response_format", code="unsupported_value")
+        if fmt not in ("json", "text", "diarized_json") and model.startswith(_JSON_ONLY_PREFIXES):
             return error_reply(400, f"response_format '{fmt}' is not compatible with model "
                                f"'{model}'. Use 'json' or 'text' instead.",
                                param="response_format", code="unsupported_value")
+        if diarize and fields.get("prompt"):
+            return error_reply(400, "Prompt is not supported for diarization models.",
+                               param="prompt", code="unsupported_value")
+        if len(upload.data) > self.max_upload_bytes:
+            return error_reply(413, f"Maximum content size limit ({self.max_upload_bytes}) exceeded "
+                               f"({len(upload.data)} bytes read)", code="content_size_limit_exceeded")
         filename = upload.filename or "file"
         with self.lock:
             self.transcriptions.append({
@@ -191,19 +215,59 @@ class FakeOpenAI(FakeServer):
         duration = audio_duration(upload.data)
         if duration is None:
             return error_reply(400, UNDECODABLE)
+        if model.startswith("gpt-4o") and duration > GPT4O_MAX_SECONDS:
+            return error_reply(400, f"audio duration {duration} seconds is longer than "
+                               f"{GPT4O_MAX_SECONDS} seconds which is the maximum for this model",
+                               param="file", code="invalid_value")
+        if diarize and duration > 30 and not fields.get("chunking_strategy"):
+            return error_reply(400, "chunking_strategy is required for diarization models "
+                               "when the input is longer than 30 seconds.",
+                               param="chunking_strategy", code="invalid_value")
+        if fmt == "diarized_json":
+            return json_reply(self._diarized(upload.data, filename, fields, duration))
         text = self.transcribe_fn(upload.data, filename, fields)
-        usage = {"type": "duration", "seconds": math.ceil(duration)}
+        usage: JSON
+        if model.startswith(_JSON_ONLY_PREFIXES):
+            audio_tokens = math.ceil(duration * 10)
+            text_tokens = len(fields.get("prompt", "")) // 4
+            usage = {"type": "tokens", "input_tokens": audio_tokens + text_tokens,
+                     "output_tokens": max(1, len(text) // 4),
+                     "total_tokens": audio_tokens + text_tokens + max(1, len(text) // 4),
+                     "input_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens}}
+        else:
+            usage = {"type": "duration", "seconds": math.ceil(duration)}
         if fmt == "text":
             return text_reply(text)
         if fmt in ("srt", "vtt"):
             return text_reply(self._subtitles(fmt, text, duration))
         if fmt == "json":
             return json_reply({"text": text, "usage": usage})
-        segment = {"id": 0, "seek": 0, "start": 0.0, "end": duration, "text": text,
-                   "tokens": [], "temperature": 0.0, "avg_logprob": -0.2,
-                   "compression_ratio": 1.0, "no_speech_prob": 0.01}
+        spans = (self.segments_fn(upload.data, filename, fields) if self.segments_fn
+                 else [(0.0, duration, text)])
+        segments = [{"id": i, "seek": 0, "start": start, "end": end, "text": " " + words,
+                     "tokens": [], "temperature": 0.0, "avg_logprob": -0.2,
+                     "compression_ratio": 1.0, "no_speech_prob": 0.01}
+                    for i, (start, end, words) in enumerate(spans)]
+        if self.segments_fn:
+            text = " ".join(words for _, _, words in spans)
         return json_reply({"task": "transcribe", "language": "russian", "duration": duration,
-                           "text": text, "segments": [segment], "usage": usage})
+                           "text": text, "segments": segments, "usage": usage})
+
+    def _diarized(self, data: bytes, filename: str, fields: dict[str, str], duration: float) -> JSON:
+        if self.diarize_fn:
+            spans = self.diarize_fn(data, filename, fields)
+        else:
+            spans = [(0.0, duration, "A", self.transcribe_fn(data, filename, fields))]
+        segments = [{"type": "transcript.text.segment", "id": f"seg_{i}", "start": start,
+                     "end": end, "speaker": speaker, "text": words}
+                    for i, (start, end, speaker, words) in enumerate(spans)]
+        text = " ".join(words for _, _, _, words in spans)
+        audio_tokens = math.ceil(duration * 10)
+        out_tokens = max(1, len(text) // 4)
+        return {"task": "transcribe", "duration": duration, "text": text, "segments": segments,
+                "usage": {"type": "tokens", "input_tokens": audio_tokens,
+                          "output_tokens": out_tokens, "total_tokens": audio_tokens + out_tokens,
+                          "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens}}}
 
     @staticmethod
     def _subtitles(fmt: str, text: str, duration: float) -> str:

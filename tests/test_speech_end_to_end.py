@@ -1,0 +1,74 @@
+"""The real `salesbot-poller once` and `status` with a stereo call: the roles come from the
+channels (per PBX source), the metrics reach the analysis prompt and the Telegram card, and
+`status` shows what the transcription used."""
+
+from __future__ import annotations
+
+import time
+
+from tests.conftest import Servers, assert_no_secret, run_cli
+from tests.fakes import make_mp3, make_turns_mp3, tone_runs
+
+
+def heard(data: bytes, filename: str, fields: dict[str, str]) -> list[tuple[float, float, str]]:
+    return [(s, e, "Сколько стоит доставка?" if hz < 660 else "Пятьсот рублей.") for s, e, hz in tone_runs(data)]
+
+
+def test_a_stereo_call_is_posted_with_roles_and_metrics_and_counted(servers: Servers) -> None:
+    now = int(time.time())
+    servers.amo.add_user(555, "Иван Петров")
+    servers.amo.add_entity("lead", 7001, "ООО Ромашка", 555)
+    call = make_turns_mp3(12, [(0.0, 3.0, 440.0), (7.0, 9.0, 440.0)], [(3.5, 6.5, 880.0), (9.5, 11.0, 880.0)])
+    for note_id, source in ((101, "MangoOfficeWidget"), (102, "Sipuni")):
+        servers.amo.add_call(
+            entity_id=7001,
+            note_id=note_id,
+            duration=12 + note_id,
+            phone="+79991110001",
+            link=servers.recordings.add(f"/rec-{note_id}.mp3", call),
+            created_at=now - 600 + note_id,
+            responsible_user_id=555,
+            source=source,
+        )
+    servers.openai.segments_fn = heard
+    config = servers.write_config()
+    config.write_text(config.read_text() + '[audio]\nmanager_channel_by_source = { "Sipuni" = "right" }\n')
+
+    result = run_cli("once", config=config)
+    assert result.returncode == 0, result.stderr
+    assert len(servers.openai.transcriptions) == 4, "two channels per call"
+    prompts = [r["messages"][1]["content"] for r in servers.openai.chat_requests]
+    assert "Менеджер: Сколько стоит доставка?\nКлиент: Пятьсот рублей." in prompts[0]
+    assert "Клиент: Сколько стоит доставка?\nМенеджер: Пятьсот рублей." in prompts[1], "Sipuni: manager on the right"
+    assert "Метрики разговора" in prompts[0] and "вопросов задал менеджер: 2" in prompts[0]
+    cards = [m["visible_text"] for m in servers.telegram.messages]
+    assert len(cards) == 2 and all("🗣 Менеджер" in card for card in cards)
+    assert "вопросов 2" in cards[0] and "вопросов 0" in cards[1]
+
+    status = run_cli("status", config=config)
+    assert status.returncode == 0, status.stderr
+    assert "openai usage" in status.stdout
+    assert "today       0.8 audio min" in status.stdout and "(2 transcriptions)" in status.stdout
+    assert_no_secret(result.stdout, result.stderr, status.stdout, status.stderr)
+
+
+def test_a_non_audio_page_fails_the_call_at_once(servers: Servers) -> None:
+    now = int(time.time())
+    servers.amo.add_entity("lead", 7001, "ООО Ромашка", 555)
+    link = servers.recordings.add("/api/crm/record?id=1&hash=sig", b"<html>User is not licensed</html>", "text/html")
+    servers.amo.add_call(entity_id=7001, note_id=101, duration=60, phone="+7", link=link, created_at=now - 60)
+    servers.amo.add_call(
+        entity_id=7001,
+        note_id=102,
+        duration=60,
+        phone="+7",
+        link=servers.recordings.add("/ok.mp3", make_mp3(2.0)),
+        created_at=now - 50,
+    )
+    config = servers.write_config()
+    result = run_cli("once", config=config)
+    assert result.returncode == 0, result.stderr
+    assert "answered text/html, not audio" in result.stderr and "failed=1" in result.stderr
+    status = run_cli("status", config=config)
+    assert "failed          1" in status.stdout and "notified        1" in status.stdout
+    assert "sig" not in status.stdout
