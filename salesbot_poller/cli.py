@@ -1,4 +1,4 @@
-"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status}`.
+"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,retry}`.
 
 Exit codes: 0 success; 1 `check` found a service not working; 2 invalid configuration
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="the daemon: a cycle every poller.interval_seconds until SIGTERM")
     commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
+    retry = commands.add_parser("retry", help="put failed calls back (CALL_ID ..., or --failed for all)")
+    retry.add_argument("call_ids", nargs="*", type=int, metavar="CALL_ID")
+    retry.add_argument("--failed", action="store_true", help="every failed call")
     return parser
 
 
@@ -66,9 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     secrets: list[str] = []
     try:
-        config = _load(args.config, require_secrets=args.command != "status")
+        if args.command == "retry" and not (args.call_ids or args.failed):
+            _err("retry: give CALL_ID(s) or --failed")
+            return EXIT_CONFIG
+        config = _load(args.config, require_secrets=args.command not in ("status", "retry"))
         secrets = config.secrets()
-        return _dispatch(args.command, config)
+        return _dispatch(args.command, config, args)
     except ConfigError as exc:
         for problem in exc.problems:
             _err(f"config: {problem}")
@@ -81,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FATAL
 
 
-def _dispatch(command: str, config: Config) -> int:
+def _dispatch(command: str, config: Config, args: argparse.Namespace | None = None) -> int:
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     secrets = config.secrets()
 
@@ -93,6 +99,9 @@ def _dispatch(command: str, config: Config) -> int:
         if command == "status":
             commands.status(store, out)
             return EXIT_OK
+        if command == "retry" and args is not None:
+            requeued = commands.retry(store, args.call_ids, args.failed, int(utc_now().timestamp()), out)
+            return EXIT_OK if requeued else EXIT_CHECK_FAILED
         if command == "check":
             out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
             return EXIT_OK if commands.check(config, store, utc_now, out) else EXIT_CHECK_FAILED

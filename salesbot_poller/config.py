@@ -100,11 +100,13 @@ class PollerConfig(_Section):
     initial_lookback_minutes: int = Field(60, ge=0)
     min_duration_seconds: int = Field(10, ge=0)
     retry_delay_seconds: int = Field(60, gt=0)
+    max_attempts: int = Field(8, ge=1)  # then the call is `failed` (also after 24 h of trying)
 
 
 class StorageConfig(_Section):
     database: str = "sqlite:////var/lib/salesbot/salesbot.db"
     audio_dir: Path = Path("/var/lib/salesbot/audio")
+    keep_audio: bool = False  # keep recordings after their transcript is stored
 
     @field_validator("database")
     @classmethod

@@ -83,6 +83,7 @@ class Call(_Model):
     outbox_json = peewee.TextField(null=True)  # rendered message parts, fixed before sending
     message_ids_json = peewee.TextField(null=True)  # ids of the parts Telegram accepted
     notified_at = peewee.IntegerField(null=True)
+    retried_at = peewee.IntegerField(null=True)  # `retry` put it back: its 24 h restart here
 
     @property
     def message_ids(self) -> list[int]:
@@ -113,9 +114,14 @@ def add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: I
         migrate(*operations)
 
 
+def _m0004_retry(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["retried_at"])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
+    ("0004_retry", _m0004_retry),
 ]
 
 CURSOR_KEY = "events_cursor"
@@ -249,3 +255,17 @@ class Store:
             .limit(limit)
         )
         return list(query)
+
+    # --- failures and retry (issue 4) ---------------------------------------------------
+
+    def find_call(self, call_id: int) -> Call | None:
+        return Call.get_or_none(Call.id == call_id)
+
+    def failed_calls(self) -> list[Call]:
+        """Every `failed` call, most recent failure first."""
+        query = Call.select().where(Call.stage == Stage.FAILED.value).order_by(Call.updated_at.desc(), Call.id.desc())
+        return list(query)
+
+    def requeue(self, call: Call, stage: Stage, now: int) -> None:
+        """Put a failed call back at `stage`, due now, with a fresh attempt count and 24 h."""
+        self.update(call, now, stage=stage, attempts=0, next_attempt_at=now, retried_at=now)

@@ -45,9 +45,15 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
         "openai": sorted(["api_key", "base_url", "transcription_model", "analysis_model", "language"]),
         "telegram": sorted(["bot_token", "chat_id", "api_url"]),
         "poller": sorted(
-            ["interval_seconds", "initial_lookback_minutes", "min_duration_seconds", "retry_delay_seconds"]
+            [
+                "interval_seconds",
+                "initial_lookback_minutes",
+                "min_duration_seconds",
+                "retry_delay_seconds",
+                "max_attempts",
+            ]
         ),
-        "storage": sorted(["database", "audio_dir"]),
+        "storage": sorted(["database", "audio_dir", "keep_audio"]),
     }
     key_lines = [line for line in text.splitlines() if "=" in line and not line.startswith("#")]
     uncommented = [line for line in key_lines if "#" not in line and not line.startswith("access_token")]
