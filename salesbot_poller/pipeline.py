@@ -279,6 +279,10 @@ def process_due(app: App, cycle: Cycle, should_stop: Callable[[], bool]) -> None
             cycle.defer(call, str(exc), exc)
         except PermanentError as exc:
             cycle.fail(call, str(exc))
+        except json.JSONDecodeError:
+            # An SDK that hands a service's broken JSON through unmapped: the service's fault,
+            # worth another try later, and no traceback for it.
+            cycle.defer(call, f"stage {call.stage}: the service answered malformed JSON")
         except Exception as exc:  # a bug must not lose the call: keep it, with backoff
             log.exception("call %d: unexpected error", call.id)
             cycle.defer(call, f"unexpected {type(exc).__name__}: {exc}")
