@@ -134,7 +134,10 @@ def _open_database(url: str) -> peewee.Database:
             Path("/" + path if url.startswith("sqlite:////") else path).parent.mkdir(parents=True, exist_ok=True)
         db: peewee.Database = connect(
             url,
-            pragmas={"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1, "synchronous": "normal"},
+            # synchronous=full: in WAL mode, "normal" may roll the last commits back after a power
+            # loss (not after a process crash), and a lost commit of a transcript or a message id
+            # means paying or posting twice. A few commits per call make the fsync cheap.
+            pragmas={"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1, "synchronous": "full"},
         )
         return db
     db = connect(url)

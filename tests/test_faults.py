@@ -256,3 +256,12 @@ def test_a_bad_config_value_is_one_line_naming_the_key_and_nothing_is_written(
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [f"salesbot-poller: config: {expected}"], result.stderr
     assert not (servers.tmp / "state").exists(), "no database, no audio directory"
+
+
+def test_the_database_survives_power_loss_settings(rig: Rig) -> None:
+    """WAL with a busy timeout, and every commit synced: a committed transcript or message id
+    is still there after a power loss (synchronous=normal could roll the last commits back)."""
+    pragma = rig.app.store.db.execute_sql
+    assert pragma("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert pragma("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert pragma("PRAGMA busy_timeout").fetchone()[0] == 5000
