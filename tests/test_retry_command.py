@@ -187,6 +187,26 @@ def test_a_database_error_is_an_error_not_already_processed(app: App, monkeypatc
     assert calls()[0].stage == "notified" and len(notifier.sent) == 1
 
 
+def test_a_database_from_before_retry_is_migrated_and_keeps_its_calls(tmp_path: Path) -> None:
+    from salesbot_poller.store import Migration, Store
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    store = Store.open(url, 1)
+    Call.create(
+        event_id="e1", direction="in", entity_type="leads", entity_id=1, note_id=1,
+        event_created_at=0, first_seen_at=0, updated_at=0, stage="failed",
+    )  # fmt: skip
+    store.db.execute_sql('ALTER TABLE "call" DROP COLUMN "retried_at"')  # the 0001 schema
+    Migration.delete().where(Migration.name == "0004_retry").execute()
+    store.close()
+    again = Store.open(url, 2)
+    try:
+        assert "retried_at" in [c.name for c in again.db.get_columns("call")]
+        assert [(c.event_id, c.retried_at) for c in Call.select()] == [("e1", None)]
+    finally:
+        again.close()
+
+
 def test_retry_on_the_command_line(servers: Servers) -> None:
     from salesbot_poller.store import Store
 
