@@ -288,10 +288,32 @@ def process_due(app: App, cycle: Cycle, should_stop: Callable[[], bool]) -> None
             cycle.defer(call, f"unexpected {type(exc).__name__}: {exc}")
 
 
+def sweep_audio(app: App) -> list[Path]:
+    """Delete what a crash left in `audio_dir`: partial downloads, and (unless
+    `storage.keep_audio`) recordings no call is waiting to transcribe. Returns what went.
+
+    Safe only between cycles (one cycle at a time): then no download or upload is running.
+    """
+    directory = Path(app.config.storage.audio_dir)
+    if not directory.is_dir():
+        return []
+    waiting = {call.audio_path for call in app.store.due_calls(2**62, [Stage.DOWNLOADED])}
+    removed = []
+    for path in directory.iterdir():
+        stray = path.suffix == ".part" or (not app.config.storage.keep_audio and str(path) not in waiting)
+        if path.is_file() and path.name.startswith("call-") and stray:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d file(s) left in %s by an interrupted run", len(removed), directory)
+    return removed
+
+
 def run_once(app: App, now: datetime, should_stop: Callable[[], bool] = lambda: False) -> Cycle:
     """One poll cycle, then every due call; see the module contract."""
     started = time.monotonic()
     cycle = Cycle(app=app, now=int(now.timestamp()))
+    sweep_audio(app)
     try:
         try:
             poll(app, cycle)

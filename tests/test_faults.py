@@ -182,6 +182,15 @@ def test_truncated_audio_is_fetched_again_and_leaves_no_partial_file(rig: Rig) -
     assert rig.sent_per_call() == [1] and len(rig.servers.openai.transcriptions) == 1
 
 
+def test_invalid_audio_fails_that_call_at_once_and_the_others_go_on(rig: Rig) -> None:
+    rig.add_call(1, audio=b"ID3" + bytes(range(256)) * 40)  # an MP3 header, then no audio at all
+    rig.add_call(2, audio=MP3)
+    rig.cycle(0)
+    broken, fine = rig.calls()
+    assert (broken.stage, broken.attempts) == ("failed", 1), broken.last_error
+    assert fine.stage == "notified" and rig.sent_per_call() == [0, 1]
+
+
 def test_a_note_that_no_longer_exists_fails_alone_after_max_attempts(rig: Rig) -> None:
     rig.add_call(1, audio=MP3)
     rig.add_call(2, audio=make_mp3(1.0, freq=300.0))

@@ -240,3 +240,20 @@ def test_retry_on_the_command_line(servers: Servers) -> None:
     assert retried.returncode == 0, retried.stderr
     assert retried.stdout.strip() == "call 1 (leads/7001): requeued at transcribed"
     assert_no_secret(status.stdout, unknown.stdout, retried.stdout, retried.stderr)
+
+
+def test_files_left_by_a_crash_are_swept_but_not_a_recording_still_waiting(app: App) -> None:
+    source, transcriber = app.source, app.transcriber
+    assert isinstance(source, MemorySource) and isinstance(transcriber, MemoryTranscriber)
+    audio = Path(app.config.storage.audio_dir)
+    source.add(event(1), note(101))
+    transcriber.failures = [TransientError("OpenAI transcription: HTTP 503")]
+    run_once(app, at(0))
+    assert calls()[0].stage == "downloaded"
+    (audio / "call-7.part").write_bytes(b"ID3 half")  # killed mid-download
+    (audio / "call-8.mp3").write_bytes(b"ID3 done")  # killed after its transcript was stored
+    (audio / "notes.txt").write_text("not ours")
+    run_once(app, at(0.5))  # the call is not due yet: only the sweep acts
+    assert sorted(p.name for p in audio.iterdir()) == ["call-1.mp3", "notes.txt"]
+    run_once(app, at(2))
+    assert calls()[0].stage == "notified" and sorted(p.name for p in audio.iterdir()) == ["notes.txt"]

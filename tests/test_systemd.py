@@ -3,6 +3,7 @@ and the daemon's READY / WATCHDOG / STOPPING and its stop within the grace perio
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -148,3 +149,18 @@ def test_sigterm_during_a_slow_transcription_abandons_it_exits_0_and_it_resumes(
     assert len(servers.openai.transcriptions) == 2, "paid once more, for the one abandoned transcription"
     assert len(servers.telegram.messages) == 1
     assert_no_secret(out, err, out2, err2)
+
+
+def test_a_fatal_error_is_logged_at_error_once_then_briefly(caplog: pytest.LogCaptureFixture) -> None:
+    from salesbot_poller.daemon import _FatalLog
+
+    caplog.set_level(logging.INFO)
+    fatal = _FatalLog()
+    text = "Telegram sendMessage: Bad Request: chat not found: check telegram.chat_id and that the bot was added"
+    for _ in range(3):
+        fatal.report(text, 300)
+    fatal.clear()
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert levels[0] == ("ERROR", f"cycle stopped: {text} (next try in 300 s)")
+    assert [level for level, _ in levels] == ["ERROR", "WARNING", "WARNING", "INFO"]
+    assert all("chat not found" not in message for _, message in levels[1:]), "the fix is said once"
