@@ -1,6 +1,7 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,retry}`.
 
-Exit codes: 0 success; 1 `check` found a service not working; 2 invalid configuration
+Exit codes: 0 success; 1 `check` found a service not working, or `retry` was given a call
+id that is unknown or not failed; 2 invalid configuration
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
 a database error, one line on stderr.
 """
