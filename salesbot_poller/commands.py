@@ -17,7 +17,8 @@ from salesbot_poller.config import Config
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import SalesbotError
 from salesbot_poller.openai_errors import map_openai_error
-from salesbot_poller.pipeline import LAST_CYCLE_KEY, resume_stage
+from salesbot_poller.pipeline import LAST_CYCLE_KEY
+from salesbot_poller.recovery import resume_stage
 from salesbot_poller.store import Call, Store
 
 

@@ -47,6 +47,7 @@ from salesbot_poller.domain import (
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.intake import poll, resolve_new
 from salesbot_poller.messages import render_conversation, render_missed
+from salesbot_poller.recovery import resume_stage, sweep_audio
 from salesbot_poller.store import Call, Store
 
 log = logging.getLogger(__name__)
@@ -229,27 +230,6 @@ STEPS: dict[str, Callable[[App, Cycle, Call], None]] = {
 }
 
 
-def resume_stage(call: Call) -> Stage:
-    """The stage a call would resume from, judged by its stored artifacts.
-
-    Used for a `failed` call (whose stage no longer says how far it got): the first stage
-    whose result is not stored yet, so nothing already paid for is done again.
-    """
-    if call.outbox_json is not None:
-        return Stage.NOTIFYING  # parts already accepted (message_ids) are not sent again
-    if call.kind == "missed":
-        return Stage.MISSED
-    if call.analysis_json is not None:
-        return Stage.ANALYSED
-    if call.transcript is not None:
-        return Stage.TRANSCRIBED
-    if call.audio_path:
-        return Stage.DOWNLOADED  # `_transcribe` falls back to READY if the file is gone
-    if call.kind == "conversation":
-        return Stage.READY
-    return Stage.NEW
-
-
 def advance(app: App, cycle: Cycle, call: Call, should_stop: Callable[[], bool] = lambda: False) -> None:
     """Run `call` through its remaining stages, committing each before the next.
 
@@ -286,27 +266,6 @@ def process_due(app: App, cycle: Cycle, should_stop: Callable[[], bool]) -> None
         except Exception as exc:  # a bug must not lose the call: keep it, with backoff
             log.exception("call %d: unexpected error", call.id)
             cycle.defer(call, f"unexpected {type(exc).__name__}: {exc}")
-
-
-def sweep_audio(app: App) -> list[Path]:
-    """Delete what a crash left in `audio_dir`: partial downloads, and (unless
-    `storage.keep_audio`) recordings no call is waiting to transcribe. Returns what went.
-
-    Safe only between cycles (one cycle at a time): then no download or upload is running.
-    """
-    directory = Path(app.config.storage.audio_dir)
-    if not directory.is_dir():
-        return []
-    waiting = {call.audio_path for call in app.store.due_calls(2**62, [Stage.DOWNLOADED])}
-    removed = []
-    for path in directory.iterdir():
-        stray = path.suffix == ".part" or (not app.config.storage.keep_audio and str(path) not in waiting)
-        if path.is_file() and path.name.startswith("call-") and stray:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    if removed:
-        log.info("removed %d file(s) left in %s by an interrupted run", len(removed), directory)
-    return removed
 
 
 def run_once(app: App, now: datetime, should_stop: Callable[[], bool] = lambda: False) -> Cycle:

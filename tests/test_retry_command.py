@@ -12,7 +12,8 @@ import pytest
 
 from salesbot_poller import commands
 from salesbot_poller.errors import PermanentError, TransientError
-from salesbot_poller.pipeline import App, resume_stage, run_once
+from salesbot_poller.pipeline import App, run_once
+from salesbot_poller.recovery import resume_stage
 from salesbot_poller.store import Call
 from tests.conftest import BOT_TOKEN, Servers, assert_no_secret, run_cli
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber

@@ -1,0 +1,64 @@
+"""What a restart or a `retry` needs: where a call resumes, and the files a crash left.
+
+Contract:
+- `resume_stage(call)` is the first stage whose result is not stored yet, judged by the
+  call's artifacts, so resuming never redoes (or pays for) a stage that completed.
+- `sweep_audio(app)` deletes partial downloads and, unless `storage.keep_audio`, recordings
+  no call is waiting to transcribe. Call it between cycles only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from salesbot_poller.domain import Stage
+from salesbot_poller.store import Call
+
+if TYPE_CHECKING:
+    from salesbot_poller.pipeline import App
+
+log = logging.getLogger(__name__)
+
+
+def resume_stage(call: Call) -> Stage:
+    """The stage a call would resume from, judged by its stored artifacts.
+
+    Used for a `failed` call (whose stage no longer says how far it got): the first stage
+    whose result is not stored yet, so nothing already paid for is done again.
+    """
+    if call.outbox_json is not None:
+        return Stage.NOTIFYING  # parts already accepted (message_ids) are not sent again
+    if call.kind == "missed":
+        return Stage.MISSED
+    if call.analysis_json is not None:
+        return Stage.ANALYSED
+    if call.transcript is not None:
+        return Stage.TRANSCRIBED
+    if call.audio_path:
+        return Stage.DOWNLOADED  # `_transcribe` falls back to READY if the file is gone
+    if call.kind == "conversation":
+        return Stage.READY
+    return Stage.NEW
+
+
+def sweep_audio(app: App) -> list[Path]:
+    """Delete what a crash left in `audio_dir`: partial downloads, and (unless
+    `storage.keep_audio`) recordings no call is waiting to transcribe. Returns what went.
+
+    Safe only between cycles (one cycle at a time): then no download or upload is running.
+    """
+    directory = Path(app.config.storage.audio_dir)
+    if not directory.is_dir():
+        return []
+    waiting = {call.audio_path for call in app.store.due_calls(2**62, [Stage.DOWNLOADED])}
+    removed = []
+    for path in directory.iterdir():
+        stray = path.suffix == ".part" or (not app.config.storage.keep_audio and str(path) not in waiting)
+        if path.is_file() and path.name.startswith("call-") and stray:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d file(s) left in %s by an interrupted run", len(removed), directory)
+    return removed
