@@ -24,6 +24,7 @@ from salesbot_poller.daemon import run_daemon
 from salesbot_poller.errors import ConfigError, FatalError
 from salesbot_poller.logs import add_secrets, redact, setup_logging
 from salesbot_poller.pipeline import run_once
+from salesbot_poller.recovery import exclusive
 from salesbot_poller.store import Store
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_FATAL = 0, 1, 2, 3
@@ -107,9 +108,10 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
             out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
             return EXIT_OK if commands.check(config, store, utc_now, out) else EXIT_CHECK_FAILED
         app = build_app(config, utc_now, store)
-        if command == "once":
-            run_once(app, utc_now())
-            return EXIT_OK
-        return run_daemon(app, utc_now)
+        with exclusive(config.storage.database):  # one process works the calls at a time
+            if command == "once":
+                run_once(app, utc_now())
+                return EXIT_OK
+            return run_daemon(app, utc_now)
     finally:
         store.close()

@@ -128,7 +128,7 @@ def _failure_line(call: Call) -> str:
 def retry(store: Store, call_ids: list[int], all_failed: bool, now: int, out: Callable[[str], None]) -> bool:
     """Put failed calls back at the stage they reached; False if any id is unknown or not failed.
 
-    A call resumes from its last stored artifact (`pipeline.resume_stage`): a transcription or
+    A call resumes from its last stored artifact (`recovery.resume_stage`): a transcription or
     analysis that succeeded is never paid for again. Attempts and the 24 h window restart.
     """
     ok = True
@@ -145,8 +145,7 @@ def retry(store: Store, call_ids: list[int], all_failed: bool, now: int, out: Ca
             calls.append(call)
     for call in calls:
         stage = resume_stage(call)
-        with store.db.atomic():
-            store.requeue(call, stage, now)
+        store.requeue(call, stage, now)
         out(f"call {call.id} ({call.entity_type}/{call.entity_id}): requeued at {stage.value}")
     if all_failed and not calls:
         out("no failed calls")

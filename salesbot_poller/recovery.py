@@ -5,16 +5,24 @@ Contract:
   call's artifacts, so resuming never redoes (or pays for) a stage that completed.
 - `sweep_audio(app)` deletes partial downloads and, unless `storage.keep_audio`, recordings
   no call is waiting to transcribe. Call it between cycles only.
+- `exclusive(database_url)` holds a lock beside the SQLite file while calls are processed:
+  a second `once`/`run` on the same database would send and pay for the same calls twice,
+  so it is refused with a `FatalError`. The lock dies with its process (even on kill -9).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from salesbot_poller.domain import Stage
-from salesbot_poller.store import Call
+from salesbot_poller.errors import FatalError
+from salesbot_poller.store import Call, sqlite_file
 
 if TYPE_CHECKING:
     from salesbot_poller.pipeline import App
@@ -62,3 +70,25 @@ def sweep_audio(app: App) -> list[Path]:
     if removed:
         log.info("removed %d file(s) left in %s by an interrupted run", len(removed), directory)
     return removed
+
+
+@contextmanager
+def exclusive(database_url: str) -> Iterator[None]:
+    """Hold `<database file>.lock` (flock) for the block; see the module contract."""
+    file = sqlite_file(database_url)
+    if file is None:  # a server database: one instance is the admin's job
+        yield
+        return
+    lock = file.with_name(file.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FatalError(
+                f"another salesbot-poller (once or run) is processing calls with {file}: "
+                "stop it first (two at once would post and pay for the same calls twice)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock

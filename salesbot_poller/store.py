@@ -127,11 +127,21 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
 CURSOR_KEY = "events_cursor"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:` URL (four slashes: absolute); None otherwise."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split("://", 1)[1].lstrip("/")
+    if not path or path == ":memory:":
+        return None
+    return Path("/" + path if url.startswith("sqlite:////") else path)
+
+
 def _open_database(url: str) -> peewee.Database:
     if url.startswith("sqlite:"):
-        path = url.split("://", 1)[1].lstrip("/")
-        if path and path != ":memory:":
-            Path("/" + path if url.startswith("sqlite:////") else path).parent.mkdir(parents=True, exist_ok=True)
+        file = sqlite_file(url)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
         db: peewee.Database = connect(
             url,
             # synchronous=full: in WAL mode, "normal" may roll the last commits back after a power

@@ -164,3 +164,21 @@ def test_a_fatal_error_is_logged_at_error_once_then_briefly(caplog: pytest.LogCa
     assert levels[0] == ("ERROR", f"cycle stopped: {text} (next try in 300 s)")
     assert [level for level, _ in levels] == ["ERROR", "WARNING", "WARNING", "INFO"]
     assert all("chat not found" not in message for _, message in levels[1:]), "the fix is said once"
+
+
+def test_a_second_instance_on_the_same_database_is_refused(servers: Servers) -> None:
+    import fcntl
+
+    from tests.conftest import run_cli
+
+    add_call(servers, 1)
+    config = servers.write_config()
+    state = servers.tmp / "state"
+    state.mkdir()
+    with (state / "salesbot.db.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running daemon holds it
+        refused = run_cli("once", config=config)
+    assert refused.returncode == 3
+    assert "another salesbot-poller (once or run) is processing calls" in refused.stderr.strip().splitlines()[-1]
+    assert servers.openai.transcriptions == [] and servers.telegram.messages == []
+    assert run_cli("once", config=config).returncode == 0 and len(servers.telegram.messages) == 1
