@@ -1,7 +1,8 @@
-"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,demo,backfill,auth}`.
+"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,demo,backfill,auth,retry}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
-or the service is running, `demo` did not deliver; 2 invalid configuration or arguments
+or the service is running, `demo` did not deliver, `retry` was given a call id that is
+unknown or not failed; 2 invalid configuration or arguments
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
 a database error, one line on stderr.
 """
@@ -26,6 +27,7 @@ from salesbot_poller.demo import run_demo
 from salesbot_poller.errors import ConfigError, FatalError
 from salesbot_poller.logs import add_secrets, redact, set_level, setup_logging, stderr_is_journal
 from salesbot_poller.pipeline import run_once
+from salesbot_poller.recovery import exclusive
 from salesbot_poller.store import Store
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_FATAL = 0, 1, 2, 3
@@ -68,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     auth = commands.add_parser("auth", help="exchange an amoCRM authorization code for OAuth tokens (kept in the DB)")
     auth.add_argument("--code", required=True, help="the authorization code from the integration's settings in amoCRM")
+    retry = commands.add_parser("retry", help="put failed calls back (CALL_ID ..., or --failed for all)")
+    retry.add_argument("call_ids", nargs="*", type=int, metavar="CALL_ID")
+    retry.add_argument("--failed", action="store_true", help="every failed call")
     return parser
 
 
@@ -91,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(print)
     secrets: list[str] = []
     try:
-        config = _load(args.config, require_secrets=args.command not in ("status", "auth"))
+        if args.command == "retry" and not (args.call_ids or args.failed):
+            _err("retry: give CALL_ID(s) or --failed")
+            return EXIT_CONFIG
+        config = _load(args.config, require_secrets=args.command not in ("status", "auth", "retry"))
         if args.log_level is None:
             set_level(config.poller.log_level)
         secrets = config.secrets()
@@ -99,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _auth(config, args.code, args.config or "")
         if args.command == "backfill":
             return _backfill(args, config)
-        return _dispatch(args.command, config, getattr(args, "dry_run", False))
+        return _dispatch(args.command, config, args)
     except ConfigError as exc:
         for problem in exc.problems:
             _err(f"config: {problem}")
@@ -121,7 +129,7 @@ def _auth(config: Config, code: str, config_arg: str) -> int:
     return EXIT_OK
 
 
-def _dispatch(command: str, config: Config, dry_run: bool = False) -> int:
+def _dispatch(command: str, config: Config, args: argparse.Namespace | None = None) -> int:
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     secrets = config.secrets()
 
@@ -133,14 +141,19 @@ def _dispatch(command: str, config: Config, dry_run: bool = False) -> int:
         if command == "status":
             commands.status(store, out, config)
             return EXIT_OK
+        if command == "retry" and args is not None:
+            requeued = commands.retry(store, args.call_ids, args.failed, int(utc_now().timestamp()), out)
+            return EXIT_OK if requeued else EXIT_CHECK_FAILED
         if command == "check":
             out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
             return EXIT_OK if commands.check(config, store, utc_now, out) else EXIT_CHECK_FAILED
+        dry_run = bool(getattr(args, "dry_run", False))
         app = build_app(config, utc_now, store, dry_run=out if dry_run else None)
-        if command == "once":
-            run_once(app, utc_now())
-            return EXIT_OK
-        return run_daemon(app, utc_now)
+        with exclusive(config.storage.database):  # one process works the calls at a time
+            if command == "once":
+                run_once(app, utc_now())
+                return EXIT_OK
+            return run_daemon(app, utc_now)
     finally:
         store.close()
 

@@ -1,7 +1,8 @@
-"""The `check`, `status` and `auth` commands: what the admin reads at the terminal.
+"""The `check`, `status`, `auth` and `retry` commands: what the admin reads at the terminal.
 
-None prints a secret: `check` prints our own texts about each service, `status` reads
-only the database, `auth` says where the tokens went, never what they are.
+None prints a secret: `check` prints our own texts about each service; `status` and `retry`
+read only the database (and the CLI redacts every line they print); `auth` says where the
+tokens went, never what they are.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from salesbot_poller.domain import Stage
 from salesbot_poller.errors import ConfigError, FatalError, SalesbotError, TransientError
 from salesbot_poller.openai_errors import map_openai_error
 from salesbot_poller.pipeline import LAST_CYCLE_KEY
-from salesbot_poller.store import Store
+from salesbot_poller.recovery import resume_stage
+from salesbot_poller.store import Call, Store
 
 
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
@@ -113,6 +115,49 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
     if config is not None:
         for line in usage.status_lines(config.openai, int(time.time()) if now is None else now):
             out(line)
+    failed = store.failed_calls()
+    out(f"failed calls: {len(failed)}" + (" (`salesbot-poller retry --failed` puts them back)" if failed else ""))
+    for call in failed[:FAILED_SHOWN]:
+        out(f"  {_failure_line(call)}")
+    if len(failed) > FAILED_SHOWN:
+        out(f"  ... and {len(failed) - FAILED_SHOWN} more")
+
+
+FAILED_SHOWN = 20
+
+
+def _failure_line(call: Call) -> str:
+    return (
+        f"call {call.id} ({call.entity_type}/{call.entity_id}), reached {resume_stage(call).value}, "
+        f"failed {_when(call.updated_at)} after {call.attempts} attempt(s): {call.last_error}"
+    )
+
+
+def retry(store: Store, call_ids: list[int], all_failed: bool, now: int, out: Callable[[str], None]) -> bool:
+    """Put failed calls back at the stage they reached; False if any id is unknown or not failed.
+
+    A call resumes from its last stored artifact (`recovery.resume_stage`): a transcription or
+    analysis that succeeded is never paid for again. Attempts and the 24 h window restart.
+    """
+    ok = True
+    calls: list[Call] = store.failed_calls()[::-1] if all_failed else []
+    for call_id in call_ids:
+        call = store.find_call(call_id)
+        if call is None:
+            out(f"call {call_id}: no such call (see `salesbot-poller status`)")
+            ok = False
+        elif call.stage != Stage.FAILED:
+            out(f"call {call_id}: not failed (stage {call.stage}): nothing to retry")
+            ok = False
+        elif all(c.id != call.id for c in calls):
+            calls.append(call)
+    for call in calls:
+        stage = resume_stage(call)
+        store.requeue(call, stage, now)
+        out(f"call {call.id} ({call.entity_type}/{call.entity_id}): requeued at {stage.value}")
+    if all_failed and not calls:
+        out("no failed calls")
+    return ok
 
 
 def auth(

@@ -198,6 +198,9 @@ class PollerConfig(_Section):
     missed_call_sla_minutes: int = Field(
         15, ge=1, description="No callback to a missed number within this many minutes: one escalation."
     )
+    max_attempts: int = Field(
+        8, ge=1, description="A call failing this many times is marked failed (so is one failing for 24 h)."
+    )
 
 
 class StorageConfig(_Section):
@@ -206,6 +209,7 @@ class StorageConfig(_Section):
         Path("/var/lib/salesbot/audio"), description="Recordings wait here until transcribed, then are deleted."
     )
     max_recording_mb: int = Field(300, gt=0)
+    keep_audio: bool = Field(False, description="true keeps each recording after its transcript is stored.")
 
     @field_validator("database")
     @classmethod

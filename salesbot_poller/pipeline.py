@@ -2,8 +2,14 @@
 
 Contract of `run_once(app, now)`:
 - A failure of one call never stops the others. Transient failures push the call back
-  (`retry_delay_seconds` x 2^attempt, capped, at least the server's retry_after); after 24 h
-  of trying it is `failed` with its last error. Permanent failures fail the call at once.
+  (`retry_delay_seconds` x 2^attempt, capped, at least the server's retry_after); after
+  `poller.max_attempts` failed attempts, or 24 h of trying (counted from when it was first
+  seen, or from its last `retry`), it is `failed` with its last error. Permanent failures
+  fail the call at once. A call waiting for its recording link is not failing: it is
+  `skipped` after 24 h, whatever its attempt count.
+- `should_stop()` is asked before each call and between stages: once it says yes, no new
+  stage starts, so a stop waits for one stage at most. (The daemon also reads each question
+  as a sign of progress, for the systemd watchdog.)
 - `FatalError` (credentials, account, chat) stops the cycle and propagates: no call is
   marked anything because of it.
 - Each stage's result is committed before the next stage starts, so a crash resumes from
@@ -49,6 +55,7 @@ from salesbot_poller.domain import (
 )
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.intake import poll, resolve_new
+from salesbot_poller.recovery import resume_stage, sweep_audio
 from salesbot_poller.routing import plan_call
 from salesbot_poller.store import Call, Store
 
@@ -95,10 +102,10 @@ class Cycle:
     telegram_paused: bool = False
 
     def defer(self, call: Call, error: str, exc: Exception | None = None, *, waiting_for_link: bool = False) -> None:
-        """Push `call` back with backoff, or give it up after 24 h of trying."""
+        """Push `call` back with backoff, or give it up (max attempts, or 24 h of trying)."""
         store, now = self.app.store, self.now
         attempts = call.attempts + 1
-        if now - call.first_seen_at >= GIVE_UP_SECONDS:
+        if now - max(call.first_seen_at, call.retried_at or 0) >= GIVE_UP_SECONDS:
             if waiting_for_link:
                 store.update(
                     call, now, stage=Stage.SKIPPED, skip_reason="no recording link after 24 h", attempts=attempts
@@ -107,6 +114,9 @@ class Cycle:
                 log.info("call %d: skipped: no recording link after 24 h", call.id)
                 return
             self.fail(call, f"gave up after 24 h: {error}", attempts)
+            return
+        if attempts >= self.app.config.poller.max_attempts and not waiting_for_link:
+            self.fail(call, f"gave up after {attempts} attempts: {error}", attempts)
             return
         delay = min(self.app.config.poller.retry_delay_seconds * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
         if isinstance(exc, TransientError) and exc.retry_after:
@@ -134,7 +144,15 @@ class Cycle:
             attempts=call.attempts + 1 if attempts is None else attempts,
         )
         self.failed += 1
-        log.error("call %d (%s/%d) failed: %s", call.id, call.entity_type, call.entity_id, error)
+        log.error(
+            "call %d (%s/%d) failed at stage %s: %s; `salesbot-poller retry %d` puts it back",
+            call.id,
+            call.entity_type,
+            call.entity_id,
+            resume_stage(call).value,
+            error,
+            call.id,
+        )
 
     def summary(self) -> dict[str, object]:
         """The counters, for `status`."""
@@ -189,7 +207,8 @@ def _transcribe(app: App, cycle: Cycle, call: Call) -> None:
         transcript.audio_seconds,
         transcript.model or "model not reported",
     )
-    audio.unlink(missing_ok=True)  # the transcript is stored: the audio is no longer needed
+    if not app.config.storage.keep_audio:
+        audio.unlink(missing_ok=True)  # the transcript is stored: the audio is no longer needed
 
 
 def _analyse(app: App, cycle: Cycle, call: Call) -> None:
@@ -260,8 +279,11 @@ STEPS: dict[str, Callable[[App, Cycle, Call], None]] = {
 }
 
 
-def advance(app: App, cycle: Cycle, call: Call) -> None:
-    """Run `call` through its remaining stages, committing each before the next."""
+def advance(app: App, cycle: Cycle, call: Call, should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Run `call` through its remaining stages, committing each before the next.
+
+    Returns early when Telegram is paused, or when `should_stop()` says so between stages.
+    """
     while call.stage not in TERMINAL_STAGES:
         if app.dry_run is not None and call.stage in (Stage.ANALYSED, Stage.MISSED, Stage.NOTIFYING):
             _preview(app, call)
@@ -271,6 +293,9 @@ def advance(app: App, cycle: Cycle, call: Call) -> None:
         if call.next_attempt_at > cycle.now:
             return  # a step put the call off (the daily budget): its turn is over
         STEPS[call.stage](app, cycle, call)
+        if call.stage not in TERMINAL_STAGES and should_stop():
+            log.info("stop requested: call %d stays at %s until the next start", call.id, call.stage)
+            return
 
 
 def _preview(app: App, call: Call) -> None:
@@ -291,8 +316,8 @@ def process_due(app: App, cycle: Cycle, should_stop: Callable[[], bool]) -> None
             log.info("stop requested: leaving the remaining calls for the next start")
             return
         try:
-            advance(app, cycle, call)
-        except (FatalError, peewee.DatabaseError):
+            advance(app, cycle, call, should_stop)
+        except (FatalError, peewee.PeeweeException):
             raise
         except TransientError as exc:
             if call.stage == Stage.NOTIFYING:
@@ -300,6 +325,10 @@ def process_due(app: App, cycle: Cycle, should_stop: Callable[[], bool]) -> None
             cycle.defer(call, str(exc), exc)
         except PermanentError as exc:
             cycle.fail(call, str(exc))
+        except json.JSONDecodeError:
+            # An SDK that hands a service's broken JSON through unmapped: the service's fault,
+            # worth another try later, and no traceback for it.
+            cycle.defer(call, f"stage {call.stage}: the service answered malformed JSON")
         except Exception as exc:  # a bug must not lose the call: keep it, with backoff
             log.exception("call %d: unexpected error", call.id)
             cycle.defer(call, f"unexpected {type(exc).__name__}: {exc}")
@@ -309,6 +338,7 @@ def run_once(app: App, now: datetime, should_stop: Callable[[], bool] = lambda: 
     """One poll cycle, then every due call; see the module contract."""
     started = time.monotonic()
     cycle = Cycle(app=app, now=int(now.timestamp()))
+    sweep_audio(app)
     try:
         try:
             poll(app, cycle)
@@ -317,7 +347,8 @@ def run_once(app: App, now: datetime, should_stop: Callable[[], bool] = lambda: 
         except SalesbotError as exc:
             cycle.poll_error = str(exc)
             log.warning("amoCRM poll failed: %s; the next cycle resumes from the cursor", exc)
-        resolve_new(app, cycle)
+        if not should_stop():
+            resolve_new(app, cycle)
         process_due(app, cycle, should_stop)
         if not should_stop():
             followup.run(app, cycle)  # missed calls: escalation after the SLA, reply on callback

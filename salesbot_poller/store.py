@@ -89,6 +89,7 @@ class Call(_Model):
     thread_id = peewee.IntegerField(null=True)
     callback_call_id = peewee.IntegerField(null=True)
     metrics_json = peewee.TextField(null=True)  # domain.ConversationMetrics, when roles are known
+    retried_at = peewee.IntegerField(null=True)  # `retry` put it back: its 24 h restart here
 
     @property
     def message_ids(self) -> list[int]:
@@ -151,9 +152,15 @@ def add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: I
         migrate(*operations)
 
 
+def _m0004_retry(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["retried_at"])
+
+
 def _m0005_audio_usage(db: peewee.Database) -> None:
     add_missing_columns(db, Call, ["metrics_json"])
     db.create_tables([Usage])
+
+
 def _m0006_delivery(db: peewee.Database) -> None:
     add_missing_columns(db, Call, ["chat_id", "thread_id", "callback_call_id"])
     db.create_tables([Delivery])
@@ -162,6 +169,7 @@ def _m0006_delivery(db: peewee.Database) -> None:
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
+    ("0004_retry", _m0004_retry),
     ("0005_audio_usage", _m0005_audio_usage),
     ("0006_delivery", _m0006_delivery),
 ]
@@ -169,14 +177,27 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
 CURSOR_KEY = "events_cursor"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:` URL (four slashes: absolute); None otherwise."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split("://", 1)[1].lstrip("/")
+    if not path or path == ":memory:":
+        return None
+    return Path("/" + path if url.startswith("sqlite:////") else path)
+
+
 def _open_database(url: str) -> peewee.Database:
     if url.startswith("sqlite:"):
-        path = url.split("://", 1)[1].lstrip("/")
-        if path and path != ":memory:":
-            Path("/" + path if url.startswith("sqlite:////") else path).parent.mkdir(parents=True, exist_ok=True)
+        file = sqlite_file(url)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
         db: peewee.Database = connect(
             url,
-            pragmas={"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1, "synchronous": "normal"},
+            # synchronous=full: in WAL mode, "normal" may roll the last commits back after a power
+            # loss (not after a process crash), and a lost commit of a transcript or a message id
+            # means paying or posting twice. A few commits per call make the fsync cheap.
+            pragmas={"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1, "synchronous": "full"},
         )
         return db
     db = connect(url)
@@ -297,3 +318,17 @@ class Store:
             .limit(limit)
         )
         return list(query)
+
+    # --- failures and retry (issue 4) ---------------------------------------------------
+
+    def find_call(self, call_id: int) -> Call | None:
+        return Call.get_or_none(Call.id == call_id)
+
+    def failed_calls(self) -> list[Call]:
+        """Every `failed` call, most recent failure first."""
+        query = Call.select().where(Call.stage == Stage.FAILED.value).order_by(Call.updated_at.desc(), Call.id.desc())
+        return list(query)
+
+    def requeue(self, call: Call, stage: Stage, now: int) -> None:
+        """Put a failed call back at `stage`, due now, with a fresh attempt count and 24 h."""
+        self.update(call, now, stage=stage, attempts=0, next_attempt_at=now, retried_at=now)

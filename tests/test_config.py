@@ -82,9 +82,10 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "retry_delay_seconds",
                 "missed_call_sla_minutes",
                 "log_level",
+                "max_attempts",
             ]
         ),
-        "storage": sorted(["database", "audio_dir", "max_recording_mb"]),
+        "storage": sorted(["database", "audio_dir", "max_recording_mb", "keep_audio"]),
         "analysis": sorted(["prompt_file", "rubric"]),
         "audio": sorted(
             [

@@ -203,6 +203,8 @@ def test_transient_failures_give_up_after_24_hours(app: App) -> None:
     assert isinstance(source, MemorySource) and isinstance(recordings, MemoryRecordings)
     source.add(event(1), note(101))
     recordings.failures = [TransientError("HTTP 404")] * 100
+    poller = app.config.poller.model_copy(update={"max_attempts": 1000})  # only the 24 h limit here
+    app.config = app.config.model_copy(update={"poller": poller})
     minute = 0.0
     while calls() == [] or calls()[0].stage == "ready":
         run_once(app, at(minute))

@@ -1,0 +1,128 @@
+"""Measure the duplicate window: from Telegram accepting a message to our commit of its id.
+
+A crash inside this window is the one way a card reaches Telegram twice (see README,
+"Delivery guarantees"). It opens when the sendMessage request leaves (from then on Telegram
+may post the message whether or not we live to read its answer) and closes when the message
+id is committed:
+  1. request sent -> Telegram accepts: the request travelling and Telegram storing it;
+  2. accept -> answer in hand: the answer travelling back and telebot parsing it;
+  3. answer -> committed: the SQLite commit of the message id (WAL; synchronous=full, as the
+     store uses, and normal for comparison).
+Against a loopback server 1 and 2 are tiny; in production they are one round trip to
+api.telegram.org.
+
+Run from the repository root:  .venv/bin/python benchmarks/duplicate_window.py [N]
+It drives the real pipeline `_notify` stage, the real TelegramNotifier (pyTelegramBotAPI over
+HTTP) against the loopback FakeTelegram, and the real Store on a file in a temporary dir.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from salesbot_poller.app import build_notifier
+from salesbot_poller.config import parse_config
+from salesbot_poller.domain import Stage
+from salesbot_poller.pipeline import App, Cycle, process_due
+from salesbot_poller.store import Call, Store
+from tests.fakes import FakeTelegram
+
+TOKEN = "123456:BENCH"
+CHAT = "-1001234567890"
+
+
+def main(n: int, synchronous: str) -> None:
+    telegram = FakeTelegram(token=TOKEN).start()
+    started: list[float] = []
+    accepted: list[float] = []
+    returned: list[float] = []
+    committed: list[float] = []
+    send_message = telegram._send_message
+
+    def timed_send(params: dict[str, str], files: dict[str, Any]) -> Any:
+        reply = send_message(params, files)
+        accepted.append(time.perf_counter())  # stored: Telegram has accepted it
+        return reply
+
+    telegram._send_message = timed_send  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = parse_config(
+            {
+                "amocrm": {"base_url": "https://acme.amocrm.ru", "long_lived_token": "x"},
+                "openai": {"api_key": "sk-x"},
+                "telegram": {"bot_token": TOKEN, "chat_id": CHAT, "api_url": telegram.base_url},
+                "storage": {"database": f"sqlite:///{tmp}/db.sqlite", "audio_dir": f"{tmp}/audio"},
+            },
+            {},
+        )
+        store = Store.open(config.storage.database, 0)
+        store.db.execute_sql(f"PRAGMA synchronous={synchronous}")  # to compare with the store's default
+        notifier = build_notifier(config)
+        send = notifier.send
+
+        def timed_notifier_send(html: str) -> int:
+            started.append(time.perf_counter())
+            message_id = send(html)
+            returned.append(time.perf_counter())
+            return message_id
+
+        notifier.send = timed_notifier_send  # type: ignore[method-assign]
+        update = store.update
+
+        def timed_update(call: Call, now: int, **fields: Any) -> None:
+            update(call, now, **fields)
+            if "message_ids_json" in fields and fields["message_ids_json"] != "[]":
+                committed.append(time.perf_counter())
+
+        store.update = timed_update  # type: ignore[method-assign]
+        for i in range(n):
+            Call.create(
+                event_id=f"e{i}",
+                direction="in",
+                entity_type="leads",
+                entity_id=i,
+                note_id=i,
+                event_created_at=0,
+                first_seen_at=0,
+                updated_at=0,
+                stage=Stage.NOTIFYING.value,
+                kind="conversation",
+                outbox_json=json.dumps([f"<b>Звонок {i}</b> · тест окна дубликатов"]),
+                message_ids_json="[]",
+            )
+        app = App(config, store, None, None, None, None, notifier)  # type: ignore[arg-type]
+        process_due(app, Cycle(app=app, now=int(datetime.now(UTC).timestamp())), lambda: False)
+        store.close()
+    telegram.stop()
+    assert len(accepted) == len(returned) == len(committed) == n, (len(accepted), len(returned), len(committed))
+
+    rows = [
+        ("request sent -> accepted", [a - s for s, a in zip(started, accepted, strict=True)]),
+        ("accept -> answer in hand", [r - a for a, r in zip(accepted, returned, strict=True)]),
+        ("answer -> id committed", [c - r for r, c in zip(returned, committed, strict=True)]),
+        ("accept -> committed", [c - a for a, c in zip(accepted, committed, strict=True)]),
+        ("WINDOW: sent -> committed", [c - s for s, c in zip(started, committed, strict=True)]),
+    ]
+    print(f"duplicate window over {n} messages, SQLite WAL synchronous={synchronous} (ms)")
+    print(f"| {'part':<30} | {'median':>7} | {'p90':>7} | {'p99':>7} | {'max':>7} |")
+    print(f"|{'-' * 32}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    for name, values in rows:
+        ms = sorted(v * 1000 for v in values)
+        p90, p99 = ms[int(0.9 * (n - 1))], ms[int(0.99 * (n - 1))]
+        print(f"| {name:<30} | {statistics.median(ms):7.2f} | {p90:7.2f} | {p99:7.2f} | {ms[-1]:7.2f} |")
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    for mode in ("full", "normal"):  # full is what the store uses
+        main(count, mode)
+        print()

@@ -1,0 +1,104 @@
+"""What a restart or a `retry` needs: where a call resumes, and the files a crash left.
+
+Contract:
+- `resume_stage(call)` is the first stage whose result is not stored yet, judged by the
+  call's artifacts, so resuming never redoes (or pays for) a stage that completed.
+- `sweep_audio(app)` deletes partial downloads and, unless `storage.keep_audio`, recordings
+  no call is waiting to transcribe. Call it between cycles only.
+- `exclusive(database_url)` holds a lock beside the SQLite file while calls are processed:
+  a second `once`/`run` on the same database would send and pay for the same calls twice,
+  so it is refused with a `FatalError`. The lock dies with its process (even on kill -9).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from salesbot_poller.domain import Stage
+from salesbot_poller.errors import FatalError
+from salesbot_poller.store import Call, sqlite_file
+
+if TYPE_CHECKING:
+    from salesbot_poller.pipeline import App
+
+log = logging.getLogger(__name__)
+
+
+def resume_stage(call: Call) -> Stage:
+    """The stage a call would resume from, judged by its stored artifacts.
+
+    Used for a `failed` call (whose stage no longer says how far it got): the first stage
+    whose result is not stored yet, so nothing already paid for is done again.
+    """
+    if call.outbox_json is not None:
+        return Stage.NOTIFYING  # parts already accepted (message_ids) are not sent again
+    if call.kind == "missed":
+        return Stage.MISSED
+    if call.analysis_json is not None:
+        return Stage.ANALYSED
+    if call.transcript is not None:
+        return Stage.TRANSCRIBED
+    if call.audio_path:
+        return Stage.DOWNLOADED  # `_transcribe` falls back to READY if the file is gone
+    if call.kind == "conversation":
+        return Stage.READY
+    return Stage.NEW
+
+
+def sweep_audio(app: App) -> list[Path]:
+    """Delete what a crash left in `audio_dir`: partial downloads, the preparation work
+    directories of an interrupted transcription, and (unless `storage.keep_audio`)
+    recordings no call is waiting to transcribe. Returns what went.
+
+    A waiting recording keeps its sidecars (`<name>.pieces.json`: the chunks already paid
+    for). Safe only between cycles (one cycle at a time): then no download or upload is running.
+    """
+    directory = Path(app.config.storage.audio_dir)
+    if not directory.is_dir():
+        return []
+    waiting = {Path(call.audio_path).name for call in app.store.due_calls(2**62, [Stage.DOWNLOADED]) if call.audio_path}
+    removed = []
+    for path in directory.iterdir():
+        if not path.name.startswith("call-"):
+            continue
+        if path.is_dir():  # a TemporaryDirectory of `speech` that a kill left behind
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            continue
+        owner = path.name.split(".pieces.json")[0]
+        stray = path.suffix == ".part" or (not app.config.storage.keep_audio and owner not in waiting)
+        if path.is_file() and stray:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d file(s) left in %s by an interrupted run", len(removed), directory)
+    return removed
+
+
+@contextmanager
+def exclusive(database_url: str) -> Iterator[None]:
+    """Hold `<database file>.lock` (flock) for the block; see the module contract."""
+    file = sqlite_file(database_url)
+    if file is None:  # a server database: one instance is the admin's job
+        yield
+        return
+    lock = file.with_name(file.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FatalError(
+                f"another salesbot-poller (once or run) is processing calls with {file}: "
+                "stop it first (two at once would post and pay for the same calls twice)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
