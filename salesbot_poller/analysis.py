@@ -24,7 +24,7 @@ import pydantic
 
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
 from salesbot_poller.dialogue import metrics_block
-from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext
+from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext, ModelUsage
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.openai_errors import map_openai_error
 from salesbot_poller.rubric import answer_model, check_answer, describe, to_analysis
@@ -127,19 +127,20 @@ class OpenAIAnalyzer:
             {"role": "system", "content": self._system},
             {"role": "user", "content": build_user_message(transcript, context, self._tz)},
         ]
+        spent = ModelUsage(model=self._model)  # summed over both requests when there is a re-ask
         try:
-            answer = self._ask(messages)
+            answer = self._ask(messages, spent)
         except _Invalid as first:
             if first.content:
                 messages.append({"role": "assistant", "content": first.content})
             messages.append({"role": "user", "content": REASK.format(error=first.error)})
             try:
-                answer = self._ask(messages)
+                answer = self._ask(messages, spent)
             except _Invalid as second:
                 raise PermanentError(f"analysis answer failed validation after a re-ask: {second.error}") from None
-        return to_analysis(answer, self._rubric)
+        return to_analysis(answer, self._rubric).model_copy(update={"usage": spent})
 
-    def _ask(self, messages: list[dict[str, Any]]) -> AnalysisAnswer:
+    def _ask(self, messages: list[dict[str, Any]], spent: ModelUsage) -> AnalysisAnswer:
         try:
             completion = self._client.chat.completions.parse(
                 model=self._model,
@@ -152,6 +153,9 @@ class OpenAIAnalyzer:
             raise _Invalid(_validation_text(exc)) from None
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, "analysis", self._model) from None
+        if completion.usage is not None:
+            spent.input_tokens += completion.usage.prompt_tokens
+            spent.output_tokens += completion.usage.completion_tokens
         message = completion.choices[0].message
         if message.refusal:
             raise PermanentError(f"analysis model refused: {message.refusal[:200]}")

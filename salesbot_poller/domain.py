@@ -189,6 +189,14 @@ class RubricResult(BaseModel):
     confidence: float = 0.0
 
 
+class ModelUsage(BaseModel):
+    """Tokens one analysis cost (every request, a re-ask included), for cost accounting."""
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
 class CallAnalysis(BaseModel):
     """The stored analysis of a call (`analysis_json`): the model's answer, the rubric with
     titles and weights, and the score computed in code (`rubric.total_score`)."""
@@ -202,6 +210,7 @@ class CallAnalysis(BaseModel):
     risk_flags: list[str] = Field(default_factory=list)
     sentiment: Sentiment = "neutral"
     score: int | None = Field(description="0..100 from the rubric weights; None when every item was not applicable")
+    usage: ModelUsage | None = None  # what the answer cost; None from a fake or an older version
 
     @model_validator(mode="before")
     @classmethod

@@ -218,7 +218,9 @@ def _analyse(app: App, cycle: Cycle, call: Call) -> None:
         cycle.skipped += 1
         return
     analysis = app.analyzer.analyse(transcript, call_context(app, call))
-    app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
+    with app.store.db.atomic():  # the tokens are counted once, with the analysis they paid for
+        usage.record_analysis(app.store, call.id, cycle.now, analysis)
+        app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
     cycle.analysed += 1
     log.info("call %d: analysed, score %s", call.id, analysis.score)
 

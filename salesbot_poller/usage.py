@@ -3,7 +3,8 @@
 Contract:
 - `record_transcription(store, call_id, now, transcript)` stores one `Usage` row (audio
   seconds sent, tokens in/out, model). The pipeline calls it in the same transaction that
-  stores the transcript, so a transcription is counted exactly once.
+  stores the transcript, so a transcription is counted exactly once. `record_analysis`
+  does the same for the analysis tokens, with the analysis.
 - `estimate_usd(totals, prices)`: audio minutes x `audio_price_per_minute_usd` + tokens x
   the per-million token prices. Prices come from the config at the time of reading, so a
   price change re-prices history (they are estimates, not invoices).
@@ -23,7 +24,7 @@ from typing import cast
 import peewee
 
 from salesbot_poller.config import OpenAIConfig
-from salesbot_poller.domain import Transcript
+from salesbot_poller.domain import CallAnalysis, Transcript
 from salesbot_poller.store import Store, Usage
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,19 @@ def record_transcription(store: Store, call_id: int, now: int, transcript: Trans
         input_tokens=transcript.input_tokens,
         output_tokens=transcript.output_tokens,
     )
+
+
+def record_analysis(store: Store, call_id: int, now: int, analysis: CallAnalysis) -> None:
+    """One `Usage` row for the tokens of an analysis (nothing when the analyser reported none)."""
+    if analysis.usage is not None:
+        Usage.create(
+            call_id=call_id,
+            at=now,
+            kind="analysis",
+            model=analysis.usage.model,
+            input_tokens=analysis.usage.input_tokens,
+            output_tokens=analysis.usage.output_tokens,
+        )
 
 
 def day_start(now: int) -> int:
@@ -114,7 +128,7 @@ def status_lines(prices: OpenAIConfig, now: int) -> list[str]:
         t = totals_since(since)
         lines.append(
             f"  {label:<11} {t.audio_seconds / 60:.1f} audio min, {t.input_tokens} tokens in, "
-            f"{t.output_tokens} tokens out, ${estimate_usd(t, prices):.2f} ({t.requests} transcriptions)"
+            f"{t.output_tokens} tokens out, ${estimate_usd(t, prices):.2f} ({t.requests} requests)"
         )
     if prices.daily_budget_usd > 0:
         spent = estimate_usd(totals_since(day_start(now)), prices)

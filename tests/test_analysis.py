@@ -12,10 +12,11 @@ import pytest
 from salesbot_poller.analysis import REASK, OpenAIAnalyzer, load_prompt
 from salesbot_poller.app import build_openai
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
-from salesbot_poller.domain import CallContext, RubricResult
+from salesbot_poller.domain import CallContext, ModelUsage, RubricResult
 from salesbot_poller.errors import PermanentError
 from salesbot_poller.pipeline import run_once
 from salesbot_poller.rubric import total_score
+from salesbot_poller.store import Usage
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes.openai_api import default_analysis
 from tests.loopback_app import add_call, at, calls, make_app
@@ -83,6 +84,8 @@ def test_an_invalid_answer_gets_one_re_ask_that_quotes_the_error(servers: Server
     servers.openai.analysis_fn = answers(missing, good)
     result = analyzer(servers).analyse("text", CONTEXT)
     assert len(servers.openai.chat_requests) == 2 and result.score == 63
+    (in1, out1), (in2, out2) = servers.openai.chat_usage
+    assert result.usage == ModelUsage(model="gpt-4o-mini", input_tokens=in1 + in2, output_tokens=out1 + out2)
     reask = servers.openai.chat_requests[1]["messages"]
     assert reask[-2]["role"] == "assistant" and json.loads(reask[-2]["content"]) == missing
     assert reask[-1]["content"] == REASK.format(error="rubric: no verdict for closing")
@@ -128,3 +131,7 @@ def test_a_call_is_analysed_once_even_when_delivery_fails_and_the_process_restar
     restarted.analyzer = OpenAIAnalyzer(build_openai(restarted.config), "gpt-4o-mini")
     run_once(restarted, at(10))
     assert calls()[0].stage == "notified" and len(servers.openai.chat_requests) == 1, "paid once"
+    ((tokens_in, tokens_out),) = servers.openai.chat_usage
+    analyses = Usage.select().where(Usage.kind == "analysis")
+    rows = [(u.kind, u.call_id, u.input_tokens, u.output_tokens) for u in analyses]
+    assert rows == [("analysis", calls()[0].id, tokens_in, tokens_out)], "its tokens counted once, with it"

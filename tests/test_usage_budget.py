@@ -138,9 +138,9 @@ def test_status_shows_today_and_this_month_with_estimated_cost(tmp_path: Path) -
     lines: list[str] = []
     status(app.store, lines.append, app.config, now)
     text = "\n".join(lines)
-    assert "today       10.0 audio min, 0 tokens in, 0 tokens out, $0.06 (1 transcriptions)" in text
+    assert "today       10.0 audio min, 0 tokens in, 0 tokens out, $0.06 (1 requests)" in text
     # 12 min x $0.006 + 0.4 M x $2.50 + 0.1 M x $10 = $2.07
-    assert "this month  12.0 audio min, 400000 tokens in, 100000 tokens out, $2.07 (2 transcriptions)" in text
+    assert "this month  12.0 audio min, 400000 tokens in, 100000 tokens out, $2.07 (2 requests)" in text
     assert "daily budget $1.00: ok" in text
 
 

@@ -141,6 +141,7 @@ class FakeOpenAI(FakeServer):
         self.api_key = api_key
         self.transcriptions: list[JSON] = []
         self.chat_requests: list[JSON] = []
+        self.chat_usage: list[tuple[int, int]] = []  # (prompt, completion) tokens answered
         self.transcribe_fn: Callable[[bytes, str, dict[str, str]], str] = default_transcribe
         self.segments_fn: SegmentsFn | None = None
         self.diarize_fn: DiarizeFn | None = None
@@ -296,6 +297,8 @@ class FakeOpenAI(FakeServer):
         content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
         prompt_tokens = max(1, len(json.dumps(body["messages"], ensure_ascii=False)) // 4)
         completion_tokens = max(1, len(content) // 4)
+        with self.lock:
+            self.chat_usage.append((prompt_tokens, completion_tokens))
         return json_reply({
             "id": f"chatcmpl-{seq}",
             "object": "chat.completion",
