@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 
 import peewee
@@ -184,16 +185,19 @@ def _backfill(args: argparse.Namespace, config: Config) -> int:
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     try:
         app = build_app(config, utc_now, store)
-        outcome = backfill(
-            app,
-            since,
-            until,
-            utc_now(),
-            out,
-            confirm,
-            record_only=args.record_only,
-            price_per_minute=config.openai.audio_price_per_minute_usd,
-        )
+        # The lock `once`/`run` hold: a backfill that processes calls never works beside them
+        # (--record-only only adds calls, which the running service then processes).
+        with nullcontext() if args.record_only else exclusive(config.storage.database):
+            outcome = backfill(
+                app,
+                since,
+                until,
+                utc_now(),
+                out,
+                confirm,
+                record_only=args.record_only,
+                price_per_minute=config.openai.audio_price_per_minute_usd,
+            )
     except ValueError as exc:
         _err(f"backfill: {exc}")
         return EXIT_CONFIG

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from salesbot_poller.backfill import parse_moment
+from salesbot_poller.recovery import exclusive
 from tests.conftest import Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3
 
@@ -126,3 +127,17 @@ def test_bad_dates_are_usage_errors(tmp_path: Path, servers: Servers) -> None:
     later = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%d")
     future = run_cli("backfill", "--since", later, config=servers.write_config())
     assert future.returncode == 2 and "--since must be before --until" in future.stderr
+
+
+def test_backfill_never_processes_beside_a_running_service(servers: Servers) -> None:
+    now = int(time.time())
+    day = seed(servers, now)
+    config = servers.write_config()
+    database_url = f"sqlite:///{servers.tmp / 'state' / 'salesbot.db'}"
+    (servers.tmp / "state").mkdir(exist_ok=True)
+    with exclusive(database_url):  # what `run` holds while it works the calls
+        held = run_cli("backfill", "--since", day, "--until", day, "--yes", config=config)
+        recorded = run_cli("backfill", "--since", day, "--until", day, "--yes", "--record-only", config=config)
+    assert held.returncode == 3 and "another salesbot-poller (once or run) is processing calls" in held.stderr
+    assert recorded.returncode == 0, recorded.stderr
+    assert servers.openai.transcriptions == [] and servers.telegram.messages == []
