@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from salesbot_poller.app import build_notifier
 from salesbot_poller.config import parse_config
-from salesbot_poller.domain import Stage
+from salesbot_poller.domain import Destination, Stage
 from salesbot_poller.pipeline import App, Cycle, process_due
 from salesbot_poller.store import Call, Store
 from tests.fakes import FakeTelegram
@@ -65,13 +65,13 @@ def main(n: int, synchronous: str) -> None:
             {},
         )
         store = Store.open(config.storage.database, 0)
-        store.db.execute_sql(f"PRAGMA synchronous={synchronous}")  # to compare with the store's default
+        store.db.execute_sql(f"PRAGMA synchronous={synchronous}")  # type: ignore[no-untyped-call]  # vs the default
         notifier = build_notifier(config)
         send = notifier.send
 
-        def timed_notifier_send(html: str) -> int:
+        def timed_notifier_send(html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
             started.append(time.perf_counter())
-            message_id = send(html)
+            message_id = send(html, to, reply_to)
             returned.append(time.perf_counter())
             return message_id
 
