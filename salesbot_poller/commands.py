@@ -47,7 +47,10 @@ def _check_openai(config: Config) -> str:
 
 
 def _check_telegram(config: Config) -> str:
-    return f"ok (bot {build_notifier(config).check()}, chat {config.telegram.chat_id})"
+    """The bot, and every chat it posts to: the default, the routed ones, the alert chat."""
+    tg = config.telegram
+    others = [route.chat_id for route in tg.routes.values()] + ([tg.alert_chat_id] if tg.alert_chat_id else [])
+    return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
 
 
 def check(config: Config, store: Store, clock: Callable[[], datetime], out: Callable[[str], None]) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import requests
@@ -166,17 +166,20 @@ class TelegramNotifier:
                 raise TransientError(f"Telegram {method}: malformed answer") from None
         raise TransientError(f"Telegram {method}: chat migrated twice")
 
-    def check(self) -> str:
-        """ "@bot in 'chat title'" (getMe, getChat); raises like `send`."""
+    def check(self, other_chats: Iterable[str] = ()) -> str:
+        """ "@bot in 'chat title'" (getMe, then getChat of the default chat and of each of
+        `other_chats`: routed and alert chats); raises like `send`, naming the chat."""
         method = "getMe"
         try:
             me = self._bot.get_me()
-            method = "getChat"
-            chat = self._bot.get_chat(self.chat_id)
+            titles = []
+            for chat_id in [self.chat_id, *[c for c in dict.fromkeys(other_chats) if c != self.chat_id]]:
+                method = f"getChat {chat_id}"
+                chat = self._bot.get_chat(chat_id)
+                titles.append(repr(chat.title or chat.username or chat.first_name or chat.id))
         except apihelper.ApiTelegramException as exc:
             raise _map_api_error(exc, method) from None
         except apihelper.ApiException as exc:
             status = getattr(exc.result, "status_code", 0)
             raise TransientError(f"Telegram {method}: unusable answer (HTTP {status})") from None
-        title = chat.title or chat.username or chat.first_name or chat.id
-        return f"@{me.username} in {title!r}"
+        return f"@{me.username} in {', '.join(titles)}"

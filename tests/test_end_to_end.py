@@ -125,8 +125,27 @@ def test_check_reports_each_service(servers: Servers) -> None:
     assert bad.returncode == 1
     assert "amocrm: FAILED: amoCRM rejected the long-lived token (401)" in bad.stdout
     assert "openai: FAILED: OpenAI rejected the API key (HTTP 401)" in bad.stdout
-    assert "telegram: FAILED: Telegram getChat: Bad Request: chat not found: check telegram.chat_id" in bad.stdout
+    assert f"telegram: FAILED: Telegram getChat {CHAT_ID}: Bad Request: chat not found: check telegram.chat_id" in (
+        bad.stdout
+    )
     assert_no_secret(bad.stdout, bad.stderr)
+
+
+def test_check_looks_at_every_routed_chat_and_the_alert_chat(servers: Servers) -> None:
+    routed, alert = "-1009990000001", "-1009990000002"
+    text = servers.config_text().replace(
+        "[telegram]\n", f'[telegram]\nalert_chat_id = "{alert}"\nroutes = {{ "555" = {{ chat_id = "{routed}" }} }}\n'
+    )
+    config = servers.tmp / "routed.toml"
+    config.write_text(text)
+    servers.telegram.known_chats = {CHAT_ID, alert}
+    bad = run_cli("check", config=config)
+    assert bad.returncode == 1 and f"telegram: FAILED: Telegram getChat {routed}: Bad Request: chat not found" in (
+        bad.stdout
+    )
+    servers.telegram.known_chats = {CHAT_ID, alert, routed}
+    ok = run_cli("check", config=config)
+    assert ok.returncode == 0 and "in 'Sales', 'Sales', 'Sales'" in ok.stdout, ok.stdout  # all three chats
 
 
 def test_fatal_auth_error_exits_non_zero_with_one_line(servers: Servers) -> None:
