@@ -322,5 +322,6 @@ def test_check_names_the_chat(servers: Servers) -> None:
     notifier = build_notifier(config_for(servers))
     assert notifier.check() == "@salesbot_test_bot in 'Sales'"
     servers.telegram.known_chats = set()
-    with pytest.raises(FatalError, match=re.escape("getChat: Bad Request: chat not found: check telegram.chat_id")):
+    expected = f"getChat {CHAT_ID}: Bad Request: chat not found: check telegram.chat_id"
+    with pytest.raises(FatalError, match=re.escape(expected)):
         notifier.check()

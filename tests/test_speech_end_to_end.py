@@ -48,7 +48,12 @@ def test_a_stereo_call_is_posted_with_roles_and_metrics_and_counted(servers: Ser
     status = run_cli("status", config=config)
     assert status.returncode == 0, status.stderr
     assert "openai usage" in status.stdout
-    assert "today       0.8 audio min" in status.stdout and "(2 transcriptions)" in status.stdout
+    # Two transcriptions and two analyses, each counted once: audio minutes, and the analysis tokens.
+    tokens_in = sum(prompt for prompt, _ in servers.openai.chat_usage)
+    tokens_out = sum(completion for _, completion in servers.openai.chat_usage)
+    assert len(servers.openai.chat_usage) == 2
+    assert f"today       0.8 audio min, {tokens_in} tokens in, {tokens_out} tokens out" in status.stdout, status.stdout
+    assert "(4 requests)" in status.stdout
     assert_no_secret(result.stdout, result.stderr, status.stdout, status.stderr)
 
 
