@@ -153,6 +153,8 @@ class OpenAIAnalyzer:
             raise _Invalid(_validation_text(exc)) from None
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, "analysis", self._model) from None
+        except ValueError:  # after ValidationError (a ValueError too): a body that is not JSON
+            raise TransientError(f"OpenAI analysis ({self._model}): malformed answer (not JSON)") from None
         if completion.usage is not None:
             spent.input_tokens += completion.usage.prompt_tokens
             spent.output_tokens += completion.usage.completion_tokens

@@ -37,7 +37,7 @@ from openai.types import AudioResponseFormat
 
 from salesbot_poller.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.domain import Segment, Transcript
-from salesbot_poller.errors import PermanentError
+from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.openai_errors import map_openai_error
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,8 @@ class OpenAITranscriber:
                 )
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, "transcription", model) from None
+        except ValueError:  # the SDK hands a body that is not JSON through as JSONDecodeError
+            raise TransientError(f"OpenAI transcription ({model}): malformed answer (not JSON)") from None
         return parse_response(result, chunk)
 
 
@@ -219,6 +221,9 @@ def parse_response(result: object, chunk: Chunk) -> Piece:
     tokens_in, tokens_out = _tokens(getattr(result, "usage", None))
     if isinstance(result, str):  # "text" format of a compatible server
         return Piece(chunk, result.strip(), [Segment(0.0, chunk.duration, result.strip(), speaker)], False)
+    if not isinstance(getattr(result, "text", None), str):
+        # Valid JSON in another shape: not "no speech", which would skip the call.
+        raise TransientError("OpenAI transcription: malformed answer (no text)")
     text = str(getattr(result, "text", "")).strip()
     raw_segments = getattr(result, "segments", None)
     if raw_segments is None:  # json: text only

@@ -225,10 +225,20 @@ def test_malformed_json_from_openai_defers_the_call(rig: Rig, path: str, caplog:
     rig.cycle(0)
     call = rig.calls()[0]
     assert call.stage in ("downloaded", "transcribed") and call.attempts == 1
-    assert "malformed" in (call.last_error or "")
+    assert "malformed answer" in (call.last_error or ""), call.last_error  # classed by the service module
     assert "Traceback" not in caplog.text
     rig.cycle(2)
     assert rig.sent_per_call() == [1] and len(rig.servers.openai.transcriptions) == 1
+
+
+def test_a_transcription_answer_in_another_shape_is_not_read_as_silence(rig: Rig) -> None:
+    rig.add_call(1, audio=MP3)
+    rig.servers.openai.fail_next("/audio/transcriptions", 200, b'{"result": "ok"}', JSON_HEADERS)
+    rig.cycle(0)
+    call = rig.calls()[0]
+    assert (call.stage, call.last_error) == ("downloaded", "OpenAI transcription: malformed answer (no text)")
+    rig.cycle(2)
+    assert rig.calls()[0].stage == "notified" and rig.sent_per_call() == [1]
 
 
 def test_malformed_json_from_telegram_resends_the_part(rig: Rig) -> None:
