@@ -23,6 +23,7 @@ from salesbot_poller.openai_errors import map_openai_error
 from salesbot_poller.pipeline import LAST_CYCLE_KEY
 from salesbot_poller.recovery import resume_stage
 from salesbot_poller.store import Call, Store
+from salesbot_poller.throttle import AmoPause, AmoPaused
 
 
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
@@ -107,6 +108,11 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
     else:
         out("last cycle: never")
     out(f"cursor: {_when(store.cursor())}")
+    moment = int(time.time()) if now is None else now
+    try:  # a 403 (or a long Retry-After) pauses amoCRM; the admin should see until when, and why
+        AmoPause(lambda: datetime.fromtimestamp(moment, UTC), store).check()
+    except AmoPaused as exc:
+        out(f"amocrm: {exc}")
     errors = store.recent_errors()
     out("last errors:" if errors else "last errors: none")
     for call in errors:
@@ -116,7 +122,7 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
             f"{call.last_error}"
         )
     if config is not None:
-        for line in usage.status_lines(config.openai, int(time.time()) if now is None else now):
+        for line in usage.status_lines(config.openai, moment):
             out(line)
     failed = store.failed_calls()
     out(f"failed calls: {len(failed)}" + (" (`salesbot-poller retry --failed` puts them back)" if failed else ""))

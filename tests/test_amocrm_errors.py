@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from salesbot_poller import commands
 from salesbot_poller.amocrm import AmoClient, AmoForbidden
 from salesbot_poller.amocrm_auth import LongLivedToken
 from salesbot_poller.errors import FatalError, TransientError
@@ -146,8 +147,15 @@ def test_403_pauses_every_amocrm_call_for_ten_minutes_even_after_a_restart(serve
     with pytest.raises(AmoPaused):
         restarted.account()
     assert servers.amo.count("/api/v4/") == 1
+    lines: list[str] = []
+    commands.status(store, lines.append, now=int(amo.clock.now.timestamp()))
+    (paused,) = [line for line in lines if line.startswith("amocrm:")]
+    assert paused.startswith(f"amocrm: amoCRM calls paused until {until}") and "HTTP 403" in paused, paused
     amo.clock.now += timedelta(seconds=601)
     assert restarted.account()["name"] == "Acme"
+    lines.clear()
+    commands.status(store, lines.append, now=int(amo.clock.now.timestamp()))
+    assert not any(line.startswith("amocrm:") for line in lines), "the pause is over: status says nothing"
 
 
 def test_403_on_the_users_list_is_a_permission_not_a_pause(amo: Amo) -> None:
