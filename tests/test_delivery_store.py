@@ -26,17 +26,26 @@ def test_a_database_of_the_previous_schema_gets_the_new_columns_and_table(tmp_pa
     again.close()
 
 
-def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_chat(servers: Servers) -> None:
-    app = make_app(servers)
-    call = Call.create(
-        event_id="01OLD",
+def old_call(event_id: str, **fields: object) -> Call:
+    """A call row as the previous version left it, five minutes before `at(0)`."""
+    seen = at(-5).timestamp()
+    return Call.create(
+        event_id=event_id,
         direction="in",
         entity_type="leads",
         entity_id=1,
         note_id=1,
-        event_created_at=at(-5).timestamp(),
-        first_seen_at=at(-5).timestamp(),
-        updated_at=at(-5).timestamp(),
+        event_created_at=seen,
+        first_seen_at=seen,
+        updated_at=seen,
+        **fields,
+    )
+
+
+def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_chat(servers: Servers) -> None:
+    app = make_app(servers)
+    call = old_call(
+        "01OLD",
         stage="notifying",
         kind="conversation",
         outbox_json=json.dumps(["<b>part 1</b>", "<b>part 2</b>"]),
@@ -58,15 +67,8 @@ def test_a_call_analysed_by_the_previous_version_is_still_delivered(servers: Ser
         "objections": ["Дорого"],
         "next_step": "Отправить КП",
     }
-    Call.create(
-        event_id="01OLD2",
-        direction="in",
-        entity_type="leads",
-        entity_id=1,
-        note_id=1,
-        event_created_at=at(-5).timestamp(),
-        first_seen_at=at(-5).timestamp(),
-        updated_at=at(-5).timestamp(),
+    old_call(
+        "01OLD2",
         stage="analysed",
         kind="conversation",
         duration=60,
