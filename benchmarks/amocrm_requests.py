@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from salesbot_poller.app import build_amo
 from salesbot_poller.config import parse_config
-from salesbot_poller.intake import poll, resolve_new
-from salesbot_poller.pipeline import App, Cycle
+from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.intake import poll, resolve_new
 from salesbot_poller.store import Store
 from tests.fakes import FakeAmoCRM
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemoryTranscriber

@@ -89,9 +89,9 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import requests
-from salesbot_poller.audio import channels_identical, chunk_seconds_for, prepare
-from salesbot_poller.recordings import RecordingDownloader
-from salesbot_poller.speech import UPLOAD_LIMIT_BYTES
+from salesbot_poller.services.audio import channels_identical, chunk_seconds_for, prepare
+from salesbot_poller.services.recordings import RecordingDownloader
+from salesbot_poller.services.speech import UPLOAD_LIMIT_BYTES
 url, work, fmt, bitrate = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 if url == "-":
     print(json.dumps({}))

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from salesbot_poller.app import build_notifier
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import Destination, Stage
-from salesbot_poller.pipeline import App, Cycle, process_due
+from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.lanes import process_due
 from salesbot_poller.store import Call, Store
 from tests.fakes import FakeTelegram
 

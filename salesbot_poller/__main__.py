@@ -1,5 +1,5 @@
 """`python -m salesbot_poller` is the same as the `salesbot-poller` console script."""
 
-from salesbot_poller.cli import main
+from salesbot_poller.cli.main import main
 
 raise SystemExit(main())

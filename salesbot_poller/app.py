@@ -17,17 +17,17 @@ import telebot
 from telebot import apihelper
 
 from salesbot_poller import __version__
-from salesbot_poller.amocrm import AmoClient
-from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
-from salesbot_poller.analysis import OpenAIAnalyzer, load_prompt
 from salesbot_poller.config import Config
-from salesbot_poller.notifier import TelegramNotifier, request_sender
-from salesbot_poller.outbox import DryRun
-from salesbot_poller.pipeline import App
-from salesbot_poller.recordings import RecordingDownloader
-from salesbot_poller.speech import OpenAITranscriber
+from salesbot_poller.pipeline.context import App
+from salesbot_poller.pipeline.delivery import DryRun
+from salesbot_poller.services.amocrm import AmoClient
+from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
+from salesbot_poller.services.analysis import OpenAIAnalyzer, load_prompt
+from salesbot_poller.services.recordings import RecordingDownloader
+from salesbot_poller.services.speech import OpenAITranscriber
+from salesbot_poller.services.telegram import TelegramNotifier, request_sender
+from salesbot_poller.services.throttle import AmoPause, RateLimiter
 from salesbot_poller.store import Store
-from salesbot_poller.throttle import AmoPause, RateLimiter
 
 USER_AGENT = f"salesbot-poller/{__version__}"
 TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe

@@ -89,6 +89,7 @@ class AmoCRMConfig(_Section):
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Moscow)") from None
         return value
+
     max_rps: int = Field(
         7, ge=1, le=7, description="At most this many amoCRM requests in any rolling second (amoCRM blocks above 7)."
     )
@@ -118,6 +119,9 @@ class OpenAIConfig(_Section):
     input_token_price_per_million_usd: float = Field(0.0, ge=0)
     output_token_price_per_million_usd: float = Field(0.0, ge=0)
     daily_budget_usd: float = Field(0.0, ge=0)  # 0 = no budget
+    max_concurrent_requests: int = Field(
+        0, ge=0, le=64, description="OpenAI requests in flight at once, all workers together; 0: poller.workers."
+    )
 
 
 Channel = Literal["left", "right"]
@@ -201,6 +205,12 @@ class PollerConfig(_Section):
     max_attempts: int = Field(
         8, ge=1, description="A call failing this many times is marked failed (so is one failing for 24 h)."
     )
+    workers: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Answered calls worked at once (download, transcription, analysis); 1: one at a time.",
+    )
 
 
 class StorageConfig(_Section):
@@ -282,6 +292,11 @@ class Config(_Section):
     storage: StorageConfig = StorageConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     audio: AudioConfig = AudioConfig()
+
+    @property
+    def openai_concurrency(self) -> int:
+        """`openai.max_concurrent_requests`, or `poller.workers` when it is 0."""
+        return self.openai.max_concurrent_requests or self.poller.workers
 
     def secrets(self) -> list[str]:
         """Every non-empty secret value, for the log redactor."""

@@ -5,7 +5,7 @@ pass in-memory fakes that satisfy the same Protocols."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -16,6 +16,19 @@ Direction = Literal["in", "out"]
 
 # amoCRM events name the entity in the singular; every URL uses the plural.
 ENTITY_PLURAL = {"lead": "leads", "contact": "contacts", "company": "companies", "customer": "customers"}
+
+NOT_REACHED_STATUSES = (6, 7)  # a call note's `call_status`: not reached, busy
+MANAGER_UNKNOWN = "не назначен"  # a call with no responsible user, as the messages say it
+
+
+def answered(duration: int | None, call_status: int | None) -> bool:
+    """Whether a call was a conversation: it lasted, and its status is not "not reached"/"busy"."""
+    return bool(duration) and call_status not in NOT_REACHED_STATUSES
+
+
+def local_time(timestamp: int, tz: tzinfo | None) -> datetime:
+    """`timestamp` in `tz` (the account's zone); None: the server's local zone."""
+    return datetime.fromtimestamp(timestamp, tz) if tz else datetime.fromtimestamp(timestamp).astimezone()
 
 
 class Stage(StrEnum):
@@ -233,6 +246,21 @@ class Destination:
 
     chat_id: str
     thread_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One message, document or amoCRM write, fixed before anything is sent (`delivery`).
+
+    `key` says what goes where (`call:<id>` is a call's own card or alert). `payload`:
+    `{"parts": [html, ...]}`, or `{"filename", "caption", "text"}`, or `{"path", "body"}` for
+    amoCRM. `reply_to_key`: another item's key, in the same chat."""
+
+    key: str
+    kind: str
+    to: Destination | None
+    payload: dict[str, Any]
+    reply_to_key: str | None = None
 
 
 @dataclass(frozen=True)

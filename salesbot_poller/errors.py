@@ -26,6 +26,11 @@ class TransientError(SalesbotError):
         self.retry_after = retry_after
 
 
+class Busy(TransientError):
+    """Not now, through no fault of the call (a chat's send rate, a chat paused by a 429):
+    the call is put off by `retry_after` seconds without counting a failed attempt."""
+
+
 class PermanentError(SalesbotError):
     """This call cannot succeed; retrying it would only repeat the failure."""
 

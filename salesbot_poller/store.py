@@ -1,8 +1,14 @@
 """The durable store (peewee): cursor and small state, seen events, one row per call.
 
 Contract:
-- `Store.open(url)` connects (SQLite: WAL, busy timeout, IMMEDIATE transactions), creates
-  the SQLite file's directory, and applies pending migrations in a transaction.
+- `Store.open(url)` connects (SQLite: WAL, a 30 s busy timeout, IMMEDIATE transactions, a
+  connection per thread), creates the SQLite file's directory, and applies pending
+  migrations in a transaction.
+- Every query of the application is a method here: the pipeline never reaches the models.
+- `claim_next` claims the oldest due call of the given stages with one conditional UPDATE:
+  no two threads or processes ever work the same call. `release` gives it back.
+- `committed(fn)` runs a write that must not be lost (the record of a message Telegram has
+  accepted) and retries it while the database is busy (another process holds the lock).
 - `record_window` stores a window's events and advances the cursor in ONE transaction:
   the cursor never passes an event that is not durably recorded.
 - `update(call, **fields)` commits at once; the pipeline calls it after each stage, so a
@@ -14,15 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import peewee
 from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator, migrate
 
-from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Stage
+from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Planned, Stage
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +87,9 @@ class Call(_Model):
     audio_path = peewee.TextField(null=True)
     transcript = peewee.TextField(null=True)
     analysis_json = peewee.TextField(null=True)
-    outbox_json = peewee.TextField(null=True)  # rendered message parts, fixed before sending
-    message_ids_json = peewee.TextField(null=True)  # ids of the parts Telegram accepted
+    # Before 0007_lanes the call's own message lived here; it is a `Delivery` row now.
+    outbox_json = peewee.TextField(null=True)
+    message_ids_json = peewee.TextField(null=True)
     notified_at = peewee.IntegerField(null=True)
     # Where the call's own message went (None: telegram.chat_id), and the outgoing call that
     # returned a missed one (0006_delivery).
@@ -90,20 +98,14 @@ class Call(_Model):
     callback_call_id = peewee.IntegerField(null=True)
     metrics_json = peewee.TextField(null=True)  # domain.ConversationMetrics, when roles are known
     retried_at = peewee.IntegerField(null=True)  # `retry` put it back: its 24 h restart here
-
-    @property
-    def message_ids(self) -> list[int]:
-        return list(json.loads(self.message_ids_json or "[]"))
-
-    @property
-    def outbox(self) -> list[str]:
-        return list(json.loads(self.outbox_json or "[]"))
+    claimed_by = peewee.CharField(null=True)  # the worker working it now (0007_lanes)
+    claimed_at = peewee.IntegerField(null=True)
 
 
 class Delivery(_Model):
-    """One message or amoCRM write besides a call's own message (a copy to the alert chat, the
-    transcript, an escalation, a callback reply, the digest, a note, a task). Stored before it
-    is sent; each accepted part's id committed right after (see `outbox`)."""
+    """One message or amoCRM write: a call's own card or alert (key `call:<id>`), a copy to the
+    alert chat, the transcript, an escalation, a callback reply, the digest, a note, a task.
+    Stored before it is sent; each accepted part's id committed right after (`delivery`)."""
 
     id = peewee.AutoField()
     key = peewee.CharField(unique=True)  # what and where, e.g. "call:12:card:-1001:5"
@@ -166,15 +168,39 @@ def _m0006_delivery(db: peewee.Database) -> None:
     db.create_tables([Delivery])
 
 
+def _m0007_lanes(db: peewee.Database) -> None:
+    """Claims for the work lane; each call's own message becomes a `Delivery` row (key
+    `call:<id>`), with the parts already accepted, so a call left mid-send resumes there."""
+    add_missing_columns(db, Call, ["claimed_by", "claimed_at"])
+    rows = Call.select().where(Call.outbox_json.is_null(False))
+    for call in rows:
+        done = call.stage in (Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value)
+        Delivery.insert(
+            key=f"call:{call.id}",
+            call_id=call.id,
+            kind="alert" if call.kind == "missed" else "card",
+            chat_id=call.chat_id,
+            thread_id=call.thread_id,
+            payload_json=json.dumps({"parts": json.loads(call.outbox_json or "[]")}, ensure_ascii=False),
+            sent_ids_json=call.message_ids_json or "[]",
+            created_at=call.updated_at,
+            done_at=(call.notified_at or call.updated_at) if done else None,
+        ).on_conflict_ignore().execute()
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0004_retry", _m0004_retry),
     ("0005_audio_usage", _m0005_audio_usage),
     ("0006_delivery", _m0006_delivery),
+    ("0007_lanes", _m0007_lanes),
 ]
 
 CURSOR_KEY = "events_cursor"
+BUSY_TIMEOUT_MS = 30_000
+COMMIT_PATIENCE_SECONDS = 600.0  # how long a must-keep write is retried while the database is busy
+T = TypeVar("T")
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -197,7 +223,10 @@ def _open_database(url: str) -> peewee.Database:
             # synchronous=full: in WAL mode, "normal" may roll the last commits back after a power
             # loss (not after a process crash), and a lost commit of a transcript or a message id
             # means paying or posting twice. A few commits per call make the fsync cheap.
-            pragmas={"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1, "synchronous": "full"},
+            pragmas={"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_MS, "foreign_keys": 1, "synchronous": "full"},
+            # A transaction takes the write lock when it begins, not at its first write: two
+            # writers then wait for each other (busy timeout) instead of one failing at once.
+            lock_type="IMMEDIATE",
         )
         return db
     db = connect(url)
@@ -289,11 +318,61 @@ class Store:
 
     # --- calls ------------------------------------------------------------------------
 
-    def due_calls(self, now: int, stages: Iterable[Stage] | None = None) -> list[Call]:
-        """Unfinished calls whose next attempt is due, oldest first."""
+    def due_calls(self, now: int, stages: Iterable[Stage] | None = None, kind: str | None = None) -> list[Call]:
+        """Unfinished calls whose next attempt is due, oldest first (of `kind`, when given)."""
         wanted = [s.value for s in (stages or [s for s in Stage if s not in TERMINAL_STAGES])]
-        query = Call.select().where(Call.stage.in_(wanted), Call.next_attempt_at <= now).order_by(Call.id)
-        return list(query)
+        query = Call.select().where(Call.stage.in_(wanted), Call.next_attempt_at <= now)
+        if kind is not None:
+            query = query.where(Call.kind == kind)
+        return list(query.order_by(Call.id))
+
+    def claim_next(
+        self, worker: str, now: int, stages: Iterable[Stage], kind: str, exclude: Iterable[int] = ()
+    ) -> Call | None:
+        """Claim the oldest due unclaimed call of `stages` and `kind` (not in `exclude`) for
+        `worker`; None if there is none.
+
+        The claim is one conditional UPDATE (the row must still be unclaimed and due), so of
+        two threads or processes racing for a call exactly one gets it.
+        """
+        wanted = [s.value for s in stages]
+        while True:
+            candidate = (
+                Call.select(Call.id)
+                .where(
+                    Call.stage.in_(wanted),
+                    Call.kind == kind,
+                    Call.next_attempt_at <= now,
+                    Call.claimed_by.is_null(),
+                    Call.id.not_in(list(exclude)),
+                )
+                .order_by(Call.id)
+                .limit(1)
+                .first()
+            )
+            if candidate is None:
+                return None
+            taken = (
+                Call.update(claimed_by=worker, claimed_at=now)
+                .where(
+                    Call.id == candidate.id,
+                    Call.claimed_by.is_null(),
+                    Call.stage.in_(wanted),
+                    Call.next_attempt_at <= now,
+                )
+                .execute()
+            )
+            if taken:
+                return Call.get_by_id(candidate.id)
+
+    def release(self, call: Call) -> None:
+        """Give a claimed call back (its stage and next attempt say what comes next)."""
+        Call.update(claimed_by=None, claimed_at=None).where(Call.id == call.id).execute()
+        call.claimed_by = call.claimed_at = None
+
+    def release_all_claims(self) -> int:
+        """At start: claims left by a process that died (one process works a database at a time)."""
+        return int(Call.update(claimed_by=None, claimed_at=None).where(Call.claimed_by.is_null(False)).execute())
 
     def update(self, call: Call, now: int, **fields: Any) -> None:
         """Commit `fields` of `call` (and mirror them on the instance)."""
@@ -304,6 +383,23 @@ class Store:
         Call.update(**fields).where(Call.id == call.id).execute()
         for key, value in fields.items():
             setattr(call, key, value)
+
+    def committed(self, write: Callable[[], T], patience: float = COMMIT_PATIENCE_SECONDS) -> T:
+        """Run `write` (a commit that must not be lost); while the database is locked by
+        someone else, try again with backoff for up to `patience` seconds."""
+        deadline = time.monotonic() + patience
+        delay = 0.5
+        while True:
+            try:
+                return write()
+            except peewee.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database busy (%s): the record of a sent message is written again in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def stage_counts(self) -> dict[str, int]:
         query = Call.select(Call.stage, peewee.fn.COUNT(Call.id)).group_by(Call.stage).tuples()
@@ -318,6 +414,131 @@ class Store:
             .limit(limit)
         )
         return list(query)
+
+    def calls_between(self, start: int, end: int) -> list[Call]:
+        """Classified calls that happened in [start, end), in the order they were recorded."""
+        query = Call.select().where(
+            Call.event_created_at >= start, Call.event_created_at < end, Call.kind.is_null(False)
+        )
+        return list(query.order_by(Call.id))
+
+    def outgoing_since(self, since: int) -> list[Call]:
+        """Outgoing calls that happened since `since`, oldest first."""
+        query = Call.select().where(Call.direction == "out", Call.event_created_at >= since)
+        return list(query.order_by(Call.event_created_at))
+
+    def alerted_unreturned(self, since: int) -> list[Call]:
+        """Missed calls since `since` whose alert was accepted and that are not returned yet."""
+        query = Call.select().where(
+            Call.kind == "missed",
+            Call.stage == Stage.MISSED_ALERTED.value,
+            Call.event_created_at >= since,
+            Call.callback_call_id.is_null(),
+        )
+        return list(query)
+
+    def missed_by_event(self, event_ids: Iterable[str]) -> list[Call]:
+        """Calls of `event_ids` waiting for their missed-call alert."""
+        query = Call.select().where(Call.event_id.in_(list(event_ids)), Call.stage == Stage.MISSED.value)
+        return list(query)
+
+    def seen_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of `event_ids` are recorded already."""
+        query = SeenEvent.select(SeenEvent.event_id).where(SeenEvent.event_id.in_(list(event_ids)))
+        return {str(row.event_id) for row in query}
+
+    def resume_stage(self, call: Call) -> Stage:
+        """The stage a call would resume from, judged by its stored artifacts.
+
+        Used for a `failed` call (whose stage no longer says how far it got): the first stage
+        whose result is not stored yet, so nothing already paid for is done again.
+        """
+        if self.find_delivery(f"call:{call.id}") is not None:
+            return Stage.NOTIFYING  # parts already accepted are not sent again
+        if call.kind == "missed":
+            return Stage.MISSED
+        if call.analysis_json is not None:
+            return Stage.ANALYSED
+        if call.transcript is not None:
+            return Stage.TRANSCRIBED
+        if call.audio_path:
+            return Stage.DOWNLOADED  # the transcription stage falls back to READY if the file is gone
+        if call.kind == "conversation":
+            return Stage.READY
+        return Stage.NEW
+
+    # --- deliveries ---------------------------------------------------------------------
+
+    def enqueue(self, items: Iterable[Planned], call_id: int | None, now: int) -> None:
+        """Store planned items; an item whose key is stored already is left as it is."""
+        for item in items:
+            Delivery.insert(
+                key=item.key,
+                call_id=call_id,
+                kind=item.kind,
+                chat_id=item.to.chat_id if item.to else None,
+                thread_id=item.to.thread_id if item.to else None,
+                reply_to_key=item.reply_to_key,
+                payload_json=json.dumps(item.payload, ensure_ascii=False),
+                created_at=now,
+            ).on_conflict_ignore().execute()
+
+    def pending(self, *, call_id: int | None = None, kinds: Iterable[str] | None = None) -> list[Delivery]:
+        """Deliveries not done yet, in the order they were stored."""
+        query = Delivery.select().where(Delivery.done_at.is_null())
+        if call_id is not None:
+            query = query.where(Delivery.call_id == call_id)
+        if kinds is not None:
+            query = query.where(Delivery.kind.in_(list(kinds)))
+        return list(query.order_by(Delivery.id))
+
+    def find_delivery(self, key: str) -> Delivery | None:
+        return Delivery.get_or_none(Delivery.key == key)
+
+    def update_delivery(self, row: Delivery, **fields: Any) -> None:
+        """Commit `fields` of `row` (and mirror them on the instance)."""
+        Delivery.update(**fields).where(Delivery.id == row.id).execute()
+        for name, value in fields.items():
+            setattr(row, name, value)
+
+    def older_cards_waiting(self, row: Delivery, due_by: int) -> bool:
+        """Whether a card or alert of an earlier call to the same chat is rendered, unsent, and
+        due by `due_by`: it goes first, so one chat's cards keep the order of their calls."""
+        call = Call.alias()
+        query = (
+            Delivery.select(Delivery.id)
+            .join(call, on=(Delivery.call_id == call.id))
+            .where(
+                Delivery.done_at.is_null(),
+                Delivery.key.startswith("call:"),
+                Delivery.kind.in_(["card", "alert"]),
+                Delivery.chat_id.is_null() if row.chat_id is None else Delivery.chat_id == row.chat_id,
+                Delivery.call_id < row.call_id,
+                call.next_attempt_at <= due_by,
+                call.stage == Stage.NOTIFYING.value,
+            )
+        )
+        return query.exists()
+
+    # --- usage --------------------------------------------------------------------------
+
+    def add_usage(self, **fields: Any) -> None:
+        Usage.create(**fields)
+
+    def usage_since(self, since: int) -> tuple[int, float, int, int]:
+        """Requests, audio seconds, input and output tokens recorded since `since`."""
+        query = (
+            Usage.select(
+                peewee.fn.COUNT(Usage.id),
+                peewee.fn.COALESCE(peewee.fn.SUM(Usage.audio_seconds), 0),
+                peewee.fn.COALESCE(peewee.fn.SUM(Usage.input_tokens), 0),
+                peewee.fn.COALESCE(peewee.fn.SUM(Usage.output_tokens), 0),
+            )
+            .where(Usage.at >= since)
+            .tuples()
+        )
+        row = cast(tuple[int, float, int, int], query.get())  # .tuples(): a tuple, not a Usage
+        return int(row[0]), float(row[1]), int(row[2]), int(row[3])
 
     # --- failures and retry (issue 4) ---------------------------------------------------
 

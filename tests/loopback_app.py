@@ -12,8 +12,8 @@ from typing import Any
 from salesbot_poller.app import build_amo, build_notifier
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallEvent, CallNote
-from salesbot_poller.outbox import DryRun
-from salesbot_poller.pipeline import App
+from salesbot_poller.pipeline.context import App
+from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.store import Call, Store
 from tests.conftest import Servers
 from tests.memory import MemoryAnalyzer, MemoryRecordings, MemorySource, MemoryTranscriber

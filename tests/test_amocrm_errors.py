@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from salesbot_poller import commands
-from salesbot_poller.amocrm import AmoClient, AmoForbidden
-from salesbot_poller.amocrm_auth import LongLivedToken
+from salesbot_poller.cli import commands
 from salesbot_poller.errors import FatalError, TransientError
+from salesbot_poller.services.amocrm import AmoClient, AmoForbidden
+from salesbot_poller.services.amocrm_auth import LongLivedToken
+from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import Store
-from salesbot_poller.throttle import AmoPause, AmoPaused
 from tests.conftest import AMO_TOKEN, Servers
 from tests.fakes import FakeAmoCRM
 

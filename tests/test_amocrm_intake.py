@@ -12,13 +12,14 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from salesbot_poller.amocrm import MAX_QUERY_CHARS, AmoClient, AmoForbidden, id_batches
-from salesbot_poller.amocrm_auth import LongLivedToken
 from salesbot_poller.app import build_amo
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import Stage
-from salesbot_poller.intake import poll, resolve_new
-from salesbot_poller.pipeline import App, Cycle, run_once
+from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.intake import poll, resolve_new
+from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.services.amocrm import MAX_QUERY_CHARS, AmoClient, AmoForbidden, id_batches
+from salesbot_poller.services.amocrm_auth import LongLivedToken
 from salesbot_poller.store import Call, Store
 from tests.conftest import AMO_TOKEN, Servers
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemoryTranscriber

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import requests
 
-from salesbot_poller.amocrm import AmoClient
-from salesbot_poller.amocrm_auth import STATE_KEY, OAuthTokens, exchange_code, jwt_expiry
 from salesbot_poller.config import Config, load_config
 from salesbot_poller.errors import FatalError
+from salesbot_poller.services.amocrm import AmoClient
+from salesbot_poller.services.amocrm_auth import STATE_KEY, OAuthTokens, exchange_code, jwt_expiry
 from salesbot_poller.store import Call, Store
 from tests.conftest import AMO_TOKEN, Servers, assert_no_secret, run_cli
 from tests.fakes import make_jwt

@@ -10,7 +10,7 @@ import pytest
 
 from salesbot_poller.config import parse_config
 from salesbot_poller.errors import ConfigError
-from salesbot_poller.throttle import PAUSE_STATE_KEY, AmoPause, AmoPaused, RateLimiter
+from salesbot_poller.services.throttle import PAUSE_STATE_KEY, AmoPause, AmoPaused, RateLimiter
 
 
 class FakeTime:

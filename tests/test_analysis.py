@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from salesbot_poller.analysis import REASK, OpenAIAnalyzer, load_prompt
 from salesbot_poller.app import build_openai
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
 from salesbot_poller.domain import CallContext, ModelUsage, RubricResult
 from salesbot_poller.errors import PermanentError
-from salesbot_poller.pipeline import run_once
-from salesbot_poller.rubric import total_score
+from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.services.analysis import REASK, OpenAIAnalyzer, load_prompt
+from salesbot_poller.services.rubric import total_score
 from salesbot_poller.store import Usage
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes.openai_api import default_analysis

@@ -9,10 +9,15 @@ import openai
 import pytest
 import requests
 
-from salesbot_poller.audio import chunk_seconds_for, prepare, probe
 from salesbot_poller.errors import PermanentError, TransientError
-from salesbot_poller.recordings import RecordingDownloader
-from salesbot_poller.speech import GPT4O_MAX_SECONDS, UPLOAD_LIMIT_BYTES, OpenAITranscriber, drop_repeated_words
+from salesbot_poller.services.audio import chunk_seconds_for, prepare, probe
+from salesbot_poller.services.recordings import RecordingDownloader
+from salesbot_poller.services.speech import (
+    GPT4O_MAX_SECONDS,
+    UPLOAD_LIMIT_BYTES,
+    OpenAITranscriber,
+    drop_repeated_words,
+)
 from tests.conftest import OPENAI_KEY, Servers
 from tests.fakes import make_mp3, make_turns_mp3, tone_runs
 

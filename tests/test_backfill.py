@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.backfill import parse_moment
-from salesbot_poller.recovery import exclusive
+from salesbot_poller.cli.backfill import parse_moment
+from salesbot_poller.pipeline.recovery import exclusive
 from tests.conftest import Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3
 

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from salesbot_poller.domain import CallAnalysis, CallContext, NextStep, ObjectionHandling, RubricResult
-from salesbot_poller.messages import LIMIT, render_callback, render_conversation, render_escalation, render_missed
+from salesbot_poller.pipeline.messages import (
+    LIMIT,
+    render_callback,
+    render_conversation,
+    render_escalation,
+    render_missed,
+)
 from tests.fakes import utf16_len, validate_telegram_html
 
 GOLDEN = Path(__file__).parent / "golden" / "card.html"

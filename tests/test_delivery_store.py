@@ -1,11 +1,12 @@
-"""Migration 0006_delivery from the previous schema, and a call caught mid-send by the upgrade."""
+"""Migrations 0006_delivery and 0007_lanes from the previous schemas, and a call caught
+mid-send by the upgrade."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from salesbot_poller.pipeline import run_once
+from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Call, Delivery, Migration, Store
 from tests.conftest import CHAT_ID, Servers
 from tests.loopback_app import at, calls, make_app
@@ -42,6 +43,12 @@ def old_call(event_id: str, **fields: object) -> Call:
     )
 
 
+def upgrade_to_lanes(store: Store) -> None:
+    """Apply 0007_lanes again, as an upgrade from the version before it would."""
+    Migration.delete().where(Migration.name == "0007_lanes").execute()
+    assert store.migrate(int(at(0).timestamp())) == ["0007_lanes"]
+
+
 def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_chat(servers: Servers) -> None:
     app = make_app(servers)
     call = old_call(
@@ -51,10 +58,18 @@ def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_ch
         outbox_json=json.dumps(["<b>part 1</b>", "<b>part 2</b>"]),
         message_ids_json="[41]",
     )
+    done = old_call(
+        "01DONE", stage="missed_alerted", kind="missed", outbox_json='["<b>alert</b>"]', message_ids_json="[7]"
+    )
+    upgrade_to_lanes(app.store)
+    own = app.store.find_delivery(f"call:{done.id}")
+    assert own is not None and own.done_at is not None and json.loads(own.sent_ids_json) == [7], "a reply finds it"
     run_once(app, at(0))
     assert [m["text"] for m in servers.telegram.messages] == ["<b>part 2</b>"]
     assert servers.telegram.messages[0]["chat_id"] == CHAT_ID
     assert calls()[0].id == call.id and calls()[0].stage == "notified"
+    assert app.store.pending() == [] and upgrade_to_lanes(app.store) is None, "a second run changes nothing"
+    assert len(servers.telegram.messages) == 1
 
 
 def test_a_call_analysed_by_the_previous_version_is_still_delivered(servers: Servers) -> None:

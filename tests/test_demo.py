@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from salesbot_poller.demo import visible_text
+from salesbot_poller.cli.demo import visible_text
 from salesbot_poller.sandbox.canned import canned_analysis
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from salesbot_poller import commands
-from salesbot_poller.amocrm import RETRY_ATTEMPTS, AmoClient
-from salesbot_poller.amocrm_auth import LongLivedToken
+from salesbot_poller.cli import commands
 from salesbot_poller.app import build_app
 from salesbot_poller.config import load_config
-from salesbot_poller.pipeline import App, Cycle, run_once
+from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.services.amocrm import RETRY_ATTEMPTS, AmoClient
+from salesbot_poller.services.amocrm_auth import LongLivedToken
 from salesbot_poller.store import Call
 from tests.conftest import AMO_TOKEN, Servers, run_cli
 from tests.fakes import make_mp3

@@ -7,7 +7,7 @@ from datetime import UTC
 import pytest
 
 from salesbot_poller.domain import CallAnalysis, CallContext, NextStep, ObjectionHandling
-from salesbot_poller.messages import LIMIT, pack, render_conversation, render_missed
+from salesbot_poller.pipeline.messages import LIMIT, pack, render_conversation, render_missed
 from tests.fakes import TelegramHTMLError, utf16_len, validate_telegram_html
 
 CONTEXT = CallContext(

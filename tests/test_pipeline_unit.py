@@ -11,8 +11,9 @@ import pytest
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallEvent, CallNote, Stage
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
-from salesbot_poller.intake import classify
-from salesbot_poller.pipeline import App, run_once
+from salesbot_poller.pipeline.context import App
+from salesbot_poller.pipeline.intake import classify
+from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Call, Store
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller import config_doc
+from salesbot_poller.cli import config_doc
 from salesbot_poller.config import _SECTIONS, credential_name, secret_keys
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -15,7 +15,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_config_reference_is_up_to_date() -> None:
     text = README.read_text(encoding="utf-8")
     assert config_doc.replace_block(text, config_doc.render()) == text, (
-        "README.md's config reference is stale: run .venv/bin/python -m salesbot_poller.config_doc --write README.md"
+        "README.md's config reference is stale: "
+        "run .venv/bin/python -m salesbot_poller.cli.config_doc --write README.md"
     )
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import peewee
 import pytest
 
-from salesbot_poller import commands
+from salesbot_poller.cli import commands
+from salesbot_poller.domain import Planned
 from salesbot_poller.errors import PermanentError, TransientError
-from salesbot_poller.pipeline import App, run_once
-from salesbot_poller.recovery import resume_stage
+from salesbot_poller.pipeline.context import App
+from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Call
 from tests.conftest import BOT_TOKEN, Servers, assert_no_secret, run_cli
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber
@@ -131,12 +132,26 @@ def test_status_lists_failures_with_stage_error_and_time(app: App) -> None:
         ({"kind": "conversation", "audio_path": "/x.mp3", "transcript": ""}, "transcribed"),
         ({"kind": "conversation", "transcript": "t", "analysis_json": "{}"}, "analysed"),
         ({"kind": "missed"}, "missed"),
-        ({"kind": "missed", "outbox_json": "[]"}, "notifying"),
-        ({"kind": "conversation", "analysis_json": "{}", "outbox_json": '["a"]'}, "notifying"),
+        ({"kind": "missed", "own_message": "alert"}, "notifying"),
+        ({"kind": "conversation", "analysis_json": "{}", "own_message": "card"}, "notifying"),
     ],
 )
-def test_resume_stage_is_the_first_stage_without_a_stored_result(fields: dict[str, str], stage: str) -> None:
-    assert resume_stage(Call(**fields)).value == stage
+def test_resume_stage_is_the_first_stage_without_a_stored_result(app: App, fields: dict[str, str], stage: str) -> None:
+    kind = fields.pop("own_message", None)
+    call = Call.create(
+        event_id="e1",
+        direction="in",
+        entity_type="leads",
+        entity_id=1,
+        note_id=1,
+        event_created_at=ts(0),
+        first_seen_at=ts(0),
+        updated_at=ts(0),
+        **fields,
+    )
+    if kind:  # its own message is rendered: it resumes at sending what is left of it
+        app.store.enqueue([Planned(f"call:{call.id}", kind, None, {"parts": ["a"]})], call.id, ts(0))
+    assert app.store.resume_stage(call).value == stage
 
 
 def test_keep_audio_keeps_the_recording_after_the_transcript(app: App) -> None:

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from salesbot_poller.amocrm import AmoClient, AmoForbidden
-from salesbot_poller.amocrm_auth import LongLivedToken, OAuthTokens
-from salesbot_poller.analysis import OpenAIAnalyzer
 from salesbot_poller.app import build_notifier, build_openai
 from salesbot_poller.config import Config, parse_config
 from salesbot_poller.domain import CallContext
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
-from salesbot_poller.recordings import RecordingDownloader
-from salesbot_poller.speech import OpenAITranscriber
+from salesbot_poller.services.amocrm import AmoClient, AmoForbidden
+from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens
+from salesbot_poller.services.analysis import OpenAIAnalyzer
+from salesbot_poller.services.recordings import RecordingDownloader
+from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.store import Store
 from tests.conftest import AMO_TOKEN, BOT_TOKEN, CHAT_ID, SECRETS, Servers
 from tests.fakes import make_mp3

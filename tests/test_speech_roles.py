@@ -11,9 +11,9 @@ import openai
 import pytest
 
 from salesbot_poller.config import AudioConfig, parse_config
-from salesbot_poller.dialogue import build_dialogue, manager_channel, metrics_block, metrics_line
 from salesbot_poller.errors import ConfigError
-from salesbot_poller.speech import OpenAITranscriber
+from salesbot_poller.services.dialogue import build_dialogue, manager_channel, metrics_block, metrics_line
+from salesbot_poller.services.speech import OpenAITranscriber
 from tests.conftest import OPENAI_KEY, Servers
 from tests.fakes import make_turns_mp3, tone_runs
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.daemon import Progress
-from salesbot_poller.sdnotify import SystemdNotifier
+from salesbot_poller.cli.daemon import Progress
+from salesbot_poller.cli.sdnotify import SystemdNotifier
 from tests.conftest import Servers, assert_no_secret
 from tests.test_daemon import add_call, wait_for
 
@@ -152,7 +152,7 @@ def test_sigterm_during_a_slow_transcription_abandons_it_exits_0_and_it_resumes(
 
 
 def test_a_fatal_error_is_logged_at_error_once_then_briefly(caplog: pytest.LogCaptureFixture) -> None:
-    from salesbot_poller.daemon import _FatalLog
+    from salesbot_poller.cli.daemon import _FatalLog
 
     caplog.set_level(logging.INFO)
     fatal = _FatalLog()

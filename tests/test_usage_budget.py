@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from salesbot_poller.analysis import build_user_message
-from salesbot_poller.commands import status
+from salesbot_poller.cli.commands import status
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallEvent, CallNote, ConversationMetrics, Segment, Stage, Transcript
-from salesbot_poller.pipeline import App, call_context, run_once
+from salesbot_poller.pipeline.context import App, call_context
+from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.services.analysis import build_user_message
 from salesbot_poller.store import MIGRATIONS, Call, Migration, Store, Usage
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource
 

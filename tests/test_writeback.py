@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from salesbot_poller.pipeline import run_once
+from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Delivery
 from tests.conftest import Servers
 from tests.loopback_app import IVAN, add_call, at, calls, make_app
@@ -65,7 +65,7 @@ def test_a_refused_write_is_given_up_without_holding_the_call(servers: Servers) 
 def test_a_named_due_date_is_the_end_of_that_day_in_the_accounts_zone() -> None:
     from zoneinfo import ZoneInfo
 
-    from salesbot_poller.writeback import due_timestamp
+    from salesbot_poller.pipeline.writeback import due_timestamp
 
     moscow = ZoneInfo("Europe/Moscow")
     due = due_timestamp("2026-11-27", int(datetime(2026, 11, 25, 9, 0, tzinfo=UTC).timestamp()), moscow)

@@ -13,7 +13,7 @@ from typing import Any
 
 from salesbot_poller.config import DEFAULT_RUBRIC
 from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, NextStep, ObjectionHandling, RubricVerdict
-from salesbot_poller.rubric import to_analysis
+from salesbot_poller.services.rubric import to_analysis
 
 ACCOUNT = {"id": 30000001, "name": "Демо-компания", "subdomain": "demo"}
 USERS = {501: "Иван Петров", 502: "Мария Соколова"}

@@ -20,23 +20,19 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
-from salesbot_poller import outbox
-from salesbot_poller.domain import Destination, Stage
-from salesbot_poller.errors import TransientError
-from salesbot_poller.messages import render_callback, render_escalation
-from salesbot_poller.routing import alert_destination
+from salesbot_poller.domain import MANAGER_UNKNOWN, Destination, Planned, answered
+from salesbot_poller.errors import Busy, TransientError
+from salesbot_poller.pipeline import delivery
+from salesbot_poller.pipeline.context import App, Cycle, call_context
+from salesbot_poller.pipeline.messages import render_callback, render_escalation
+from salesbot_poller.pipeline.routing import alert_destination
 from salesbot_poller.store import Call
-
-if TYPE_CHECKING:
-    from salesbot_poller.pipeline import App, Cycle
 
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 24 * 3600
 FOLLOW_UP_KINDS = ("escalation", "callback")
-NOT_ANSWERED = (6, 7)
 
 
 def last10(phone: str | None) -> str:
@@ -45,39 +41,32 @@ def last10(phone: str | None) -> str:
     return digits[-10:] if len(digits) >= 7 else ""
 
 
-def _answered(call: Call) -> bool:
-    return bool(call.duration) and call.call_status not in NOT_ANSWERED
-
-
 def _alert_chat(call: Call) -> Destination | None:
     return Destination(call.chat_id, call.thread_id) if call.chat_id else None
 
 
-def plan(app: App, call: Call, callback: Call | None, now: int) -> list[outbox.Planned]:
+def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]:
     """What to send about missed `call` now (nothing once it was said)."""
-    from salesbot_poller.pipeline import call_context  # a cycle: pipeline imports this module
-
     own = f"call:{call.id}"
     if callback is not None:
         parts = render_callback(
-            callback.manager_name or "не назначен", callback.event_created_at, call.event_created_at, app.tz
+            callback.manager_name or MANAGER_UNKNOWN, callback.event_created_at, call.event_created_at, app.tz
         )
-        return [outbox.Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
+        return [Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
     sla = app.config.poller.missed_call_sla_minutes
     if now < call.event_created_at + sla * 60:
         return []
     parts = render_escalation(call_context(app, call), sla, app.tz)
     if app.config.telegram.alert_chat_id:
-        return [outbox.Planned(f"{own}:escalation", "escalation", alert_destination(app.config), {"parts": parts})]
-    return [outbox.Planned(f"{own}:escalation", "escalation", _alert_chat(call), {"parts": parts}, own)]
+        return [Planned(f"{own}:escalation", "escalation", alert_destination(app.config), {"parts": parts})]
+    return [Planned(f"{own}:escalation", "escalation", _alert_chat(call), {"parts": parts}, own)]
 
 
-def _callbacks(since: int) -> dict[str, list[Call]]:
+def _callbacks(app: App, since: int) -> dict[str, list[Call]]:
     """Answered outgoing calls since `since`, by number, oldest first."""
     found: dict[str, list[Call]] = defaultdict(list)
-    query = Call.select().where(Call.direction == "out", Call.event_created_at >= since).order_by(Call.event_created_at)
-    for call in query:
-        if _answered(call) and (number := last10(call.phone)):
+    for call in app.store.outgoing_since(since):
+        if answered(call.duration, call.call_status) and (number := last10(call.phone)):
             found[number].append(call)
     return found
 
@@ -86,15 +75,8 @@ def run(app: App, cycle: Cycle) -> None:
     """See the module contract."""
     now = cycle.now
     since = now - WINDOW_SECONDS
-    missed = list(
-        Call.select().where(
-            Call.kind == "missed",
-            Call.stage == Stage.MISSED_ALERTED.value,
-            Call.event_created_at >= since,
-            Call.callback_call_id.is_null(),
-        )
-    )
-    callbacks = _callbacks(since) if missed else {}
+    missed = app.store.alerted_unreturned(since)
+    callbacks = _callbacks(app, since) if missed else {}
     for call in missed:
         later = [c for c in callbacks.get(last10(call.phone), []) if c.event_created_at >= call.event_created_at]
         callback = later[0] if later else None
@@ -105,17 +87,16 @@ def run(app: App, cycle: Cycle) -> None:
         with app.store.db.atomic():
             if callback is not None:
                 app.store.update(call, now, callback_call_id=callback.id)
-            outbox.enqueue(items, call.id, now)
+            app.store.enqueue(items, call.id, now)
     if app.dry_run is None:
         send_pending(app, cycle, FOLLOW_UP_KINDS)
 
 
 def send_pending(app: App, cycle: Cycle, kinds: tuple[str, ...]) -> None:
     """Send stored rows of `kinds`; a transient failure waits for the next cycle."""
-    if cycle.telegram_paused:
-        return
     try:
-        outbox.send_all(app, outbox.pending(kinds=kinds), cycle.now)
+        delivery.send_all(app, app.store.pending(kinds=kinds), cycle.now)
+    except Busy as exc:  # a chat's rate or a 429: the next pass tries again
+        log.info("%s waiting: %s", "/".join(kinds), exc)
     except TransientError as exc:
-        cycle.telegram_paused = True
         log.warning("%s not all sent yet: %s", "/".join(kinds), exc)

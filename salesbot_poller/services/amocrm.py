@@ -29,12 +29,12 @@ from urllib.parse import quote
 import requests
 import tenacity
 
-from salesbot_poller.amocrm_auth import REAUTHORISE, TokenSource
-from salesbot_poller.amocrm_parse import CALL_EVENT_TYPES, parse_event, parse_note
 from salesbot_poller.domain import CallEvent, CallNote, EventBatch
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
-from salesbot_poller.retry import bounded_retry
-from salesbot_poller.throttle import AmoPause, RateLimiter
+from salesbot_poller.services.amocrm_auth import REAUTHORISE, TokenSource
+from salesbot_poller.services.amocrm_parse import CALL_EVENT_TYPES, parse_event, parse_note
+from salesbot_poller.services.retry import bounded_retry
+from salesbot_poller.services.throttle import AmoPause, RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from enum import Enum
 
 from salesbot_poller.domain import CallEvent, CallNote, Stage
-from salesbot_poller.intake import SETTLE_SECONDS, classify, resolve_new
-from salesbot_poller.pipeline import LAST_CYCLE_KEY, WORK_STAGES, App, Cycle, process_due
-from salesbot_poller.store import Call, SeenEvent
+from salesbot_poller.pipeline.context import App, Cycle, Tally
+from salesbot_poller.pipeline.intake import SETTLE_SECONDS, classify, resolve_new
+from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
+from salesbot_poller.store import Call
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def estimate(app: App, events: list[CallEvent]) -> Estimate:
     """Count what backfilling `events` would do (reads amoCRM notes; writes nothing)."""
     result = Estimate(events=len(events))
     ids = [e.event_id for e in events]
-    seen = {row.event_id for row in SeenEvent.select(SeenEvent.event_id).where(SeenEvent.event_id.in_(ids))}
+    seen = app.store.seen_event_ids(ids)
     fresh = [e for e in events if e.event_id not in seen]
     result.already_seen = len(events) - len(fresh)
     by_type: dict[str, list[CallEvent]] = defaultdict(list)
@@ -170,15 +172,18 @@ def backfill(
         out(f"backfill: recorded {counted.new} calls; the running service processes them on its next cycles")
         return Outcome.DONE
     total = len(app.store.due_calls(now_ts, WORK_STAGES))
+    tally = Tally()
     position = 0
+    lock = threading.Lock()
 
-    def progress() -> bool:  # called by process_due before each call
+    def progress(call: Call) -> None:  # each worker, as it claims a call
         nonlocal position
-        position += 1
-        out(f"backfill: call {position} of {total} (notified {cycle.notified}, failed {cycle.failed})")
-        return False
+        with lock:
+            position += 1
+            out(f"backfill: call {position} of {total} (call {call.id})")
 
-    process_due(app, cycle, progress)
+    drain(app, now_ts, app.config.poller.workers, tally=tally, on_claim=progress)
+    cycle.add(tally.take())
     waiting = len(app.store.due_calls(now_ts + 10**9))  # unfinished, whenever due
     out(
         f"backfill: done: transcribed={cycle.transcribed} notified={cycle.notified} skipped={cycle.skipped} "
@@ -196,6 +201,5 @@ def _record(app: App, events: list[CallEvent], now: int) -> None:
 
 
 def _skip_missed(app: App, event_ids: list[str], now: int) -> None:
-    missed = Call.select().where(Call.event_id.in_(event_ids), Call.stage == Stage.MISSED.value)
-    for call in missed:
+    for call in app.store.missed_by_event(event_ids):
         app.store.update(call, now, stage=Stage.SKIPPED, skip_reason=MISSED_SKIP_REASON)

@@ -19,20 +19,16 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
-from salesbot_poller.domain import CallNote, Stage
+from salesbot_poller.domain import MANAGER_UNKNOWN, CallNote, Stage, answered
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
+from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.store import Call
-
-if TYPE_CHECKING:
-    from salesbot_poller.pipeline import App, Cycle
 
 log = logging.getLogger(__name__)
 
 OVERLAP_SECONDS = 300  # consecutive windows overlap: event ordering and lag are undocumented
 SETTLE_SECONDS = 5  # the window ends a little in the past, so it is complete when read
-MISSED_STATUSES = (6, 7)  # not reached, busy
 
 
 def poll(app: App, cycle: Cycle) -> None:
@@ -56,7 +52,7 @@ def classify(direction: str, note: CallNote, min_duration: int) -> tuple[Stage, 
 
     Returns `Stage.NEW` for an answered call whose recording link is not there yet.
     """
-    not_answered = note.duration == 0 or note.call_status in MISSED_STATUSES
+    not_answered = not answered(note.duration, note.call_status)
     if not_answered and direction == "in":
         return Stage.MISSED, None
     if not_answered:
@@ -76,7 +72,7 @@ def _manager_name(note: CallNote, users: dict[int, str]) -> str:
         return users.get(int(responsible), f"пользователь {responsible}")
     if responsible:
         return responsible
-    return f"пользователь {note.responsible_user_id}" if note.responsible_user_id else "не назначен"
+    return f"пользователь {note.responsible_user_id}" if note.responsible_user_id else MANAGER_UNKNOWN
 
 
 class _Names:

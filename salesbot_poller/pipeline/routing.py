@@ -15,11 +15,10 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from salesbot_poller.config import Config
-from salesbot_poller.domain import CallAnalysis, CallContext, Destination
-from salesbot_poller.messages import render_conversation, render_missed, render_transcript_caption
-from salesbot_poller.outbox import Planned
+from salesbot_poller.domain import CallAnalysis, CallContext, Destination, Planned
+from salesbot_poller.pipeline.messages import render_conversation, render_missed, render_transcript_caption
+from salesbot_poller.pipeline.writeback import plan_writes
 from salesbot_poller.store import Call
-from salesbot_poller.writeback import plan_writes
 
 
 def route(config: Config, user_id: int | None) -> Destination | None:

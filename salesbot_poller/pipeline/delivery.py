@@ -1,12 +1,16 @@
 """Exactly-once delivery for every destination: plan, store, send, record each acceptance.
 
 Contract:
-- A `Planned` item has a unique `key` saying what goes where. `enqueue` stores planned items
-  (an item whose key is stored already is left as it is), BEFORE anything is sent.
+- A `Planned` item has a unique `key` saying what goes where; a call's own card or alert is
+  `call:<id>`. `Store.enqueue` stores planned items BEFORE anything is sent.
 - `send(app, row, now)` sends what of a stored row is not yet accepted: message parts one by
-  one, each part's message id committed right after Telegram accepts it; a document; or an
-  amoCRM write (the created id committed right after amoCRM answers). The only window for a
-  duplicate is a crash between the acceptance and that commit.
+  one, each part's message id committed right after Telegram accepts it (retried while the
+  database is busy, never dropped); a document; or an amoCRM write (the created id committed
+  right after amoCRM answers). The only window for a duplicate is a crash between the
+  acceptance and that commit.
+- Telegram's limits are kept per chat (`App.pacer`): a message waits for its chat's slot up
+  to `patience` seconds, else `Busy` is raised; `urgent` (missed-call alerts) go first. A
+  429 pauses that chat only, and is raised as `Busy` with Telegram's retry_after.
 - `send_all` keeps going past a destination that fails transiently (see there).
 - A row refused for good (`PermanentError`: bad markup, a 400 from amoCRM) is closed with its
   error and never retried; it never holds back the rest. Transient and fatal errors propagate.
@@ -17,79 +21,42 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
-from salesbot_poller.domain import Destination
-from salesbot_poller.errors import PermanentError, TransientError
-from salesbot_poller.store import Call, Delivery
-
-if TYPE_CHECKING:
-    from salesbot_poller.pipeline import App
+from salesbot_poller.domain import Destination, Planned
+from salesbot_poller.errors import Busy, PermanentError, TransientError
+from salesbot_poller.pipeline.context import App
+from salesbot_poller.store import Delivery
 
 log = logging.getLogger(__name__)
 
 CRM_KINDS = frozenset({"amo_note", "amo_task"})
+OWN_KINDS = ("card", "alert")  # a call's own message, key `call:<id>`
+WORKER_PATIENCE = 2.0  # a worker waits this long for a chat's slot, then does other work
 
 
-@dataclass(frozen=True)
-class Planned:
-    """One message, document or amoCRM write. `payload`: `{"parts": [html, ...]}`, or
-    `{"filename", "caption", "text"}`, or `{"path", "body"}` for amoCRM. `reply_to_key`:
-    `call:<id>` (that call's own message) or another item's key, in the same chat."""
-
-    key: str
-    kind: str
-    to: Destination | None
-    payload: dict[str, Any]
-    reply_to_key: str | None = None
-
-
-def enqueue(items: Iterable[Planned], call_id: int | None, now: int) -> None:
-    for item in items:
-        Delivery.insert(
-            key=item.key,
-            call_id=call_id,
-            kind=item.kind,
-            chat_id=item.to.chat_id if item.to else None,
-            thread_id=item.to.thread_id if item.to else None,
-            reply_to_key=item.reply_to_key,
-            payload_json=json.dumps(item.payload, ensure_ascii=False),
-            created_at=now,
-        ).on_conflict_ignore().execute()
-
-
-def pending(*, call_id: int | None = None, kinds: Iterable[str] | None = None) -> list[Delivery]:
-    query = Delivery.select().where(Delivery.done_at.is_null())
-    if call_id is not None:
-        query = query.where(Delivery.call_id == call_id)
-    if kinds is not None:
-        query = query.where(Delivery.kind.in_(list(kinds)))
-    return list(query.order_by(Delivery.id))
+def own_key(call_id: int) -> str:
+    return f"call:{call_id}"
 
 
 def as_planned(row: Delivery) -> Planned:
     """A stored row as the plan it came from (what a dry run prints)."""
     to = Destination(row.chat_id, row.thread_id) if row.chat_id else None
-    return Planned(row.key, row.kind, to, json.loads(row.payload_json), row.reply_to_key)
+    payload = json.loads(row.payload_json)
+    if "parts" in payload:  # what is still unsent
+        payload = {"parts": payload["parts"][len(json.loads(row.sent_ids_json)) :]}
+    return Planned(row.key, row.kind, to, payload, row.reply_to_key)
 
 
-def first_message_id(key: str) -> int | None:
-    """The first accepted message id of `call:<id>` or of a delivery key."""
-    if key.startswith("call:") and key.count(":") == 1:
-        call = Call.get_or_none(Call.id == int(key.split(":")[1]))
-        ids = call.message_ids if call else []
-    else:
-        row = Delivery.get_or_none(Delivery.key == key)
-        ids = json.loads(row.sent_ids_json) if row else []
+def first_message_id(app: App, key: str) -> int | None:
+    """The first accepted message id of a delivery key (`call:<id>` included)."""
+    row = app.store.find_delivery(key)
+    ids = json.loads(row.sent_ids_json) if row else []
     return int(ids[0]) if ids else None
-
-
-def _commit(row: Delivery, now: int, **fields: Any) -> None:
-    Delivery.update(**fields).where(Delivery.id == row.id).execute()
-    for name, value in fields.items():
-        setattr(row, name, value)
 
 
 def _crm_post(app: App, path: str, body: Any) -> int:
@@ -103,33 +70,56 @@ def _crm_post(app: App, path: str, body: Any) -> int:
     raise PermanentError(f"amoCRM POST {path}: the answer names no created id")
 
 
-def send(app: App, row: Delivery, now: int) -> None:
+def _paced(app: App, chat: str, urgent: bool, patience: float, send: Callable[[], int]) -> int:
+    """`send` one Telegram message in its chat's turn; a 429 pauses that chat only."""
+    app.pacer.turn(chat, urgent, patience)
+    try:
+        return send()
+    except Busy:
+        raise
+    except TransientError as exc:
+        if exc.retry_after:  # Telegram's 429: this chat waits, the others go on
+            app.pacer.pause(chat, exc.retry_after)
+            raise Busy(f"{exc}; chat {chat} paused for {exc.retry_after:.0f} s", exc.retry_after) from None
+        raise
+
+
+def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: float = WORKER_PATIENCE) -> None:
     """See the module contract."""
+    store = app.store
     payload = json.loads(row.payload_json)
     sent: list[int] = json.loads(row.sent_ids_json)
     to = Destination(row.chat_id, row.thread_id) if row.chat_id else None
-    reply_to = first_message_id(row.reply_to_key) if row.reply_to_key else None
+    chat = row.chat_id or app.config.telegram.chat_id
+    reply_to = first_message_id(app, row.reply_to_key) if row.reply_to_key else None
     try:
         if row.kind in CRM_KINDS:
             if not sent:
                 sent.append(_crm_post(app, payload["path"], payload["body"]))
         elif "parts" in payload:
             for index in range(len(sent), len(payload["parts"])):
-                message_id = app.notifier.send(payload["parts"][index], to, reply_to if index == 0 else None)
-                sent.append(message_id)
-                _commit(row, now, sent_ids_json=json.dumps(sent))  # right after acceptance
+                reply = reply_to if index == 0 else None
+                sent.append(
+                    _paced(app, chat, urgent, patience, partial(app.notifier.send, payload["parts"][index], to, reply))
+                )
+                store.committed(partial(store.update_delivery, row, sent_ids_json=json.dumps(sent)))  # after acceptance
         elif not sent:
             data = payload["text"].encode("utf-8")
-            sent.append(app.notifier.send_document(payload["filename"], data, payload["caption"], to, reply_to))
+            document = partial(app.notifier.send_document, payload["filename"], data, payload["caption"], to, reply_to)
+            sent.append(_paced(app, chat, urgent, patience, document))
     except PermanentError as exc:
-        _commit(row, now, sent_ids_json=json.dumps(sent), done_at=now, error=str(exc))
+        store.committed(
+            partial(store.update_delivery, row, sent_ids_json=json.dumps(sent), done_at=now, error=str(exc))
+        )
         log.error("%s (%s) given up: %s", row.kind, row.key, exc)
         return
-    _commit(row, now, sent_ids_json=json.dumps(sent), done_at=now)
+    store.committed(partial(store.update_delivery, row, sent_ids_json=json.dumps(sent), done_at=now))
     log.info("%s (%s) delivered", row.kind, row.key)
 
 
-def send_all(app: App, rows: Iterable[Delivery], now: int) -> None:
+def send_all(
+    app: App, rows: Iterable[Delivery], now: int, *, urgent: bool = False, patience: float = WORKER_PATIENCE
+) -> None:
     """`send` each row in order. A destination (a chat, or amoCRM) that fails transiently gets
     no more rows this time, so its messages keep their order; the others go on. Then the first
     transient error is raised."""
@@ -140,7 +130,7 @@ def send_all(app: App, rows: Iterable[Delivery], now: int) -> None:
         if destination in failed:
             continue
         try:
-            send(app, row, now)
+            send(app, row, now, urgent=urgent, patience=patience)
         except TransientError as exc:
             failed.add(destination)
             first = first or exc
@@ -166,13 +156,15 @@ def describe(item: Planned) -> str:
 
 @dataclass
 class DryRun:
-    """Prints planned items instead of sending them; each key once per process."""
+    """Prints planned items instead of sending them; each key once per process (any thread)."""
 
     out: Callable[[str], None] = print
     shown: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def show(self, items: Iterable[Planned]) -> None:
-        for item in items:
-            if item.key not in self.shown:
-                self.shown.add(item.key)
-                self.out(describe(item))
+        with self._lock:
+            for item in items:
+                if item.key not in self.shown:
+                    self.shown.add(item.key)
+                    self.out(describe(item))

@@ -17,16 +17,11 @@ import html
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
-from typing import TYPE_CHECKING
 
-from salesbot_poller import outbox
-from salesbot_poller.domain import CallAnalysis
-from salesbot_poller.followup import NOT_ANSWERED, send_pending
-from salesbot_poller.messages import esc, format_duration, format_time, pack
-from salesbot_poller.store import Call, Delivery
-
-if TYPE_CHECKING:
-    from salesbot_poller.pipeline import App, Cycle
+from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, Planned, answered, local_time
+from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.followup import send_pending
+from salesbot_poller.pipeline.messages import esc, format_duration, format_time, pack
 
 
 @dataclass
@@ -48,7 +43,7 @@ class ManagerDay:
 
 def due_day(digest_time: str, now: int, tz: tzinfo | None) -> tuple[date, int] | None:
     """Today's date and the digest moment (unix) once it has passed; else None."""
-    local = datetime.fromtimestamp(now, tz) if tz else datetime.fromtimestamp(now).astimezone()
+    local = local_time(now, tz)
     moment = datetime.combine(local.date(), time.fromisoformat(digest_time), local.tzinfo)
     return (local.date(), int(moment.timestamp())) if local >= moment else None
 
@@ -56,18 +51,17 @@ def due_day(digest_time: str, now: int, tz: tzinfo | None) -> tuple[date, int] |
 def collect(app: App, start: int, end: int) -> list[ManagerDay]:
     """Per manager figures for calls made in [start, end), busiest first."""
     days: dict[str, ManagerDay] = {}
-    query = Call.select().where(Call.event_created_at >= start, Call.event_created_at < end, Call.kind.is_null(False))
-    for call in query.order_by(Call.id):
-        name = call.manager_name or "не назначен"
+    for call in app.store.calls_between(start, end):
+        name = call.manager_name or MANAGER_UNKNOWN
         day = days.setdefault(name, ManagerDay(name))
         if call.kind == "missed":
             day.missed += 1
             day.returned += call.callback_call_id is not None
             continue
-        if not call.duration or call.call_status in NOT_ANSWERED:
+        if not answered(call.duration, call.call_status):
             continue
         day.calls += 1
-        day.talk_seconds += call.duration
+        day.talk_seconds += call.duration or 0
         if call.analysis_json:
             score = CallAnalysis.model_validate(json.loads(call.analysis_json)).score
             if score is not None:
@@ -107,14 +101,14 @@ def run(app: App, cycle: Cycle) -> None:
         return
     day, end = due
     key = f"digest:{day.isoformat()}"
-    if app.dry_run is None and Delivery.get_or_none(Delivery.key == key) is not None:
+    if app.dry_run is None and app.store.find_delivery(key) is not None:
         send_pending(app, cycle, ("digest",))
         return
-    local_end = datetime.fromtimestamp(end, app.tz) if app.tz else datetime.fromtimestamp(end).astimezone()
+    local_end = local_time(end, app.tz)
     start = int((local_end - timedelta(days=1)).timestamp())
-    item = outbox.Planned(key, "digest", None, {"parts": render_digest(collect(app, start, end), start, end, app.tz)})
+    item = Planned(key, "digest", None, {"parts": render_digest(collect(app, start, end), start, end, app.tz)})
     if app.dry_run is not None:
         app.dry_run.show([item])
         return
-    outbox.enqueue([item], None, cycle.now)
+    app.store.enqueue([item], None, cycle.now)
     send_pending(app, cycle, ("digest",))

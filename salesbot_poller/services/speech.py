@@ -35,10 +35,10 @@ from typing import Any, Literal
 import openai
 from openai.types import AudioResponseFormat
 
-from salesbot_poller.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.domain import Segment, Transcript
 from salesbot_poller.errors import PermanentError, TransientError
-from salesbot_poller.openai_errors import map_openai_error
+from salesbot_poller.services.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
+from salesbot_poller.services.openai_errors import map_openai_error
 
 log = logging.getLogger(__name__)
 

@@ -9,23 +9,24 @@ Contract:
   the per-million token prices. Prices come from the config at the time of reading, so a
   price change re-prices history (they are estimates, not invoices).
 - Days and months are UTC.
-- `budget_hold(store, config, now)`: with `openai.daily_budget_usd` > 0 and today's estimate
-  at or over it, returns the start of the next UTC day (when new transcriptions may start
-  again); else None. It logs one WARNING per day, not one per call.
+- `BudgetGate.hold(store, prices, call_id, estimate, now)`: with `openai.daily_budget_usd` > 0
+  and today's estimate, plus what the transcriptions in flight are expected to cost, at or
+  over it, returns the start of the next UTC day (when new transcriptions may start again);
+  else None, and the call's estimate is reserved until `release`. Thread-safe: however many
+  workers, the budget is overshot by at most one call, as with one. It logs one WARNING per
+  day, not one per call.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
-
-import peewee
 
 from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import CallAnalysis, Transcript
-from salesbot_poller.store import Store, Usage
+from salesbot_poller.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Totals:
 
 
 def record_transcription(store: Store, call_id: int, now: int, transcript: Transcript) -> None:
-    Usage.create(
+    store.add_usage(
         call_id=call_id,
         at=now,
         kind="transcription",
@@ -55,7 +56,7 @@ def record_transcription(store: Store, call_id: int, now: int, transcript: Trans
 def record_analysis(store: Store, call_id: int, now: int, analysis: CallAnalysis) -> None:
     """One `Usage` row for the tokens of an analysis (nothing when the analyser reported none)."""
     if analysis.usage is not None:
-        Usage.create(
+        store.add_usage(
             call_id=call_id,
             at=now,
             kind="analysis",
@@ -75,19 +76,8 @@ def month_start(now: int) -> int:
     return int(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
 
 
-def totals_since(since: int) -> Totals:
-    query = (
-        Usage.select(
-            peewee.fn.COUNT(Usage.id),
-            peewee.fn.COALESCE(peewee.fn.SUM(Usage.audio_seconds), 0),
-            peewee.fn.COALESCE(peewee.fn.SUM(Usage.input_tokens), 0),
-            peewee.fn.COALESCE(peewee.fn.SUM(Usage.output_tokens), 0),
-        )
-        .where(Usage.at >= since)
-        .tuples()
-    )
-    row = cast(tuple[int, float, int, int], query.get())  # .tuples(): a tuple, not a Usage
-    return Totals(int(row[0]), float(row[1]), int(row[2]), int(row[3]))
+def totals_since(store: Store, since: int) -> Totals:
+    return Totals(*store.usage_since(since))
 
 
 def estimate_usd(totals: Totals, prices: OpenAIConfig) -> float:
@@ -98,40 +88,61 @@ def estimate_usd(totals: Totals, prices: OpenAIConfig) -> float:
     )
 
 
-def budget_hold(store: Store, prices: OpenAIConfig, now: int) -> int | None:
-    """When new transcriptions must wait for the budget: the time they may resume; else None."""
-    budget = prices.daily_budget_usd
-    if budget <= 0:
-        return None
-    today = day_start(now)
-    spent = estimate_usd(totals_since(today), prices)
-    if spent < budget:
-        return None
-    resume = int((datetime.fromtimestamp(today, UTC) + timedelta(days=1)).timestamp())
-    day = datetime.fromtimestamp(today, UTC).strftime("%Y-%m-%d")
-    if store.get_state(BUDGET_LOGGED_KEY) != day:
-        store.set_state(BUDGET_LOGGED_KEY, day)
-        log.warning(
-            "daily OpenAI budget reached: $%.2f of openai.daily_budget_usd=$%.2f spent today (UTC); "
-            "new transcriptions wait until %s UTC",
-            spent,
-            budget,
-            datetime.fromtimestamp(resume, UTC).strftime("%Y-%m-%d %H:%M"),
-        )
-    return resume
+def estimate_call_usd(duration: int | None, prices: OpenAIConfig) -> float:
+    """What transcribing a call of `duration` seconds is expected to cost (one channel)."""
+    return (duration or 0) / 60 * prices.audio_price_per_minute_usd
 
 
-def status_lines(prices: OpenAIConfig, now: int) -> list[str]:
+class BudgetGate:
+    """The daily budget for every worker of the process; see the module contract."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reserved: dict[int, float] = {}
+
+    def hold(self, store: Store, prices: OpenAIConfig, call_id: int, estimate: float, now: int) -> int | None:
+        """When the transcription of `call_id` must wait: the time it may resume; else None."""
+        budget = prices.daily_budget_usd
+        if budget <= 0:
+            return None
+        with self._lock:
+            today = day_start(now)
+            spent = estimate_usd(totals_since(store, today), prices)
+            in_flight = sum(usd for other, usd in self._reserved.items() if other != call_id)
+            if spent + in_flight < budget:
+                self._reserved[call_id] = estimate
+                return None
+        resume = int((datetime.fromtimestamp(today, UTC) + timedelta(days=1)).timestamp())
+        day = datetime.fromtimestamp(today, UTC).strftime("%Y-%m-%d")
+        if store.get_state(BUDGET_LOGGED_KEY) != day:
+            store.set_state(BUDGET_LOGGED_KEY, day)
+            log.warning(
+                "daily OpenAI budget reached: $%.2f of openai.daily_budget_usd=$%.2f spent today (UTC)%s; "
+                "new transcriptions wait until %s UTC",
+                spent,
+                budget,
+                f", ${in_flight:.2f} more in flight" if in_flight else "",
+                datetime.fromtimestamp(resume, UTC).strftime("%Y-%m-%d %H:%M"),
+            )
+        return resume
+
+    def release(self, call_id: int) -> None:
+        """The transcription of `call_id` is recorded (or failed): its reservation ends."""
+        with self._lock:
+            self._reserved.pop(call_id, None)
+
+
+def status_lines(store: Store, prices: OpenAIConfig, now: int) -> list[str]:
     """Today's and this month's usage and estimated cost, for `status`."""
     lines = ["openai usage (UTC, estimated from the configured prices):"]
     for label, since in (("today", day_start(now)), ("this month", month_start(now))):
-        t = totals_since(since)
+        t = totals_since(store, since)
         lines.append(
             f"  {label:<11} {t.audio_seconds / 60:.1f} audio min, {t.input_tokens} tokens in, "
             f"{t.output_tokens} tokens out, ${estimate_usd(t, prices):.2f} ({t.requests} requests)"
         )
     if prices.daily_budget_usd > 0:
-        spent = estimate_usd(totals_since(day_start(now)), prices)
+        spent = estimate_usd(totals_since(store, day_start(now)), prices)
         state = "reached: new transcriptions wait for tomorrow" if spent >= prices.daily_budget_usd else "ok"
         lines.append(f"  daily budget ${prices.daily_budget_usd:.2f}: {state}")
     return lines

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from salesbot_poller.audio import probe
 from salesbot_poller.errors import PermanentError, TransientError
+from salesbot_poller.services.audio import probe
 
 log = logging.getLogger(__name__)
 

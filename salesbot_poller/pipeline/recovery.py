@@ -1,10 +1,8 @@
-"""What a restart or a `retry` needs: where a call resumes, and the files a crash left.
+"""What a restart needs: the files a crash left, and one process per database.
 
-Contract:
-- `resume_stage(call)` is the first stage whose result is not stored yet, judged by the
-  call's artifacts, so resuming never redoes (or pays for) a stage that completed.
+Contract (where a failed call resumes is `Store.resume_stage`):
 - `sweep_audio(app)` deletes partial downloads and, unless `storage.keep_audio`, recordings
-  no call is waiting to transcribe. Call it between cycles only.
+  no call is waiting to transcribe. Call it at start only, before any lane runs.
 - `exclusive(database_url)` holds a lock beside the SQLite file while calls are processed:
   a second `once`/`run` on the same database would send and pay for the same calls twice,
   so it is refused with a `FatalError`. The lock dies with its process (even on kill -9).
@@ -19,37 +17,13 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import FatalError
-from salesbot_poller.store import Call, sqlite_file
-
-if TYPE_CHECKING:
-    from salesbot_poller.pipeline import App
+from salesbot_poller.pipeline.context import App
+from salesbot_poller.store import sqlite_file
 
 log = logging.getLogger(__name__)
-
-
-def resume_stage(call: Call) -> Stage:
-    """The stage a call would resume from, judged by its stored artifacts.
-
-    Used for a `failed` call (whose stage no longer says how far it got): the first stage
-    whose result is not stored yet, so nothing already paid for is done again.
-    """
-    if call.outbox_json is not None:
-        return Stage.NOTIFYING  # parts already accepted (message_ids) are not sent again
-    if call.kind == "missed":
-        return Stage.MISSED
-    if call.analysis_json is not None:
-        return Stage.ANALYSED
-    if call.transcript is not None:
-        return Stage.TRANSCRIBED
-    if call.audio_path:
-        return Stage.DOWNLOADED  # `_transcribe` falls back to READY if the file is gone
-    if call.kind == "conversation":
-        return Stage.READY
-    return Stage.NEW
 
 
 def sweep_audio(app: App) -> list[Path]:
@@ -58,7 +32,7 @@ def sweep_audio(app: App) -> list[Path]:
     recordings no call is waiting to transcribe. Returns what went.
 
     A waiting recording keeps its sidecars (`<name>.pieces.json`: the chunks already paid
-    for). Safe only between cycles (one cycle at a time): then no download or upload is running.
+    for). Safe only at start, before the lanes run: then no download or upload is running.
     """
     directory = Path(app.config.storage.audio_dir)
     if not directory.is_dir():

@@ -31,8 +31,8 @@ import requests
 
 from salesbot_poller.config import AmoCRMConfig
 from salesbot_poller.errors import FatalError, TransientError
+from salesbot_poller.services.throttle import RateLimiter
 from salesbot_poller.store import Store
-from salesbot_poller.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Protocol
 
-from salesbot_poller.errors import TransientError
+from salesbot_poller.errors import Busy, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +157,85 @@ class AmoPause:
 
     def until_text(self) -> str:
         return _utc(self._until)
+
+
+GROUP_CHAT_PREFIX = "-"  # Telegram: group and supergroup ids are negative, private chats positive
+
+
+class ChatPacer:
+    """Telegram's own limits, per chat, for every thread of the process.
+
+    Contract:
+    - At most one message per `gap` seconds to a chat, and at most `group_per_minute` in any
+      60 s to a group chat (an id starting with "-").
+    - `reserve(chat, urgent)` takes the chat's next slot and returns 0, or returns how many
+      seconds to wait before asking again. While an urgent sender (a missed-call alert) waits
+      for a chat, nobody else gets that chat's slot.
+    - `pause(chat, seconds)` (a 429 with its retry_after) stops that chat only.
+    - `turn(chat, urgent, patience)` waits for a slot up to `patience` seconds, else raises
+      `Busy` saying when to come back: a worker never sits out a long wait.
+    """
+
+    def __init__(
+        self,
+        gap: float = 1.0,
+        group_per_minute: int = 20,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.gap = gap
+        self.group_per_minute = group_per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._sent: dict[str, deque[float]] = {}  # send times of the last minute, per chat
+        self._paused: dict[str, float] = {}
+        self._urgent: dict[str, int] = {}  # urgent senders waiting, per chat
+
+    def _wait(self, chat: str, now: float) -> float:
+        paused = self._paused.get(chat, 0.0) - now
+        if paused > 0:
+            return paused
+        sent = self._sent.setdefault(chat, deque())
+        while sent and sent[0] <= now - 60:
+            sent.popleft()
+        wait = sent[-1] + self.gap - now if sent else 0.0
+        if chat.startswith(GROUP_CHAT_PREFIX) and len(sent) >= self.group_per_minute:
+            wait = max(wait, sent[0] + 60 - now)
+        return max(wait, 0.0)
+
+    def reserve(self, chat: str, urgent: bool = False) -> float:
+        """See the class contract."""
+        with self._lock:
+            now = self._clock()
+            wait = self._wait(chat, now)
+            if wait <= 0 and not urgent and self._urgent.get(chat):
+                wait = self.gap / 4  # an alert is waiting for this chat: it goes first
+            if wait <= 0:
+                self._sent[chat].append(now)
+            return wait
+
+    def pause(self, chat: str, seconds: float) -> None:
+        with self._lock:
+            self._paused[chat] = max(self._paused.get(chat, 0.0), self._clock() + seconds)
+
+    def turn(self, chat: str, urgent: bool = False, patience: float = 2.0) -> None:
+        """Wait for a slot of `chat` up to `patience` seconds; else raise `Busy`."""
+        waited = 0.0
+        if urgent:
+            with self._lock:
+                self._urgent[chat] = self._urgent.get(chat, 0) + 1
+        try:
+            while True:
+                wait = self.reserve(chat, urgent)
+                if wait <= 0:
+                    return
+                if waited + wait > patience:
+                    raise Busy(f"Telegram chat {chat}: sending rate reached, next slot in {wait:.0f} s", wait)
+                self._sleep(wait)
+                waited += wait
+        finally:
+            if urgent:
+                with self._lock:
+                    self._urgent[chat] -= 1

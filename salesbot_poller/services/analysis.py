@@ -23,11 +23,11 @@ import openai
 import pydantic
 
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
-from salesbot_poller.dialogue import metrics_block
 from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext, ModelUsage
 from salesbot_poller.errors import PermanentError, TransientError
-from salesbot_poller.openai_errors import map_openai_error
-from salesbot_poller.rubric import answer_model, check_answer, describe, to_analysis
+from salesbot_poller.services.dialogue import metrics_block
+from salesbot_poller.services.openai_errors import map_openai_error
+from salesbot_poller.services.rubric import answer_model, check_answer, describe, to_analysis
 
 SYSTEM_PROMPT = """\
 Ты — руководитель отдела продаж и разбираешь записи телефонных звонков менеджеров.

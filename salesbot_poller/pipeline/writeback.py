@@ -15,8 +15,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from salesbot_poller.config import Config
-from salesbot_poller.domain import CallAnalysis
-from salesbot_poller.outbox import Planned
+from salesbot_poller.domain import CallAnalysis, Planned, local_time
 from salesbot_poller.store import Call
 
 NOTE_LIMIT = 4000  # amoCRM notes take more, but a card-sized note is what people read
@@ -40,7 +39,7 @@ def note_text(analysis: CallAnalysis) -> str:
 
 def due_timestamp(due_date: str | None, call_time: int, tz: tzinfo | None) -> int:
     """23:59 of `due_date`, else of the day after the call, in `tz` (None: server's zone)."""
-    called = datetime.fromtimestamp(call_time, tz) if tz else datetime.fromtimestamp(call_time).astimezone()
+    called = local_time(call_time, tz)
     day = date.fromisoformat(due_date) if due_date else called.date() + timedelta(days=1)
     end = datetime.combine(day, time(23, 59), called.tzinfo)
     return int(end.timestamp())

@@ -11,10 +11,10 @@ Contract:
 from __future__ import annotations
 
 import html
-from datetime import date, datetime, tzinfo
+from datetime import date, tzinfo
 
-from salesbot_poller.dialogue import metrics_line
-from salesbot_poller.domain import CallAnalysis, CallContext
+from salesbot_poller.domain import CallAnalysis, CallContext, local_time
+from salesbot_poller.services.dialogue import metrics_line
 
 LIMIT = 4096
 
@@ -37,7 +37,7 @@ def format_duration(seconds: int) -> str:
 
 def format_time(timestamp: int, tz: tzinfo | None) -> str:
     """Local time of the server (set TZ= in the unit), or `tz` when given."""
-    moment = datetime.fromtimestamp(timestamp, tz) if tz else datetime.fromtimestamp(timestamp).astimezone()
+    moment = local_time(timestamp, tz)
     return moment.strftime("%d.%m %H:%M")
 
 

@@ -19,17 +19,15 @@ from datetime import UTC, datetime
 
 import peewee
 
-from salesbot_poller import __version__, commands
-from salesbot_poller.app import build_app
-from salesbot_poller.backfill import Estimate, Outcome, backfill, parse_moment
+from salesbot_poller import __version__
+from salesbot_poller.cli import commands
 from salesbot_poller.config import Config, config_path, load_config
-from salesbot_poller.daemon import run_daemon
-from salesbot_poller.demo import run_demo
 from salesbot_poller.errors import ConfigError, FatalError
 from salesbot_poller.logs import add_secrets, redact, set_level, setup_logging, stderr_is_journal
-from salesbot_poller.pipeline import run_once
-from salesbot_poller.recovery import exclusive
 from salesbot_poller.store import Store
+
+# The service clients (openai alone takes over a second to import) are imported by the
+# commands that use them, inside their functions: `--help`, `status` and `retry` start fast.
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_FATAL = 0, 1, 2, 3
 
@@ -94,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level or "INFO")
     if args.command == "demo":
+        from salesbot_poller.cli.demo import run_demo
+
         return run_demo(print)
     secrets: list[str] = []
     try:
@@ -122,9 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _auth(config: Config, code: str, config_arg: str) -> int:
+    from salesbot_poller.cli.check import auth
+
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     try:
-        commands.auth(config, store, utc_now, code, config_arg, print)
+        auth(config, store, utc_now, code, config_arg, print)
     finally:
         store.close()
     return EXIT_OK
@@ -146,8 +148,15 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
             requeued = commands.retry(store, args.call_ids, args.failed, int(utc_now().timestamp()), out)
             return EXIT_OK if requeued else EXIT_CHECK_FAILED
         if command == "check":
+            from salesbot_poller.cli.check import check
+
             out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
-            return EXIT_OK if commands.check(config, store, utc_now, out) else EXIT_CHECK_FAILED
+            return EXIT_OK if check(config, store, utc_now, out) else EXIT_CHECK_FAILED
+        from salesbot_poller.app import build_app
+        from salesbot_poller.cli.daemon import run_daemon
+        from salesbot_poller.pipeline.lanes import run_once
+        from salesbot_poller.pipeline.recovery import exclusive
+
         dry_run = bool(getattr(args, "dry_run", False))
         app = build_app(config, utc_now, store, dry_run=out if dry_run else None)
         with exclusive(config.storage.database):  # one process works the calls at a time
@@ -161,6 +170,10 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
 
 def _backfill(args: argparse.Namespace, config: Config) -> int:
     """`backfill`: dates are local (the TZ of the process, as in the messages)."""
+    from salesbot_poller.app import build_app
+    from salesbot_poller.cli.backfill import Estimate, Outcome, backfill, parse_moment
+    from salesbot_poller.pipeline.recovery import exclusive
+
     local = datetime.now().astimezone().tzinfo or UTC
     try:
         since = parse_moment(args.since, local)

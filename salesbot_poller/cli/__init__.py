@@ -1,0 +1,1 @@
+"""The command line: the commands, backfill, demo, the daemon shell, systemd notifications."""

@@ -1,0 +1,100 @@
+"""The `check` and `auth` commands: they talk to the services.
+
+Neither prints a secret: `check` prints our own texts about each service; `auth` says where
+the tokens went, never what they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import openai
+
+from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
+from salesbot_poller.cli.commands import when_text
+from salesbot_poller.config import Config
+from salesbot_poller.errors import ConfigError, FatalError, SalesbotError, TransientError
+from salesbot_poller.services.openai_errors import map_openai_error
+from salesbot_poller.store import Store
+
+
+def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
+    account = build_amo(config, store, clock).account()
+    return f"ok (account {account.get('name', '?')!r}, id {account.get('id', '?')})"
+
+
+def _check_openai(config: Config) -> str:
+    client = build_openai(config).with_options(timeout=20)
+    try:
+        listed = {m.id for m in client.models.list()}
+    except openai.NotFoundError:
+        return "reachable, but the server has no model list; models not verified"
+    except openai.OpenAIError as exc:
+        raise map_openai_error(exc, "model list", "-") from None
+    wanted = [config.openai.transcription_model, config.openai.analysis_model]
+    wanted += [config.openai.diarize_model] if config.openai.diarize_model else []
+    missing = [m for m in wanted if m not in listed]
+    if missing:
+        return f"key ok, but the server does not list {', '.join(missing)}: check the model names in [openai]"
+    return f"ok ({', '.join(wanted)} available)"
+
+
+def _check_telegram(config: Config) -> str:
+    """The bot, and every chat it posts to: the default, the routed ones, the alert chat."""
+    tg = config.telegram
+    others = [route.chat_id for route in tg.routes.values()] + ([tg.alert_chat_id] if tg.alert_chat_id else [])
+    return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
+
+
+def check(config: Config, store: Store, clock: Callable[[], datetime], out: Callable[[str], None]) -> bool:
+    """One line per service; True when every service answered as expected."""
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("amocrm", lambda: _check_amocrm(config, store, clock)),
+        ("openai", lambda: _check_openai(config)),
+        ("telegram", lambda: _check_telegram(config)),
+    ]
+    ok = True
+    for name, run in checks:
+        try:
+            out(f"{name}: {run()}")
+        except SalesbotError as exc:
+            ok = False
+            out(f"{name}: FAILED: {exc}")
+    return ok
+
+
+def auth(
+    config: Config, store: Store, clock: Callable[[], datetime], code: str, config_arg: str, out: Callable[[str], None]
+) -> None:
+    """Exchange an amoCRM authorization code for OAuth tokens, store them, say what is next.
+
+    `ConfigError` when the OAuth keys are missing; `FatalError` when amoCRM refused the code
+    or could not be reached (the stored tokens, if any, are untouched then).
+    """
+    amo = config.amocrm
+    problems = [
+        f"amocrm.{key}: required for `auth`"
+        for key, value in (
+            ("base_url", amo.base_url),
+            ("client_id", amo.client_id),
+            ("client_secret", amo.client_secret.get_secret_value()),
+            ("redirect_uri", amo.redirect_uri),
+        )
+        if not value
+    ]
+    if not amo.uses_oauth:
+        problems.append("amocrm.long_lived_token: set, so OAuth is not used; remove it to use `auth`")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        expires_at = authorise_amo(config, store, clock, code.strip())
+    except TransientError as exc:
+        raise FatalError(
+            f"{exc}: try again; if amoCRM then says the code was revoked, get a new one (a code is single-use)"
+        ) from None
+    flag = f" --config {config_arg}" if config_arg else ""
+    out(f"amocrm: authorised; tokens stored in {config.storage.database}, renewed automatically")
+    out(f"  access token valid until {when_text(expires_at)}")
+    out(f"next: salesbot-poller{flag} check")
+    out("then: systemctl enable --now salesbot   (or restart it if it is already running)")

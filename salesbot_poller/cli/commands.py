@@ -1,0 +1,117 @@
+"""The `status` and `retry` commands: what the admin reads at the terminal.
+
+Neither prints a secret: they read only the database (and the CLI redacts every line they
+print). They import no service client, so they start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from salesbot_poller.config import Config
+from salesbot_poller.domain import Stage
+from salesbot_poller.pipeline import usage
+from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
+from salesbot_poller.services.throttle import AmoPause, AmoPaused
+from salesbot_poller.store import Call, Store
+
+
+def when_text(timestamp: int | None) -> str:
+    if not timestamp:
+        return "never"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def status(store: Store, out: Callable[[str], None], config: Config | None = None, now: int | None = None) -> None:
+    """Calls per stage, the last cycle, the cursor, the latest errors, and (with `config`)
+    today's and this month's OpenAI usage and estimated cost."""
+    counts = store.stage_counts()
+    out(f"calls: {sum(counts.values())}")
+    for stage in Stage:
+        if counts.get(stage.value):
+            out(f"  {stage.value:<15} {counts[stage.value]}")
+    raw = store.get_state(LAST_CYCLE_KEY)
+    if raw:
+        last = json.loads(raw)
+        counters = " ".join(
+            f"{k}={last.get(k, 0)}"
+            for k in (
+                "events",
+                "new",
+                "transcribed",
+                "analysed",
+                "notified",
+                "alerted",
+                "skipped",
+                "deferred",
+                "failed",
+            )
+        )
+        result = f"error: {last['error']}" if last.get("error") else "ok"
+        out(f"last cycle: {when_text(last.get('at'))}, {last.get('seconds', 0)} s, {result}")
+        out(f"  {counters}")
+    else:
+        out("last cycle: never")
+    out(f"cursor: {when_text(store.cursor())}")
+    moment = int(time.time()) if now is None else now
+    try:  # a 403 (or a long Retry-After) pauses amoCRM; the admin should see until when, and why
+        AmoPause(lambda: datetime.fromtimestamp(moment, UTC), store).check()
+    except AmoPaused as exc:
+        out(f"amocrm: {exc}")
+    errors = store.recent_errors()
+    out("last errors:" if errors else "last errors: none")
+    for call in errors:
+        retry = "" if call.stage == Stage.FAILED else f", next try {when_text(call.next_attempt_at)}"
+        out(
+            f"  call {call.id} ({call.entity_type}/{call.entity_id}, {call.stage}, attempt {call.attempts}{retry}): "
+            f"{call.last_error}"
+        )
+    if config is not None:
+        for line in usage.status_lines(store, config.openai, moment):
+            out(line)
+    failed = store.failed_calls()
+    out(f"failed calls: {len(failed)}" + (" (`salesbot-poller retry --failed` puts them back)" if failed else ""))
+    for call in failed[:FAILED_SHOWN]:
+        out(f"  {_failure_line(store, call)}")
+    if len(failed) > FAILED_SHOWN:
+        out(f"  ... and {len(failed) - FAILED_SHOWN} more")
+
+
+FAILED_SHOWN = 20
+
+
+def _failure_line(store: Store, call: Call) -> str:
+    return (
+        f"call {call.id} ({call.entity_type}/{call.entity_id}), reached {store.resume_stage(call).value}, "
+        f"failed {when_text(call.updated_at)} after {call.attempts} attempt(s): {call.last_error}"
+    )
+
+
+def retry(store: Store, call_ids: list[int], all_failed: bool, now: int, out: Callable[[str], None]) -> bool:
+    """Put failed calls back at the stage they reached; False if any id is unknown or not failed.
+
+    A call resumes from its last stored artifact (`Store.resume_stage`): a transcription or
+    analysis that succeeded is never paid for again. Attempts and the 24 h window restart.
+    """
+    ok = True
+    calls: list[Call] = store.failed_calls()[::-1] if all_failed else []
+    for call_id in call_ids:
+        call = store.find_call(call_id)
+        if call is None:
+            out(f"call {call_id}: no such call (see `salesbot-poller status`)")
+            ok = False
+        elif call.stage != Stage.FAILED:
+            out(f"call {call_id}: not failed (stage {call.stage}): nothing to retry")
+            ok = False
+        elif all(c.id != call.id for c in calls):
+            calls.append(call)
+    for call in calls:
+        stage = store.resume_stage(call)
+        store.requeue(call, stage, now)
+        out(f"call {call.id} ({call.entity_type}/{call.entity_id}): requeued at {stage.value}")
+    if all_failed and not calls:
+        out("no failed calls")
+    return ok

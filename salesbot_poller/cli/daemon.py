@@ -1,0 +1,263 @@
+"""The daemon shell (`run`): the two lanes under APScheduler until SIGTERM/SIGINT.
+
+Contract:
+- Intake lane: one job every `poller.interval_seconds` (the first at start; `max_instances=1`,
+  `coalesce=True`): `lanes.intake`. It never waits for the work lane.
+- Work lane: `poller.workers` jobs, started with the scheduler, each a loop that claims the
+  oldest due answered call (`lanes.work_next`) and works it, and looks again every
+  `WORK_IDLE_SECONDS` when nothing is due (at once when the intake lane recorded new calls).
+- A signal only sets an event. No lane takes a new call or starts a new stage after it; the
+  daemon waits up to `STOP_GRACE_SECONDS` for the stages in flight, then exits 0. A stage
+  still running then (a slow transcription, say) is abandoned: its result was not committed,
+  so the call resumes from its last committed stage at the next start — the same as after a
+  crash, which the pipeline is built for.
+- systemd (`Type=notify`, see `sdnotify`): READY=1 once the scheduler runs, WATCHDOG=1 after
+  each intake pass and from the main thread every third of `WatchdogSec` while the lanes make
+  progress (a stage committed, or a lane asked whether to stop, within `STALL_SECONDS`),
+  STOPPING=1 at stop. A lane stuck longer than that stops the pings and systemd restarts us.
+- After a fatal error (a revoked token, an unknown Telegram chat) in either lane both lanes
+  pause for `FATAL_PAUSE_SECONDS`. The error is logged at ERROR once, with its fix; while it
+  persists each repeat is a one-line warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+
+import peewee
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from salesbot_poller.cli.sdnotify import SystemdNotifier
+from salesbot_poller.errors import FatalError
+from salesbot_poller.pipeline.context import App, Tally
+from salesbot_poller.pipeline.lanes import intake, work_next, worker_name
+from salesbot_poller.pipeline.recovery import sweep_audio
+
+log = logging.getLogger(__name__)
+
+FATAL_PAUSE_SECONDS = 300
+DATABASE_PAUSE_SECONDS = 30  # a database error in a worker: look again after this
+STOP_GRACE_SECONDS = 9.0  # systemd's TimeoutStopSec is longer; the issue allows 10 s
+# Longer than any one bounded step: a download's deadline (600 s), a transcription's
+# timeout (300 s), amoCRM's bounded retries (120 s).
+STALL_SECONDS = 1200.0
+IDLE_PING_SECONDS = 5.0  # how often the main thread looks, without a watchdog
+WORK_IDLE_SECONDS = 1.0  # an idle worker looks for due calls this often
+
+
+class Progress:
+    """How many lane units are running, and when any of them last showed progress."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._busy = 0
+        self.idle = threading.Event()
+        self.idle.set()
+        self.last = monotonic()
+
+    def begin(self) -> None:
+        with self._lock:
+            self._busy += 1
+            self.last = self._monotonic()
+            self.idle.clear()
+
+    def tick(self) -> None:
+        self.last = self._monotonic()
+
+    def end(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            self.last = self._monotonic()
+            if self._busy == 0:
+                self.idle.set()
+
+    def healthy(self, stall_seconds: float = STALL_SECONDS) -> bool:
+        """Idle, or busy and progressing."""
+        return self.idle.is_set() or self._monotonic() - self.last < stall_seconds
+
+
+class _FatalLog:
+    """Logs a fatal error at ERROR the first time, then a short warning while it repeats."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self._lock = threading.Lock()
+
+    def report(self, text: str, pause: int) -> None:
+        with self._lock:
+            if text != self.last:
+                log.error("cycle stopped: %s (next try in %d s)", text, pause)
+            else:
+                log.warning("cycle stopped again by the same error (see the ERROR above); next try in %d s", pause)
+            self.last = text
+
+    def clear(self) -> None:
+        with self._lock:
+            if self.last is not None:
+                log.info("the last fatal error is gone: cycles work again")
+            self.last = None
+
+
+class Daemon:
+    """`run`: see the module contract."""
+
+    def __init__(self, app: App, clock: Callable[[], datetime], systemd: SystemdNotifier | None = None) -> None:
+        self.app = app
+        self.clock = clock
+        self.systemd = systemd or SystemdNotifier.from_environ(os.environ)
+        self.interval = app.config.poller.interval_seconds
+        self.workers = app.config.poller.workers
+        self.stop = threading.Event()
+        self.wake = threading.Event()  # set by the intake lane: new calls may be due
+        self.progress = Progress()
+        self.fatal = _FatalLog()
+        self.tally = Tally()  # the work lane's counters, until the next intake pass logs them
+        self.paused_until = 0.0  # set by whichever lane met a fatal error
+        self._notify_lock = threading.Lock()  # nothing but STOPPING=1 reaches systemd once it is sent
+
+    def tell_systemd(self, *assignments: str) -> None:
+        with self._notify_lock:
+            if not self.stop.is_set():
+                self.systemd.notify(*assignments)
+
+    def should_stop(self) -> bool:
+        self.progress.tick()  # the lanes ask between calls and stages: they are moving
+        return self.stop.is_set()
+
+    def _paused(self, now: datetime) -> bool:
+        return now.timestamp() < self.paused_until
+
+    def _pause_for(self, exc: FatalError, now: datetime) -> None:
+        pause = max(self.interval, FATAL_PAUSE_SECONDS)
+        self.paused_until = max(self.paused_until, now.timestamp() + pause)
+        self.fatal.report(str(exc), int(pause))
+        self.tell_systemd("WATCHDOG=1", f"STATUS=paused by an error: {str(exc)[:200]}")
+
+    def intake_job(self) -> None:
+        """One intake pass (the scheduler runs it every interval)."""
+        now = self.clock()
+        if self.stop.is_set() or self._paused(now):
+            return
+        self.progress.begin()
+        try:
+            with self.app.store.db.connection_context():
+                result = intake(self.app, int(now.timestamp()), self.should_stop, self.tally)
+            self.fatal.clear()
+            self.wake.set()
+            self.tell_systemd(
+                "WATCHDOG=1",
+                f"STATUS=last cycle {now:%H:%M:%S}: notified={result.notified} alerted={result.alerted} "
+                f"deferred={result.deferred} failed={result.failed}",
+            )
+        except FatalError as exc:
+            self._pause_for(exc, now)
+        except peewee.PeeweeException as exc:
+            log.error("cycle stopped: database error: %s", exc)
+        finally:
+            self.progress.end()
+
+    def work_job(self) -> None:
+        """One worker of the work lane: claims and works calls until the daemon stops."""
+        worker = worker_name()
+        with self.app.store.db.connection_context():
+            while not self.stop.is_set():
+                now = self.clock()
+                if self._paused(now):
+                    self.stop.wait(min(WORK_IDLE_SECONDS * 5, self.paused_until - now.timestamp()))
+                    continue
+                self.progress.begin()
+                try:
+                    worked = work_next(self.app, worker, int(now.timestamp()), self.should_stop, self.tally)
+                except FatalError as exc:
+                    self._pause_for(exc, now)
+                    continue
+                except peewee.PeeweeException as exc:
+                    log.error(
+                        "worker %s: database error: %s; it looks again in %d s", worker, exc, DATABASE_PAUSE_SECONDS
+                    )
+                    self.stop.wait(DATABASE_PAUSE_SECONDS)
+                    continue
+                finally:
+                    self.progress.end()
+                if not worked:
+                    self.wake.wait(WORK_IDLE_SECONDS)
+                    self.wake.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the current steps, then exiting", signal.Signals(signum).name)
+        self.stop.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        """Until SIGTERM/SIGINT; returns the exit code (0)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        with self.app.store.db.connection_context():
+            sweep_audio(self.app)  # before any lane runs: what is there was left by an interrupted run
+            released = self.app.store.release_all_claims()
+        if released:
+            log.info("%d call(s) claimed by a process that stopped: back in the queue", released)
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(self.workers + 1)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                # The default (1 s) silently drops a run that starts late; a busy pass is normal.
+                "misfire_grace_time": max(60, int(self.interval)),
+            },
+        )
+        start = datetime.now(UTC)
+        scheduler.add_job(self.intake_job, "interval", seconds=self.interval, next_run_time=start, id="intake")
+        for n in range(self.workers):
+            scheduler.add_job(self.work_job, "date", run_date=start, id=f"work-{n + 1}")
+        scheduler.start()
+        self.systemd.notify("READY=1", "STATUS=polling")
+        log.info(
+            "started: polling %s every %g s, %d worker(s)", self.app.config.amocrm.base_url, self.interval, self.workers
+        )
+        self._watch()
+        with self._notify_lock:
+            self.systemd.notify("STOPPING=1")
+        scheduler.shutdown(wait=False)
+        if not self.progress.idle.wait(timeout=STOP_GRACE_SECONDS):
+            log.warning(
+                "a stage did not finish within %g s: abandoned uncommitted; its call resumes "
+                "from its last committed stage at the next start",
+                STOP_GRACE_SECONDS,
+            )
+            sys.stdout.flush()
+            logging.shutdown()
+            # A worker thread is stuck in a network call; the interpreter would wait for it at
+            # exit. Nothing of it is committed, so leaving now is as safe as a crash, and cleaner.
+            os._exit(0)
+        log.info("stopped")
+        return 0
+
+    def _watch(self) -> None:
+        """The main thread, until a signal: watchdog pings while the lanes make progress."""
+        ping_every = self.systemd.watchdog_seconds / 3 if self.systemd.watchdog_seconds else IDLE_PING_SECONDS
+        stalled = False
+        while not self.stop.wait(timeout=ping_every):
+            healthy = self.progress.healthy()
+            if healthy and self.systemd.watchdog_seconds:
+                self.tell_systemd("WATCHDOG=1")
+            elif not healthy and not stalled:
+                log.error(
+                    "a lane made no progress for %d s: no more watchdog pings (systemd restarts us)", STALL_SECONDS
+                )
+            stalled = not healthy
+
+
+def run_daemon(app: App, clock: Callable[[], datetime], notifier: SystemdNotifier | None = None) -> int:
+    return Daemon(app, clock, notifier).run()

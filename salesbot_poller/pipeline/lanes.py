@@ -1,0 +1,241 @@
+"""The two lanes: intake (poll, alerts, follow-ups, digest) and work (answered calls).
+
+Contract:
+- `intake(app, now, should_stop)`: one pass of the intake lane. Polls amoCRM, resolves new
+  calls' notes, sends the due missed-call alerts (urgent: they go before cards in a chat),
+  runs the follow-ups (escalation, callback reply) and the digest. It never waits for the work
+  lane, so a missed call is alerted in the pass after its event becomes readable. It logs one
+  summary line, with the work lane's counters since the last pass (`Tally`).
+- `work_next(app, worker, now, should_stop, tally)`: the work lane's unit. Claims the oldest
+  due answered call (`Store.claim_next`: no two threads or processes work the same call),
+  moves it through its stages (`stages.advance`), gives it back; False when nothing is due.
+- `drain(app, now, workers, should_stop)`: `workers` threads run `work_next` until nothing is
+  due (what `once` does between its intake pass and its follow-ups).
+- `run_once(app, now)`: intake, drain, then follow-ups and digest: one whole cycle.
+- A failure of one call never stops the others: transient failures push it back (`Cycle.defer`),
+  permanent ones fail it. `FatalError` (credentials, account, chat) and database errors
+  propagate, and no call is marked anything because of them.
+- `should_stop()` is asked before each call and between stages: once it says yes, no new
+  stage starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import peewee
+
+from salesbot_poller.domain import Stage
+from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
+from salesbot_poller.pipeline import digest, followup
+from salesbot_poller.pipeline.context import App, Cycle, Tally
+from salesbot_poller.pipeline.intake import poll, resolve_new
+from salesbot_poller.pipeline.recovery import sweep_audio
+from salesbot_poller.pipeline.stages import advance
+from salesbot_poller.store import Call
+
+log = logging.getLogger(__name__)
+
+LAST_CYCLE_KEY = "last_cycle"
+WORK_STAGES = (Stage.READY, Stage.DOWNLOADED, Stage.TRANSCRIBED, Stage.ANALYSED, Stage.NOTIFYING)  # answered
+ALERT_STAGES = (Stage.MISSED, Stage.NOTIFYING)  # missed incoming calls
+INTAKE_PATIENCE = 3.0  # an alert waits this long for its chat's slot before the next pass tries
+ONCE_PATIENCE = 120.0  # `once` delivers everything it can before it exits
+
+Stop = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+def work_on(app: App, cycle: Cycle, call: Call, should_stop: Stop, *, urgent: bool, patience: float) -> None:
+    """`advance` one call, turning its failure into a deferral or a failure of that call only."""
+    try:
+        advance(app, cycle, call, should_stop, urgent=urgent, patience=patience)
+    except (FatalError, peewee.PeeweeException):
+        raise
+    except Busy as exc:
+        cycle.defer(call, str(exc), exc)
+    except TransientError as exc:
+        cycle.defer(call, str(exc), exc)
+    except PermanentError as exc:
+        cycle.fail(call, str(exc))
+    except json.JSONDecodeError:
+        # An SDK that hands a service's broken JSON through unmapped: the service's fault,
+        # worth another try later, and no traceback for it.
+        cycle.defer(call, f"stage {call.stage}: the service answered malformed JSON")
+    except Exception as exc:  # a bug must not lose the call: keep it, with backoff
+        log.exception("call %d: unexpected error", call.id)
+        cycle.defer(call, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def send_alerts(app: App, cycle: Cycle, should_stop: Stop, patience: float = INTAKE_PATIENCE) -> None:
+    """The due missed-call alerts, oldest first."""
+    for call in app.store.due_calls(cycle.now, ALERT_STAGES, kind="missed"):
+        if should_stop():
+            return
+        work_on(app, cycle, call, should_stop, urgent=True, patience=patience)
+
+
+def intake_steps(
+    app: App, cycle: Cycle, should_stop: Stop = _never, *, follow_ups: bool = True, patience: float = INTAKE_PATIENCE
+) -> None:
+    """Poll, resolve, alert, then (with `follow_ups`) follow-ups and digest."""
+    try:
+        poll(app, cycle)
+    except FatalError:
+        raise
+    except SalesbotError as exc:
+        cycle.poll_error = str(exc)
+        log.warning("amoCRM poll failed: %s; the next cycle resumes from the cursor", exc)
+    if not should_stop():
+        resolve_new(app, cycle)
+    if not should_stop():
+        send_alerts(app, cycle, should_stop, patience)
+    if follow_ups and not should_stop():
+        followup.run(app, cycle)  # missed calls: escalation after the SLA, reply on callback
+        digest.run(app, cycle)  # the daily digest, once its hour has come
+
+
+def intake(app: App, now: int, should_stop: Stop = _never, tally: Tally | None = None) -> Cycle:
+    """One pass of the intake lane, recorded for `status`; see the module contract."""
+    started = time.monotonic()
+    cycle = Cycle(app=app, now=now)
+    try:
+        intake_steps(app, cycle, should_stop)
+    except FatalError as exc:
+        _finish(app, cycle, tally, started, str(exc))
+        raise
+    _finish(app, cycle, tally, started, cycle.poll_error)
+    return cycle
+
+
+def _finish(app: App, cycle: Cycle, tally: Tally | None, started: float, error: str | None) -> None:
+    if tally is not None:
+        cycle.add(tally.take())
+    seconds = time.monotonic() - started
+    data = cycle.summary() | {"at": cycle.now, "seconds": round(seconds, 2), "error": error}
+    app.store.set_state(LAST_CYCLE_KEY, json.dumps(data, ensure_ascii=False))
+    log.info(
+        "cycle: events=%d new=%d transcribed=%d analysed=%d notified=%d missed_alerts=%d "
+        "skipped=%d deferred=%d failed=%d in %.1f s",
+        cycle.events,
+        cycle.new,
+        cycle.transcribed,
+        cycle.analysed,
+        cycle.notified,
+        cycle.alerted,
+        cycle.skipped,
+        cycle.deferred,
+        cycle.failed,
+        seconds,
+    )
+
+
+def worker_name() -> str:
+    """This thread's claim mark: the process and the thread."""
+    return f"{os.getpid()}:{threading.current_thread().name}"
+
+
+def work_next(
+    app: App,
+    worker: str,
+    now: int,
+    should_stop: Stop,
+    tally: Tally,
+    *,
+    patience: float = 2.0,
+    exclude: set[int] | None = None,
+    on_claim: Callable[[Call], None] | None = None,
+) -> bool:
+    """Claim the oldest due answered call and move it as far as it goes; False if none is due.
+
+    `exclude`: calls not to claim again (a dry run prints each call once).
+    """
+    if should_stop():
+        return False
+    call = app.store.claim_next(worker, now, WORK_STAGES, "conversation", exclude or ())
+    if call is None:
+        return False
+    if on_claim is not None:
+        on_claim(call)
+    cycle = Cycle(app=app, now=now)
+    try:
+        work_on(app, cycle, call, should_stop, urgent=False, patience=patience)
+    finally:
+        tally.merge(cycle)
+        if exclude is not None and app.dry_run is not None:
+            exclude.add(call.id)
+        try:
+            app.store.release(call)
+        except peewee.PeeweeException:  # the claim goes at the next start (release_all_claims)
+            log.warning("call %d: could not release its claim; it is released at the next start", call.id)
+    return True
+
+
+def drain(
+    app: App,
+    now: int,
+    workers: int,
+    should_stop: Stop = _never,
+    tally: Tally | None = None,
+    on_claim: Callable[[Call], None] | None = None,
+) -> Tally:
+    """`workers` threads work the due answered calls until none is left; the first fatal or
+    database error stops them all and is raised. `on_claim` hears of each call claimed."""
+    tally = tally or Tally()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    exclude: set[int] = set()
+
+    def stopping() -> bool:
+        return stop.is_set() or should_stop()
+
+    def loop() -> None:
+        worker = worker_name()
+        try:
+            with app.store.db.connection_context():
+                while work_next(
+                    app, worker, now, stopping, tally, patience=ONCE_PATIENCE, exclude=exclude, on_claim=on_claim
+                ):
+                    pass
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=loop, name=f"work-{n + 1}") for n in range(max(1, workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return tally
+
+
+def run_once(app: App, now: datetime, should_stop: Stop = _never, workers: int | None = None) -> Cycle:
+    """One whole cycle (`once`): intake, every due answered call, follow-ups and digest."""
+    started = time.monotonic()
+    moment = int(now.timestamp())
+    sweep_audio(app)  # nothing runs yet: what is in audio_dir was left by an interrupted run
+    app.store.release_all_claims()
+    tally = Tally()
+    cycle = Cycle(app=app, now=moment)
+    try:
+        intake_steps(app, cycle, should_stop, follow_ups=False, patience=ONCE_PATIENCE)
+        drain(app, moment, workers or app.config.poller.workers, should_stop, tally)
+        if not should_stop():
+            followup.run(app, cycle)
+            digest.run(app, cycle)
+    except FatalError as exc:
+        _finish(app, cycle, tally, started, str(exc))
+        raise
+    _finish(app, cycle, tally, started, cycle.poll_error)
+    return cycle

@@ -1,0 +1,189 @@
+"""The stages of one call, each committed before the next: download -> transcribe -> analyse
+-> render -> notify (a missed call: render -> notify).
+
+Contract:
+- Each stage's result is committed before the next stage starts, so a crash resumes from
+  the last committed stage and never pays for a transcription or analysis twice.
+- `render` fixes every message and amoCRM write of the call (`routing`) as `Delivery` rows,
+  the call's own card or alert first (key `call:<id>`), in one transaction, before anything
+  is sent. `notify` sends them (`delivery`): each part's message id is committed right after
+  Telegram accepts it, so the only window for a duplicate is between that acceptance and
+  that commit. A card waits (up to its patience) while an earlier call's card to the same
+  chat is rendered and unsent, so one chat's cards keep the order of their calls.
+- `advance` runs a call through its remaining stages; it returns early when a stage puts the
+  call off (budget, a busy chat) or when `should_stop()` says so between stages. With
+  `App.dry_run`, a call that reaches delivery is printed instead, and nothing is marked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from salesbot_poller.domain import TERMINAL_STAGES, CallAnalysis, Planned, Stage
+from salesbot_poller.pipeline import delivery, usage
+from salesbot_poller.pipeline.context import App, Cycle, call_context
+from salesbot_poller.pipeline.routing import plan_call
+from salesbot_poller.services.dialogue import build_dialogue, manager_channel
+from salesbot_poller.store import Call
+
+log = logging.getLogger(__name__)
+
+ORDER_POLL_SECONDS = 0.2
+
+
+def download(app: App, cycle: Cycle, call: Call) -> None:
+    path = app.recordings.download(call.link or "", f"call-{call.id}")
+    app.store.update(call, cycle.now, stage=Stage.DOWNLOADED, audio_path=str(path))
+
+
+def transcribe(app: App, cycle: Cycle, call: Call) -> None:
+    audio = Path(call.audio_path or "")
+    if not call.audio_path or not audio.exists():  # lost (tmp cleaned, disk swapped): fetching it again is free
+        app.store.update(call, cycle.now, stage=Stage.READY, audio_path=None)
+        return
+    prices = app.config.openai
+    resume_at = app.budget.hold(app.store, prices, call.id, usage.estimate_call_usd(call.duration, prices), cycle.now)
+    if resume_at is not None:  # the daily budget is spent: wait (not an attempt, not a failure)
+        app.store.update(call, cycle.now, next_attempt_at=resume_at)
+        return
+    try:
+        transcript = app.transcriber.transcribe(audio)
+        channel = manager_channel(app.config.audio, call.source, call.direction)
+        text, metrics = build_dialogue(transcript, channel, call.direction)
+        with app.store.db.atomic():  # the usage is counted once, with the transcript it paid for
+            usage.record_transcription(app.store, call.id, cycle.now, transcript)
+            app.store.update(
+                call,
+                cycle.now,
+                stage=Stage.TRANSCRIBED,
+                transcript=text,
+                metrics_json=metrics.model_dump_json() if metrics else None,
+            )
+    finally:
+        app.budget.release(call.id)
+    cycle.transcribed += 1
+    log.info(
+        "call %d: transcribed, %d characters, %.0f s of audio sent (%s)",
+        call.id,
+        len(text),
+        transcript.audio_seconds,
+        transcript.model or "model not reported",
+    )
+    if not app.config.storage.keep_audio:
+        audio.unlink(missing_ok=True)  # the transcript is stored: the audio is no longer needed
+
+
+def analyse(app: App, cycle: Cycle, call: Call) -> None:
+    transcript = call.transcript or ""
+    if not transcript.strip():
+        app.store.update(call, cycle.now, stage=Stage.SKIPPED, skip_reason="no speech in the recording")
+        cycle.skipped += 1
+        return
+    analysis = app.analyzer.analyse(transcript, call_context(app, call))
+    with app.store.db.atomic():  # the tokens are counted once, with the analysis they paid for
+        usage.record_analysis(app.store, call.id, cycle.now, analysis)
+        app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
+    cycle.analysed += 1
+    log.info("call %d: analysed, score %s", call.id, analysis.score)
+
+
+def plan(app: App, call: Call) -> list[Planned]:
+    """Everything a call at `analysed`/`missed` sends: its own message first (see `routing`)."""
+    analysis = None
+    if call.stage != Stage.MISSED:
+        analysis = CallAnalysis.model_validate_json(call.analysis_json or "{}")
+    # metrics=None: the slot for a pre-rendered conversation-metrics line (from the audio).
+    return plan_call(app.config, call, call_context(app, call), analysis, app.tz, metrics=None)
+
+
+def render(app: App, cycle: Cycle, call: Call) -> None:
+    items = plan(app, call)
+    to = items[0].to  # the call's own message: replies to a missed-call alert follow it
+    with app.store.db.atomic():  # every destination is fixed before anything is sent
+        app.store.enqueue(items, call.id, cycle.now)
+        app.store.update(
+            call,
+            cycle.now,
+            stage=Stage.NOTIFYING,
+            chat_id=to.chat_id if to else None,
+            thread_id=to.thread_id if to else None,
+        )
+
+
+def _wait_for_earlier_cards(app: App, cycle: Cycle, call: Call, patience: float) -> None:
+    own = app.store.find_delivery(delivery.own_key(call.id))
+    if own is None or own.done_at is not None:
+        return
+    waited = 0.0
+    while waited < patience and app.store.older_cards_waiting(own, cycle.now):
+        time.sleep(ORDER_POLL_SECONDS)
+        waited += ORDER_POLL_SECONDS
+
+
+def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience: float = 2.0) -> None:
+    _wait_for_earlier_cards(app, cycle, call, patience)
+    delivery.send_all(app, app.store.pending(call_id=call.id), cycle.now, urgent=urgent, patience=patience)
+    missed = call.kind == "missed"
+    own = app.store.find_delivery(delivery.own_key(call.id))
+    app.store.committed(
+        lambda: app.store.update(
+            call,
+            cycle.now,
+            stage=Stage.MISSED_ALERTED if missed else Stage.NOTIFIED,
+            notified_at=cycle.now,
+            last_error=None,
+        )
+    )
+    if missed:
+        cycle.alerted += 1
+    else:
+        cycle.notified += 1
+    parts = len(json.loads(own.sent_ids_json)) if own else 0
+    log.info("call %d: %s in Telegram (%d message(s))", call.id, "alert sent" if missed else "notified", parts)
+
+
+def advance(
+    app: App,
+    cycle: Cycle,
+    call: Call,
+    should_stop: Callable[[], bool] = lambda: False,
+    *,
+    urgent: bool = False,
+    patience: float = 2.0,
+) -> None:
+    """Run `call` through its remaining stages, committing each before the next (see above)."""
+    while call.stage not in TERMINAL_STAGES:
+        if app.dry_run is not None and call.stage in (Stage.ANALYSED, Stage.MISSED, Stage.NOTIFYING):
+            preview(app, call)
+            return
+        if call.next_attempt_at > cycle.now:
+            return  # a stage put the call off (the daily budget): its turn is over
+        stage = call.stage
+        if stage == Stage.READY:
+            download(app, cycle, call)
+        elif stage == Stage.DOWNLOADED:
+            transcribe(app, cycle, call)
+        elif stage == Stage.TRANSCRIBED:
+            analyse(app, cycle, call)
+        elif stage in (Stage.ANALYSED, Stage.MISSED):
+            render(app, cycle, call)
+        elif stage == Stage.NOTIFYING:
+            notify(app, cycle, call, urgent=urgent, patience=patience)
+        else:
+            raise ValueError(f"call {call.id}: no stage runs from {stage}")
+        if call.stage not in TERMINAL_STAGES and should_stop():
+            log.info("stop requested: call %d stays at %s until the next start", call.id, call.stage)
+            return
+
+
+def preview(app: App, call: Call) -> None:
+    """Dry run: print what the call would send; nothing is stored or marked."""
+    assert app.dry_run is not None
+    if call.stage == Stage.NOTIFYING:  # rendered by an earlier real run: what is still unsent
+        app.dry_run.show([delivery.as_planned(row) for row in app.store.pending(call_id=call.id)])
+        return
+    app.dry_run.show(plan(app, call))

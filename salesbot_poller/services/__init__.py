@@ -1,0 +1,2 @@
+"""One module per external service: amoCRM, OpenAI speech and analysis, Telegram, recordings,
+audio, and the throttles."""
