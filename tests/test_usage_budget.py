@@ -91,7 +91,7 @@ def test_roles_by_source_and_metrics_reach_the_prompt_and_the_card(tmp_path: Pat
     assert "Метрики разговора" in prompt and prompt.index("Метрики") < prompt.index("Расшифровка")
     assert isinstance(app.notifier, MemoryNotifier)
     assert "🗣 Менеджер 56% · Клиент 44%" in app.notifier.sent[0]
-    assert [(u.call_id, u.audio_seconds, u.model) for u in Usage.select()] == [
+    assert sorted((u.call_id, u.audio_seconds, u.model) for u in Usage.select()) == [
         (1, 600.0, "whisper-1"),
         (2, 600.0, "whisper-1"),
         (3, 600.0, "whisper-1"),

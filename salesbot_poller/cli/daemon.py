@@ -229,6 +229,11 @@ class Daemon:
         self._watch()
         with self._notify_lock:
             self.systemd.notify("STOPPING=1")
+        # A worker job not yet handed to its thread is removed by the scheduler as it starts;
+        # a shutdown at that very moment removes it too, and APScheduler's thread dies of it.
+        deadline = time.monotonic() + 1.0
+        while any(job.id.startswith("work-") for job in scheduler.get_jobs()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         scheduler.shutdown(wait=False)
         if not self.progress.idle.wait(timeout=STOP_GRACE_SECONDS):
             log.warning(

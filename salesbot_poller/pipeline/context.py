@@ -98,7 +98,7 @@ class Cycle:
         """Push `call` back with backoff, or give it up (max attempts, or 24 h of trying)."""
         store, now = self.app.store, self.now
         if isinstance(exc, Busy):  # not the call's fault: no attempt is counted
-            delay = max(1, int(exc.retry_after or 1))
+            delay = int(exc.retry_after or 0) + 1
             store.update(call, now, next_attempt_at=now + delay)
             log.debug("call %d: %s; next try in %d s", call.id, error, delay)
             return

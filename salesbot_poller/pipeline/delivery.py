@@ -70,16 +70,16 @@ def _crm_post(app: App, path: str, body: Any) -> int:
     raise PermanentError(f"amoCRM POST {path}: the answer names no created id")
 
 
-def _paced(app: App, chat: str, urgent: bool, patience: float, send: Callable[[], int]) -> int:
+def _paced(app: App, chat: str, now: int, urgent: bool, patience: float, send: Callable[[], int]) -> int:
     """`send` one Telegram message in its chat's turn; a 429 pauses that chat only."""
-    app.pacer.turn(chat, urgent, patience)
+    app.pacer.turn(chat, now, urgent, patience)
     try:
         return send()
     except Busy:
         raise
     except TransientError as exc:
         if exc.retry_after:  # Telegram's 429: this chat waits, the others go on
-            app.pacer.pause(chat, exc.retry_after)
+            app.pacer.pause(chat, now + int(exc.retry_after))
             raise Busy(f"{exc}; chat {chat} paused for {exc.retry_after:.0f} s", exc.retry_after) from None
         raise
 
@@ -98,15 +98,13 @@ def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: f
                 sent.append(_crm_post(app, payload["path"], payload["body"]))
         elif "parts" in payload:
             for index in range(len(sent), len(payload["parts"])):
-                reply = reply_to if index == 0 else None
-                sent.append(
-                    _paced(app, chat, urgent, patience, partial(app.notifier.send, payload["parts"][index], to, reply))
-                )
+                message = partial(app.notifier.send, payload["parts"][index], to, reply_to if index == 0 else None)
+                sent.append(_paced(app, chat, now, urgent, patience, message))
                 store.committed(partial(store.update_delivery, row, sent_ids_json=json.dumps(sent)))  # after acceptance
         elif not sent:
             data = payload["text"].encode("utf-8")
             document = partial(app.notifier.send_document, payload["filename"], data, payload["caption"], to, reply_to)
-            sent.append(_paced(app, chat, urgent, patience, document))
+            sent.append(_paced(app, chat, now, urgent, patience, document))
     except PermanentError as exc:
         store.committed(
             partial(store.update_delivery, row, sent_ids_json=json.dumps(sent), done_at=now, error=str(exc))

@@ -171,9 +171,10 @@ class ChatPacer:
     - `reserve(chat, urgent)` takes the chat's next slot and returns 0, or returns how many
       seconds to wait before asking again. While an urgent sender (a missed-call alert) waits
       for a chat, nobody else gets that chat's slot.
-    - `pause(chat, seconds)` (a 429 with its retry_after) stops that chat only.
-    - `turn(chat, urgent, patience)` waits for a slot up to `patience` seconds, else raises
-      `Busy` saying when to come back: a worker never sits out a long wait.
+    - `pause(chat, until)` (a 429, until `now` + its retry_after, in the pipeline's Unix time)
+      stops that chat only: `turn(chat, now)` raises `Busy` for it until then.
+    - `turn(chat, now, urgent, patience)` waits for a slot up to `patience` seconds, else
+      raises `Busy` saying when to come back: a worker never sits out a long wait.
     """
 
     def __init__(
@@ -190,13 +191,10 @@ class ChatPacer:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._sent: dict[str, deque[float]] = {}  # send times of the last minute, per chat
-        self._paused: dict[str, float] = {}
+        self._paused: dict[str, int] = {}  # Unix time (the pipeline's clock), per chat
         self._urgent: dict[str, int] = {}  # urgent senders waiting, per chat
 
     def _wait(self, chat: str, now: float) -> float:
-        paused = self._paused.get(chat, 0.0) - now
-        if paused > 0:
-            return paused
         sent = self._sent.setdefault(chat, deque())
         while sent and sent[0] <= now - 60:
             sent.popleft()
@@ -216,12 +214,16 @@ class ChatPacer:
                 self._sent[chat].append(now)
             return wait
 
-    def pause(self, chat: str, seconds: float) -> None:
+    def pause(self, chat: str, until: int) -> None:
         with self._lock:
-            self._paused[chat] = max(self._paused.get(chat, 0.0), self._clock() + seconds)
+            self._paused[chat] = max(self._paused.get(chat, 0), until)
 
-    def turn(self, chat: str, urgent: bool = False, patience: float = 2.0) -> None:
+    def turn(self, chat: str, now: int, urgent: bool = False, patience: float = 2.0) -> None:
         """Wait for a slot of `chat` up to `patience` seconds; else raise `Busy`."""
+        with self._lock:
+            paused = self._paused.get(chat, 0) - now
+        if paused > 0:
+            raise Busy(f"Telegram chat {chat}: paused by a 429 for {paused} s more", paused)
         waited = 0.0
         if urgent:
             with self._lock:
