@@ -1,0 +1,231 @@
+"""The two lanes: a missed call is alerted while the work lane is busy, claims are exclusive,
+and the limits shared by the work lane's threads hold (Telegram pacing, daily budget, a busy
+database after an accepted message)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from salesbot_poller.config import OpenAIConfig
+from salesbot_poller.domain import Stage
+from salesbot_poller.errors import Busy
+from salesbot_poller.pipeline.usage import BudgetGate
+from salesbot_poller.services.throttle import ChatPacer
+from salesbot_poller.store import Call, Store
+from tests.conftest import Servers, assert_no_secret
+from tests.fakes import make_mp3
+from tests.fakes.base import form_params
+from tests.test_daemon import wait_for
+from tests.test_systemd import start_daemon
+
+INTERVAL = 1.0
+
+
+@pytest.mark.slow
+def test_a_missed_call_is_alerted_within_the_interval_while_every_worker_is_busy(servers: Servers) -> None:
+    now = int(time.time())
+    for n in range(6):  # each transcription takes 4 s: two workers are busy for 12 s
+        servers.amo.add_call(
+            entity_id=7100 + n,
+            note_id=100 + n,
+            duration=60,
+            phone=f"+7999100{n:04d}",
+            link=servers.recordings.add(f"/r/{n}.mp3", make_mp3(1.0, freq=300.0 + 30 * n)),
+            created_at=now - 30,
+        )
+    servers.openai.transcribe_delay = 4.0
+    servers.write_config(interval_seconds=INTERVAL, workers=2)
+    daemon = start_daemon(servers)
+    try:
+        wait_for(lambda: len(servers.openai.transcriptions) >= 2)  # both workers are inside a transcription
+        readable = time.monotonic()  # the fakes stamp requests with this clock
+        # Created 10 s ago: past the poller's 5 s settle delay, so readable from now on.
+        servers.amo.add_call(
+            entity_id=7200, note_id=200, duration=0, phone="+79992000000", link=None, created_at=int(time.time()) - 10
+        )
+        wait_for(lambda: any("+79992000000" in m["text"] for m in servers.telegram.messages), timeout=20)
+        alert = next(
+            r.at for r in servers.telegram.requests_to("sendMessage") if "+79992000000" in form_params(r)[0]["text"]
+        )
+        cards_before = [m for m in servers.telegram.messages if "Пропущенный" not in m["visible_text"]]
+        daemon.terminate()
+        out, err = daemon.communicate(timeout=20)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0, err
+    assert len(cards_before) < 6, "the alert did not wait for the answered calls"
+    assert_no_secret(out, err)
+    assert "Traceback" not in err
+    print(f"\nmissed-call alert {alert - readable:.2f} s after its event became readable")
+    assert alert - readable < INTERVAL + 2.0
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store.open(f"sqlite:///{tmp_path}/db.sqlite", 0)
+
+
+def _add_calls(n: int) -> None:
+    for i in range(n):
+        Call.create(
+            event_id=f"e{i}",
+            direction="in",
+            entity_type="leads",
+            entity_id=i,
+            note_id=i,
+            event_created_at=0,
+            first_seen_at=0,
+            updated_at=0,
+            stage=Stage.READY.value,
+            kind="conversation",
+        )
+
+
+def test_threads_racing_for_calls_claim_each_exactly_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _add_calls(40)
+    claimed: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        with store.db.connection_context():  # a connection of its own, as a worker has
+            while (call := store.claim_next(name, 10, [Stage.READY], "conversation")) is not None:
+                with lock:
+                    claimed.append((name, call.id))
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [call_id for _, call_id in claimed]
+    assert sorted(ids) == list(range(1, 41)), "every call claimed, none twice"
+    assert len({name for name, _ in claimed}) > 1, "the work was shared"
+    assert store.claim_next("late", 10, [Stage.READY], "conversation") is None
+    assert store.release_all_claims() == 40
+    first = store.claim_next("again", 10, [Stage.READY], "conversation")
+    assert first is not None and first.id == 1, "the oldest due call first"
+    store.close()
+
+
+def test_a_claim_is_a_conditional_update_that_a_second_process_loses(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _add_calls(1)
+    other = sqlite3.connect(tmp_path / "db.sqlite")  # another process's connection, same file
+    other.execute("UPDATE call SET claimed_by = 'other:1', claimed_at = 5 WHERE id = 1")
+    other.commit()
+    assert store.claim_next("me", 10, [Stage.READY], "conversation") is None, "claimed elsewhere: left alone"
+    other.close()
+    store.close()
+
+
+def test_a_commit_after_an_accepted_message_waits_out_a_locked_database(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _add_calls(1)
+    call = Call.get_by_id(1)
+    other = sqlite3.connect(tmp_path / "db.sqlite", timeout=0, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock ...
+    store.db.execute_sql("PRAGMA busy_timeout = 100")  # (short here, so the retry is what waits)
+
+    def release() -> None:
+        time.sleep(1.5)
+        other.execute("COMMIT")  # ... for longer than the busy timeout
+
+    threading.Thread(target=release).start()
+    store.committed(lambda: store.update(call, 1, last_error="kept"), patience=30)
+    assert Call.get_by_id(1).last_error == "kept"
+    with pytest.raises(Exception, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
+        store.committed(lambda: store.update(call, 2, last_error="lost"), patience=0.2)
+    other.execute("ROLLBACK")
+    other.close()
+    store.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_one_message_a_second_per_chat_and_other_chats_are_not_held() -> None:
+    clock = FakeClock()
+    pacer = ChatPacer(clock=clock, sleep=clock.sleep)
+    assert pacer.reserve("42") == 0
+    assert pacer.reserve("42") == pytest.approx(1.0), "the same chat waits a second"
+    assert pacer.reserve("43") == 0, "another chat does not"
+    clock.now += 1.0
+    assert pacer.reserve("42") == 0
+
+
+def test_a_group_chat_gets_at_most_twenty_messages_a_minute() -> None:
+    clock = FakeClock()
+    pacer = ChatPacer(clock=clock, sleep=clock.sleep)
+    start = clock.now
+    for _ in range(20):
+        pacer.turn("-100", 0, patience=5)
+    assert clock.now - start == pytest.approx(19.0)
+    with pytest.raises(Busy) as busy:
+        pacer.turn("-100", 0, patience=5)
+    assert busy.value.retry_after == pytest.approx(41.0), "the 21st waits for the first to leave the minute"
+    for _ in range(25):  # a private chat has no per-minute limit
+        pacer.turn("777", 0, patience=5)
+
+
+def test_a_429_pauses_that_chat_only_until_its_retry_after() -> None:
+    clock = FakeClock()
+    pacer = ChatPacer(clock=clock, sleep=clock.sleep)
+    pacer.pause("-100", until=1_000_300)
+    with pytest.raises(Busy) as busy:
+        pacer.turn("-100", 1_000_000)
+    assert busy.value.retry_after == 300
+    pacer.turn("-200", 1_000_000)  # the others go on
+    pacer.turn("-100", 1_000_300)
+
+
+def test_an_alert_waiting_for_a_chat_goes_before_cards() -> None:
+    pacer = ChatPacer()
+    pacer.reserve("42")  # a card just went: the next slot is in a second
+    order: list[str] = []
+    alert = threading.Thread(target=lambda: (pacer.turn("42", 0, urgent=True, patience=5), order.append("alert")))
+    alert.start()
+    time.sleep(0.1)
+    assert pacer.reserve("42") > 0, "a card may not take the slot the alert waits for"
+    alert.join()
+    assert order == ["alert"]
+
+
+def test_the_daily_budget_holds_with_many_workers_at_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    prices = OpenAIConfig(audio_price_per_minute_usd=1.0, daily_budget_usd=2.5)  # 2.5 one-minute calls
+    gate = BudgetGate()
+    started: list[int] = []
+    barrier = threading.Barrier(8)
+    lock = threading.Lock()
+
+    def worker(call_id: int) -> None:
+        with store.db.connection_context():
+            barrier.wait()
+            if gate.hold(store, prices, call_id, 1.0, 86400 * 10) is None:
+                with lock:
+                    started.append(call_id)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(started) == 3, "under the budget, then one call over it, as one worker would; never eight"
+    for call_id in started:
+        gate.release(call_id)
+    assert gate.hold(store, prices, 99, 1.0, 86400 * 10) is None, "nothing spent: reservations end on release"
+    store.close()
