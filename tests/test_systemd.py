@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,31 +124,37 @@ def test_daemon_tells_systemd_ready_watchdog_and_stopping(
     assert_no_secret(out, err)
 
 
-def test_sigterm_during_a_slow_transcription_abandons_it_exits_0_and_it_resumes(servers: Servers) -> None:
-    add_call(servers, 1)
+def test_sigterm_with_every_worker_in_a_slow_transcription_exits_0_within_10_s_and_they_resume(
+    servers: Servers,
+) -> None:
+    for n in range(1, 5):  # one call per worker (4 by default)
+        add_call(servers, n)
     servers.openai.transcribe_delay = 60  # far longer than the stop grace
     daemon = start_daemon(servers)
     try:
-        wait_for(lambda: len(servers.openai.transcriptions) == 1)
+        wait_for(lambda: len(servers.openai.transcriptions) == 4)  # every worker is inside one
         daemon.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         out, err = daemon.communicate(timeout=20)  # the grace is 9 s
+        stopped_after = time.monotonic() - signalled
     finally:
         daemon.kill()
     assert daemon.returncode == 0, err
+    assert stopped_after < 10.0, f"exit took {stopped_after:.1f} s"
     assert "abandoned uncommitted" in err and "Traceback" not in err
     assert servers.telegram.messages == []
 
     servers.openai.transcribe_delay = 0
     again = start_daemon(servers)
     try:
-        wait_for(lambda: len(servers.telegram.messages) == 1)
+        wait_for(lambda: len(servers.telegram.messages) == 4)
         again.send_signal(signal.SIGTERM)
         out2, err2 = again.communicate(timeout=20)
     finally:
         again.kill()
     assert again.returncode == 0 and "abandoned" not in err2 and "stopped" in err2
-    assert len(servers.openai.transcriptions) == 2, "paid once more, for the one abandoned transcription"
-    assert len(servers.telegram.messages) == 1
+    assert len(servers.openai.transcriptions) == 8, "paid once more, for each abandoned transcription"
+    assert len(servers.telegram.messages) == 4
     assert_no_secret(out, err, out2, err2)
 
 

@@ -125,7 +125,8 @@ def _wait_for_earlier_cards(app: App, cycle: Cycle, call: Call, patience: float)
 
 
 def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience: float = 2.0) -> None:
-    _wait_for_earlier_cards(app, cycle, call, patience)
+    if not urgent:  # a missed-call alert waits for no card
+        _wait_for_earlier_cards(app, cycle, call, patience)
     delivery.send_all(app, app.store.pending(call_id=call.id), cycle.now, urgent=urgent, patience=patience)
     missed = call.kind == "missed"
     own = app.store.find_delivery(delivery.own_key(call.id))
