@@ -12,7 +12,10 @@ Contract:
   `$CREDENTIALS_DIRECTORY/<section>_<key>` (e.g. `openai_api_key`) when that file exists:
   `LoadCredential=` in salesbot.service. Precedence: environment, `_FILE` variable, TOML
   key or `<key>_file`, credential.
-- Secrets are `SecretStr`: their repr is masked, so a logged config never shows them.
+- The sections are the fields of `Config` (`sections()`); the overrides above apply to every
+  key of every section, and the credentials to every `SecretStr` key (`secret_keys`).
+- Secrets are `SecretStr`: their repr is masked, so a logged config never shows them;
+  `Config.secrets()` returns all set ones for the log redactor.
 - `require_secrets=False` (the `status` command) accepts a config without credentials,
   because `status` only reads the database.
 """
@@ -299,27 +302,40 @@ class Config(_Section):
         return self.openai.max_concurrent_requests or self.poller.workers
 
     def secrets(self) -> list[str]:
-        """Every non-empty secret value, for the log redactor."""
-        values = [
-            self.amocrm.long_lived_token,
-            self.amocrm.client_secret,
-            self.amocrm.refresh_token,
-            self.amocrm.access_token,
-            self.openai.api_key,
-            self.telegram.bot_token,
-        ]
-        return [s.get_secret_value() for s in values if s.get_secret_value()]
+        """Every non-empty `SecretStr` value in the config, in field order, for the log redactor.
+
+        Found by walking the model (nested models, mappings and sequences included), so a
+        secret added to any section later is redacted without being listed here.
+        """
+        return _secret_values(self)
 
 
-_SECTIONS: dict[str, type[_Section]] = {
-    "amocrm": AmoCRMConfig,
-    "openai": OpenAIConfig,
-    "telegram": TelegramConfig,
-    "poller": PollerConfig,
-    "storage": StorageConfig,
-    "analysis": AnalysisConfig,
-    "audio": AudioConfig,
-}
+def _secret_values(value: Any) -> list[str]:
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        return [secret] if secret else []
+    if isinstance(value, BaseModel):
+        children: list[Any] = [getattr(value, name) for name in type(value).model_fields]
+    elif isinstance(value, Mapping):
+        children = list(value.values())
+    elif isinstance(value, list | tuple):
+        children = list(value)
+    else:
+        return []
+    return [secret for child in children for secret in _secret_values(child)]
+
+
+def sections() -> dict[str, type[BaseModel]]:
+    """The sections of `Config`, in order: table name -> its model (every field typed as a section).
+
+    Environment overrides, `<key>_file` indirection and systemd credentials walk this, so a
+    section added to `Config` gets all three.
+    """
+    found: dict[str, type[BaseModel]] = {}
+    for name, info in Config.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, _Section):
+            found[name] = info.annotation
+    return found
 
 
 def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
@@ -328,7 +344,7 @@ def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
 
 
 def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
-    for section, model in _SECTIONS.items():
+    for section, model in sections().items():
         for key in model.model_fields:
             name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             value: str | None = environ.get(name)
@@ -357,7 +373,7 @@ def secret_keys(model: type[BaseModel]) -> list[str]:
 
 def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
     """`<key>_file = "/path"` in a section: the value of `<key>` is read from that file."""
-    for section, model in _SECTIONS.items():
+    for section, model in sections().items():
         part = raw.get(section)
         if not isinstance(part, dict):
             continue
@@ -382,7 +398,7 @@ def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems
     directory = environ.get(CREDENTIALS_ENV)
     if not directory:
         return
-    for section, model in _SECTIONS.items():
+    for section, model in sections().items():
         part = raw.setdefault(section, {})
         if not isinstance(part, dict):
             continue

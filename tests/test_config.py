@@ -6,8 +6,23 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, SecretStr
 
-from salesbot_poller.config import config_path, load_config, parse_config
+from salesbot_poller.config import (
+    AmoCRMConfig,
+    AnalysisConfig,
+    AudioConfig,
+    Config,
+    OpenAIConfig,
+    PollerConfig,
+    StorageConfig,
+    TelegramConfig,
+    config_path,
+    credential_name,
+    load_config,
+    parse_config,
+    sections,
+)
 from salesbot_poller.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +74,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "input_token_price_per_million_usd",
                 "output_token_price_per_million_usd",
                 "daily_budget_usd",
+                "max_concurrent_requests",
             ]
         ),
         "telegram": sorted(
@@ -83,6 +99,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "missed_call_sla_minutes",
                 "log_level",
                 "max_attempts",
+                "workers",
             ]
         ),
         "storage": sorted(["database", "audio_dir", "max_recording_mb", "keep_audio"]),
@@ -198,3 +215,158 @@ def test_issue_6_keys_are_validated_with_their_names() -> None:
         "analysis.rubric: item ids must be unique",
     ):
         assert key in text, text
+
+
+def _walked_sections() -> dict[str, type[BaseModel]]:
+    """The sections as the test finds them on its own: the model-typed fields of `Config`."""
+    return {
+        name: info.annotation
+        for name, info in Config.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+
+
+def _walked_secret_fields() -> list[tuple[str, str]]:
+    return [
+        (section, key)
+        for section, model in _walked_sections().items()
+        for key, info in model.model_fields.items()
+        if info.annotation is SecretStr
+    ]
+
+
+def _secret_value(section: str, key: str) -> str:
+    return f"123:{section}-{key}"  # with a colon, so telegram.bot_token accepts it too
+
+
+def test_sections_are_every_section_field_of_config() -> None:
+    assert sections() == _walked_sections()
+    assert sections() == {
+        "amocrm": AmoCRMConfig,
+        "openai": OpenAIConfig,
+        "telegram": TelegramConfig,
+        "poller": PollerConfig,
+        "storage": StorageConfig,
+        "analysis": AnalysisConfig,
+        "audio": AudioConfig,
+    }
+    assert list(sections()) == list(Config.model_fields)  # in the order of the model
+
+
+def test_secrets_returns_every_secret_field_of_every_section_when_set() -> None:
+    fields = _walked_secret_fields()
+    assert fields == [
+        ("amocrm", "long_lived_token"),
+        ("amocrm", "client_secret"),
+        ("amocrm", "refresh_token"),
+        ("amocrm", "access_token"),
+        ("openai", "api_key"),
+        ("telegram", "bot_token"),
+    ]
+    raw: dict[str, dict[str, object]] = {}
+    for section, key in fields:
+        raw.setdefault(section, {})[key] = _secret_value(section, key)
+    config = parse_config(raw, {}, require_secrets=False)
+    assert config.secrets() == [_secret_value(section, key) for section, key in fields]
+
+
+def test_secrets_leaves_out_empty_secrets_and_plain_values() -> None:
+    raw = {"openai": {"api_key": "sk-only"}, "telegram": {"chat_id": "-100", "bot_token": ""}}
+    assert parse_config(raw, {}, require_secrets=False).secrets() == ["sk-only"]
+    assert parse_config({}, {}, require_secrets=False).secrets() == []
+
+
+class _Key(BaseModel):
+    value: SecretStr
+
+
+class _Vault(BaseModel):
+    token: SecretStr = SecretStr("")
+    keys: tuple[_Key, ...] = ()
+    by_name: dict[str, _Key] = {}
+
+
+class _BiggerConfig(Config):
+    vault: _Vault = _Vault()
+
+
+def test_secrets_finds_a_secret_added_later_wherever_it_is_nested() -> None:
+    vault = _Vault(
+        token=SecretStr("v-token"),
+        keys=(_Key(value=SecretStr("k-in-tuple")),),
+        by_name={"x": _Key(value=SecretStr("k-in-dict"))},
+    )
+    config = _BiggerConfig(openai=OpenAIConfig(api_key=SecretStr("sk-a")), vault=vault)
+    assert config.secrets() == ["sk-a", "v-token", "k-in-tuple", "k-in-dict"]
+
+
+def test_every_secret_is_read_from_its_systemd_credential(tmp_path: Path) -> None:
+    fields = _walked_secret_fields()
+    for section, key in fields:
+        (tmp_path / credential_name(section, key)).write_text(_secret_value(section, key) + "\n")
+    config = parse_config({}, {"CREDENTIALS_DIRECTORY": str(tmp_path)}, require_secrets=False)
+    assert config.secrets() == [_secret_value(section, key) for section, key in fields]
+
+
+# One key per section, set to a non-default value: (key, text as given, value once parsed).
+OVERRIDES: dict[str, tuple[str, str, object]] = {
+    "amocrm": ("max_rps", "3", 3),
+    "openai": ("max_concurrent_requests", "5", 5),
+    "telegram": ("alert_below_score", "40", 40),
+    "poller": ("workers", "2", 2),
+    "storage": ("max_recording_mb", "12", 12),
+    "analysis": ("prompt_file", str(ROOT / "config.example.toml"), str(ROOT / "config.example.toml")),
+    "audio": ("bitrate_kbps", "24", 24),
+}
+
+
+def test_the_override_table_covers_every_section_of_config() -> None:
+    assert sorted(OVERRIDES) == sorted(_walked_sections())
+
+
+@pytest.mark.parametrize("section", sorted(OVERRIDES))
+def test_every_section_accepts_environment_and_file_overrides(section: str, tmp_path: Path) -> None:
+    key, text, expected = OVERRIDES[section]
+    name = f"SALESBOT_{section.upper()}_{key.upper()}"
+    value_file = tmp_path / "value"
+    value_file.write_text(text + "\n")
+    for raw, environ in (
+        ({}, {name: text}),
+        ({}, {name + "_FILE": str(value_file)}),
+        ({section: {key + "_file": str(value_file)}}, {}),
+    ):
+        config = parse_config(raw, environ, require_secrets=False)
+        assert getattr(getattr(config, section), key) == expected, (raw, environ)
+
+
+@pytest.mark.parametrize("workers", [0, 17])
+def test_poller_workers_out_of_range_is_rejected_by_name(workers: int) -> None:
+    for raw, environ in (({"poller": {"workers": workers}}, {}), ({}, {"SALESBOT_POLLER_WORKERS": str(workers)})):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(raw, environ, require_secrets=False)
+        assert [p.split(":")[0] for p in caught.value.problems] == ["poller.workers"], caught.value.problems
+
+
+def test_poller_workers_defaults_to_4_and_accepts_1_to_16() -> None:
+    assert parse_config({}, {}, require_secrets=False).poller.workers == 4
+    assert load_config(ROOT / "config.example.toml", SECRETS).poller.workers == 4
+    for workers in (1, 16):
+        assert parse_config({"poller": {"workers": workers}}, {}, require_secrets=False).poller.workers == workers
+
+
+@pytest.mark.parametrize("value", [-1, 65])
+def test_openai_max_concurrent_requests_out_of_range_is_rejected_by_name(value: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"openai": {"max_concurrent_requests": value}}, {}, require_secrets=False)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["openai.max_concurrent_requests"]
+
+
+def test_openai_concurrency_is_poller_workers_unless_set() -> None:
+    def concurrency(raw: dict[str, object]) -> int:
+        return parse_config(raw, {}, require_secrets=False).openai_concurrency
+
+    assert concurrency({}) == 4
+    assert concurrency({"poller": {"workers": 2}}) == 2
+    assert concurrency({"poller": {"workers": 2}, "openai": {"max_concurrent_requests": 0}}) == 2
+    assert concurrency({"poller": {"workers": 2}, "openai": {"max_concurrent_requests": 10}}) == 10
+    assert concurrency({"openai": {"max_concurrent_requests": 64}}) == 64

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.config import _SECTIONS, credential_name, load_config, secret_keys
+from salesbot_poller.config import credential_name, load_config, secret_keys, sections
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = (REPO / "salesbot.service").read_text()
@@ -99,7 +99,7 @@ def test_install_into_a_throwaway_root_twice_then_uninstall(tmp_path: Path, whee
 
 
 def test_unit_loads_every_secret_as_a_credential_with_a_fallback() -> None:
-    for section, model in _SECTIONS.items():
+    for section, model in sections().items():
         for key in secret_keys(model):
             name = credential_name(section, key)
             assert f"LoadCredential={name}:/etc/salesbot/credentials/{name}\n" in UNIT

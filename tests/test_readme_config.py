@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from salesbot_poller.cli import config_doc
-from salesbot_poller.config import _SECTIONS, credential_name, secret_keys
+from salesbot_poller.config import credential_name, secret_keys, sections
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -23,7 +23,7 @@ def test_readme_config_reference_is_up_to_date() -> None:
 def test_reference_lists_every_key_with_its_default_and_description() -> None:
     block = config_doc.render()
     tables = {part.split("`", 1)[0]: part for part in block.split("#### `[")[1:]}  # section -> its table
-    for section, model in _SECTIONS.items():
+    for section, model in sections().items():
         rows = {line.split("`")[1]: line for line in tables[section + "]"].splitlines() if line.startswith("| `")}
         assert list(rows) == list(model.model_fields), section
         for key, row in rows.items():
