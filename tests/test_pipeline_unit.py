@@ -47,6 +47,8 @@ def app(tmp_path: Path) -> App:
             "openai": {"api_key": "sk-key"},
             "telegram": {"bot_token": "123:TEST", "chat_id": "-100"},
             "storage": {"database": f"sqlite:///{tmp_path}/db.sqlite", "audio_dir": str(tmp_path / "audio")},
+            # One worker: these tests hand out failures and budget in the order calls are worked.
+            "poller": {"workers": 1},
         },
         {},
     )

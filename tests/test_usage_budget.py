@@ -48,6 +48,8 @@ def make_app(tmp_path: Path, **openai: Any) -> App:
             "openai": {"api_key": "sk-key", **openai},
             "telegram": {"bot_token": "123:TEST", "chat_id": "-100"},
             "storage": {"database": f"sqlite:///{tmp_path}/db.sqlite", "audio_dir": str(tmp_path / "audio")},
+            # One worker: these tests hand out failures and budget in the order calls are worked.
+            "poller": {"workers": 1},
             "audio": {"manager_channel_by_source": {"Sipuni": "right"}},
         },
         {},
