@@ -5,9 +5,10 @@ its HTML 429) and counts every request beyond it as a violation (each of those g
 Run from the repository root:  .venv/bin/python benchmarks/amocrm_requests.py
 
 Only amoCRM is measured: the cycle is intake (poll the events, read the notes, the names of
-the leads/contacts/companies and the users), built by the real composition root
-(`app.build_amo`: the real client, rate limiter and pause); the downstream services are
-in-memory stubs and are not run. Each row starts from an empty database and a fresh server.
+the leads/contacts/companies and the users), with the real composition root's amoCRM client
+(`app.build_amo`: the real client, rate limiter and pause), in an App built by
+tests/builder.py; the downstream services are in-memory stubs and are not run. Each row
+starts from an empty database and a fresh server.
 The calls are spread like a real account (`FakeAmoCRM.add_account_calls`): 70 % on leads,
 20 % on contacts, 10 % on companies, over 400 distinct cards per type, with real-length ids,
 each with a recording link.
@@ -24,13 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salesbot_poller.app import build_amo
-from salesbot_poller.config import parse_config
-from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.context import Cycle
 from salesbot_poller.pipeline.intake import poll, resolve_new
-from salesbot_poller.store import Store
+from tests.builder import build_rig
 from tests.fakes import FakeAmoCRM
-from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemoryTranscriber
 
 TOKEN = "bench-long-lived-token"
 SIZES = (0, 10, 100, 1000)
@@ -48,25 +46,9 @@ def one_cycle(count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, FakeAmoCRM(token=TOKEN) as amo:
         amo.add_account_calls(count, int(now.timestamp()) - 1800)
         amo.enforce_rate_limit = True
-        config = parse_config(
-            {
-                "amocrm": {"base_url": amo.base_url, "long_lived_token": TOKEN},
-                "openai": {"api_key": "sk-bench"},
-                "telegram": {"bot_token": "123:BENCH", "chat_id": "-100"},
-                "storage": {"database": f"sqlite:///{tmp}/bench.db", "audio_dir": f"{tmp}/audio"},
-            },
-            {},
-        )
-        store = Store.open(config.storage.database, int(now.timestamp()))
-        app = App(
-            config=config,
-            store=store,
-            source=build_amo(config, store, lambda: now),
-            recordings=MemoryRecordings(Path(tmp)),
-            transcriber=MemoryTranscriber(),
-            analyzer=MemoryAnalyzer(),
-            notifier=MemoryNotifier(),
-        )
+        amocrm = {"base_url": amo.base_url, "long_lived_token": TOKEN}
+        app = build_rig(Path(tmp), real_source=True, now=now, tz=None, amocrm=amocrm).app
+        store = app.store
         cycle = Cycle(app=app, now=int(now.timestamp()))
         started = time.perf_counter()
         poll(app, cycle)

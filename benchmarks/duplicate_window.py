@@ -29,13 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salesbot_poller.app import build_notifier
-from salesbot_poller.config import parse_config
 from salesbot_poller.domain import Destination, Planned, Stage
-from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.lanes import drain
-from salesbot_poller.services.throttle import ChatPacer
-from salesbot_poller.store import Call, Delivery, Store
+from salesbot_poller.store import Call, Delivery
+from tests.builder import build_rig
 from tests.fakes import FakeTelegram
 
 TOKEN = "123456:BENCH"
@@ -57,18 +54,12 @@ def main(n: int, synchronous: str) -> None:
 
     telegram._send_message = timed_send  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(
-            {
-                "amocrm": {"base_url": "https://acme.amocrm.ru", "long_lived_token": "x"},
-                "openai": {"api_key": "sk-x"},
-                "telegram": {"bot_token": TOKEN, "chat_id": CHAT, "api_url": telegram.base_url},
-                "storage": {"database": f"sqlite:///{tmp}/db.sqlite", "audio_dir": f"{tmp}/audio"},
-            },
-            {},
-        )
-        store = Store.open(config.storage.database, 0)
+        # Telegram's per-chat pacing is left out (the builder's default): the window, not the
+        # rate, is measured here.
+        telegram_section = {"bot_token": TOKEN, "chat_id": CHAT, "api_url": telegram.base_url}
+        rig = build_rig(Path(tmp), real_notifier=True, now=datetime.fromtimestamp(0, UTC), telegram=telegram_section)
+        app, store, notifier = rig.app, rig.app.store, rig.app.notifier
         store.db.execute_sql(f"PRAGMA synchronous={synchronous}")  # type: ignore[no-untyped-call]  # vs the default
-        notifier = build_notifier(config)
         send = notifier.send
 
         def timed_notifier_send(html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
@@ -101,9 +92,6 @@ def main(n: int, synchronous: str) -> None:
             )
             part = f"<b>Звонок {i}</b> · тест окна дубликатов"
             store.enqueue([Planned(f"call:{call.id}", "card", None, {"parts": [part]})], call.id, 0)
-        # Telegram's per-chat pacing is left out: the window, not the rate, is measured here.
-        pacer = ChatPacer(gap=0, group_per_minute=10**9)
-        app = App(config, store, None, None, None, None, notifier, pacer=pacer)  # type: ignore[arg-type]
         drain(app, int(datetime.now(UTC).timestamp()), workers=1)
         store.close()
     telegram.stop()

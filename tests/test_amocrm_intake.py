@@ -13,41 +13,23 @@ import requests
 from pydantic import SecretStr
 
 from salesbot_poller.app import build_amo
-from salesbot_poller.config import parse_config
 from salesbot_poller.domain import Stage
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.intake import poll, resolve_new
 from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.services.amocrm import MAX_QUERY_CHARS, AmoClient, AmoForbidden, id_batches
 from salesbot_poller.services.amocrm_auth import LongLivedToken
-from salesbot_poller.store import Call, Store
+from salesbot_poller.store import Call
+from tests.builder import build_rig
 from tests.conftest import AMO_TOKEN, Servers
-from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemoryTranscriber
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def make_app(servers: Servers, tmp_path: Path, source: AmoClient | None = None) -> App:
-    config = parse_config(
-        {
-            "amocrm": {"base_url": servers.amo.base_url, "long_lived_token": AMO_TOKEN},
-            "openai": {"api_key": "sk-test"},
-            "telegram": {"bot_token": "123:TEST", "chat_id": "-100"},
-            "storage": {"database": f"sqlite:///{tmp_path}/db.sqlite", "audio_dir": str(tmp_path / "audio")},
-        },
-        {},
-    )
-    (tmp_path / "audio").mkdir(exist_ok=True)
-    store = Store.open(config.storage.database, int(NOW.timestamp()))
-    return App(
-        config=config,
-        store=store,
-        source=source or build_amo(config, store, lambda: NOW),
-        recordings=MemoryRecordings(tmp_path / "audio"),
-        transcriber=MemoryTranscriber(),
-        analyzer=MemoryAnalyzer(),
-        notifier=MemoryNotifier(),
-    )
+def make_app(servers: Servers, tmp_path: Path) -> App:
+    """The real amoCRM client against the loopback amoCRM; the rest in memory."""
+    amocrm = {"base_url": servers.amo.base_url, "long_lived_token": AMO_TOKEN}
+    return build_rig(tmp_path, real_source=True, now=NOW, tz=None, amocrm=amocrm, openai={"api_key": "sk-test"}).app
 
 
 def intake_cycle(app: App, at: datetime) -> Cycle:
@@ -62,6 +44,7 @@ def test_an_idle_cycle_costs_one_request(servers: Servers, tmp_path: Path) -> No
     assert cycle.events == 0 and servers.amo.count() == 1
 
 
+@pytest.mark.slow
 def test_1000_events_over_10_pages_cost_at_most_25_requests_and_no_rate_violation(
     servers: Servers, tmp_path: Path
 ) -> None:

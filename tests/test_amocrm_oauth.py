@@ -57,6 +57,7 @@ def oauth_responses(servers: Servers) -> int:
 # --- auth --code --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_auth_code_stores_the_pair_and_says_what_to_do_next(servers: Servers) -> None:
     config = oauth_config(servers)
     servers.amo.valid_codes.add("code-1")
@@ -78,6 +79,7 @@ def test_auth_code_stores_the_pair_and_says_what_to_do_next(servers: Servers) ->
     assert servers.amo.requests_to("/api/v4/events")[0].headers["authorization"] == "Bearer access-2"
 
 
+@pytest.mark.slow
 def test_a_spent_code_exits_3_with_one_line_and_keeps_the_stored_pair(servers: Servers) -> None:
     config = oauth_config(servers)
     servers.amo.valid_codes.add("code-1")
@@ -102,6 +104,7 @@ def test_auth_needs_the_oauth_keys(servers: Servers) -> None:
 # --- rotation across processes ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tokens_rotate_across_processes_in_sequence(servers: Servers) -> None:
     config = oauth_config(servers, refresh_token="refresh-1")
     first = run_cli("once", config=config)  # no access token yet: refresh-1 -> pair 2
@@ -231,6 +234,7 @@ def test_one_refresh_at_a_time(servers: Servers) -> None:
 # --- what a dead credential does to a cycle ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_refused_refresh_stops_once_with_one_line_and_marks_nothing(servers: Servers) -> None:
     now = int(time.time())
     servers.amo.add_call(entity_id=7001, note_id=1, duration=60, phone="+7999", link=None, created_at=now - 60)

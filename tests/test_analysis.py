@@ -19,7 +19,7 @@ from salesbot_poller.services.rubric import total_score
 from salesbot_poller.store import Usage
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes.openai_api import default_analysis
-from tests.loopback_app import add_call, at, calls, make_app
+from tests.loopback_app import add_call, at, calls, loopback_rig
 
 CONTEXT = CallContext(
     "in", "Иван", "leads", "ООО Ромашка", "https://acme.amocrm.ru/leads/detail/1", "+7", 125, 1795600800
@@ -27,7 +27,7 @@ CONTEXT = CallContext(
 
 
 def analyzer(servers: Servers, **kwargs: Any) -> OpenAIAnalyzer:
-    config = make_app(servers).config
+    config = loopback_rig(servers).app.config
     return OpenAIAnalyzer(build_openai(config), "gpt-4o-mini", **kwargs)
 
 
@@ -107,7 +107,7 @@ def test_a_configured_rubric_and_prompt_file_replace_the_defaults(servers: Serve
         RubricItem(id="price", title="Назвал цену", done_when="цена прозвучала", weight=3),
         RubricItem(id="upsell", title="Допродажа", weight=1),
     )
-    app = make_app(servers, analysis={"prompt_file": str(prompt), "rubric": [i.model_dump() for i in items]})
+    app = loopback_rig(servers, analysis={"prompt_file": str(prompt), "rubric": [i.model_dump() for i in items]}).app
     assert app.config.analysis.rubric == items
     result = analyzer(servers, rubric=items, prompt_template=load_prompt(app.config.analysis.prompt_file)).analyse(
         "text", CONTEXT
@@ -120,14 +120,14 @@ def test_a_configured_rubric_and_prompt_file_replace_the_defaults(servers: Serve
 
 def test_a_call_is_analysed_once_even_when_delivery_fails_and_the_process_restarts(servers: Servers) -> None:
     servers.telegram.down_chats = {CHAT_ID}
-    app = make_app(servers)
-    app.analyzer = OpenAIAnalyzer(build_openai(app.config), "gpt-4o-mini")
-    add_call(app, 1)
-    run_once(app, at(0))
+    rig = loopback_rig(servers)
+    rig.app.analyzer = OpenAIAnalyzer(build_openai(rig.app.config), "gpt-4o-mini")
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
     assert calls()[0].stage == "notifying" and json.loads(calls()[0].analysis_json or "{}")["score"] == 63
     servers.telegram.down_chats = set()
-    app.store.close()
-    restarted = make_app(servers)
+    rig.app.store.close()
+    restarted = loopback_rig(servers).app
     restarted.analyzer = OpenAIAnalyzer(build_openai(restarted.config), "gpt-4o-mini")
     run_once(restarted, at(10))
     assert calls()[0].stage == "notified" and len(servers.openai.chat_requests) == 1, "paid once"

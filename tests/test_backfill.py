@@ -56,6 +56,7 @@ def state(servers: Servers, key: str) -> str:
     return str(row[0])
 
 
+@pytest.mark.slow
 def test_backfill_counts_refuses_without_yes_then_processes_without_moving_the_cursor(servers: Servers) -> None:
     now = int(time.time())
     day = seed(servers, now)
@@ -99,6 +100,7 @@ def test_backfill_counts_refuses_without_yes_then_processes_without_moving_the_c
     assert_no_secret(refused.stdout, done.stdout, done.stderr)
 
 
+@pytest.mark.slow
 def test_record_only_leaves_processing_to_the_service(servers: Servers) -> None:
     now = int(time.time())
     day = seed(servers, now)
@@ -121,6 +123,7 @@ def test_dates_are_local_days_and_until_includes_its_day() -> None:
         parse_moment("yesterday", tz)
 
 
+@pytest.mark.slow
 def test_bad_dates_are_usage_errors(tmp_path: Path, servers: Servers) -> None:
     bad = run_cli("backfill", "--since", "someday", config=servers.write_config())
     assert bad.returncode == 2 and "backfill: 'someday' is not a date" in bad.stderr
@@ -129,6 +132,7 @@ def test_bad_dates_are_usage_errors(tmp_path: Path, servers: Servers) -> None:
     assert future.returncode == 2 and "--since must be before --until" in future.stderr
 
 
+@pytest.mark.slow
 def test_backfill_never_processes_beside_a_running_service(servers: Servers) -> None:
     now = int(time.time())
     day = seed(servers, now)

@@ -22,6 +22,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from salesbot_poller.store import Call, Store
 from tests.conftest import Servers, assert_no_secret
 from tests.fakes import RecordedRequest, Reply, make_mp3
@@ -70,6 +72,7 @@ def request_times(servers: Servers) -> list[tuple[float, str]]:
     return sorted(out)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_pays_once(servers: Servers, tmp_path: Path) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or time.time_ns() % 2**32)
     print(f"\nchaos seed {seed} (replay with CHAOS_SEED={seed})")
@@ -186,6 +189,7 @@ def _repaid_without_a_kill(servers: Servers, kills: list[float]) -> list[str]:
     return repeated
 
 
+@pytest.mark.slow
 def test_the_duplicate_window_is_exactly_between_acceptance_and_commit(servers: Servers, tmp_path: Path) -> None:
     """A kill while Telegram's answer is on its way: the one case that sends a card twice."""
     servers.amo.add_call(

@@ -34,6 +34,7 @@ def add_call(servers: Servers, note_id: int) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_cycles_every_interval_and_stops_cleanly(servers: Servers, sig: signal.Signals) -> None:
     add_call(servers, 1)

@@ -7,19 +7,18 @@ from __future__ import annotations
 from salesbot_poller.pipeline.lanes import run_once
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
-from tests.loopback_app import IVAN, MARIA, add_call, at, calls, make_app
-from tests.memory import MemoryAnalyzer
+from tests.loopback_app import IVAN, MARIA, add_call, at, calls, loopback_rig
 
 IVAN_CHAT, ALERT_CHAT = "-1001111", "-1009999"
 
 
 def test_calls_go_to_the_managers_chat_and_topic_and_unmapped_ones_to_the_default_chat(servers: Servers) -> None:
     servers.telegram.known_chats |= {IVAN_CHAT}
-    app = make_app(servers, telegram={"routes": {str(IVAN): {"chat_id": int(IVAN_CHAT), "message_thread_id": 7}}})
-    add_call(app, 1, user=IVAN)
-    add_call(app, 2, user=MARIA)
-    add_call(app, 3, user=IVAN, duration=0, status=6)  # missed: routed like a card
-    run_once(app, at(0))
+    rig = loopback_rig(servers, telegram={"routes": {str(IVAN): {"chat_id": int(IVAN_CHAT), "message_thread_id": 7}}})
+    add_call(rig, 1, user=IVAN)
+    add_call(rig, 2, user=MARIA)
+    add_call(rig, 3, user=IVAN, duration=0, status=6)  # missed: routed like a card
+    run_once(rig.app, at(0))
     sent = {
         (m["chat_id"], m["message_thread_id"], "Пропущенный" in m["visible_text"]) for m in servers.telegram.messages
     }
@@ -29,15 +28,14 @@ def test_calls_go_to_the_managers_chat_and_topic_and_unmapped_ones_to_the_defaul
 
 def test_a_low_score_also_goes_to_the_alert_chat_once(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
-    app = make_app(servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT})
-    analyzer = app.analyzer
-    assert isinstance(analyzer, MemoryAnalyzer)
+    rig = loopback_rig(servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT})
+    analyzer = rig.analyzer
     analyzer.score = 40
-    add_call(app, 1)
-    run_once(app, at(0))
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
     analyzer.score = 60  # not below the threshold
-    add_call(app, 2, minutes=-5)
-    run_once(app, at(1))
+    add_call(rig, 2, minutes=-5)
+    run_once(rig.app, at(1))
     chats = [(m["chat_id"], "40" in m["visible_text"]) for m in servers.telegram.messages]
     assert chats == [(CHAT_ID, True), (ALERT_CHAT, True), (CHAT_ID, False)]
     for message in servers.telegram.messages:
@@ -45,21 +43,21 @@ def test_a_low_score_also_goes_to_the_alert_chat_once(servers: Servers) -> None:
 
 
 def test_the_alert_copy_is_not_doubled_when_the_alert_chat_is_the_cards_chat(servers: Servers) -> None:
-    app = make_app(servers, telegram={"alert_below_score": 60, "alert_chat_id": CHAT_ID})
-    assert isinstance(app.analyzer, MemoryAnalyzer)
-    app.analyzer.score = 10
-    add_call(app, 1)
-    run_once(app, at(0))
+    rig = loopback_rig(servers, telegram={"alert_below_score": 60, "alert_chat_id": CHAT_ID})
+    rig.analyzer.score = 10
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
     assert len(servers.telegram.messages) == 1
 
 
 def test_the_transcript_goes_as_a_txt_document_replying_to_each_card(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
-    app = make_app(servers, telegram={"attach_transcript": True, "alert_below_score": 60, "alert_chat_id": ALERT_CHAT})
-    assert isinstance(app.analyzer, MemoryAnalyzer)
-    app.analyzer.score = 30
-    add_call(app, 1)
-    run_once(app, at(0))
+    rig = loopback_rig(
+        servers, telegram={"attach_transcript": True, "alert_below_score": 60, "alert_chat_id": ALERT_CHAT}
+    )
+    rig.analyzer.score = 30
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
     (call,) = calls()
     cards = {m["chat_id"]: m["message_id"] for m in servers.telegram.messages}
     assert set(cards) == {CHAT_ID, ALERT_CHAT}
@@ -73,30 +71,31 @@ def test_the_transcript_goes_as_a_txt_document_replying_to_each_card(servers: Se
 
 
 def test_no_transcript_document_unless_asked(servers: Servers) -> None:
-    app = make_app(servers)
-    add_call(app, 1)
-    run_once(app, at(0))
+    rig = loopback_rig(servers)
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
     assert servers.telegram.documents == [] and len(servers.telegram.messages) == 1
 
 
 def test_a_destination_that_failed_is_retried_alone_and_none_is_sent_twice(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
     servers.telegram.down_chats = {ALERT_CHAT}
-    app = make_app(servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True})
-    assert isinstance(app.analyzer, MemoryAnalyzer)
-    app.analyzer.score = 20
-    add_call(app, 1)
-    run_once(app, at(0))
+    rig = loopback_rig(
+        servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True}
+    )
+    rig.analyzer.score = 20
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
     (call,) = calls()
     assert call.stage == "notifying" and "502" in (call.last_error or "")
     assert [m["chat_id"] for m in servers.telegram.messages] == [CHAT_ID]
     assert [d["chat_id"] for d in servers.telegram.documents] == [CHAT_ID]
 
     servers.telegram.down_chats = set()
-    app.store.close()
-    restarted = make_app(
+    rig.app.store.close()
+    restarted = loopback_rig(
         servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True}
-    )
+    ).app
     run_once(restarted, at(10))  # after the backoff
     assert [m["chat_id"] for m in servers.telegram.messages] == [CHAT_ID, ALERT_CHAT]
     assert [d["chat_id"] for d in servers.telegram.documents] == [CHAT_ID, ALERT_CHAT]
@@ -109,14 +108,13 @@ def test_a_dry_run_shows_what_a_call_left_mid_send_still_has_to_send(servers: Se
     servers.telegram.known_chats |= {ALERT_CHAT}
     servers.telegram.down_chats = {ALERT_CHAT}
     settings = {"alert_below_score": 60, "alert_chat_id": ALERT_CHAT}
-    app = make_app(servers, telegram=settings)
-    assert isinstance(app.analyzer, MemoryAnalyzer)
-    app.analyzer.score = 20
-    add_call(app, 1)
-    run_once(app, at(0))
-    app.store.close()
+    rig = loopback_rig(servers, telegram=settings)
+    rig.analyzer.score = 20
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
+    rig.app.store.close()
     printed: list[str] = []
-    dry = make_app(servers, dry_run=printed, telegram=settings)
+    dry = loopback_rig(servers, dry_run=printed, telegram=settings).app
     servers.telegram.down_chats = set()
     run_once(dry, at(10))
     assert len(printed) == 1 and f"card_alert -> chat {ALERT_CHAT}" in printed[0]

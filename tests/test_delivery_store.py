@@ -9,7 +9,7 @@ from pathlib import Path
 from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Call, Delivery, Migration, Store
 from tests.conftest import CHAT_ID, Servers
-from tests.loopback_app import at, calls, make_app
+from tests.loopback_app import at, calls, loopback_rig
 
 
 def test_a_database_of_the_previous_schema_gets_the_new_columns_and_table(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def upgrade_to_lanes(store: Store) -> None:
 
 
 def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_chat(servers: Servers) -> None:
-    app = make_app(servers)
+    app = loopback_rig(servers).app
     call = old_call(
         "01OLD",
         stage="notifying",
@@ -73,7 +73,7 @@ def test_a_call_left_mid_send_by_the_previous_version_finishes_in_the_default_ch
 
 
 def test_a_call_analysed_by_the_previous_version_is_still_delivered(servers: Servers) -> None:
-    app = make_app(servers)
+    app = loopback_rig(servers).app
     old = {
         "summary": "Клиент спросил цену",
         "score": 72,

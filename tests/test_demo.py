@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from salesbot_poller.cli.demo import visible_text
 from salesbot_poller.sandbox.canned import canned_analysis
 
 
+@pytest.mark.slow
 def test_demo_prints_the_card_and_the_alert_without_config_or_network(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESBOT_", "CREDENTIALS_"))}
     # Any request that is not to 127.0.0.1 goes to a dead proxy and fails: no network used.

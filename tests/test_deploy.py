@@ -48,6 +48,7 @@ def install(root: Path, wheel: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_install_into_a_throwaway_root_twice_then_uninstall(tmp_path: Path, wheel: Path) -> None:
     root = tmp_path / "root"
     first = install(root, wheel)

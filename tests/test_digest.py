@@ -10,8 +10,7 @@ from salesbot_poller.pipeline.digest import due_day
 from salesbot_poller.pipeline.lanes import run_once
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
-from tests.loopback_app import IVAN, MARIA, add_call, at, make_app
-from tests.memory import MemoryAnalyzer
+from tests.loopback_app import IVAN, MARIA, add_call, at, loopback_rig
 
 
 def digests(servers: Servers) -> list[dict]:
@@ -28,23 +27,23 @@ def test_due_once_the_local_digest_time_has_passed() -> None:
 
 
 def test_one_digest_a_day_with_each_managers_figures(servers: Servers) -> None:
-    app = make_app(servers, telegram={"digest_time": "18:00"})
-    analyzer = app.analyzer
-    assert isinstance(analyzer, MemoryAnalyzer)
+    # Unpaced: its messages to one chat would wait a second each (9 s); pacing is not tested here.
+    rig = loopback_rig(servers, paced=False, telegram={"digest_time": "18:00"})
+    analyzer = rig.analyzer
     analyzer.score = 40
-    add_call(app, 1, minutes=-30, duration=125, user=IVAN)
-    add_call(app, 2, minutes=-20, duration=0, status=6, user=IVAN, phone="+79990000002")  # missed, returned
-    add_call(app, 3, minutes=-10, duration=0, status=6, user=MARIA, phone="+79990000003")  # missed, not returned
-    run_once(app, at(0))
+    add_call(rig, 1, minutes=-30, duration=125, user=IVAN)
+    add_call(rig, 2, minutes=-20, duration=0, status=6, user=IVAN, phone="+79990000002")  # missed, returned
+    add_call(rig, 3, minutes=-10, duration=0, status=6, user=MARIA, phone="+79990000003")  # missed, not returned
+    run_once(rig.app, at(0))
     analyzer.score = 90
-    add_call(app, 4, minutes=5, duration=65, user=IVAN)
-    add_call(app, 5, minutes=6, direction="out", duration=30, user=MARIA, phone="89990000002")  # the callback
-    run_once(app, at(8))
-    run_once(app, at(8 * 60 + 59))  # 17:59: not yet
+    add_call(rig, 4, minutes=5, duration=65, user=IVAN)
+    add_call(rig, 5, minutes=6, direction="out", duration=30, user=MARIA, phone="89990000002")  # the callback
+    run_once(rig.app, at(8))
+    run_once(rig.app, at(8 * 60 + 59))  # 17:59: not yet
     assert digests(servers) == []
 
-    run_once(app, at(9 * 60))  # 18:00
-    run_once(app, at(9 * 60 + 1))
+    run_once(rig.app, at(9 * 60))  # 18:00
+    run_once(rig.app, at(9 * 60 + 1))
     (digest,) = digests(servers)
     assert digest["chat_id"] == CHAT_ID
     validate_telegram_html(digest["text"])
@@ -58,18 +57,18 @@ def test_one_digest_a_day_with_each_managers_figures(servers: Servers) -> None:
     assert maria.startswith("Мария Сидорова")
     assert "📞 звонков 1 · 🕒 разговор 0:30 · ⭐ средняя 90\n🔴 пропущено 1, перезвонили 0" in maria
 
-    run_once(app, at(24 * 60 + 9 * 60))  # the next day at 18:00: the next digest
+    run_once(rig.app, at(24 * 60 + 9 * 60))  # the next day at 18:00: the next digest
     assert len(digests(servers)) == 2
 
 
 def test_no_digest_unless_a_time_is_set(servers: Servers) -> None:
-    app = make_app(servers)
-    run_once(app, at(23 * 60))
+    rig = loopback_rig(servers)
+    run_once(rig.app, at(23 * 60))
     assert digests(servers) == []
 
 
 def test_a_day_without_calls_says_so(servers: Servers) -> None:
-    app = make_app(servers, telegram={"digest_time": "09:00"})
-    run_once(app, at(0))
+    rig = loopback_rig(servers, telegram={"digest_time": "09:00"})
+    run_once(rig.app, at(0))
     (digest,) = digests(servers)
     assert "Звонков не было." in digest["visible_text"]

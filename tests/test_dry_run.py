@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import Servers, assert_no_secret, run_cli
 from tests.test_daemon import wait_for
 from tests.test_end_to_end import seed
@@ -19,6 +21,7 @@ def config_with_writes(servers: Servers) -> str:
     return text.replace("[poller]", "attach_transcript = true\n[poller]", 1)
 
 
+@pytest.mark.slow
 def test_once_dry_run_prints_and_sends_nothing_then_a_real_run_sends(servers: Servers) -> None:
     seed(servers, int(time.time()))
     config = servers.tmp / "config.toml"
@@ -45,6 +48,7 @@ def test_once_dry_run_prints_and_sends_nothing_then_a_real_run_sends(servers: Se
     assert_no_secret(dry.stdout, dry.stderr, real.stdout, real.stderr)
 
 
+@pytest.mark.slow
 def test_run_dry_run_prints_each_message_once_across_cycles(servers: Servers) -> None:
     seed(servers, int(time.time()))
     config = servers.write_config(interval_seconds=1)

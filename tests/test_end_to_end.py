@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import BOT_TOKEN, CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3, validate_telegram_html
 
@@ -60,6 +62,7 @@ def seed(servers: Servers, now: int) -> None:
     )
 
 
+@pytest.mark.slow
 def test_once_twice_then_a_new_call(servers: Servers) -> None:
     now = int(time.time())
     seed(servers, now)
@@ -110,6 +113,7 @@ def test_once_twice_then_a_new_call(servers: Servers) -> None:
     assert_no_secret(first.stdout, first.stderr, second.stderr, third.stderr, status.stdout, status.stderr)
 
 
+@pytest.mark.slow
 def test_check_reports_each_service(servers: Servers) -> None:
     config = servers.write_config()
     ok = run_cli("check", config=config)
@@ -131,6 +135,7 @@ def test_check_reports_each_service(servers: Servers) -> None:
     assert_no_secret(bad.stdout, bad.stderr)
 
 
+@pytest.mark.slow
 def test_check_looks_at_every_routed_chat_and_the_alert_chat(servers: Servers) -> None:
     routed, alert = "-1009990000001", "-1009990000002"
     text = servers.config_text().replace(
@@ -167,6 +172,7 @@ def test_config_error_names_each_key(servers: Servers) -> None:
     assert not (servers.tmp / "state").exists(), "nothing is written for a bad config"
 
 
+@pytest.mark.slow
 def test_status_redacts_a_secret_that_reached_a_stored_error(servers: Servers) -> None:
     from salesbot_poller.store import Call, Store
 

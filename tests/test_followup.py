@@ -8,7 +8,7 @@ from salesbot_poller.pipeline.followup import last10
 from salesbot_poller.pipeline.lanes import run_once
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
-from tests.loopback_app import MARIA, add_call, at, calls, make_app
+from tests.loopback_app import MARIA, add_call, at, calls, loopback_rig
 
 ALERT_CHAT = "-1009999"
 
@@ -23,24 +23,25 @@ def test_last10_matches_the_number_in_any_format() -> None:
 
 
 def test_alert_then_one_escalation_then_a_reply_when_called_back(servers: Servers) -> None:
-    app = make_app(servers, poller={"missed_call_sla_minutes": 15})
-    add_call(app, 1, minutes=-2, duration=0, status=6, phone="+7 (999) 123-45-67")
-    run_once(app, at(0))
+    # Unpaced: its messages to one chat would wait a second each (3 s); pacing is not tested here.
+    rig = loopback_rig(servers, paced=False, poller={"missed_call_sla_minutes": 15})
+    add_call(rig, 1, minutes=-2, duration=0, status=6, phone="+7 (999) 123-45-67")
+    run_once(rig.app, at(0))
     (alert,) = servers.telegram.messages
     assert "Пропущенный звонок" in alert["visible_text"]
-    run_once(app, at(12))  # within the SLA (missed at -2, due at 13)
+    run_once(rig.app, at(12))  # within the SLA (missed at -2, due at 13)
     assert len(servers.telegram.messages) == 1
-    run_once(app, at(14))
-    run_once(app, at(15))
+    run_once(rig.app, at(14))
+    run_once(rig.app, at(15))
     escalation = servers.telegram.messages[1]
     assert len(servers.telegram.messages) == 2 and "Не перезвонили за 15 мин" in escalation["visible_text"]
     assert escalation["chat_id"] == CHAT_ID and escalation["reply_parameters"]["message_id"] == alert["message_id"]
 
-    add_call(app, 2, minutes=20, direction="out", duration=0, status=6, phone="89991234567")  # not reached
-    run_once(app, at(21))
+    add_call(rig, 2, minutes=20, direction="out", duration=0, status=6, phone="89991234567")  # not reached
+    run_once(rig.app, at(21))
     assert len(servers.telegram.messages) == 2, "an unanswered attempt is not a callback"
-    add_call(app, 3, minutes=22, direction="out", duration=95, user=MARIA, phone="89991234567")
-    run_once(app, at(23))
+    add_call(rig, 3, minutes=22, direction="out", duration=95, user=MARIA, phone="89991234567")
+    run_once(rig.app, at(23))
     replies = [m for m in servers.telegram.messages if "Перезвонили" in m["visible_text"]]
     assert len(replies) == 1
     assert replies[0]["reply_parameters"] == {"message_id": alert["message_id"], "allow_sending_without_reply": True}
@@ -48,40 +49,40 @@ def test_alert_then_one_escalation_then_a_reply_when_called_back(servers: Server
     missed, _, callback = calls()
     assert missed.callback_call_id == callback.id
     count = len(servers.telegram.messages)
-    run_once(app, at(30))
+    run_once(rig.app, at(30))
     assert len(servers.telegram.messages) == count, "each said once"
     for message in servers.telegram.messages:
         validate_telegram_html(message["text"])
 
 
 def test_a_callback_within_the_sla_means_no_escalation(servers: Servers) -> None:
-    app = make_app(servers)
-    add_call(app, 1, minutes=-2, duration=0, status=7)
-    run_once(app, at(0))
-    add_call(app, 2, minutes=3, direction="out", duration=40)
-    run_once(app, at(4))
-    run_once(app, at(60))
+    rig = loopback_rig(servers)
+    add_call(rig, 1, minutes=-2, duration=0, status=7)
+    run_once(rig.app, at(0))
+    add_call(rig, 2, minutes=3, direction="out", duration=40)
+    run_once(rig.app, at(4))
+    run_once(rig.app, at(60))
     assert not any("Не перезвонили" in t for t in texts(servers))
     assert sum("Перезвонили" in t for t in texts(servers)) == 1
 
 
 def test_the_escalation_goes_to_the_alert_chat_when_there_is_one(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
-    app = make_app(servers, telegram={"alert_chat_id": ALERT_CHAT})
-    add_call(app, 1, minutes=-20, duration=0, status=6)
-    run_once(app, at(0))
+    rig = loopback_rig(servers, telegram={"alert_chat_id": ALERT_CHAT})
+    add_call(rig, 1, minutes=-20, duration=0, status=6)
+    run_once(rig.app, at(0))
     alert, escalation = servers.telegram.messages
     assert alert["chat_id"] == CHAT_ID and escalation["chat_id"] == ALERT_CHAT
     assert escalation["reply_parameters"] is None
 
 
 def test_an_escalation_that_failed_is_sent_once_later(servers: Servers) -> None:
-    app = make_app(servers)
-    add_call(app, 1, minutes=-2, duration=0, status=6)
-    run_once(app, at(0))
+    rig = loopback_rig(servers)
+    add_call(rig, 1, minutes=-2, duration=0, status=6)
+    run_once(rig.app, at(0))
     servers.telegram.down_chats = {CHAT_ID}
-    run_once(app, at(20))
+    run_once(rig.app, at(20))
     servers.telegram.down_chats = set()
-    run_once(app, at(21))
-    run_once(app, at(22))
+    run_once(rig.app, at(21))
+    run_once(rig.app, at(22))
     assert sum("Не перезвонили" in t for t in texts(servers)) == 1

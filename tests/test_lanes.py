@@ -7,22 +7,23 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from salesbot_poller.config import OpenAIConfig, parse_config
+from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import Destination, Planned, Stage
 from salesbot_poller.errors import Busy
-from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.lanes import drain
 from salesbot_poller.pipeline.usage import BudgetGate
 from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Call, Store
+from tests.builder import build_rig
 from tests.conftest import Servers, assert_no_secret
 from tests.fakes import make_mp3
 from tests.fakes.base import form_params
-from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber
+from tests.memory import MemoryNotifier
 from tests.test_daemon import wait_for
 from tests.test_systemd import start_daemon
 
@@ -237,20 +238,6 @@ def test_the_daily_budget_holds_with_many_workers_at_once(tmp_path: Path) -> Non
 def test_cards_of_one_chat_keep_the_order_of_their_calls(tmp_path: Path) -> None:
     """Four workers send four rendered cards to one chat; the first call's send is slow. Each
     later card waits for the earlier ones, so Telegram gets them in the calls' order."""
-    config = parse_config(
-        {
-            "amocrm": {"base_url": "https://acme.amocrm.ru", "long_lived_token": "amo-token"},
-            "openai": {"api_key": "sk-key"},
-            "telegram": {"bot_token": "123:TEST", "chat_id": "-100"},
-            "storage": {"database": f"sqlite:///{tmp_path}/db.sqlite", "audio_dir": str(tmp_path / "audio")},
-        },
-        {},
-    )
-    store = _store(tmp_path)
-    _add_calls(4)
-    for call in Call.select():
-        store.update(call, 0, stage=Stage.NOTIFYING)
-        store.enqueue([Planned(f"call:{call.id}", "card", None, {"parts": [f"card {call.id}"]})], call.id, 0)
 
     class SlowFirst(MemoryNotifier):
         def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
@@ -260,13 +247,15 @@ def test_cards_of_one_chat_keep_the_order_of_their_calls(tmp_path: Path) -> None
                 return super().send(html, to, reply_to)
 
     lock = threading.Lock()
-    notifier = SlowFirst()
-    fast = ChatPacer(gap=0, group_per_minute=10**9)  # Telegram's rate is not what is tested here
-    app = App(
-        config, store, MemorySource(), MemoryRecordings(tmp_path), MemoryTranscriber(), MemoryAnalyzer(), notifier
-    )
-    app.pacer = fast
-    drain(app, 10, workers=4)
-    assert notifier.sent == ["card 1", "card 2", "card 3", "card 4"]
+    # No Telegram pacing (the builder's default): Telegram's rate is not what is tested here.
+    rig = build_rig(tmp_path, now=datetime.fromtimestamp(0, UTC), notifier=SlowFirst())
+    store = rig.app.store
+    _add_calls(4)
+    for call in Call.select():
+        store.update(call, 0, stage=Stage.NOTIFYING)
+        store.enqueue([Planned(f"call:{call.id}", "card", None, {"parts": [f"card {call.id}"]})], call.id, 0)
+
+    drain(rig.app, 10, workers=4)
+    assert rig.notifier.sent == ["card 1", "card 2", "card 3", "card 4"]
     assert [c.stage for c in Call.select().order_by(Call.id)] == ["notified"] * 4
     store.close()

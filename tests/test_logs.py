@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from salesbot_poller.logs import RedactingFormatter, syslog_priority
 from tests.conftest import OPENAI_KEY, Servers, assert_no_secret
 from tests.fakes import make_mp3
@@ -97,6 +99,7 @@ def test_without_a_matching_journal_stream_lines_carry_the_time(servers: Servers
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO salesbot_poller.pipeline.lanes: cycle:", err, re.M)
 
 
+@pytest.mark.slow
 def test_log_level_key_and_the_flag_that_overrides_it(servers: Servers) -> None:
     config = servers.write_config(log_level="WARNING")
     code, err = run_with_journal(["once"], config, servers.tmp)

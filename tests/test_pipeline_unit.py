@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallEvent, CallNote, Stage
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.intake import classify
 from salesbot_poller.pipeline.lanes import run_once
-from salesbot_poller.store import Call, Store
-from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber
+from salesbot_poller.store import Call
+from tests.builder import Rig, build_rig
 from tests.rows import own_ids, own_parts
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -40,31 +39,13 @@ def event(n: int, direction: str = "in", entity: str = "leads", minutes: float =
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> App:
-    config = parse_config(
-        {
-            "amocrm": {"base_url": "https://acme.amocrm.ru", "long_lived_token": "amo-token"},
-            "openai": {"api_key": "sk-key"},
-            "telegram": {"bot_token": "123:TEST", "chat_id": "-100"},
-            "storage": {"database": f"sqlite:///{tmp_path}/db.sqlite", "audio_dir": str(tmp_path / "audio")},
-            # One worker: these tests hand out failures and budget in the order calls are worked.
-            "poller": {"workers": 1},
-        },
-        {},
-    )
-    (tmp_path / "audio").mkdir()
-    store = Store.open(config.storage.database, ts(0))
-    source = MemorySource(users={555: "Иван Петров"})
-    return App(
-        config=config,
-        store=store,
-        source=source,
-        recordings=MemoryRecordings(tmp_path / "audio"),
-        transcriber=MemoryTranscriber(),
-        analyzer=MemoryAnalyzer(),
-        notifier=MemoryNotifier(),
-        tz=UTC,
-    )
+def rig(tmp_path: Path) -> Rig:
+    return build_rig(tmp_path, now=T0)
+
+
+@pytest.fixture
+def app(rig: Rig) -> App:
+    return rig.app
 
 
 def calls() -> list[Call]:
@@ -91,9 +72,8 @@ def test_classify_decides_each_kind_of_call(
     assert stage == expected
 
 
-def test_cycle_notifies_answered_alerts_missed_skips_short_and_rerun_does_nothing(app: App) -> None:
-    source, notifier = app.source, app.notifier
-    assert isinstance(source, MemorySource) and isinstance(notifier, MemoryNotifier)
+def test_cycle_notifies_answered_alerts_missed_skips_short_and_rerun_does_nothing(app: App, rig: Rig) -> None:
+    source, notifier = rig.source, rig.notifier
     source.add(event(1), note(101), "ООО Ромашка")
     source.add(event(2, entity="contacts"), note(102, duration=0, link=None), "Пётр")
     source.add(event(3), note(103, duration=4))
@@ -112,9 +92,8 @@ def test_cycle_notifies_answered_alerts_missed_skips_short_and_rerun_does_nothin
     assert (again.new, again.transcribed, len(notifier.sent)) == (0, 0, 2)
 
 
-def test_first_cycle_looks_back_then_windows_overlap_the_cursor(app: App) -> None:
-    source = app.source
-    assert isinstance(source, MemorySource)
+def test_first_cycle_looks_back_then_windows_overlap_the_cursor(app: App, rig: Rig) -> None:
+    source = rig.source
     run_once(app, at(0))
     run_once(app, at(1))
     (first_since, first_until), (second_since, second_until) = source.windows
@@ -122,18 +101,16 @@ def test_first_cycle_looks_back_then_windows_overlap_the_cursor(app: App) -> Non
     assert second_since == first_until - 300 and second_until == ts(1) - 5
 
 
-def test_notes_are_read_in_one_batch_per_entity_type(app: App) -> None:
-    source = app.source
-    assert isinstance(source, MemorySource)
+def test_notes_are_read_in_one_batch_per_entity_type(app: App, rig: Rig) -> None:
+    source = rig.source
     for n in range(1, 5):
         source.add(event(n, entity="leads" if n % 2 else "contacts"), note(100 + n))
     run_once(app, at(0))
     assert sorted(source.note_requests) == [("contacts", [102, 104]), ("leads", [101, 103])]
 
 
-def test_recording_not_ready_backs_off_then_succeeds(app: App) -> None:
-    source, recordings = app.source, app.recordings
-    assert isinstance(source, MemorySource) and isinstance(recordings, MemoryRecordings)
+def test_recording_not_ready_backs_off_then_succeeds(app: App, rig: Rig) -> None:
+    source, recordings = rig.source, rig.recordings
     source.add(event(1), note(101))
     recordings.failures = [TransientError("HTTP 404"), TransientError("HTTP 404")]
 
@@ -148,19 +125,16 @@ def test_recording_not_ready_backs_off_then_succeeds(app: App) -> None:
     assert calls()[0].stage == "notified" and len(recordings.downloads) == 3
 
 
-def test_retry_after_from_the_server_is_honoured(app: App) -> None:
-    source, notifier = app.source, app.notifier
-    assert isinstance(source, MemorySource) and isinstance(notifier, MemoryNotifier)
+def test_retry_after_from_the_server_is_honoured(app: App, rig: Rig) -> None:
+    source, notifier = rig.source, rig.notifier
     source.add(event(1), note(101))
     notifier.failures = {1: TransientError("Telegram: 429", retry_after=600)}
     run_once(app, at(0))
     assert calls()[0].stage == "notifying" and calls()[0].next_attempt_at == ts(0) + 601
 
 
-def test_a_crash_after_transcription_never_pays_for_it_again(app: App) -> None:
-    source, transcriber, analyzer = app.source, app.transcriber, app.analyzer
-    assert isinstance(source, MemorySource)
-    assert isinstance(transcriber, MemoryTranscriber) and isinstance(analyzer, MemoryAnalyzer)
+def test_a_crash_after_transcription_never_pays_for_it_again(app: App, rig: Rig) -> None:
+    source, transcriber, analyzer = rig.source, rig.transcriber, rig.analyzer
     source.add(event(1), note(101))
     analyzer.failures = [RuntimeError("boom")]
 
@@ -171,10 +145,8 @@ def test_a_crash_after_transcription_never_pays_for_it_again(app: App) -> None:
     assert len(transcriber.calls) == 1 and len(analyzer.calls) == 2
 
 
-def test_a_failed_second_part_resends_only_that_part(app: App) -> None:
-    source, notifier, analyzer = app.source, app.notifier, app.analyzer
-    assert isinstance(source, MemorySource) and isinstance(notifier, MemoryNotifier)
-    assert isinstance(analyzer, MemoryAnalyzer)
+def test_a_failed_second_part_resends_only_that_part(app: App, rig: Rig) -> None:
+    source, notifier, analyzer = rig.source, rig.notifier, rig.analyzer
     source.add(event(1), note(101))
     original = analyzer.analyse
 
@@ -192,20 +164,18 @@ def test_a_failed_second_part_resends_only_that_part(app: App) -> None:
     assert notifier.sent == own_parts(calls()[0]), "every part exactly once, in order"
 
 
-def test_permanent_error_fails_the_call_and_others_go_on(app: App) -> None:
-    source, transcriber = app.source, app.transcriber
-    assert isinstance(source, MemorySource) and isinstance(transcriber, MemoryTranscriber)
+def test_permanent_error_fails_the_call_and_others_go_on(app: App, rig: Rig) -> None:
+    source, transcriber = rig.source, rig.transcriber
     source.add(event(1), note(101))
     source.add(event(2), note(102))
     transcriber.failures = [PermanentError("audio undecodable")]
-    run_once(app, at(0))
+    run_once(app, at(0), workers=1)  # one worker: the failure goes to the oldest call, not to a racing one
     assert [c.stage for c in calls()] == ["failed", "notified"]
     assert calls()[0].last_error == "audio undecodable"
 
 
-def test_transient_failures_give_up_after_24_hours(app: App) -> None:
-    source, recordings = app.source, app.recordings
-    assert isinstance(source, MemorySource) and isinstance(recordings, MemoryRecordings)
+def test_transient_failures_give_up_after_24_hours(app: App, rig: Rig) -> None:
+    source, recordings = rig.source, rig.recordings
     source.add(event(1), note(101))
     recordings.failures = [TransientError("HTTP 404")] * 100
     poller = app.config.poller.model_copy(update={"max_attempts": 1000})  # only the 24 h limit here
@@ -220,9 +190,8 @@ def test_transient_failures_give_up_after_24_hours(app: App) -> None:
     assert 24 * 60 <= minute <= 25 * 60 + 30
 
 
-def test_a_link_that_appears_later_is_picked_up(app: App) -> None:
-    source = app.source
-    assert isinstance(source, MemorySource)
+def test_a_link_that_appears_later_is_picked_up(app: App, rig: Rig) -> None:
+    source = rig.source
     source.add(event(1), note(101, link=None))
     run_once(app, at(0))
     assert calls()[0].stage == "new" and calls()[0].next_attempt_at == ts(0) + 60
@@ -231,9 +200,8 @@ def test_a_link_that_appears_later_is_picked_up(app: App) -> None:
     assert calls()[0].stage == "notified"
 
 
-def test_fatal_error_stops_the_cycle_without_touching_calls(app: App) -> None:
-    source, notifier = app.source, app.notifier
-    assert isinstance(source, MemorySource) and isinstance(notifier, MemoryNotifier)
+def test_fatal_error_stops_the_cycle_without_touching_calls(app: App, rig: Rig) -> None:
+    source, notifier = rig.source, rig.notifier
     source.add(event(1), note(101))
     notifier.failures = {1: FatalError("Telegram: chat not found")}
     with pytest.raises(FatalError):
@@ -244,9 +212,8 @@ def test_fatal_error_stops_the_cycle_without_touching_calls(app: App) -> None:
     assert calls()[0].stage == "notified" and len(notifier.sent) == 1
 
 
-def test_amocrm_outage_still_processes_recorded_calls(app: App) -> None:
-    source = app.source
-    assert isinstance(source, MemorySource)
+def test_amocrm_outage_still_processes_recorded_calls(app: App, rig: Rig) -> None:
+    source = rig.source
     source.add(event(1), note(101))
     run_once(app, at(0))
     source.add(event(2, minutes=0.5), note(102))

@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (the `app` fixture is imported from test_pipeline_unit and named as a parameter)
+# ruff: noqa: F811  (the `app` and `rig` fixtures are imported from test_pipeline_unit and named as parameters)
 """Failing calls: `poller.max_attempts`, `retry CALL_ID` / `retry --failed`, `status`'s list
 of failures, and the small crash-safety rules (stop between stages, keep_audio, a database
 error is an error). In-memory services, a real SQLite store, time passed in."""
@@ -16,9 +16,9 @@ from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Call
+from tests.builder import Rig
 from tests.conftest import BOT_TOKEN, Servers, assert_no_secret, run_cli
-from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber
-from tests.test_pipeline_unit import app, at, calls, event, note, ts  # noqa: F401
+from tests.test_pipeline_unit import app, at, calls, event, note, rig, ts  # noqa: F401
 
 
 def with_settings(app: App, section: str, **values: object) -> None:
@@ -26,9 +26,8 @@ def with_settings(app: App, section: str, **values: object) -> None:
     app.config = app.config.model_copy(update={section: part})
 
 
-def test_a_call_fails_after_max_attempts_with_its_last_error(app: App) -> None:
-    source, recordings = app.source, app.recordings
-    assert isinstance(source, MemorySource) and isinstance(recordings, MemoryRecordings)
+def test_a_call_fails_after_max_attempts_with_its_last_error(app: App, rig: Rig) -> None:
+    source, recordings = rig.source, rig.recordings
     with_settings(app, "poller", max_attempts=3)
     source.add(event(1), note(101))
     recordings.failures = [TransientError("HTTP 500"), TransientError("HTTP 502"), TransientError("HTTP 503")]
@@ -39,9 +38,8 @@ def test_a_call_fails_after_max_attempts_with_its_last_error(app: App) -> None:
     assert call.last_error == "gave up after 3 attempts: HTTP 503"
 
 
-def test_waiting_for_a_recording_link_is_not_a_failed_attempt(app: App) -> None:
-    source = app.source
-    assert isinstance(source, MemorySource)
+def test_waiting_for_a_recording_link_is_not_a_failed_attempt(app: App, rig: Rig) -> None:
+    source = rig.source
     with_settings(app, "poller", max_attempts=2)
     source.add(event(1), note(101, link=None))
     for minute in (0, 2, 10, 30):
@@ -49,20 +47,18 @@ def test_waiting_for_a_recording_link_is_not_a_failed_attempt(app: App) -> None:
     assert calls()[0].stage == "new", "still waiting for the link, not failed"
 
 
-def fail_after_transcription(app: App) -> None:
-    source, analyzer = app.source, app.analyzer
-    assert isinstance(source, MemorySource) and isinstance(analyzer, MemoryAnalyzer)
+def fail_after_transcription(rig: Rig) -> None:
+    source, analyzer = rig.source, rig.analyzer
     source.add(event(1), note(101))
     source.add(event(2), note(102))
     analyzer.failures = [PermanentError("analysis model refused: nope")]
-    run_once(app, at(0))
+    run_once(rig.app, at(0), workers=1)  # one worker: the failure goes to the oldest call, not to a racing one
     assert [c.stage for c in calls()] == ["failed", "notified"]
 
 
-def test_retry_resumes_a_failed_call_at_its_stage_and_never_repays(app: App) -> None:
-    transcriber, notifier = app.transcriber, app.notifier
-    assert isinstance(transcriber, MemoryTranscriber) and isinstance(notifier, MemoryNotifier)
-    fail_after_transcription(app)
+def test_retry_resumes_a_failed_call_at_its_stage_and_never_repays(app: App, rig: Rig) -> None:
+    transcriber, notifier = rig.transcriber, rig.notifier
+    fail_after_transcription(rig)
     failed = calls()[0]
     assert app.store.resume_stage(failed).value == "transcribed"
     lines: list[str] = []
@@ -81,9 +77,8 @@ def test_retry_resumes_a_failed_call_at_its_stage_and_never_repays(app: App) -> 
     assert len(notifier.sent) == 2
 
 
-def test_retry_restarts_the_24_hour_window(app: App) -> None:
-    source, recordings = app.source, app.recordings
-    assert isinstance(source, MemorySource) and isinstance(recordings, MemoryRecordings)
+def test_retry_restarts_the_24_hour_window(app: App, rig: Rig) -> None:
+    source, recordings = rig.source, rig.recordings
     source.add(event(1), note(101))
     recordings.failures = [PermanentError("recording link is not an http(s) URL")]
     run_once(app, at(0))
@@ -96,8 +91,8 @@ def test_retry_restarts_the_24_hour_window(app: App) -> None:
     assert calls()[0].stage == "notified"
 
 
-def test_retry_of_an_unknown_or_unfailed_call_says_so_and_fails(app: App) -> None:
-    fail_after_transcription(app)
+def test_retry_of_an_unknown_or_unfailed_call_says_so_and_fails(app: App, rig: Rig) -> None:
+    fail_after_transcription(rig)
     lines: list[str] = []
     assert not commands.retry(app.store, [999, 2], False, ts(5), lines.append)
     assert lines == [
@@ -112,8 +107,8 @@ def test_retry_of_an_unknown_or_unfailed_call_says_so_and_fails(app: App) -> Non
     assert commands.retry(app.store, [], True, ts(6), lines.append) and lines == ["no failed calls"]
 
 
-def test_status_lists_failures_with_stage_error_and_time(app: App) -> None:
-    fail_after_transcription(app)
+def test_status_lists_failures_with_stage_error_and_time(app: App, rig: Rig) -> None:
+    fail_after_transcription(rig)
     lines: list[str] = []
     commands.status(app.store, lines.append)
     assert "failed calls: 1 (`salesbot-poller retry --failed` puts them back)" in lines
@@ -154,9 +149,8 @@ def test_resume_stage_is_the_first_stage_without_a_stored_result(app: App, field
     assert app.store.resume_stage(call).value == stage
 
 
-def test_keep_audio_keeps_the_recording_after_the_transcript(app: App) -> None:
-    source = app.source
-    assert isinstance(source, MemorySource)
+def test_keep_audio_keeps_the_recording_after_the_transcript(app: App, rig: Rig) -> None:
+    source = rig.source
     with_settings(app, "storage", keep_audio=True)
     source.add(event(1), note(101))
     run_once(app, at(0))
@@ -164,9 +158,8 @@ def test_keep_audio_keeps_the_recording_after_the_transcript(app: App) -> None:
     assert [p.name for p in Path(app.config.storage.audio_dir).iterdir()] == ["call-1.mp3"]
 
 
-def test_a_stop_request_takes_no_new_stage(app: App) -> None:
-    source, transcriber = app.source, app.transcriber
-    assert isinstance(source, MemorySource) and isinstance(transcriber, MemoryTranscriber)
+def test_a_stop_request_takes_no_new_stage(app: App, rig: Rig) -> None:
+    source, transcriber = rig.source, rig.transcriber
     source.add(event(1), note(101))
     source.add(event(2), note(102))
 
@@ -180,10 +173,10 @@ def test_a_stop_request_takes_no_new_stage(app: App) -> None:
     assert [c.stage for c in calls()] == ["notified", "notified"]
 
 
-def test_a_database_error_is_an_error_not_already_processed(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    source, transcriber, notifier = app.source, app.transcriber, app.notifier
-    assert isinstance(source, MemorySource) and isinstance(transcriber, MemoryTranscriber)
-    assert isinstance(notifier, MemoryNotifier)
+def test_a_database_error_is_an_error_not_already_processed(
+    app: App, rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, notifier = rig.source, rig.notifier
     source.add(event(1), note(101))
     real_update = app.store.update
 
@@ -256,9 +249,8 @@ def test_retry_on_the_command_line(servers: Servers) -> None:
     assert_no_secret(status.stdout, unknown.stdout, retried.stdout, retried.stderr)
 
 
-def test_files_left_by_a_crash_are_swept_but_not_a_recording_still_waiting(app: App) -> None:
-    source, transcriber = app.source, app.transcriber
-    assert isinstance(source, MemorySource) and isinstance(transcriber, MemoryTranscriber)
+def test_files_left_by_a_crash_are_swept_but_not_a_recording_still_waiting(app: App, rig: Rig) -> None:
+    source, transcriber = rig.source, rig.transcriber
     audio = Path(app.config.storage.audio_dir)
     source.add(event(1), note(101))
     transcriber.failures = [TransientError("OpenAI transcription: HTTP 503")]

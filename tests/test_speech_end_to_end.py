@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3, make_turns_mp3, tone_runs
 
@@ -14,6 +16,7 @@ def heard(data: bytes, filename: str, fields: dict[str, str]) -> list[tuple[floa
     return [(s, e, "Сколько стоит доставка?" if hz < 660 else "Пятьсот рублей.") for s, e, hz in tone_runs(data)]
 
 
+@pytest.mark.slow
 def test_a_stereo_call_is_posted_with_roles_and_metrics_and_counted(servers: Servers) -> None:
     now = int(time.time())
     servers.amo.add_user(555, "Иван Петров")
@@ -31,7 +34,7 @@ def test_a_stereo_call_is_posted_with_roles_and_metrics_and_counted(servers: Ser
             source=source,
         )
     servers.openai.segments_fn = heard
-    config = servers.write_config()
+    config = servers.write_config(workers=1)  # one worker: the calls are analysed and posted in order
     config.write_text(config.read_text() + '[audio]\nmanager_channel_by_source = { "Sipuni" = "right" }\n')
 
     result = run_cli("once", config=config)
@@ -59,6 +62,7 @@ def test_a_stereo_call_is_posted_with_roles_and_metrics_and_counted(servers: Ser
     assert_no_secret(result.stdout, result.stderr, status.stdout, status.stderr)
 
 
+@pytest.mark.slow
 def test_a_non_audio_page_fails_the_call_at_once(servers: Servers) -> None:
     now = int(time.time())
     servers.amo.add_entity("lead", 7001, "ООО Ромашка", 555)

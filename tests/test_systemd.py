@@ -96,6 +96,7 @@ def start_daemon(servers: Servers, **env: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_daemon_tells_systemd_ready_watchdog_and_stopping(
     servers: Servers, notify_socket: tuple[socket.socket, str]
 ) -> None:
@@ -124,6 +125,7 @@ def test_daemon_tells_systemd_ready_watchdog_and_stopping(
     assert_no_secret(out, err)
 
 
+@pytest.mark.slow
 def test_sigterm_with_every_worker_in_a_slow_transcription_exits_0_within_10_s_and_they_resume(
     servers: Servers,
 ) -> None:
@@ -173,6 +175,7 @@ def test_a_fatal_error_is_logged_at_error_once_then_briefly(caplog: pytest.LogCa
     assert all("chat not found" not in message for _, message in levels[1:]), "the fix is said once"
 
 
+@pytest.mark.slow
 def test_a_second_instance_on_the_same_database_is_refused(servers: Servers) -> None:
     import fcntl
 

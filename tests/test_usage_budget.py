@@ -5,7 +5,7 @@ metrics travel from the transcript to the analysis prompt and the Telegram card.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,23 +13,21 @@ from typing import Any
 import pytest
 
 from salesbot_poller.cli.commands import status
-from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallEvent, CallNote, ConversationMetrics, Segment, Stage, Transcript
-from salesbot_poller.pipeline.context import App, call_context
+from salesbot_poller.pipeline.context import call_context
 from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.services.analysis import build_user_message
 from salesbot_poller.store import MIGRATIONS, Call, Migration, Store, Usage
-from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource
+from tests.builder import Rig, build_rig
+from tests.memory import MemoryTranscriber
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 MIDNIGHT = int(datetime(2026, 11, 26, tzinfo=UTC).timestamp())
 
 
 @dataclass
-class StereoTranscriber:
+class StereoTranscriber(MemoryTranscriber):
     """Ten minutes of a two-channel call, as the real transcriber would return it."""
-
-    calls: list[Path] = field(default_factory=list)
 
     def transcribe(self, audio: Path) -> Transcript:
         self.calls.append(audio)
@@ -41,36 +39,20 @@ class StereoTranscriber:
         return Transcript("…", 600.0, segments, True, "whisper-1", 600.0, 0, 0)
 
 
-def make_app(tmp_path: Path, **openai: Any) -> App:
-    config = parse_config(
-        {
-            "amocrm": {"base_url": "https://acme.amocrm.ru", "long_lived_token": "amo-token"},
-            "openai": {"api_key": "sk-key", **openai},
-            "telegram": {"bot_token": "123:TEST", "chat_id": "-100"},
-            "storage": {"database": f"sqlite:///{tmp_path}/db.sqlite", "audio_dir": str(tmp_path / "audio")},
-            # One worker: these tests hand out failures and budget in the order calls are worked.
-            "poller": {"workers": 1},
-            "audio": {"manager_channel_by_source": {"Sipuni": "right"}},
-        },
-        {},
+def make_rig(tmp_path: Path, **openai: Any) -> Rig:
+    rig = build_rig(
+        tmp_path,
+        now=T0,
+        transcriber=StereoTranscriber(),
+        openai=openai,
+        audio={"manager_channel_by_source": {"Sipuni": "right"}},
     )
-    (tmp_path / "audio").mkdir()
-    source = MemorySource(users={555: "Иван Петров"})
     for n, widget in enumerate(["MangoOfficeWidget", "Sipuni", "MangoOfficeWidget"], start=1):
-        source.add(
+        rig.source.add(
             CallEvent(f"01EVENT{n:019d}", "in", "leads", 7000 + n, 100 + n, int(T0.timestamp()) - 600 + n),
             CallNote(100 + n, 600, "+79991234567", f"https://rec.example/{n}.mp3", 4, widget, 555, None),
         )
-    return App(
-        config=config,
-        store=Store.open(config.storage.database, int(T0.timestamp())),
-        source=source,
-        recordings=MemoryRecordings(tmp_path / "audio"),
-        transcriber=StereoTranscriber(),
-        analyzer=MemoryAnalyzer(),
-        notifier=MemoryNotifier(),
-        tz=UTC,
-    )
+    return rig
 
 
 def calls() -> list[Call]:
@@ -78,21 +60,20 @@ def calls() -> list[Call]:
 
 
 def test_roles_by_source_and_metrics_reach_the_prompt_and_the_card(tmp_path: Path) -> None:
-    app = make_app(tmp_path)
-    run_once(app, T0)
+    rig = make_rig(tmp_path)
+    app = rig.app
+    run_once(app, T0, workers=1)  # one worker: the first analysis and card are the first call's
     first, sipuni, _ = calls()
     assert first.transcript.splitlines()[0] == "Менеджер: Добрый день, компания Ромашка. Чем помочь?"
     assert sipuni.transcript.splitlines()[0].startswith("Клиент: Добрый день"), "Sipuni puts the manager right"
     metrics = ConversationMetrics.model_validate_json(first.metrics_json)
     assert metrics.manager_questions == 2 and metrics.manager_share == pytest.approx(49 / 88)
 
-    assert isinstance(app.analyzer, MemoryAnalyzer)
-    transcript, context = app.analyzer.calls[0]
+    transcript, context = rig.analyzer.calls[0]
     assert context.metrics == metrics
     prompt = build_user_message(transcript, call_context(app, first))
     assert "Метрики разговора" in prompt and prompt.index("Метрики") < prompt.index("Расшифровка")
-    assert isinstance(app.notifier, MemoryNotifier)
-    assert "🗣 Менеджер 56% · Клиент 44%" in app.notifier.sent[0]
+    assert "🗣 Менеджер 56% · Клиент 44%" in rig.notifier.sent[0]
     assert sorted((u.call_id, u.audio_seconds, u.model) for u in Usage.select()) == [
         (1, 600.0, "whisper-1"),
         (2, 600.0, "whisper-1"),
@@ -103,29 +84,31 @@ def test_roles_by_source_and_metrics_reach_the_prompt_and_the_card(tmp_path: Pat
 def test_the_daily_budget_makes_new_transcriptions_wait_until_the_next_day(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = make_app(tmp_path, daily_budget_usd=0.05)  # one 10-minute call is $0.06
+    rig = make_rig(tmp_path, daily_budget_usd=0.05)  # one 10-minute call is $0.06
+    app = rig.app
     caplog.set_level(logging.WARNING, logger="salesbot_poller")
-    run_once(app, T0)
+    # One worker: which call the budget lets through is the oldest, not the first of racing threads.
+    run_once(app, T0, workers=1)
     assert [c.stage for c in calls()] == [Stage.NOTIFIED, Stage.DOWNLOADED, Stage.DOWNLOADED]
     assert [(c.next_attempt_at, c.attempts, c.last_error) for c in calls()[1:]] == [(MIDNIGHT, 0, None)] * 2
-    run_once(app, T0 + timedelta(hours=14, minutes=59))  # 23:59: still today
+    run_once(app, T0 + timedelta(hours=14, minutes=59), workers=1)  # 23:59: still today
     budget_lines = [r for r in caplog.records if "daily OpenAI budget reached" in r.getMessage()]
     assert len(budget_lines) == 1, "one clear line, not one per call or per cycle"
     assert "openai.daily_budget_usd=$0.05" in budget_lines[0].getMessage()
-    assert isinstance(app.transcriber, StereoTranscriber) and len(app.transcriber.calls) == 1
+    assert len(rig.transcriber.calls) == 1
 
-    run_once(app, datetime(2026, 11, 26, 0, 1, tzinfo=UTC))
+    run_once(app, datetime(2026, 11, 26, 0, 1, tzinfo=UTC), workers=1)
     assert [c.stage for c in calls()] == [Stage.NOTIFIED, Stage.NOTIFIED, Stage.DOWNLOADED]
     assert calls()[2].next_attempt_at == MIDNIGHT + 86400
 
 
 def test_status_shows_today_and_this_month_with_estimated_cost(tmp_path: Path) -> None:
-    app = make_app(
+    app = make_rig(
         tmp_path,
         daily_budget_usd=1.0,
         input_token_price_per_million_usd=2.5,
         output_token_price_per_million_usd=10.0,
-    )
+    ).app
     now = int(T0.timestamp())
     Usage.create(call_id=1, at=now - 3600, kind="transcription", model="whisper-1", audio_seconds=600)
     Usage.create(
