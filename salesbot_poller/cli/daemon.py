@@ -134,6 +134,15 @@ class Daemon:
         self.progress.tick()  # the lanes ask between calls and stages: they are moving
         return self.stop.is_set()
 
+    def worker_should_stop(self) -> bool:
+        """A worker stops between stages on a signal, and takes no new call during a pause."""
+        return self.should_stop() or self._paused(self.clock())
+
+    def _halt(self, exc: Exception) -> None:
+        """A worker met a fatal or database error: the other workers take no new call until
+        it is dealt with (`_pause_for`, or the worker's own wait after a database error)."""
+        self.paused_until = max(self.paused_until, self.clock().timestamp() + WORK_IDLE_SECONDS)
+
     def _paused(self, now: datetime) -> bool:
         return now.timestamp() < self.paused_until
 
@@ -177,7 +186,9 @@ class Daemon:
                     continue
                 self.progress.begin()
                 try:
-                    worked = work_next(self.app, worker, int(now.timestamp()), self.should_stop, self.tally)
+                    worked = work_next(
+                        self.app, worker, int(now.timestamp()), self.worker_should_stop, self.tally, on_fatal=self._halt
+                    )
                 except FatalError as exc:
                     self._pause_for(exc, now)
                     continue

@@ -154,21 +154,31 @@ def work_next(
     patience: float = 2.0,
     exclude: set[int] | None = None,
     on_claim: Callable[[Call], None] | None = None,
+    on_fatal: Callable[[Exception], None] | None = None,
 ) -> bool:
     """Claim the oldest due answered call and move it as far as it goes; False if none is due.
 
-    `exclude`: calls not to claim again (a dry run prints each call once).
+    `exclude`: calls not to claim again (a dry run prints each call once). `on_fatal` hears of
+    a fatal or database error before the call's claim is released (so the caller can stop the
+    other workers first); the error is raised after.
     """
     if should_stop():
         return False
     call = app.store.claim_next(worker, now, WORK_STAGES, "conversation", exclude or ())
     if call is None:
         return False
+    if should_stop():  # a stop (or another worker's fatal error) came while claiming
+        app.store.release(call)
+        return False
     if on_claim is not None:
         on_claim(call)
     cycle = Cycle(app=app, now=now)
     try:
         work_on(app, cycle, call, should_stop, urgent=False, patience=patience)
+    except (FatalError, peewee.PeeweeException) as exc:
+        if on_fatal is not None:
+            on_fatal(exc)  # before the claim goes: no other worker may take the call meanwhile
+        raise
     finally:
         tally.merge(cycle)
         if exclude is not None and app.dry_run is not None:
@@ -203,7 +213,15 @@ def drain(
         try:
             with app.store.db.connection_context():
                 while work_next(
-                    app, worker, now, stopping, tally, patience=ONCE_PATIENCE, exclude=exclude, on_claim=on_claim
+                    app,
+                    worker,
+                    now,
+                    stopping,
+                    tally,
+                    patience=ONCE_PATIENCE,
+                    exclude=exclude,
+                    on_claim=on_claim,
+                    on_fatal=lambda exc: stop.set(),
                 ):
                     pass
         except BaseException as exc:  # handed to the caller's thread
