@@ -259,3 +259,16 @@ def test_cards_of_one_chat_keep_the_order_of_their_calls(tmp_path: Path) -> None
     assert rig.notifier.sent == ["card 1", "card 2", "card 3", "card 4"]
     assert [c.stage for c in Call.select().order_by(Call.id)] == ["notified"] * 4
     store.close()
+
+
+def test_a_sender_waiting_for_its_slot_sees_a_429_that_came_meanwhile() -> None:
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        pacer.pause("42", until=1_000_300)
+
+    pacer = ChatPacer(clock=clock, sleep=sleep)
+    pacer.reserve("42")  # a message just went: the next one waits for its slot ...
+    with pytest.raises(Busy):  # ... and meanwhile Telegram answered that one with a 429
+        pacer.turn("42", 1_000_000, patience=5)

@@ -220,16 +220,16 @@ class ChatPacer:
 
     def turn(self, chat: str, now: int, urgent: bool = False, patience: float = 2.0) -> None:
         """Wait for a slot of `chat` up to `patience` seconds; else raise `Busy`."""
-        with self._lock:
-            paused = self._paused.get(chat, 0) - now
-        if paused > 0:
-            raise Busy(f"Telegram chat {chat}: paused by a 429 for {paused} s more", paused)
         waited = 0.0
         if urgent:
             with self._lock:
                 self._urgent[chat] = self._urgent.get(chat, 0) + 1
         try:
             while True:
+                with self._lock:  # looked at again after every wait: a 429 may have come meanwhile
+                    paused = self._paused.get(chat, 0) - now
+                if paused > 0:
+                    raise Busy(f"Telegram chat {chat}: paused by a 429 for {paused} s more", paused)
                 wait = self.reserve(chat, urgent)
                 if wait <= 0:
                     return
