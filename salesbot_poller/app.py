@@ -23,6 +23,7 @@ from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
 from salesbot_poller.services.analysis import OpenAIAnalyzer, load_prompt
+from salesbot_poller.services.openai_limit import RequestLimit
 from salesbot_poller.services.recordings import RecordingDownloader
 from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.services.telegram import TelegramNotifier, request_sender
@@ -97,6 +98,9 @@ def build_app(
     client = build_openai(config)
     tz = account_zone(config)
     amo = build_amo(config, store, clock)
+    # One per process: every worker, both channels of a call, every chunk and every analysis
+    # request share these slots (`openai.max_concurrent_requests`, default one per worker).
+    limit = RequestLimit(config.openai_concurrency)
     return App(
         config=config,
         store=store,
@@ -113,6 +117,7 @@ def build_app(
             upload_format=config.audio.upload_format,
             bitrate=config.audio.bitrate_kbps * 1000,
             overlap_seconds=config.audio.chunk_overlap_seconds,
+            limit=limit,
         ),
         analyzer=OpenAIAnalyzer(
             client,
@@ -120,6 +125,7 @@ def build_app(
             config.analysis.rubric,
             load_prompt(config.analysis.prompt_file),
             tz,
+            limit=limit,
         ),
         notifier=build_notifier(config),
         tz=tz,

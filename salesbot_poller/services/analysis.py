@@ -8,6 +8,8 @@ answer in the JSON schema of `rubric.answer_model(items)` and returns the stored
   second answer fails too, `PermanentError` with that error: the call fails.
 - Cut off by the length limit: `TransientError` (a later attempt may fit); a refusal:
   `PermanentError`; service errors as `openai_errors.map_openai_error` says.
+- Each request (the re-ask too) holds a slot of `limit` (`openai_limit.RequestLimit`, shared
+  with the transcription and every worker) while it is in flight; no limit when None.
 - The system prompt is `SYSTEM_PROMPT` or the file named by `analysis.prompt_file`; the text
   `{rubric}` in it is replaced by the rubric list (`rubric.describe`). The prompt is Russian:
   the calls and the readers are.
@@ -15,6 +17,7 @@ answer in the JSON schema of `rubric.answer_model(items)` and returns the stored
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext, Mo
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.services.dialogue import metrics_block
 from salesbot_poller.services.openai_errors import map_openai_error
+from salesbot_poller.services.openai_limit import RequestLimit
 from salesbot_poller.services.rubric import answer_model, check_answer, describe, to_analysis
 
 SYSTEM_PROMPT = """\
@@ -114,6 +118,7 @@ class OpenAIAnalyzer:
         rubric: tuple[RubricItem, ...] = DEFAULT_RUBRIC,
         prompt_template: str = SYSTEM_PROMPT,
         tz: tzinfo | None = None,
+        limit: RequestLimit | None = None,
     ) -> None:
         self._client = client
         self._model = model
@@ -121,6 +126,8 @@ class OpenAIAnalyzer:
         self._answer = answer_model(rubric)
         self._system = build_system_prompt(prompt_template, rubric)
         self._tz = tz
+        self.limit = limit
+        self._slot: AbstractContextManager[None] = limit if limit is not None else nullcontext()
 
     def analyse(self, transcript: str, context: CallContext) -> CallAnalysis:
         messages: list[dict[str, Any]] = [
@@ -142,11 +149,12 @@ class OpenAIAnalyzer:
 
     def _ask(self, messages: list[dict[str, Any]], spent: ModelUsage) -> AnalysisAnswer:
         try:
-            completion = self._client.chat.completions.parse(
-                model=self._model,
-                messages=messages,  # type: ignore[arg-type]
-                response_format=self._answer,
-            )
+            with self._slot:
+                completion = self._client.chat.completions.parse(
+                    model=self._model,
+                    messages=messages,  # type: ignore[arg-type]
+                    response_format=self._answer,
+                )
         except openai.LengthFinishReasonError:
             raise TransientError("analysis answer was cut off (length limit)") from None
         except pydantic.ValidationError as exc:

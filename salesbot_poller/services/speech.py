@@ -3,9 +3,10 @@
 Contract of `OpenAITranscriber.transcribe(path)`:
 - The recording is prepared with `audio.prepare`: 16 kHz mono Opus/Ogg (or MP3) at a low
   bitrate, so even a 3-hour call usually fits one upload. A stereo recording is split into
-  its two channels (one party each) and every channel is transcribed on its own; segments
-  carry the channel ("left"/"right") as speaker; a "stereo" file whose channels are the
-  same audio is treated as mono. A mono recording goes to `diarize_model`
+  its two channels (one party each) and every channel is transcribed on its own, the two
+  side by side, each on its own thread;
+  segments carry the channel ("left"/"right") as speaker; a "stereo" file whose channels
+  are the same audio is treated as mono. A mono recording goes to `diarize_model`
   when one is configured (segments carry its speaker labels), else to the main model.
 - A track longer than one upload allows (`upload_limit_bytes`, 25 MB by default, at the
   chosen bitrate) or than the model accepts (gpt-4o models: ~1400 s) is cut into chunks that
@@ -15,10 +16,15 @@ Contract of `OpenAITranscriber.transcribe(path)`:
   segments; `gpt-4o-transcribe` / `gpt-4o-mini-transcribe` `json` (text only: one segment per
   chunk, `Transcript.timed` False); `*-diarize` `diarized_json` with `chunking_strategy=auto`
   (no prompt). The vocabulary prompt goes to every model that accepts one.
+- Every request holds a slot of `limit` (`openai_limit.RequestLimit`, shared with the
+  analysis and every worker) while it is in flight, and only then; no limit when None.
 - The audio seconds sent and any tokens the API reports are returned for cost accounting.
   Each chunk's answer is kept beside the recording (`PieceCache`) until the whole call is
   transcribed, so a retry after a failed chunk pays only for the chunks still missing.
-- SDK errors are mapped by `map_openai_error`; an undecodable recording is permanent.
+- SDK errors are mapped by `map_openai_error`; an undecodable recording is permanent. When a
+  channel fails, the other sends no further chunk (the one in flight is kept in the cache)
+  and the first error is raised once both have stopped. The result does not depend on
+  which channel finished first: segments in time order, texts in channel order.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ import logging
 import os
 import re
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +48,7 @@ from salesbot_poller.domain import Segment, Transcript
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.services.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.services.openai_errors import map_openai_error
+from salesbot_poller.services.openai_limit import RequestLimit
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +104,7 @@ class OpenAITranscriber:
         overlap_seconds: float = 2.0,
         upload_limit_bytes: int = UPLOAD_LIMIT_BYTES,
         work_dir: Path | None = None,
+        limit: RequestLimit | None = None,
     ) -> None:
         self._client = client
         self._model = model
@@ -105,6 +116,8 @@ class OpenAITranscriber:
         self._overlap = overlap_seconds
         self.upload_limit_bytes = upload_limit_bytes
         self._work_dir = work_dir
+        self.limit = limit
+        self._slot: AbstractContextManager[None] = limit if limit is not None else nullcontext()
 
     def transcribe(self, audio: Path) -> Transcript:
         stereo = probe(audio).channels >= 2
@@ -125,10 +138,7 @@ class OpenAITranscriber:
                 bitrate=self._bitrate,
             )
             cache = PieceCache(audio.with_name(audio.name + ".pieces.json"), f"{model}|{self._format}|{self._bitrate}")
-            tracks = [
-                [cache.get(chunk) or cache.put(self._send(chunk, model, spec)) for chunk in track]
-                for track in prepared.tracks
-            ]
+            tracks = self._send_tracks(prepared.tracks, cache, model, spec)
         segments: list[Segment] = []
         texts: list[str] = []
         for pieces in tracks:
@@ -149,6 +159,39 @@ class OpenAITranscriber:
             output_tokens=sum(p.output_tokens for p in all_pieces),
         )
 
+    def _send_tracks(
+        self, tracks: list[list[Chunk]], cache: PieceCache, model: str, spec: ModelSpec
+    ) -> list[list[Piece]]:
+        """Every track's pieces, in track order; the tracks side by side (see the contract)."""
+        if len(tracks) == 1:
+            return [[cache.get(chunk) or cache.put(self._send(chunk, model, spec)) for chunk in tracks[0]]]
+        errors: list[BaseException] = []  # in the order they happened
+        guard = threading.Lock()
+
+        def send_track(track: list[Chunk]) -> list[Piece]:
+            pieces: list[Piece] = []
+            try:
+                for chunk in track:
+                    if errors:  # the call fails anyway: pay for no more chunks
+                        break
+                    pieces.append(cache.get(chunk) or cache.put(self._send(chunk, model, spec)))
+            except BaseException as exc:
+                with guard:
+                    errors.append(exc)
+            return pieces
+
+        # Threads, not processes: a channel mostly waits for its HTTP answers. The first one
+        # runs on the calling thread (a worker would only wait), the others on threads named
+        # after it, so the log says which call a channel belongs to.
+        prefix = f"{threading.current_thread().name}-channel"
+        with ThreadPoolExecutor(len(tracks) - 1, thread_name_prefix=prefix) as others:
+            later = [others.submit(send_track, track) for track in tracks[1:]]
+            results = [send_track(tracks[0])]
+        results += [future.result() for future in later]  # send_track raises nothing: see errors
+        if errors:
+            raise errors[0]
+        return results
+
     def _send(self, chunk: Chunk, model: str, spec: ModelSpec) -> Piece:
         if chunk.size > self.upload_limit_bytes:  # the plan has headroom; this is a guard
             raise PermanentError(
@@ -159,7 +202,7 @@ class OpenAITranscriber:
         # An open file, not its bytes: the HTTP client streams it, so a 20 MB upload is not
         # held in memory twice (the SDK has retries off, so it never needs to rewind).
         try:
-            with chunk.path.open("rb") as handle:
+            with chunk.path.open("rb") as handle, self._slot:
                 result = self._client.audio.transcriptions.create(
                     file=(chunk.path.name, handle, _MIME[self._format]),
                     model=model,
@@ -177,10 +220,14 @@ class OpenAITranscriber:
 
 class PieceCache:
     """The chunks of a recording already transcribed, kept beside it until the whole call
-    is done: when chunk 3 of 5 fails, the next attempt does not pay for 1 and 2 again."""
+    is done: when chunk 3 of 5 fails, the next attempt does not pay for 1 and 2 again.
+    Thread-safe: the two channels of a call put their pieces at the same time."""
 
     def __init__(self, path: Path, settings: str) -> None:
         self._path = path
+        # One writer at a time: the dict must not change while it is serialised, and the
+        # two channels would write the same ".part" file.
+        self._lock = threading.Lock()
         self._settings = settings  # another model or format means other chunks
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -192,14 +239,15 @@ class PieceCache:
         return f"{self._settings}|{chunk.channel}|{chunk.index}|{chunk.offset:.3f}|{chunk.duration:.3f}"
 
     def get(self, chunk: Chunk) -> Piece | None:
-        raw = self._pieces.get(self._key(chunk))
+        with self._lock:
+            raw = self._pieces.get(self._key(chunk))
         if not isinstance(raw, dict):
             return None
         segments = [Segment(float(a), float(b), str(t), str(s)) for a, b, t, s in raw["segments"]]
         return Piece(chunk, raw["text"], segments, bool(raw["timed"]), int(raw["in"]), int(raw["out"]))
 
     def put(self, piece: Piece) -> Piece:
-        self._pieces[self._key(piece.chunk)] = {
+        entry = {
             "text": piece.text,
             "segments": [[s.start, s.end, s.text, s.speaker] for s in piece.segments],
             "timed": piece.timed,
@@ -207,12 +255,15 @@ class PieceCache:
             "out": piece.output_tokens,
         }
         part = self._path.with_name(self._path.name + ".part")
-        part.write_text(json.dumps(self._pieces, ensure_ascii=False), encoding="utf-8")
-        os.replace(part, self._path)
+        with self._lock:
+            self._pieces[self._key(piece.chunk)] = entry
+            part.write_text(json.dumps(self._pieces, ensure_ascii=False), encoding="utf-8")
+            os.replace(part, self._path)
         return piece
 
     def remove(self) -> None:
-        self._path.unlink(missing_ok=True)
+        with self._lock:
+            self._path.unlink(missing_ok=True)
 
 
 def parse_response(result: object, chunk: Chunk) -> Piece:

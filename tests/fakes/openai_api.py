@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import av
 
@@ -134,6 +135,10 @@ class FakeOpenAI(FakeServer):
       dict (sent as JSON content) or a str (sent verbatim, e.g. to test broken JSON);
       `finish_reason` is `chat_finish_reason` ("stop"); waits `chat_delay` seconds first.
     - `GET /v1/models`, `GET /v1/models/{id}`.
+    - Concurrency, measured here and not trusted from the client: `in_flight` transcription
+      and chat requests being answered right now, `max_in_flight` the most at any instant
+      (both from the moment the request is routed until its answer is ready); each
+      `transcriptions` record has `received` and `answered` (`time.monotonic()`).
     """
 
     def __init__(self, api_key: str = "sk-test-key") -> None:
@@ -151,15 +156,30 @@ class FakeOpenAI(FakeServer):
         self.chat_delay = 0.0
         self.chat_finish_reason = "stop"
         self._completion_seq = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= 1
 
     def route(self, req: RecordedRequest) -> Reply:
         if req.headers.get("authorization", "") != f"Bearer {self.api_key}":
             return error_reply(401, "Incorrect API key provided.", code="invalid_api_key")
         path = req.path.rstrip("/")
         if req.method == "POST" and path == "/v1/audio/transcriptions":
-            return self._transcribe(req)
+            with self._counted():
+                return self._transcribe(req)
         if req.method == "POST" and path == "/v1/chat/completions":
-            return self._chat(req)
+            with self._counted():
+                return self._chat(req)
         if req.method == "GET" and path == "/v1/models":
             return json_reply({"object": "list", "data": [self._model(m) for m in MODELS]})
         if req.method == "GET" and path.startswith("/v1/models/"):
@@ -205,15 +225,23 @@ class FakeOpenAI(FakeServer):
             return error_reply(413, f"Maximum content size limit ({self.max_upload_bytes}) exceeded "
                                f"({len(upload.data)} bytes read)", code="content_size_limit_exceeded")
         filename = upload.filename or "file"
+        record: JSON = {
+            "filename": filename, "size": len(upload.data),
+            "sha1": hashlib.sha1(upload.data).hexdigest(), "fields": dict(fields),
+            "content_type": upload.content_type, "received": time.monotonic(),
+        }
         with self.lock:
-            self.transcriptions.append({
-                "filename": filename, "size": len(upload.data),
-                "sha1": hashlib.sha1(upload.data).hexdigest(), "fields": dict(fields),
-                "content_type": upload.content_type,
-            })
+            self.transcriptions.append(record)
+        try:
+            return self._transcription(upload.data, filename, fields, model, fmt, diarize)
+        finally:
+            record["answered"] = time.monotonic()
+
+    def _transcription(self, data: bytes, filename: str, fields: dict[str, str], model: str,
+                       fmt: str, diarize: bool) -> Reply:
         if self.transcribe_delay:
             time.sleep(self.transcribe_delay)
-        duration = audio_duration(upload.data)
+        duration = audio_duration(data)
         if duration is None:
             return error_reply(400, UNDECODABLE)
         if model.startswith("gpt-4o") and duration > GPT4O_MAX_SECONDS:
@@ -225,8 +253,8 @@ class FakeOpenAI(FakeServer):
                                "when the input is longer than 30 seconds.",
                                param="chunking_strategy", code="invalid_value")
         if fmt == "diarized_json":
-            return json_reply(self._diarized(upload.data, filename, fields, duration))
-        text = self.transcribe_fn(upload.data, filename, fields)
+            return json_reply(self._diarized(data, filename, fields, duration))
+        text = self.transcribe_fn(data, filename, fields)
         usage: JSON
         if model.startswith(_JSON_ONLY_PREFIXES):
             audio_tokens = math.ceil(duration * 10)
@@ -243,7 +271,7 @@ class FakeOpenAI(FakeServer):
             return text_reply(self._subtitles(fmt, text, duration))
         if fmt == "json":
             return json_reply({"text": text, "usage": usage})
-        spans = (self.segments_fn(upload.data, filename, fields) if self.segments_fn
+        spans = (self.segments_fn(data, filename, fields) if self.segments_fn
                  else [(0.0, duration, text)])
         segments = [{"id": i, "seek": 0, "start": start, "end": end, "text": " " + words,
                      "tokens": [], "temperature": 0.0, "avg_logprob": -0.2,
