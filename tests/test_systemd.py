@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,6 +60,19 @@ def test_without_notify_socket_it_is_a_no_op_and_a_dead_socket_never_raises(tmp_
     assert SystemdNotifier.from_environ({}).notify("READY=1") is False
     gone = SystemdNotifier.from_environ({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
     assert gone.notify("READY=1") is False and gone.notify("READY=1") is False
+
+
+def test_a_listener_that_does_not_read_never_blocks_notify(notify_socket: tuple[socket.socket, str]) -> None:
+    _, path = notify_socket  # bound, never read: its queue fills up after a few datagrams
+    notifier = SystemdNotifier.from_environ({"NOTIFY_SOCKET": path})
+    sent: list[bool] = []
+    # 10 fit the queue (net.unix.max_dgram_qlen), 3 more must each give up after SEND_TIMEOUT.
+    sender = threading.Thread(target=lambda: sent.extend(notifier.notify(f"STATUS={n}") for n in range(13)))
+    sender.daemon = True  # without the timeout it would block for ever
+    sender.start()
+    sender.join(timeout=20)
+    assert not sender.is_alive(), "notify waited for a listener that does not read"
+    assert sent[0] and sent[-1] is False, "the first datagrams are queued, the ones over the queue are dropped"
 
 
 def test_watchdog_interval_only_for_this_process() -> None:

@@ -6,7 +6,8 @@ Contract:
   `NOTIFY_SOCKET` (not started by systemd, or `Type=simple`) every method is a no-op.
 - `notify("READY=1", ...)` sends one datagram of newline-separated assignments and returns
   whether it was sent. It never raises: the poller keeps working if systemd cannot be told;
-  the first failure is logged as a warning, later ones at debug level.
+  the first failure is logged as a warning, later ones at debug level. It never waits more
+  than `SEND_TIMEOUT` for a listener whose queue is full: the daemon must still stop.
 - `watchdog_seconds` is the interval systemd expects pings within (None without a watchdog
   for this process); ping at least twice per interval.
 
@@ -22,6 +23,12 @@ import socket
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
+
+# A datagram socket's queue holds a few messages (net.unix.max_dgram_qlen, 10 by default);
+# once it is full, sendto waits until the listener reads. systemd reads at once, so waiting
+# longer than this means it is stuck, and the daemon (which notifies under a lock, and once
+# more as it stops) would be stuck with it.
+SEND_TIMEOUT = 1.0
 
 
 class SystemdNotifier:
@@ -55,6 +62,7 @@ class SystemdNotifier:
         message = "\n".join(assignments).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(SEND_TIMEOUT)
                 sock.sendto(message, target)
         except OSError as exc:
             level = logging.DEBUG if self._warned else logging.WARNING
