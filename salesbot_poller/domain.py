@@ -45,9 +45,13 @@ class Stage(StrEnum):
     MISSED_ALERTED = "missed_alerted"  # missed-call alert accepted by Telegram
     SKIPPED = "skipped"  # nothing to do (too short, unanswered outgoing, ...): see skip_reason
     FAILED = "failed"  # gave up: see last_error
+    # An unexpected error (data we cannot handle, or a bug): set aside at once, not retried by
+    # itself (it would fail the same way every cycle); `retry` takes it back. See last_error.
+    QUARANTINED = "quarantined"
 
 
-TERMINAL_STAGES = frozenset({Stage.NOTIFIED, Stage.MISSED_ALERTED, Stage.SKIPPED, Stage.FAILED})
+TERMINAL_STAGES = frozenset({Stage.NOTIFIED, Stage.MISSED_ALERTED, Stage.SKIPPED, Stage.FAILED, Stage.QUARANTINED})
+SET_ASIDE_STAGES = (Stage.FAILED, Stage.QUARANTINED)  # what `retry` takes back
 
 
 @dataclass(frozen=True)

@@ -289,32 +289,45 @@ class Store:
         """
         new_calls = 0
         new_malformed = []
+        malformed = list(malformed)
         with self.db.atomic():
             for event in events:
-                inserted = (
-                    SeenEvent.insert(event_id=event.event_id, created_at=event.created_at, seen_at=now)
-                    .on_conflict_ignore()
-                    .as_rowcount()
-                    .execute()
-                )
-                if inserted:
-                    Call.create(
-                        event_id=event.event_id,
-                        direction=event.direction,
-                        entity_type=event.entity_type,
-                        entity_id=event.entity_id,
-                        note_id=event.note_id,
-                        event_created_at=event.created_at,
-                        first_seen_at=now,
-                        updated_at=now,
-                    )
-                    new_calls += 1
+                try:
+                    with self.db.atomic():  # a savepoint: one event that cannot be stored is set aside
+                        new_calls += self._record_event(event, now)
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    raise  # the database, not the event: the whole window waits
+                except Exception as exc:  # confined to this event, with its reason
+                    reason = f"quarantined: could not be stored ({type(exc).__name__}: {str(exc)[:200]})"
+                    malformed.append((event.event_id, reason))
             for event_id, reason in malformed:
                 query = SeenEvent.insert(event_id=event_id, seen_at=now, error=reason).on_conflict_ignore()
                 if query.as_rowcount().execute():
                     new_malformed.append((event_id, reason))
             self.set_state(CURSOR_KEY, str(until))
         return new_calls, new_malformed
+
+    def _record_event(self, event: CallEvent, now: int) -> int:
+        """Record one event and its call; 1 if it is new."""
+        inserted = (
+            SeenEvent.insert(event_id=event.event_id, created_at=event.created_at, seen_at=now)
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )
+        if not inserted:
+            return 0
+        Call.create(
+            event_id=event.event_id,
+            direction=event.direction,
+            entity_type=event.entity_type,
+            entity_id=event.entity_id,
+            note_id=event.note_id,
+            event_created_at=event.created_at,
+            first_seen_at=now,
+            updated_at=now,
+        )
+        return 1
 
     # --- calls ------------------------------------------------------------------------
 
@@ -545,10 +558,17 @@ class Store:
     def find_call(self, call_id: int) -> Call | None:
         return Call.get_or_none(Call.id == call_id)
 
-    def failed_calls(self) -> list[Call]:
-        """Every `failed` call, most recent failure first."""
-        query = Call.select().where(Call.stage == Stage.FAILED.value).order_by(Call.updated_at.desc(), Call.id.desc())
+    def failed_calls(self, stages: Iterable[Stage] = (Stage.FAILED,)) -> list[Call]:
+        """Every call at one of `stages` (`failed`, by default), most recent first."""
+        wanted = [stage.value for stage in stages]
+        query = Call.select().where(Call.stage.in_(wanted)).order_by(Call.updated_at.desc(), Call.id.desc())
         return list(query)
+
+    def set_aside_events(self, limit: int = 5) -> tuple[int, list[SeenEvent]]:
+        """How many events were set aside (malformed, or quarantined), and the latest `limit`."""
+        query = SeenEvent.select().where(SeenEvent.error.is_null(False))
+        latest = query.order_by(SeenEvent.seen_at.desc(), SeenEvent.event_id).limit(limit)
+        return query.count(), list(latest)
 
     def requeue(self, call: Call, stage: Stage, now: int) -> None:
         """Put a failed call back at `stage`, due now, with a fresh attempt count and 24 h."""

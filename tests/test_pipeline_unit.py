@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from salesbot_poller.cli import commands
 from salesbot_poller.domain import CallEvent, CallNote, Stage
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.pipeline.context import App
@@ -138,9 +139,13 @@ def test_a_crash_after_transcription_never_pays_for_it_again(app: App, rig: Rig)
     source.add(event(1), note(101))
     analyzer.failures = [RuntimeError("boom")]
 
-    run_once(app, at(0))
-    assert calls()[0].stage == "transcribed" and "RuntimeError" in (calls()[0].last_error or "")
+    run_once(app, at(0))  # an unexpected error: the call is set aside, not retried by itself
+    assert calls()[0].stage == "quarantined" and "RuntimeError" in (calls()[0].last_error or "")
     run_once(app, at(5))
+    assert calls()[0].stage == "quarantined" and len(analyzer.calls) == 1
+    assert commands.retry(app.store, [calls()[0].id], False, ts(6), lambda line: None)
+    assert calls()[0].stage == "transcribed"  # the stored transcript is reused
+    run_once(app, at(6))
     assert calls()[0].stage == "notified"
     assert len(transcriber.calls) == 1 and len(analyzer.calls) == 2
 

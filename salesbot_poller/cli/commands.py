@@ -12,8 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from salesbot_poller.config import Config
-from salesbot_poller.domain import Stage
+from salesbot_poller.domain import SET_ASIDE_STAGES, Stage
 from salesbot_poller.pipeline import usage
+from salesbot_poller.pipeline.health import RESTART_AFTER, failing_record
 from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import Call, Store
@@ -55,6 +56,17 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
         out(f"  {counters}")
     else:
         out("last cycle: never")
+    failing = failing_record(store)
+    if failing:
+        out(
+            f"FAILING: {failing['count']} cycle(s) in a row since {when_text(failing['since'])}, "
+            f"the last at {when_text(failing['at'])}: {failing['error']}"
+            + (
+                " (the watchdog is no longer fed: systemd restarts the service)"
+                if failing["count"] >= RESTART_AFTER
+                else ""
+            )
+        )
     out(f"cursor: {when_text(store.cursor())}")
     moment = int(time.time()) if now is None else now
     try:  # a 403 (or a long Retry-After) pauses amoCRM; the admin should see until when, and why
@@ -72,38 +84,45 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
     if config is not None:
         for line in usage.status_lines(store, config.openai, moment):
             out(line)
-    failed = store.failed_calls()
-    out(f"failed calls: {len(failed)}" + (" (`salesbot-poller retry --failed` puts them back)" if failed else ""))
-    for call in failed[:FAILED_SHOWN]:
-        out(f"  {_failure_line(store, call)}")
-    if len(failed) > FAILED_SHOWN:
-        out(f"  ... and {len(failed) - FAILED_SHOWN} more")
+    for stage, title in ((Stage.FAILED, "failed calls"), (Stage.QUARANTINED, "quarantined calls")):
+        failed = store.failed_calls((stage,))
+        out(f"{title}: {len(failed)}" + (" (`salesbot-poller retry --failed` puts them back)" if failed else ""))
+        for call in failed[:FAILED_SHOWN]:
+            out(f"  {_failure_line(store, call)}")
+        if len(failed) > FAILED_SHOWN:
+            out(f"  ... and {len(failed) - FAILED_SHOWN} more")
+    count, events = store.set_aside_events()
+    out(f"events set aside: {count}" + (" (malformed, or could not be stored; the latest:)" if count else ""))
+    for event in events:
+        out(f"  event {event.event_id} at {when_text(event.seen_at)}: {event.error}")
 
 
 FAILED_SHOWN = 20
 
 
 def _failure_line(store: Store, call: Call) -> str:
+    what = "quarantined" if call.stage == Stage.QUARANTINED else "failed"
     return (
         f"call {call.id} ({call.entity_type}/{call.entity_id}), reached {store.resume_stage(call).value}, "
-        f"failed {when_text(call.updated_at)} after {call.attempts} attempt(s): {call.last_error}"
+        f"{what} {when_text(call.updated_at)} after {call.attempts} attempt(s): {call.last_error}"
     )
 
 
 def retry(store: Store, call_ids: list[int], all_failed: bool, now: int, out: Callable[[str], None]) -> bool:
-    """Put failed calls back at the stage they reached; False if any id is unknown or not failed.
+    """Put failed (or quarantined) calls back at the stage they reached; False if any id is
+    unknown or not failed.
 
     A call resumes from its last stored artifact (`Store.resume_stage`): a transcription or
     analysis that succeeded is never paid for again. Attempts and the 24 h window restart.
     """
     ok = True
-    calls: list[Call] = store.failed_calls()[::-1] if all_failed else []
+    calls: list[Call] = store.failed_calls(SET_ASIDE_STAGES)[::-1] if all_failed else []
     for call_id in call_ids:
         call = store.find_call(call_id)
         if call is None:
             out(f"call {call_id}: no such call (see `salesbot-poller status`)")
             ok = False
-        elif call.stage != Stage.FAILED:
+        elif call.stage not in SET_ASIDE_STAGES:
             out(f"call {call_id}: not failed (stage {call.stage}): nothing to retry")
             ok = False
         elif all(c.id != call.id for c in calls):

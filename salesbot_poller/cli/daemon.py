@@ -15,6 +15,9 @@ Contract:
   each intake pass and from the main thread every third of `WatchdogSec` while the lanes make
   progress (a stage committed, or a lane asked whether to stop, within `STALL_SECONDS`),
   STOPPING=1 at stop. A lane stuck longer than that stops the pings and systemd restarts us.
+- An intake pass that fails as a whole (a bug, the database) is logged once per distinct error
+  (`health`); after `health.RESTART_AFTER` such passes in a row the watchdog is no longer fed,
+  so systemd restarts the service.
 - After a fatal error (a revoked token, an unknown Telegram chat) in either lane both lanes
   pause for `FATAL_PAUSE_SECONDS`. The error is logged at ERROR once, with its fix; while it
   persists each repeat is a one-line warning.
@@ -39,7 +42,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from salesbot_poller.cli.sdnotify import SystemdNotifier
 from salesbot_poller.errors import FatalError
 from salesbot_poller.pipeline.context import App, Tally
-from salesbot_poller.pipeline.lanes import intake, work_next, worker_name
+from salesbot_poller.pipeline.lanes import CycleFailed, intake, work_next, worker_name
 from salesbot_poller.pipeline.recovery import sweep_audio
 
 log = logging.getLogger(__name__)
@@ -170,8 +173,9 @@ class Daemon:
             )
         except FatalError as exc:
             self._pause_for(exc, now)
-        except peewee.PeeweeException as exc:
-            log.error("cycle stopped: database error: %s", exc)
+        except (CycleFailed, peewee.PeeweeException):  # recorded, counted and logged by `App.health`
+            failing = self.app.health.count
+            self.tell_systemd(f"STATUS=failing: {failing} cycle(s) in a row: {self.app.health.last_error or ''}"[:250])
         finally:
             self.progress.end()
 
@@ -196,6 +200,10 @@ class Daemon:
                     log.error(
                         "worker %s: database error: %s; it looks again in %d s", worker, exc, DATABASE_PAUSE_SECONDS
                     )
+                    self.stop.wait(DATABASE_PAUSE_SECONDS)
+                    continue
+                except Exception as exc:  # outside any one call (claiming, releasing): the lane goes on
+                    self.app.health.failed(self.app.store, int(now.timestamp()), exc)
                     self.stop.wait(DATABASE_PAUSE_SECONDS)
                     continue
                 finally:
@@ -265,10 +273,11 @@ class Daemon:
         ping_every = self.systemd.watchdog_seconds / 3 if self.systemd.watchdog_seconds else IDLE_PING_SECONDS
         stalled = False
         while not self.stop.wait(timeout=ping_every):
-            healthy = self.progress.healthy()
+            # Cycles failing again and again: a restart may clear what a running process cannot.
+            healthy = self.progress.healthy() and not self.app.health.restart_due
             if healthy and self.systemd.watchdog_seconds:
                 self.tell_systemd("WATCHDOG=1")
-            elif not healthy and not stalled:
+            elif not healthy and not stalled and not self.app.health.restart_due:  # health logs its own
                 log.error(
                     "a lane made no progress for %d s: no more watchdog pings (systemd restarts us)", STALL_SECONDS
                 )

@@ -154,14 +154,18 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
             return EXIT_OK if check(config, store, utc_now, out) else EXIT_CHECK_FAILED
         from salesbot_poller.app import build_app
         from salesbot_poller.cli.daemon import run_daemon
-        from salesbot_poller.pipeline.lanes import run_once
+        from salesbot_poller.pipeline.lanes import CycleFailed, run_once
         from salesbot_poller.pipeline.recovery import exclusive
 
         dry_run = bool(getattr(args, "dry_run", False))
         app = build_app(config, utc_now, store, dry_run=out if dry_run else None)
         with exclusive(config.storage.database):  # one process works the calls at a time
             if command == "once":
-                run_once(app, utc_now())
+                try:
+                    run_once(app, utc_now())
+                except CycleFailed as exc:  # logged with its traceback; `status` shows it
+                    _err(f"cycle failed: {redact(str(exc), secrets)} (`salesbot-poller status` shows it)")
+                    return EXIT_CHECK_FAILED
                 return EXIT_OK
             return run_daemon(app, utc_now)
     finally:

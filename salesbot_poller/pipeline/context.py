@@ -39,6 +39,7 @@ from salesbot_poller.domain import (
     Transcriber,
 )
 from salesbot_poller.errors import Busy, TransientError
+from salesbot_poller.pipeline.health import CycleHealth
 from salesbot_poller.pipeline.usage import BudgetGate
 from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Call, Store
@@ -72,6 +73,7 @@ class App:
     # Telegram's own limits per chat, shared by every thread of the process.
     pacer: ChatPacer = field(default_factory=ChatPacer)
     budget: BudgetGate = field(default_factory=BudgetGate)  # the daily OpenAI budget, for every worker
+    health: CycleHealth = field(default_factory=CycleHealth)  # cycles failing as a whole, in a row
 
 
 COUNTERS = ("events", "new", "transcribed", "analysed", "notified", "alerted", "skipped", "deferred", "failed")
@@ -148,6 +150,20 @@ class Cycle:
             call.entity_type,
             call.entity_id,
             self.app.store.resume_stage(call).value,
+            error,
+            call.id,
+        )
+
+    def quarantine(self, call: Call, error: str) -> None:
+        """Set `call` aside after an unexpected error: kept, listed by `status`, never retried
+        by itself (it would fail the same way every cycle); `retry` takes it back."""
+        self.app.store.update(call, self.now, stage=Stage.QUARANTINED, last_error=error, attempts=call.attempts + 1)
+        self.failed += 1
+        log.error(
+            "call %d (%s/%d) quarantined: %s; `salesbot-poller retry %d` takes it back once the cause is fixed",
+            call.id,
+            call.entity_type,
+            call.entity_id,
             error,
             call.id,
         )

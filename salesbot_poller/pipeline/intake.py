@@ -11,6 +11,9 @@ Contract:
 - Once amoCRM has failed in a cycle (the poll, or a notes request, after the client's own
   bounded retries), no further amoCRM request is made in that cycle: the due calls wait,
   untouched, for the next one. A `FatalError` propagates and no call is marked anything.
+- An unexpected error while classifying or storing one call's note is confined to that call:
+  it is quarantined with its reason (`Cycle.quarantine`); an event that cannot be stored is
+  set aside with its reason (`Store.record_window`). Database errors propagate.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 
+import peewee
+
 from salesbot_poller.domain import MANAGER_UNKNOWN, CallNote, Stage, answered
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
 from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.health import describe
 from salesbot_poller.store import Call
 
 log = logging.getLogger(__name__)
@@ -122,12 +128,16 @@ def resolve_new(app: App, cycle: Cycle) -> None:
         resolved: list[tuple[Call, CallNote, Stage, str | None]] = []
         for call in calls:
             note = notes.get(call.note_id)
-            if not isinstance(note, CallNote):
-                problem = note or "not found (deleted?)"
-                cycle.defer(call, f"note {call.note_id} on {entity_type}/{call.entity_id}: {problem}")
+            if isinstance(note, CallNote):
+                try:
+                    stage, reason = classify(call.direction, note, app.config.poller.min_duration_seconds)
+                except Exception as exc:  # a note our rules cannot read: this call only
+                    cycle.quarantine(call, f"classifying its note failed: {describe(exc)}")
+                    continue
+                resolved.append((call, note, stage, reason))
                 continue
-            stage, reason = classify(call.direction, note, app.config.poller.min_duration_seconds)
-            resolved.append((call, note, stage, reason))
+            problem = note or "not found (deleted?)"
+            cycle.defer(call, f"note {call.note_id} on {entity_type}/{call.entity_id}: {problem}")
         # A call still waiting for its link gets its names when the link is there.
         wanted = sorted({c.entity_id for c, _, stage, _ in resolved if stage not in (Stage.SKIPPED, Stage.NEW)})
         entity_names: dict[int, str] = {}
@@ -136,7 +146,12 @@ def resolve_new(app: App, cycle: Cycle) -> None:
             entity_names = names.lookup(partial(app.source.entity_names, entity_type, wanted), f"{entity_type} names")
             users = names.lookup(app.source.user_names, "user names")
         for call, note, stage, reason in resolved:
-            _store_note(app, cycle, call, note, stage, reason, users, entity_names)
+            try:
+                _store_note(app, cycle, call, note, stage, reason, users, entity_names)
+            except (FatalError, peewee.OperationalError, peewee.InterfaceError):
+                raise  # the database or the account, not this call
+            except Exception as exc:  # confined to this call: the others are stored
+                cycle.quarantine(call, f"storing its note failed: {describe(exc)}")
 
 
 def _store_note(

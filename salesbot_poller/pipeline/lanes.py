@@ -13,8 +13,12 @@ Contract:
   due (what `once` does between its intake pass and its follow-ups).
 - `run_once(app, now)`: intake, drain, then follow-ups and digest: one whole cycle.
 - A failure of one call never stops the others: transient failures push it back (`Cycle.defer`),
-  permanent ones fail it. `FatalError` (credentials, account, chat) and database errors
-  propagate, and no call is marked anything because of them.
+  permanent ones fail it, unexpected ones quarantine it (`Cycle.quarantine`). `FatalError`
+  (credentials, account, chat) and database errors propagate, and no call is marked anything
+  because of them.
+- A pass (`intake`, `run_once`) that fails as a whole is recorded for `status`, counted in
+  `App.health` (see `health`) and raised as `CycleFailed`; `FatalError` and database errors
+  are raised as they came.
 - `should_stop()` is asked before each call and between stages: once it says yes, no new
   stage starts.
 """
@@ -26,7 +30,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 
 import peewee
@@ -35,6 +40,7 @@ from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline import digest, followup
 from salesbot_poller.pipeline.context import App, Cycle, Tally
+from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
 from salesbot_poller.pipeline.recovery import sweep_audio
 from salesbot_poller.pipeline.stages import advance
@@ -71,9 +77,9 @@ def work_on(app: App, cycle: Cycle, call: Call, should_stop: Stop, *, urgent: bo
         # An SDK that hands a service's broken JSON through unmapped: the service's fault,
         # worth another try later, and no traceback for it.
         cycle.defer(call, f"stage {call.stage}: the service answered malformed JSON")
-    except Exception as exc:  # a bug must not lose the call: keep it, with backoff
-        log.exception("call %d: unexpected error", call.id)
-        cycle.defer(call, f"unexpected {type(exc).__name__}: {exc}")
+    except Exception as exc:  # a bug or data we cannot handle: this call only, kept for `retry`
+        log.debug("call %d: unexpected error", call.id, exc_info=True)
+        cycle.quarantine(call, f"unexpected error at stage {call.stage}: {describe(exc)}")
 
 
 def send_alerts(app: App, cycle: Cycle, should_stop: Stop, patience: float = INTAKE_PATIENCE) -> None:
@@ -104,17 +110,39 @@ def intake_steps(
         digest.run(app, cycle)  # the daily digest, once its hour has come
 
 
+class CycleFailed(Exception):
+    """The cycle failed as a whole (recorded, logged and counted by `App.health`)."""
+
+
 def intake(app: App, now: int, should_stop: Stop = _never, tally: Tally | None = None) -> Cycle:
-    """One pass of the intake lane, recorded for `status`; see the module contract."""
+    """One pass of the intake lane, recorded for `status`; see the module contract.
+
+    Raises `FatalError` as it came, and `CycleFailed` for any other error that escaped the
+    pass (after counting it in `app.health`)."""
     started = time.monotonic()
     cycle = Cycle(app=app, now=now)
-    try:
+    with _recorded(app, cycle, tally, started):
         intake_steps(app, cycle, should_stop)
+    return cycle
+
+
+@contextmanager
+def _recorded(app: App, cycle: Cycle, tally: Tally | None, started: float) -> Iterator[None]:
+    """Record the cycle for `status` however it ends; an unexpected error becomes `CycleFailed`."""
+    try:
+        yield
     except FatalError as exc:
         _finish(app, cycle, tally, started, str(exc))
         raise
+    except Exception as exc:
+        app.health.failed(app.store, cycle.now, exc)
+        with suppress(peewee.PeeweeException):  # the database may be what failed
+            _finish(app, cycle, tally, started, f"cycle failed: {describe(exc)}")
+        if isinstance(exc, peewee.PeeweeException):
+            raise  # callers tell a database error apart (`once` exits 3 for it)
+        raise CycleFailed(describe(exc)) from exc
+    app.health.succeeded(app.store)
     _finish(app, cycle, tally, started, cycle.poll_error)
-    return cycle
 
 
 def _finish(app: App, cycle: Cycle, tally: Tally | None, started: float, error: str | None) -> None:
@@ -246,14 +274,10 @@ def run_once(app: App, now: datetime, should_stop: Stop = _never, workers: int |
     app.store.release_all_claims()
     tally = Tally()
     cycle = Cycle(app=app, now=moment)
-    try:
+    with _recorded(app, cycle, tally, started):
         intake_steps(app, cycle, should_stop, follow_ups=False, patience=ONCE_PATIENCE)
         drain(app, moment, workers or app.config.poller.workers, should_stop, tally)
         if not should_stop():
             followup.run(app, cycle)
             digest.run(app, cycle)
-    except FatalError as exc:
-        _finish(app, cycle, tally, started, str(exc))
-        raise
-    _finish(app, cycle, tally, started, cycle.poll_error)
     return cycle

@@ -62,11 +62,7 @@ def plan_call(
     cards: list[tuple[Destination | None, str]] = [(home, own)]
     threshold = config.telegram.alert_below_score
     alert = alert_destination(config)
-    if (
-        analysis.score is not None
-        and analysis.score < threshold
-        and not _same(alert, home, config.telegram.chat_id)
-    ):
+    if analysis.score is not None and analysis.score < threshold and not _same(alert, home, config.telegram.chat_id):
         key = f"call:{call.id}:card:{_where(alert)}"
         plans.append(Planned(key, "card_alert", alert, {"parts": parts}))
         cards.append((alert, key))

@@ -32,7 +32,14 @@ import tenacity
 from salesbot_poller.domain import CallEvent, CallNote, EventBatch
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.services.amocrm_auth import REAUTHORISE, TokenSource
-from salesbot_poller.services.amocrm_parse import CALL_EVENT_TYPES, parse_event, parse_note
+from salesbot_poller.services.amocrm_parse import (
+    CALL_EVENT_TYPES,
+    MAX_ID,
+    clean_text,
+    event_ref,
+    parse_event,
+    parse_note,
+)
 from salesbot_poller.services.retry import bounded_retry
 from salesbot_poller.services.throttle import AmoPause, RateLimiter
 
@@ -116,6 +123,10 @@ def id_batches(ids: list[int]) -> Iterator[list[tuple[str, Any]]]:
         size += cost
     if batch:
         yield batch
+
+
+def _usable_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 class _NotProcessed(TransientError):
@@ -220,6 +231,8 @@ class AmoClient:
                 body = response.json()
             except ValueError:
                 raise TransientError(f"{what}: answer is not JSON") from None
+            except RecursionError:  # a hostile or broken page nested deeper than any parser goes
+                raise TransientError(f"{what}: answer is JSON nested too deep to read") from None
             if not isinstance(body, dict):
                 raise TransientError(f"{what}: answer is not a JSON object")
             return body
@@ -280,8 +293,7 @@ class AmoClient:
             try:
                 event = parse_event(raw)
             except ValueError as exc:
-                raw_id = raw.get("id") if isinstance(raw, dict) else None
-                malformed.append((str(raw_id or f"unknown-{len(malformed)}"), str(exc)))
+                malformed.append((event_ref(raw, len(malformed)), str(exc)))
                 continue
             events.setdefault(event.event_id, event)
         return EventBatch(sorted(events.values(), key=lambda e: (e.created_at, e.event_id)), malformed)
@@ -297,7 +309,7 @@ class AmoClient:
                 try:
                     note = parse_note(raw)
                 except ValueError as exc:
-                    if isinstance(raw, dict) and isinstance(raw.get("id"), int):
+                    if isinstance(raw, dict) and _usable_id(raw.get("id")):
                         found[raw["id"]] = str(exc)
                     continue
                 found[note.note_id] = note
@@ -313,7 +325,8 @@ class AmoClient:
         except AmoForbidden:
             log.info("amoCRM users list is admin-only (403): managers are shown by id")
             users = []
-        self._users = {u["id"]: str(u.get("name") or u["id"]) for u in users if isinstance(u, dict) and "id" in u}
+        usable = [u for u in users if isinstance(u, dict) and _usable_id(u.get("id"))]
+        self._users = {u["id"]: clean_text(u.get("name") or u["id"]) for u in usable}
         self._users_at = now
         return self._users
 
@@ -324,8 +337,8 @@ class AmoClient:
             with _one_entity_type(entity_type):
                 pages = list(self._pages(f"/api/v4/{entity_type}", params, entity_type))
             for raw in pages:
-                if isinstance(raw, dict) and isinstance(raw.get("id"), int):
-                    names[raw["id"]] = str(raw.get("name") or "")
+                if isinstance(raw, dict) and _usable_id(raw.get("id")):
+                    names[raw["id"]] = clean_text(raw.get("name") or "")
         return names
 
     def entity_url(self, entity_type: str, entity_id: int) -> str:

@@ -1,15 +1,58 @@
 """Parsing amoCRM's call events and call notes into typed values.
 
-Malformed input never raises anything but `ValueError`, whose text names the bad field.
+Malformed input never raises anything but `ValueError`, whose text names the bad field (and
+is short: a hostile value is shown cut). What comes out is safe to store and to show:
+- integers are within the range their field can have (ids fit SQLite's 64-bit INTEGER, a
+  duration is at most a week, a call status is a small number);
+- texts have no lone surrogates (a JSON `\\ud800` that no encoder can write) and no control
+  characters but tab and newline.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from salesbot_poller.domain import ENTITY_PLURAL, CallEvent, CallNote, Direction
 
 CALL_EVENT_TYPES: dict[str, Direction] = {"incoming_call": "in", "outgoing_call": "out"}
+
+MAX_ID = 2**63 - 1  # SQLite's INTEGER, and amoCRM's ids are far below it
+MAX_DURATION = 7 * 24 * 3600  # no call lasts a week: more is a corrupt note
+MAX_STATUS = 1000  # amoCRM's call_status is 1..7
+MAX_EVENT_ID = 64  # amoCRM's event ids are 26-character ULIDs
+SHOWN = 60  # how much of a bad value an error text shows
+_UNSAFE = re.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(value: Any) -> str:
+    """`value` as text that any encoder and database can take: lone surrogates become U+FFFD,
+    control characters (but tab and newline) are dropped."""
+    text = value if isinstance(value, str) else str(value)
+    return _UNSAFE.sub(lambda m: "\ufffd" if "\ud800" <= m.group() <= "\udfff" else "", text)
+
+
+def shown(value: Any) -> str:
+    """A bad value as an error text may show it: `repr`, cleaned, cut."""
+    text = clean_text(repr(value))
+    return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+
+
+def bounded_int(value: Any, field: str, high: int = MAX_ID) -> int:
+    """A JSON integer in 0..`high`; ValueError naming `field` otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"field '{field}' is missing or not an integer")
+    if not 0 <= value <= high:
+        raise ValueError(f"field '{field}' is {shown(value)}, out of range (0..{high})")
+    return value
+
+
+def event_ref(raw: Any, index: int) -> str:
+    """The id under which a malformed event is recorded: its own when usable, else a stand-in."""
+    raw_id = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(raw_id, str) and raw_id and len(raw_id) <= MAX_EVENT_ID:
+        return clean_text(raw_id)
+    return f"unknown-{index}"
 
 
 def parse_event(raw: Any) -> CallEvent:
@@ -19,54 +62,64 @@ def parse_event(raw: Any) -> CallEvent:
     event_id = raw.get("id")
     if not isinstance(event_id, str) or not event_id:
         raise ValueError("field 'id' is missing or not a string")
-    direction = CALL_EVENT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
+    if len(event_id) > MAX_EVENT_ID or clean_text(event_id) != event_id:
+        raise ValueError(f"field 'id' is {shown(event_id)}, not an event id")
+    event_type = raw.get("type")
+    direction = CALL_EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
     if direction is None:
-        raise ValueError(f"field 'type' is {raw.get('type')!r}, not a call event")
-    plural = ENTITY_PLURAL.get(raw.get("entity_type"))  # type: ignore[arg-type]
+        raise ValueError(f"field 'type' is {shown(event_type)}, not a call event")
+    entity_type = raw.get("entity_type")
+    plural = ENTITY_PLURAL.get(entity_type) if isinstance(entity_type, str) else None
     if plural is None:
-        raise ValueError(f"field 'entity_type' is {raw.get('entity_type')!r}")
-    entity_id, created_at = raw.get("entity_id"), raw.get("created_at")
-    if not isinstance(entity_id, int) or isinstance(entity_id, bool):
-        raise ValueError("field 'entity_id' is missing or not an integer")
-    if not isinstance(created_at, int) or isinstance(created_at, bool):
-        raise ValueError("field 'created_at' is missing or not an integer")
+        raise ValueError(f"field 'entity_type' is {shown(entity_type)}")
+    entity_id = bounded_int(raw.get("entity_id"), "entity_id")
+    created_at = bounded_int(raw.get("created_at"), "created_at")
     try:
         note_id = raw["value_after"][0]["note"]["id"]
     except (KeyError, IndexError, TypeError):
         raise ValueError("field 'value_after[0].note.id' is missing") from None
-    if not isinstance(note_id, int) or isinstance(note_id, bool):
-        raise ValueError("field 'value_after[0].note.id' is not an integer")
+    note_id = bounded_int(note_id, "value_after[0].note.id")
     return CallEvent(event_id, direction, plural, entity_id, note_id, created_at)
 
 
-def _optional_int(value: Any, field: str) -> int | None:
+def _optional_int(value: Any, field: str, high: int = MAX_ID) -> int | None:
     if value is None or value == "":
         return None
+    if isinstance(value, bool):
+        raise ValueError(f"field '{field}' is {shown(value)}, not a number")
     try:
-        return int(value)
+        number = int(value) if isinstance(value, int) else int(str(value).strip()[:40])
     except (TypeError, ValueError):
-        raise ValueError(f"field 'params.{field}' is {value!r}, not a number") from None
+        raise ValueError(f"field '{field}' is {shown(value)}, not a number") from None
+    if not 0 <= number <= high:
+        raise ValueError(f"field '{field}' is {shown(value)}, out of range (0..{high})")
+    return number
+
+
+def _optional_text(value: Any) -> str:
+    return "" if value is None else clean_text(value).strip()
 
 
 def parse_note(raw: Any) -> CallNote:
     """Validate one raw call note; raise ValueError naming the bad field."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
-        raise ValueError("note has no integer 'id'")
+    if not isinstance(raw, dict):
+        raise ValueError("note is not an object")
+    note_id = bounded_int(raw.get("id"), "id")
     if raw.get("note_type") not in ("call_in", "call_out"):
-        raise ValueError(f"field 'note_type' is {raw.get('note_type')!r}, not call_in/call_out")
+        raise ValueError(f"field 'note_type' is {shown(raw.get('note_type'))}, not call_in/call_out")
     params = raw.get("params")
     if not isinstance(params, dict):
         raise ValueError("field 'params' is missing")
-    duration = _optional_int(params.get("duration"), "duration")
-    link = params.get("link")
-    responsible = params.get("call_responsible")
+    duration = _optional_int(params.get("duration"), "params.duration", MAX_DURATION)
+    link = _optional_text(params.get("link")) if isinstance(params.get("link"), str) else ""
+    responsible = _optional_text(params.get("call_responsible"))
     return CallNote(
-        note_id=raw["id"],
+        note_id=note_id,
         duration=duration or 0,
-        phone=str(params.get("phone") or ""),
-        link=link.strip() if isinstance(link, str) and link.strip() else None,
-        call_status=_optional_int(params.get("call_status"), "call_status"),
-        source=str(params.get("source") or ""),
+        phone=_optional_text(params.get("phone")),
+        link=link or None,
+        call_status=_optional_int(params.get("call_status"), "params.call_status", MAX_STATUS),
+        source=_optional_text(params.get("source")),
         responsible_user_id=_optional_int(raw.get("responsible_user_id"), "responsible_user_id"),
-        call_responsible=None if responsible in (None, "") else str(responsible),
+        call_responsible=responsible or None,
     )
