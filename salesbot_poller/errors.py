@@ -31,6 +31,11 @@ class Busy(TransientError):
     the call is put off by `retry_after` seconds without counting a failed attempt."""
 
 
+class Unreadable(TransientError):
+    """An answer that cannot be read at all (JSON nested past any parser's depth): asking again
+    at once gets the same answer, so it is not retried within the cycle; a later one tries."""
+
+
 class PermanentError(SalesbotError):
     """This call cannot succeed; retrying it would only repeat the failure."""
 

@@ -30,7 +30,7 @@ import requests
 import tenacity
 
 from salesbot_poller.domain import CallEvent, CallNote, EventBatch
-from salesbot_poller.errors import FatalError, PermanentError, TransientError
+from salesbot_poller.errors import FatalError, PermanentError, TransientError, Unreadable
 from salesbot_poller.services.amocrm_auth import REAUTHORISE, TokenSource
 from salesbot_poller.services.amocrm_parse import (
     CALL_EVENT_TYPES,
@@ -232,7 +232,7 @@ class AmoClient:
             except ValueError:
                 raise TransientError(f"{what}: answer is not JSON") from None
             except RecursionError:  # a hostile or broken page nested deeper than any parser goes
-                raise TransientError(f"{what}: answer is JSON nested too deep to read") from None
+                raise Unreadable(f"{what}: answer is JSON nested too deep to read") from None
             if not isinstance(body, dict):
                 raise TransientError(f"{what}: answer is not a JSON object")
             return body

@@ -1,8 +1,9 @@
 """The one bounded-retry policy for HTTP calls within a cycle (tenacity).
 
-Only `TransientError` is retried. The wait honours the server's `retry_after` when it gave
-one, else grows exponentially with jitter. The whole retry stops before `max_seconds` would
-be exceeded: what is still failing then is left to a later cycle, never looped on here.
+Only `TransientError` is retried, and not `Unreadable` (asked again, it answers the same).
+The wait honours the server's `retry_after` when it gave one, else grows exponentially with
+jitter. The whole retry stops before `max_seconds` would be exceeded: what is still failing
+then is left to a later cycle, never looped on here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tenacity
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from salesbot_poller.errors import TransientError
+from salesbot_poller.errors import TransientError, Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,16 @@ class stop_before_budget(stop_base):
         return elapsed + retry_state.upcoming_sleep > self.max_seconds
 
 
+def _worth_retrying(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError) and not isinstance(exc, Unreadable)
+
+
 def bounded_retry(attempts: int, max_seconds: float, sleep: Callable[[float], None] | None = None) -> tenacity.Retrying:
     """A `Retrying` to call as `retrying(fn, *args)`; `sleep` is injectable for tests."""
     return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TransientError),
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, TransientError) and not isinstance(exc, Unreadable)
+        ),
         stop=tenacity.stop_after_attempt(attempts) | stop_before_budget(max_seconds),
         wait=wait_retry_after(tenacity.wait_exponential_jitter(1, max=30, jitter=1)),
         before_sleep=tenacity.before_sleep_log(log, logging.WARNING),

@@ -73,7 +73,10 @@ class UploadedFile:
 
 def json_reply(obj: Any, status: int = 200, content_type: str = "application/json") -> Reply:
     """A JSON answer (UTF-8, non-ASCII kept as is, like the real services)."""
-    body = json.dumps(obj, ensure_ascii=False).encode()
+    try:
+        body = json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate: written as a \ud800 escape, as servers do
+        body = json.dumps(obj).encode()
     return Reply(status, body, {"Content-Type": content_type})
 
 
