@@ -7,6 +7,7 @@ loopback servers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from telebot import apihelper
 
 from salesbot_poller import __version__
 from salesbot_poller.config import Config
+from salesbot_poller.logs import add_secrets
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.services.amocrm import AmoClient
@@ -28,7 +30,9 @@ from salesbot_poller.services.recordings import RecordingDownloader
 from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.services.telegram import TelegramNotifier, request_sender
 from salesbot_poller.services.throttle import AmoPause, RateLimiter
-from salesbot_poller.store import Store
+from salesbot_poller.store import Store, private_dir
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = f"salesbot-poller/{__version__}"
 TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
@@ -93,8 +97,18 @@ def build_app(
     store: Store | None = None,
     dry_run: Callable[[str], None] | None = None,
 ) -> App:
-    """The app; with `dry_run`, messages and amoCRM writes go to that printer instead."""
+    """The app; with `dry_run`, messages and amoCRM writes go to that printer instead.
+
+    The config's secrets join the process's registry (logs and stored error texts are
+    redacted with it), and `storage.audio_dir` is made private (0700) before anything is
+    downloaded into it.
+    """
+    add_secrets(config.secrets())
     store = store or Store.open(config.storage.database, int(clock().timestamp()))
+    try:
+        private_dir(config.storage.audio_dir)
+    except OSError as exc:  # as before: each download then fails (and is retried) with the reason
+        log.warning("cannot create %s: %s", config.storage.audio_dir, exc.strerror)
     client = build_openai(config)
     tz = account_zone(config)
     amo = build_amo(config, store, clock)

@@ -15,7 +15,9 @@ Contract:
 - The sections are the fields of `Config` (`sections()`); the overrides above apply to every
   key of every section, and the credentials to every `SecretStr` key (`secret_keys`).
 - Secrets are `SecretStr`: their repr is masked, so a logged config never shows them;
-  `Config.secrets()` returns all set ones for the log redactor.
+  `Config.secrets()` returns all set ones for the log redactor, plus the secret half of the
+  Telegram bot token and the password of `storage.database`. A database URL is shown only
+  through `safe_url`.
 - `require_secrets=False` (the `status` command) accepts a config without credentials,
   because `status` only reads the database.
 """
@@ -23,11 +25,13 @@ Contract:
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -307,7 +311,43 @@ class Config(_Section):
         Found by walking the model (nested models, mappings and sequences included), so a
         secret added to any section later is redacted without being listed here.
         """
-        return _secret_values(self)
+        found = _secret_values(self)
+        # Telegram errors and URLs may carry the token's part after the colon on its own.
+        _, _, bot_secret = self.telegram.bot_token.get_secret_value().partition(":")
+        extras = [bot_secret, *database_passwords(self.storage.database)]
+        return found + [extra for extra in dict.fromkeys(extras) if extra and extra not in found]
+
+
+def database_passwords(url: str) -> list[str]:
+    """The passwords in a database URL: `user:PASSWORD@` and a `password=` query parameter,
+    each as written and percent-decoded (the driver, and so its errors, see the decoded one)."""
+    try:
+        parts = urlsplit(url)
+        query = [pair.partition("=") for pair in parts.query.split("&")]
+        written = [parts.password or "", *(value for key, _, value in query if unquote(key) == "password")]
+    except ValueError:  # a malformed URL: no password is read out of it
+        return []
+    found: list[str] = []
+    for value in written:
+        for form in (value, unquote(value)):
+            if form and form not in found:
+                found.append(form)
+    return found
+
+
+def safe_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for printing: every place that shows
+    `storage.database` shows it through this."""
+    if not database_passwords(url):
+        return url
+    scheme, _, rest = url.partition("://")
+    location, query_mark, query = rest.partition("?")
+    userinfo, at, host = location.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if colon and password:
+        location = f"{user}:***{at}{host}"
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", query)
+    return f"{scheme}://{location}{query_mark}{query}"
 
 
 def _secret_values(value: Any) -> list[str]:

@@ -1,5 +1,10 @@
 """Logging for journald: plain lines on stderr, secrets redacted, noisy libraries quieted.
 
+Secrets are kept in one process-wide registry (`add_secrets`): the config's secrets, and the
+amoCRM OAuth tokens each time they are loaded or rotated. Log lines are redacted with it, and
+so is every error text the store writes (`redact_known`), so a token rotated an hour ago is
+hidden from both.
+
 Under systemd (`JOURNAL_STREAM` names our stderr) every line starts with its syslog priority,
 `<3>` error, `<4>` warning, `<6>` info, `<7>` debug, so `journalctl -p err` finds errors; a
 multi-line record (a traceback) carries the prefix on each line, since journald reads the
@@ -9,9 +14,11 @@ stream line by line. Elsewhere lines carry the time instead.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TextIO
 
@@ -30,9 +37,32 @@ def syslog_priority(levelno: int) -> int:
     return 7
 
 
+class SecretRegistry:
+    """A growing set of values never to be written out; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: frozenset[str] = frozenset()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        with self._lock:
+            self._values = self._values | {secret for secret in secrets if secret}
+
+    def values(self) -> frozenset[str]:
+        return self._values  # replaced, never mutated: a reader needs no lock
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._values)
+
+
+# The process's registry. Empty until the CLI (or `build_app`) adds the config's secrets.
+_registry = SecretRegistry()
+
+
 class RedactingFormatter(logging.Formatter):
-    """Replaces every known secret in the final line (message, arguments and traceback);
-    with `journal=True` each line starts with the record's `<priority>`."""
+    """Replaces every known secret in the final line (message, arguments and traceback):
+    its own `secrets` and those of the process registry (`add_secrets`); with `journal=True`
+    each line starts with the record's `<priority>`."""
 
     def __init__(self, fmt: str, *, journal: bool = False) -> None:
         super().__init__(fmt)
@@ -40,7 +70,7 @@ class RedactingFormatter(logging.Formatter):
         self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(super().format(record), self.secrets)
+        text = redact(super().format(record), self.secrets | _registry.values())
         if not self.journal:
             return text
         prefix = f"<{syslog_priority(record.levelno)}>"
@@ -70,24 +100,38 @@ class _DropBusySkips(logging.Filter):
         return "maximum number of running instances reached" not in record.getMessage()
 
 
+MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
+    """`text` with every secret (of at least 4 characters) replaced by `***`.
+
+    Longest first, so a secret containing another is hidden whole. Each secret's JSON-escaped
+    forms are replaced too: an error text stored inside a JSON document (the last cycle's
+    summary) is redacted as well as a plain one.
+    """
+    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+        for form in _forms(secret):
+            text = text.replace(form, "***")
     return text
 
 
-_formatter: RedactingFormatter | None = None
+def _forms(secret: str) -> list[str]:
+    escaped = {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]} - {secret}
+    return [secret, *escaped]
+
+
+def redact_known(text: str) -> str:
+    """`text` redacted of every secret registered in this process (`add_secrets`)."""
+    return _registry.redact(text)
 
 
 def setup_logging(level: str = "INFO") -> None:
     """Log to stderr; journald adds the time, so it is omitted under systemd."""
-    global _formatter
     under_journal = stderr_is_journal(os.environ, sys.stderr)
     fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    _formatter = RedactingFormatter(fmt, journal=under_journal)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_formatter)
+    handler.setFormatter(RedactingFormatter(fmt, journal=under_journal))
     handler.addFilter(_DropBusySkips())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -103,6 +147,5 @@ def set_level(level: str) -> None:
 
 
 def add_secrets(secrets: Iterable[str]) -> None:
-    """Register values that must never appear in a log line."""
-    if _formatter is not None:
-        _formatter.secrets.update(secrets)
+    """Register values that must never appear in a log line or a stored error text."""
+    _registry.add(secrets)

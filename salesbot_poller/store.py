@@ -14,12 +14,21 @@ Contract:
 - `update(call, **fields)` commits at once; the pipeline calls it after each stage, so a
   restart resumes from the last committed stage.
 - A database error propagates. It is never read as "already processed".
+- Error texts are redacted before they are stored: `Call.last_error` and `skip_reason`,
+  `Delivery.error`, `SeenEvent.error` and every `set_state` value pass through the store's
+  `redact` (by default the process's secret registry, `logs.redact_known`, which also holds
+  the amoCRM OAuth tokens as they rotate). Only `set_secret_state` stores a value as given:
+  for the state that must hold a secret (the OAuth tokens).
+- A SQLite database file (and its -wal/-shm) is private: created 0600 whatever the umask,
+  an existing one we own set back to 0600; a directory created for it is 0700.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,6 +39,7 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Planned, Stage
+from salesbot_poller.logs import redact_known
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +223,48 @@ def sqlite_file(url: str) -> Path | None:
     return Path("/" + path if url.startswith("sqlite:////") else path)
 
 
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path, mode: int) -> None:
+    """Set `path` to `mode` when it exists and we own it (a file someone else owns, e.g. a
+    directory the admin shares, is left alone rather than failing the start)."""
+    try:
+        stat = path.stat()
+        if stat.st_uid == os.geteuid() and stat.st_mode & 0o777 != mode:
+            path.chmod(mode)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a read-only mount: reading still works, so the start goes on
+        log.warning("cannot set %s to mode %o: %s", path, mode, exc.strerror)
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) 0700 whatever the umask; an existing one we own is
+    set to 0700 too. For directories that hold only our files (the audio directory)."""
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    make_private(path, PRIVATE_DIR)
+
+
+def _private_sqlite_file(file: Path) -> None:
+    """The database's directory (0700 if we create it: an existing one may be shared) and the
+    file itself 0600, created empty if missing (SQLite accepts an empty file as a new
+    database). SQLite gives -wal and -shm the database file's mode; older ones are fixed."""
+    if not file.parent.exists():
+        file.parent.mkdir(mode=PRIVATE_DIR, parents=True)
+        make_private(file.parent, PRIVATE_DIR)  # mkdir's mode is cut by the umask
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE))
+    for path in (file, *(file.with_name(file.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        make_private(path, PRIVATE_FILE)
+
+
 def _open_database(url: str) -> peewee.Database:
     if url.startswith("sqlite:"):
         file = sqlite_file(url)
         if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(file)
         db: peewee.Database = connect(
             url,
             # synchronous=full: in WAL mode, "normal" may roll the last commits back after a power
@@ -233,18 +280,33 @@ def _open_database(url: str) -> peewee.Database:
     return db
 
 
-class Store:
-    """All reads and writes of the database. One instance per process."""
+ERROR_FIELDS = ("last_error", "skip_reason", "error")  # texts that may quote an upstream answer
 
-    def __init__(self, db: peewee.Database) -> None:
+
+class Store:
+    """All reads and writes of the database. One instance per process.
+
+    `redact` hides secrets in every error text and state value before it is written (see the
+    module contract); the default reads the process's secret registry at each write, so
+    tokens registered later (rotated OAuth tokens) are hidden too.
+    """
+
+    def __init__(self, db: peewee.Database, redact: Callable[[str], str] = redact_known) -> None:
         self.db = db
+        self._redact = redact
         database_proxy.initialize(db)
 
     @classmethod
-    def open(cls, url: str, now: int) -> Store:
-        store = cls(_open_database(url))
+    def open(cls, url: str, now: int, redact: Callable[[str], str] = redact_known) -> Store:
+        store = cls(_open_database(url), redact)
         store.migrate(now)
         return store
+
+    def _redacted(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return {
+            key: self._redact(value) if key in ERROR_FIELDS and isinstance(value, str) else value
+            for key, value in fields.items()
+        }
 
     def close(self) -> None:
         if not self.db.is_closed():
@@ -272,6 +334,12 @@ class Store:
         return None if row is None else str(row.value)
 
     def set_state(self, key: str, value: str) -> None:
+        """Store `value` under `key`, redacted of every known secret (a summary may quote an
+        error: the last cycle's)."""
+        self.set_secret_state(key, self._redact(value))
+
+    def set_secret_state(self, key: str, value: str) -> None:
+        """Store `value` as given: only for state that must hold a secret (OAuth tokens)."""
         State.insert(key=key, value=value).on_conflict_replace().execute()
 
     def cursor(self) -> int | None:
@@ -301,7 +369,8 @@ class Store:
                     reason = f"quarantined: could not be stored ({type(exc).__name__}: {str(exc)[:200]})"
                     malformed.append((event.event_id, reason))
             for event_id, reason in malformed:
-                query = SeenEvent.insert(event_id=event_id, seen_at=now, error=reason).on_conflict_ignore()
+                error = self._redact(reason)
+                query = SeenEvent.insert(event_id=event_id, seen_at=now, error=error).on_conflict_ignore()
                 if query.as_rowcount().execute():
                     new_malformed.append((event_id, reason))
             self.set_state(CURSOR_KEY, str(until))
@@ -389,7 +458,7 @@ class Store:
 
     def update(self, call: Call, now: int, **fields: Any) -> None:
         """Commit `fields` of `call` (and mirror them on the instance)."""
-        fields["updated_at"] = now
+        fields = self._redacted(fields) | {"updated_at": now}
         for key, value in fields.items():
             if isinstance(value, Stage):
                 fields[key] = value.value
@@ -510,6 +579,7 @@ class Store:
 
     def update_delivery(self, row: Delivery, **fields: Any) -> None:
         """Commit `fields` of `row` (and mirror them on the instance)."""
+        fields = self._redacted(fields)
         Delivery.update(**fields).where(Delivery.id == row.id).execute()
         for name, value in fields.items():
             setattr(row, name, value)

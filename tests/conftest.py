@@ -58,6 +58,7 @@ audio_dir = "{self.tmp}/state/audio"
     def write_config(self, **poller: object) -> Path:
         path = self.tmp / "config.toml"
         path.write_text(self.config_text(**poller))
+        path.chmod(0o600)  # as deploy/install.sh leaves it: `check` warns about one others can read
         return path
 
 

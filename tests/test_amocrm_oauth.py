@@ -136,6 +136,9 @@ class StaleFirstRead:
     def set_state(self, key: str, value: str) -> None:
         self._store.set_state(key, value)
 
+    def set_secret_state(self, key: str, value: str) -> None:
+        self._store.set_secret_state(key, value)
+
 
 def load(path: Path) -> tuple[Config, Store]:
     config = load_config(path, {})

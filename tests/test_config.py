@@ -21,6 +21,7 @@ from salesbot_poller.config import (
     credential_name,
     load_config,
     parse_config,
+    safe_url,
     sections,
 )
 from salesbot_poller.errors import ConfigError
@@ -239,6 +240,35 @@ def _secret_value(section: str, key: str) -> str:
     return f"123:{section}-{key}"  # with a colon, so telegram.bot_token accepts it too
 
 
+def _expected_secrets(fields: list[tuple[str, str]]) -> list[str]:
+    """Every secret field's value, then the bot token's part after the colon on its own."""
+    return [_secret_value(section, key) for section, key in fields] + ["telegram-bot_token"]
+
+
+def test_secrets_add_the_bot_tokens_secret_half_and_the_database_password() -> None:
+    raw = {
+        "telegram": {"bot_token": "123456:half-secret"},
+        "storage": {"database": "postgresql://u:p%40ss-word@db.example:5432/salesbot?password=q-secret"},
+    }
+    assert parse_config(raw, {}, require_secrets=False).secrets() == [
+        "123456:half-secret",
+        "half-secret",
+        "p%40ss-word",
+        "p@ss-word",
+        "q-secret",
+    ]
+
+
+def test_safe_url_hides_the_password_and_keeps_the_rest() -> None:
+    assert safe_url("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert safe_url("postgresql://u:p@ss@h/d") == "postgresql://u:***@h/d"
+    assert (
+        safe_url("postgresql://h/d?user=u&password=s%20t&sslmode=x") == "postgresql://h/d?user=u&password=***&sslmode=x"
+    )
+    assert safe_url("sqlite:////var/lib/salesbot/salesbot.db") == "sqlite:////var/lib/salesbot/salesbot.db"
+    assert safe_url("mysql://u@h/d") == "mysql://u@h/d"
+
+
 def test_sections_are_every_section_field_of_config() -> None:
     assert sections() == _walked_sections()
     assert sections() == {
@@ -267,7 +297,7 @@ def test_secrets_returns_every_secret_field_of_every_section_when_set() -> None:
     for section, key in fields:
         raw.setdefault(section, {})[key] = _secret_value(section, key)
     config = parse_config(raw, {}, require_secrets=False)
-    assert config.secrets() == [_secret_value(section, key) for section, key in fields]
+    assert config.secrets() == _expected_secrets(fields)
 
 
 def test_secrets_leaves_out_empty_secrets_and_plain_values() -> None:
@@ -305,7 +335,7 @@ def test_every_secret_is_read_from_its_systemd_credential(tmp_path: Path) -> Non
     for section, key in fields:
         (tmp_path / credential_name(section, key)).write_text(_secret_value(section, key) + "\n")
     config = parse_config({}, {"CREDENTIALS_DIRECTORY": str(tmp_path)}, require_secrets=False)
-    assert config.secrets() == [_secret_value(section, key) for section, key in fields]
+    assert config.secrets() == _expected_secrets(fields)
 
 
 # One key per section, set to a non-default value: (key, text as given, value once parsed).

@@ -6,17 +6,52 @@ the tokens went, never what they are.
 
 from __future__ import annotations
 
+import stat
+import tomllib
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
 from salesbot_poller.cli.commands import when_text
-from salesbot_poller.config import Config
+from salesbot_poller.config import Config, safe_url, secret_keys, sections
 from salesbot_poller.errors import ConfigError, FatalError, SalesbotError, TransientError
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.store import Store
+
+
+def inline_secrets(path: Path) -> list[str]:
+    """The secret keys (`section.key`) set to a value in the TOML file itself; not those from
+    a `<key>_file`, the environment or a systemd credential. [] when it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    found = []
+    for section, model in sections().items():
+        part = raw.get(section)
+        if isinstance(part, dict):
+            found += [f"{section}.{key}" for key in secret_keys(model) if part.get(key) not in (None, "")]
+    return found
+
+
+def config_mode_warning(path: Path) -> str | None:
+    """One line when the config file holds a secret and group or others may read it; None
+    when it holds none, is private, or cannot be read."""
+    keys = inline_secrets(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not keys or not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    who = " and ".join(w for w, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH)) if mode & bit)
+    return (
+        f"config: warning: {path} holds {', '.join(keys)} and is readable by {who} (mode {mode:04o}): chmod 600 {path}"
+    )
 
 
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
@@ -47,8 +82,21 @@ def _check_telegram(config: Config) -> str:
     return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
 
 
-def check(config: Config, store: Store, clock: Callable[[], datetime], out: Callable[[str], None]) -> bool:
-    """One line per service; True when every service answered as expected."""
+def check(
+    config: Config,
+    store: Store,
+    clock: Callable[[], datetime],
+    out: Callable[[str], None],
+    config_file: Path | None = None,
+) -> bool:
+    """One line per service; True when every service answered as expected.
+
+    First, a warning line when `config_file` holds a secret others can read: a warning, not
+    a failure (the services may all work), so it does not change the result.
+    """
+    warning = config_mode_warning(config_file) if config_file is not None else None
+    if warning:
+        out(warning)
     checks: list[tuple[str, Callable[[], str]]] = [
         ("amocrm", lambda: _check_amocrm(config, store, clock)),
         ("openai", lambda: _check_openai(config)),
@@ -94,7 +142,7 @@ def auth(
             f"{exc}: try again; if amoCRM then says the code was revoked, get a new one (a code is single-use)"
         ) from None
     flag = f" --config {config_arg}" if config_arg else ""
-    out(f"amocrm: authorised; tokens stored in {config.storage.database}, renewed automatically")
+    out(f"amocrm: authorised; tokens stored in {safe_url(config.storage.database)}, renewed automatically")
     out(f"  access token valid until {when_text(expires_at)}")
     out(f"next: salesbot-poller{flag} check")
     out("then: systemctl enable --now salesbot   (or restart it if it is already running)")

@@ -21,7 +21,7 @@ import peewee
 
 from salesbot_poller import __version__
 from salesbot_poller.cli import commands
-from salesbot_poller.config import Config, config_path, load_config
+from salesbot_poller.config import Config, config_path, load_config, safe_url
 from salesbot_poller.errors import ConfigError, FatalError
 from salesbot_poller.logs import add_secrets, redact, set_level, setup_logging, stderr_is_journal
 from salesbot_poller.store import Store
@@ -88,7 +88,16 @@ def _load(path_arg: str | None, require_secrets: bool) -> Config:
     return config
 
 
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (see the module docstring)."""
+    # Everything this process creates is its own alone, whatever umask it inherited: the
+    # database and its -wal/-shm, recordings and their .part files, the lock, temporary work
+    # directories (0600 files, 0700 directories). The store and the composition root also fix
+    # the modes of such files left by older versions.
+    os.umask(PRIVATE_UMASK)
     args = _parser().parse_args(argv)
     setup_logging(args.log_level or "INFO")
     if args.command == "demo":
@@ -150,8 +159,9 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
         if command == "check":
             from salesbot_poller.cli.check import check
 
-            out(f"config: ok ({config.amocrm.base_url}, database {config.storage.database})")
-            return EXIT_OK if check(config, store, utc_now, out) else EXIT_CHECK_FAILED
+            out(f"config: ok ({config.amocrm.base_url}, database {safe_url(config.storage.database)})")
+            config_file = config_path(getattr(args, "config", None), os.environ)
+            return EXIT_OK if check(config, store, utc_now, out, config_file) else EXIT_CHECK_FAILED
         from salesbot_poller.app import build_app
         from salesbot_poller.cli.daemon import run_daemon
         from salesbot_poller.pipeline.lanes import CycleFailed, run_once

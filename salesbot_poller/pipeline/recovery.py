@@ -21,7 +21,7 @@ from pathlib import Path
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import FatalError
 from salesbot_poller.pipeline.context import App
-from salesbot_poller.store import sqlite_file
+from salesbot_poller.store import PRIVATE_FILE, make_private, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def exclusive(database_url: str) -> Iterator[None]:
         yield
         return
     lock = file.with_name(file.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    make_private(lock, PRIVATE_FILE)  # a lock file an older version left 0644
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -12,6 +12,9 @@ Contract of `OAuthTokens`:
   again (another process may have rotated the pair) before giving up with a `FatalError`
   that says what the admin must do.
 - Stored tokens are never deleted or overwritten on an error.
+- Every token pair read or stored is added to the process's secret registry
+  (`logs.add_secrets`) before it is used, so log lines and stored error texts never show a
+  token, however recently rotated; the pair itself is stored with `set_secret_state`.
 - Every request to amoCRM (refresh and code exchange too) takes a slot of the process's
   `RateLimiter`.
 """
@@ -31,6 +34,7 @@ import requests
 
 from salesbot_poller.config import AmoCRMConfig
 from salesbot_poller.errors import FatalError, TransientError
+from salesbot_poller.logs import add_secrets
 from salesbot_poller.services.throttle import RateLimiter
 from salesbot_poller.store import Store
 
@@ -128,6 +132,12 @@ def _post_token(
     return response
 
 
+def _remember(pair: dict[str, Any]) -> dict[str, Any]:
+    """`pair`, its tokens registered as secrets (see the module contract)."""
+    add_secrets(str(pair.get(key) or "") for key in ("access_token", "refresh_token"))
+    return pair
+
+
 def _new_pair(response: requests.Response, now: int, seed: str | None) -> dict[str, Any]:
     """The stored form of a token answer; `TransientError` when it is not one."""
     try:
@@ -137,7 +147,7 @@ def _new_pair(response: requests.Response, now: int, seed: str | None) -> dict[s
     except (ValueError, KeyError, TypeError, AttributeError):
         raise TransientError("amoCRM OAuth: the answer has no access_token/refresh_token") from None
     expires_at = jwt_expiry(access) or now + expires_in
-    return {"access_token": access, "refresh_token": refresh, "expires_at": expires_at, "seed": seed}
+    return _remember({"access_token": access, "refresh_token": refresh, "expires_at": expires_at, "seed": seed})
 
 
 def exchange_code(
@@ -167,7 +177,7 @@ def exchange_code(
     # The config's refresh token (if any) is marked as already used, so it cannot override
     # the new pair at the next start.
     pair = _new_pair(response, int(clock().timestamp()), _digest(seed) if seed else None)
-    store.set_state(STATE_KEY, json.dumps(pair))
+    store.set_secret_state(STATE_KEY, json.dumps(pair))
     log.info("amoCRM OAuth: authorised; tokens stored in the database")
     return int(pair["expires_at"])
 
@@ -209,8 +219,8 @@ class OAuthTokens:
                 "expires_at": jwt_expiry(access) if access else 0,
                 "seed": _digest(seed),
             }
-            self._store.set_state(STATE_KEY, json.dumps(data))
-        return data
+            self._store.set_secret_state(STATE_KEY, json.dumps(data))
+        return _remember(data)
 
     def _expires_at(self, data: dict[str, Any]) -> int | None:
         expires_at = data.get("expires_at")
@@ -257,6 +267,6 @@ class OAuthTokens:
                 )
             raise FatalError(f"amoCRM refused the OAuth refresh token ({status}): {REAUTHORISE}")
         new = _new_pair(response, self._now(), data.get("seed"))
-        self._store.set_state(STATE_KEY, json.dumps(new))  # committed before first use
+        self._store.set_secret_state(STATE_KEY, json.dumps(new))  # committed before first use
         log.info("amoCRM OAuth: access token refreshed, valid until %s", _utc(int(new["expires_at"])))
         return str(new["access_token"])
