@@ -126,6 +126,13 @@ def redact_known(text: str) -> str:
     return _registry.redact(text)
 
 
+def excerpt(text: str, limit: int = 200) -> str:
+    """A service's text for an error message: redacted of every known secret FIRST, then cut
+    to `limit` characters (a cut inside a secret would leave its start unredacted)."""
+    text = redact_known(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Log to stderr; journald adds the time, so it is omitted under systemd."""
     under_journal = stderr_is_journal(os.environ, sys.stderr)

@@ -39,7 +39,7 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Planned, Stage
-from salesbot_poller.logs import redact_known
+from salesbot_poller.logs import excerpt, redact_known
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ class Store:
                 except (peewee.OperationalError, peewee.InterfaceError):
                     raise  # the database, not the event: the whole window waits
                 except Exception as exc:  # confined to this event, with its reason
-                    reason = f"quarantined: could not be stored ({type(exc).__name__}: {str(exc)[:200]})"
+                    reason = f"quarantined: could not be stored ({type(exc).__name__}: {excerpt(str(exc))})"
                     malformed.append((event.event_id, reason))
             for event_id, reason in malformed:
                 error = self._redact(reason)

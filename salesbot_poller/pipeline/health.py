@@ -24,6 +24,7 @@ from typing import Any
 
 import peewee
 
+from salesbot_poller.logs import excerpt
 from salesbot_poller.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,7 @@ RESTART_AFTER = 10
 def describe(exc: BaseException) -> str:
     """One line for an error: its type and its text, cut."""
     text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:299] + "…"
+    return excerpt(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 300)
 
 
 class CycleHealth:

@@ -28,6 +28,7 @@ import pydantic
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
 from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext, ModelUsage
 from salesbot_poller.errors import PermanentError, TransientError
+from salesbot_poller.logs import excerpt
 from salesbot_poller.services.dialogue import metrics_block
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.services.openai_limit import RequestLimit
@@ -168,7 +169,7 @@ class OpenAIAnalyzer:
             spent.output_tokens += completion.usage.completion_tokens
         message = completion.choices[0].message
         if message.refusal:
-            raise PermanentError(f"analysis model refused: {message.refusal[:200]}")
+            raise PermanentError(f"analysis model refused: {excerpt(message.refusal)}")
         if message.parsed is None:
             raise _Invalid("the answer is empty", message.content)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import openai
 
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError, TransientError
+from salesbot_poller.logs import excerpt
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -38,7 +39,7 @@ def map_openai_error(exc: openai.OpenAIError, what: str, model: str) -> Salesbot
         if exc.status_code >= 500 or exc.status_code in (408, 409):
             return TransientError(f"OpenAI {what}: HTTP {exc.status_code}", retry_after=_retry_after(exc))
         detail = exc.message if isinstance(exc.message, str) else ""
-        return PermanentError(f"OpenAI {what}: HTTP {exc.status_code}: {detail[:200]}")
+        return PermanentError(f"OpenAI {what}: HTTP {exc.status_code}: {excerpt(detail)}")
     if isinstance(exc, openai.APIResponseValidationError):
         return TransientError(f"OpenAI {what}: malformed answer")
     return TransientError(f"OpenAI {what}: {type(exc).__name__}")

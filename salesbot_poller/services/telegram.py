@@ -28,6 +28,7 @@ from telebot import apihelper, types
 
 from salesbot_poller.domain import Destination
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
+from salesbot_poller.logs import excerpt
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def _map_api_error(exc: apihelper.ApiTelegramException, method: str) -> Exceptio
     for needle, fix in FATAL_DESCRIPTIONS.items():
         if needle in description.lower():
             return FatalError(f"Telegram {method}: {description}: {fix}")
-    return PermanentError(f"Telegram {method}: HTTP {code}: {description[:200]}")
+    return PermanentError(f"Telegram {method}: HTTP {code}: {excerpt(description)}")
 
 
 class TelegramNotifier:
