@@ -24,6 +24,7 @@ from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
 from salesbot_poller.services.analysis import OpenAIAnalyzer, load_prompt
 from salesbot_poller.services.openai_limit import RequestLimit
+from salesbot_poller.services.recording_http import recording_session
 from salesbot_poller.services.recordings import RecordingDownloader
 from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.services.telegram import TelegramNotifier, request_sender
@@ -106,7 +107,10 @@ def build_app(
         store=store,
         source=amo,
         recordings=RecordingDownloader(
-            _session(), config.storage.audio_dir, max_bytes=config.storage.max_recording_mb * 2**20
+            recording_session(USER_AGENT, allow_private=config.storage.allow_private_recording_hosts),
+            config.storage.audio_dir,
+            deadline_seconds=config.storage.download_deadline_seconds,
+            max_bytes=config.storage.max_recording_mb * 2**20,
         ),
         transcriber=OpenAITranscriber(
             client.with_options(timeout=TRANSCRIBE_TIMEOUT),
