@@ -36,9 +36,16 @@ TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
 ANALYSE_TIMEOUT = 120.0
 
 
+def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
 def _session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    # A session-wide auth keeps requests from reading ~/.netrc, whose Basic credentials would
+    # replace our own Authorization header; proxy variables still apply (Telegram often needs one).
+    session.auth = _no_netrc
     return session
 
 
