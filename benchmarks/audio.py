@@ -97,7 +97,7 @@ if url == "-":
     print(json.dumps({}))
     sys.exit(0)
 t0 = time.monotonic()
-path = RecordingDownloader(requests.Session(), work / "audio").download(url, "call-1")
+path = RecordingDownloader(requests.Session(), work / "audio").download(url, "call-1", 0)
 t1 = time.monotonic()
 split = not channels_identical(path)  # as OpenAITranscriber does before splitting
 prepared = prepare(path, work / "upload", split_channels=split,

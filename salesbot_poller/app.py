@@ -26,6 +26,7 @@ from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
 from salesbot_poller.services.analysis import OpenAIAnalyzer, load_prompt
 from salesbot_poller.services.openai_limit import RequestLimit
+from salesbot_poller.services.recording_http import recording_session
 from salesbot_poller.services.recordings import RecordingDownloader
 from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.services.telegram import TelegramNotifier, request_sender
@@ -39,9 +40,16 @@ TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
 ANALYSE_TIMEOUT = 120.0
 
 
+def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
 def _session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    # A session-wide auth keeps requests from reading ~/.netrc, whose Basic credentials would
+    # replace our own Authorization header; proxy variables still apply (Telegram often needs one).
+    session.auth = _no_netrc
     return session
 
 
@@ -120,7 +128,10 @@ def build_app(
         store=store,
         source=amo,
         recordings=RecordingDownloader(
-            _session(), config.storage.audio_dir, max_bytes=config.storage.max_recording_mb * 2**20
+            recording_session(USER_AGENT, allow_private=config.storage.allow_private_recording_hosts),
+            config.storage.audio_dir,
+            deadline_seconds=config.storage.download_deadline_seconds,
+            max_bytes=config.storage.max_recording_mb * 2**20,
         ),
         transcriber=OpenAITranscriber(
             client.with_options(timeout=TRANSCRIBE_TIMEOUT),

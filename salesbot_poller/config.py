@@ -125,7 +125,7 @@ class OpenAIConfig(_Section):
     audio_price_per_minute_usd: float = Field(0.006, ge=0)
     input_token_price_per_million_usd: float = Field(0.0, ge=0)
     output_token_price_per_million_usd: float = Field(0.0, ge=0)
-    daily_budget_usd: float = Field(0.0, ge=0)  # 0 = no budget
+    daily_budget_usd: float = Field(50.0, ge=0)  # 0 = no budget
     max_concurrent_requests: int = Field(
         0, ge=0, le=64, description="OpenAI requests in flight at once, all workers together; 0: poller.workers."
     )
@@ -227,6 +227,16 @@ class StorageConfig(_Section):
     )
     max_recording_mb: int = Field(300, gt=0)
     keep_audio: bool = Field(False, description="true keeps each recording after its transcript is stored.")
+    download_deadline_seconds: float = Field(
+        600, gt=0, description="A recording download taking longer than this is cut (and tried again later)."
+    )
+    allow_private_recording_hosts: bool = Field(
+        False,
+        description=(
+            "true: recording links may point at private, loopback or link-local addresses "
+            "(a PBX on the office network); false: public addresses only."
+        ),
+    )
 
     @field_validator("database")
     @classmethod

@@ -299,7 +299,10 @@ class CallSource(Protocol):
 
 
 class RecordingFetcher(Protocol):
-    def download(self, url: str, stem: str) -> Path: ...
+    def download(self, url: str, stem: str, note_seconds: int) -> Path:
+        """The recording at `url`, saved as `<stem>.<ext>`; `note_seconds`: the call's length as
+        its note says (0: unknown), against which the recording's real length is checked."""
+        ...
 
 
 class Transcriber(Protocol):

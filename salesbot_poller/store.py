@@ -408,6 +408,13 @@ class Store:
             query = query.where(Call.kind == kind)
         return list(query.order_by(Call.id))
 
+    def count_put_off(self, now: int, stages: Iterable[Stage]) -> int:
+        """Answered calls at `stages` whose next attempt is after `now` (put off: the daily
+        budget, a backoff)."""
+        wanted = [s.value for s in stages]
+        query = Call.select().where(Call.stage.in_(wanted), Call.kind == "conversation", Call.next_attempt_at > now)
+        return int(query.count())
+
     def claim_next(
         self, worker: str, now: int, stages: Iterable[Stage], kind: str, exclude: Iterable[int] = ()
     ) -> Call | None:

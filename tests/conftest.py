@@ -53,6 +53,7 @@ api_url = "{self.telegram.base_url}"
 [storage]
 database = "sqlite:///{self.tmp}/state/salesbot.db"
 audio_dir = "{self.tmp}/state/audio"
+allow_private_recording_hosts = true
 """
 
     def write_config(self, **poller: object) -> Path:

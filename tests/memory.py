@@ -64,7 +64,7 @@ class MemoryRecordings:
     failures: list[Exception] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)
 
-    def download(self, url: str, stem: str) -> Path:
+    def download(self, url: str, stem: str, note_seconds: int) -> Path:
         self.downloads.append(url)
         if self.failures:
             raise self.failures.pop(0)

@@ -115,7 +115,7 @@ def test_a_body_that_is_not_audio_fails_permanently(
 ) -> None:
     url = servers.recordings.add("/api/crm/record?id=1&hash=signature", body, content_type=content_type)
     with pytest.raises(PermanentError, match=message) as caught:
-        downloader(servers).download(url, "call-1")
+        downloader(servers).download(url, "call-1", 0)
     assert "signature" not in str(caught.value) and "127.0.0.1" in str(caught.value)
     assert not list((servers.tmp / "audio").iterdir()), "nothing is left behind"
 
@@ -123,10 +123,10 @@ def test_a_body_that_is_not_audio_fails_permanently(
 def test_over_the_size_cap_is_permanent_and_a_404_still_waits(servers: Servers) -> None:
     url = servers.recordings.add("/big.mp3", make_mp3(20.0))
     with pytest.raises(PermanentError, match="over 0 MB"):
-        downloader(servers, max_bytes=10_000).download(url, "call-1")
+        downloader(servers, max_bytes=10_000).download(url, "call-1", 0)
     with pytest.raises(TransientError, match="HTTP 404"):
-        downloader(servers).download(servers.recordings.url("/not-yet.mp3"), "call-2")
-    path = downloader(servers).download(url, "call-3")
+        downloader(servers).download(servers.recordings.url("/not-yet.mp3"), "call-2", 0)
+    path = downloader(servers).download(url, "call-3", 0)
     assert probe(path).duration == pytest.approx(20.0, abs=0.1)
 
 

@@ -103,7 +103,16 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "workers",
             ]
         ),
-        "storage": sorted(["database", "audio_dir", "max_recording_mb", "keep_audio"]),
+        "storage": sorted(
+            [
+                "database",
+                "audio_dir",
+                "max_recording_mb",
+                "keep_audio",
+                "download_deadline_seconds",
+                "allow_private_recording_hosts",
+            ]
+        ),
         "analysis": sorted(["prompt_file", "rubric"]),
         "audio": sorted(
             [

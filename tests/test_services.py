@@ -169,7 +169,7 @@ def test_recording_follows_redirects_and_is_checked_as_audio(servers: Servers) -
     audio = make_mp3(1.0)
     servers.recordings.add("/real.mp3", audio, content_type="application/octet-stream")
     url = servers.recordings.add_redirect("/signed?id=1&hash=secretsig", "/real.mp3")
-    path = downloader(servers.tmp).download(url, "call-1")
+    path = downloader(servers.tmp).download(url, "call-1", 0)
     assert path.name == "call-1.mp3" and path.read_bytes() == audio
     assert not list(path.parent.glob("*.part"))
 
@@ -186,14 +186,14 @@ def test_not_audio_yet_is_transient_and_leaves_no_file(
 ) -> None:
     url = servers.recordings.add("/rec.mp3?hash=signature", body, content_type=content_type, status=status)
     with pytest.raises(TransientError, match=message) as caught:
-        downloader(servers.tmp).download(url, "call-1")
+        downloader(servers.tmp).download(url, "call-1", 0)
     assert "signature" not in str(caught.value), "signed links are not echoed"
     assert not list((servers.tmp / "audio").iterdir())
 
 
 def test_unreachable_recording_host_is_transient(servers: Servers) -> None:
     with pytest.raises(TransientError, match=re.escape("127.0.0.1")):
-        downloader(servers.tmp).download("http://127.0.0.1:9/rec.mp3", "call-1")
+        downloader(servers.tmp).download("http://127.0.0.1:9/rec.mp3", "call-1", 0)
 
 
 # --- OpenAI ----------------------------------------------------------------------------------

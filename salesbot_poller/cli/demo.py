@@ -47,7 +47,11 @@ def demo_config(tmp: Path, amo: SandboxAmoCRM, ai: SandboxOpenAI, tg: SandboxTel
         "openai": {"api_key": OPENAI_KEY, "base_url": f"{ai.base_url}/v1"},
         "telegram": {"bot_token": BOT_TOKEN, "chat_id": CHAT_ID, "api_url": tg.base_url},
         "poller": {"initial_lookback_minutes": 60},
-        "storage": {"database": f"sqlite:///{tmp}/salesbot.db", "audio_dir": str(tmp / "audio")},
+        "storage": {
+            "database": f"sqlite:///{tmp}/salesbot.db",
+            "audio_dir": str(tmp / "audio"),
+            "allow_private_recording_hosts": True,  # the recording sandbox is on 127.0.0.1
+        },
     }
 
 

@@ -36,7 +36,7 @@ ORDER_POLL_SECONDS = 0.2
 
 
 def download(app: App, cycle: Cycle, call: Call) -> None:
-    path = app.recordings.download(call.link or "", f"call-{call.id}")
+    path = app.recordings.download(call.link or "", f"call-{call.id}", call.duration or 0)
     app.store.update(call, cycle.now, stage=Stage.DOWNLOADED, audio_path=str(path))
 
 

@@ -18,6 +18,8 @@ class _Item:
     chunk_delay: float = 0.0
     truncate_at: int | None = None
     redirect_to: str | None = None
+    announced: int | None = None  # a Content-Length to announce instead of the body's
+    chunk_size: int = 64 * 1024
 
 
 class FakeRecordings(FakeServer):
@@ -28,6 +30,8 @@ class FakeRecordings(FakeServer):
     - GET/HEAD answer `status`, `Content-Type` and an exact `Content-Length`; the body is
       streamed in 64 KiB chunks (`chunk_delay` seconds between chunks; `truncate_at=N` sends
       N bytes and drops the connection). Unknown paths: 404 text/html (nginx style).
+    - `add_drip()`: a hostile host announcing a huge Content-Length and sending its body a few
+      bytes per interval (the handler thread ends when the client goes away).
     - No authentication: `authorization_headers_seen()` lists every Authorization header
       that reached this host, so tests can assert the amoCRM token never leaks here.
     """
@@ -50,6 +54,30 @@ class FakeRecordings(FakeServer):
         path = path if path.startswith("/") else "/" + path
         with self.lock:
             self.files[path] = _Item(body, content_type, status, chunk_delay, truncate_at)
+        return self.url(path)
+
+    def add_drip(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        announced_bytes: int,
+        bytes_per_interval: int = 1,
+        interval_seconds: float = 1.0,
+        content_type: str = "audio/mpeg",
+    ) -> str:
+        """Serve `body` at `path` `bytes_per_interval` bytes every `interval_seconds`, under a
+        `Content-Length: announced_bytes` header; returns the absolute URL."""
+        path = path if path.startswith("/") else "/" + path
+        with self.lock:
+            self.files[path] = _Item(
+                body,
+                content_type,
+                200,
+                chunk_delay=interval_seconds,
+                announced=announced_bytes,
+                chunk_size=bytes_per_interval,
+            )
         return self.url(path)
 
     def add_redirect(self, path: str, to_path: str, status: int = 302) -> str:
@@ -83,5 +111,8 @@ class FakeRecordings(FakeServer):
             if not location.startswith(("http://", "https://")):
                 location = self.url(location)
             return Reply(item.status, b"", {"Location": location})
-        return Reply(item.status, item.body, {"Content-Type": item.content_type},
+        headers = {"Content-Type": item.content_type}
+        if item.announced is not None:
+            headers["Content-Length"] = str(item.announced)
+        return Reply(item.status, item.body, headers, chunk_size=item.chunk_size,
                      chunk_delay=item.chunk_delay, truncate_at=item.truncate_at)
