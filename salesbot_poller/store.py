@@ -128,7 +128,10 @@ class Delivery(_Model):
     sent_ids_json = peewee.TextField(default="[]")
     created_at = peewee.IntegerField()
     done_at = peewee.IntegerField(null=True, index=True)
-    error = peewee.TextField(null=True)  # why it was given up (a permanent refusal)
+    error = peewee.TextField(null=True)  # why it was given up, or why its last try failed
+    # A call's other destinations (alert chat, transcript, amoCRM) are retried on their own:
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.IntegerField(default=0)
 
 
 class Usage(_Model):
@@ -199,12 +202,18 @@ def _m0007_lanes(db: peewee.Database) -> None:
 
 
 # Ordered and append-only: a released step is never edited, only followed by a new one.
+def _m0008_delivery_retry(db: peewee.Database) -> None:
+    """Each destination of a call is retried on its own schedule (issue 12)."""
+    add_missing_columns(db, Delivery, ["attempts", "next_attempt_at"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0004_retry", _m0004_retry),
     ("0005_audio_usage", _m0005_audio_usage),
     ("0006_delivery", _m0006_delivery),
     ("0007_lanes", _m0007_lanes),
+    ("0008_delivery_retry", _m0008_delivery_retry),
 ]
 
 CURSOR_KEY = "events_cursor"
@@ -590,6 +599,21 @@ class Store:
         Delivery.update(**fields).where(Delivery.id == row.id).execute()
         for name, value in fields.items():
             setattr(row, name, value)
+
+    def due_extras(self, now: int) -> list[Delivery]:
+        """Unsent rows of calls whose own card or alert is delivered (their other destinations:
+        the alert chat, the transcript, amoCRM), due by `now`, in the order they were stored."""
+        call = Call.alias()
+        query = (
+            Delivery.select()
+            .join(call, on=(Delivery.call_id == call.id))
+            .where(
+                Delivery.done_at.is_null(),
+                Delivery.next_attempt_at <= now,
+                call.stage.in_([Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value]),
+            )
+        )
+        return list(query.order_by(Delivery.id))
 
     def older_cards_waiting(self, row: Delivery, due_by: int) -> bool:
         """Whether a card or alert of an earlier call to the same chat is rendered, unsent, and

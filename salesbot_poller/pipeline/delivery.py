@@ -12,6 +12,10 @@ Contract:
   to `patience` seconds, else `Busy` is raised; `urgent` (missed-call alerts) go first. A
   429 pauses that chat only, and is raised as `Busy` with Telegram's retry_after.
 - `send_all` keeps going past a destination that fails transiently (see there).
+- A call's rows other than its own message go out with `send_extras` once the call's own
+  card or alert is delivered: each destination is retried on its own schedule (the row's
+  `attempts`, `next_attempt_at`; `retry_extras` in the intake lane), never holds back another
+  destination, and never marks the call anything.
 - A row refused for good (`PermanentError`: bad markup, a 400 from amoCRM) is closed with its
   error and never retried; it never holds back the rest. Transient and fatal errors propagate.
 - `DryRun` prints a planned item once per process instead of storing or sending it.
@@ -28,8 +32,8 @@ from functools import partial
 from typing import Any
 
 from salesbot_poller.domain import Destination, Planned
-from salesbot_poller.errors import Busy, PermanentError, TransientError
-from salesbot_poller.pipeline.context import App
+from salesbot_poller.errors import Busy, FatalError, PermanentError, TransientError
+from salesbot_poller.pipeline.context import GIVE_UP_SECONDS, MAX_BACKOFF_SECONDS, App
 from salesbot_poller.store import Delivery
 
 log = logging.getLogger(__name__)
@@ -134,6 +138,61 @@ def send_all(
             first = first or exc
     if first is not None:
         raise first
+
+
+def send_extras(app: App, rows: Iterable[Delivery], now: int) -> None:
+    """Send a delivered call's other rows (alert-chat copy, transcript, amoCRM note or task).
+
+    Each destination stands on its own: a failure puts off only that destination's rows, on
+    their own schedule (`_put_off`), and is never raised, so it neither holds back anything
+    else nor touches the call, whose own card or alert is already out. A destination that
+    fails keeps its later rows back this time, so its messages keep their order.
+    """
+    failed: set[str] = set()
+    for row in rows:
+        destination = "amocrm" if row.kind in CRM_KINDS else row.chat_id or ""
+        if destination in failed:
+            continue
+        try:
+            send(app, row, now)
+        except (TransientError, FatalError) as exc:
+            failed.add(destination)
+            _put_off(app, row, now, exc)
+
+
+def retry_extras(app: App, now: int) -> None:
+    """The intake lane's pass over delivered calls' rows whose next try is due (a dry run
+    prints them instead)."""
+    rows = app.store.due_extras(now)
+    if app.dry_run is not None:
+        app.dry_run.show([as_planned(row) for row in rows])
+        return
+    send_extras(app, rows, now)
+
+
+def _put_off(app: App, row: Delivery, now: int, exc: Exception) -> None:
+    """Try `row` again later (backoff as for calls), or give it up after `poller.max_attempts`
+    or 24 h. A busy chat (`Busy`) costs no attempt."""
+    poller = app.config.poller
+    if isinstance(exc, Busy):
+        app.store.update_delivery(row, next_attempt_at=now + int(exc.retry_after or 0) + 1)
+        return
+    attempts = row.attempts + 1
+    where = "amoCRM" if row.kind in CRM_KINDS else f"chat {row.chat_id or app.config.telegram.chat_id}"
+    if attempts >= poller.max_attempts or now - row.created_at >= GIVE_UP_SECONDS:
+        app.store.committed(
+            partial(app.store.update_delivery, row, attempts=attempts, done_at=now, error=f"gave up: {exc}")
+        )
+        log.error("%s (%s) to %s given up after %d attempt(s): %s", row.kind, row.key, where, attempts, exc)
+        return
+    delay = min(poller.retry_delay_seconds * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+    if isinstance(exc, TransientError) and exc.retry_after:
+        delay = max(delay, int(exc.retry_after) + 1)
+    app.store.update_delivery(row, attempts=attempts, next_attempt_at=now + delay, error=str(exc))
+    level = logging.ERROR if isinstance(exc, FatalError) else logging.WARNING
+    log.log(
+        level, "%s (%s) to %s failed: %s; next try in %d s (attempt %d)", row.kind, row.key, where, exc, delay, attempts
+    )
 
 
 def describe(item: Planned) -> str:

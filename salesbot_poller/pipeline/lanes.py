@@ -38,7 +38,7 @@ import peewee
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
-from salesbot_poller.pipeline import budget_notice, digest, followup
+from salesbot_poller.pipeline import budget_notice, delivery, digest, followup
 from salesbot_poller.pipeline.context import App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
@@ -105,6 +105,8 @@ def intake_steps(
         resolve_new(app, cycle)
     if not should_stop():
         send_alerts(app, cycle, should_stop, patience)
+    if not should_stop():
+        delivery.retry_extras(app, cycle.now)  # delivered calls' other destinations, each on its own
     budget_notice.run(app, cycle)  # the daily budget holds calls back: the alert chat is told once a day
     if follow_ups and not should_stop():
         followup.run(app, cycle)  # missed calls: escalation after the SLA, reply on callback

@@ -125,11 +125,15 @@ def _wait_for_earlier_cards(app: App, cycle: Cycle, call: Call, patience: float)
 
 
 def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience: float = 2.0) -> None:
+    """Send the call's own card or alert; once it is out the call is done, and its other
+    destinations go out on their own (`delivery.send_extras`): none of them can hold the call
+    back or fail it."""
     if not urgent:  # a missed-call alert waits for no card
         _wait_for_earlier_cards(app, cycle, call, patience)
-    delivery.send_all(app, app.store.pending(call_id=call.id), cycle.now, urgent=urgent, patience=patience)
-    missed = call.kind == "missed"
     own = app.store.find_delivery(delivery.own_key(call.id))
+    if own is not None and own.done_at is None:
+        delivery.send(app, own, cycle.now, urgent=urgent, patience=patience)  # its failure: the call waits
+    missed = call.kind == "missed"
     app.store.committed(
         lambda: app.store.update(
             call,
@@ -145,6 +149,7 @@ def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience
         cycle.notified += 1
     parts = len(json.loads(own.sent_ids_json)) if own else 0
     log.info("call %d: %s in Telegram (%d message(s))", call.id, "alert sent" if missed else "notified", parts)
+    delivery.send_extras(app, app.store.pending(call_id=call.id), cycle.now)
 
 
 def advance(
