@@ -8,12 +8,27 @@ import sqlite3
 import time
 import unicodedata
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from salesbot_poller.domain import CallAnalysis, CallContext, NextStep, ObjectionHandling, RubricResult
+from salesbot_poller.config import ConfigError
+from salesbot_poller.domain import (
+    CallAnalysis,
+    CallContext,
+    Destination,
+    NextStep,
+    ObjectionHandling,
+    RubricResult,
+    Stage,
+)
+from salesbot_poller.errors import TransientError
+from salesbot_poller.pipeline import storm
+from salesbot_poller.pipeline.context import Cycle
 from salesbot_poller.pipeline.digest import ManagerDay, render_digest
+from salesbot_poller.pipeline.intake import poll, resolve_new
+from salesbot_poller.pipeline.lanes import run_once, send_alerts
 from salesbot_poller.pipeline.messages import (
     LIMIT,
     NAME_CHARS,
@@ -28,9 +43,12 @@ from salesbot_poller.pipeline.messages import (
     render_transcript_caption,
     utf16_len,
 )
+from salesbot_poller.store import Call, Migration
+from tests.builder import Rig, build_rig
 from tests.conftest import CHAT_ID, Servers, run_cli
 from tests.fakes import validate_telegram_html
 from tests.hostile import values
+from tests.loopback_app import add_call, at, calls, ts
 
 LONG = values()["long_text"]
 SURROGATE = values()["lone_surrogate"]
@@ -234,3 +252,192 @@ def test_cards_and_alerts_of_ten_thousand_character_values_go_out_through_the_cl
     assert len(cards) == 1 and "Оценка" in cards[0] and "Ромашка…" in cards[0]
     assert len(texts) <= 2 + 5, "each field cut: the card is a few parts, not dozens"
     assert any('<a href="javascript:alert(1)">x</a>' in t for t in visible)
+
+
+# --- Row B: a storm of missed calls -------------------------------------------------------------
+
+ALERT_CHAT = "-1007777"
+
+
+def storm_rig(tmp_path: Path, cap: int = 3, **sections: Any) -> Rig:
+    telegram = {"max_alerts_per_cycle": cap, "alert_chat_id": ALERT_CHAT} | sections.pop("telegram", {})
+    return build_rig(tmp_path, telegram=telegram, **sections)
+
+
+def add_missed(rig: Rig, count: int, *, minutes: float = -2, phone: str | None = None) -> None:
+    for n in range(1, count + 1):
+        add_call(rig, n, minutes=minutes, duration=0, status=6, phone=phone or f"+7999000{n:04d}")
+
+
+def test_up_to_the_cap_each_missed_call_gets_its_own_alert(tmp_path: Path) -> None:
+    rig = storm_rig(tmp_path, cap=3)
+    add_missed(rig, 3)
+    run_once(rig.app, at(0))
+    assert len(rig.notifier.sent) == 3 and all("Пропущенный звонок" in m for m in rig.notifier.sent)
+    assert [c.summarised_in for c in calls()] == [None] * 3
+
+
+def test_one_over_the_cap_makes_one_summary_to_the_alert_chat_and_every_call_is_kept(tmp_path: Path) -> None:
+    rig = storm_rig(tmp_path, cap=3)
+    add_missed(rig, 4)
+    run_once(rig.app, at(0))
+    ((_, to, reply_to, text),) = rig.notifier.log
+    assert to == Destination(ALERT_CHAT) and reply_to is None
+    visible = validate_telegram_html(text)
+    assert "Шквал пропущенных звонков: 4" in visible and "Больше 3 за раз" in visible
+    assert all(f"+7999000{n:04d}" in visible for n in range(1, 5))
+    stored = calls()
+    assert [(c.stage, c.summarised_in) for c in stored] == [("missed_alerted", "storm:1-4")] * 4
+    run_once(rig.app, at(1))
+    assert len(rig.notifier.sent) == 1, "sent once"
+
+
+def test_the_summary_lists_the_first_twenty_numbers_cut_and_escaped(tmp_path: Path) -> None:
+    rig = storm_rig(tmp_path, cap=3)
+    add_missed(rig, 25, phone=f"{INJECTION}{CONTROL}{LONG}")
+    run_once(rig.app, at(0))
+    (text,) = rig.notifier.sent
+    visible = assert_sendable([text])[0]
+    lines = [line for line in visible.splitlines() if line.startswith("☎️")]
+    assert len(lines) == 20 and "… и ещё 5" in visible
+    assert lines[0].startswith('☎️ <b>bold</b> & <a href="javascript:alert…')
+    assert utf16_len(text) < 3000
+
+
+def test_a_summary_telegram_did_not_take_is_sent_on_the_next_pass_once(tmp_path: Path) -> None:
+    rig = storm_rig(tmp_path, cap=3)
+    rig.notifier.failures[1] = TransientError("Telegram sendMessage: HTTP 502")
+    add_missed(rig, 5)
+    run_once(rig.app, at(0))
+    assert rig.notifier.sent == [] and all(c.summarised_in == "storm:1-5" for c in calls())
+    run_once(rig.app, at(1))
+    run_once(rig.app, at(2))
+    assert len(rig.notifier.sent) == 1 and "Шквал пропущенных звонков: 5" in rig.notifier.sent[0]
+
+
+def test_a_process_stopped_between_marking_and_sending_sends_the_summary_at_the_next_start(tmp_path: Path) -> None:
+    rig = storm_rig(tmp_path, cap=3)
+    add_missed(rig, 5)
+    # What a crash right after the commit leaves: the summary stored, the calls marked, nothing sent.
+    cycle = Cycle(app=rig.app, now=ts(0))
+    poll(rig.app, cycle)
+    resolve_new(rig.app, cycle)
+    due = rig.app.store.due_calls(ts(0), [Stage.MISSED], kind="missed")
+    rig.app.store.summarise([storm.plan(rig.app, due)], due, ts(0))
+    assert rig.notifier.sent == []
+    run_once(rig.app, at(1))
+    run_once(rig.app, at(2))
+    assert len(rig.notifier.sent) == 1 and "Шквал пропущенных звонков: 5" in rig.notifier.sent[0]
+
+
+def test_a_summarised_call_gets_no_escalation_and_its_callback_is_still_counted(tmp_path: Path) -> None:
+    rig = storm_rig(tmp_path, cap=3, poller={"missed_call_sla_minutes": 15})
+    add_missed(rig, 4)
+    run_once(rig.app, at(0))
+    run_once(rig.app, at(30))  # well past the SLA
+    assert len(rig.notifier.sent) == 1, "no escalation per summarised call"
+    add_call(rig, 9, minutes=31, direction="out", duration=95, phone="+79990000001")
+    run_once(rig.app, at(32))
+    assert not any("Перезвонили" in m or "Не перезвонили" in m for m in rig.notifier.sent)
+    first = calls()[0]
+    assert first.callback_call_id == calls()[-1].id, "the digest counts it returned"
+
+
+def test_a_dry_run_prints_the_summary_and_marks_nothing(tmp_path: Path) -> None:
+    printed: list[str] = []
+    rig = build_rig(tmp_path, dry_run=printed, telegram={"max_alerts_per_cycle": 3})
+    add_missed(rig, 4)
+    run_once(rig.app, at(0))
+    assert rig.notifier.sent == []
+    assert sum("storm:1-4" in p for p in printed) == 1 and not any("[call:" in p for p in printed)
+    assert {c.stage for c in calls()} == {"missed"} and {c.summarised_in for c in calls()} == {None}
+
+
+def test_ten_thousand_due_missed_calls_are_one_message_in_the_store(tmp_path: Path) -> None:
+    count = values()["alert_storm"]
+    rig = storm_rig(tmp_path, cap=30)
+    now = ts(0)
+    rows = [
+        {
+            "event_id": f"e{n}",
+            "direction": "in",
+            "entity_type": "leads",
+            "entity_id": n,
+            "note_id": n,
+            "event_created_at": now - count + n,
+            "first_seen_at": now,
+            "updated_at": now,
+            "stage": "missed",
+            "kind": "missed",
+            "phone": f"+7999{n:07d}",
+            "manager_name": "Иван Петров",
+        }
+        for n in range(count)
+    ]
+    with rig.app.store.db.atomic():
+        for start in range(0, count, 500):
+            Call.insert_many(rows[start : start + 500]).execute()
+    started = time.monotonic()
+    send_alerts(rig.app, Cycle(app=rig.app, now=now), lambda: False)
+    seconds = time.monotonic() - started
+    assert len(rig.notifier.sent) == 1 and f"Шквал пропущенных звонков: {count}" in rig.notifier.sent[0]
+    assert rig.app.store.stage_counts() == {"missed_alerted": count}
+    assert rig.app.store.due_calls(now, [Stage.MISSED], kind="missed") == []
+    assert seconds < 30, f"{seconds:.1f} s"
+
+
+def test_migration_0009_adds_the_summary_mark_to_a_database_of_the_previous_schema(tmp_path: Path) -> None:
+    rig = storm_rig(tmp_path)
+    db = rig.app.store.db
+    db.execute_sql("ALTER TABLE call DROP COLUMN summarised_in")
+    Migration.delete().where(Migration.name == "0009_storm").execute()
+    assert rig.app.store.migrate(ts(0)) == ["0009_storm"]
+    assert "summarised_in" in {column.name for column in db.get_columns("call")}
+
+
+def add_missed_calls(servers: Servers, count: int, first_at: int) -> None:
+    """`count` missed incoming calls, a few a second from `first_at`, on 400 leads of one manager."""
+    amo = servers.amo
+    amo.add_user(555, "Иван Петров")
+    for n in range(count):
+        entity_id = 25_000_000 + n % 400
+        amo.add_entity("lead", entity_id, f"Сделка {entity_id}", 555)
+        amo.add_call(
+            entity_id=entity_id,
+            note_id=1_200_000_000 + n,
+            duration=0,
+            phone=f"+7999{n:07d}",
+            link=None,
+            call_status=6,
+            created_at=first_at + n // 4,
+            responsible_user_id=555,
+        )
+
+
+@pytest.mark.slow
+def test_ten_thousand_missed_calls_in_one_poll_are_one_message_through_the_cli(servers: Servers) -> None:
+    # Measured: 10,000 missed calls, 1 message, about 35 s (most of it reading 10,000 notes from
+    # the fake amoCRM); before the cap, a message each.
+    count = values()["alert_storm"]
+    add_missed_calls(servers, count, int(time.time()) - 3000)
+    config = servers.write_config()
+    result = run_cli("once", config=config, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (summary,) = servers.telegram.messages
+    assert summary["chat_id"] == CHAT_ID  # no alert_chat_id: the default chat
+    visible = validate_telegram_html(summary["text"])
+    assert f"Шквал пропущенных звонков: {count}" in visible and f"… и ещё {count - 20}" in visible
+    assert "+79990000000" in visible and "+79990000019" in visible and "+79990000020" not in visible
+    db = sqlite3.connect(servers.tmp / "state" / "salesbot.db")
+    assert db.execute("SELECT stage, summarised_in, COUNT(*) FROM call GROUP BY 1, 2").fetchall() == [
+        ("missed_alerted", f"storm:1-{count}", count)
+    ]
+    again = run_cli("once", config=config, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len(servers.telegram.messages) == 1, "the summary goes out once"
+
+
+def test_max_alerts_per_cycle_defaults_to_thirty_and_must_be_at_least_one(tmp_path: Path) -> None:
+    assert build_rig(tmp_path).app.config.telegram.max_alerts_per_cycle == 30
+    with pytest.raises(ConfigError, match=r"telegram\.max_alerts_per_cycle"):
+        build_rig(tmp_path, telegram={"max_alerts_per_cycle": 0})
