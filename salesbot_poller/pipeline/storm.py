@@ -42,8 +42,9 @@ SHOWN = 20  # numbers listed in the summary; the rest are counted
 
 
 def render_storm(calls: list[Call], limit: int, app: App) -> list[str]:
-    """The summary of `calls` (oldest first), more than `limit` missed calls in one pass."""
-    first, last = calls[0].event_created_at, calls[-1].event_created_at
+    """The summary of `calls` (in the order they were recorded), more than `limit` in one pass."""
+    times = [call.event_created_at for call in calls]
+    first, last = min(times), max(times)  # ids follow the order calls were read, not when they rang
     lines = [
         f"🚨 <b>Шквал пропущенных звонков: {len(calls)}</b> · {format_time(first, app.tz)} – "
         f"{format_time(last, app.tz)}",
