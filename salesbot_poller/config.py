@@ -170,6 +170,7 @@ class TelegramConfig(_Section):
     alert_message_thread_id: int = Field(0, ge=0)  # 0: no forum topic
     routes: dict[int, Route] = Field(default_factory=dict)  # amoCRM user id -> chat (and topic)
     digest_time: str = ""  # "HH:MM" in amocrm.timezone; empty: no digest
+    max_alerts_per_cycle: int = Field(30, ge=1)  # more missed calls due at once: one summary message
 
     @field_validator("digest_time")
     @classmethod

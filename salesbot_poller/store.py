@@ -110,6 +110,8 @@ class Call(_Model):
     retried_at = peewee.IntegerField(null=True)  # `retry` put it back: its 24 h restart here
     claimed_by = peewee.CharField(null=True)  # the worker working it now (0007_lanes)
     claimed_at = peewee.IntegerField(null=True)
+    # A missed call alerted only in a storm summary: that summary's delivery key (0009_storm).
+    summarised_in = peewee.CharField(null=True)
 
 
 class Delivery(_Model):
@@ -201,10 +203,16 @@ def _m0007_lanes(db: peewee.Database) -> None:
         ).on_conflict_ignore().execute()
 
 
-# Ordered and append-only: a released step is never edited, only followed by a new one.
 def _m0008_delivery_retry(db: peewee.Database) -> None:
     """Each destination of a call is retried on its own schedule (issue 12)."""
     add_missing_columns(db, Delivery, ["attempts", "next_attempt_at"])
+
+
+def _m0009_storm(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["summarised_in"])
+
+
+# Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
@@ -214,6 +222,7 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0006_delivery", _m0006_delivery),
     ("0007_lanes", _m0007_lanes),
     ("0008_delivery_retry", _m0008_delivery_retry),
+    ("0009_storm", _m0009_storm),
 ]
 
 CURSOR_KEY = "events_cursor"
@@ -534,6 +543,28 @@ class Store:
             Call.callback_call_id.is_null(),
         )
         return list(query)
+
+    def summarise(self, items: Iterable[Planned], calls: Iterable[Call], now: int) -> int:
+        """Store the storm summary `items` and mark each of `calls` still waiting for its alert
+        (stage `missed`) as alerted by it (`summarised_in` = the first item's key), in ONE
+        transaction: a crash leaves either both or neither. Returns how many were marked."""
+        planned = list(items)
+        ids = [call.id for call in calls]
+        marked = 0
+        with self.db.atomic():
+            self.enqueue(planned, None, now)
+            for start in range(0, len(ids), 500):  # well under SQLite's limit of bound variables
+                marked += (
+                    Call.update(
+                        stage=Stage.MISSED_ALERTED.value,
+                        summarised_in=planned[0].key,
+                        updated_at=now,
+                        last_error=None,
+                    )
+                    .where(Call.id.in_(ids[start : start + 500]), Call.stage == Stage.MISSED.value)
+                    .execute()
+                )
+        return marked
 
     def missed_by_event(self, event_ids: Iterable[str]) -> list[Call]:
         """Calls of `event_ids` waiting for their missed-call alert."""

@@ -88,6 +88,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "alert_chat_id",
                 "alert_message_thread_id",
                 "digest_time",
+                "max_alerts_per_cycle",
                 "routes",
             ]
         ),

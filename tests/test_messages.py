@@ -7,7 +7,7 @@ from datetime import UTC
 import pytest
 
 from salesbot_poller.domain import CallAnalysis, CallContext, NextStep, ObjectionHandling
-from salesbot_poller.pipeline.messages import LIMIT, pack, render_conversation, render_missed
+from salesbot_poller.pipeline.messages import LIMIT, SUMMARY_CHARS, pack, render_conversation, render_missed
 from tests.fakes import TelegramHTMLError, utf16_len, validate_telegram_html
 
 CONTEXT = CallContext(
@@ -54,13 +54,16 @@ def test_unescaped_markup_would_be_rejected_by_the_test_parser() -> None:
 @pytest.mark.parametrize("filler", ["Очень длинный итог разговора. ", "<&>" * 3, "😀 эмодзи "])
 def test_long_content_is_split_under_the_limit_and_every_part_parses(filler: str) -> None:
     objections = [ObjectionHandling(objection=filler * 300, handling="")] * 5
-    parts = render_conversation(CONTEXT, analysis(summary=filler * 900, objections=objections), UTC)
+    needs = [filler * 20] * 10
+    parts = render_conversation(CONTEXT, analysis(summary=filler * 900, objections=objections, client_needs=needs), UTC)
     assert len(parts) >= 2
     for part in parts:
         visible = validate_telegram_html(part)
         assert utf16_len(part) <= LIMIT and utf16_len(visible) <= LIMIT
     text = "".join(validate_telegram_html(p) for p in parts)
-    assert text.count(filler.strip()[:5]) >= 900, "nothing is lost in the split"
+    # The summary is cut at SUMMARY_CHARS (issue 12): all of that much shows, split or not.
+    assert text.count(filler.strip()[:5]) >= SUMMARY_CHARS // len(filler) - 1, "nothing is lost in the split"
+    assert "…" in text
 
 
 def test_missed_call_alert_has_the_full_number_contact_and_manager() -> None:

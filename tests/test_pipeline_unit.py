@@ -157,7 +157,10 @@ def test_a_failed_second_part_resends_only_that_part(app: App, rig: Rig) -> None
 
     def long_analysis(transcript: str, context: object) -> object:
         result = original(transcript, context)  # type: ignore[arg-type]
-        return result.model_copy(update={"summary": "Очень длинный итог. " * 400})
+        # Each field is cut (issue 12): a long summary and long lists make the card two parts.
+        needs = ["Очень длинная потребность клиента. " * 10] * 8
+        update = {"summary": "Очень длинный итог. " * 400, "client_needs": needs, "risk_flags": needs}
+        return result.model_copy(update=update)
 
     analyzer.analyse = long_analysis  # type: ignore[method-assign]
     notifier.failures = {2: TransientError("Telegram: 502")}

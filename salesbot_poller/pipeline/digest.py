@@ -21,7 +21,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, Planned, answered, local_time
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.followup import send_pending
-from salesbot_poller.pipeline.messages import esc, format_duration, format_time, pack
+from salesbot_poller.pipeline.messages import clean, format_duration, format_time, name_html, pack
 
 
 @dataclass
@@ -80,13 +80,13 @@ def render_digest(days: list[ManagerDay], start: int, end: int, tz: tzinfo | Non
     for day in days:
         average = "—" if day.average is None else str(day.average)
         lines = [
-            f"👤 <b>{esc(day.name)}</b>",
+            f"👤 <b>{name_html(day.name)}</b>",
             f"📞 звонков {day.calls} · 🕒 разговор {format_duration(day.talk_seconds)} · ⭐ средняя {average}",
             f"🔴 пропущено {day.missed}, перезвонили {day.returned}",
         ]
         if day.weakest:
             score, name, url = day.weakest
-            link = f'<a href="{html.escape(url, quote=True)}">{esc(name)}</a>'
+            link = f'<a href="{html.escape(clean(url), quote=True)}">{name_html(name)}</a>'
             lines.append(f"📉 Слабый звонок: {link} — {score}/100")
         blocks.append("\n".join(lines))
     return pack(blocks)

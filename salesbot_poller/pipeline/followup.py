@@ -10,6 +10,8 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
 - If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
   escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
   alert in its chat.
+- A call alerted only in a storm summary (`storm`) gets neither message; its callback is
+  still recorded (the digest counts it returned).
 - Every message goes through `outbox` (stored, then sent, each acceptance recorded). A
   Telegram failure leaves the row for the next cycle; a fatal one propagates. In a dry run
   the messages are printed, and nothing is recorded.
@@ -47,6 +49,8 @@ def _alert_chat(call: Call) -> Destination | None:
 
 def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]:
     """What to send about missed `call` now (nothing once it was said)."""
+    if call.summarised_in:  # alerted in a storm summary: no reply or escalation of its own (`storm`)
+        return []
     own = f"call:{call.id}"
     if callback is not None:
         parts = render_callback(
@@ -81,6 +85,8 @@ def run(app: App, cycle: Cycle) -> None:
         later = [c for c in callbacks.get(last10(call.phone), []) if c.event_created_at >= call.event_created_at]
         callback = later[0] if later else None
         items = plan(app, call, callback, now)
+        if not items and callback is None:  # nothing due yet (or a summarised call): no transaction
+            continue
         if app.dry_run is not None:
             app.dry_run.show(items)
             continue

@@ -38,7 +38,7 @@ import peewee
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
-from salesbot_poller.pipeline import budget_notice, delivery, digest, followup
+from salesbot_poller.pipeline import budget_notice, delivery, digest, followup, storm
 from salesbot_poller.pipeline.context import App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
@@ -83,8 +83,9 @@ def work_on(app: App, cycle: Cycle, call: Call, should_stop: Stop, *, urgent: bo
 
 
 def send_alerts(app: App, cycle: Cycle, should_stop: Stop, patience: float = INTAKE_PATIENCE) -> None:
-    """The due missed-call alerts, oldest first."""
-    for call in app.store.due_calls(cycle.now, ALERT_STAGES, kind="missed"):
+    """The due missed-call alerts, oldest first; too many at once become one summary (`storm`)."""
+    due = storm.summarise(app, cycle, app.store.due_calls(cycle.now, ALERT_STAGES, kind="missed"), patience)
+    for call in due:
         if should_stop():
             return
         work_on(app, cycle, call, should_stop, urgent=True, patience=patience)

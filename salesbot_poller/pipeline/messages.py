@@ -1,16 +1,25 @@
 """Telegram messages (HTML parse mode), as pure functions of the call and its analysis.
 
 Contract:
-- Every dynamic value is escaped (`&`, `<`, `>`; quotes too inside `href`).
+- Every dynamic value (anything from amoCRM or the model) is cleaned, cut, then escaped
+  (`&`, `<`, `>`; quotes too inside `href`): a lone surrogate becomes U+FFFD (it cannot be
+  encoded for Telegram or the database), control characters other than newline and tab are
+  dropped, and the value is cut to a length a reader of the chat can take (`NAME_CHARS`,
+  `PHONE_CHARS`, `SUMMARY_CHARS`, `ITEM_CHARS`, at most `LIST_ITEMS` items a list) with "…".
+  Cutting happens before escaping, so no entity is ever cut in half.
 - A message is a list of parts, each at most `LIMIT` UTF-16 code units of raw HTML (Telegram
-  counts the visible text, which is never longer than the raw HTML). Parts are cut between
-  blocks; a block too long by itself is cut in its plain text before escaping, so no part
-  ever holds half a tag or half an entity.
+  counts the visible text, which is never longer than the raw HTML), and none empty or only
+  whitespace (Telegram refuses those, and the whole message would be lost). Parts are cut
+  between blocks; a block too long by itself is cut in its plain text before escaping, so no
+  part ever holds half a tag or half an entity. The first part holds the header (who, what,
+  when): with every field cut, it always fits one part.
 """
 
 from __future__ import annotations
 
 import html
+import re
+import unicodedata
 from datetime import date, tzinfo
 
 from salesbot_poller.domain import CallAnalysis, CallContext, local_time
@@ -21,12 +30,32 @@ LIMIT = 4096
 ENTITY_RU = {"leads": "Сделка", "contacts": "Контакт", "companies": "Компания", "customers": "Покупатель"}
 
 
+# Lengths a head of sales can read in a chat; a longer value is cut with "…".
+NAME_CHARS = 100  # a manager, a card (lead, contact, company)
+PHONE_CHARS = 40  # a number with a extension or two still fits
+SUMMARY_CHARS = 2000  # the model's summary: about a screen
+ITEM_CHARS = 200  # one need, objection (and its handling), risk, next step: a sentence or two
+LIST_ITEMS = 8  # items shown of a list; the rest are counted
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(text: object) -> str:
+    """`str(text)` that Telegram and the database can take: each lone surrogate (a JSON escape
+    like "\\ud800" decodes to one, and it cannot be encoded as UTF-8) becomes U+FFFD, and
+    control characters other than newline and tab are removed (NUL, bell, terminal escapes)."""
+    value = _SURROGATE.sub("\ufffd", str(text))
+    return "".join(c for c in value if c in "\n\t" or unicodedata.category(c) != "Cc")
+
+
 def esc(text: object) -> str:
-    return html.escape(str(text), quote=False)
+    """`text` cleaned (see `clean`) and escaped for Telegram's HTML parse mode."""
+    return html.escape(clean(text), quote=False)
 
 
 def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
+    """Telegram's length: UTF-16 code units (a lone surrogate counts one, never raises)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def format_duration(seconds: int) -> str:
@@ -48,8 +77,18 @@ def score_bar(score: int) -> str:
 
 def _entity_line(ctx: CallContext) -> str:
     label = ENTITY_RU.get(ctx.entity_kind, "Карточка")
-    name = ctx.entity_name or f"#{ctx.entity_url.rsplit('/', 1)[-1]}"
-    return f'💼 {label}: <a href="{html.escape(ctx.entity_url, quote=True)}">{esc(name)}</a>'
+    name = clip(ctx.entity_name, NAME_CHARS) or f"#{ctx.entity_url.rsplit('/', 1)[-1]}"
+    return f'💼 {label}: <a href="{html.escape(clean(ctx.entity_url), quote=True)}">{esc(name)}</a>'
+
+
+def name_html(name: str) -> str:
+    """A manager's or a card's name, one line, cut and escaped."""
+    return esc(clip(name, NAME_CHARS))
+
+
+def phone_html(phone: str, missing: str) -> str:
+    """A phone number, one line, cut and escaped; `missing` when there is none."""
+    return esc(clip(phone, PHONE_CHARS) or missing)
 
 
 def _text_blocks(title: str, text: str, room: int) -> list[str]:
@@ -76,19 +115,57 @@ def _bullets(items: list[str]) -> str:
 
 
 def pack(blocks: list[str], limit: int = LIMIT) -> list[str]:
-    """Join blocks with blank lines into as few parts as fit `limit`."""
+    """Join blocks with blank lines into as few parts as fit `limit`, in order.
+
+    Every part is at most `limit` UTF-16 units and never empty or only whitespace: blank
+    blocks are dropped, and a block too long by itself (the renderers keep theirs shorter) is
+    cut between its lines, a line too long by itself in its visible text (`_cut_line`).
+    """
     parts: list[str] = []
     current = ""
-    for block in blocks:
+    for block in (piece for b in blocks if b.strip() for piece in _fit(b.strip(), limit)):
         candidate = f"{current}\n\n{block}" if current else block
         if utf16_len(candidate) <= limit:
             current = candidate
         else:
-            parts.append(current)
+            if current:
+                parts.append(current)
             current = block
     if current:
         parts.append(current)
     return parts
+
+
+def _fit(block: str, limit: int) -> list[str]:
+    """`block` as pieces of at most `limit` units, cut between lines (each line of our HTML
+    closes its tags), a line too long by itself cut by `_cut_line`."""
+    if utf16_len(block) <= limit:
+        return [block]
+    pieces: list[str] = []
+    current = ""
+    for line in block.split("\n"):
+        if not line.strip():
+            continue
+        line = line if utf16_len(line) <= limit else _cut_line(line, limit)
+        candidate = f"{current}\n{line}" if current else line
+        if utf16_len(candidate) <= limit:
+            current = candidate
+        else:
+            pieces.append(current)
+            current = line
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _cut_line(line: str, limit: int) -> str:
+    """The visible text of an HTML `line`, without its tags, cut to fit `limit` and escaped:
+    the last resort for a line no renderer should make (the formatting goes, the text stays)."""
+    text = html.unescape(re.sub(r"<[^>]*>", "", line))
+    take = limit
+    while take > 1 and utf16_len(esc(text[:take]) + "…") > limit:
+        take = max(1, take * 3 // 4)
+    return esc(text[:take].rstrip()) + "…"
 
 
 VERDICT_MARK = {"done": "✅", "partly": "🟡", "missed": "❌", "not_applicable": "➖"}
@@ -98,18 +175,36 @@ CAPTION_LIMIT = 1024
 
 
 def clip(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters at a word end, with an ellipsis."""
-    text = " ".join(text.split())
+    """`text` cleaned (`clean`), on one line, cut to `limit` characters at a word end, with an
+    ellipsis. Plain text: escape it after."""
+    text = " ".join(clean(text).split())
     if len(text) <= limit:
         return text
     cut = text.rfind(" ", 0, limit - 1)
     return text[: cut if cut > limit // 2 else limit - 1].rstrip(" ,.;:") + "…"
 
 
+def clip_text(text: str, limit: int) -> str:
+    """Like `clip`, but the line breaks stay (a summary's paragraphs)."""
+    text = clean(text).strip()
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(" ", 0, limit - 1), text.rfind("\n", 0, limit - 1))
+    return text[: cut if cut > limit // 2 else limit - 1].rstrip(" ,.;:\n") + "…"
+
+
+def clip_items(items: list[str], limit: int = ITEM_CHARS, count: int = LIST_ITEMS) -> list[str]:
+    """The first `count` non-blank `items`, each clipped; the rest counted in a last line."""
+    kept = [clip(item, limit) for item in items if clean(item).strip()]
+    if len(kept) <= count:
+        return kept
+    return [*kept[:count], f"… и ещё {len(kept) - count}"]
+
+
 def hashtag(topic: str) -> str:
     """`#тема_звонка`, or "" when there is nothing word-like (Telegram hashtags are \\w+)."""
     word = "_".join("".join(c if c.isalnum() else " " for c in topic.lower()).split())
-    return f"#{word[:40]}" if word else ""
+    return f"#{word[:40].rstrip('_')}" if word else ""
 
 
 def score_line(score: int | None) -> str:
@@ -143,11 +238,12 @@ def _rubric_lines(analysis: CallAnalysis) -> list[str]:
 
 def _next_step_text(analysis: CallAnalysis) -> str:
     step = analysis.next_step
-    if step is None or not step.action.strip():
+    action = clip(step.action, ITEM_CHARS) if step is not None else ""
+    if step is None or not action:
         return "не договорились"
     if step.due_date:
-        return f"{step.action.strip()} · до {date.fromisoformat(step.due_date):%d.%m.%Y}"
-    return step.action.strip()
+        return f"{action} · до {date.fromisoformat(step.due_date):%d.%m.%Y}"
+    return action
 
 
 def render_conversation(
@@ -161,28 +257,31 @@ def render_conversation(
         first += f" · {esc(tag)}"
     head = [
         first,
-        f"👤 Менеджер: <b>{esc(ctx.manager)}</b>",
+        f"👤 Менеджер: <b>{name_html(ctx.manager)}</b>",
         _entity_line(ctx),
-        f"☎️ {esc(ctx.phone or 'номер не указан')}",
+        f"☎️ {phone_html(ctx.phone, 'номер не указан')}",
         f"{score_line(analysis.score)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
     ]
     if metrics is None and ctx.metrics:
         metrics = esc(metrics_line(ctx.metrics))
+    metrics = clean(metrics) if metrics else metrics
     if metrics:
         head.append(metrics)
     room = LIMIT - 64
     blocks = ["\n".join(head)]
-    blocks.extend(_text_blocks("Итог", analysis.summary.strip() or "—", room))
+    blocks.extend(_text_blocks("Итог", clip_text(analysis.summary, SUMMARY_CHARS) or "—", room))
     if analysis.rubric:
         blocks.extend(_line_blocks("Скрипт", _rubric_lines(analysis), room))
     objections = [
-        f"{o.objection.strip()} → {o.handling.strip() or 'не отработано'}" for o in analysis.objections if o.objection
+        f"{clip(o.objection, ITEM_CHARS)} → {clip(o.handling, ITEM_CHARS) or 'не отработано'}"
+        for o in analysis.objections
+        if clip(o.objection, ITEM_CHARS)
     ]
     sections = [
-        ("Потребности клиента", _bullets(analysis.client_needs)),
-        ("Возражения", _bullets(objections) or "не было"),
+        ("Потребности клиента", _bullets(clip_items(analysis.client_needs))),
+        ("Возражения", _bullets(clip_items(objections, 2 * ITEM_CHARS + 3)) or "не было"),
         ("Следующий шаг", _next_step_text(analysis)),
-        ("Риски", _bullets(analysis.risk_flags)),
+        ("Риски", _bullets(clip_items(analysis.risk_flags))),
     ]
     for title, text in sections:
         if text.strip():
@@ -192,7 +291,7 @@ def render_conversation(
 
 def render_transcript_caption(ctx: CallContext, tz: tzinfo | None = None) -> str:
     """The caption of the transcript document (well under Telegram's 1024 for captions)."""
-    name = clip(ctx.entity_name or ctx.phone or "звонок", 200)
+    name = clip(ctx.entity_name, NAME_CHARS) or clip(ctx.phone, PHONE_CHARS) or "звонок"
     return f"📝 Расшифровка · {esc(name)} · {format_time(ctx.started_at, tz)}"
 
 
@@ -200,9 +299,9 @@ def render_missed(ctx: CallContext, tz: tzinfo | None = None) -> list[str]:
     """The alert for a missed incoming call: the full number, so the manager can call back."""
     lines = [
         f"🔴 <b>Пропущенный звонок</b> · {format_time(ctx.started_at, tz)}",
-        f"☎️ {esc(ctx.phone or 'номер не определён')} — перезвоните клиенту",
+        f"☎️ {phone_html(ctx.phone, 'номер не определён')} — перезвоните клиенту",
         _entity_line(ctx),
-        f"👤 Ответственный: <b>{esc(ctx.manager)}</b>",
+        f"👤 Ответственный: <b>{name_html(ctx.manager)}</b>",
     ]
     return pack(["\n".join(lines)])
 
@@ -211,9 +310,9 @@ def render_escalation(ctx: CallContext, sla_minutes: int, tz: tzinfo | None = No
     """The one escalation for a missed call nobody called back within the SLA."""
     lines = [
         f"⏰ <b>Не перезвонили за {sla_minutes} мин</b>",
-        f"☎️ {esc(ctx.phone or 'номер не определён')} · пропущен {format_time(ctx.started_at, tz)}",
+        f"☎️ {phone_html(ctx.phone, 'номер не определён')} · пропущен {format_time(ctx.started_at, tz)}",
         _entity_line(ctx),
-        f"👤 Ответственный: <b>{esc(ctx.manager)}</b>",
+        f"👤 Ответственный: <b>{name_html(ctx.manager)}</b>",
     ]
     return pack(["\n".join(lines)])
 
@@ -221,4 +320,5 @@ def render_escalation(ctx: CallContext, sla_minutes: int, tz: tzinfo | None = No
 def render_callback(manager: str, called_at: int, missed_at: int, tz: tzinfo | None = None) -> list[str]:
     """The reply to a missed-call alert: the call was returned, when and by whom."""
     minutes = max(0, called_at - missed_at) // 60
-    return pack([f"✅ <b>Перезвонили</b> · {format_time(called_at, tz)} (через {minutes} мин)\n👤 {esc(manager)}"])
+    head = f"✅ <b>Перезвонили</b> · {format_time(called_at, tz)} (через {minutes} мин)"
+    return pack([f"{head}\n👤 {name_html(manager)}"])

@@ -1,0 +1,103 @@
+"""A storm of missed calls: one summary message instead of an alert per call.
+
+Contract of `summarise(app, cycle, due, patience)` (the intake pass, before its alerts):
+- First, a summary stored earlier and not sent yet (a Telegram failure, a crash) is sent.
+- `due` are the missed calls whose alert is due this pass, oldest first. Those still waiting
+  for their alert to be rendered (stage `missed`) are counted; when there are more than
+  `telegram.max_alerts_per_cycle`, ALL of them become one summary, and none gets an alert of
+  its own: so many at once means something is wrong (a telephony outage replaying its queue,
+  a spam attack), and a flood of single alerts would bury the summary that says so.
+- The summary goes to the alert chat (`telegram.alert_chat_id`, default `telegram.chat_id`:
+  routing's `alert_destination`): the count, the time span, the first `SHOWN` numbers with
+  their times and managers (cut and escaped), and that no per-call escalation follows.
+- Exactly once: the summary (key `storm:<first call id>-<last call id>`) is stored and the
+  calls are marked `missed_alerted` with `summarised_in` = that key in ONE transaction
+  (`Store.summarise`), then it is sent like every message (`delivery`). Nothing leaves the
+  database: the calls stay for `status`, the digest and the callback count.
+- Follow-ups (`followup`) send no escalation and no callback reply for a summarised call (it
+  has no alert of its own to reply to, and thousands of escalations would be the same flood
+  an SLA later); a callback to it is still recorded, so the digest counts it returned.
+- Returns the calls still to alert one by one: all of `due` without a storm; else those
+  already rendered (stage `notifying`: their own alert is stored, maybe partly sent).
+- A dry run prints the summary and marks nothing. A Telegram failure leaves the summary for
+  the next pass; a fatal one propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, Stage
+from salesbot_poller.errors import Busy, TransientError
+from salesbot_poller.pipeline import delivery
+from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.messages import format_time, name_html, pack, phone_html
+from salesbot_poller.pipeline.routing import alert_destination
+from salesbot_poller.store import Call
+
+log = logging.getLogger(__name__)
+
+KIND = "storm"
+SHOWN = 20  # numbers listed in the summary; the rest are counted
+
+
+def render_storm(calls: list[Call], limit: int, app: App) -> list[str]:
+    """The summary of `calls` (in the order they were recorded), more than `limit` in one pass."""
+    times = [call.event_created_at for call in calls]
+    first, last = min(times), max(times)  # ids follow the order calls were read, not when they rang
+    lines = [
+        f"🚨 <b>Шквал пропущенных звонков: {len(calls)}</b> · {format_time(first, app.tz)} – "
+        f"{format_time(last, app.tz)}",
+        f"Больше {limit} за раз: возможен сбой телефонии или спам. Отдельных оповещений и "
+        "напоминаний «не перезвонили» по ним не будет; все звонки сохранены.",
+    ]
+    shown = [
+        f"☎️ {phone_html(call.phone or '', 'номер не определён')} · {format_time(call.event_created_at, app.tz)}"
+        f" · {name_html(call.manager_name or MANAGER_UNKNOWN)}"
+        for call in calls[:SHOWN]
+    ]
+    if len(calls) > SHOWN:
+        shown.append(f"… и ещё {len(calls) - SHOWN}")
+    return pack(["\n".join(lines), "\n".join(shown)])
+
+
+def plan(app: App, calls: list[Call]) -> Planned:
+    """The summary of `calls` as a delivery to the alert chat."""
+    parts = render_storm(calls, app.config.telegram.max_alerts_per_cycle, app)
+    key = f"storm:{calls[0].id}-{calls[-1].id}"
+    return Planned(key, KIND, alert_destination(app.config), {"parts": parts})
+
+
+def send_pending(app: App, cycle: Cycle, patience: float) -> None:
+    """Send stored summaries not sent yet; a transient failure waits for the next pass."""
+    try:
+        delivery.send_all(app, app.store.pending(kinds=(KIND,)), cycle.now, urgent=True, patience=patience)
+    except Busy as exc:
+        log.info("storm summary waiting: %s", exc)
+    except TransientError as exc:
+        log.warning("storm summary not sent yet: %s", exc)
+
+
+def summarise(app: App, cycle: Cycle, due: list[Call], patience: float) -> list[Call]:
+    """See the module contract."""
+    if app.dry_run is None:
+        send_pending(app, cycle, patience)
+    fresh = [call for call in due if call.stage == Stage.MISSED.value]
+    limit = app.config.telegram.max_alerts_per_cycle
+    if len(fresh) <= limit:
+        return due
+    item = plan(app, fresh)
+    if app.dry_run is not None:
+        app.dry_run.show([item])
+    else:
+        marked = app.store.summarise([item], fresh, cycle.now)
+        log.warning(
+            "%d missed calls due at once (more than telegram.max_alerts_per_cycle = %d): one summary (%s), "
+            "%d calls marked",
+            len(fresh),
+            limit,
+            item.key,
+            marked,
+        )
+        send_pending(app, cycle, patience)
+    return [call for call in due if call.stage != Stage.MISSED.value]
