@@ -646,6 +646,15 @@ class Store:
         )
         return list(query.order_by(Delivery.id))
 
+    def failing_deliveries(self, limit: int = 5) -> tuple[int, int, list[Delivery]]:
+        """Destinations in trouble: how many rows wait for another try after a failure, how many
+        were given up, and the latest `limit` of either."""
+        failing = Delivery.select().where(Delivery.error.is_null(False))
+        waiting = failing.where(Delivery.done_at.is_null()).count()
+        given_up = failing.where(Delivery.done_at.is_null(False)).count()
+        latest = failing.order_by(Delivery.id.desc()).limit(limit)
+        return waiting, given_up, list(latest)
+
     def older_cards_waiting(self, row: Delivery, due_by: int) -> bool:
         """Whether a card or alert of an earlier call to the same chat is rendered, unsent, and
         due by `due_by`: it goes first, so one chat's cards keep the order of their calls."""

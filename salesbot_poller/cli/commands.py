@@ -91,6 +91,12 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
             out(f"  {_failure_line(store, call)}")
         if len(failed) > FAILED_SHOWN:
             out(f"  ... and {len(failed) - FAILED_SHOWN} more")
+    waiting, given_up, rows = store.failing_deliveries()
+    if rows:
+        out(f"destinations failing: {waiting} message(s)/write(s) wait for another try, {given_up} given up")
+        for row in rows:
+            state = "given up" if row.done_at else f"attempt {row.attempts}, next try {when_text(row.next_attempt_at)}"
+            out(f"  {row.kind} {row.key} ({state}): {row.error}")
     count, events = store.set_aside_events()
     out(f"events set aside: {count}" + (" (malformed, or could not be stored; the latest:)" if count else ""))
     for event in events:

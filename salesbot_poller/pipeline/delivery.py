@@ -115,7 +115,7 @@ def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: f
         )
         log.error("%s (%s) given up: %s", row.kind, row.key, exc)
         return
-    store.committed(partial(store.update_delivery, row, sent_ids_json=json.dumps(sent), done_at=now))
+    store.committed(partial(store.update_delivery, row, sent_ids_json=json.dumps(sent), done_at=now, error=None))
     log.info("%s (%s) delivered", row.kind, row.key)
 
 
