@@ -68,10 +68,11 @@ class CallEvent:
 
 @dataclass(frozen=True)
 class EventBatch:
-    """Events of one window: the valid ones, and (event id, reason) for each malformed one."""
+    """Events of one window: the valid ones, and (event id, reason, the raw event as JSON when
+    it is small enough to keep for `retry --event`) for each malformed one."""
 
     events: list[CallEvent]
-    malformed: list[tuple[str, str]]
+    malformed: list[tuple[str, str, str | None]]
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class SeenEvent(_Model):
     created_at = peewee.IntegerField(null=True)
     seen_at = peewee.IntegerField()
     error = peewee.TextField(null=True)  # why a malformed event could not become a call
+    raw_json = peewee.TextField(null=True)  # a set-aside event as read, for `retry --event`
 
 
 class Call(_Model):
@@ -212,6 +213,11 @@ def _m0009_storm(db: peewee.Database) -> None:
     add_missing_columns(db, Call, ["summarised_in"])
 
 
+def _m0010_event_raw(db: peewee.Database) -> None:
+    """A set-aside event keeps its raw form, so `retry --event` can take it back."""
+    add_missing_columns(db, SeenEvent, ["raw_json"])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -223,6 +229,7 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0007_lanes", _m0007_lanes),
     ("0008_delivery_retry", _m0008_delivery_retry),
     ("0009_storm", _m0009_storm),
+    ("0010_event_raw", _m0010_event_raw),
 ]
 
 CURSOR_KEY = "events_cursor"
@@ -367,11 +374,17 @@ class Store:
     # --- events -----------------------------------------------------------------------
 
     def record_window(
-        self, events: Iterable[CallEvent], malformed: Iterable[tuple[str, str]], until: int, now: int
+        self,
+        events: Iterable[CallEvent],
+        malformed: Iterable[tuple[str, str, str | None]],
+        until: int,
+        now: int,
+        raw_of: Callable[[CallEvent], str | None] = lambda event: None,
     ) -> tuple[int, list[tuple[str, str]]]:
         """Record a window's events, new calls and the cursor atomically.
 
-        Returns the number of new calls and the malformed events not seen before.
+        Returns the number of new calls and the malformed events not seen before. An event that
+        cannot be stored is set aside like a malformed one, kept as `raw_of(event)`.
         """
         new_calls = 0
         new_malformed = []
@@ -385,14 +398,25 @@ class Store:
                     raise  # the database, not the event: the whole window waits
                 except Exception as exc:  # confined to this event, with its reason
                     reason = f"quarantined: could not be stored ({type(exc).__name__}: {excerpt(str(exc))})"
-                    malformed.append((event.event_id, reason))
-            for event_id, reason in malformed:
+                    malformed.append((event.event_id, reason, raw_of(event)))
+            for event_id, reason, raw in malformed:
                 error = self._redact(reason)
-                query = SeenEvent.insert(event_id=event_id, seen_at=now, error=error).on_conflict_ignore()
+                query = SeenEvent.insert(event_id=event_id, seen_at=now, error=error, raw_json=raw).on_conflict_ignore()
                 if query.as_rowcount().execute():
                     new_malformed.append((event_id, reason))
             self.set_state(CURSOR_KEY, str(until))
         return new_calls, new_malformed
+
+    def set_aside_event(self, event_id: str) -> SeenEvent | None:
+        """A set-aside event by id (None when there is none such, or it became a call)."""
+        return SeenEvent.get_or_none(SeenEvent.event_id == event_id, SeenEvent.error.is_null(False))
+
+    def readmit_event(self, event: CallEvent, now: int) -> Call:
+        """Record a set-aside event (now valid) as a new call, in one transaction."""
+        with self.db.atomic():
+            SeenEvent.delete().where(SeenEvent.event_id == event.event_id).execute()
+            self._record_event(event, now)
+        return Call.get(Call.event_id == event.event_id)
 
     def _record_event(self, event: CallEvent, now: int) -> int:
         """Record one event and its call; 1 if it is new."""

@@ -91,7 +91,9 @@ def test_malformed_events_are_reported_with_the_field(servers: Servers) -> None:
     )
     batch = amo_client(servers).call_events(NOW - 60, NOW)
     assert len(batch.events) == 1
-    assert batch.malformed == [("01BROKEN", "field 'value_after[0].note.id' is missing")]
+    assert [(ref, reason) for ref, reason, _ in batch.malformed] == [
+        ("01BROKEN", "field 'value_after[0].note.id' is missing")
+    ]
 
 
 def test_429_honours_retry_after_and_html_bodies(servers: Servers) -> None:

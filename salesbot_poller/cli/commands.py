@@ -16,6 +16,7 @@ from salesbot_poller.domain import SET_ASIDE_STAGES, Stage
 from salesbot_poller.pipeline import usage
 from salesbot_poller.pipeline.health import RESTART_AFTER, failing_record
 from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
+from salesbot_poller.services.amocrm_parse import parse_event
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import Call, Store
 
@@ -104,6 +105,31 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
 
 
 FAILED_SHOWN = 20
+
+
+def retry_events(store: Store, event_ids: list[str], now: int, out: Callable[[str], None]) -> bool:
+    """Take set-aside events back: each is read again by today's rules and, when it is valid
+    now (a fixed bug, a corrected value), recorded as a new call; False if any is not."""
+    ok = True
+    for event_id in event_ids:
+        row = store.set_aside_event(event_id)
+        if row is None:
+            out(f"event {event_id}: not set aside (see `salesbot-poller status`)")
+            ok = False
+            continue
+        if not row.raw_json:
+            out(f"event {event_id}: too large to have been kept; it cannot be taken back")
+            ok = False
+            continue
+        try:
+            event = parse_event(json.loads(row.raw_json))
+        except ValueError as exc:
+            out(f"event {event_id}: still not a call event: {exc}")
+            ok = False
+            continue
+        call = store.readmit_event(event, now)
+        out(f"event {event_id}: recorded as call {call.id} ({call.entity_type}/{call.entity_id})")
+    return ok
 
 
 def _failure_line(store: Store, call: Call) -> str:

@@ -69,9 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     auth = commands.add_parser("auth", help="exchange an amoCRM authorization code for OAuth tokens (kept in the DB)")
     auth.add_argument("--code", required=True, help="the authorization code from the integration's settings in amoCRM")
-    retry = commands.add_parser("retry", help="put failed calls back (CALL_ID ..., or --failed for all)")
+    retry = commands.add_parser(
+        "retry", help="put failed or quarantined calls back (CALL_ID ..., or --failed for all), or set-aside events"
+    )
     retry.add_argument("call_ids", nargs="*", type=int, metavar="CALL_ID")
-    retry.add_argument("--failed", action="store_true", help="every failed call")
+    retry.add_argument("--failed", action="store_true", help="every failed or quarantined call")
+    retry.add_argument(
+        "--event", action="append", default=[], metavar="EVENT_ID", help="a set-aside event, read again (repeatable)"
+    )
     return parser
 
 
@@ -106,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(print)
     secrets: list[str] = []
     try:
-        if args.command == "retry" and not (args.call_ids or args.failed):
-            _err("retry: give CALL_ID(s) or --failed")
+        if args.command == "retry" and not (args.call_ids or args.failed or args.event):
+            _err("retry: give CALL_ID(s), --failed or --event EVENT_ID")
             return EXIT_CONFIG
         config = _load(args.config, require_secrets=args.command not in ("status", "auth", "retry"))
         if args.log_level is None:
@@ -154,8 +159,12 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
             commands.status(store, out, config)
             return EXIT_OK
         if command == "retry" and args is not None:
-            requeued = commands.retry(store, args.call_ids, args.failed, int(utc_now().timestamp()), out)
-            return EXIT_OK if requeued else EXIT_CHECK_FAILED
+            now = int(utc_now().timestamp())
+            requeued = True
+            if args.call_ids or args.failed:
+                requeued = commands.retry(store, args.call_ids, args.failed, now, out)
+            readmitted = commands.retry_events(store, args.event, now, out)
+            return EXIT_OK if requeued and readmitted else EXIT_CHECK_FAILED
         if command == "check":
             from salesbot_poller.cli.check import check
 

@@ -29,6 +29,7 @@ from salesbot_poller.domain import MANAGER_UNKNOWN, CallNote, Stage, answered
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.health import describe
+from salesbot_poller.services.amocrm_parse import as_raw
 from salesbot_poller.store import Call
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def poll(app: App, cycle: Cycle) -> None:
         since, until = cursor - OVERLAP_SECONDS, max(until, cursor)
     batch = app.source.call_events(since, until)
     cycle.events = len(batch.events)
-    new_calls, new_malformed = app.store.record_window(batch.events, batch.malformed, until, cycle.now)
+    new_calls, new_malformed = app.store.record_window(batch.events, batch.malformed, until, cycle.now, as_raw)
     cycle.new = new_calls
     for event_id, reason in new_malformed:
         log.warning("amoCRM event %s ignored: %s", event_id, reason)

@@ -39,6 +39,7 @@ from salesbot_poller.services.amocrm_parse import (
     event_ref,
     parse_event,
     parse_note,
+    raw_text,
 )
 from salesbot_poller.services.retry import bounded_retry
 from salesbot_poller.services.throttle import AmoPause, RateLimiter
@@ -288,12 +289,12 @@ class AmoClient:
             ("limit", EVENTS_PAGE_LIMIT),
         ]
         events: dict[str, CallEvent] = {}
-        malformed: list[tuple[str, str]] = []
+        malformed: list[tuple[str, str, str | None]] = []
         for raw in self._pages("/api/v4/events", params, "events"):
             try:
                 event = parse_event(raw)
             except ValueError as exc:
-                malformed.append((event_ref(raw, len(malformed)), str(exc)))
+                malformed.append((event_ref(raw, len(malformed)), str(exc), raw_text(raw)))
                 continue
             events.setdefault(event.event_id, event)
         return EventBatch(sorted(events.values(), key=lambda e: (e.created_at, e.event_id)), malformed)

@@ -10,6 +10,7 @@ is short: a hostile value is shown cut). What comes out is safe to store and to 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -53,6 +54,34 @@ def event_ref(raw: Any, index: int) -> str:
     if isinstance(raw_id, str) and raw_id and len(raw_id) <= MAX_EVENT_ID:
         return clean_text(raw_id)
     return f"unknown-{index}"
+
+
+MAX_RAW_EVENT = 16 * 1024  # a set-aside event larger than this is not kept for `retry --event`
+
+
+def raw_text(raw: Any) -> str | None:
+    """A raw event as JSON (ASCII: a lone surrogate survives as an escape), or None when it is
+    too large or too deep to keep."""
+    try:
+        text = json.dumps(raw, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text if len(text) <= MAX_RAW_EVENT else None
+
+
+def as_raw(event: CallEvent) -> str:
+    """A valid event back in amoCRM's form (for one that was read but could not be stored)."""
+    singular = next(k for k, v in ENTITY_PLURAL.items() if v == event.entity_type)
+    kind = next(k for k, v in CALL_EVENT_TYPES.items() if v == event.direction)
+    raw = {
+        "id": event.event_id,
+        "type": kind,
+        "entity_type": singular,
+        "entity_id": event.entity_id,
+        "created_at": event.created_at,
+        "value_after": [{"note": {"id": event.note_id}}],
+    }
+    return json.dumps(raw, separators=(",", ":"))
 
 
 def parse_event(raw: Any) -> CallEvent:
