@@ -30,7 +30,7 @@ def test_record_window_dedups_and_moves_the_cursor_atomically(tmp_path: Path) ->
     store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", 1)
     assert store.record_window([event(1), event(2)], [("01BAD", "field 'id'", None)], until=500, now=10) == (
         2,
-        [("01BAD", "field 'id'", None)],
+        [("01BAD", "field 'id'")],
     )
     assert store.record_window([event(2), event(3)], [("01BAD", "field 'id'", None)], until=600, now=20) == (1, [])
     assert store.cursor() == 600 and Call.select().count() == 3 and SeenEvent.select().count() == 4
