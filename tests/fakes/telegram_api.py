@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .base import JSON, FakeServer, RecordedRequest, Reply, form_params, json_reply, text_reply
@@ -68,6 +69,7 @@ class FakeTelegram(FakeServer):
         self.down_chats: set[str] = set()
         self.messages: list[JSON] = []
         self.documents: list[JSON] = []
+        self.on_accept: Callable[[JSON], None] | None = None
         self._message_id = 0
 
     @property
@@ -174,6 +176,8 @@ class FakeTelegram(FakeServer):
                 "reply_parameters": reply_parameters,
                 "link_preview_options": link_preview_options,
             })
+            record = self.messages[-1]
+        self._accepted(record)
         return self._ok(msg)
 
     def _send_document(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
@@ -203,4 +207,11 @@ class FakeTelegram(FakeServer):
                 "message_thread_id": params.get("message_thread_id"),
                 "reply_parameters": _json_param(params, "reply_parameters"),
             })
+            record = self.documents[-1]
+        self._accepted(record)
         return self._ok(msg)
+
+    def _accepted(self, record: JSON) -> None:
+        hook = self.on_accept
+        if hook is not None:
+            hook(record)
