@@ -106,8 +106,9 @@ def test_a_dripping_host_is_cut_at_the_deadline_with_no_thread_or_socket_left(tm
         with pytest.raises(TransientError) as caught:
             downloader.download(url, "call-1", 3)
         cut = time.monotonic() - started
-        print(f"1-byte/s host, 3 s deadline: cut after {cut:.2f} s")  # the figure the README quotes
-        assert 3.0 <= cut <= 3.0 + 1.0
+        # Not a speed test: without the deadline this download would run for centuries, so any
+        # cut proves it. The figure (cut and overshoot, target <= 1 s) is benchmarks/hostile.py's.
+        assert 3.0 <= cut <= 3.0 + 10.0, f"cut after {cut:.2f} s"
         assert str(caught.value) == "recording download from 127.0.0.1 took over 3 s"
         assert "signed-secret-42" not in str(caught.value) and "/rec/" not in str(caught.value)
         assert not any(t.name == "recording-deadline" for t in threading.enumerate())
