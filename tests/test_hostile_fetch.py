@@ -129,8 +129,9 @@ def test_once_cuts_a_dripping_recording_at_the_deadline_and_retries_the_call_lat
     ended = time.monotonic()
     assert result.returncode == 0, result.stderr
     (request,) = servers.recordings.requests_to("/rec/slow")
-    # The child goes on after the cut (the rest of its cycle, its exit): a bound, not the measure.
-    assert ended - request.at < 2 + 1 + 2.0
+    # Proof that the cut came (uncut, the download runs for hours), not a speed target: the
+    # figure is benchmarks/hostile.py's.
+    assert ended - request.at < 30
     ((stage, error, _),) = calls(servers)
     assert (stage, error) == ("ready", "recording download from 127.0.0.1 took over 2 s")
     assert "signed-secret-42" not in result.stderr

@@ -377,13 +377,10 @@ def test_ten_thousand_due_missed_calls_are_one_message_in_the_store(tmp_path: Pa
     with rig.app.store.db.atomic():
         for start in range(0, count, 500):
             Call.insert_many(rows[start : start + 500]).execute()
-    started = time.monotonic()
-    send_alerts(rig.app, Cycle(app=rig.app, now=now), lambda: False)
-    seconds = time.monotonic() - started
+    send_alerts(rig.app, Cycle(app=rig.app, now=now), lambda: False)  # the time: benchmarks/hostile.py
     assert len(rig.notifier.sent) == 1 and f"Шквал пропущенных звонков: {count}" in rig.notifier.sent[0]
     assert rig.app.store.stage_counts() == {"missed_alerted": count}
     assert rig.app.store.due_calls(now, [Stage.MISSED], kind="missed") == []
-    assert seconds < 30, f"{seconds:.1f} s"
 
 
 def test_migration_0009_adds_the_summary_mark_to_a_database_of_the_previous_schema(tmp_path: Path) -> None:
