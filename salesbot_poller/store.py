@@ -735,6 +735,20 @@ class Store:
         latest = query.order_by(SeenEvent.seen_at.desc(), SeenEvent.event_id).limit(limit)
         return query.count(), list(latest)
 
+    def forget_unsent_render(self, call: Call) -> None:
+        """For `retry`: a call whose own message Telegram accepted none of is rendered again
+        (by today's renderer: a message an older release got wrong is not resent as it was);
+        its rows with nothing accepted go. A message partly accepted is reopened instead, so
+        only its rest is sent."""
+        own = self.find_delivery(f"call:{call.id}")
+        if own is None:
+            return
+        if json.loads(own.sent_ids_json):
+            if own.done_at is not None and own.error is not None:
+                self.update_delivery(own, done_at=None, error=None, attempts=0, next_attempt_at=0)
+            return
+        Delivery.delete().where(Delivery.call_id == call.id, Delivery.sent_ids_json == "[]").execute()
+
     def requeue(self, call: Call, stage: Stage, now: int) -> None:
         """Put a failed call back at `stage`, due now, with a fresh attempt count and 24 h."""
         self.update(call, now, stage=stage, attempts=0, next_attempt_at=now, retried_at=now)

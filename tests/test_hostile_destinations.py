@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from salesbot_poller.cli import commands
+from salesbot_poller.pipeline.lanes import run_once
 from tests.conftest import CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3
+from tests.loopback_app import add_call, at, calls, loopback_rig, ts
 
 ALERT_CHAT = "-1009999"
 
@@ -101,3 +104,21 @@ def test_a_destination_that_stays_down_is_given_up_and_the_calls_stay_delivered(
     status = run_cli("status", config=config).stdout
     assert "destinations failing: 0 message(s)/write(s) wait for another try, 4 given up" in status, status
     assert "failed calls: 0" in status
+
+
+def test_a_card_refused_for_good_fails_the_call_and_retry_renders_it_again(servers: Servers) -> None:
+    rig = loopback_rig(servers, amocrm={"write_back": True})
+    refusal = {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}
+    servers.telegram.fail_next("sendMessage", 400, refusal)
+    add_call(rig, 1)
+    run_once(rig.app, at(0))
+    (call,) = calls()
+    assert call.stage == "failed" and "its card was refused" in (call.last_error or ""), call.last_error
+    assert servers.telegram.messages == [] and servers.amo.created_notes == [], "nothing else goes for it"
+
+    out: list[str] = []
+    assert commands.retry(rig.app.store, [call.id], False, ts(1), out.append)
+    assert out == [f"call {call.id} (leads/{call.entity_id}): requeued at analysed"], "rendered anew"
+    run_once(rig.app, at(2))
+    assert calls()[0].stage == "notified"
+    assert len(servers.telegram.messages) == 1 and len(servers.amo.created_notes) == 1

@@ -160,6 +160,7 @@ def retry(store: Store, call_ids: list[int], all_failed: bool, now: int, out: Ca
         elif all(c.id != call.id for c in calls):
             calls.append(call)
     for call in calls:
+        store.forget_unsent_render(call)
         stage = store.resume_stage(call)
         store.requeue(call, stage, now)
         out(f"call {call.id} ({call.entity_type}/{call.entity_id}): requeued at {stage.value}")

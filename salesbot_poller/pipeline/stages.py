@@ -133,6 +133,9 @@ def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience
     own = app.store.find_delivery(delivery.own_key(call.id))
     if own is not None and own.done_at is None:
         delivery.send(app, own, cycle.now, urgent=urgent, patience=patience)  # its failure: the call waits
+    if own is not None and own.error is not None:  # refused for good: the call is not delivered
+        cycle.fail(call, f"its {own.kind} was refused: {own.error}")
+        return
     missed = call.kind == "missed"
     app.store.committed(
         lambda: app.store.update(
