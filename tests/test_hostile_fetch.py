@@ -304,7 +304,7 @@ def test_the_alert_chat_hears_once_that_the_budget_holds_calls_back(servers: Ser
     assert len(notices) == 1, notices
     (notice,) = notices
     assert notice["chat_id"] == ALERT_CHAT
-    assert "Звонков ждут расшифровки: 2" in notice["visible_text"]
+    assert re.search(r"Звонков ждут расшифровки: 2; они продолжатся \d\d\.\d\d \d\d:\d\d\.", notice["visible_text"])
     assert re.search(r"Потрачено сегодня \(UTC\): ~\$\d+\.\d\d из \$1\.00", notice["visible_text"])
     assert len(servers.openai.transcriptions) == 1
 

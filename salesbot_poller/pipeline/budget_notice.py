@@ -19,18 +19,20 @@ from salesbot_poller.domain import Planned, Stage
 from salesbot_poller.pipeline import usage
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.followup import send_pending
+from salesbot_poller.pipeline.messages import format_time
 from salesbot_poller.pipeline.routing import alert_destination
 
 KIND = "budget"
 WAITING_STAGES = (Stage.READY, Stage.DOWNLOADED)
 
 
-def render_notice(spent: float, budget: float, waiting: int) -> str:
-    """The message (Telegram HTML; every value in it is a number)."""
+def render_notice(spent: float, budget: float, waiting: int, resume: str) -> str:
+    """The message (Telegram HTML; every value in it is a number or a time); `resume` is
+    when the budget's day ends, in the messages' time zone."""
     return (
         "💸 <b>Дневной бюджет OpenAI исчерпан</b>\n"
         f"Потрачено сегодня (UTC): ~${spent:.2f} из ${budget:.2f}.\n"
-        f"Звонков ждут расшифровки: {waiting}; они продолжатся завтра после 00:00 UTC.\n"
+        f"Звонков ждут расшифровки: {waiting}; они продолжатся {resume}.\n"
         "Поднять бюджет: <code>openai.daily_budget_usd</code> в конфиге (0 — без бюджета)."
     )
 
@@ -52,7 +54,10 @@ def run(app: App, cycle: Cycle) -> None:
     if not waiting:
         return
     item = Planned(
-        key, KIND, alert_destination(app.config), {"parts": [render_notice(spent, prices.daily_budget_usd, waiting)]}
+        key,
+        KIND,
+        alert_destination(app.config),
+        {"parts": [render_notice(spent, prices.daily_budget_usd, waiting, format_time(today + 86400, app.tz))]},
     )
     if app.dry_run is not None:
         app.dry_run.show([item])
