@@ -40,16 +40,25 @@ TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
 ANALYSE_TIMEOUT = 120.0
 
 
+class _NoNetrcSession(requests.Session):
+    """Proxy variables apply (Telegram often needs one), but ~/.netrc never does: its Basic
+    credentials would replace our own Authorization header, or go to a host we are redirected to."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        original = response.request.url or ""
+        strip = self.should_strip_auth(original, prepared_request.url or "")  # type: ignore[no-untyped-call]
+        if "Authorization" in prepared_request.headers and strip:
+            del prepared_request.headers["Authorization"]  # requests' own rule, without its netrc step
+
+
 def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
 def _session() -> requests.Session:
-    session = requests.Session()
+    session = _NoNetrcSession()
     session.headers["User-Agent"] = USER_AGENT
-    # A session-wide auth keeps requests from reading ~/.netrc, whose Basic credentials would
-    # replace our own Authorization header; proxy variables still apply (Telegram often needs one).
-    session.auth = _no_netrc
+    session.auth = _no_netrc  # a session-wide auth: requests then reads no ~/.netrc for a request
     return session
 
 

@@ -311,3 +311,25 @@ def test_the_alert_chat_hears_once_that_the_budget_holds_calls_back(servers: Ser
 
 def test_the_daily_budget_is_fifty_dollars_unless_set() -> None:
     assert OpenAIConfig().daily_budget_usd == 50.0
+
+
+def test_the_service_session_takes_no_netrc_password_to_a_host_it_is_redirected_to(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from salesbot_poller.app import _session
+
+    home = servers.tmp / "home"
+    home.mkdir()
+    (home / ".netrc").write_text(f"machine 127.0.0.1 login salesbot password {values()['netrc_password']}\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NETRC", raising=False)
+    target = servers.recordings.add("/landing.mp3", make_mp3(1.0))
+    servers.amo.fail_next(r"^/moved", 302, b"", {"Location": target})
+    session = _session()
+    try:
+        answer = session.get(f"{servers.amo.base_url}/moved", headers={"Authorization": "Bearer ours"}, timeout=5)
+    finally:
+        session.close()
+    assert answer.status_code == 200
+    assert servers.recordings.authorization_headers_seen() == [], "neither ours nor the .netrc's"
