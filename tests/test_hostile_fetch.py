@@ -333,3 +333,36 @@ def test_the_service_session_takes_no_netrc_password_to_a_host_it_is_redirected_
         session.close()
     assert answer.status_code == 200
     assert servers.recordings.authorization_headers_seen() == [], "neither ours nor the .netrc's"
+
+
+def test_the_deadline_also_cuts_a_tls_handshake_that_never_ends() -> None:
+    import socket
+    import ssl
+    import threading
+
+    from salesbot_poller.services.recording_http import Deadline
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, then says nothing: no ServerHello
+    port = listener.getsockname()[1]
+    outcome: list[BaseException] = []
+    try:
+        with Deadline(0.5):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+            Deadline.current().watch_socket(raw)  # type: ignore[union-attr] -- as the connection does
+            tls = ssl.create_default_context().wrap_socket(
+                raw, server_hostname="rec.example", do_handshake_on_connect=False
+            )
+
+            def handshake() -> None:
+                try:
+                    tls.do_handshake()
+                except (OSError, ssl.SSLError) as exc:
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=handshake)
+            worker.start()
+            worker.join(timeout=10)
+        tls.close()
+    finally:
+        listener.close()
+    assert not worker.is_alive() and outcome, "the handshake was cut, not left to the 30 s timeout"

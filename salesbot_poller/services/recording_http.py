@@ -94,6 +94,10 @@ class Deadline:
         Deadline._active.current = None
         self._timer.cancel()
         self._timer.join()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()  # the duplicates; a connection closes its own socket
+            self._sockets.clear()
 
     @classmethod
     def current(cls) -> Deadline | None:
@@ -102,10 +106,16 @@ class Deadline:
         return found
 
     def watch_socket(self, sock: socket.socket) -> None:
+        # A duplicate descriptor of the same connection: the TLS layer takes the original
+        # over (detaching it) for its handshake, which a shutdown of the duplicate ends too.
+        try:
+            watched = sock.dup()
+        except OSError:  # out of descriptors: the connection is watched (`watch_connection`)
+            return
         with self._lock:
-            self._sockets.append(sock)
+            self._sockets.append(watched)
             if self.expired:
-                _shut(sock)
+                _shut(watched)
 
     def watch_connection(self, conn: HTTPConnection) -> None:
         # Its socket is read when the deadline comes: a TLS socket replaces the plain one.
