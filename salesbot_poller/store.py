@@ -21,6 +21,9 @@ Contract:
   for the state that must hold a secret (the OAuth tokens).
 - A SQLite database file (and its -wal/-shm) is private: created 0600 whatever the umask,
   an existing one we own set back to 0600; a directory created for it is 0700.
+- `Store.open_readonly(url)` (the `fleet` and `usage` commands, run as root beside the
+  services) writes nothing: no migration, no file created, no -wal/-shm of ours left behind;
+  see its docstring for how SQLite is kept from creating them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import peewee
 from playhouse.db_url import connect
@@ -305,6 +309,67 @@ def _open_database(url: str) -> peewee.Database:
     return db
 
 
+WAL_FORMAT = b"\x02\x02"  # bytes 18-19 of a SQLite header: the file is in WAL mode
+
+
+def _file_identity(file: Path) -> tuple[int, int, int]:
+    stat = file.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _readonly_sqlite(file: Path) -> tuple[peewee.Database, tuple[int, int, int] | None]:
+    """A connection to `file` that writes nothing, and (when it reads the file as immutable)
+    the file's identity at open, to be compared after the reads (`Store.snapshot_intact`).
+
+    SQLite's `mode=ro` alone is not enough: on a WAL database with no -wal file (the service
+    stopped: its last connection removed both) a read-only connection CREATES -wal and -shm,
+    owned by whoever opened it (root) and left behind. So:
+    - a -wal exists (the service has the database open): `mode=ro`, which reads through the
+      service's -wal and -shm and creates nothing;
+    - a WAL database without -wal: `immutable=1`, which opens no companion file and takes no
+      lock. Everything committed is in the main file; a writer that starts meanwhile writes
+      to a new -wal, and the main file changes only at a checkpoint, which the caller detects
+      (`snapshot_intact`) and then reads again, through the -wal that now exists;
+    - a rollback-journal database: `mode=ro` (readers create no file there).
+    """
+    if not file.is_file():
+        raise FileNotFoundError(f"no database file {file}")
+    with file.open("rb") as handle:
+        header = handle.read(20)
+    identity: tuple[int, int, int] | None = None
+    wal = file.with_name(file.name + "-wal")
+    if header[18:20] == WAL_FORMAT and not wal.exists():
+        identity = _file_identity(file)
+        flags = "mode=ro&immutable=1"
+    else:
+        flags = "mode=ro"
+    db = peewee.SqliteDatabase(
+        f"file:{quote(str(file.resolve()))}?{flags}",
+        uri=True,
+        pragmas={"busy_timeout": BUSY_TIMEOUT_MS, "query_only": 1},
+    )
+    return db, identity
+
+
+def give_back_companions(file: Path) -> None:
+    """A -wal/-shm that this process created by accident (the service closed the database
+    between our look at its -wal and our open) and owns while the database belongs to
+    someone else: given to the database's owner, 0600, so the service can still open it."""
+    try:
+        owner = file.stat()
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm"):
+        companion = file.with_name(file.name + suffix)
+        try:
+            stat = companion.stat()
+            if stat.st_uid == os.geteuid() and stat.st_uid != owner.st_uid:
+                os.chown(companion, owner.st_uid, owner.st_gid)
+                companion.chmod(PRIVATE_FILE)
+        except OSError:
+            continue
+
+
 ERROR_FIELDS = ("last_error", "skip_reason", "error")  # texts that may quote an upstream answer
 
 
@@ -327,6 +392,41 @@ class Store:
         store.migrate(now)
         return store
 
+    @classmethod
+    def open_readonly(cls, url: str) -> Store:
+        """Open `url` to read only: no migration, nothing written (see `_readonly_sqlite`); a
+        missing SQLite file raises `FileNotFoundError`. `missing_migrations` tells whether the
+        schema is this release's. Other databases are connected as they are and only read."""
+        if url.startswith("sqlite:"):
+            file = sqlite_file(url)
+            if file is None:
+                raise FileNotFoundError(f"{url}: not a database file")
+            db, identity = _readonly_sqlite(file)
+            store = cls(db, lambda text: text)
+            store._readonly_file, store._identity = file, identity
+            return store
+        return cls(connect(url), lambda text: text)
+
+    _readonly_file: Path | None = None
+    _identity: tuple[int, int, int] | None = None
+
+    def snapshot_intact(self) -> bool:
+        """False when a read-only store read a file that has changed since it was opened (a
+        checkpoint ran meanwhile): what was read may be torn; open it again and read again."""
+        if self._readonly_file is None or self._identity is None:
+            return True
+        try:
+            return _file_identity(self._readonly_file) == self._identity
+        except OSError:
+            return False
+
+    def missing_migrations(self) -> list[str]:
+        """The migrations of this release not recorded in the database (all when it has none)."""
+        if not self.db.table_exists(Migration._meta.table_name):
+            return [name for name, _ in MIGRATIONS]
+        done = {str(m.name) for m in Migration.select(Migration.name)}
+        return [name for name, _ in MIGRATIONS if name not in done]
+
     def _redacted(self, fields: dict[str, Any]) -> dict[str, Any]:
         return {
             key: self._redact(value) if key in ERROR_FIELDS and isinstance(value, str) else value
@@ -336,6 +436,8 @@ class Store:
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
+        if self._readonly_file is not None:
+            give_back_companions(self._readonly_file)
 
     def migrate(self, now: int) -> list[str]:
         """Apply pending migrations in order, each recorded in the `migration` table."""
@@ -703,20 +805,34 @@ class Store:
     def add_usage(self, **fields: Any) -> None:
         Usage.create(**fields)
 
-    def usage_since(self, since: int) -> tuple[int, float, int, int]:
-        """Requests, audio seconds, input and output tokens recorded since `since`."""
-        query = (
-            Usage.select(
-                peewee.fn.COUNT(Usage.id),
-                peewee.fn.COALESCE(peewee.fn.SUM(Usage.audio_seconds), 0),
-                peewee.fn.COALESCE(peewee.fn.SUM(Usage.input_tokens), 0),
-                peewee.fn.COALESCE(peewee.fn.SUM(Usage.output_tokens), 0),
-            )
-            .where(Usage.at >= since)
-            .tuples()
-        )
-        row = cast(tuple[int, float, int, int], query.get())  # .tuples(): a tuple, not a Usage
+    def usage_since(self, since: int, until: int | None = None) -> tuple[int, float, int, int]:
+        """Requests, audio seconds, input and output tokens recorded since `since` (and before
+        `until`, when given)."""
+        query = Usage.select(
+            peewee.fn.COUNT(Usage.id),
+            peewee.fn.COALESCE(peewee.fn.SUM(Usage.audio_seconds), 0),
+            peewee.fn.COALESCE(peewee.fn.SUM(Usage.input_tokens), 0),
+            peewee.fn.COALESCE(peewee.fn.SUM(Usage.output_tokens), 0),
+        ).where(Usage.at >= since)
+        if until is not None:
+            query = query.where(Usage.at < until)
+        row = cast(tuple[int, float, int, int], query.tuples().get())  # a tuple, not a Usage
         return int(row[0]), float(row[1]), int(row[2]), int(row[3])
+
+    def analysed_calls(self, since: int, until: int) -> int:
+        """Calls whose analysis was paid for in [since, until) (its usage row's time)."""
+        query = Usage.select(peewee.fn.COUNT(peewee.fn.DISTINCT(Usage.call_id))).where(
+            Usage.kind == "analysis", Usage.at >= since, Usage.at < until
+        )
+        return int(query.scalar() or 0)
+
+    def missed_alerted_since(self, since: int) -> int:
+        """Missed calls that happened since `since` and whose alert went out (alone or in a
+        storm summary)."""
+        query = Call.select().where(
+            Call.kind == "missed", Call.stage == Stage.MISSED_ALERTED.value, Call.event_created_at >= since
+        )
+        return int(query.count())
 
     # --- failures and retry (issue 4) ---------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""Command line: `salesbot-poller [--config PATH] [--log-level L] {once,run,check,status,demo,backfill,auth,retry}`.
+"""Command line: `salesbot-poller [--config PATH] [--log-level L]
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
 or the service is running, `demo` did not deliver, `retry` was given a call id that is
-unknown or not failed; 2 invalid configuration or arguments
+unknown or not failed, `fleet status` found an instance failing its cycles, a `fleet`
+command (or `usage`) could not read an instance; 2 invalid configuration or arguments
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
 a database error, one line on stderr.
 """
@@ -77,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument(
         "--event", action="append", default=[], metavar="EVENT_ID", help="a set-aside event, read again (repeatable)"
     )
+    usage_cmd = commands.add_parser("usage", help="a UTC month: audio minutes, tokens, estimated cost, calls analysed")
+    fleet = commands.add_parser("fleet", help="every instance under --root: `fleet status`, `fleet usage` (read only)")
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
+    fleet_status = fleet_commands.add_parser("status", help="one line per instance: last cycle, backlog, cost, pauses")
+    fleet_usage = fleet_commands.add_parser("usage", help="one UTC month per instance, for re-billing")
+    for sub in (usage_cmd, fleet_usage):
+        sub.add_argument("--month", required=True, help="the UTC month, e.g. 2026-11")
+        sub.add_argument("--csv", action="store_true", help="CSV (a header row, then the rows) instead of a table")
+    for sub in (fleet_status, fleet_usage):
+        sub.add_argument("--root", default="/etc/salesbot", help="one NAME/config.toml per instance (%(default)s)")
     return parser
 
 
@@ -109,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from salesbot_poller.cli.demo import run_demo
 
         return run_demo(print)
+    if args.command in ("fleet", "usage"):
+        return _read_only(args)
     secrets: list[str] = []
     try:
         if args.command == "retry" and not (args.call_ids or args.failed or args.event):
@@ -133,6 +147,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except peewee.PeeweeException as exc:
         _err(f"database error: {redact(str(exc), secrets)} (check storage.database)")
         return EXIT_FATAL
+
+
+def _read_only(args: argparse.Namespace) -> int:
+    """`fleet status`, `fleet usage` and `usage`: they read databases, never write one, and
+    take no lock (see `cli.fleet`)."""
+    from pathlib import Path
+
+    from salesbot_poller.cli import fleet
+    from salesbot_poller.pipeline.usage import month_bounds
+
+    if getattr(args, "month", None) is not None:
+        try:
+            month_bounds(args.month)
+        except ValueError as exc:
+            _err(f"--month: {exc}")
+            return EXIT_CONFIG
+    now = int(utc_now().timestamp())
+    if args.command == "fleet":
+        root = Path(args.root)
+        instances = fleet.find_instances(root)
+        if not instances:
+            _err(f"fleet: no instances under {root} (each is {root}/NAME/{fleet.CONFIG_NAME})")
+            return EXIT_CONFIG
+        if args.fleet_command == "status":
+            ok = fleet.fleet_status(instances, now, print)
+        else:
+            ok = fleet.fleet_usage(instances, args.month, args.csv, print, _err)
+        return EXIT_OK if ok else EXIT_CHECK_FAILED
+    secrets: list[str] = []
+    try:
+        config = _load(args.config, require_secrets=False)
+        secrets = config.secrets()
+        fleet.instance_usage(config, "the service", args.month, args.csv, lambda line: print(redact(line, secrets)))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _err(f"config: {problem}")
+        return EXIT_CONFIG
+    except fleet.Unreadable as exc:
+        _err(redact(str(exc), secrets))
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
 
 
 def _auth(config: Config, code: str, config_arg: str) -> int:

@@ -8,7 +8,8 @@ Contract:
 - `estimate_usd(totals, prices)`: audio minutes x `audio_price_per_minute_usd` + tokens x
   the per-million token prices. Prices come from the config at the time of reading, so a
   price change re-prices history (they are estimates, not invoices).
-- Days and months are UTC.
+- Days and months are UTC. `month_bounds("2026-11")` is that month's [start, end) in Unix
+  time (ValueError naming the value otherwise); `totals_between` and `month_report` sum it.
 - `BudgetGate.hold(store, prices, call_id, estimate, now)`: with `openai.daily_budget_usd` > 0
   and today's estimate, plus what the transcriptions in flight are expected to cost, at or
   over it, returns the start of the next UTC day (when new transcriptions may start again);
@@ -20,6 +21,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -78,6 +80,50 @@ def month_start(now: int) -> int:
 
 def totals_since(store: Store, since: int) -> Totals:
     return Totals(*store.usage_since(since))
+
+
+def totals_between(store: Store, start: int, end: int) -> Totals:
+    return Totals(*store.usage_since(start, end))
+
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+def month_bounds(text: str) -> tuple[int, int]:
+    """The UTC month `text` ("2026-11") as [start, end) Unix times."""
+    match = _MONTH.fullmatch(text.strip())
+    if not match or not 1 <= int(match[2]) <= 12 or not 1970 <= int(match[1]) <= 9998:
+        raise ValueError(f"{text!r} is not a month (YYYY-MM, e.g. 2026-11)")
+    year, month = int(match[1]), int(match[2])
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+@dataclass(frozen=True)
+class MonthReport:
+    """One month of one instance, for re-billing: what was sent, its estimated cost, and how
+    many calls were analysed (their analysis recorded in the month)."""
+
+    totals: Totals
+    usd: float
+    calls_analysed: int
+
+    @property
+    def audio_minutes(self) -> float:
+        return self.totals.audio_seconds / 60
+
+
+def month_report(store: Store, prices: OpenAIConfig, start: int, end: int) -> MonthReport:
+    totals = totals_between(store, start, end)
+    return MonthReport(totals, estimate_usd(totals, prices), store.analysed_calls(start, end))
+
+
+def budget_spent(store: Store, prices: OpenAIConfig, now: int) -> bool:
+    """Whether today's estimate has reached `openai.daily_budget_usd` (never when it is 0)."""
+    if prices.daily_budget_usd <= 0:
+        return False
+    return estimate_usd(totals_since(store, day_start(now)), prices) >= prices.daily_budget_usd
 
 
 def estimate_usd(totals: Totals, prices: OpenAIConfig) -> float:

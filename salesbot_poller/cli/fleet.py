@@ -1,0 +1,254 @@
+"""Many instances on one server: `fleet status`, `fleet usage`, and `usage` for one instance.
+
+Contract:
+- An instance is a directory ROOT/NAME holding a `config.toml` (ROOT: /etc/salesbot by
+  default), served by `salesbot@NAME`; instances are listed by name.
+- Configs are loaded with no secrets required and an EMPTY environment: the admin's
+  SALESBOT_* variables never apply to an instance (nor one instance's to another).
+- Nothing is written to any database: each is opened with `Store.open_readonly` (no
+  migration, no -wal/-shm created; see there). No run lock is taken. These commands run as
+  root beside the running services.
+- A database whose schema is older than this release is not read: its line says to start
+  the service once, so that it migrates.
+- No secret or database password is printed: a database is named through `safe_url`, and
+  every line of an instance is redacted with that instance's secrets.
+- An instance that cannot be read (config invalid, database missing, unreadable or at an
+  older schema) says why on its line (`fleet status`) or on stderr (`fleet usage`, whose
+  output stays a clean table or CSV); the others are still shown; the command exits 1.
+- `fleet status` exits 1 as well when an instance has failing cycles (a failing-cycles
+  record, or its last cycle recorded an error).
+- Days and months are UTC. Costs are estimates from each instance's configured prices.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import peewee
+
+from salesbot_poller.config import Config, load_config, safe_url
+from salesbot_poller.domain import TERMINAL_STAGES, Stage
+from salesbot_poller.errors import ConfigError
+from salesbot_poller.logs import redact
+from salesbot_poller.pipeline import usage
+from salesbot_poller.pipeline.health import failing_record
+from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
+from salesbot_poller.services.throttle import AmoPause, AmoPaused
+from salesbot_poller.store import Store
+
+DEFAULT_ROOT = Path("/etc/salesbot")
+CONFIG_NAME = "config.toml"
+T = TypeVar("T")
+Out = Callable[[str], None]
+
+
+class Unreadable(Exception):
+    """An instance whose config or database cannot be read; the text says why."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    config_file: Path
+
+    @property
+    def service(self) -> str:
+        return f"salesbot@{self.name}"
+
+
+def find_instances(root: Path) -> list[Instance]:
+    """Every ROOT/NAME holding a config.toml, by name."""
+    if not root.is_dir():
+        return []
+    found = [Instance(path.name, path / CONFIG_NAME) for path in root.iterdir() if (path / CONFIG_NAME).is_file()]
+    return sorted(found, key=lambda instance: instance.name)
+
+
+def load_instance_config(instance: Instance) -> Config:
+    """The instance's config, without its secrets required, with no environment at all."""
+    try:
+        return load_config(instance.config_file, {}, require_secrets=False)
+    except ConfigError as exc:
+        raise Unreadable("config invalid: " + "; ".join(exc.problems)) from None
+
+
+def read_database(config: Config, service: str, read: Callable[[Store], T]) -> T:
+    """Open the instance's database read-only, `read` it, close it; `Unreadable` says why not.
+
+    A read that overlapped a checkpoint (`Store.snapshot_intact`) is done once more."""
+    url = config.storage.database
+    for _ in range(3):
+        try:
+            store = Store.open_readonly(url)
+        except FileNotFoundError:
+            raise Unreadable(f"database missing: {safe_url(url)}") from None
+        except (OSError, peewee.PeeweeException) as exc:
+            raise Unreadable(f"database unreadable ({safe_url(url)}): {redact(str(exc), config.secrets())}") from None
+        try:
+            if store.missing_migrations():
+                raise Unreadable(f"database at an older schema: start {service} once so it migrates")
+            result = read(store)
+            if store.snapshot_intact():
+                return result
+        except (OSError, peewee.PeeweeException) as exc:
+            raise Unreadable(f"database unreadable ({safe_url(url)}): {redact(str(exc), config.secrets())}") from None
+        finally:
+            store.close()
+    raise Unreadable(f"database changed during every read ({safe_url(url)}): try again")
+
+
+def account_host(config: Config) -> str:
+    return urlsplit(str(config.amocrm.base_url)).hostname or "?"
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "never"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    text: str
+    failing: bool
+
+
+def instance_status(store: Store, config: Config, now: int) -> InstanceStatus:
+    """The one-line summary of an instance (after its name), and whether its cycles fail."""
+    raw = store.get_state(LAST_CYCLE_KEY)
+    try:
+        last = json.loads(raw) if raw else None
+    except ValueError:
+        last = {"error": "the last cycle's record is unreadable"}
+    failing = failing_record(store)
+    if last is None:
+        cycle = "last cycle never"
+    else:
+        cycle = f"last cycle {_when(last.get('at'))} " + (f"error: {last['error']}" if last.get("error") else "ok")
+    counts = store.stage_counts()
+    finished = {stage.value for stage in TERMINAL_STAGES}
+    waiting = sum(n for stage, n in counts.items() if stage not in finished)
+    failed = counts.get(Stage.FAILED.value, 0) + counts.get(Stage.QUARANTINED.value, 0)
+    today = usage.estimate_usd(usage.totals_since(store, usage.day_start(now)), config.openai)
+    month = usage.estimate_usd(usage.totals_since(store, usage.month_start(now)), config.openai)
+    parts = [
+        account_host(config),
+        cycle,
+        f"waiting {waiting}",
+        f"failed {failed}",
+        f"missed alerts today {store.missed_alerted_since(usage.day_start(now))}",
+        f"cost today ${today:.2f}, month ${month:.2f}",
+    ]
+    if failing:
+        parts.append(f"FAILING {failing['count']} cycle(s) since {_when(failing['since'])}: {failing['error']}")
+    try:
+        AmoPause(lambda: datetime.fromtimestamp(now, UTC), store).check()
+    except AmoPaused as exc:
+        parts.append(f"PAUSED: {exc}")
+    if usage.budget_spent(store, config.openai, now):
+        resume = datetime.fromtimestamp(usage.day_start(now), UTC) + timedelta(days=1)
+        parts.append(
+            f"PAUSED: daily budget ${config.openai.daily_budget_usd:.2f} spent, "
+            f"transcriptions wait until {_when(resume.timestamp())}"
+        )
+    return InstanceStatus("; ".join(parts), bool(failing) or bool(last and last.get("error")))
+
+
+def fleet_status(instances: Sequence[Instance], now: int, out: Out) -> bool:
+    """One line per instance; False when one fails its cycles or cannot be read."""
+    ok = True
+    for instance in instances:
+        secrets: list[str] = []
+        try:
+            config = load_instance_config(instance)
+            secrets = config.secrets()
+            state = read_database(config, instance.service, partial(instance_status, config=config, now=now))
+            line = f"{instance.name}: {state.text}"
+            ok = ok and not state.failing
+        except Unreadable as exc:
+            line = f"{instance.name}: CANNOT READ: {exc}"
+            ok = False
+        out(redact(line, secrets))
+    return ok
+
+
+USAGE_COLUMNS = ("audio_minutes", "input_tokens", "output_tokens", "cost_usd", "calls_analysed")
+
+
+def _cells(report: usage.MonthReport, *, exact: bool) -> list[str]:
+    """A report's cells: more decimals in CSV (it is re-billed), as `status` shows at the terminal."""
+    return [
+        f"{report.audio_minutes:.2f}" if exact else f"{report.audio_minutes:.1f}",
+        str(report.totals.input_tokens),
+        str(report.totals.output_tokens),
+        f"{report.usd:.4f}" if exact else f"{report.usd:.2f}",
+        str(report.calls_analysed),
+    ]
+
+
+def render(header: Sequence[str], rows: Sequence[Sequence[str]], as_csv: bool) -> list[str]:
+    """A header and rows as CSV lines, or as a table aligned on its columns (text columns to
+    the left, numbers to the right)."""
+    if as_csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return buffer.getvalue().splitlines()
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    numeric = [bool(rows) and all(_is_number(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(
+            (cell.rjust(width) if right else cell.ljust(width))
+            for cell, width, right in zip(row, widths, numeric, strict=True)
+        ).rstrip()
+        for row in (header, *rows)
+    ]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def instance_usage(config: Config, service: str, month: str, as_csv: bool, out: Out) -> None:
+    """`usage --month`: one instance's month (`Unreadable` when its database cannot be read)."""
+    start, end = usage.month_bounds(month)
+    report = read_database(config, service, lambda store: usage.month_report(store, config.openai, start, end))
+    for line in render(USAGE_COLUMNS, [_cells(report, exact=as_csv)], as_csv):
+        out(line)
+
+
+def fleet_usage(instances: Sequence[Instance], month: str, as_csv: bool, out: Out, err: Out) -> bool:
+    """`fleet usage --month`: a row per instance; False when one cannot be read (skipped, with
+    a line on stderr: the table stays clean for billing)."""
+    start, end = usage.month_bounds(month)
+    ok = True
+    rows = []
+    for instance in instances:
+        secrets: list[str] = []
+        try:
+            config = load_instance_config(instance)
+            secrets = config.secrets()
+            report = read_database(
+                config, instance.service, partial(usage.month_report, prices=config.openai, start=start, end=end)
+            )
+            rows.append([instance.name, account_host(config), *_cells(report, exact=as_csv)])
+        except Unreadable as exc:
+            err(redact(f"fleet usage: {instance.name}: skipped, cannot read: {exc}", secrets))
+            ok = False
+    for line in render(("instance", "account", *USAGE_COLUMNS), rows, as_csv):
+        out(line)
+    return ok
