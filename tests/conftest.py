@@ -80,9 +80,12 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER = saved
 
 
-def run_cli(*args: str, config: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The real command line, in a child process, with no secret in its environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
+def run_cli(
+    *args: str, config: Path | None = None, timeout: float = 60, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a child process, with no secret in its environment (but
+    `extra_env`, when a test gives one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")} | (extra_env or {})
     if config is not None:
         env["SALESBOT_CONFIG"] = str(config)
     env["TZ"] = "UTC"
