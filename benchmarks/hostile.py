@@ -45,7 +45,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salesbot_poller.domain import CallAnalysis, CallContext, NextStep, ObjectionHandling, RubricResult
 from salesbot_poller.errors import TransientError
 from salesbot_poller.pipeline.messages import LIMIT, render_conversation, render_missed, utf16_len
 from salesbot_poller.services.recording_http import recording_session
@@ -53,6 +52,7 @@ from salesbot_poller.services.recordings import RecordingDownloader
 from tests.conftest import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, Servers
 from tests.fakes import FakeAmoCRM, FakeOpenAI, FakeRecordings, FakeTelegram, make_mp3, validate_telegram_html
 from tests.hostile import values
+from tests.test_hostile_messages import analysis, context  # the same hostile card as the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERSHOOT_TARGET = 1.0  # s
@@ -231,37 +231,6 @@ def storm_lines(count: int) -> list[Line]:
 
 
 # --- 3. values of 10,000 characters in a card -------------------------------------------------
-
-
-def context(value: str) -> CallContext:
-    return CallContext(
-        direction="in",
-        manager=value,
-        entity_kind="leads",
-        entity_name=value,
-        entity_url="https://acme.amocrm.ru/leads/detail/7001",
-        phone=value,
-        duration=125,
-        started_at=1795600800,
-    )
-
-
-def analysis(value: str) -> CallAnalysis:
-    return CallAnalysis(
-        summary=value,
-        topic=value,
-        rubric=[
-            RubricResult(
-                item_id="greeting", title="Приветствие", weight=1, verdict="done", evidence=value, confidence=0.9
-            )
-        ],
-        client_needs=[value] * 30,
-        objections=[ObjectionHandling(objection=value, handling=value)] * 30,
-        next_step=NextStep(action=value, due_date=None),
-        risk_flags=[value] * 30,
-        sentiment="negative",
-        score=40,
-    )
 
 
 def parts_line(what: str, parts: list[str]) -> Line:

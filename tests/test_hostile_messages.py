@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from salesbot_poller.config import ConfigError
 from salesbot_poller.domain import (
     CallAnalysis,
     CallContext,
@@ -23,7 +22,7 @@ from salesbot_poller.domain import (
     RubricResult,
     Stage,
 )
-from salesbot_poller.errors import TransientError
+from salesbot_poller.errors import ConfigError, TransientError
 from salesbot_poller.pipeline import storm
 from salesbot_poller.pipeline.context import Cycle
 from salesbot_poller.pipeline.digest import ManagerDay, render_digest
@@ -167,7 +166,7 @@ def test_the_fake_telegram_refuses_an_empty_text_like_telegram(servers: Servers)
 
     from tests.conftest import BOT_TOKEN
 
-    apihelper.API_URL = servers.telegram.api_url
+    apihelper.API_URL = servers.telegram.api_url  # type: ignore[assignment]  # telebot types it None
     bot = TeleBot(BOT_TOKEN, threaded=False)
     for text in ("", " \n ", "<b> </b>"):
         with pytest.raises(apihelper.ApiTelegramException, match="message text is empty"):
@@ -386,7 +385,7 @@ def test_ten_thousand_due_missed_calls_are_one_message_in_the_store(tmp_path: Pa
 def test_migration_0009_adds_the_summary_mark_to_a_database_of_the_previous_schema(tmp_path: Path) -> None:
     rig = storm_rig(tmp_path)
     db = rig.app.store.db
-    db.execute_sql("ALTER TABLE call DROP COLUMN summarised_in")
+    db.execute_sql("ALTER TABLE call DROP COLUMN summarised_in")  # type: ignore[no-untyped-call]
     Migration.delete().where(Migration.name == "0009_storm").execute()
     assert rig.app.store.migrate(ts(0)) == ["0009_storm"]
     assert "summarised_in" in {column.name for column in db.get_columns("call")}
