@@ -23,6 +23,7 @@ PACKAGE=$SRC
 PIP_ARGS=""
 PYTHON=python3
 INSTANCE=""
+ONE=0  # --instance given (an empty name is refused, not taken for the single install)
 [ -n "$ROOT" ] && SYSTEM=0
 
 while [ $# -gt 0 ]; do
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --package) PACKAGE=$2; shift 2 ;;
     --pip-args) PIP_ARGS=$2; shift 2 ;;
     --python) PYTHON=$2; shift 2 ;;
-    --instance) INSTANCE=$2; shift 2 ;;
+    --instance) INSTANCE=$2; ONE=1; shift 2 ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -56,7 +57,7 @@ fail() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 # 0700, and hands /var/lib/salesbot to user salesbot on every start), so instances, which live
 # below them, cannot share a server with it.
 instances() { for c in "$ETC"/*/config.toml; do [ -e "$c" ] && basename "$(dirname "$c")"; done; return 0; }
-if [ -n "$INSTANCE" ]; then
+if [ "$ONE" = 1 ]; then
   # salesbot-NAME must fit a user name (32 characters); no dots or slashes in a path.
   [[ $INSTANCE =~ ^[a-z0-9][a-z0-9-]{0,22}$ ]] ||
     fail "bad instance name '$INSTANCE': 1-23 of a-z 0-9 -, starting with a letter or digit"
@@ -121,8 +122,10 @@ if [ -n "$INSTANCE" ]; then
     data=/var/lib/salesbot/$INSTANCE
     config=$(sed -e "s|^database = \"[^\"]*\"|database = \"sqlite:///$data/salesbot.db\"|" \
       -e "s|^audio_dir = \"[^\"]*\"|audio_dir = \"$data/audio\"|" "$SRC/config.example.toml")
-    grep -q "^database = \"sqlite:///$data/salesbot.db\"" <<<"$config" && grep -q "^audio_dir = \"$data/audio\"" <<<"$config" ||
+    if ! grep -q "^database = \"sqlite:///$data/salesbot.db\"" <<<"$config" ||
+      ! grep -q "^audio_dir = \"$data/audio\"" <<<"$config"; then
       fail "config.example.toml has no database/audio_dir line to point at $data"
+    fi
     install -m 0600 $(own "$USER_NAME" "$USER_NAME") /dev/stdin "$ETC/config.toml" <<<"$config"
     say "wrote $ETC/config.toml from config.example.toml (mode 0600), storage in $data"
   fi
@@ -194,7 +197,7 @@ if [ "$SYSTEM" = 1 ] && [ -n "$INSTANCE" ]; then
   if [ -n "$running" ]; then
     # shellcheck disable=SC2086  # one word per unit
     systemctl restart $running
-    say "restarted the running instances with the new version:" $running
+    say "restarted the running instances with the new version:" "$(paste -sd ' ' - <<<"$running")"
   fi
 elif [ "$SYSTEM" = 1 ]; then
   systemctl daemon-reload

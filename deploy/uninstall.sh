@@ -16,11 +16,12 @@ ROOT=${DESTDIR:-}
 SYSTEM=1
 PURGE=0
 INSTANCE=""
+ONE=0  # --instance given (an empty name is refused, not taken for the single install)
 [ -n "$ROOT" ] && SYSTEM=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --purge) PURGE=1; shift ;;
-    --instance) INSTANCE=$2; shift 2 ;;
+    --instance) INSTANCE=$2; ONE=1; shift 2 ;;
     --root) ROOT=$2; SYSTEM=0; shift 2 ;;
     --no-system) SYSTEM=0; shift ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
@@ -36,7 +37,7 @@ if [ "$SYSTEM" = 1 ]; then
   [ "$(id -u)" = 0 ] || { echo "uninstall.sh: run as root (sudo)" >&2; exit 1; }
 fi
 
-if [ -n "$INSTANCE" ]; then
+if [ "$ONE" = 1 ]; then
   [[ $INSTANCE =~ ^[a-z0-9][a-z0-9-]{0,22}$ ]] || fail "bad instance name '$INSTANCE'"
   N=$INSTANCE
   if [ "$SYSTEM" = 1 ]; then
