@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --pip-args) PIP_ARGS=$2; shift 2 ;;
     --python) PYTHON=$2; shift 2 ;;
     --instance) INSTANCE=$2; ONE=1; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
