@@ -1,5 +1,6 @@
 """deploy/install.sh into a throwaway root (twice), uninstall.sh, the unit's contract with the
-config loader's credential names, and the systemd-analyze checks when the tool is present."""
+config loader's credential names, and the systemd-analyze checks when the tool is present;
+the same for instances of the template unit deploy/salesbot@.service (many accounts)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from salesbot_poller.config import credential_name, load_config, secret_keys, se
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = (REPO / "salesbot.service").read_text()
+TEMPLATE = (REPO / "deploy/salesbot@.service").read_text()
 
 
 def mode(path: Path) -> int:
@@ -42,10 +45,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return next(out.glob("salesbot_poller-*.whl"))
 
 
-def install(root: Path, wheel: Path) -> subprocess.CompletedProcess[str]:
-    args = ["bash", REPO / "deploy/install.sh", "--root", root, "--package", wheel]
+def install(root: Path, wheel: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    args = ["bash", REPO / "deploy/install.sh", "--root", root, "--package", wheel, *options]
     args += ["--pip-args", "--no-deps --no-index"]
     return subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def uninstall(root: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    args = ["bash", REPO / "deploy/uninstall.sh", "--root", root, *options]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.slow
@@ -178,3 +186,169 @@ def test_credential_fallback_and_key_file_problems_are_reported(tmp_path: Path) 
     assert "telegram.bot_token_file: set either bot_token or bot_token_file, not both" in problems
     assert "openai.api_key_file: cannot read" in problems
     assert "amocrm.long_lived_token: required" in problems
+
+
+# Many accounts: instances of deploy/salesbot@.service.
+
+
+def instance_config(name: str) -> str:
+    """config.example.toml with its storage moved into the instance's state directory."""
+    example = (REPO / "config.example.toml").read_text()
+    example = example.replace(
+        '"sqlite:////var/lib/salesbot/salesbot.db"', f'"sqlite:////var/lib/salesbot/{name}/salesbot.db"'
+    )
+    return example.replace('"/var/lib/salesbot/audio"', f'"/var/lib/salesbot/{name}/audio"')
+
+
+@pytest.mark.slow
+def test_install_two_instances_into_a_throwaway_root_then_purge_one(tmp_path: Path, wheel: Path) -> None:
+    root = tmp_path / "root"
+    for name in ("acme", "globex"):
+        done = install(root, wheel, "--instance", name)
+        assert done.returncode == 0, done.stderr
+        assert f"salesbot-poller --instance {name} check" in done.stdout
+        assert f"systemctl enable --now salesbot@{name}" in done.stdout
+
+    units = root / "etc/systemd/system"
+    assert (units / "salesbot@.service").read_text() == TEMPLATE and not (units / "salesbot.service").exists()
+    exec_start = re.search(r"^ExecStart=(\S+) run$", TEMPLATE, re.M)
+    assert exec_start is not None and os.access(root / exec_start[1].lstrip("/"), os.X_OK)
+    # The parents are passed through by every instance's user; each instance's own are closed.
+    assert mode(root / "etc/salesbot") == 0o755 and mode(root / "var/lib/salesbot") == 0o755
+    for name in ("acme", "globex"):
+        etc = root / "etc/salesbot" / name
+        config = etc / "config.toml"
+        assert config.read_text() == instance_config(name) and mode(config) == 0o600
+        storage = tomllib.loads(config.read_text())["storage"]
+        assert storage["database"] == f"sqlite:////var/lib/salesbot/{name}/salesbot.db"
+        assert storage["audio_dir"] == f"/var/lib/salesbot/{name}/audio"
+        assert mode(etc) == 0o750 and mode(etc / "credentials") == 0o750
+        assert mode(root / "var/lib/salesbot" / name) == 0o700
+    wrapper = root / "usr/local/sbin/salesbot-poller"
+    assert mode(wrapper) == 0o755 and "CREDENTIALS_DIRECTORY=/etc/salesbot/credentials" in wrapper.read_text()
+    assert 'runuser -u "salesbot-$NAME"' in wrapper.read_text()
+
+    acme = root / "etc/salesbot/acme/config.toml"
+    acme.write_text(acme.read_text() + "# edited by the admin\n")
+    again = install(root, wheel, "--instance", "acme")
+    assert again.returncode == 0, again.stderr
+    assert "kept" in again.stdout and acme.read_text().endswith("# edited by the admin\n") and mode(acme) == 0o600
+
+    # The single install would take over /etc/salesbot and /var/lib/salesbot: it is refused here.
+    single = install(root, wheel)
+    assert single.returncode == 1 and "use --instance NAME" in single.stderr
+    assert not (units / "salesbot.service").exists()
+
+    if shutil.which("systemd-analyze"):
+        checked = subprocess.run(
+            ["bash", REPO / "deploy/check-unit.sh", root], capture_output=True, text=True, timeout=120
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "systemd-analyze verify salesbot@demo.service: ok" in checked.stdout
+        score = re.search(r"Overall exposure level for salesbot@demo.service: ([\d.]+)", checked.stdout)
+        assert score is not None and float(score[1]) <= 2.5
+
+    # A plain --purge would delete every account's data.
+    refused = uninstall(root, "--purge")
+    assert refused.returncode == 1 and "--instance NAME --purge" in refused.stderr
+    assert acme.exists() and (root / "opt/salesbot/venv").is_dir()
+
+    purged = uninstall(root, "--instance", "acme", "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert "instances left: globex" in purged.stdout
+    assert not (root / "etc/salesbot/acme").exists() and not (root / "var/lib/salesbot/acme").exists()
+    globex = root / "etc/salesbot/globex/config.toml"
+    assert globex.read_text() == instance_config("globex") and (root / "var/lib/salesbot/globex").is_dir()
+    assert (units / "salesbot@.service").exists() and os.access(root / exec_start[1].lstrip("/"), os.X_OK)
+
+    kept = uninstall(root, "--instance", "globex")
+    assert kept.returncode == 0, kept.stderr
+    assert globex.exists() and (root / "var/lib/salesbot/globex").is_dir()
+    assert uninstall(root, "--instance", "globex", "--purge").returncode == 0
+    assert "no instance left" in uninstall(root, "--instance", "globex", "--purge").stdout
+    assert uninstall(root, "--purge").returncode == 0
+    assert not (units / "salesbot@.service").exists() and not (root / "opt/salesbot").exists()
+    assert not (root / "etc/salesbot").exists() and not (root / "var/lib/salesbot").exists()
+
+
+@pytest.mark.parametrize("name", ["Acme", "-acme", "acme_1", "../acme", "a.b", "", "a" * 24])
+def test_install_refuses_a_bad_instance_name(tmp_path: Path, name: str) -> None:
+    done = install(tmp_path / "root", tmp_path / "no.whl", "--instance", name)
+    assert done.returncode == 1 and "bad instance name" in done.stderr
+    assert not (tmp_path / "root").exists()
+    assert uninstall(tmp_path / "root", "--instance", name, "--purge").returncode == 1
+
+
+def test_instances_and_the_single_install_do_not_share_a_server(tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    (single / "etc/salesbot").mkdir(parents=True)
+    (single / "etc/salesbot/config.toml").write_text("")
+    done = install(single, tmp_path / "no.whl", "--instance", "acme")
+    assert done.returncode == 1 and "single-account install" in done.stderr
+    assert not (single / "etc/salesbot/acme").exists()
+
+    many = tmp_path / "many"
+    (many / "etc/salesbot/acme").mkdir(parents=True)
+    (many / "etc/salesbot/acme/config.toml").write_text("")
+    done = install(many, tmp_path / "no.whl")
+    assert done.returncode == 1 and "(acme)" in done.stderr and "use --instance NAME" in done.stderr
+    assert not (many / "etc/salesbot/config.toml").exists()
+
+
+def test_wrapper_refuses_a_bad_or_missing_instance(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/salesbot/acme").mkdir(parents=True)
+    (root / "etc/salesbot/acme/config.toml").write_text("")
+    # The wrapper alone (no venv): what install.sh writes, whichever kind of install.
+    script = (REPO / "deploy/install.sh").read_text()
+    body = script.split("<<'WRAP'\n", 1)[1].split("\nWRAP\n", 1)[0]
+    wrapper = write(tmp_path / "salesbot-poller", body + "\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", wrapper, *args], capture_output=True, text=True, timeout=30)
+
+    for args in (["--instance", "../acme", "status"], ["--instance=Acme"], ["--instance"], ["--instance="]):
+        done = run(*args)
+        assert done.returncode == 2 and "bad instance name" in done.stderr, args
+    missing = run("--instance", "no-such-account-here", "status")
+    assert missing.returncode == 1 and "no instance no-such-account-here" in missing.stderr
+
+
+def test_template_is_the_unit_with_per_instance_user_paths_and_credentials() -> None:
+    """Every line of salesbot.service that names no salesbot path or user is in the template
+    as it is (the same hardening); the others are the instance's own."""
+
+    def service_lines(unit: str) -> list[str]:
+        body = unit.split("[Service]\n", 1)[1].split("[Install]", 1)[0]
+        return [line for line in body.splitlines() if line and not line.startswith("#")]
+
+    template = service_lines(TEMPLATE)
+    shared = [line for line in service_lines(UNIT) if "salesbot" not in line]
+    assert shared and [line for line in template if "salesbot" not in line] == shared
+    for line in (
+        "User=salesbot-%i",
+        "Group=salesbot-%i",
+        "Environment=SALESBOT_CONFIG=/etc/salesbot/%i/config.toml",
+        "EnvironmentFile=-/etc/salesbot/%i/salesbot.env",
+        "StateDirectory=salesbot/%i",
+        "ConfigurationDirectory=salesbot/%i",
+    ):
+        assert line in template, line
+    for section, model in sections().items():
+        for key in secret_keys(model):
+            name = credential_name(section, key)
+            assert f"LoadCredential={name}:/etc/salesbot/%i/credentials/{name}" in template
+            assert f"SetCredential={name}:\\n" in template
+    # No setting added or dropped: the same keys, as many lines.
+    keys = [line.split("=", 1)[0] for line in template]
+    assert keys == [line.split("=", 1)[0] for line in service_lines(UNIT)]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_check_unit_checks_the_unit_and_the_template() -> None:
+    checked = subprocess.run(["bash", REPO / "deploy/check-unit.sh"], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for unit in ("salesbot.service", "salesbot@demo.service"):
+        assert f"systemd-analyze verify {unit}: ok" in checked.stdout
+        score = re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)", checked.stdout)
+        assert score is not None and float(score[1]) <= 2.5
