@@ -18,7 +18,7 @@ import telebot
 from telebot import apihelper
 
 from salesbot_poller import __version__
-from salesbot_poller.config import Config
+from salesbot_poller.config import Config, Endpoint
 from salesbot_poller.logs import add_secrets
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.delivery import DryRun
@@ -80,11 +80,19 @@ def authorise_amo(config: Config, store: Store, clock: Callable[[], datetime], c
     return exchange_code(amo, store, _session(), clock, code, limiter=RateLimiter(amo.max_rps))
 
 
-def build_openai(config: Config) -> openai.OpenAI:
+# What a server without keys is sent: the SDK refuses an empty key (and would then read
+# OPENAI_API_KEY from the environment); such servers ignore the header.
+NO_KEY = "no-key"
+
+
+def build_openai(config: Config, endpoint: Endpoint | None = None) -> openai.OpenAI:
+    """A client of one OpenAI-compatible server: `endpoint` (`config.openai.transcription` or
+    `.chat`), by default `openai.base_url` with `openai.api_key`."""
+    endpoint = endpoint or Endpoint(config.openai.base_url, config.openai.api_key)
     # Retries happen across cycles with the call's backoff; SDK retries would multiply them.
     return openai.OpenAI(
-        api_key=config.openai.api_key.get_secret_value(),
-        base_url=config.openai.base_url,
+        api_key=endpoint.api_key.get_secret_value() or NO_KEY,
+        base_url=endpoint.base_url,
         max_retries=0,
         timeout=ANALYSE_TIMEOUT,
     )
@@ -126,7 +134,9 @@ def build_app(
         private_dir(config.storage.audio_dir)
     except OSError as exc:  # as before: each download then fails (and is retried) with the reason
         log.warning("cannot create %s: %s", config.storage.audio_dir, exc.strerror)
-    client = build_openai(config)
+    # Speech-to-text and chat may be two servers (`openai.transcription_base_url`, `chat_base_url`).
+    speech_client = build_openai(config, config.openai.transcription)
+    chat_client = build_openai(config, config.openai.chat)
     tz = account_zone(config)
     amo = build_amo(config, store, clock)
     # One per process: every worker, both channels of a call, every chunk and every analysis
@@ -143,7 +153,7 @@ def build_app(
             max_bytes=config.storage.max_recording_mb * 2**20,
         ),
         transcriber=OpenAITranscriber(
-            client.with_options(timeout=TRANSCRIBE_TIMEOUT),
+            speech_client.with_options(timeout=TRANSCRIBE_TIMEOUT),
             config.openai.transcription_model,
             config.openai.language,
             diarize_model=config.openai.diarize_model,
@@ -154,7 +164,7 @@ def build_app(
             limit=limit,
         ),
         analyzer=OpenAIAnalyzer(
-            client,
+            chat_client,
             config.openai.analysis_model,
             config.analysis.rubric,
             load_prompt(config.analysis.prompt_file),

@@ -28,6 +28,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -108,7 +109,7 @@ class AmoCRMConfig(_Section):
 
 
 class OpenAIConfig(_Section):
-    api_key: SecretStr = Field(SecretStr(""), description="Secret key of an OpenAI (or compatible) account.")
+    api_key: SecretStr = Field(SecretStr(""), description="Secret key of an OpenAI (or compatible) account; a server of your own may need none.")
     base_url: HttpUrl = Field(
         "https://api.openai.com/v1", description="Any OpenAI-compatible server (Groq, a local one, ...)."
     )
@@ -129,6 +130,55 @@ class OpenAIConfig(_Section):
     max_concurrent_requests: int = Field(
         0, ge=0, le=64, description="OpenAI requests in flight at once, all workers together; 0: poller.workers."
     )
+    # Speech-to-text and the analysis may each have their own server (e.g. two local ones).
+    transcription_base_url: HttpUrl = Field(
+        "", description='Speech-to-text server, e.g. a local "http://127.0.0.1:8000/v1"; "": openai.base_url.'
+    )
+    transcription_api_key: SecretStr = Field(
+        SecretStr(""), description='Key of the speech-to-text server; "": openai.api_key (a local one may need none).'
+    )
+    chat_base_url: HttpUrl = Field(
+        "", description='Chat server for the analysis, e.g. a local "http://127.0.0.1:8080/v1"; "": openai.base_url.'
+    )
+    chat_api_key: SecretStr = Field(
+        SecretStr(""), description='Key of the chat server; "": openai.api_key (a local server may need none).'
+    )
+
+    @property
+    def transcription(self) -> Endpoint:
+        """Where speech-to-text requests go, with which key."""
+        key = self.transcription_api_key if self.transcription_api_key.get_secret_value() else self.api_key
+        return Endpoint(self.transcription_base_url or self.base_url, key)
+
+    @property
+    def chat(self) -> Endpoint:
+        """Where the analysis (chat) requests go, with which key."""
+        key = self.chat_api_key if self.chat_api_key.get_secret_value() else self.api_key
+        return Endpoint(self.chat_base_url or self.base_url, key)
+
+
+def _is_openai(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "openai.com" or host.endswith(".openai.com")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible server as the clients see it: its base URL and key ("" = none)."""
+
+    base_url: str
+    api_key: SecretStr
+
+    @property
+    def host(self) -> str:
+        """`host[:port]` for messages: never a path, query or credentials."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
+
+    @property
+    def needs_key(self) -> bool:
+        """OpenAI's own API needs a key; any other server may run without one."""
+        return _is_openai(self.base_url)
 
 
 Channel = Literal["left", "right"]
@@ -489,7 +539,16 @@ def _missing_values(raw: Mapping[str, Any]) -> list[str]:
         else:
             problems.extend(f"amocrm.{k}: required for OAuth (or set amocrm.long_lived_token)" for k in missing)
     if not value("openai", "api_key"):
-        problems.append("openai.api_key: required (or set SALESBOT_OPENAI_API_KEY)")
+        # OpenAI's own API needs a key; a server of your own (speaches, vLLM, llama.cpp, Ollama)
+        # usually runs without one. Judged per server: each may have its own URL and key.
+        openai_part = raw.get("openai")
+        part = openai_part if isinstance(openai_part, Mapping) else {}
+        base = part.get("base_url") or OpenAIConfig.model_fields["base_url"].default
+        for role in ("transcription", "chat"):
+            url = part.get(f"{role}_base_url") or base
+            if isinstance(url, str) and _is_openai(url) and not value("openai", f"{role}_api_key"):
+                problems.append("openai.api_key: required (or set SALESBOT_OPENAI_API_KEY)")
+                break
     if not value("telegram", "bot_token"):
         problems.append("telegram.bot_token: required (or set SALESBOT_TELEGRAM_BOT_TOKEN)")
     if not value("telegram", "chat_id"):

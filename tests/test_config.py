@@ -76,6 +76,10 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "output_token_price_per_million_usd",
                 "daily_budget_usd",
                 "max_concurrent_requests",
+                "transcription_base_url",
+                "transcription_api_key",
+                "chat_base_url",
+                "chat_api_key",
             ]
         ),
         "telegram": sorted(
@@ -301,6 +305,8 @@ def test_secrets_returns_every_secret_field_of_every_section_when_set() -> None:
         ("amocrm", "refresh_token"),
         ("amocrm", "access_token"),
         ("openai", "api_key"),
+        ("openai", "transcription_api_key"),
+        ("openai", "chat_api_key"),
         ("telegram", "bot_token"),
     ]
     raw: dict[str, dict[str, object]] = {}

@@ -119,8 +119,9 @@ def test_check_reports_each_service(servers: Servers) -> None:
     ok = run_cli("check", config=config)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = ok.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["config", "amocrm", "openai", "telegram"]
-    assert "account 'Acme'" in lines[1] and "@salesbot_test_bot" in lines[3]
+    assert [line.split(":")[0] for line in lines] == ["config", "amocrm", "openai", "chat model", "telegram"]
+    assert "account 'Acme'" in lines[1] and "@salesbot_test_bot" in lines[4]
+    assert lines[3] == "chat model: structured output ok (json_schema)"
 
     servers.amo.valid_tokens = {"another"}
     servers.telegram.known_chats = set()
@@ -129,6 +130,7 @@ def test_check_reports_each_service(servers: Servers) -> None:
     assert bad.returncode == 1
     assert "amocrm: FAILED: amoCRM rejected the long-lived token (401)" in bad.stdout
     assert "openai: FAILED: OpenAI rejected the API key (HTTP 401)" in bad.stdout
+    assert "chat model:" not in bad.stdout  # not probed after the model list failed: same error
     assert f"telegram: FAILED: Telegram getChat {CHAT_ID}: Bad Request: chat not found: check telegram.chat_id" in (
         bad.stdout
     )

@@ -16,10 +16,13 @@ import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
 from salesbot_poller.cli.commands import when_text
-from salesbot_poller.config import Config, safe_url, secret_keys, sections
-from salesbot_poller.errors import ConfigError, FatalError, SalesbotError, TransientError
+from salesbot_poller.config import Config, Endpoint, safe_url, secret_keys, sections
+from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
+from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.store import Store
+
+CHECK_TIMEOUT = 20.0  # per request: a cold local model may take a while to load
 
 
 def inline_secrets(path: Path) -> list[str]:
@@ -59,20 +62,56 @@ def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -
     return f"ok (account {account.get('name', '?')!r}, id {account.get('id', '?')})"
 
 
-def _check_openai(config: Config) -> str:
-    client = build_openai(config).with_options(timeout=20)
+def _listed_models(config: Config, endpoint: Endpoint) -> set[str] | None:
+    """The model ids one server lists; None when it has no model list."""
+    client = build_openai(config, endpoint).with_options(timeout=CHECK_TIMEOUT)
     try:
-        listed = {m.id for m in client.models.list()}
+        return {m.id for m in client.models.list()}
     except openai.NotFoundError:
-        return "reachable, but the server has no model list; models not verified"
+        return None
     except openai.OpenAIError as exc:
-        raise map_openai_error(exc, "model list", "-") from None
-    wanted = [config.openai.transcription_model, config.openai.analysis_model]
-    wanted += [config.openai.diarize_model] if config.openai.diarize_model else []
-    missing = [m for m in wanted if m not in listed]
+        raise map_openai_error(exc, f"model list at {endpoint.host}", "-") from None
+
+
+def _check_openai(config: Config) -> str:
+    """The models of `[openai]` on the server each one is sent to (speech-to-text and chat
+    may be two servers)."""
+    ai = config.openai
+    speech = [ai.transcription_model] + ([ai.diarize_model] if ai.diarize_model else [])
+    wanted = {ai.transcription: speech, ai.chat: [ai.analysis_model]}
+    if len(wanted) == 1:  # one server for both: listed once
+        wanted = {ai.chat: [*speech, ai.analysis_model]}
+    missing: list[str] = []
+    unlisted: list[str] = []
+    for endpoint, models in wanted.items():
+        listed = _listed_models(config, endpoint)
+        if listed is None:
+            unlisted.append(endpoint.host)
+        else:
+            missing += [m for m in models if m not in listed]
+    names = [m for models in wanted.values() for m in models]
     if missing:
         return f"key ok, but the server does not list {', '.join(missing)}: check the model names in [openai]"
-    return f"ok ({', '.join(wanted)} available)"
+    if len(unlisted) == len(wanted):
+        return "reachable, but the server has no model list; models not verified"
+    if unlisted:
+        return f"ok ({', '.join(names)}; {', '.join(unlisted)} has no model list: not verified there)"
+    return f"ok ({', '.join(names)} available)"
+
+
+def _check_structured_output(config: Config) -> str:
+    """One tiny request in a one-field JSON schema to the chat server: the analysis cannot
+    work with a server that ignores the schema, so that is a failure, said plainly."""
+    endpoint, model = config.openai.chat, config.openai.analysis_model
+    client = build_openai(config, endpoint).with_options(timeout=CHECK_TIMEOUT)
+    try:
+        how = probe_structured_output(client, model)
+    except SchemaIgnored as exc:
+        raise PermanentError(
+            f"chat model {model} at {endpoint.host} {exc}: the analysis needs structured output; "
+            "see README «On premises»"
+        ) from None
+    return f"structured output ok ({how})"
 
 
 def _check_telegram(config: Config) -> str:
@@ -89,7 +128,8 @@ def check(
     out: Callable[[str], None],
     config_file: Path | None = None,
 ) -> bool:
-    """One line per service; True when every service answered as expected.
+    """One line per service, and one for the chat model's structured output (after the
+    model list, when that passed); True when every service answered as expected.
 
     First, a warning line when `config_file` holds a secret others can read: a warning, not
     a failure (the services may all work), so it does not change the result.
@@ -100,16 +140,20 @@ def check(
     checks: list[tuple[str, Callable[[], str]]] = [
         ("amocrm", lambda: _check_amocrm(config, store, clock)),
         ("openai", lambda: _check_openai(config)),
+        # Only once the server answered the model list: its failure would repeat the one above.
+        ("chat model", lambda: _check_structured_output(config)),
         ("telegram", lambda: _check_telegram(config)),
     ]
-    ok = True
+    failed: set[str] = set()
     for name, run in checks:
+        if name == "chat model" and "openai" in failed:
+            continue
         try:
             out(f"{name}: {run()}")
         except SalesbotError as exc:
-            ok = False
+            failed.add(name)
             out(f"{name}: FAILED: {exc}")
-    return ok
+    return not failed
 
 
 def auth(

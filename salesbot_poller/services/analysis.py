@@ -177,3 +177,69 @@ class OpenAIAnalyzer:
         except ValueError as exc:
             raise _Invalid(str(exc), message.content) from None
         return message.parsed
+
+
+class _Probe(pydantic.BaseModel):
+    """The one-field answer `probe_structured_output` asks for."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    word: str
+
+
+PROBE_MESSAGES = [
+    {"role": "system", "content": "You answer in JSON."},
+    {"role": "user", "content": 'Reply with the word "ok" as the field "word".'},
+]
+PROBE_MAX_TOKENS = 64
+
+
+class SchemaIgnored(PermanentError):
+    """The chat server answered, but not in the JSON schema it was sent: `answer` is its text."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(f"ignores the JSON schema (answered: {excerpt(answer, 60)!r})")
+        self.answer = answer
+
+
+def probe_structured_output(client: openai.OpenAI, model: str) -> str:
+    """Send `model` one tiny request with a one-field JSON schema (strict, as `analyse` sends
+    it) and say how the answer came back: "json_schema" when it parses against the schema;
+    `SchemaIgnored` when the server answered text that does not follow it; the error of
+    `map_openai_error` when the server refused the request. An answer cut off by the token
+    limit is "ignored" only when it does not even start as JSON ("json_schema, cut off")."""
+    try:
+        raw = client.chat.completions.with_raw_response.parse(
+            model=model,
+            messages=PROBE_MESSAGES,  # type: ignore[arg-type]
+            response_format=_Probe,
+            # Not the deprecated max_tokens, which OpenAI's reasoning models refuse; a server
+            # that does not know this field ignores it.
+            max_completion_tokens=PROBE_MAX_TOKENS,
+        )
+    except openai.OpenAIError as exc:
+        raise map_openai_error(exc, "structured-output check", model) from None
+    content = _first_content(raw.http_response)
+    try:
+        completion = raw.parse()
+    except openai.LengthFinishReasonError:
+        if content.lstrip().startswith("{"):
+            return "json_schema, cut off"
+        raise SchemaIgnored(content) from None
+    except ValueError:  # pydantic's ValidationError included: not JSON, or not this JSON
+        raise SchemaIgnored(content) from None
+    message = completion.choices[0].message
+    if message.refusal:
+        raise PermanentError(f"analysis model refused the structured-output check: {excerpt(message.refusal)}")
+    if message.parsed is None:
+        raise SchemaIgnored(message.content or "")
+    return "json_schema"
+
+
+def _first_content(response: Any) -> str:
+    """The first choice's text of a chat completion body, "" when there is none."""
+    try:
+        body = response.json()
+        content = body["choices"][0]["message"]["content"]
+    except (ValueError, LookupError, TypeError):
+        return ""
+    return content if isinstance(content, str) else ""

@@ -94,9 +94,64 @@ def rubric_ids(body: JSON) -> list[str]:
     return found
 
 
+def request_schema(body: JSON) -> JSON:
+    """The JSON schema a chat request asks for (OpenAI's nesting, `json_schema.schema`), {} when none."""
+    response_format = body.get("response_format") or {}
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return {}
+    wrapper = response_format.get("json_schema") or {}
+    schema = wrapper.get("schema") if isinstance(wrapper, dict) else None
+    return schema if isinstance(schema, dict) else {}
+
+
+def schema_example(schema: JSON, defs: JSON | None = None) -> object:
+    """A small value that follows `schema` (enough for the one-field probe of `check`)."""
+    defs = schema.get("$defs", defs or {})
+    if "$ref" in schema:
+        return schema_example(defs[str(schema["$ref"]).rsplit("/", 1)[1]], defs)
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return schema_example(schema[key][0], defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: schema_example(sub, defs) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return []
+    return {"string": "ok", "integer": 0, "number": 0.0, "boolean": True}.get(str(kind))
+
+
+def not_strict(schema: object, where: str = "schema") -> str | None:
+    """Why OpenAI's strict mode would refuse `schema` (every object closed, every property
+    required), or None."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object":
+            props = schema.get("properties") or {}
+            if schema.get("additionalProperties") is not False:
+                return f"{where}: 'additionalProperties' is required to be supplied and to be false"
+            if sorted(schema.get("required") or []) != sorted(props):
+                return f"{where}: 'required' is required to include every key in 'properties'"
+        for key, value in schema.items():
+            found = not_strict(value, f"{where}.{key}")
+            if found:
+                return found
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            found = not_strict(value, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 def default_analysis(body: JSON) -> JSON:
     """A valid analysis built from the last user message: every rubric item of the request's
-    schema gets a verdict (the first ones done, then partly, missed, not applicable)."""
+    schema gets a verdict (the first ones done, then partly, missed, not applicable). A
+    request whose schema is not the analysis (the probe of `check`) gets an answer in its schema."""
+    schema = request_schema(body)
+    if schema and "summary" not in (schema.get("properties") or {}):
+        example = schema_example(schema)
+        return example if isinstance(example, dict) else {}
     messages = body.get("messages") or []
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     text = _message_text(users[-1] if users else (messages[-1] if messages else {}))
@@ -141,9 +196,20 @@ class FakeOpenAI(FakeServer):
       `transcriptions` record has `received` and `answered` (`time.monotonic()`).
     """
 
-    def __init__(self, api_key: str = "sk-test-key") -> None:
+    def __init__(self, api_key: str | None = "sk-test-key") -> None:
         super().__init__()
-        self.api_key = api_key
+        self.api_key = api_key  # None: no key needed (a server of one's own), any header accepted
+        self.models: tuple[str, ...] = MODELS
+        # How a server of one's own answers (see tests/fakes/local_ai.py): transcription
+        # "as_asked" (like OpenAI) or "json_only" (ignores response_format: {"text"} only);
+        # the JSON schema of a chat request "strict" (OpenAI: refuses a schema strict mode
+        # cannot take), "schema_only" (follows json_schema.schema, ignores strict: llama.cpp,
+        # Ollama), "ignored" (answers plain text), "json_object_only" (refuses type json_schema
+        # with 500, as llama-server did before it learnt json_schema).
+        self.transcription_mode = "as_asked"
+        self.schema_mode = "strict"
+        self.reports_usage = True
+        self.ignored_answer = "Конечно! Звонок прошёл хорошо, менеджер молодец."
         self.transcriptions: list[JSON] = []
         self.chat_requests: list[JSON] = []
         self.chat_usage: list[tuple[int, int]] = []  # (prompt, completion) tokens answered
@@ -171,7 +237,7 @@ class FakeOpenAI(FakeServer):
                 self.in_flight -= 1
 
     def route(self, req: RecordedRequest) -> Reply:
-        if req.headers.get("authorization", "") != f"Bearer {self.api_key}":
+        if self.api_key is not None and req.headers.get("authorization", "") != f"Bearer {self.api_key}":
             return error_reply(401, "Incorrect API key provided.", code="invalid_api_key")
         path = req.path.rstrip("/")
         if req.method == "POST" and path == "/v1/audio/transcriptions":
@@ -181,10 +247,10 @@ class FakeOpenAI(FakeServer):
             with self._counted():
                 return self._chat(req)
         if req.method == "GET" and path == "/v1/models":
-            return json_reply({"object": "list", "data": [self._model(m) for m in MODELS]})
+            return json_reply({"object": "list", "data": [self._model(m) for m in self.models]})
         if req.method == "GET" and path.startswith("/v1/models/"):
             model = path.removeprefix("/v1/models/")
-            if model in MODELS:
+            if model in self.models:
                 return json_reply(self._model(model))
             return error_reply(404, f"The model '{model}' does not exist", param="model",
                                code="model_not_found")
@@ -255,6 +321,8 @@ class FakeOpenAI(FakeServer):
         if fmt == "diarized_json":
             return json_reply(self._diarized(data, filename, fields, duration))
         text = self.transcribe_fn(data, filename, fields)
+        if self.transcription_mode == "json_only":  # whatever was asked: text only, no usage
+            return json_reply({"text": text})
         usage: JSON
         if model.startswith(_JSON_ONLY_PREFIXES):
             audio_tokens = math.ceil(duration * 10)
@@ -270,7 +338,7 @@ class FakeOpenAI(FakeServer):
         if fmt in ("srt", "vtt"):
             return text_reply(self._subtitles(fmt, text, duration))
         if fmt == "json":
-            return json_reply({"text": text, "usage": usage})
+            return json_reply({"text": text, "usage": usage} if self.reports_usage else {"text": text})
         spans = (self.segments_fn(data, filename, fields) if self.segments_fn
                  else [(0.0, duration, text)])
         segments = [{"id": i, "seek": 0, "start": start, "end": end, "text": " " + words,
@@ -279,8 +347,9 @@ class FakeOpenAI(FakeServer):
                     for i, (start, end, words) in enumerate(spans)]
         if self.segments_fn:
             text = " ".join(words for _, _, words in spans)
-        return json_reply({"task": "transcribe", "language": "russian", "duration": duration,
-                           "text": text, "segments": segments, "usage": usage})
+        verbose: JSON = {"task": "transcribe", "language": "russian", "duration": duration,
+                         "text": text, "segments": segments}
+        return json_reply(verbose | ({"usage": usage} if self.reports_usage else {}))
 
     def _diarized(self, data: bytes, filename: str, fields: dict[str, str], duration: float) -> JSON:
         if self.diarize_fn:
@@ -319,9 +388,21 @@ class FakeOpenAI(FakeServer):
             self.chat_requests.append(body)
             self._completion_seq += 1
             seq = self._completion_seq
+        response_type = (body.get("response_format") or {}).get("type")
+        if self.schema_mode == "json_object_only" and response_type not in (None, "text", "json_object"):
+            return json_reply({"error": {"code": 500, "type": "server_error", "message":
+                               'response_format type must be one of "text" or "json_object", '
+                               f"but got: {response_type}"}}, 500)
+        json_schema = (body.get("response_format") or {}).get("json_schema") or {}
+        if self.schema_mode == "strict" and json_schema.get("strict"):
+            refused = not_strict(json_schema.get("schema"))
+            if refused:
+                return error_reply(400, f"Invalid schema for response_format "
+                                   f"'{json_schema.get('name')}': {refused}.",
+                                   param="response_format", code="invalid_json_schema")
         if self.chat_delay:
             time.sleep(self.chat_delay)
-        result = self.analysis_fn(body)
+        result = self.ignored_answer if self.schema_mode == "ignored" else self.analysis_fn(body)
         content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
         prompt_tokens = max(1, len(json.dumps(body["messages"], ensure_ascii=False)) // 4)
         completion_tokens = max(1, len(content) // 4)
