@@ -109,7 +109,9 @@ class AmoCRMConfig(_Section):
 
 
 class OpenAIConfig(_Section):
-    api_key: SecretStr = Field(SecretStr(""), description="Secret key of an OpenAI (or compatible) account; a server of your own may need none.")
+    api_key: SecretStr = Field(
+        SecretStr(""), description="Secret key of an OpenAI (or compatible) account; your own server may need none."
+    )
     base_url: HttpUrl = Field(
         "https://api.openai.com/v1", description="Any OpenAI-compatible server (Groq, a local one, ...)."
     )
