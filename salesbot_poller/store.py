@@ -21,6 +21,11 @@ Contract:
   for the state that must hold a secret (the OAuth tokens).
 - A SQLite database file (and its -wal/-shm) is private: created 0600 whatever the umask,
   an existing one we own set back to 0600; a directory created for it is 0700.
+- Personal data (issue 17): `clear_personal` removes a call's transcript, link, number,
+  names, the analysis' quotes and the content of its delivery rows in ONE transaction,
+  keeping ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
+  retention calls it batch by batch (`calls_to_clear`), `forget` for one number
+  (`calls_with_number`).
 - `Store.open_readonly(url)` (the `fleet` and `usage` commands, run as root beside the
   services) writes nothing: no migration, no file created, no -wal/-shm of ours left behind;
   see its docstring for how SQLite is kept from creating them.

@@ -284,3 +284,25 @@ def test_forget_wants_a_number(tmp_path: Path) -> None:
     assert result.returncode == 2 and "at least 7 digits" in result.stderr
     nobody = run_cli("forget", "--phone", "+79990000000", "--yes", config=config)
     assert nobody.returncode == 0 and "no call with this number" in nobody.stdout
+
+
+def test_a_database_of_the_previous_schema_gets_the_columns_and_indexes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    store = Store.open(url, 1)
+    for statement in (
+        "DROP INDEX call_event_created_at",
+        "DROP INDEX call_forgotten_as",
+        "ALTER TABLE call DROP COLUMN personal_removed_at",
+        "ALTER TABLE call DROP COLUMN forgotten_as",
+        "ALTER TABLE delivery DROP COLUMN removed_at",
+        "DELETE FROM migration WHERE name = '0011_retention'",
+    ):
+        store.db.execute_sql(statement)  # type: ignore[no-untyped-call]
+    store.close()
+    store = Store.open(url, 2)
+    assert store.missing_migrations() == []
+    assert {"personal_removed_at", "forgotten_as"} <= {c.name for c in store.db.get_columns("call")}
+    assert "removed_at" in {c.name for c in store.db.get_columns("delivery")}
+    indexed = {tuple(index.columns) for index in store.db.get_indexes("call")}
+    assert {("event_created_at",), ("forgotten_as",)} <= indexed
+    store.close()
