@@ -950,6 +950,7 @@ class Store:
         closed; a call not delivered yet becomes `skipped` with `reason`."""
         calls = list(calls)
         changed = blanked = 0
+        cleared: list[int] = []
         with self.db.atomic():
             numbers = {str(call.phone) for call in calls if call.phone}
             for call in calls:
@@ -967,12 +968,15 @@ class Store:
                     fields["forgotten_as"] = forgotten_as
                 if call.stage not in KEPT_STAGES:
                     fields |= {"stage": Stage.SKIPPED.value, "skip_reason": reason, "next_attempt_at": 0}
-                if any(getattr(call, name) != value for name, value in fields.items()):
-                    changed += 1
-                Call.update(**fields).where(Call.id == call.id).execute()
+                # A worker that claimed the call meanwhile keeps it (`forget` names it and is run
+                # again); one that has not yet cannot claim it once it is skipped.
+                if not Call.update(**fields).where(Call.id == call.id, Call.claimed_by.is_null()).execute():
+                    continue
+                cleared.append(call.id)
+                changed += any(getattr(call, name) != value for name, value in fields.items())
                 for name, value in fields.items():
                     setattr(call, name, value)
-            blanked += self._blank(self.deliveries_of(call.id for call in calls), now, reason)
+            blanked += self._blank(self.deliveries_of(cleared), now, reason)
             for number in numbers if forgotten_as is not None else ():
                 quoting = Delivery.select().where(
                     Delivery.call_id.is_null(), Delivery.payload_json.contains(number), Delivery.removed_at.is_null()
