@@ -223,6 +223,13 @@ class TelegramConfig(_Section):
     routes: dict[int, Route] = Field(default_factory=dict)  # amoCRM user id -> chat (and topic)
     digest_time: str = ""  # "HH:MM" in amocrm.timezone; empty: no digest
     max_alerts_per_cycle: int = Field(30, ge=1)  # more missed calls due at once: one summary message
+    delete_on_forget: bool = Field(
+        False,
+        description=(
+            "true: `forget --phone` also deletes the bot's own messages about those calls"
+            " (Telegram allows it for 48 hours)."
+        ),
+    )
 
     @field_validator("digest_time")
     @classmethod
@@ -288,6 +295,15 @@ class StorageConfig(_Section):
         description=(
             "true: recording links may point at private, loopback or link-local addresses "
             "(a PBX on the office network); false: public addresses only."
+        ),
+    )
+
+    retention_days: int = Field(
+        180,
+        ge=0,
+        description=(
+            "Calls older than this many days lose their personal data (transcript, number, recording link,"
+            " quotes, message texts); scores and durations stay. 0 keeps everything."
         ),
     )
 

@@ -4,6 +4,7 @@ pass in-memory fakes that satisfy the same Protocols."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from enum import StrEnum
@@ -331,3 +332,34 @@ class CrmWriter(Protocol):
     """amoCRM writes (notes, tasks)."""
 
     def post(self, path: str, payload: Any) -> dict[str, Any] | None: ...
+
+
+# What the analysis keeps once a call's personal data is removed (retention, `forget`): the
+# scores and verdicts reports need, the one-word topic and the sentiment. Everything else is
+# words said in the call (evidence quotes) or a paraphrase of them (summary, needs,
+# objections, next step, risks), which can name people, addresses, sums.
+_ANALYSIS_EMPTIED: dict[str, Any] = {
+    "summary": "",
+    "client_needs": [],
+    "objections": [],
+    "next_step": None,
+    "risk_flags": [],
+}
+
+
+def without_personal_data(analysis_json: str | None) -> str | None:
+    """`analysis_json` with the quotes and paraphrases removed (see `_ANALYSIS_EMPTIED`); it
+    still reads as a `CallAnalysis`. None stays None; an unreadable one is dropped."""
+    if analysis_json is None:
+        return None
+    try:
+        data = json.loads(analysis_json)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    data.update(_ANALYSIS_EMPTIED)
+    rubric = data.get("rubric")
+    if isinstance(rubric, list):
+        data["rubric"] = [item | {"evidence": ""} if isinstance(item, dict) else item for item in rubric]
+    return json.dumps(data, ensure_ascii=False)

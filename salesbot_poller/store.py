@@ -21,6 +21,11 @@ Contract:
   for the state that must hold a secret (the OAuth tokens).
 - A SQLite database file (and its -wal/-shm) is private: created 0600 whatever the umask,
   an existing one we own set back to 0600; a directory created for it is 0700.
+- Personal data (issue 17): `clear_personal` removes a call's transcript, link, number,
+  names, the analysis' quotes and the content of its delivery rows in ONE transaction,
+  keeping ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
+  retention calls it batch by batch (`calls_to_clear`), `forget` for one number
+  (`calls_with_number`).
 - `Store.open_readonly(url)` (the `fleet` and `usage` commands, run as root beside the
   services) writes nothing: no migration, no file created, no -wal/-shm of ours left behind;
   see its docstring for how SQLite is kept from creating them.
@@ -42,7 +47,7 @@ import peewee
 from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator, migrate
 
-from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Planned, Stage
+from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Planned, Stage, without_personal_data
 from salesbot_poller.logs import excerpt, redact_known
 
 log = logging.getLogger(__name__)
@@ -80,7 +85,7 @@ class Call(_Model):
     entity_type = peewee.CharField()  # plural
     entity_id = peewee.IntegerField()
     note_id = peewee.IntegerField()
-    event_created_at = peewee.IntegerField()
+    event_created_at = peewee.IntegerField(index=True)  # indexed in 0011_retention
     first_seen_at = peewee.IntegerField()
     updated_at = peewee.IntegerField()
     stage = peewee.CharField(index=True, default=Stage.NEW.value)
@@ -117,6 +122,11 @@ class Call(_Model):
     claimed_at = peewee.IntegerField(null=True)
     # A missed call alerted only in a storm summary: that summary's delivery key (0009_storm).
     summarised_in = peewee.CharField(null=True)
+    # Its personal data was removed (retention or `forget`), and when (0011_retention).
+    personal_removed_at = peewee.IntegerField(null=True)
+    # A call cleared by `forget`: a keyed hash of its number's last 10 digits, so that a second
+    # `forget` of the same number finds it again (the number itself is gone).
+    forgotten_as = peewee.CharField(null=True, index=True)
 
 
 class Delivery(_Model):
@@ -139,6 +149,9 @@ class Delivery(_Model):
     # A call's other destinations (alert chat, transcript, amoCRM) are retried on their own:
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.IntegerField(default=0)
+    # Its content was removed (retention or `forget`): the payload is blanked, the ids and
+    # `done_at` stay, so nothing is ever sent again (0011_retention).
+    removed_at = peewee.IntegerField(null=True)
 
 
 class Usage(_Model):
@@ -222,6 +235,19 @@ def _m0010_event_raw(db: peewee.Database) -> None:
     add_missing_columns(db, SeenEvent, ["raw_json"])
 
 
+def _m0011_retention(db: peewee.Database) -> None:
+    """Personal data removed after `storage.retention_days`, or by `forget` (issue 17)."""
+    add_missing_columns(db, Call, ["personal_removed_at", "forgotten_as"])
+    add_missing_columns(db, Delivery, ["removed_at"])
+    # Fresh databases have these from the models already (0001_initial creates today's tables).
+    table = Call._meta.table_name
+    indexed = {tuple(index.columns) for index in db.get_indexes(table)}
+    migrator = SchemaMigrator.from_database(db)
+    wanted = [(column,) for column in ("event_created_at", "forgotten_as") if (column,) not in indexed]
+    if wanted:
+        migrate(*(migrator.add_index(table, columns) for columns in wanted))
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -234,9 +260,12 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0008_delivery_retry", _m0008_delivery_retry),
     ("0009_storm", _m0009_storm),
     ("0010_event_raw", _m0010_event_raw),
+    ("0011_retention", _m0011_retention),
 ]
 
 CURSOR_KEY = "events_cursor"
+# A call at one of these keeps its stage when its personal data goes; any other becomes skipped.
+KEPT_STAGES = frozenset({Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value, Stage.SKIPPED.value})
 BUSY_TIMEOUT_MS = 30_000
 COMMIT_PATIENCE_SECONDS = 600.0  # how long a must-keep write is retried while the database is busy
 T = TypeVar("T")
@@ -667,6 +696,7 @@ class Store:
             Call.stage == Stage.MISSED_ALERTED.value,
             Call.event_created_at >= since,
             Call.callback_call_id.is_null(),
+            Call.personal_removed_at.is_null(),  # forgotten: no reply, no escalation
         )
         return list(query)
 
@@ -868,3 +898,129 @@ class Store:
     def requeue(self, call: Call, stage: Stage, now: int) -> None:
         """Put a failed call back at `stage`, due now, with a fresh attempt count and 24 h."""
         self.update(call, now, stage=stage, attempts=0, next_attempt_at=now, retried_at=now)
+
+    # --- personal data: retention and `forget` (issue 17) --------------------------------
+
+    def calls_to_clear(self, before: int, limit: int) -> list[Call]:
+        """Up to `limit` calls that happened before `before` and still hold personal data
+        (not claimed by a worker now), oldest id first."""
+        query = Call.select().where(
+            Call.event_created_at < before, Call.personal_removed_at.is_null(), Call.claimed_by.is_null()
+        )
+        return list(query.order_by(Call.id).limit(limit))
+
+    def calls_with_number(self, last10: Callable[[str | None], str], digits: str, forgotten_as: str) -> list[Call]:
+        """Calls whose number's last 10 digits (`last10`) are `digits`, and calls cleared by an
+        earlier `forget` of it (`forgotten_as`), oldest first. Numbers are stored as amoCRM
+        wrote them, so they are compared here, not in SQL."""
+        ids = [
+            int(call_id)
+            for call_id, phone in cast(
+                Iterable[tuple[int, str]],
+                Call.select(Call.id, Call.phone).where(Call.phone.is_null(False)).tuples().iterator(),
+            )
+            if last10(phone) == digits
+        ]
+        ids += [int(row.id) for row in Call.select(Call.id).where(Call.forgotten_as == forgotten_as)]
+        found: list[Call] = []
+        for start in range(0, len(ids), 500):
+            found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))
+        return sorted({call.id: call for call in found}.values(), key=lambda c: (c.event_created_at, c.id))
+
+    def deliveries_of(self, call_ids: Iterable[int]) -> list[Delivery]:
+        """Every delivery row of `call_ids`, in the order they were stored."""
+        ids = list(call_ids)
+        rows: list[Delivery] = []
+        for start in range(0, len(ids), 500):
+            rows.extend(Delivery.select().where(Delivery.call_id.in_(ids[start : start + 500])))
+        return sorted(rows, key=lambda row: row.id)
+
+    def clear_personal(
+        self, calls: Iterable[Call], now: int, reason: str, *, forgotten_as: str | None = None
+    ) -> tuple[int, int]:
+        """Remove the personal data of `calls` in ONE transaction; returns (calls changed,
+        delivery rows blanked).
+
+        Gone: the transcript, the recording link and file name, the number, the entity's name,
+        the analysis' quotes and paraphrases (`domain.without_personal_data`), and the content
+        of every delivery row of the call; and, with `forgotten_as` (`forget`), the content of
+        rows about no call in particular (a storm summary, a digest) that quote the number.
+        Kept: ids, times, durations, manager, entity ids, scores, metrics, each row's sent ids
+        and `done_at` (exactly-once holds: nothing is sent again). A row not sent yet is
+        closed; a call not delivered yet becomes `skipped` with `reason`."""
+        calls = list(calls)
+        changed = blanked = 0
+        cleared: list[int] = []
+        with self.db.atomic():
+            numbers = {str(call.phone) for call in calls if call.phone}
+            for call in calls:
+                fields: dict[str, Any] = {
+                    "transcript": None,
+                    "link": None,
+                    "phone": None,
+                    "entity_name": None,
+                    "audio_path": None,
+                    "outbox_json": None,
+                    "analysis_json": without_personal_data(call.analysis_json),
+                    "personal_removed_at": call.personal_removed_at or now,
+                }
+                if forgotten_as is not None:
+                    fields["forgotten_as"] = forgotten_as
+                if call.stage not in KEPT_STAGES:
+                    fields |= {"stage": Stage.SKIPPED.value, "skip_reason": reason, "next_attempt_at": 0}
+                # A worker that claimed the call meanwhile keeps it (`forget` names it and is run
+                # again); one that has not yet cannot claim it once it is skipped.
+                if not Call.update(**fields).where(Call.id == call.id, Call.claimed_by.is_null()).execute():
+                    continue
+                cleared.append(call.id)
+                changed += any(getattr(call, name) != value for name, value in fields.items())
+                for name, value in fields.items():
+                    setattr(call, name, value)
+            blanked += self._blank(self.deliveries_of(cleared), now, reason)
+            for number in numbers if forgotten_as is not None else ():
+                quoting = Delivery.select().where(
+                    Delivery.call_id.is_null(), Delivery.payload_json.contains(number), Delivery.removed_at.is_null()
+                )
+                blanked += self._blank(list(quoting), now, reason)
+        return changed, blanked
+
+    def clear_unlinked_before(self, before: int, now: int, limit: int) -> int:
+        """Blank up to `limit` rows about no call in particular (digests, storm summaries,
+        notices) stored before `before`; returns how many."""
+        query = Delivery.select().where(
+            Delivery.call_id.is_null(), Delivery.created_at < before, Delivery.removed_at.is_null()
+        )
+        with self.db.atomic():
+            return self._blank(list(query.order_by(Delivery.id).limit(limit)), now, "personal data removed")
+
+    def _blank(self, rows: Iterable[Delivery], now: int, reason: str) -> int:
+        blanked = 0
+        for row in rows:
+            if row.removed_at is not None:
+                continue
+            payload = json.loads(row.payload_json)
+            empty: dict[str, Any] = (
+                {"path": payload.get("path"), "body": []} if "path" in payload else {"parts": []}
+            ) | {"deleted": payload.get("deleted", []), "refused": payload.get("refused", [])}
+            fields: dict[str, Any] = {"payload_json": json.dumps(empty), "removed_at": now}
+            if row.done_at is None:  # never sent now: closed, so no lane picks it up again
+                fields |= {"done_at": now, "error": f"not sent: {reason}"}
+            self.update_delivery(row, **fields)
+            blanked += 1
+        return blanked
+
+    def record_deletions(self, row: Delivery, deleted: Iterable[int] = (), refused: Iterable[int] = ()) -> None:
+        """Note in `row` which of its messages Telegram deleted, and which it refused to delete
+        for good, so neither is tried again; the row is read again first (it may have been
+        blanked since `row` was read)."""
+        with self.db.atomic():
+            fresh = Delivery.get_by_id(row.id)
+            payload = json.loads(fresh.payload_json)
+            payload["deleted"] = sorted(set(payload.get("deleted", [])) | set(deleted))
+            payload["refused"] = sorted(set(payload.get("refused", [])) | set(refused))
+            self.update_delivery(fresh, payload_json=json.dumps(payload))
+        row.payload_json = fresh.payload_json
+
+    def cleared_calls(self) -> int:
+        """Calls whose personal data was removed (retention or `forget`)."""
+        return int(Call.select().where(Call.personal_removed_at.is_null(False)).count())

@@ -93,6 +93,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "alert_message_thread_id",
                 "digest_time",
                 "max_alerts_per_cycle",
+                "delete_on_forget",
                 "routes",
             ]
         ),
@@ -116,6 +117,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "keep_audio",
                 "download_deadline_seconds",
                 "allow_private_recording_hosts",
+                "retention_days",
             ]
         ),
         "analysis": sorted(["prompt_file", "rubric"]),

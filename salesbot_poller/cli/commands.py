@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from salesbot_poller.config import Config
 from salesbot_poller.domain import SET_ASIDE_STAGES, Stage
-from salesbot_poller.pipeline import usage
+from salesbot_poller.pipeline import retention, usage
 from salesbot_poller.pipeline.health import RESTART_AFTER, failing_record
 from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
 from salesbot_poller.services.amocrm_parse import parse_event
@@ -102,6 +102,24 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
     out(f"events set aside: {count}" + (" (malformed, or could not be stored; the latest:)" if count else ""))
     for event in events:
         out(f"  event {event.event_id} at {when_text(event.seen_at)}: {event.error}")
+    for line in retention_lines(store, config):
+        out(line)
+
+
+def retention_lines(store: Store, config: Config | None) -> list[str]:
+    """When retention last ran and what it removed; how many calls hold no personal data."""
+    days = config.storage.retention_days if config is not None else None
+    setting = "" if days is None else f" (storage.retention_days = {days}{': off' if days == 0 else ''})"
+    last = retention.last_run(store.get_state(retention.STATE_KEY))
+    if last is None:
+        head = f"retention: never ran{setting}"
+    else:
+        head = (
+            f"retention: last ran {when_text(last.at)}{setting}: {last.calls} call(s) cleared, "
+            f"{last.messages} message(s) blanked, {last.audio_files} audio file(s) deleted "
+            f"(calls before {when_text(last.cutoff)})"
+        )
+    return [head, f"  calls without personal data (retention or forget): {store.cleared_calls()}"]
 
 
 FAILED_SHOWN = 20

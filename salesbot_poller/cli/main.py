@@ -1,8 +1,9 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L]
-{once,run,check,status,demo,backfill,auth,retry,usage,fleet}`.
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
-or the service is running, `demo` did not deliver, `retry` was given a call id that is
+or the service is running, `forget` was not confirmed (or a call was being processed, or a
+Telegram deletion failed for a reason worth another try), `demo` did not deliver, `retry` was given a call id that is
 unknown or not failed, `fleet status` found an instance failing its cycles, a `fleet`
 command (or `usage`) could not read an instance; 2 invalid configuration or arguments
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
@@ -79,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument(
         "--event", action="append", default=[], metavar="EVENT_ID", help="a set-aside event, read again (repeatable)"
     )
+    forget_cmd = commands.add_parser(
+        "forget", help="remove every call's personal data for one phone number (asks first)"
+    )
+    forget_cmd.add_argument("--phone", required=True, metavar="NUMBER", help="compared by its last 10 digits")
+    forget_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     usage_cmd = commands.add_parser("usage", help="a UTC month: audio minutes, tokens, estimated cost, calls analysed")
     fleet = commands.add_parser("fleet", help="every instance under --root: `fleet status`, `fleet usage` (read only)")
     fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
@@ -128,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry" and not (args.call_ids or args.failed or args.event):
             _err("retry: give CALL_ID(s), --failed or --event EVENT_ID")
             return EXIT_CONFIG
-        config = _load(args.config, require_secrets=args.command not in ("status", "auth", "retry"))
+        config = _load(args.config, require_secrets=args.command not in ("status", "auth", "retry", "forget"))
         if args.log_level is None:
             set_level(config.poller.log_level)
         secrets = config.secrets()
@@ -136,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _auth(config, args.code, args.config or "")
         if args.command == "backfill":
             return _backfill(args, config)
+        if args.command == "forget":
+            return _forget(args, config)
         return _dispatch(args.command, config, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -291,6 +299,51 @@ def _backfill(args: argparse.Namespace, config: Config) -> int:
             )
     except ValueError as exc:
         _err(f"backfill: {exc}")
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    return EXIT_OK if outcome in (Outcome.DONE, Outcome.NOTHING) else EXIT_CHECK_FAILED
+
+
+def _forget(args: argparse.Namespace, config: Config) -> int:
+    """`forget --phone NUMBER`: see `cli.forget`. Only Telegram is contacted, and only with
+    `telegram.delete_on_forget`."""
+    from salesbot_poller.cli.forget import MessageEraser, Outcome, forget
+
+    eraser: MessageEraser | None = None
+    if config.telegram.delete_on_forget:
+        if not config.telegram.bot_token.get_secret_value():
+            raise ConfigError(["telegram.bot_token: required to delete messages (telegram.delete_on_forget = true)"])
+        from salesbot_poller.app import build_notifier
+
+        eraser = build_notifier(config)
+    secrets = config.secrets()
+
+    def out(line: str) -> None:
+        print(redact(line, secrets), flush=True)
+
+    def confirm(question: str) -> bool:
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            out("forget: not confirmed: no terminal to ask; pass --yes to remove it")
+            return False
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes", "д", "да")
+
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        outcome = forget(
+            store,
+            args.phone,
+            int(utc_now().timestamp()),
+            out,
+            confirm,
+            audio_dir=config.storage.audio_dir,
+            default_chat=config.telegram.chat_id,
+            eraser=eraser,
+        )
+    except ValueError as exc:
+        _err(f"forget: {exc}")
         return EXIT_CONFIG
     finally:
         store.close()

@@ -1,9 +1,10 @@
-"""The two lanes: intake (poll, alerts, follow-ups, digest) and work (answered calls).
+"""The two lanes: intake (poll, alerts, follow-ups, digest, retention) and work (answered calls).
 
 Contract:
 - `intake(app, now, should_stop)`: one pass of the intake lane. Polls amoCRM, resolves new
   calls' notes, sends the due missed-call alerts (urgent: they go before cards in a chat),
-  runs the follow-ups (escalation, callback reply) and the digest. It never waits for the work
+  runs the follow-ups (escalation, callback reply) and the digest, and once a day the
+  retention of personal data (`retention`). It never waits for the work
   lane, so a missed call is alerted in the pass after its event becomes readable. It logs one
   summary line, with the work lane's counters since the last pass (`Tally`).
 - `work_next(app, worker, now, should_stop, tally)`: the work lane's unit. Claims the oldest
@@ -38,7 +39,7 @@ import peewee
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
-from salesbot_poller.pipeline import budget_notice, delivery, digest, followup, storm
+from salesbot_poller.pipeline import budget_notice, delivery, digest, followup, retention, storm
 from salesbot_poller.pipeline.context import App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
@@ -109,6 +110,7 @@ def intake_steps(
     if not should_stop():
         delivery.retry_extras(app, cycle.now)  # delivered calls' other destinations, each on its own
     budget_notice.run(app, cycle)  # the daily budget holds calls back: the alert chat is told once a day
+    retention.run(app, cycle, should_stop)  # once a day: personal data older than storage.retention_days goes
     if follow_ups and not should_stop():
         followup.run(app, cycle)  # missed calls: escalation after the SLA, reply on callback
         digest.run(app, cycle)  # the daily digest, once its hour has come

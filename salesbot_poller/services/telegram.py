@@ -6,7 +6,8 @@ Contract:
   even if the original is gone); `send_document` sends a file with an HTML caption. Both
   return the message id, or raise: `TransientError` (429 with its retry_after, 5xx, network),
   `FatalError` (bad token, chat not found, bot blocked or kicked: a human must act),
-  `PermanentError` (this message is refused, e.g. bad markup).
+  `PermanentError` (this message is refused, e.g. bad markup). `delete(chat, id)` deletes one
+  of the bot's messages (`forget`), raising the same way.
 - A group that became a supergroup (`migrate_to_chat_id`) is followed at once, with a
   warning telling the admin to update `telegram.chat_id`.
 - `request_sender(session)` is the transport installed as telebot's process-wide
@@ -166,6 +167,17 @@ class TelegramNotifier:
             except (KeyError, TypeError, ValueError):
                 raise TransientError(f"Telegram {method}: malformed answer") from None
         raise TransientError(f"Telegram {method}: chat migrated twice")
+
+    def delete(self, chat_id: str, message_id: int) -> None:
+        """Delete one of the bot's messages (`deleteMessage`); raises like `send`. Telegram
+        refuses (a `PermanentError`) a message older than 48 hours or one already gone."""
+        try:
+            self._bot.delete_message(chat_id, message_id)
+        except apihelper.ApiTelegramException as exc:
+            raise _map_api_error(exc, "deleteMessage") from None
+        except apihelper.ApiException as exc:
+            status = getattr(exc.result, "status_code", 0)
+            raise TransientError(f"Telegram deleteMessage: unusable answer (HTTP {status})") from None
 
     def check(self, other_chats: Iterable[str] = ()) -> str:
         """ "@bot in 'chat title'" (getMe, then getChat of the default chat and of each of

@@ -57,6 +57,9 @@ class FakeTelegram(FakeServer):
     - A chat in `migrate_chats` answers 400 with `parameters.migrate_to_chat_id`; a chat not in
       `known_chats` answers 400 "chat not found"; a chat in `down_chats` answers 502 (an outage
       that hits one destination only).
+    - `deleteMessage` answers true for a message it sent in that chat (recorded in `deleted`);
+      400 "message to delete not found" for an unknown or already deleted one, 400 "message
+      can't be deleted" for one older than 48 hours or listed in `undeletable`.
     - Every rendered message and caption is checked by `tg_html.validate_telegram_html`;
       `reply_parameters` / `message_thread_id` are recorded for messages and documents.
     """
@@ -71,6 +74,9 @@ class FakeTelegram(FakeServer):
         self.documents: list[JSON] = []
         self.on_accept: Callable[[JSON], None] | None = None
         self._message_id = 0
+        self.deleted: list[tuple[str, int]] = []  # (chat, message id) deleted by deleteMessage
+        self.undeletable: set[int] = set()  # message ids Telegram holds too old to delete
+        self._sent_at: dict[tuple[str, int], float] = {}
 
     @property
     def api_url(self) -> str:
@@ -90,6 +96,7 @@ class FakeTelegram(FakeServer):
             "getchat": self._get_chat,
             "sendmessage": self._send_message,
             "senddocument": self._send_document,
+            "deletemessage": self._delete_message,
         }.get(m[2].lower())
         if handler is None:
             return tg_error(404, "Not Found")
@@ -147,6 +154,7 @@ class FakeTelegram(FakeServer):
                       if numeric else {"id": -1009999999999, "type": "channel",
                                        "title": "Sales", "username": chat_id.lstrip("@")})
         self._message_id += 1
+        self._sent_at[(chat_id, self._message_id)] = time.time()
         msg: JSON = {"message_id": self._message_id, "date": int(time.time()), "chat": chat,
                      "from": dict(BOT_USER), **content}
         if params.get("message_thread_id"):
@@ -210,6 +218,22 @@ class FakeTelegram(FakeServer):
             record = self.documents[-1]
         self._accepted(record)
         return self._ok(msg)
+
+    def _delete_message(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        chat_id = self._chat(params)
+        try:
+            message_id = int(params.get("message_id", ""))
+        except ValueError:
+            return tg_error(400, "Bad Request: message identifier is not specified")
+        with self.lock:
+            sent_at = self._sent_at.get((chat_id, message_id))
+            if sent_at is None:
+                return tg_error(400, "Bad Request: message to delete not found")
+            if message_id in self.undeletable or time.time() - sent_at > 48 * 3600:
+                return tg_error(400, "Bad Request: message can't be deleted")
+            del self._sent_at[(chat_id, message_id)]
+            self.deleted.append((chat_id, message_id))
+        return self._ok(True)
 
     def _accepted(self, record: JSON) -> None:
         hook = self.on_accept
