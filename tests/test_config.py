@@ -89,6 +89,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "alert_message_thread_id",
                 "digest_time",
                 "max_alerts_per_cycle",
+                "mask_phones",
                 "routes",
             ]
         ),
@@ -114,7 +115,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "allow_private_recording_hosts",
             ]
         ),
-        "analysis": sorted(["prompt_file", "rubric"]),
+        "analysis": sorted(["prompt_file", "rubric", "redact"]),
         "audio": sorted(
             [
                 "manager_channel",
