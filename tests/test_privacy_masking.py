@@ -274,3 +274,11 @@ def test_end_to_end_the_phone_said_in_the_call_never_reaches_the_model_and_the_c
     finally:
         store.close()
     assert stored == [said]
+
+
+@pytest.mark.parametrize("filler", ["иван точка ", "8 916 ", "a.b@", "серия 12 ", "восемь "])
+def test_an_hour_of_odd_speech_is_redacted_in_linear_time(filler: str) -> None:
+    text = filler * (200_000 // len(filler))  # about an hour of speech, the worst case repeated
+    started = time.perf_counter()
+    redact(text, EVERY)
+    assert time.perf_counter() - started < 5, "no pattern may backtrack over the whole transcript"

@@ -48,11 +48,13 @@ PLACEHOLDERS: dict[str, str] = {
 _TLDS = r"(?:ру|рф|ком|нет|орг|су|ru|com|net|org|рус|su|io|info|biz)"
 _DOT = r"(?:\.|\s+точка\s+)"
 _AT = r"(?:@|\s+(?:собака|собачка|эт)\s+)"
-_EMAIL_WRITTEN = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.IGNORECASE)
-# The spoken local part is one word, or words joined by "точка"/"нижнее подчёркивание"/"дефис".
+_EMAIL_WRITTEN = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,64}(?:\.[\w-]{1,64}){1,4}", re.IGNORECASE)
+# The spoken local part is one word, or a few joined by "точка"/"нижнее подчёркивание"/"дефис".
+# Bounded repeats: "точка" is an ordinary word too, and an unbounded chain of them would make
+# the search quadratic in the length of the transcript.
 _EMAIL_SPOKEN = re.compile(
-    r"(?<![\w.+-])[\w.+-]+(?:\s+(?:точка|дефис|нижнее\s+подч[её]ркивание|подч[её]ркивание)\s+[\w.+-]+)*"
-    rf"{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}{_TLDS}(?!\w)",
+    r"(?<![\w.+-])[\w.+-]{1,64}(?:\s+(?:точка|дефис|нижнее\s+подч[её]ркивание|подч[её]ркивание)\s+[\w.+-]{1,64}){0,3}"
+    rf"{_AT}[\w-]{{1,64}}(?:{_DOT}[\w-]{{1,64}}){{0,3}}{_DOT}{_TLDS}(?!\w)",
     re.IGNORECASE,
 )
 _PASSPORT_KEYWORD = re.compile(
@@ -249,6 +251,8 @@ def _redact_numbers(text: str, phone: bool, card: bool, replace: Callable[[str],
                 start -= 1
             spans.append((start, run[end - 1].end + (text[run[end - 1].end : run[end - 1].end + 1] == ")"), kind))
             i = end
-    for start, end, kind in reversed(spans):
-        text = text[:start] + (replace(text[start:end]) if replace else PLACEHOLDERS[kind]) + text[end:]
-    return text
+    pieces, done = [], 0
+    for start, end, kind in spans:
+        pieces += [text[done:start], replace(text[start:end]) if replace else PLACEHOLDERS[kind]]
+        done = end
+    return "".join([*pieces, text[done:]])
