@@ -7,7 +7,8 @@ deterministic; nothing happens at import.
   top-level domain (`иван точка петров собака мейл точка ру`).
 - "passport": a series and number after "паспорт" or "серия" (`паспорт 45 08 123456`,
   `серия 4508 номер 123456`), or digits grouped exactly like one (`45 08 123456`).
-- "card": 16 or 19 digits in a row (spaces and dashes allowed between them). No Luhn check:
+- "card": 16 digits, or 19 (МИР, Maestro), written in groups or in one (spaces and dashes
+  between groups); spoken card numbers are not looked for. No Luhn check:
   speech recognition mishears digits, and a misheard card number is still a card number;
   a 16-digit run in a sales call is practically never a price.
 - "phone": a Russian number of 11 digits starting with 7 or 8 (`+7`, `8`, `плюс семь`), or
@@ -16,8 +17,9 @@ deterministic; nothing happens at import.
   ("восемь 916 123 45 67"), grouped by spaces, dashes, commas or brackets.
 - Not touched: prices, quantities, dates, times and durations. Numbers are read as a run of
   number tokens (written groups of digits, or Russian cardinal words) joined only by spaces,
-  dashes, brackets (and commas, between spoken groups); any other word ends the run ("тысяч", "рублей", "мая",
-  ordinals like "пятого"), and so does a colon or a dot with a space. Within a run, a phone
+  dashes, brackets (and commas, between spoken groups); any other word ends the run
+  ("тысяч", "рублей", "мая", ordinals like "пятого"), and so does a colon or a dot with a
+  space. Within a run, a phone
   or a card must be whole groups of exactly 10/11 (16/19) digits, and groups that read as an
   amount written with thousands separators ("4 500 000 000") are not a phone.
 - A kind not asked for is not looked for; a value of one kind may then be caught as another
