@@ -170,6 +170,7 @@ def build_app(
             load_prompt(config.analysis.prompt_file),
             tz,
             limit=limit,
+            redact=config.analysis.redact,
         ),
         notifier=build_notifier(config),
         tz=tz,

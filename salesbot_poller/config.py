@@ -47,6 +47,7 @@ from pydantic import (
 )
 
 from salesbot_poller.errors import ConfigError
+from salesbot_poller.services.redact_pii import DEFAULT_KINDS, Kind
 
 DEFAULT_CONFIG_PATH = "/etc/salesbot/config.toml"
 ENV_PREFIX = "SALESBOT_"
@@ -65,6 +66,7 @@ def _http_url(value: str) -> str:
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+MaskMode = Literal["cards", "all", "none"]  # telegram.mask_phones
 
 # An empty value passes here; whether the key is required is decided in `_missing_values`.
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
@@ -205,6 +207,13 @@ def _chat_id_text(value: Any) -> Any:
     return value
 
 
+def _comma_list(value: Any) -> Any:
+    # The environment gives a string: SALESBOT_ANALYSIS_REDACT="phone,email" ("" = none).
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class Route(_Section):
     """Where the calls of one amoCRM user go: a chat and, in a forum, a topic."""
 
@@ -230,6 +239,7 @@ class TelegramConfig(_Section):
             " (Telegram allows it for 48 hours)."
         ),
     )
+    mask_phones: MaskMode = "cards"  # which messages show numbers masked: see `messages.masked`
 
     @field_validator("digest_time")
     @classmethod
@@ -349,6 +359,18 @@ class AnalysisConfig(_Section):
     prompt_file: str = Field(
         "", description='A file replacing the built-in system prompt; "{rubric}" in it becomes the rubric list.'
     )
+    redact: Annotated[list[Kind], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: list(DEFAULT_KINDS),
+        description=(
+            "Personal data replaced by a placeholder in what the chat model is sent, and in the quotes kept"
+            " from its answer: any of phone, email, card, passport ([] = none)."
+        ),
+    )
+
+    @field_validator("redact")
+    @classmethod
+    def _once_each(cls, kinds: list[Kind]) -> list[Kind]:
+        return list(dict.fromkeys(kinds))
 
     @field_validator("rubric")
     @classmethod

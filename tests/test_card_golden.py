@@ -74,6 +74,7 @@ def test_the_card_matches_the_golden_file() -> None:
         assert expected in visible
     assert "❌ Работа с возражениями" in visible and "Дорого → Предложил скидку за объём" in visible
     assert "Отправить КП · до 27.11.2026" in visible and "тариф <Опт>" in visible
+    assert "☎️ +7 999 ***-**-01" in visible and "+79991110001" not in card, "telegram.mask_phones defaults to cards"
 
 
 def test_the_metrics_line_is_shown_under_the_score_when_given() -> None:

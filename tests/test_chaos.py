@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from salesbot_poller.pipeline.messages import mask_phone
 from salesbot_poller.store import Call, Store
 from tests.conftest import Servers, assert_no_secret
 from tests.fakes import RecordedRequest, Reply, make_mp3
@@ -80,6 +81,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(servers: Servers,
     rng = random.Random(seed)
     now = int(time.time())
     phones = [f"+7999555{n:04d}" for n in range(CALLS)]
+    shown = {p: mask_phone(p) for p in phones}  # as a card shows it (telegram.mask_phones): unique here
     for n, phone in enumerate(phones):
         servers.amo.add_call(
             entity_id=9000 + n,
@@ -118,7 +120,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(servers: Servers,
         final = start(servers, config, notify_path)
         try:
             wait_ready(sock)
-            sent = lambda: {p for p in phones if any(p in m["text"] for m in servers.telegram.messages)}  # noqa: E731
+            sent = lambda: {p for p in phones if any(shown[p] in m["text"] for m in servers.telegram.messages)}  # noqa: E731
             wait_for(lambda: sent() == set(phones), timeout=60)
             final.send_signal(signal.SIGTERM)
             stderr.append(final.communicate(timeout=20)[1])
@@ -138,7 +140,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(servers: Servers,
     assert stages == {"notified": CALLS}, stages
 
     # Exactly once in Telegram, or a duplicate explained by the window.
-    per_call = {p: [m for m in servers.telegram.messages if p in m["text"]] for p in phones}
+    per_call = {p: [m for m in servers.telegram.messages if shown[p] in m["text"]] for p in phones}
     timeline = request_times(servers)
     duplicates = 0
     per_kill: Counter[float] = Counter()
@@ -147,9 +149,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(servers: Servers,
             committed[phone]
         ), "every committed id is a message Telegram holds"
         # (A daemon killed while sending leaves a request without its body: not a message.)
-        sends = [
-            r.at for r in servers.telegram.requests_to("sendMessage") if phone in form_params(r)[0].get("text", "")
-        ]
+        posts = servers.telegram.requests_to("sendMessage")
+        sends = [r.at for r in posts if shown[phone] in form_params(r)[0].get("text", "")]
         for arrived, message in zip(sorted(sends), sorted(messages, key=lambda m: m["message_id"]), strict=True):
             if message["message_id"] in committed[phone]:
                 continue
@@ -157,7 +158,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(servers: Servers,
             kill = next(k for k in kills if k > arrived)
             per_kill[kill] += 1
             # Other workers go on meanwhile; this call's worker did nothing more before the kill.
-            between = [what for at, what in timeline if arrived < at < kill and phone in what]
+            between = [what for at, what in timeline if arrived < at < kill and shown[phone] in what]
             assert between == [], f"duplicate for {phone} not explained by the window: {between}"
     assert all(n <= WORKERS for n in per_kill.values()), f"more duplicates than workers at one kill: {per_kill}"
 

@@ -94,6 +94,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "digest_time",
                 "max_alerts_per_cycle",
                 "delete_on_forget",
+                "mask_phones",
                 "routes",
             ]
         ),
@@ -120,7 +121,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "retention_days",
             ]
         ),
-        "analysis": sorted(["prompt_file", "rubric"]),
+        "analysis": sorted(["prompt_file", "rubric", "redact"]),
         "audio": sorted(
             [
                 "manager_channel",

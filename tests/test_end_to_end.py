@@ -103,7 +103,7 @@ def test_once_twice_then_a_new_call(servers: Servers) -> None:
     third = run_cli("once", config=config)
     assert third.returncode == 0, third.stderr
     assert len(servers.telegram.messages) == 4 and len(servers.openai.transcriptions) == 3
-    assert "+79991110005" in servers.telegram.messages[-1]["visible_text"]
+    assert "+7 999 ***-**-05" in servers.telegram.messages[-1]["visible_text"], "a card masks the number"
     assert "new=1 transcribed=1 analysed=1 notified=1" in third.stderr
 
     status = run_cli("status", config=config)

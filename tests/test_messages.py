@@ -42,8 +42,9 @@ def test_card_escapes_every_dynamic_value_and_parses() -> None:
     assert "Иван <Петров> & Co" in visible
     assert "<дорого> & долго" in visible
     assert '<a href="https://acme.amocrm.ru/leads/detail/7001">' in card
-    for expected in ("Входящий звонок", "4:05", "72", "+7 (999) 123-45-67", "Надо подумать", "Отправить КП"):
+    for expected in ("Входящий звонок", "4:05", "72", "+7 999 ***-**-67", "Надо подумать", "Отправить КП"):
         assert expected in visible
+    assert "123-45" not in card, "a card masks the number by default (telegram.mask_phones)"
 
 
 def test_unescaped_markup_would_be_rejected_by_the_test_parser() -> None:

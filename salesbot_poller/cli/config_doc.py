@@ -47,6 +47,8 @@ def _type_name(info: FieldInfo) -> str:
     annotation = info.annotation
     if get_origin(annotation) is Literal:
         name = "one of " + ", ".join(f"`{v}`" for v in get_args(annotation))
+    elif get_origin(annotation) in (list, tuple) and get_origin(get_args(annotation)[0]) is Literal:
+        name = "list of " + ", ".join(f"`{v}`" for v in get_args(get_args(annotation)[0]))
     elif any(getattr(getattr(m, "func", None), "__name__", "") == "_http_url" for m in info.metadata):
         name = "URL"
     else:

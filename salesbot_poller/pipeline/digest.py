@@ -7,6 +7,8 @@ Contract of `run(app, cycle)` (once per cycle):
 - It covers the 24 hours before today's digest time, per manager: answered calls, talk time,
   average score, missed incoming calls and how many of them were returned, and a link to the
   weakest call (lowest score) in amoCRM. It goes to the default chat (`telegram.chat_id`).
+- A report like the card: the weakest call's name (its number when the card has no name)
+  masks its number like the card does (`telegram.mask_phones`, `messages.masked`).
 - Stored before sending and each part's acceptance recorded (`outbox`): sent once per day.
   In a dry run it is printed instead (once per process), and nothing is recorded.
 """
@@ -18,10 +20,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 
+from salesbot_poller.config import MaskMode
 from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, Planned, answered, local_time
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.followup import send_pending
-from salesbot_poller.pipeline.messages import clean, format_duration, format_time, name_html, pack
+from salesbot_poller.pipeline.messages import clean, format_duration, format_time, masked, name_html, pack
 
 
 @dataclass
@@ -72,8 +75,11 @@ def collect(app: App, start: int, end: int) -> list[ManagerDay]:
     return sorted(days.values(), key=lambda d: (-d.calls, -d.missed, d.name))
 
 
-def render_digest(days: list[ManagerDay], start: int, end: int, tz: tzinfo | None) -> list[str]:
+def render_digest(
+    days: list[ManagerDay], start: int, end: int, tz: tzinfo | None, mask: MaskMode = "cards"
+) -> list[str]:
     """The digest message: a header, then one block per manager."""
+    hide = masked(mask)
     blocks = [f"📊 <b>Сводка за сутки</b> · {format_time(start, tz)} – {format_time(end, tz)}"]
     if not days:
         blocks.append("Звонков не было.")
@@ -86,7 +92,7 @@ def render_digest(days: list[ManagerDay], start: int, end: int, tz: tzinfo | Non
         ]
         if day.weakest:
             score, name, url = day.weakest
-            link = f'<a href="{html.escape(clean(url), quote=True)}">{name_html(name)}</a>'
+            link = f'<a href="{html.escape(clean(url), quote=True)}">{name_html(name, hide)}</a>'
             lines.append(f"📉 Слабый звонок: {link} — {score}/100")
         blocks.append("\n".join(lines))
     return pack(blocks)
@@ -106,7 +112,8 @@ def run(app: App, cycle: Cycle) -> None:
         return
     local_end = local_time(end, app.tz)
     start = int((local_end - timedelta(days=1)).timestamp())
-    item = Planned(key, "digest", None, {"parts": render_digest(collect(app, start, end), start, end, app.tz)})
+    parts = render_digest(collect(app, start, end), start, end, app.tz, app.config.telegram.mask_phones)
+    item = Planned(key, "digest", None, {"parts": parts})
     if app.dry_run is not None:
         app.dry_run.show([item])
         return

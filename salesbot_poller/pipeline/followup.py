@@ -10,6 +10,8 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
 - If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
   escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
   alert in its chat.
+- Numbers follow `telegram.mask_phones` like the alert's (`messages.masked`): the escalation
+  asks for a callback, so it shows the number in full unless "all"; the reply names no number.
 - A call alerted only in a storm summary (`storm`) gets neither message; its callback is
   still recorded (the digest counts it returned).
 - Every message goes through `outbox` (stored, then sent, each acceptance recorded). A
@@ -60,7 +62,7 @@ def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]
     sla = app.config.poller.missed_call_sla_minutes
     if now < call.event_created_at + sla * 60:
         return []
-    parts = render_escalation(call_context(app, call), sla, app.tz)
+    parts = render_escalation(call_context(app, call), sla, app.tz, app.config.telegram.mask_phones)
     if app.config.telegram.alert_chat_id:
         return [Planned(f"{own}:escalation", "escalation", alert_destination(app.config), {"parts": parts})]
     return [Planned(f"{own}:escalation", "escalation", _alert_chat(call), {"parts": parts}, own)]

@@ -13,6 +13,10 @@ Contract:
   between blocks; a block too long by itself is cut in its plain text before escaping, so no
   part ever holds half a tag or half an entity. The first part holds the header (who, what,
   when): with every field cut, it always fits one part.
+- Phone numbers follow `telegram.mask_phones` (the `mask` argument; see `masked`): a masked
+  number is `+7 999 ***-**-04` (`mask_phone`), and so is a number inside a card's name (amoCRM
+  names a contact created by a call after its number). No message links a number (`tel:`):
+  Telegram makes a written number clickable by itself, so a masked one is nowhere in the HTML.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import re
 import unicodedata
 from datetime import date, tzinfo
 
+from salesbot_poller.config import MaskMode
 from salesbot_poller.domain import CallAnalysis, CallContext, local_time
 from salesbot_poller.services.dialogue import metrics_line
+from salesbot_poller.services.redact_pii import replace_phones
 
 LIMIT = 4096
 
@@ -75,20 +81,57 @@ def score_bar(score: int) -> str:
     return "▰" * filled + "▱" * (10 - filled)
 
 
-def _entity_line(ctx: CallContext) -> str:
+def masked(mode: MaskMode, alert: bool = False) -> bool:
+    """Whether a message masks phone numbers under `telegram.mask_phones` = `mode`.
+
+    "cards" (the default) masks the reports about a call: the card, the transcript's caption
+    and the digest. `alert`: a message whose reader must call the number back (a missed-call
+    alert, its escalation, a storm summary listing the numbers) masks only with "all".
+    "none" masks nothing. (The reply "перезвонили" shows no number at all.)
+    """
+    return mode == "all" if alert else mode != "none"
+
+
+def mask_phone(phone: str) -> str:
+    """`phone` (cleaned, on one line) with most of its digits hidden.
+
+    A Russian number (11 digits starting with 7 or 8, or 10 starting with 3, 4, 8 or 9, and
+    nothing but digits, spaces, brackets, dashes, dots and a leading "+") keeps the country
+    code, the 3-digit operator or area code and its last 2 digits: `+7 999 ***-**-04`. Any
+    other value keeps its first 2-4 and last 2 characters, letters and digits between them
+    become "*"; one shorter than 8 characters keeps only its first 2.
+    """
+    value = " ".join(clean(phone).split())
+    digits = re.sub(r"\D", "", value)
+    if re.fullmatch(r"\+?[\d\s().\-]+", value) and not value.startswith("+8"):
+        if len(digits) == 11 and digits[0] in "78":
+            return f"+7 {digits[1:4]} ***-**-{digits[-2:]}"
+        if len(digits) == 10 and digits[0] in "3489" and not value.startswith("+"):
+            return f"+7 {digits[:3]} ***-**-{digits[-2:]}"
+    size = len(value)
+    head = 2 if size < 12 else 3 if size < 16 else 4
+    tail = 2 if size >= 8 else 0
+    hidden = "".join("*" if c.isalnum() else c for c in value[head : size - tail])
+    return value[:head] + hidden + value[size - tail :]
+
+
+def _entity_line(ctx: CallContext, mask: bool = False) -> str:
     label = ENTITY_RU.get(ctx.entity_kind, "Карточка")
-    name = clip(ctx.entity_name, NAME_CHARS) or f"#{ctx.entity_url.rsplit('/', 1)[-1]}"
-    return f'💼 {label}: <a href="{html.escape(clean(ctx.entity_url), quote=True)}">{esc(name)}</a>'
+    name = name_html(ctx.entity_name, mask) or esc(f"#{ctx.entity_url.rsplit('/', 1)[-1]}")
+    return f'💼 {label}: <a href="{html.escape(clean(ctx.entity_url), quote=True)}">{name}</a>'
 
 
-def name_html(name: str) -> str:
-    """A manager's or a card's name, one line, cut and escaped."""
-    return esc(clip(name, NAME_CHARS))
+def name_html(name: str, mask: bool = False) -> str:
+    """A manager's or a card's name, one line, cut and escaped; with `mask`, a phone number in
+    it masked (`mask_phone`)."""
+    name = clean(name)
+    return esc(clip(replace_phones(name, mask_phone) if mask else name, NAME_CHARS))
 
 
-def phone_html(phone: str, missing: str) -> str:
-    """A phone number, one line, cut and escaped; `missing` when there is none."""
-    return esc(clip(phone, PHONE_CHARS) or missing)
+def phone_html(phone: str, missing: str, mask: bool = False) -> str:
+    """A phone number, one line, cut and escaped (masked with `mask`); `missing` when there is none."""
+    value = " ".join(clean(phone).split())
+    return esc(clip(mask_phone(value) if mask and value else value, PHONE_CHARS) or missing)
 
 
 def _text_blocks(title: str, text: str, room: int) -> list[str]:
@@ -247,10 +290,16 @@ def _next_step_text(analysis: CallAnalysis) -> str:
 
 
 def render_conversation(
-    ctx: CallContext, analysis: CallAnalysis, tz: tzinfo | None = None, metrics: str | None = None
+    ctx: CallContext,
+    analysis: CallAnalysis,
+    tz: tzinfo | None = None,
+    metrics: str | None = None,
+    mask: MaskMode = "cards",
 ) -> list[str]:
     """The analysis card of an answered call. `metrics` is an optional pre-rendered HTML line
-    (conversation metrics measured from the audio), shown under the score."""
+    (conversation metrics measured from the audio), shown under the score. `mask`:
+    `telegram.mask_phones` (a card masks unless "none")."""
+    hide = masked(mask)
     direction = "📥 Входящий звонок" if ctx.direction == "in" else "📤 Исходящий звонок"
     first = f"<b>{direction}</b> · {format_duration(ctx.duration)} · {format_time(ctx.started_at, tz)}"
     if tag := hashtag(analysis.topic):
@@ -258,8 +307,8 @@ def render_conversation(
     head = [
         first,
         f"👤 Менеджер: <b>{name_html(ctx.manager)}</b>",
-        _entity_line(ctx),
-        f"☎️ {phone_html(ctx.phone, 'номер не указан')}",
+        _entity_line(ctx, hide),
+        f"☎️ {phone_html(ctx.phone, 'номер не указан', hide)}",
         f"{score_line(analysis.score)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
     ]
     if metrics is None and ctx.metrics:
@@ -289,29 +338,37 @@ def render_conversation(
     return pack(blocks)
 
 
-def render_transcript_caption(ctx: CallContext, tz: tzinfo | None = None) -> str:
-    """The caption of the transcript document (well under Telegram's 1024 for captions)."""
-    name = clip(ctx.entity_name, NAME_CHARS) or clip(ctx.phone, PHONE_CHARS) or "звонок"
-    return f"📝 Расшифровка · {esc(name)} · {format_time(ctx.started_at, tz)}"
+def render_transcript_caption(ctx: CallContext, tz: tzinfo | None = None, mask: MaskMode = "cards") -> str:
+    """The caption of the transcript document (well under Telegram's 1024 for captions); it
+    goes with the card, and masks like it."""
+    hide = masked(mask)
+    name = name_html(ctx.entity_name, hide) or phone_html(ctx.phone, "звонок", hide)
+    return f"📝 Расшифровка · {name} · {format_time(ctx.started_at, tz)}"
 
 
-def render_missed(ctx: CallContext, tz: tzinfo | None = None) -> list[str]:
-    """The alert for a missed incoming call: the full number, so the manager can call back."""
+def render_missed(ctx: CallContext, tz: tzinfo | None = None, mask: MaskMode = "cards") -> list[str]:
+    """The alert for a missed incoming call: the full number, so the manager can call back
+    (masked only when `mask` is "all")."""
+    hide = masked(mask, alert=True)
     lines = [
         f"🔴 <b>Пропущенный звонок</b> · {format_time(ctx.started_at, tz)}",
-        f"☎️ {phone_html(ctx.phone, 'номер не определён')} — перезвоните клиенту",
-        _entity_line(ctx),
+        f"☎️ {phone_html(ctx.phone, 'номер не определён', hide)} — перезвоните клиенту",
+        _entity_line(ctx, hide),
         f"👤 Ответственный: <b>{name_html(ctx.manager)}</b>",
     ]
     return pack(["\n".join(lines)])
 
 
-def render_escalation(ctx: CallContext, sla_minutes: int, tz: tzinfo | None = None) -> list[str]:
-    """The one escalation for a missed call nobody called back within the SLA."""
+def render_escalation(
+    ctx: CallContext, sla_minutes: int, tz: tzinfo | None = None, mask: MaskMode = "cards"
+) -> list[str]:
+    """The one escalation for a missed call nobody called back within the SLA: someone must
+    still call back, so it masks like the alert."""
+    hide = masked(mask, alert=True)
     lines = [
         f"⏰ <b>Не перезвонили за {sla_minutes} мин</b>",
-        f"☎️ {phone_html(ctx.phone, 'номер не определён')} · пропущен {format_time(ctx.started_at, tz)}",
-        _entity_line(ctx),
+        f"☎️ {phone_html(ctx.phone, 'номер не определён', hide)} · пропущен {format_time(ctx.started_at, tz)}",
+        _entity_line(ctx, hide),
         f"👤 Ответственный: <b>{name_html(ctx.manager)}</b>",
     ]
     return pack(["\n".join(lines)])

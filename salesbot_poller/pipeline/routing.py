@@ -8,6 +8,8 @@ analysis card, or the missed-call alert, to the chat of the call's responsible u
 - with `telegram.attach_transcript`, the transcript as a .txt document to every chat that got
   the card, as a reply to the card there;
 - with `amocrm.write_back`, the note (and with `amocrm.create_tasks`, the task): see `writeback`.
+Phone numbers in the card, the alert and the caption follow `telegram.mask_phones`
+(`messages.masked`); the transcript document itself is the call as heard, unchanged.
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ def plan_call(
     """See the module contract. `analysis` is None for a missed call."""
     home = route(config, call.responsible_user_id)
     own = f"call:{call.id}"
+    mask = config.telegram.mask_phones
     if analysis is None:
-        return [Planned(own, "alert", home, {"parts": render_missed(ctx, tz)})]
-    parts = render_conversation(ctx, analysis, tz, metrics)
+        return [Planned(own, "alert", home, {"parts": render_missed(ctx, tz, mask)})]
+    parts = render_conversation(ctx, analysis, tz, metrics, mask)
     plans = [Planned(own, "card", home, {"parts": parts})]
     cards: list[tuple[Destination | None, str]] = [(home, own)]
     threshold = config.telegram.alert_below_score
@@ -67,7 +70,7 @@ def plan_call(
         plans.append(Planned(key, "card_alert", alert, {"parts": parts}))
         cards.append((alert, key))
     if config.telegram.attach_transcript and call.transcript:
-        caption = render_transcript_caption(ctx, tz)
+        caption = render_transcript_caption(ctx, tz, mask)
         for to, card_key in cards:
             document = {"filename": f"call-{call.id}-transcript.txt", "caption": caption, "text": call.transcript}
             plans.append(Planned(f"call:{call.id}:transcript:{_where(to)}", "transcript", to, document, card_key))

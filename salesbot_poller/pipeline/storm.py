@@ -9,7 +9,9 @@ Contract of `summarise(app, cycle, due, patience)` (the intake pass, before its 
   a spam attack), and a flood of single alerts would bury the summary that says so.
 - The summary goes to the alert chat (`telegram.alert_chat_id`, default `telegram.chat_id`:
   routing's `alert_destination`): the count, the time span, the first `SHOWN` numbers with
-  their times and managers (cut and escaped), and that no per-call escalation follows.
+  their times and managers (cut and escaped), and that no per-call escalation follows. The
+  numbers are shown like in an alert: in full unless `telegram.mask_phones` is "all" (the
+  calls still need calling back; `messages.masked`).
 - Exactly once: the summary (key `storm:<first call id>-<last call id>`) is stored and the
   calls are marked `missed_alerted` with `summarised_in` = that key in ONE transaction
   (`Store.summarise`), then it is sent like every message (`delivery`). Nothing leaves the
@@ -31,7 +33,7 @@ from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, Stage
 from salesbot_poller.errors import Busy, TransientError
 from salesbot_poller.pipeline import delivery
 from salesbot_poller.pipeline.context import App, Cycle
-from salesbot_poller.pipeline.messages import format_time, name_html, pack, phone_html
+from salesbot_poller.pipeline.messages import format_time, masked, name_html, pack, phone_html
 from salesbot_poller.pipeline.routing import alert_destination
 from salesbot_poller.store import Call
 
@@ -45,6 +47,7 @@ def render_storm(calls: list[Call], limit: int, app: App) -> list[str]:
     """The summary of `calls` (in the order they were recorded), more than `limit` in one pass."""
     times = [call.event_created_at for call in calls]
     first, last = min(times), max(times)  # ids follow the order calls were read, not when they rang
+    hide = masked(app.config.telegram.mask_phones, alert=True)
     lines = [
         f"🚨 <b>Шквал пропущенных звонков: {len(calls)}</b> · {format_time(first, app.tz)} – "
         f"{format_time(last, app.tz)}",
@@ -52,7 +55,7 @@ def render_storm(calls: list[Call], limit: int, app: App) -> list[str]:
         "напоминаний «не перезвонили» по ним не будет; все звонки сохранены.",
     ]
     shown = [
-        f"☎️ {phone_html(call.phone or '', 'номер не определён')} · {format_time(call.event_created_at, app.tz)}"
+        f"☎️ {phone_html(call.phone or '', 'номер не определён', hide)} · {format_time(call.event_created_at, app.tz)}"
         f" · {name_html(call.manager_name or MANAGER_UNKNOWN)}"
         for call in calls[:SHOWN]
     ]

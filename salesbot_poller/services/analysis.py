@@ -10,6 +10,12 @@ answer in the JSON schema of `rubric.answer_model(items)` and returns the stored
   `PermanentError`; service errors as `openai_errors.map_openai_error` says.
 - Each request (the re-ask too) holds a slot of `limit` (`openai_limit.RequestLimit`, shared
   with the transcription and every worker) while it is in flight; no limit when None.
+- Personal data of the kinds in `redact` (`analysis.redact`; see `redact_pii`) is replaced
+  by placeholders in the user turn (the transcript and the client's name) before anything is
+  sent, and in every text of the answer before it is returned (the evidence quotes, summary,
+  needs, objections, next step, risks): the model never sees such a value, and the stored
+  analysis never holds one even if the model made one up. The caller's transcript itself is
+  not changed (it is stored as heard).
 - The system prompt is `SYSTEM_PROMPT` or the file named by `analysis.prompt_file`; the text
   `{rubric}` in it is replaced by the rubric list (`rubric.describe`). The prompt is Russian:
   the calls and the readers are.
@@ -17,6 +23,7 @@ answer in the JSON schema of `rubric.answer_model(items)` and returns the stored
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -32,6 +39,7 @@ from salesbot_poller.logs import excerpt
 from salesbot_poller.services.dialogue import metrics_block
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.services.openai_limit import RequestLimit
+from salesbot_poller.services.redact_pii import DEFAULT_KINDS, redact
 from salesbot_poller.services.rubric import answer_model, check_answer, describe, to_analysis
 
 SYSTEM_PROMPT = """\
@@ -74,9 +82,13 @@ def build_system_prompt(template: str, items: tuple[RubricItem, ...]) -> str:
     return template.replace("{rubric}", describe(items))
 
 
-def build_user_message(transcript: str, context: CallContext, tz: tzinfo | None = None) -> str:
+def build_user_message(
+    transcript: str, context: CallContext, tz: tzinfo | None = None, kinds: Sequence[str] = ()
+) -> str:
     """The user turn: call facts first (with the date, so "до пятницы" can become a date),
-    then the conversation metrics when known, then the transcript."""
+    then the conversation metrics when known, then the transcript. Values of `kinds` in the
+    transcript and the client's name (amoCRM often names a contact by its number) are replaced
+    by placeholders (`redact_pii.redact`)."""
     minutes, seconds = divmod(context.duration, 60)
     when = datetime.fromtimestamp(context.started_at, tz) if tz else datetime.fromtimestamp(context.started_at)
     metrics = f"{metrics_block(context.metrics)}\n\n" if context.metrics else ""
@@ -84,9 +96,34 @@ def build_user_message(transcript: str, context: CallContext, tz: tzinfo | None 
         f"Звонок: {DIRECTION_RU[context.direction]}, {when:%Y-%m-%d} ({WEEKDAYS_RU[when.weekday()]}), "
         f"длительность {minutes}:{seconds:02d}.\n"
         f"Менеджер: {context.manager}.\n"
-        f"Клиент: {context.entity_name}.\n\n"
+        f"Клиент: {redact(context.entity_name, kinds)}.\n\n"
         f"{metrics}"
-        f"Расшифровка:\n{transcript}"
+        f"Расшифровка:\n{redact(transcript, kinds)}"
+    )
+
+
+def redact_analysis(analysis: CallAnalysis, kinds: Sequence[str]) -> CallAnalysis:
+    """`analysis` with values of `kinds` replaced by placeholders in each of its texts."""
+    if not kinds:
+        return analysis
+
+    def scrub(text: str) -> str:
+        return redact(text, kinds)
+
+    step = analysis.next_step
+    return analysis.model_copy(
+        update={
+            "summary": scrub(analysis.summary),
+            "topic": scrub(analysis.topic),
+            "rubric": [r.model_copy(update={"evidence": scrub(r.evidence)}) for r in analysis.rubric],
+            "client_needs": [scrub(need) for need in analysis.client_needs],
+            "objections": [
+                o.model_copy(update={"objection": scrub(o.objection), "handling": scrub(o.handling)})
+                for o in analysis.objections
+            ],
+            "next_step": step.model_copy(update={"action": scrub(step.action)}) if step is not None else None,
+            "risk_flags": [scrub(risk) for risk in analysis.risk_flags],
+        }
     )
 
 
@@ -120,6 +157,7 @@ class OpenAIAnalyzer:
         prompt_template: str = SYSTEM_PROMPT,
         tz: tzinfo | None = None,
         limit: RequestLimit | None = None,
+        redact: Sequence[str] = DEFAULT_KINDS,
     ) -> None:
         self._client = client
         self._model = model
@@ -127,13 +165,14 @@ class OpenAIAnalyzer:
         self._answer = answer_model(rubric)
         self._system = build_system_prompt(prompt_template, rubric)
         self._tz = tz
+        self._redact = tuple(redact)
         self.limit = limit
         self._slot: AbstractContextManager[None] = limit if limit is not None else nullcontext()
 
     def analyse(self, transcript: str, context: CallContext) -> CallAnalysis:
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self._system},
-            {"role": "user", "content": build_user_message(transcript, context, self._tz)},
+            {"role": "user", "content": build_user_message(transcript, context, self._tz, self._redact)},
         ]
         spent = ModelUsage(model=self._model)  # summed over both requests when there is a re-ask
         try:
@@ -146,7 +185,8 @@ class OpenAIAnalyzer:
                 answer = self._ask(messages, spent)
             except _Invalid as second:
                 raise PermanentError(f"analysis answer failed validation after a re-ask: {second.error}") from None
-        return to_analysis(answer, self._rubric).model_copy(update={"usage": spent})
+        analysis = redact_analysis(to_analysis(answer, self._rubric), self._redact)
+        return analysis.model_copy(update={"usage": spent})
 
     def _ask(self, messages: list[dict[str, Any]], spent: ModelUsage) -> AnalysisAnswer:
         try:
