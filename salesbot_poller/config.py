@@ -46,8 +46,8 @@ from pydantic import (
     field_validator,
 )
 
+from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
 from salesbot_poller.errors import ConfigError
-from salesbot_poller.services.redact_pii import DEFAULT_KINDS, Kind
 
 DEFAULT_CONFIG_PATH = "/etc/salesbot/config.toml"
 ENV_PREFIX = "SALESBOT_"
@@ -359,8 +359,8 @@ class AnalysisConfig(_Section):
     prompt_file: str = Field(
         "", description='A file replacing the built-in system prompt; "{rubric}" in it becomes the rubric list.'
     )
-    redact: Annotated[list[Kind], BeforeValidator(_comma_list)] = Field(
-        default_factory=lambda: list(DEFAULT_KINDS),
+    redact: Annotated[list[RedactKind], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: list(DEFAULT_REDACT_KINDS),
         description=(
             "Personal data replaced by a placeholder in what the chat model is sent, and in the quotes kept"
             " from its answer: any of phone, email, card, passport ([] = none)."
@@ -369,7 +369,7 @@ class AnalysisConfig(_Section):
 
     @field_validator("redact")
     @classmethod
-    def _once_each(cls, kinds: list[Kind]) -> list[Kind]:
+    def _once_each(cls, kinds: list[RedactKind]) -> list[RedactKind]:
         return list(dict.fromkeys(kinds))
 
     @field_validator("rubric")

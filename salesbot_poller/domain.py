@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Direction = Literal["in", "out"]
 
+# Personal data the analysis may hide from the chat model (`analysis.redact`, `redact_pii`).
+RedactKind = Literal["phone", "email", "card", "passport"]
+REDACT_KINDS: tuple[RedactKind, ...] = ("phone", "email", "card", "passport")
+DEFAULT_REDACT_KINDS: tuple[RedactKind, ...] = ("phone", "card")
+
 # amoCRM events name the entity in the singular; every URL uses the plural.
 ENTITY_PLURAL = {"lead": "leads", "contact": "contacts", "company": "companies", "customer": "customers"}
 

@@ -35,11 +35,12 @@ import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
-Kind = Literal["phone", "email", "card", "passport"]
-KINDS: tuple[Kind, ...] = ("phone", "email", "card", "passport")
-DEFAULT_KINDS: tuple[Kind, ...] = ("phone", "card")
+from salesbot_poller.domain import DEFAULT_REDACT_KINDS, REDACT_KINDS, RedactKind
+
+Kind = RedactKind
+KINDS = REDACT_KINDS
+DEFAULT_KINDS = DEFAULT_REDACT_KINDS
 PLACEHOLDERS: dict[str, str] = {
     "phone": "[телефон]",
     "email": "[email]",

@@ -1,0 +1,38 @@
+"""The durable store: see `store.core` for the contract. Split in modules of one concern each:
+`models` (the tables), `migrations`, `files` (the database's files and connections) and
+`core` (`Store`, every query of the application)."""
+
+from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
+from salesbot_poller.store.files import (
+    BUSY_TIMEOUT_MS,
+    PRIVATE_DIR,
+    PRIVATE_FILE,
+    give_back_companions,
+    make_private,
+    private_dir,
+    sqlite_file,
+)
+from salesbot_poller.store.migrations import MIGRATIONS, add_missing_columns
+from salesbot_poller.store.models import Call, Delivery, Migration, SeenEvent, State, Usage, database_proxy
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "COMMIT_PATIENCE_SECONDS",
+    "CURSOR_KEY",
+    "MIGRATIONS",
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
+    "Call",
+    "Delivery",
+    "Migration",
+    "SeenEvent",
+    "State",
+    "Store",
+    "Usage",
+    "add_missing_columns",
+    "database_proxy",
+    "give_back_companions",
+    "make_private",
+    "private_dir",
+    "sqlite_file",
+]

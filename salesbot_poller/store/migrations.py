@@ -1,0 +1,110 @@
+"""Schema migrations: ordered and append-only; each step is applied once, in a transaction,
+and recorded in the `migration` table (`Store.migrate`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+
+import peewee
+from playhouse.migrate import SchemaMigrator, migrate
+
+from salesbot_poller.domain import Stage
+from salesbot_poller.store.models import Call, Delivery, SeenEvent, State, Usage
+
+
+def _m0001_initial(db: peewee.Database) -> None:
+    db.create_tables([State, SeenEvent, Call])
+
+
+def add_missing_columns(db: peewee.Database, model: type[peewee.Model], names: Iterable[str]) -> None:
+    """Add the model's fields `names` to its table unless already there.
+
+    A fresh database gets every current column from `0001_initial` (it creates the tables from
+    today's models), so a later step that adds columns must skip the ones that exist: this is
+    how every column-adding migration is written.
+    """
+    table = model._meta.table_name
+    present = {column.name for column in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db)
+    fields = model._meta.fields
+    operations = [migrator.add_column(table, name, fields[name]) for name in names if name not in present]
+    if operations:
+        migrate(*operations)
+
+
+def _m0004_retry(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["retried_at"])
+
+
+def _m0005_audio_usage(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["metrics_json"])
+    db.create_tables([Usage])
+
+
+def _m0006_delivery(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["chat_id", "thread_id", "callback_call_id"])
+    db.create_tables([Delivery])
+
+
+def _m0007_lanes(db: peewee.Database) -> None:
+    """Claims for the work lane; each call's own message becomes a `Delivery` row (key
+    `call:<id>`), with the parts already accepted, so a call left mid-send resumes there."""
+    add_missing_columns(db, Call, ["claimed_by", "claimed_at"])
+    rows = Call.select().where(Call.outbox_json.is_null(False))
+    for call in rows:
+        done = call.stage in (Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value)
+        Delivery.insert(
+            key=f"call:{call.id}",
+            call_id=call.id,
+            kind="alert" if call.kind == "missed" else "card",
+            chat_id=call.chat_id,
+            thread_id=call.thread_id,
+            payload_json=json.dumps({"parts": json.loads(call.outbox_json or "[]")}, ensure_ascii=False),
+            sent_ids_json=call.message_ids_json or "[]",
+            created_at=call.updated_at,
+            done_at=(call.notified_at or call.updated_at) if done else None,
+        ).on_conflict_ignore().execute()
+
+
+def _m0008_delivery_retry(db: peewee.Database) -> None:
+    """Each destination of a call is retried on its own schedule (issue 12)."""
+    add_missing_columns(db, Delivery, ["attempts", "next_attempt_at"])
+
+
+def _m0009_storm(db: peewee.Database) -> None:
+    add_missing_columns(db, Call, ["summarised_in"])
+
+
+def _m0010_event_raw(db: peewee.Database) -> None:
+    """A set-aside event keeps its raw form, so `retry --event` can take it back."""
+    add_missing_columns(db, SeenEvent, ["raw_json"])
+
+
+def _m0011_retention(db: peewee.Database) -> None:
+    """Personal data removed after `storage.retention_days`, or by `forget` (issue 17)."""
+    add_missing_columns(db, Call, ["personal_removed_at", "forgotten_as"])
+    add_missing_columns(db, Delivery, ["removed_at"])
+    # Fresh databases have these from the models already (0001_initial creates today's tables).
+    table = Call._meta.table_name
+    indexed = {tuple(index.columns) for index in db.get_indexes(table)}
+    migrator = SchemaMigrator.from_database(db)
+    wanted = [(column,) for column in ("event_created_at", "forgotten_as") if (column,) not in indexed]
+    if wanted:
+        migrate(*(migrator.add_index(table, columns) for columns in wanted))
+
+
+# Ordered and append-only: a released step is never edited, only followed by a new one.
+
+
+MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
+    ("0001_initial", _m0001_initial),
+    ("0004_retry", _m0004_retry),
+    ("0005_audio_usage", _m0005_audio_usage),
+    ("0006_delivery", _m0006_delivery),
+    ("0007_lanes", _m0007_lanes),
+    ("0008_delivery_retry", _m0008_delivery_retry),
+    ("0009_storm", _m0009_storm),
+    ("0010_event_raw", _m0010_event_raw),
+    ("0011_retention", _m0011_retention),
+]
