@@ -52,7 +52,7 @@ from salesbot_poller.services.recordings import RecordingDownloader
 from tests.conftest import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, Servers
 from tests.fakes import FakeAmoCRM, FakeOpenAI, FakeRecordings, FakeTelegram, make_mp3, validate_telegram_html
 from tests.hostile import values
-from tests.test_hostile_messages import analysis, context  # the same hostile card as the tests
+from tests.test_hostile_messages import add_missed_calls, analysis, context  # the same data as the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERSHOOT_TARGET = 1.0  # s
@@ -146,26 +146,6 @@ def deadline_lines(deadlines: list[float], runs: int) -> list[Line]:
 # --- 2. an alert storm through the command line -------------------------------------------------
 
 
-def add_missed_calls(amo: FakeAmoCRM, count: int, first_at: int) -> None:
-    """`count` missed incoming calls, a few a second from `first_at`, on 400 leads of one manager
-    (as tests/test_hostile_messages.py's storm test)."""
-    with amo.lock:
-        amo.add_user(555, "Иван Петров")
-        for n in range(count):
-            entity_id = 25_000_000 + n % 400
-            amo.add_entity("lead", entity_id, f"Сделка {entity_id}", 555)
-            amo.add_call(
-                entity_id=entity_id,
-                note_id=1_200_000_000 + n,
-                duration=0,
-                phone=f"+7999{n:07d}",
-                link=None,
-                call_status=6,
-                created_at=first_at + n // 4,
-                responsible_user_id=555,
-            )
-
-
 def storm_lines(count: int) -> list[Line]:
     with (
         tempfile.TemporaryDirectory() as tmp_name,
@@ -179,7 +159,7 @@ def storm_lines(count: int) -> list[Line]:
         servers = Servers(amo, recordings, openai, telegram, tmp)
         # 4 a second, the last one about 8 min ago; the first poll looks back far enough for all.
         span = count // 4
-        add_missed_calls(amo, count, int(time.time()) - span - 500)
+        add_missed_calls(servers, count, int(time.time()) - span - 500)
         config = servers.write_config(initial_lookback_minutes=max(60, (span + 600) // 60 + 1))
         env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
         env |= {"SALESBOT_CONFIG": str(config), "TZ": "UTC", "PYTHONPATH": str(ROOT)}
