@@ -140,7 +140,7 @@ def send_all(
         raise first
 
 
-def send_extras(app: App, rows: Iterable[Delivery], now: int) -> None:
+def send_extras(app: App, rows: Iterable[Delivery], now: int, patience: float = WORKER_PATIENCE) -> None:
     """Send a delivered call's other rows (alert-chat copy, transcript, amoCRM note or task).
 
     Each destination stands on its own: a failure puts off only that destination's rows, on
@@ -154,7 +154,7 @@ def send_extras(app: App, rows: Iterable[Delivery], now: int) -> None:
         if destination in failed:
             continue
         try:
-            send(app, row, now)
+            send(app, row, now, patience=patience)  # a chat's slot: as long as the call's own card waited
         except (TransientError, FatalError) as exc:
             failed.add(destination)
             _put_off(app, row, now, exc)

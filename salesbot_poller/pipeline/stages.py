@@ -152,7 +152,7 @@ def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience
         cycle.notified += 1
     parts = len(json.loads(own.sent_ids_json)) if own else 0
     log.info("call %d: %s in Telegram (%d message(s))", call.id, "alert sent" if missed else "notified", parts)
-    delivery.send_extras(app, app.store.pending(call_id=call.id), cycle.now)
+    delivery.send_extras(app, app.store.pending(call_id=call.id), cycle.now, patience)
 
 
 def advance(
