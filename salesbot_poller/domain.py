@@ -139,6 +139,9 @@ class ConversationMetrics(BaseModel):
 
 
 Verdict = Literal["done", "partly", "missed", "not_applicable"]
+# As stored: "not_assessed" is an item the model's answer left out (a server without strict
+# structured output); it is shown as such and left out of the score like "not_applicable".
+StoredVerdict = Literal["done", "partly", "missed", "not_applicable", "not_assessed"]
 Sentiment = Literal["positive", "neutral", "negative"]
 
 
@@ -203,14 +206,21 @@ class AnalysisAnswer(BaseModel):
 
 
 class RubricResult(BaseModel):
-    """One rubric item as stored: the configured title and weight with the model's verdict."""
+    """One rubric item as stored: the configured title and weight with the model's verdict.
+
+    `evidence` is the quote as the model gave it; `verified` says whether it was found in the
+    transcript (None: no quote, or analysed before quotes were checked); `at` is where it was
+    found, in seconds from the start of the call, when the transcript has timestamps. Only a
+    verified quote is shown as a quote."""
 
     item_id: str
     title: str
     weight: float
-    verdict: Verdict
+    verdict: StoredVerdict
     evidence: str = ""
     confidence: float = 0.0
+    verified: bool | None = None
+    at: int | None = None
 
 
 class ModelUsage(BaseModel):
@@ -235,6 +245,9 @@ class CallAnalysis(BaseModel):
     sentiment: Sentiment = "neutral"
     score: int | None = Field(description="0..100 from the rubric weights; None when every item was not applicable")
     usage: ModelUsage | None = None  # what the answer cost; None from a fake or an older version
+    unverified_quotes: int = 0  # evidence quotes not found in the transcript (not shown)
+    condensed: bool = False  # scored on a condensed transcript (a long call)
+    summary_missing: bool = False  # the model gave no usable summary nor verdicts, twice
 
     @model_validator(mode="before")
     @classmethod
