@@ -48,7 +48,7 @@ class SandboxOpenAI(LoopbackServer):
         with self.lock:
             self.completions += 1
             number = self.completions
-        content = canned_answer().model_dump_json()
+        content = json.dumps(canned_answer(), ensure_ascii=False)
         return json_response({
             "id": f"chatcmpl-sandbox-{number}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", MODELS[1]),
