@@ -234,3 +234,12 @@ def test_eval_names_a_directory_with_nothing_to_evaluate(servers: Servers, tmp_p
     (tmp_path / "calls").mkdir()
     result = run_cli("eval", str(tmp_path / "calls"), config=servers.write_config())
     assert result.returncode == 2 and "no NAME.txt with a NAME.expected.toml beside it" in result.stderr
+
+
+def test_the_shipped_eval_set_is_consistent() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(EVAL / "check.py")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "13 calls, 0 problems" in result.stdout

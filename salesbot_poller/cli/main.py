@@ -279,6 +279,8 @@ def _eval(directory: str, config: Config) -> int:
         f"eval: {len(cases)} calls in {directory}, model {config.openai.analysis_model},"
         f" rubric of {len(config.analysis.rubric)} items, prompt {prompt}"
     )
+    if not (config.openai.input_token_price_per_million_usd or config.openai.output_token_price_per_million_usd):
+        header += "\n(cost is 0: set openai.input/output_token_price_per_million_usd to see it)"
     outcomes = evaluate(analyzer, cases, config.openai)
     report(outcomes, config.analysis.rubric, header, lambda line: print(redact(line, secrets), flush=True))
     return EXIT_CHECK_FAILED if any(o.analysis is None for o in outcomes) else EXIT_OK
