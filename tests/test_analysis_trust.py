@@ -121,7 +121,7 @@ def test_the_card_shows_a_found_quote_with_its_time_and_hides_one_not_found() ->
     card = "\n".join(render_conversation(CONTEXT, analysis))
     assert "✅ Приветствие — <i>«Добрый день, компания»</i> (01:15)" in card
     assert "🟡 Потребности — без цитаты" in card and "бюджет на всё" not in card
-    assert "❔ Завершение — не оценено" in card and "(без 1 не оценённых пунктов)" in card
+    assert "❔ Завершение — не оценено" in card and "(не оценено пунктов: 1)" in card
     assert "📝 Звонок длинный: оценен по сжатому пересказу расшифровки" in card
 
 

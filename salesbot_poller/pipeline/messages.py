@@ -258,7 +258,7 @@ def score_line(analysis: CallAnalysis) -> str:
         why = "пункты скрипта неприменимы" if assessed else "пункты скрипта не оценены"
         return f"⭐ Оценка: — ({why})"
     unassessed = sum(item.verdict == "not_assessed" for item in analysis.rubric)
-    partial = f" (без {unassessed} не оценённых пунктов)" if unassessed else ""
+    partial = f" (не оценено пунктов: {unassessed})" if unassessed else ""
     return f"⭐ Оценка: <b>{score}</b>/100 {score_bar(score)}{partial}"
 
 
