@@ -44,6 +44,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
@@ -272,6 +273,12 @@ class PollerConfig(_Section):
     interval_seconds: float = Field(60, gt=0, description="Seconds between poll cycles.")
     initial_lookback_minutes: int = Field(60, ge=0, description="How far back the very first cycle looks.")
     min_duration_seconds: int = Field(10, ge=0, description="Answered calls shorter than this are skipped.")
+    exclude_phones: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Numbers never analysed nor alerted (internal lines, the office), compared by their last 10 digits."
+        ),
+    )
     retry_delay_seconds: int = Field(
         60, gt=0, description="First delay of a failing call's backoff (doubles, max 2 h; gives up after 24 h)."
     )
@@ -399,6 +406,75 @@ class AnalysisConfig(_Section):
         return value
 
 
+EntityType = Literal["leads", "contacts", "companies"]
+Direction = Literal["in", "out"]
+ENTITY_TYPES: tuple[EntityType, ...] = ("leads", "contacts", "companies")
+DIRECTIONS: tuple[Direction, ...] = ("in", "out")
+
+
+def _rubric_file(path: str) -> tuple[RubricItem, ...]:
+    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    items = data.get("rubric")
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{path}: needs [[rubric]] tables (id, title, done_when, weight)")
+    return tuple(RubricItem.model_validate(item) for item in items)
+
+
+class Profile(_Section):
+    """Which calls are analysed, against which script, and where the card goes (issue 13).
+
+    A call gets the first profile that matches it (`pipeline.profiles.match`); with none
+    configured, the top-level `[analysis]` and `[telegram]` settings are the only profile.
+    An empty list matches anything; a setting left out is the top-level one."""
+
+    name: str = Field(min_length=1, max_length=60)
+    entities: list[EntityType] = Field(default_factory=lambda: list(ENTITY_TYPES))
+    pipelines: list[int] = Field(default_factory=list)
+    statuses: list[int] = Field(default_factory=list)
+    users: list[int] = Field(default_factory=list)
+    groups: list[int] = Field(default_factory=list)
+    directions: list[Direction] = Field(default_factory=lambda: list(DIRECTIONS))
+    min_duration_seconds: int | None = Field(None, ge=0)  # None: poller.min_duration_seconds
+    max_duration_seconds: int = Field(0, ge=0)  # 0: no upper bound
+    sources: list[str] = Field(default_factory=list)
+    missed_calls: bool = True
+    prompt_file: str = ""  # "": analysis.prompt_file
+    rubric: tuple[RubricItem, ...] = ()  # (): analysis.rubric
+    rubric_file: str = ""
+    chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # "": telegram.routes / chat_id
+    message_thread_id: int | None = None
+    alert_below_score: int | None = Field(None, ge=0, le=100)  # None: telegram.alert_below_score
+
+    @field_validator("prompt_file")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"{value}: no such file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_rubric(self) -> Profile:
+        if self.rubric and self.rubric_file:
+            raise ValueError("set either rubric or rubric_file, not both")
+        if self.rubric_file:
+            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file))
+        ids = [item.id for item in self.rubric]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"rubric item ids must be unique, got {ids}")
+        return self
+
+    @property
+    def needs_lead(self) -> bool:
+        """Whether matching needs the lead's pipeline and status."""
+        return bool(self.pipelines or self.statuses)
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -409,6 +485,16 @@ class Config(_Section):
     storage: StorageConfig = StorageConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     audio: AudioConfig = AudioConfig()
+    profiles: list[Profile] = Field(default_factory=list)
+
+    @field_validator("profiles")
+    @classmethod
+    def _unique_names(cls, profiles: list[Profile]) -> list[Profile]:
+        names = [p.name for p in profiles]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"profile names must be unique: {', '.join(doubled)} more than once")
+        return profiles
 
     @property
     def openai_concurrency(self) -> int:
@@ -606,7 +692,10 @@ def _missing_values(raw: Mapping[str, Any]) -> list[str]:
 
 
 def _format_error(error: Any) -> str:
-    location = ".".join(str(part) for part in error["loc"])
+    loc = list(error["loc"])
+    if len(loc) > 1 and loc[0] == "profiles" and isinstance(loc[1], int):  # [[profiles]] as counted: from 1
+        loc[:2] = [f"profiles[{loc[1] + 1}]"]
+    location = ".".join(str(part) for part in loc)
     if error["type"] == "extra_forbidden":
         return f"{location}: unknown key"
     # The message only: pydantic's `input` may be a secret and is never shown.
