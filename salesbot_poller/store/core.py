@@ -12,7 +12,8 @@ Contract:
 - `record_window` stores a window's events and advances the cursor in ONE transaction:
   the cursor never passes an event that is not durably recorded.
 - `update(call, **fields)` commits at once; the pipeline calls it after each stage, so a
-  restart resumes from the last committed stage.
+  restart resumes from the last committed stage. With `analysis_json`, the call's rows in
+  the BI tables (`store.bi`) are rewritten in the same transaction.
 - A database error propagates. It is never read as "already processed".
 - Error texts are redacted before they are stored: `Call.last_error` and `skip_reason`,
   `Delivery.error`, `SeenEvent.error` and every `set_state` value pass through the store's
@@ -22,7 +23,8 @@ Contract:
 - A SQLite database file (and its -wal/-shm) is private: created 0600 whatever the umask,
   an existing one we own set back to 0600; a directory created for it is 0700.
 - Personal data (issue 17): `clear_personal` removes a call's transcript, link, number,
-  names, the analysis' quotes and the content of its delivery rows in ONE transaction,
+  names, the analysis' quotes (in the BI tables too) and the content of its delivery rows
+  in ONE transaction,
   keeping ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
   retention calls it batch by batch (`calls_to_clear`), `forget` for one number
   (`calls_with_number`).
@@ -45,6 +47,7 @@ from playhouse.db_url import connect
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Planned, Stage, without_personal_data
 from salesbot_poller.logs import excerpt, redact_known
+from salesbot_poller.store import bi
 from salesbot_poller.store.files import (
     _file_identity,
     _open_database,
@@ -307,9 +310,12 @@ class Store:
         for key, value in fields.items():
             if isinstance(value, Stage):
                 fields[key] = value.value
-        Call.update(**fields).where(Call.id == call.id).execute()
-        for key, value in fields.items():
-            setattr(call, key, value)
+        with self.db.atomic():  # the BI tables are written with the analysis they come from
+            Call.update(**fields).where(Call.id == call.id).execute()
+            for key, value in fields.items():
+                setattr(call, key, value)
+            if "analysis_json" in fields:
+                bi.write_facts(call, now)
 
     def committed(self, write: Callable[[], T], patience: float = COMMIT_PATIENCE_SECONDS) -> T:
         """Run `write` (a commit that must not be lost); while the database is locked by
@@ -641,6 +647,7 @@ class Store:
                 changed += any(getattr(call, name) != value for name, value in fields.items())
                 for name, value in fields.items():
                     setattr(call, name, value)
+                bi.rewrite_facts(call)  # its quotes, objections and next step go from the BI tables too
             blanked += self._blank(self.deliveries_of(cleared), now, reason)
             for number in numbers if forgotten_as is not None else ():
                 quoting = Delivery.select().where(
