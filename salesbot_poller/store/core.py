@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -534,6 +534,16 @@ class Store:
             Call.kind == "missed", Call.stage == Stage.MISSED_ALERTED.value, Call.event_created_at >= since
         )
         return int(query.count())
+
+    # --- BI (issue 16) -------------------------------------------------------------------
+
+    def export_pages(self, start: int, end: int, page: int = bi.PAGE) -> Iterator[list[bi.ExportedCall]]:
+        """Analysed calls that happened in [start, end), oldest first, `page` at a time."""
+        return bi.export_pages(start, end, page)
+
+    def export_item_ids(self, start: int, end: int) -> list[str]:
+        """The rubric item ids of the analysed calls in [start, end), in rubric order."""
+        return bi.item_ids_between(start, end)
 
     # --- failures and retry (issue 4) ---------------------------------------------------
 
