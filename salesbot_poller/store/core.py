@@ -482,6 +482,23 @@ class Store:
         latest = failing.order_by(Delivery.id.desc()).limit(limit)
         return waiting, given_up, list(latest)
 
+    def newer_lead_write(self, lead_id: int, started_at: int, call_id: int) -> bool:
+        """Whether the lead `lead_id` already got its fields (`amo_fields`) from a call newer
+        than (`started_at`, `call_id`): by start time, then id."""
+        call = Call.alias()
+        query = (
+            Delivery.select(Delivery.id)
+            .join(call, on=(Delivery.call_id == call.id))
+            .where(
+                Delivery.kind == "amo_fields",
+                Delivery.sent_ids_json != "[]",
+                call.entity_type == "leads",
+                call.entity_id == lead_id,
+                (call.event_created_at > started_at) | ((call.event_created_at == started_at) & (call.id > call_id)),
+            )
+        )
+        return bool(query.exists())
+
     def older_cards_waiting(self, row: Delivery, due_by: int) -> bool:
         """Whether a card or alert of an earlier call to the same chat is rendered, unsent, and
         due by `due_by`: it goes first, so one chat's cards keep the order of their calls."""
