@@ -59,6 +59,10 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "timezone",
                 "write_back",
                 "create_tasks",
+                "score_field_id",
+                "last_call_field_id",
+                "tag_low_score",
+                "tag_below_score",
                 "max_rps",
             ]
         ),

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from salesbot_poller.cli.check import _check_lead_fields
+from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallAnalysis, CallContext, CallEvent, CallNote
-from salesbot_poller.errors import PermanentError, TransientError
+from salesbot_poller.errors import ConfigError, PermanentError, TransientError
 from salesbot_poller.pipeline import lead_fields
 from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Delivery
-from tests.builder import Rig
+from tests.builder import Rig, offline_config
 from tests.conftest import Servers
 from tests.loopback_app import IVAN, at, loopback_rig, ts
 from tests.memory import MemoryAnalyzer
@@ -242,3 +244,15 @@ def test_a_date_field_may_come_back_as_its_days_midnight() -> None:
     lead = {"custom_fields_values": [{"field_id": LAST_CALL, "values": [{"value": midnight}]}]}
     assert lead_fields._shows(lead, wanted, LAST_CALL)
     assert not lead_fields._shows(lead | {"custom_fields_values": []}, wanted, LAST_CALL)
+
+
+def test_a_bad_key_is_one_line_naming_it(tmp_path: Path) -> None:
+    raw = offline_config(tmp_path)
+    raw["amocrm"] |= {"score_field_id": -1, "tag_below_score": 101, "last_call_field_id": "дата"}
+    with pytest.raises(ConfigError) as bad:
+        parse_config(raw, {})
+    assert sorted(problem.split(":")[0] for problem in bad.value.problems) == [
+        "amocrm.last_call_field_id",
+        "amocrm.score_field_id",
+        "amocrm.tag_below_score",
+    ]
