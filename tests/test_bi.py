@@ -4,11 +4,13 @@ by `0013_bi`, cleared with the personal data; and docs/bi.md's queries run on th
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from pathlib import Path
 
 import pytest
+from playhouse.db_url import connect
 
 from salesbot_poller.domain import CallAnalysis, NextStep, ObjectionHandling, RubricResult
 from salesbot_poller.pipeline.lanes import run_once
@@ -240,3 +242,28 @@ def test_every_documented_query_runs_on_a_seeded_database(tmp_path: Path) -> Non
     assert sla[1:] == (6, 2, 2, 2)
     cost = results["cost-per-day"]
     assert sum(int(str(row[1])) for row in cost) >= 300 and all(float(str(row[5])) > 0 for row in cost)
+
+
+PG_ENV = "SALESBOT_TEST_POSTGRES_URL"  # a THROWAWAY database: the test empties it
+
+
+@pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"set {PG_ENV} to a throwaway PostgreSQL database")
+def test_every_documented_query_runs_on_postgresql_too() -> None:
+    url = os.environ[PG_ENV]
+    scratch = Store(connect(url))
+    scratch.db.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")  # type: ignore[no-untyped-call]
+    scratch.close()
+    store = Store.open(url, 1)
+    week = 7 * 24 * 3600
+    seed_analysed(store, 300, start=int(T0.timestamp()) - 3 * week, spacing=3 * week // 300)
+    seed_missed(store, int(T0.timestamp()))
+    results = {
+        name: store.db.execute_sql(sql).fetchall()  # type: ignore[no-untyped-call]
+        for (name, dialect), sql in documented_queries().items()
+        if dialect != "sqlite"
+    }
+    store.close()
+    assert set(results) == set(QUERY_NAMES)
+    assert sum(int(row[2]) for row in results["score-per-manager-week"]) == 300
+    (sla,) = results["missed-returned-within-sla"]
+    assert tuple(sla[1:]) == (6, 2, 2, 2)
