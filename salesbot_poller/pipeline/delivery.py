@@ -13,10 +13,10 @@ Contract:
   429 pauses that chat only, and is raised as `Busy` with Telegram's retry_after.
 - `send_all` keeps going past a destination that fails transiently (see there).
 - A call's rows other than its own message go out with `send_extras` once the call's own
-  card or alert is delivered (lead fields, `lead_fields`, batched across calls and only from
-  the intake lane: `retry_extras`, `send_lead_fields`): each destination is retried on its own schedule (the row's
+  card or alert is delivered: each destination is retried on its own schedule (the row's
   `attempts`, `next_attempt_at`; `retry_extras` in the intake lane), never holds back another
-  destination, and never marks the call anything.
+  destination, and never marks the call anything. Lead fields (`lead_fields`) are batched
+  across calls and sent from one thread only: `retry_extras`, `send_lead_fields`.
 - A row refused for good (`PermanentError`: bad markup, a 400 from amoCRM) is closed with its
   error and never retried; it never holds back the rest. Transient and fatal errors propagate.
 - `DryRun` prints a planned item once per process instead of storing or sending it.

@@ -200,9 +200,12 @@ def _patch(app: App, rows: list[Delivery], now: int) -> None:
 
 def send(app: App, rows: Iterable[Delivery], now: int) -> None:
     """See the module contract."""
+    rows = list(rows)
     if app.crm is None:
-        raise PermanentError("amoCRM writes are not available in this setup")
-    todo = _already_written(app, _superseded(app, list(rows), now), now)
+        for row in rows:
+            _refused(app, row, now, PermanentError("amoCRM writes are not available in this setup"))
+        return
+    todo = _already_written(app, _superseded(app, rows, now), now)
     for start in range(0, len(todo), BATCH):
         batch = todo[start : start + BATCH]
         try:
