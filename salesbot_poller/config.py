@@ -90,6 +90,25 @@ class AmoCRMConfig(_Section):
     timezone: str = ""
     write_back: bool = False  # a note with the analysis on the call's lead/contact
     create_tasks: bool = False  # with write_back: a task for the agreed next step
+    # Scores in amoCRM fields (opt-in): written on the call's lead (calls on contacts and
+    # companies have none), batched, exactly once per call; see pipeline/lead_fields.py.
+    score_field_id: int = Field(
+        0, ge=0, description="A numeric custom field of the lead: the score of its last call (0: not written)."
+    )
+    last_call_field_id: int = Field(
+        0,
+        ge=0,
+        description="A date or date-and-time custom field of the lead: when its last call was (0: not written).",
+    )
+    tag_low_score: str = Field(
+        "",
+        max_length=100,
+        description='A tag added to the lead when its last call scored below tag_below_score, e.g. "звонок<50" '
+        "(empty: none). The lead's other tags are kept; the tag is never removed by the bot.",
+    )
+    tag_below_score: int = Field(
+        50, ge=1, le=100, description="The score under which tag_low_score is added to the lead."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -104,6 +123,11 @@ class AmoCRMConfig(_Section):
     max_rps: int = Field(
         7, ge=1, le=7, description="At most this many amoCRM requests in any rolling second (amoCRM blocks above 7)."
     )
+
+    @property
+    def writes_lead_fields(self) -> bool:
+        """Whether the score, the last call's date or the low-score tag go to the lead."""
+        return bool(self.score_field_id or self.last_call_field_id or self.tag_low_score.strip())
 
     @property
     def uses_oauth(self) -> bool:

@@ -342,9 +342,15 @@ class Notifier(Protocol):
 
 
 class CrmWriter(Protocol):
-    """amoCRM writes (notes, tasks)."""
+    """amoCRM writes (notes, tasks; lead fields and tags) and the reads they need."""
 
     def post(self, path: str, payload: Any) -> dict[str, Any] | None: ...
+
+    def patch(self, path: str, payload: Any) -> dict[str, Any] | None: ...
+
+    def leads(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Leads by id as amoCRM has them now; a deleted one is absent."""
+        ...
 
 
 # What the analysis keeps once a call's personal data is removed (retention, `forget`): the

@@ -18,6 +18,7 @@ from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.config import Config, Endpoint, safe_url, secret_keys, sections
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
+from salesbot_poller.pipeline.lead_fields import field_problems
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.store import Store
@@ -60,6 +61,20 @@ def config_mode_warning(path: Path) -> str | None:
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
     account = build_amo(config, store, clock).account()
     return f"ok (account {account.get('name', '?')!r}, id {account.get('id', '?')})"
+
+
+def _check_lead_fields(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
+    """The lead fields the scores go to exist and are of the right type (`lead_fields`)."""
+    fields = build_amo(config, store, clock).custom_fields("leads")
+    problems = field_problems(config, fields)
+    if problems:
+        raise PermanentError("; ".join(problems))
+    amo = config.amocrm
+    named = [f"score field {amo.score_field_id}"] if amo.score_field_id else []
+    named += [f"last call field {amo.last_call_field_id}"] if amo.last_call_field_id else []
+    if amo.tag_low_score.strip():
+        named.append(f"tag «{amo.tag_low_score.strip()}» below {amo.tag_below_score}")
+    return f"ok ({', '.join(named)})"
 
 
 def _listed_models(config: Config, endpoint: Endpoint) -> set[str] | None:
@@ -139,6 +154,8 @@ def check(
         out(warning)
     checks: list[tuple[str, Callable[[], str]]] = [
         ("amocrm", lambda: _check_amocrm(config, store, clock)),
+        # Only when the scores go to lead fields, and amoCRM answered: a field is named by its key.
+        ("amocrm lead fields", lambda: _check_lead_fields(config, store, clock)),
         ("openai", lambda: _check_openai(config)),
         # Only once the server answered the model list: its failure would repeat the one above.
         ("chat model", lambda: _check_structured_output(config)),
@@ -147,6 +164,8 @@ def check(
     failed: set[str] = set()
     for name, run in checks:
         if name == "chat model" and "openai" in failed:
+            continue
+        if name == "amocrm lead fields" and ("amocrm" in failed or not config.amocrm.writes_lead_fields):
             continue
         try:
             out(f"{name}: {run()}")

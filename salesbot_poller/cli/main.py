@@ -1,5 +1,5 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L]
-{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval}`.
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,export}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
 or the service is running, `forget` was not confirmed (or a call was being processed, or a
@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "eval", help="run the configured analysis on transcripts with expected verdicts (eval/) and compare"
     )
     eval_cmd.add_argument("directory", metavar="DIR", help="NAME.txt transcripts, each with NAME.expected.toml")
+    export_cmd = commands.add_parser(
+        "export", help="the analysed calls of a period, one row each, as CSV (Excel-ready) or JSON Lines"
+    )
+    export_cmd.add_argument("--since", required=True, metavar="DAY", help="first day, e.g. 2026-11-01 (account's zone)")
+    export_cmd.add_argument("--until", metavar="DAY", help="last day, included (default: today)")
+    export_cmd.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="(default: %(default)s)")
+    export_cmd.add_argument("--output", metavar="FILE", help="write there instead of stdout")
     usage_cmd = commands.add_parser("usage", help="a UTC month: audio minutes, tokens, estimated cost, calls analysed")
     fleet = commands.add_parser("fleet", help="every instance under --root: `fleet status`, `fleet usage` (read only)")
     fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
@@ -138,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry" and not (args.call_ids or args.failed or args.event):
             _err("retry: give CALL_ID(s), --failed or --event EVENT_ID")
             return EXIT_CONFIG
-        config = _load(args.config, require_secrets=args.command not in ("status", "auth", "retry", "forget", "eval"))
+        no_secrets = ("status", "auth", "retry", "forget", "eval", "export")
+        config = _load(args.config, require_secrets=args.command not in no_secrets)
         if args.log_level is None:
             set_level(config.poller.log_level)
         secrets = config.secrets()
@@ -150,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _forget(args, config)
         if args.command == "eval":
             return _eval(args.directory, config)
+        if args.command == "export":
+            return _export(args, config)
         return _dispatch(args.command, config, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -380,3 +390,43 @@ def _forget(args: argparse.Namespace, config: Config) -> int:
     finally:
         store.close()
     return EXIT_OK if outcome in (Outcome.DONE, Outcome.NOTHING) else EXIT_CHECK_FAILED
+
+
+def _export(args: argparse.Namespace, config: Config) -> int:
+    """`export`: see `cli.export`. Days are in `amocrm.timezone` (else the server's zone)."""
+    import io
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from salesbot_poller.cli.export import export, parse_day
+
+    tz = ZoneInfo(config.amocrm.timezone) if config.amocrm.timezone else datetime.now().astimezone().tzinfo or UTC
+    try:
+        since = parse_day(args.since, "--since")
+        until = parse_day(args.until, "--until") if args.until else utc_now().astimezone(tz).date()
+        if until < since:
+            raise ValueError(f"--until: {until} is before --since {since}")
+    except ValueError as exc:
+        _err(f"export: {exc}")
+        return EXIT_CONFIG
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        if args.output:
+            target = Path(args.output)
+            partial = target.with_name(target.name + ".part")  # a failed export leaves no half file
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                written = export(store, since, until, tz, args.format, out)
+            partial.replace(target)
+        else:
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=False)
+            try:
+                written = export(store, since, until, tz, args.format, out)
+            finally:
+                out.detach()  # stdout stays open for whoever prints next
+    except OSError as exc:
+        _err(f"export: --output: cannot write {args.output}: {exc.strerror}")
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    print(f"export: {written} call(s) from {since} to {until}", file=sys.stderr)
+    return EXIT_OK

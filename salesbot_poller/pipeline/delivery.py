@@ -15,7 +15,8 @@ Contract:
 - A call's rows other than its own message go out with `send_extras` once the call's own
   card or alert is delivered: each destination is retried on its own schedule (the row's
   `attempts`, `next_attempt_at`; `retry_extras` in the intake lane), never holds back another
-  destination, and never marks the call anything.
+  destination, and never marks the call anything. Lead fields (`lead_fields`) are batched
+  across calls and sent from one thread only: `retry_extras`, `send_lead_fields`.
 - A row refused for good (`PermanentError`: bad markup, a 400 from amoCRM) is closed with its
   error and never retried; it never holds back the rest. Transient and fatal errors propagate.
 - `DryRun` prints a planned item once per process instead of storing or sending it.
@@ -33,12 +34,13 @@ from typing import Any
 
 from salesbot_poller.domain import Destination, Planned
 from salesbot_poller.errors import Busy, FatalError, PermanentError, TransientError
+from salesbot_poller.pipeline import lead_fields
 from salesbot_poller.pipeline.context import GIVE_UP_SECONDS, MAX_BACKOFF_SECONDS, App
 from salesbot_poller.store import Delivery
 
 log = logging.getLogger(__name__)
 
-CRM_KINDS = frozenset({"amo_note", "amo_task"})
+CRM_KINDS = frozenset({"amo_note", "amo_task", lead_fields.KIND})
 OWN_KINDS = ("card", "alert")  # a call's own message, key `call:<id>`
 WORKER_PATIENCE = 2.0  # a worker waits this long for a chat's slot, then does other work
 
@@ -90,6 +92,9 @@ def _paced(app: App, chat: str, now: int, urgent: bool, patience: float, send: C
 
 def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: float = WORKER_PATIENCE) -> None:
     """See the module contract."""
+    if row.kind == lead_fields.KIND:
+        lead_fields.send(app, [row], now)  # exactly once in its own way: see there
+        return
     store = app.store
     payload = json.loads(row.payload_json)
     sent: list[int] = json.loads(row.sent_ids_json)
@@ -149,15 +154,40 @@ def send_extras(app: App, rows: Iterable[Delivery], now: int, patience: float = 
     fails keeps its later rows back this time, so its messages keep their order.
     """
     failed: set[str] = set()
+    rows = list(rows)
     for row in rows:
         destination = "amocrm" if row.kind in CRM_KINDS else row.chat_id or ""
-        if destination in failed:
+        if destination in failed or row.kind == lead_fields.KIND:
             continue
         try:
             send(app, row, now, patience=patience)  # a chat's slot: as long as the call's own card waited
         except (TransientError, FatalError) as exc:
             failed.add(destination)
             _put_off(app, row, now, exc)
+    fields = [row for row in rows if row.kind == lead_fields.KIND]
+    if fields and "amocrm" not in failed:
+        _send_fields(app, fields, now)
+
+
+def _send_fields(app: App, rows: list[Delivery], now: int) -> None:
+    """Lead fields of many calls, batched (`lead_fields.send`); a failure puts them all off."""
+    try:
+        lead_fields.send(app, rows, now)
+    except (TransientError, FatalError) as exc:
+        for row in rows:
+            if row.done_at is None:
+                _put_off(app, row, now, exc)
+
+
+def send_lead_fields(app: App, now: int) -> None:
+    """The lead fields of delivered calls due by `now`, batched (a dry run prints them). The
+    work lane's `notify` leaves them to this (or `retry_extras`): one thread sends them."""
+    rows = [row for row in app.store.due_extras(now) if row.kind == lead_fields.KIND]
+    if app.dry_run is not None:
+        app.dry_run.show([as_planned(row) for row in rows])
+        return
+    if rows:
+        _send_fields(app, rows, now)
 
 
 def retry_extras(app: App, now: int) -> None:
@@ -204,7 +234,10 @@ def describe(item: Planned) -> str:
         where += f", reply to {item.reply_to_key}"
     head = f"--- dry run: {item.kind} -> {where} [{item.key}]"
     if item.kind in CRM_KINDS:
-        return f"{head}\nPOST {item.payload['path']}\n{json.dumps(item.payload['body'], ensure_ascii=False, indent=1)}"
+        method = item.payload.get("method", "POST")
+        return (
+            f"{head}\n{method} {item.payload['path']}\n{json.dumps(item.payload['body'], ensure_ascii=False, indent=1)}"
+        )
     if "parts" in item.payload:
         return "\n".join([head, *(f"{p}\n--- end of part {i + 1}" for i, p in enumerate(item.payload["parts"]))])
     text = item.payload["text"]

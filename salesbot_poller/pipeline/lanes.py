@@ -284,6 +284,7 @@ def run_once(app: App, now: datetime, should_stop: Stop = _never, workers: int |
         intake_steps(app, cycle, should_stop, follow_ups=False, patience=ONCE_PATIENCE)
         drain(app, moment, workers or app.config.poller.workers, should_stop, tally)
         if not should_stop():
+            delivery.send_lead_fields(app, moment)  # the leads of the calls just delivered, batched
             followup.run(app, cycle)
             digest.run(app, cycle)
     return cycle

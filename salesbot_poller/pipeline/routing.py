@@ -7,7 +7,9 @@ analysis card, or the missed-call alert, to the chat of the call's responsible u
   (`telegram.alert_chat_id`, default `telegram.chat_id`) unless that is where it went already;
 - with `telegram.attach_transcript`, the transcript as a .txt document to every chat that got
   the card, as a reply to the card there;
-- with `amocrm.write_back`, the note (and with `amocrm.create_tasks`, the task): see `writeback`.
+- with `amocrm.write_back`, the note (and with `amocrm.create_tasks`, the task): see `writeback`;
+- with `amocrm.score_field_id`, `last_call_field_id` or `tag_low_score`, the lead's fields
+  and tag: see `lead_fields`.
 Phone numbers in the card, the alert and the caption follow `telegram.mask_phones`
 (`messages.masked`); the transcript document itself is the call as heard, unchanged.
 """
@@ -18,6 +20,7 @@ from datetime import tzinfo
 
 from salesbot_poller.config import Config
 from salesbot_poller.domain import CallAnalysis, CallContext, Destination, Planned
+from salesbot_poller.pipeline import lead_fields
 from salesbot_poller.pipeline.messages import render_conversation, render_missed, render_transcript_caption
 from salesbot_poller.pipeline.writeback import plan_writes
 from salesbot_poller.store import Call
@@ -76,4 +79,5 @@ def plan_call(
             plans.append(Planned(f"call:{call.id}:transcript:{_where(to)}", "transcript", to, document, card_key))
     if config.amocrm.write_back:
         plans.extend(plan_writes(config, call, analysis, tz))
+    plans.extend(lead_fields.plan(config, call, analysis))
     return plans

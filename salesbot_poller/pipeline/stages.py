@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallAnalysis, Planned, Stage
-from salesbot_poller.pipeline import delivery, usage
+from salesbot_poller.pipeline import delivery, lead_fields, usage
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.routing import plan_call
 from salesbot_poller.services.dialogue import build_dialogue, manager_channel
@@ -157,7 +157,8 @@ def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience
         cycle.notified += 1
     parts = len(json.loads(own.sent_ids_json)) if own else 0
     log.info("call %d: %s in Telegram (%d message(s))", call.id, "alert sent" if missed else "notified", parts)
-    delivery.send_extras(app, app.store.pending(call_id=call.id), cycle.now, patience)
+    extras = [row for row in app.store.pending(call_id=call.id) if row.kind != lead_fields.KIND]  # batched later
+    delivery.send_extras(app, extras, cycle.now, patience)
 
 
 def advance(

@@ -364,3 +364,31 @@ class AmoClient:
                 f"amoCRM answered 403 on POST {path}: the integration may not write there; "
                 "give it the rights or set amocrm.write_back = false"
             ) from None
+
+    def patch(self, path: str, payload: Any) -> dict[str, Any] | None:
+        """PATCH a JSON document (lead fields and tags); the answer, or None for an empty one.
+
+        Repeated only when amoCRM cannot have acted on it (429, connect timeout), like `post`:
+        the caller checks what a request that may have landed did before sending it again
+        (`lead_fields`). A 403 is a `PermanentError` for this write only."""
+        try:
+            return self._request("PATCH", path, json=payload, pause_on_403=False)
+        except AmoForbidden:
+            raise PermanentError(
+                f"amoCRM answered 403 on PATCH {path}: the integration may not edit leads; give it the "
+                "rights or unset amocrm.score_field_id, amocrm.last_call_field_id and amocrm.tag_low_score"
+            ) from None
+
+    def leads(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Leads by id as amoCRM has them now (custom field values, tags); a deleted one is absent."""
+        found: dict[int, dict[str, Any]] = {}
+        for batch in id_batches(ids):
+            for raw in self._pages("/api/v4/leads", [*batch, ("limit", NOTES_BATCH)], "leads"):
+                if isinstance(raw, dict) and _usable_id(raw.get("id")):
+                    found[raw["id"]] = raw
+        return found
+
+    def custom_fields(self, entity_type: str) -> list[dict[str, Any]]:
+        """The account's custom fields of `entity_type` (plural): id, name, type, ..."""
+        fields = self._pages(f"/api/v4/{entity_type}/custom_fields", [("limit", 250)], "custom_fields")
+        return [field for field in fields if isinstance(field, dict)]

@@ -1,5 +1,5 @@
 """The durable store: see `store.core` for the contract. Split in modules of one concern each:
-`models` (the tables), `migrations`, `files` (the database's files and connections) and
+`models` (the tables), `migrations`, `bi` (the BI tables' rows), `files` (the database's files and connections) and
 `core` (`Store`, every query of the application)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
@@ -13,7 +13,18 @@ from salesbot_poller.store.files import (
     sqlite_file,
 )
 from salesbot_poller.store.migrations import MIGRATIONS, add_missing_columns
-from salesbot_poller.store.models import Call, Delivery, Migration, SeenEvent, State, Usage, database_proxy
+from salesbot_poller.store.models import (
+    BiCall,
+    BiObjection,
+    BiRubricItem,
+    Call,
+    Delivery,
+    Migration,
+    SeenEvent,
+    State,
+    Usage,
+    database_proxy,
+)
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -22,6 +33,9 @@ __all__ = [
     "MIGRATIONS",
     "PRIVATE_DIR",
     "PRIVATE_FILE",
+    "BiCall",
+    "BiObjection",
+    "BiRubricItem",
     "Call",
     "Delivery",
     "Migration",

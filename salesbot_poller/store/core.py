@@ -12,7 +12,8 @@ Contract:
 - `record_window` stores a window's events and advances the cursor in ONE transaction:
   the cursor never passes an event that is not durably recorded.
 - `update(call, **fields)` commits at once; the pipeline calls it after each stage, so a
-  restart resumes from the last committed stage.
+  restart resumes from the last committed stage. With `analysis_json`, the call's rows in
+  the BI tables (`store.bi`) are rewritten in the same transaction.
 - A database error propagates. It is never read as "already processed".
 - Error texts are redacted before they are stored: `Call.last_error` and `skip_reason`,
   `Delivery.error`, `SeenEvent.error` and every `set_state` value pass through the store's
@@ -22,7 +23,8 @@ Contract:
 - A SQLite database file (and its -wal/-shm) is private: created 0600 whatever the umask,
   an existing one we own set back to 0600; a directory created for it is 0700.
 - Personal data (issue 17): `clear_personal` removes a call's transcript, link, number,
-  names, the analysis' quotes and the content of its delivery rows in ONE transaction,
+  names, the analysis' quotes (in the BI tables too) and the content of its delivery rows
+  in ONE transaction,
   keeping ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
   retention calls it batch by batch (`calls_to_clear`), `forget` for one number
   (`calls_with_number`).
@@ -36,7 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -45,6 +47,7 @@ from playhouse.db_url import connect
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallEvent, Planned, Stage, without_personal_data
 from salesbot_poller.logs import excerpt, redact_known
+from salesbot_poller.store import bi
 from salesbot_poller.store.files import (
     _file_identity,
     _open_database,
@@ -307,9 +310,12 @@ class Store:
         for key, value in fields.items():
             if isinstance(value, Stage):
                 fields[key] = value.value
-        Call.update(**fields).where(Call.id == call.id).execute()
-        for key, value in fields.items():
-            setattr(call, key, value)
+        with self.db.atomic():  # the BI tables are written with the analysis they come from
+            Call.update(**fields).where(Call.id == call.id).execute()
+            for key, value in fields.items():
+                setattr(call, key, value)
+            if "analysis_json" in fields:
+                bi.write_facts(call, now)
 
     def committed(self, write: Callable[[], T], patience: float = COMMIT_PATIENCE_SECONDS) -> T:
         """Run `write` (a commit that must not be lost); while the database is locked by
@@ -476,6 +482,23 @@ class Store:
         latest = failing.order_by(Delivery.id.desc()).limit(limit)
         return waiting, given_up, list(latest)
 
+    def newer_lead_write(self, lead_id: int, started_at: int, call_id: int) -> bool:
+        """Whether the lead `lead_id` already got its fields (`amo_fields`) from a call newer
+        than (`started_at`, `call_id`): by start time, then id."""
+        call = Call.alias()
+        query = (
+            Delivery.select(Delivery.id)
+            .join(call, on=(Delivery.call_id == call.id))
+            .where(
+                Delivery.kind == "amo_fields",
+                Delivery.sent_ids_json != "[]",
+                call.entity_type == "leads",
+                call.entity_id == lead_id,
+                (call.event_created_at > started_at) | ((call.event_created_at == started_at) & (call.id > call_id)),
+            )
+        )
+        return bool(query.exists())
+
     def older_cards_waiting(self, row: Delivery, due_by: int) -> bool:
         """Whether a card or alert of an earlier call to the same chat is rendered, unsent, and
         due by `due_by`: it goes first, so one chat's cards keep the order of their calls."""
@@ -528,6 +551,16 @@ class Store:
             Call.kind == "missed", Call.stage == Stage.MISSED_ALERTED.value, Call.event_created_at >= since
         )
         return int(query.count())
+
+    # --- BI (issue 16) -------------------------------------------------------------------
+
+    def export_pages(self, start: int, end: int, page: int = bi.PAGE) -> Iterator[list[bi.ExportedCall]]:
+        """Analysed calls that happened in [start, end), oldest first, `page` at a time."""
+        return bi.export_pages(start, end, page)
+
+    def export_item_ids(self, start: int, end: int) -> list[str]:
+        """The rubric item ids of the analysed calls in [start, end), in rubric order."""
+        return bi.item_ids_between(start, end)
 
     # --- failures and retry (issue 4) ---------------------------------------------------
 
@@ -641,6 +674,7 @@ class Store:
                 changed += any(getattr(call, name) != value for name, value in fields.items())
                 for name, value in fields.items():
                     setattr(call, name, value)
+                bi.rewrite_facts(call)  # its quotes, objections and next step go from the BI tables too
             blanked += self._blank(self.deliveries_of(cleared), now, reason)
             for number in numbers if forgotten_as is not None else ():
                 quoting = Delivery.select().where(

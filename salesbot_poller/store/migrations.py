@@ -10,7 +10,8 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import Stage
-from salesbot_poller.store.models import Call, Delivery, SeenEvent, State, Usage
+from salesbot_poller.store import bi
+from salesbot_poller.store.models import BI_MODELS, Call, Delivery, SeenEvent, State, Usage
 
 
 def _m0001_initial(db: peewee.Database) -> None:
@@ -94,6 +95,12 @@ def _m0011_retention(db: peewee.Database) -> None:
         migrate(*(migrator.add_index(table, columns) for columns in wanted))
 
 
+def _m0013_bi(db: peewee.Database) -> None:
+    """The BI tables (issue 16, docs/bi.md), filled for the calls analysed before."""
+    db.create_tables(list(BI_MODELS))
+    bi.backfill()
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -107,4 +114,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0009_storm", _m0009_storm),
     ("0010_event_raw", _m0010_event_raw),
     ("0011_retention", _m0011_retention),
+    ("0013_bi", _m0013_bi),
 ]

@@ -120,3 +120,66 @@ class Usage(_Model):
     audio_seconds = peewee.FloatField(default=0)
     input_tokens = peewee.IntegerField(default=0)
     output_tokens = peewee.IntegerField(default=0)
+
+
+# --- BI tables (0013_bi): the stored analysis, normalised for SQL (docs/bi.md) -------------
+# Derived from `Call.analysis_json` and written in the same transaction as it (`store.bi`),
+# so they never disagree with it; personal data removal clears them with it.
+
+
+class BiCall(_Model):
+    """One analysed call: its facts, score and next step."""
+
+    call_id = peewee.IntegerField(primary_key=True)  # Call.id
+    started_at = peewee.IntegerField(index=True)  # the call's event time, unix seconds
+    analysed_at = peewee.IntegerField()  # when the analysis was stored
+    score = peewee.IntegerField(null=True)  # 0..100; NULL: every item not applicable
+    profile = peewee.CharField(default="")  # the rubric profile: "" until profiles exist
+    manager_id = peewee.IntegerField(null=True)  # amoCRM user id of the responsible user
+    manager = peewee.CharField(null=True)  # that user's name when the call was read
+    entity_type = peewee.CharField()  # leads / contacts / companies / customers
+    entity_id = peewee.IntegerField()
+    direction = peewee.CharField()  # in / out
+    duration = peewee.IntegerField(null=True)  # seconds, as the call note says
+    next_step_action = peewee.TextField(default="")  # "" when none was agreed
+    next_step_due = peewee.CharField(null=True)  # YYYY-MM-DD when a day was named
+
+    class Meta:
+        table_name = "bi_call"
+
+
+class BiRubricItem(_Model):
+    """One rubric item of an analysed call, with the model's verdict."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField()
+    position = peewee.IntegerField()  # order in the rubric, from 0
+    item_id = peewee.CharField()
+    title = peewee.CharField()
+    weight = peewee.FloatField()
+    verdict = peewee.CharField()  # done / partly / missed / not_applicable / not_assessed
+    evidence = peewee.TextField(default="")  # the quote; "" once personal data is removed
+    verified = peewee.BooleanField(null=True)  # the quote was found in the transcript
+    confidence = peewee.FloatField(default=0.0)
+    at = peewee.IntegerField(null=True)  # where the quote was found, seconds from the start
+
+    class Meta:
+        table_name = "bi_rubric_item"
+        indexes = ((("call_id", "position"), True), (("item_id",), False))
+
+
+class BiObjection(_Model):
+    """One objection the client raised in an analysed call, and how it was handled."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField()
+    position = peewee.IntegerField()
+    objection = peewee.TextField()
+    handling = peewee.TextField(default="")
+
+    class Meta:
+        table_name = "bi_objection"
+        indexes = ((("call_id", "position"), True),)
+
+
+BI_MODELS: tuple[type[_Model], ...] = (BiCall, BiRubricItem, BiObjection)

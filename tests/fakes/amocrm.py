@@ -74,6 +74,13 @@ class FakeAmoCRM(FakeServer):
     - `jwt_tokens`: issued access tokens are JWTs whose `exp` is now + `expires_in`.
     - `empty_from_page=N`: every list answers 204 from page N on, even after a `next` link
       (the list shrank between two requests).
+    - `custom_fields[plural]`: the account's custom fields (`add_custom_field`), listed by
+      `GET /api/v4/{plural}/custom_fields`. `PATCH /api/v4/leads` takes a list of leads (at
+      most 250): `custom_fields_values` must name fields of the account with a value of the
+      field's type (numeric: a number; date, date_time: Unix seconds), else 400;
+      `tags_to_add` adds tags by name or id and keeps the lead's others; `_embedded.tags`
+      replaces them all (amoCRM's documented semantics). Each accepted body lands in
+      `lead_patches`.
     """
 
     def __init__(
@@ -110,6 +117,9 @@ class FakeAmoCRM(FakeServer):
         self.jwt_tokens = False
         self.expires_in = 86400
         self.empty_from_page: int | None = None
+        self.custom_fields: dict[str, list[JSON]] = {p: [] for p in ENTITY_PLURALS}
+        self.lead_patches: list[list[JSON]] = []
+        self._tag_seq = 0
         self._counter = 1  # generation of the initial token pair
         self._event_seq = 0
         self._violations = 0
@@ -212,6 +222,26 @@ class FakeAmoCRM(FakeServer):
                           duration=60, phone="+79990000000", link=f"https://rec.example/{n}.mp3",
                           created_at=first_at + n, responsible_user_id=555)
 
+    def add_custom_field(self, entity_type: str, field_id: int, name: str, field_type: str) -> JSON:
+        """Add a custom field (`numeric`, `date`, `date_time`, `text`, ...) of an entity type."""
+        plural = PLURALS.get(entity_type, entity_type)
+        custom_field = {"id": field_id, "name": name, "type": field_type, "code": None, "sort": 500,
+                        "is_api_only": False, "entity_type": plural, "enums": None}
+        self.custom_fields[plural].append(custom_field)
+        return custom_field
+
+    def lead_tags(self, lead_id: int) -> list[str]:
+        """The names of a lead's tags, in the order they were attached."""
+        entity = self.entities["leads"][lead_id]
+        return [tag["name"] for tag in (entity.get("_embedded") or {}).get("tags") or []]
+
+    def lead_field(self, lead_id: int, field_id: int) -> Any:
+        """The value of a lead's custom field (None when unset)."""
+        for value in self.entities["leads"][lead_id].get("custom_fields_values") or []:
+            if value["field_id"] == field_id:
+                return value["values"][0]["value"]
+        return None
+
     def set_note_link(self, entity_plural: str, note_id: int, link: str | None) -> None:
         """Set (or with None remove) a note's `params.link` and bump its `updated_at`."""
         with self.lock:
@@ -296,6 +326,10 @@ class FakeAmoCRM(FakeServer):
             return json_reply(entity) if entity else Reply(204)
         if req.method == "POST" and path == "/api/v4/tasks":
             return self._post_tasks(req)
+        if get and (m := re.fullmatch(rf"/api/v4/{_PL}/custom_fields", path)):
+            return self._page(req, "custom_fields", self.custom_fields[m[1]], max_limit=250)
+        if req.method == "PATCH" and path == "/api/v4/leads":
+            return self._patch_leads(req)
         return self._not_found()
 
     def _not_found(self) -> Reply:
@@ -411,6 +445,52 @@ class FakeAmoCRM(FakeServer):
             self.tasks.append({"id": task_id, **item})
             answer.append({"id": task_id, "request_id": str(item.get("request_id", i))})
         return json_reply({"_embedded": {"tasks": answer}})
+
+    def _patch_leads(self, req: RecordedRequest) -> Reply:
+        items = req.json()
+        if not isinstance(items, list) or not items or len(items) > 250:
+            raise _BadRequest("Request body must be a JSON array of 1 to 250 leads")
+        fields = {f["id"]: f for f in self.custom_fields["leads"]}
+        for i, item in enumerate(items):  # validated whole before anything changes
+            if not isinstance(item, dict) or item.get("id") not in self.entities["leads"]:
+                raise _BadRequest(f"[{i}].id: no such lead")
+            for value in item.get("custom_fields_values") or []:
+                field = fields.get(value.get("field_id"))
+                if field is None:
+                    raise _BadRequest(f"[{i}].custom_fields_values: no field {value.get('field_id')}")
+                raw = value["values"][0]["value"]
+                wanted: type | tuple[type, ...] = (int, float) if field["type"] == "numeric" else int
+                if isinstance(raw, bool) or not isinstance(raw, wanted):
+                    raise _BadRequest(f"[{i}].custom_fields_values: bad value for a {field['type']} field")
+        answer = []
+        now = int(time.time())
+        for i, item in enumerate(items):
+            lead = self.entities["leads"][item["id"]]
+            values = {v["field_id"]: v for v in lead.get("custom_fields_values") or []}
+            for value in item.get("custom_fields_values") or []:
+                values[value["field_id"]] = {"field_id": value["field_id"],
+                                             "field_name": fields[value["field_id"]]["name"],
+                                             "field_type": fields[value["field_id"]]["type"],
+                                             "values": value["values"]}
+            if values:
+                lead["custom_fields_values"] = list(values.values())
+            embedded = lead.setdefault("_embedded", {})
+            if "tags" in (item.get("_embedded") or {}):
+                embedded["tags"] = [self._tag(t) for t in item["_embedded"]["tags"] or []]
+            tags = embedded.setdefault("tags", [])
+            for tag in item.get("tags_to_add") or []:
+                if all(t["name"] != tag.get("name") and t["id"] != tag.get("id") for t in tags):
+                    tags.append(self._tag(tag))
+            lead["updated_at"] = now
+            answer.append({"id": lead["id"], "updated_at": now, "request_id": str(item.get("request_id", i))})
+        self.lead_patches.append(items)
+        return json_reply({"_links": {"self": {"href": self.url(req.path)}}, "_embedded": {"leads": answer}})
+
+    def _tag(self, tag: JSON) -> JSON:
+        if "name" not in tag:
+            return {"id": tag["id"], "name": f"tag {tag['id']}", "color": None}
+        self._tag_seq += 1
+        return {"id": 300000 + self._tag_seq, "name": tag["name"], "color": None}
 
     # OAuth ---------------------------------------------------------------------------------
     def _oauth(self, req: RecordedRequest) -> Reply:

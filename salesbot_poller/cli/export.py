@@ -1,0 +1,133 @@
+"""`salesbot-poller export --since DAY [--until DAY] [--format csv|jsonl] [--output FILE]`.
+
+Contract of `export(store, since, until, tz, fmt, out)`:
+- One row per analysed call that happened from the start of `since` to the end of `until`
+  (both days included, in `tz`: the account's zone), oldest first, from the BI tables
+  (docs/bi.md): its facts, score, rubric verdicts and next step.
+- CSV: a header row, then the rows; the text starts with a UTF-8 BOM so that Excel reads the
+  Cyrillic right. One column per rubric item seen in the period (`item:<id>`, its verdict),
+  in rubric order; objections joined with " | ". JSON Lines: one object per call with every
+  item (verdict, weight, quote, whether it was verified) and objection in full.
+- Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging) and each
+  row written at once, so memory stays flat however many calls the period holds.
+- Returns the number of calls written. `parse_day` turns a bad day into `ValueError` naming
+  the option.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any, Literal, TextIO
+
+from salesbot_poller.store import Store
+from salesbot_poller.store.bi import ExportedCall
+
+Format = Literal["csv", "jsonl"]
+BOM = "\ufeff"
+FACT_COLUMNS = [
+    "call_id",
+    "started_at",
+    "manager_id",
+    "manager",
+    "entity_type",
+    "entity_id",
+    "direction",
+    "duration",
+    "score",
+    "profile",
+    "next_step_action",
+    "next_step_due",
+    "analysed_at",
+]
+
+
+def parse_day(value: str, option: str) -> date:
+    """`2026-11-01` as a date; `ValueError` naming `option` otherwise."""
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{option}: expected a day like 2026-11-01, got {value!r}") from None
+
+
+def day_bounds(since: date, until: date, tz: tzinfo) -> tuple[int, int]:
+    """[start of `since`, start of the day after `until`) in `tz`, as Unix seconds."""
+    if until < since:
+        raise ValueError(f"--until: {until} is before --since {since}")
+    start = datetime.combine(since, time(), tz)
+    end = datetime.combine(until + timedelta(days=1), time(), tz)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def _when(timestamp: int, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(timestamp, tz).isoformat(sep=" ")
+
+
+def _facts(call: ExportedCall, tz: tzinfo) -> dict[str, Any]:
+    fact = call.fact
+    return {
+        "call_id": fact.call_id,
+        "started_at": _when(fact.started_at, tz),
+        "manager_id": fact.manager_id,
+        "manager": fact.manager,
+        "entity_type": fact.entity_type,
+        "entity_id": fact.entity_id,
+        "direction": fact.direction,
+        "duration": fact.duration,
+        "score": fact.score,
+        "profile": fact.profile,
+        "next_step_action": fact.next_step_action,
+        "next_step_due": fact.next_step_due,
+        "analysed_at": _when(fact.analysed_at, tz),
+    }
+
+
+def _json_line(call: ExportedCall, tz: tzinfo) -> str:
+    row = _facts(call, tz)
+    row["items"] = [
+        {
+            "item_id": item.item_id,
+            "title": item.title,
+            "weight": item.weight,
+            "verdict": item.verdict,
+            "evidence": item.evidence,
+            "verified": item.verified,
+            "confidence": item.confidence,
+            "at": item.at,
+        }
+        for item in call.items
+    ]
+    row["objections"] = [{"objection": o.objection, "handling": o.handling} for o in call.objections]
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out: TextIO) -> int:
+    """See the module contract."""
+    start, end = day_bounds(since, until, tz)
+    written = 0
+    writer = None
+    item_ids: list[str] = []
+    if fmt == "csv":
+        out.write(BOM)
+        item_ids = store.export_item_ids(start, end)
+        writer = csv.writer(out)
+        writer.writerow([*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)])
+    for page in store.export_pages(start, end):
+        for call in page:
+            if writer is None:
+                out.write(_json_line(call, tz))
+            else:
+                facts = _facts(call, tz)
+                verdicts = {item.item_id: item.verdict for item in call.items}
+                objections = " | ".join(o.objection for o in call.objections)
+                writer.writerow(
+                    [
+                        *("" if facts[c] is None else facts[c] for c in FACT_COLUMNS),
+                        objections,
+                        *(verdicts.get(i, "") for i in item_ids),
+                    ]
+                )
+            written += 1
+    out.flush()
+    return written

@@ -1,0 +1,191 @@
+"""The BI tables (docs/bi.md): a call's stored analysis, normalised for SQL.
+
+Contract:
+- `write_facts(call, now)` replaces the call's rows in `bi_call`, `bi_rubric_item` and
+  `bi_objection` with what its `analysis_json` says (no rows when it has none, or it cannot
+  be read). The caller runs it in the transaction that writes `analysis_json`
+  (`Store.update`, `Store.clear_personal`), so the tables never disagree with the stored
+  analysis: after personal data is removed they hold no quotes, objections nor next step.
+- `backfill()` fills them for every call analysed before they existed (`0013_bi`),
+  a page of calls at a time (memory stays flat however many calls there are).
+- `export_pages(start, end, page)` reads analysed calls that happened in [start, end), oldest
+  first, a page at a time by keyset (no OFFSET, no server-side cursor needed): each call
+  with its rubric items and objections. Plain peewee queries: SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+import peewee
+from pydantic import ValidationError
+
+from salesbot_poller.domain import CallAnalysis
+from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call
+
+log = logging.getLogger(__name__)
+
+PAGE = 500  # calls per page: the backfill and the export never hold more
+INSERT_CHUNK = 50  # rows per INSERT: 50 x 11 columns stays far under SQLite's variable limit
+
+
+def _analysis(call: Call) -> CallAnalysis | None:
+    if call.analysis_json is None:
+        return None
+    try:
+        return CallAnalysis.model_validate_json(call.analysis_json)
+    except ValidationError:
+        log.warning("call %d: stored analysis unreadable, left out of the BI tables", call.id)
+        return None
+
+
+Row = dict[str, object]
+
+
+def _rows(call: Call, analysis: CallAnalysis, now: int) -> tuple[Row, list[Row], list[Row]]:
+    step = analysis.next_step
+    fact: dict[str, object] = {
+        "call_id": call.id,
+        "started_at": call.event_created_at,
+        "analysed_at": now,
+        "score": analysis.score,
+        "profile": "",
+        "manager_id": call.responsible_user_id,
+        "manager": call.manager_name,
+        "entity_type": call.entity_type,
+        "entity_id": call.entity_id,
+        "direction": call.direction,
+        "duration": call.duration,
+        "next_step_action": step.action.strip() if step else "",
+        "next_step_due": step.due_date if step else None,
+    }
+    items: list[Row] = [
+        {
+            "call_id": call.id,
+            "position": position,
+            "item_id": item.item_id,
+            "title": item.title,
+            "weight": item.weight,
+            "verdict": item.verdict,
+            "evidence": item.evidence,
+            "verified": item.verified,
+            "confidence": item.confidence,
+            "at": item.at,
+        }
+        for position, item in enumerate(analysis.rubric)
+    ]
+    objections: list[Row] = [
+        {"call_id": call.id, "position": position, "objection": o.objection, "handling": o.handling}
+        for position, o in enumerate(analysis.objections)
+    ]
+    return fact, items, objections
+
+
+def _delete(call_ids: list[int]) -> None:
+    for model in (BiRubricItem, BiObjection, BiCall):
+        model.delete().where(model.call_id.in_(call_ids)).execute()
+
+
+def _insert(calls: Iterable[Call], now: int | None) -> None:
+    """Rows for `calls`; `now` None: each call's `updated_at` stands for its analysis time."""
+    facts: list[Row] = []
+    items: list[Row] = []
+    objections: list[Row] = []
+    for call in calls:
+        analysis = _analysis(call)
+        if analysis is None:
+            continue
+        fact, call_items, call_objections = _rows(call, analysis, call.updated_at if now is None else now)
+        facts.append(fact)
+        items += call_items
+        objections += call_objections
+    for model, rows in ((BiCall, facts), (BiRubricItem, items), (BiObjection, objections)):
+        for chunk in peewee.chunked(rows, INSERT_CHUNK):
+            model.insert_many(chunk).execute()
+
+
+def write_facts(call: Call, now: int) -> None:
+    """See the module contract: run inside the transaction that writes `analysis_json`."""
+    _delete([call.id])
+    _insert([call], now)
+
+
+def rewrite_facts(call: Call) -> None:
+    """`write_facts` after the call's analysis changed for another reason than a new analysis
+    (its personal data removed): the analysis time stays what it was."""
+    previous = BiCall.get_or_none(BiCall.call_id == call.id)
+    write_facts(call, previous.analysed_at if previous is not None else call.updated_at)
+
+
+def backfill() -> int:
+    """Fill the BI tables for every call with a stored analysis; returns how many calls. The
+    analysis time of such a call is not stored anywhere: its `updated_at` stands for it."""
+    done = 0
+    last = 0
+    while True:
+        page = list(
+            Call.select().where(Call.analysis_json.is_null(False), Call.id > last).order_by(Call.id).limit(PAGE)
+        )
+        if not page:
+            return done
+        _delete([call.id for call in page])
+        _insert(page, None)
+        done += len(page)
+        last = page[-1].id
+
+
+@dataclass
+class ExportedCall:
+    """One analysed call as `export_pages` reads it."""
+
+    fact: BiCall
+    items: list[BiRubricItem] = field(default_factory=list)
+    objections: list[BiObjection] = field(default_factory=list)
+
+
+def export_pages(start: int, end: int, page: int = PAGE) -> Iterator[list[ExportedCall]]:
+    """See the module contract."""
+    after: tuple[int, int] | None = None
+    while True:
+        query = BiCall.select().where(BiCall.started_at >= start, BiCall.started_at < end)
+        if after is not None:
+            started, call_id = after
+            query = query.where(
+                (BiCall.started_at > started) | ((BiCall.started_at == started) & (BiCall.call_id > call_id))
+            )
+        facts = list(query.order_by(BiCall.started_at, BiCall.call_id).limit(page))
+        if not facts:
+            return
+        ids = [fact.call_id for fact in facts]
+        items: dict[int, list[BiRubricItem]] = defaultdict(list)
+        for item in (
+            BiRubricItem.select()
+            .where(BiRubricItem.call_id.in_(ids))
+            .order_by(BiRubricItem.call_id, BiRubricItem.position)
+        ):
+            items[item.call_id].append(item)
+        objections: dict[int, list[BiObjection]] = defaultdict(list)
+        for objection in (
+            BiObjection.select().where(BiObjection.call_id.in_(ids)).order_by(BiObjection.call_id, BiObjection.position)
+        ):
+            objections[objection.call_id].append(objection)
+        yield [ExportedCall(fact, items[fact.call_id], objections[fact.call_id]) for fact in facts]
+        after = (facts[-1].started_at, facts[-1].call_id)
+
+
+def item_ids_between(start: int, end: int) -> list[str]:
+    """The rubric item ids of calls in [start, end), in rubric order (an export's columns)."""
+    query = (
+        BiRubricItem.select(BiRubricItem.item_id, peewee.fn.MIN(BiRubricItem.position).alias("first"))
+        .join(BiCall, on=(BiRubricItem.call_id == BiCall.call_id))
+        .where(BiCall.started_at >= start, BiCall.started_at < end)
+        .group_by(BiRubricItem.item_id)
+        .order_by(peewee.fn.MIN(BiRubricItem.position), BiRubricItem.item_id)
+        .tuples()
+    )
+    rows = cast(Iterable[tuple[str, int]], query)  # .tuples() rows, not models
+    return [str(item_id) for item_id, _ in rows]

@@ -1,0 +1,149 @@
+"""Issue 16, `salesbot-poller export`: one row per analysed call of a period (days in the
+account's zone), as Excel-ready CSV or JSON Lines, streamed in flat memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tracemalloc
+from datetime import UTC, date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from salesbot_poller.cli.export import export
+from salesbot_poller.store import Store
+from tests.bi_seed import seed_analysed
+from tests.conftest import run_cli
+
+DAY = 24 * 3600
+MOSCOW = ZoneInfo("Europe/Moscow")
+START = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp())  # a Monday, 00:00 UTC
+
+
+def seeded(tmp_path: Path, count: int, spacing: int = 3600) -> Store:
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", START)
+    seed_analysed(store, count, start=START, spacing=spacing)
+    return store
+
+
+def test_csv_starts_with_a_bom_and_has_one_row_per_call_with_its_items_and_next_step(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 48)  # two days, one call an hour
+    out = io.StringIO()
+    written = export(store, date(2026, 11, 2), date(2026, 11, 2), UTC, "csv", out)
+    text = out.getvalue()
+    assert written == 24 and text.startswith("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))))
+    assert len(rows) == 24
+    first = rows[0]
+    assert list(first)[-4:] == ["item:greeting", "item:needs", "item:offer", "item:close"]
+    assert (first["call_id"], first["started_at"], first["manager"]) == (
+        "1",
+        "2026-11-02 00:00:00+00:00",
+        "Иван Петров",
+    )
+    assert (first["score"], first["next_step_action"], first["next_step_due"]) == (
+        "0",
+        "Перезвонить; КП №0",
+        "2026-12-01",
+    )
+    assert (first["item:greeting"], first["item:needs"], first["objections"]) == ("done", "done", "Дорого | Подумаю")
+    assert rows[1]["next_step_action"] == "" and rows[1]["next_step_due"] == "" and rows[1]["objections"] == ""
+    store.close()
+
+
+def test_jsonl_carries_every_item_and_objection_in_full(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 3)
+    out = io.StringIO()
+    assert export(store, date(2026, 11, 2), date(2026, 11, 2), UTC, "jsonl", out) == 3
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["call_id"] for line in lines] == [1, 2, 3]
+    items = lines[0]["items"]
+    assert [i["item_id"] for i in items] == ["greeting", "needs", "offer", "close"]
+    assert items[0] == {
+        "item_id": "greeting",
+        "title": "Приветствие",
+        "weight": 1.0,
+        "verdict": "done",
+        "evidence": "цитата 0-0",
+        "verified": False,
+        "confidence": 0.8,
+        "at": 0,
+    }
+    assert lines[0]["objections"] == [
+        {"objection": "Дорого", "handling": "Предложил рассрочку"},
+        {"objection": "Подумаю", "handling": ""},
+    ]
+    assert not out.getvalue().startswith("\ufeff"), "no BOM in JSON Lines"
+    store.close()
+
+
+def test_days_are_the_accounts_days(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 48)  # 00:00 UTC Nov 2 .. 23:00 UTC Nov 3
+    out = io.StringIO()
+    # Nov 2 in Moscow (UTC+3) is 21:00 UTC Nov 1 .. 21:00 UTC Nov 2: the calls of 00:00..20:00 UTC.
+    assert export(store, date(2026, 11, 2), date(2026, 11, 2), MOSCOW, "jsonl", out) == 21
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["started_at"] == "2026-11-02 03:00:00+03:00" and lines[-1]["started_at"].startswith(
+        "2026-11-02 23:"
+    )
+    store.close()
+
+
+class Sink(io.StringIO):
+    """Counts what is written and keeps none of it."""
+
+    size = 0
+
+    def write(self, text: str) -> int:
+        self.size += len(text)
+        return len(text)
+
+
+def peak_of_export(store: Store, until: date, fmt: str) -> tuple[int, int]:
+    sink = Sink()
+    tracemalloc.start()
+    try:
+        written = export(store, date(2026, 11, 2), until, UTC, fmt, sink)  # type: ignore[arg-type]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return written, peak
+
+
+@pytest.mark.slow
+def test_exporting_ten_times_the_calls_takes_no_more_memory(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 10_000, spacing=86)  # about 1,000 calls a day for ten days
+    for fmt in ("csv", "jsonl"):
+        small, small_peak = peak_of_export(store, date(2026, 11, 2), fmt)
+        large, large_peak = peak_of_export(store, date(2026, 11, 11), fmt)
+        assert 1000 <= small < 1010 and large == 10_000  # a call every 86 s
+        # Linear growth would be ~10x; a page at a time keeps it flat (slack for the allocator).
+        print(f"{fmt}: peak {small_peak} B for {small} calls, {large_peak} B for {large}")
+        assert large_peak < 1.5 * small_peak, f"{fmt}: peak {small_peak} B for 1,000 calls, {large_peak} B for 10,000"
+    store.close()
+
+
+@pytest.mark.slow
+def test_the_command_writes_stdout_or_a_file_and_names_a_bad_day(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 5)
+    store.close()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[amocrm]\ntimezone = "Europe/Moscow"\n[storage]\ndatabase = "sqlite:///{tmp_path}/db.sqlite"\n'
+        f'audio_dir = "{tmp_path}/audio"\n'
+    )
+    result = run_cli("export", "--since", "2026-11-02", "--until", "2026-11-02", config=config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("\ufeffcall_id,started_at,") and result.stdout.count("\n") == 6
+    assert "2026-11-02 03:00:00+03:00" in result.stdout and "export: 5 call(s)" in result.stderr
+    target = tmp_path / "calls.jsonl"
+    result = run_cli("export", "--since", "2026-11-02", "--format", "jsonl", "--output", str(target), config=config)
+    assert result.returncode == 0 and result.stdout == ""
+    assert len(target.read_text(encoding="utf-8").splitlines()) == 5 and not (tmp_path / "calls.jsonl.part").exists()
+    bad = run_cli("export", "--since", "2.11.2026", config=config)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith(
+        "--since: expected a day like 2026-11-01, got '2.11.2026'"
+    )
