@@ -18,8 +18,9 @@ import telebot
 from telebot import apihelper
 
 from salesbot_poller import __version__
-from salesbot_poller.config import Config, Endpoint
+from salesbot_poller.config import Config, Endpoint, Profile
 from salesbot_poller.logs import add_secrets
+from salesbot_poller.pipeline import profiles
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.services.amocrm import AmoClient
@@ -117,14 +118,17 @@ def account_zone(config: Config) -> tzinfo | None:
     return ZoneInfo(config.amocrm.timezone) if config.amocrm.timezone else None
 
 
-def build_analyzer(config: Config, client: openai.OpenAI, limit: RequestLimit | None = None) -> OpenAIAnalyzer:
+def build_analyzer(
+    config: Config, client: openai.OpenAI, limit: RequestLimit | None = None, profile: Profile | None = None
+) -> OpenAIAnalyzer:
     """The configured analysis: chat model, rubric, prompt, redaction, long-call threshold
-    (the daemon's, and what `eval` measures)."""
+    (the daemon's, and what `eval` measures); with `profile`, its rubric and prompt."""
+    profile = profile or profiles.implicit(config)
     return OpenAIAnalyzer(
         client,
         config.openai.analysis_model,
-        config.analysis.rubric,
-        load_prompt(config.analysis.prompt_file),
+        profiles.rubric(profile, config),
+        load_prompt(profiles.prompt_file(profile, config)),
         account_zone(config),
         limit=limit,
         redact=config.analysis.redact,
@@ -180,6 +184,11 @@ def build_app(
             limit=limit,
         ),
         analyzer=build_analyzer(config, chat_client, limit),
+        profile_analyzers={
+            profile.name: build_analyzer(config, chat_client, limit, profile)
+            for profile in config.profiles
+            if profile.rubric or profile.prompt_file
+        },
         notifier=build_notifier(config),
         tz=tz,
         crm=amo,

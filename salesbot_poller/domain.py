@@ -82,6 +82,16 @@ class EventBatch:
 
 
 @dataclass(frozen=True)
+class EntityDetails:
+    """What the cards and the profiles need of a call's entity: its name and, for a lead,
+    its pipeline and status (read in the same batched request)."""
+
+    name: str
+    pipeline_id: int | None = None
+    status_id: int | None = None
+
+
+@dataclass(frozen=True)
 class CallNote:
     """The call details from a `call_in` / `call_out` note."""
 
@@ -295,6 +305,7 @@ class CallContext:
     duration: int
     started_at: int
     metrics: ConversationMetrics | None = None  # stereo or diarized calls only
+    profile: str = ""  # the `[[profiles]]` name; "" without profiles (the card then names none)
 
 
 class CallSource(Protocol):
@@ -308,7 +319,11 @@ class CallSource(Protocol):
 
     def user_names(self) -> dict[int, str]: ...
 
-    def entity_names(self, entity_type: str, ids: list[int]) -> dict[int, str]: ...
+    def user_groups(self) -> dict[int, int | None]:
+        """User id -> its group id (amoCRM's `rights.group_id`), from the same cached list."""
+        ...
+
+    def entity_details(self, entity_type: str, ids: list[int]) -> dict[int, EntityDetails]: ...
 
     def entity_url(self, entity_type: str, entity_id: int) -> str: ...
 

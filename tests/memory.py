@@ -15,6 +15,7 @@ from salesbot_poller.domain import (
     CallEvent,
     CallNote,
     Destination,
+    EntityDetails,
     EventBatch,
     NextStep,
     ObjectionHandling,
@@ -51,8 +52,11 @@ class MemorySource:
     def user_names(self) -> dict[int, str]:
         return self.users
 
-    def entity_names(self, entity_type: str, ids: list[int]) -> dict[int, str]:
-        return {i: self.names[(entity_type, i)] for i in ids if (entity_type, i) in self.names}
+    def user_groups(self) -> dict[int, int | None]:
+        return {user: None for user in self.users}
+
+    def entity_details(self, entity_type: str, ids: list[int]) -> dict[int, EntityDetails]:
+        return {i: EntityDetails(self.names[(entity_type, i)]) for i in ids if (entity_type, i) in self.names}
 
     def entity_url(self, entity_type: str, entity_id: int) -> str:
         return f"https://acme.amocrm.ru/{entity_type}/detail/{entity_id}"

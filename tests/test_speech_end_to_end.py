@@ -4,6 +4,7 @@ channels (per PBX source), the metrics reach the analysis prompt and the Telegra
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -41,7 +42,9 @@ def test_a_stereo_call_is_posted_with_roles_and_metrics_and_counted(servers: Ser
     assert result.returncode == 0, result.stderr
     assert len(servers.openai.transcriptions) == 4, "two channels per call"
     # The two calls are worked side by side: tell them apart by their content, not by order.
-    prompts = [r["messages"][1]["content"] for r in servers.openai.chat_requests]
+    # Timed segments: every line starts with its `[mm:ss]`, left out here.
+    prompts = [re.sub(r"\[\d\d:\d\d\] ", "", r["messages"][1]["content"]) for r in servers.openai.chat_requests]
+    assert all(re.search(r"^\[00:0\d\] ", r["messages"][1]["content"], re.M) for r in servers.openai.chat_requests)
     mango, sipuni = sorted(prompts, key=lambda p: "Клиент: Сколько стоит доставка?" in p)
     assert "Менеджер: Сколько стоит доставка?\nКлиент: Пятьсот рублей." in mango
     assert "Клиент: Сколько стоит доставка?\nМенеджер: Пятьсот рублей." in sipuni, "Sipuni: manager on the right"

@@ -23,13 +23,13 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from enum import Enum
 
 from salesbot_poller.domain import CallEvent, CallNote, Stage
 from salesbot_poller.pipeline.context import App, Cycle, Tally
-from salesbot_poller.pipeline.intake import SETTLE_SECONDS, classify, resolve_new
+from salesbot_poller.pipeline.intake import SETTLE_SECONDS, NameLookups, classify, decide, profile_lookups, resolve_new
 from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
 from salesbot_poller.store import Call
 
@@ -59,6 +59,7 @@ class Estimate:
     skipped: int = 0  # too short, unanswered outgoing
     unreadable: int = 0  # note missing or malformed: recorded, looked at again later
     audio_seconds: int = 0  # sum of the durations of the calls to transcribe
+    by_profile: dict[str, int] = field(default_factory=dict)  # calls to transcribe per `[[profiles]]` name
 
     @property
     def new(self) -> int:
@@ -97,15 +98,20 @@ def estimate(app: App, events: list[CallEvent]) -> Estimate:
         by_type[event.entity_type].append(event)
     for entity_type, group in by_type.items():
         notes = app.source.call_notes(entity_type, [e.note_id for e in group])
-        for event in group:
-            note = notes.get(event.note_id)
-            if not isinstance(note, CallNote):
-                result.unreadable += 1
-                continue
-            stage, _ = classify(event.direction, note, app.config.poller.min_duration_seconds)
+        readable = [(e, n) for e in group if isinstance(n := notes.get(e.note_id), CallNote)]
+        result.unreadable += len(group) - len(readable)
+        known = profile_lookups(app, entity_type, [e.entity_id for e, _ in readable], NameLookups())
+        for event, note in readable:
+            stage, _ = classify(event.direction, note, 0)
+            profile = None
+            if stage != Stage.SKIPPED:
+                decided = decide(app, known, entity_type, event.entity_id, event.direction, note, stage)
+                stage, _, profile = decided if decided is not None else (stage, None, None)
             if stage in (Stage.READY, Stage.NEW):
                 result.to_transcribe += 1
                 result.audio_seconds += note.duration
+                if profile:
+                    result.by_profile[profile] = result.by_profile.get(profile, 0) + 1
             elif stage == Stage.MISSED:
                 result.missed += 1
             else:
@@ -153,8 +159,11 @@ def backfill(
     out(
         f"backfill: {counted.new} new calls: {counted.to_transcribe} to transcribe "
         f"({counted.audio_minutes:.1f} audio minutes), {counted.missed} missed (not alerted), "
-        f"{counted.skipped} too short or unanswered, {counted.unreadable} with an unreadable note"
+        f"{counted.skipped} too short, unanswered or matching no profile, {counted.unreadable} with an unreadable note"
     )
+    if counted.by_profile:
+        per = ", ".join(f"«{name}» {n}" for name, n in sorted(counted.by_profile.items()))
+        out(f"backfill: to transcribe per profile: {per}")
     out(
         f"backfill: estimated transcription cost ${counted.cost(price_per_minute):.2f} at "
         f"${price_per_minute} per audio minute ({app.config.openai.transcription_model}); analysis adds a little"

@@ -16,6 +16,7 @@ import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
 from salesbot_poller.cli.commands import when_text
+from salesbot_poller.cli.profiles import profile_problems
 from salesbot_poller.config import Config, Endpoint, safe_url, secret_keys, sections
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
@@ -75,6 +76,16 @@ def _check_lead_fields(config: Config, store: Store, clock: Callable[[], datetim
     if amo.tag_low_score.strip():
         named.append(f"tag «{amo.tag_low_score.strip()}» below {amo.tag_below_score}")
     return f"ok ({', '.join(named)})"
+
+
+def _check_profiles(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
+    """Every pipeline, status, user and group a `[[profiles]]` names exists in the account."""
+    directory = build_amo(config, store, clock).directory()
+    problems = profile_problems(config, directory)
+    if problems:
+        raise PermanentError("\n  ".join([f"{len(problems)} id(s) not in this account:", *problems]))
+    names = ", ".join(f"«{p.name}»" for p in config.profiles)
+    return f"ok ({len(config.profiles)}: {names}; `salesbot-poller profiles` lists the account's ids)"
 
 
 def _listed_models(config: Config, endpoint: Endpoint) -> set[str] | None:
@@ -156,6 +167,7 @@ def check(
         ("amocrm", lambda: _check_amocrm(config, store, clock)),
         # Only when the scores go to lead fields, and amoCRM answered: a field is named by its key.
         ("amocrm lead fields", lambda: _check_lead_fields(config, store, clock)),
+        ("profiles", lambda: _check_profiles(config, store, clock)),
         ("openai", lambda: _check_openai(config)),
         # Only once the server answered the model list: its failure would repeat the one above.
         ("chat model", lambda: _check_structured_output(config)),
@@ -166,6 +178,8 @@ def check(
         if name == "chat model" and "openai" in failed:
             continue
         if name == "amocrm lead fields" and ("amocrm" in failed or not config.amocrm.writes_lead_fields):
+            continue
+        if name == "profiles" and ("amocrm" in failed or not config.profiles):
             continue
         try:
             out(f"{name}: {run()}")

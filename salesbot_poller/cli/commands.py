@@ -27,6 +27,18 @@ def when_text(timestamp: int | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def profile_lines(per_profile: dict[str, dict[str, int]]) -> list[str]:
+    """Calls per profile, one line each, when any call was given a named profile."""
+    named = {name: stages for name, stages in per_profile.items() if name}
+    if not named:
+        return []
+    lines = ["calls per profile:"]
+    for name, stages in sorted(named.items()):
+        parts = ", ".join(f"{stage} {count}" for stage, count in sorted(stages.items()))
+        lines.append(f"  «{name}»: {sum(stages.values())} ({parts})")
+    return lines
+
+
 def status(store: Store, out: Callable[[str], None], config: Config | None = None, now: int | None = None) -> None:
     """Calls per stage, the last cycle, the cursor, the latest errors, and (with `config`)
     today's and this month's OpenAI usage and estimated cost."""
@@ -35,6 +47,8 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
     for stage in Stage:
         if counts.get(stage.value):
             out(f"  {stage.value:<15} {counts[stage.value]}")
+    for line in profile_lines(store.profile_counts()):
+        out(line)
     raw = store.get_state(LAST_CYCLE_KEY)
     if raw:
         last = json.loads(raw)

@@ -1,5 +1,5 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L]
-{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,export}`.
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,export,profiles}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
 or the service is running, `forget` was not confirmed (or a call was being processed, or a
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         )
     commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
+    commands.add_parser(
+        "profiles", help="the amoCRM account's pipelines, statuses, user groups and users, with ids, for [[profiles]]"
+    )
     commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
     backfill_cmd = commands.add_parser("backfill", help="count, confirm, then process the calls of a past window")
     backfill_cmd.add_argument("--since", required=True, help="first day (2026-11-01, local time) or date and time")
@@ -145,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry" and not (args.call_ids or args.failed or args.event):
             _err("retry: give CALL_ID(s), --failed or --event EVENT_ID")
             return EXIT_CONFIG
-        no_secrets = ("status", "auth", "retry", "forget", "eval", "export")
+        no_secrets = ("status", "auth", "retry", "forget", "eval", "export", "profiles")
         config = _load(args.config, require_secrets=args.command not in no_secrets)
         if args.log_level is None:
             set_level(config.poller.log_level)
@@ -244,6 +247,13 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
                 requeued = commands.retry(store, args.call_ids, args.failed, now, out)
             readmitted = commands.retry_events(store, args.event, now, out)
             return EXIT_OK if requeued and readmitted else EXIT_CHECK_FAILED
+        if command == "profiles":
+            from salesbot_poller.app import build_amo
+            from salesbot_poller.cli.profiles import directory_lines
+
+            for line in directory_lines(build_amo(config, store, utc_now).directory()):
+                out(line)
+            return EXIT_OK
         if command == "check":
             from salesbot_poller.cli.check import check
 

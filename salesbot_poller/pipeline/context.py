@@ -74,6 +74,12 @@ class App:
     pacer: ChatPacer = field(default_factory=ChatPacer)
     budget: BudgetGate = field(default_factory=BudgetGate)  # the daily OpenAI budget, for every worker
     health: CycleHealth = field(default_factory=CycleHealth)  # cycles failing as a whole, in a row
+    # A profile with a rubric or prompt of its own has its own analyser, by profile name;
+    # every other call is analysed by `analyzer`.
+    profile_analyzers: dict[str, Analyzer] = field(default_factory=dict)
+
+    def analyzer_for(self, profile: str | None) -> Analyzer:
+        return self.profile_analyzers.get(profile or "", self.analyzer)
 
 
 COUNTERS = ("events", "new", "transcribed", "analysed", "notified", "alerted", "skipped", "deferred", "failed")
@@ -210,4 +216,5 @@ def call_context(app: App, call: Call) -> CallContext:
         duration=call.duration or 0,
         started_at=call.event_created_at,
         metrics=ConversationMetrics.model_validate_json(call.metrics_json) if call.metrics_json else None,
+        profile=call.profile or "",
     )

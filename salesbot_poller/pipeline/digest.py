@@ -7,6 +7,8 @@ Contract of `run(app, cycle)` (once per cycle):
 - It covers the 24 hours before today's digest time, per manager: answered calls, talk time,
   average score, missed incoming calls and how many of them were returned, and a link to the
   weakest call (lowest score) in amoCRM. It goes to the default chat (`telegram.chat_id`).
+  With `[[profiles]]`, a last block counts the calls per profile (analysed, missed, skipped
+  as not matching any).
 - A report like the card: the weakest call's name (its number when the card has no name)
   masks its number like the card does (`telegram.mask_phones`, `messages.masked`).
 - Stored before sending and each part's acceptance recorded (`outbox`): sent once per day.
@@ -75,10 +77,37 @@ def collect(app: App, start: int, end: int) -> list[ManagerDay]:
     return sorted(days.values(), key=lambda d: (-d.calls, -d.missed, d.name))
 
 
+def profile_counts(app: App, start: int, end: int) -> dict[str, tuple[int, int]]:
+    """Per profile name ("" for the calls no profile matched): conversations, missed calls."""
+    counts: dict[str, tuple[int, int]] = {}
+    for call in app.store.calls_between(start, end):
+        if call.profile is None and call.skip_reason != "no profile":
+            continue
+        talks, missed = counts.get(call.profile or "", (0, 0))
+        if call.kind == "missed":
+            counts[call.profile or ""] = (talks, missed + 1)
+        elif answered(call.duration, call.call_status):
+            counts[call.profile or ""] = (talks + 1, missed)
+    return counts
+
+
+def _profile_block(counts: dict[str, tuple[int, int]]) -> str:
+    lines = ["📋 <b>По профилям</b>"]
+    for name, (talks, missed) in sorted(counts.items(), key=lambda item: (not item[0], item[0])):
+        title = f"«{html.escape(clean(name))}»" if name else "без профиля (не разбирались)"
+        lines.append(f"{title}: разговоров {talks}, пропущено {missed}")
+    return "\n".join(lines)
+
+
 def render_digest(
-    days: list[ManagerDay], start: int, end: int, tz: tzinfo | None, mask: MaskMode = "cards"
+    days: list[ManagerDay],
+    start: int,
+    end: int,
+    tz: tzinfo | None,
+    mask: MaskMode = "cards",
+    profiles: dict[str, tuple[int, int]] | None = None,
 ) -> list[str]:
-    """The digest message: a header, then one block per manager."""
+    """The digest message: a header, then one block per manager, then the profiles' counts."""
     hide = masked(mask)
     blocks = [f"📊 <b>Сводка за сутки</b> · {format_time(start, tz)} – {format_time(end, tz)}"]
     if not days:
@@ -95,6 +124,8 @@ def render_digest(
             link = f'<a href="{html.escape(clean(url), quote=True)}">{name_html(name, hide)}</a>'
             lines.append(f"📉 Слабый звонок: {link} — {score}/100")
         blocks.append("\n".join(lines))
+    if profiles:
+        blocks.append(_profile_block(profiles))
     return pack(blocks)
 
 
@@ -112,7 +143,8 @@ def run(app: App, cycle: Cycle) -> None:
         return
     local_end = local_time(end, app.tz)
     start = int((local_end - timedelta(days=1)).timestamp())
-    parts = render_digest(collect(app, start, end), start, end, app.tz, app.config.telegram.mask_phones)
+    counts = profile_counts(app, start, end) if app.config.profiles else None
+    parts = render_digest(collect(app, start, end), start, end, app.tz, app.config.telegram.mask_phones, counts)
     item = Planned(key, "digest", None, {"parts": parts})
     if app.dry_run is not None:
         app.dry_run.show([item])

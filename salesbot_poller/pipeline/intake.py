@@ -21,18 +21,23 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import peewee
 
-from salesbot_poller.domain import MANAGER_UNKNOWN, CallNote, Stage, answered
+from salesbot_poller.domain import MANAGER_UNKNOWN, CallNote, EntityDetails, Stage, answered
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
+from salesbot_poller.pipeline import profiles
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.health import describe
+from salesbot_poller.pipeline.profiles import CallFacts
 from salesbot_poller.services.amocrm_parse import as_raw
 from salesbot_poller.store import Call
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OVERLAP_SECONDS = 300  # consecutive windows overlap: event ordering and lag are undocumented
 SETTLE_SECONDS = 5  # the window ends a little in the past, so it is complete when read
@@ -82,13 +87,13 @@ def _manager_name(note: CallNote, users: dict[int, str]) -> str:
     return f"пользователь {note.responsible_user_id}" if note.responsible_user_id else MANAGER_UNKNOWN
 
 
-class _Names:
+class NameLookups:
     """Names for the cards: best effort, and no more amoCRM requests after one failed."""
 
     def __init__(self) -> None:
         self.failed = False
 
-    def lookup(self, lookup: Callable[[], dict[int, str]], what: str) -> dict[int, str]:
+    def lookup(self, lookup: Callable[[], dict[int, T]], what: str) -> dict[int, T]:
         if self.failed:
             return {}
         try:
@@ -112,7 +117,7 @@ def resolve_new(app: App, cycle: Cycle) -> None:
     by_type: dict[str, list[Call]] = defaultdict(list)
     for call in due:
         by_type[call.entity_type].append(call)
-    names = _Names()
+    names = NameLookups()
     for entity_type, calls in by_type.items():
         try:
             notes = app.source.call_notes(entity_type, [c.note_id for c in calls])
@@ -126,33 +131,113 @@ def resolve_new(app: App, cycle: Cycle) -> None:
             for call in calls:
                 cycle.defer(call, f"reading its note: {exc}", exc)
             return
-        resolved: list[tuple[Call, CallNote, Stage, str | None]] = []
-        for call in calls:
-            note = notes.get(call.note_id)
-            if isinstance(note, CallNote):
-                try:
-                    stage, reason = classify(call.direction, note, app.config.poller.min_duration_seconds)
-                except Exception as exc:  # a note our rules cannot read: this call only
-                    cycle.quarantine(call, f"classifying its note failed: {describe(exc)}")
-                    continue
-                resolved.append((call, note, stage, reason))
-                continue
-            problem = note or "not found (deleted?)"
-            cycle.defer(call, f"note {call.note_id} on {entity_type}/{call.entity_id}: {problem}")
-        # A call still waiting for its link gets its names when the link is there.
-        wanted = sorted({c.entity_id for c, _, stage, _ in resolved if stage not in (Stage.SKIPPED, Stage.NEW)})
-        entity_names: dict[int, str] = {}
-        users: dict[int, str] = {}
-        if wanted:
-            entity_names = names.lookup(partial(app.source.entity_names, entity_type, wanted), f"{entity_type} names")
-            users = names.lookup(app.source.user_names, "user names")
-        for call, note, stage, reason in resolved:
+        _resolve_type(app, cycle, entity_type, calls, notes, names)
+
+
+def _resolve_type(
+    app: App, cycle: Cycle, entity_type: str, calls: list[Call], notes: dict[int, CallNote | str], names: NameLookups
+) -> None:
+    """Classify the calls of one entity type from their notes, give each its profile (the lead
+    and the users are read once for all of them, and only when a profile filters on them),
+    then store each with the names its messages need."""
+    resolved: list[tuple[Call, CallNote, Stage, str | None]] = []
+    for call in calls:
+        note = notes.get(call.note_id)
+        if isinstance(note, CallNote):
             try:
-                _store_note(app, cycle, call, note, stage, reason, users, entity_names)
-            except (FatalError, peewee.OperationalError, peewee.InterfaceError):
-                raise  # the database or the account, not this call
-            except Exception as exc:  # confined to this call: the others are stored
-                cycle.quarantine(call, f"storing its note failed: {describe(exc)}")
+                stage, reason = classify(call.direction, note, 0)
+            except Exception as exc:  # a note our rules cannot read: this call only
+                cycle.quarantine(call, f"classifying its note failed: {describe(exc)}")
+                continue
+            resolved.append((call, note, stage, reason))
+            continue
+        problem = note or "not found (deleted?)"
+        cycle.defer(call, f"note {call.note_id} on {entity_type}/{call.entity_id}: {problem}")
+    ids = [c.entity_id for c, _, stage, _ in resolved if stage != Stage.SKIPPED]
+    known = profile_lookups(app, entity_type, ids, names)
+    matched: list[tuple[Call, CallNote, Stage, str | None, str | None]] = []
+    for call, note, stage, reason in resolved:
+        if stage == Stage.SKIPPED:
+            matched.append((call, note, stage, reason, None))
+            continue
+        decided = decide(app, known, entity_type, call.entity_id, call.direction, note, stage)
+        if decided is None:  # a profile filters on what amoCRM did not tell this cycle: ask again
+            cycle.defer(call, "the lead or the users could not be read to choose its profile")
+            continue
+        matched.append((call, note, *decided))
+    details = known.details
+    # A call still waiting for its link gets its names when the link is there.
+    wanted = sorted({c.entity_id for c, _, stage, _, _ in matched if stage not in (Stage.SKIPPED, Stage.NEW)})
+    entity_names = {i: d.name for i, d in details.items()}
+    users: dict[int, str] = {}
+    if wanted:
+        missing = [i for i in wanted if i not in details]
+        if missing:
+            found = names.lookup(partial(app.source.entity_details, entity_type, missing), f"{entity_type} names")
+            entity_names.update({i: d.name for i, d in found.items()})
+        users = names.lookup(app.source.user_names, "user names")
+    for call, note, stage, reason, profile_name in matched:
+        try:
+            _store_note(app, cycle, call, note, stage, reason, users, entity_names, profile_name)
+        except (FatalError, peewee.OperationalError, peewee.InterfaceError):
+            raise  # the database or the account, not this call
+        except Exception as exc:  # confined to this call: the others are stored
+            cycle.quarantine(call, f"storing its note failed: {describe(exc)}")
+
+
+@dataclass
+class Known:
+    """What profile matching needs from amoCRM beyond the note, read once per entity type."""
+
+    details: dict[int, EntityDetails]
+    groups: dict[int, int | None]
+    lead_facts: bool  # the profiles filter on the lead's pipeline or status
+    group_facts: bool  # ... on the user's group
+    failed: bool  # a lookup the profiles need failed this cycle
+
+
+def profile_lookups(app: App, entity_type: str, entity_ids: list[int], names: NameLookups) -> Known:
+    """The leads' pipeline and status, and the users' groups, when a profile filters on them:
+    the lead request is the one that reads the names, so no request is added per call."""
+    lead_facts = entity_type == "leads" and profiles.needs_lead(app.config)
+    group_facts = profiles.needs_groups(app.config)
+    ids = sorted(set(entity_ids))
+    details = names.lookup(partial(app.source.entity_details, entity_type, ids), "leads") if lead_facts and ids else {}
+    groups = names.lookup(app.source.user_groups, "users") if group_facts and ids else {}
+    return Known(details, groups, lead_facts, group_facts, names.failed)
+
+
+def decide(
+    app: App, known: Known, entity_type: str, entity_id: int, direction: str, note: CallNote, stage: Stage
+) -> tuple[Stage, str | None, str | None] | None:
+    """The call's stage, skip reason and profile name (`profiles.match`); None when a fact a
+    profile needs could not be read (the call is looked at again later)."""
+    lead = known.details.get(entity_id)
+    if known.failed and (known.lead_facts or known.group_facts):
+        return None  # a lead that amoCRM no longer has is read fine: it matches no pipeline
+    facts = _facts(entity_type, direction, note, lead, known.groups)
+    profile, why = profiles.match(app.config, facts)
+    if profile is None:
+        return Stage.SKIPPED, why, None
+    return stage, None, profile.name
+
+
+def _facts(
+    entity_type: str, direction: str, note: CallNote, lead: EntityDetails | None, groups: dict[int, int | None]
+) -> CallFacts:
+    user = note.responsible_user_id
+    return CallFacts(
+        entity_type=entity_type,
+        direction=direction,
+        duration=note.duration,
+        answered=answered(note.duration, note.call_status),
+        phone=note.phone,
+        source=note.source,
+        user_id=user,
+        group_id=groups.get(user) if user is not None else None,
+        pipeline_id=lead.pipeline_id if lead else None,
+        status_id=lead.status_id if lead else None,
+    )
 
 
 def _store_note(
@@ -164,6 +249,7 @@ def _store_note(
     reason: str | None,
     users: dict[int, str],
     names: dict[int, str],
+    profile: str | None = None,
 ) -> None:
     facts = {
         "duration": note.duration,
@@ -174,6 +260,7 @@ def _store_note(
         "responsible_user_id": note.responsible_user_id,
         "manager_name": _manager_name(note, users),
         "entity_name": names.get(call.entity_id),
+        "profile": profile,
     }
     if stage == Stage.NEW:
         app.store.update(call, cycle.now, **facts)

@@ -327,6 +327,8 @@ def render_conversation(
         f"☎️ {phone_html(ctx.phone, 'номер не указан', hide)}",
         f"{score_line(analysis)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
     ]
+    if ctx.profile:  # which script it was scored against: only when profiles are configured
+        head.insert(1, f"📋 Профиль: <b>{esc(clip(ctx.profile, 60))}</b>")
     if metrics is None and ctx.metrics:
         metrics = esc(metrics_line(ctx.metrics))
     metrics = clean(metrics) if metrics else metrics

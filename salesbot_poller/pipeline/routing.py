@@ -1,9 +1,11 @@
 """Where each message of a call goes, as a plan (`outbox.Planned`) fixed before anything is sent.
 
 Contract of `plan_call(...)`: the first item is the call's own message (key `call:<id>`): the
-analysis card, or the missed-call alert, to the chat of the call's responsible user from
+analysis card, or the missed-call alert, to the chat of the call's profile (`profiles[].chat_id`,
+with its topic) when it has one, else to the chat of the call's responsible user from
 `telegram.routes` (with its forum topic), else to the default chat (`to=None`). Then:
-- a card scoring below `telegram.alert_below_score` is also sent to the alert chat
+- a card scoring below the profile's `alert_below_score` (by default `telegram.alert_below_score`)
+  is also sent to the alert chat
   (`telegram.alert_chat_id`, default `telegram.chat_id`) unless that is where it went already;
 - with `telegram.attach_transcript`, the transcript as a .txt document to every chat that got
   the card, as a reply to the card there;
@@ -20,7 +22,7 @@ from datetime import tzinfo
 
 from salesbot_poller.config import Config
 from salesbot_poller.domain import CallAnalysis, CallContext, Destination, Planned
-from salesbot_poller.pipeline import lead_fields
+from salesbot_poller.pipeline import lead_fields, profiles
 from salesbot_poller.pipeline.messages import render_conversation, render_missed, render_transcript_caption
 from salesbot_poller.pipeline.writeback import plan_writes
 from salesbot_poller.store import Call
@@ -58,7 +60,8 @@ def plan_call(
     metrics: str | None = None,
 ) -> list[Planned]:
     """See the module contract. `analysis` is None for a missed call."""
-    home = route(config, call.responsible_user_id)
+    profile = profiles.by_name(config, call.profile)
+    home = profiles.destination(profile) or route(config, call.responsible_user_id)
     own = f"call:{call.id}"
     mask = config.telegram.mask_phones
     if analysis is None:
@@ -66,7 +69,7 @@ def plan_call(
     parts = render_conversation(ctx, analysis, tz, metrics, mask)
     plans = [Planned(own, "card", home, {"parts": parts})]
     cards: list[tuple[Destination | None, str]] = [(home, own)]
-    threshold = config.telegram.alert_below_score
+    threshold = profiles.alert_below(profile, config)
     alert = alert_destination(config)
     if analysis.score is not None and analysis.score < threshold and not _same(alert, home, config.telegram.chat_id):
         key = f"call:{call.id}:card:{_where(alert)}"

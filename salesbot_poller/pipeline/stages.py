@@ -83,7 +83,7 @@ def analyse(app: App, cycle: Cycle, call: Call) -> None:
         app.store.update(call, cycle.now, stage=Stage.SKIPPED, skip_reason="no speech in the recording")
         cycle.skipped += 1
         return
-    analysis = app.analyzer.analyse(transcript, call_context(app, call))
+    analysis = app.analyzer_for(call.profile).analyse(transcript, call_context(app, call))
     with app.store.db.atomic():  # the tokens are counted once, with the analysis they paid for
         usage.record_analysis(app.store, call.id, cycle.now, analysis)
         app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -29,7 +30,7 @@ from urllib.parse import quote
 import requests
 import tenacity
 
-from salesbot_poller.domain import CallEvent, CallNote, EventBatch
+from salesbot_poller.domain import CallEvent, CallNote, EntityDetails, EventBatch
 from salesbot_poller.errors import FatalError, PermanentError, TransientError, Unreadable
 from salesbot_poller.services.amocrm_auth import REAUTHORISE, TokenSource
 from salesbot_poller.services.amocrm_parse import (
@@ -126,6 +127,32 @@ def id_batches(ids: list[int]) -> Iterator[list[tuple[str, Any]]]:
         yield batch
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    id: int
+    name: str
+    statuses: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class Directory:
+    """What `AmoClient.directory` reads: ids and names for `[[profiles]]`."""
+
+    pipelines: tuple[Pipeline, ...]
+    users: tuple[tuple[int, str, int | None], ...]  # id, name, group id
+    groups: dict[int, str]
+
+
+def _usable_group(raw: Any) -> bool:
+    return isinstance(raw, dict) and isinstance(raw.get("id"), int) and raw["id"] >= 0
+
+
+def _group_of(user: dict[str, Any]) -> int | None:
+    rights = user.get("rights")
+    group = rights.get("group_id") if isinstance(rights, dict) else None
+    return group if isinstance(group, int) and not isinstance(group, bool) and group >= 0 else None
+
+
 def _usable_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
@@ -164,6 +191,7 @@ class AmoClient:
         self._pause = pause or AmoPause(clock)
         self._retrying = bounded_retry(attempts=RETRY_ATTEMPTS, max_seconds=retry_seconds, sleep=sleep)
         self._users: dict[int, str] = {}
+        self._groups: dict[int, int | None] = {}
         self._users_at: float | None = None
 
     # --- transport ----------------------------------------------------------------------
@@ -281,6 +309,29 @@ class AmoClient:
     def account(self) -> dict[str, Any]:
         return self.get("/api/v4/account") or {}
 
+    def directory(self) -> Directory:
+        """The account's pipelines (with statuses), users (with their group) and user groups:
+        what `[[profiles]]` name by id (`profiles` and `check`). Three requests and the
+        users' pages; users are read afresh, not from the hour's cache."""
+        self._users_at = None
+        account = self.get("/api/v4/account", [("with", "users_groups")]) or {}
+        raw_groups = (account.get("_embedded") or {}).get("users_groups") or []
+        groups = {g["id"]: clean_text(str(g.get("name") or g["id"])) for g in raw_groups if _usable_group(g)}
+        body = self.get("/api/v4/leads/pipelines") or {}
+        pipelines = []
+        for raw in (body.get("_embedded") or {}).get("pipelines") or []:
+            if not isinstance(raw, dict) or not _usable_id(raw.get("id")):
+                continue
+            statuses = [
+                (st["id"], clean_text(str(st.get("name") or st["id"])))
+                for st in (raw.get("_embedded") or {}).get("statuses") or []
+                if isinstance(st, dict) and _usable_id(st.get("id"))
+            ]
+            pipelines.append(Pipeline(raw["id"], clean_text(str(raw.get("name") or raw["id"])), tuple(statuses)))
+        names, user_groups = self.user_names(), self.user_groups()
+        users = tuple((uid, names[uid], user_groups.get(uid)) for uid in sorted(names))
+        return Directory(tuple(pipelines), users, groups)
+
     def call_events(self, since: int, until: int) -> EventBatch:
         params = [
             ("filter[type]", ",".join(CALL_EVENT_TYPES)),
@@ -318,9 +369,18 @@ class AmoClient:
 
     def user_names(self) -> dict[int, str]:
         """User id -> name, cached for an hour. A non-admin token (403) gives {}."""
+        self._read_users()
+        return self._users
+
+    def user_groups(self) -> dict[int, int | None]:
+        """User id -> group id (`rights.group_id`; None for none), from the same cached list."""
+        self._read_users()
+        return self._groups
+
+    def _read_users(self) -> None:
         now = self._clock().timestamp()
         if self._users_at is not None and now - self._users_at < USERS_TTL_SECONDS:
-            return self._users
+            return
         try:
             users = list(self._pages("/api/v4/users", [("limit", 250)], "users", pause_on_403=False))
         except AmoForbidden:
@@ -328,19 +388,27 @@ class AmoClient:
             users = []
         usable = [u for u in users if isinstance(u, dict) and _usable_id(u.get("id"))]
         self._users = {u["id"]: clean_text(u.get("name") or u["id"]) for u in usable}
+        self._groups = {u["id"]: _group_of(u) for u in usable}
         self._users_at = now
-        return self._users
 
     def entity_names(self, entity_type: str, ids: list[int]) -> dict[int, str]:
-        names: dict[int, str] = {}
+        return {i: details.name for i, details in self.entity_details(entity_type, ids).items()}
+
+    def entity_details(self, entity_type: str, ids: list[int]) -> dict[int, EntityDetails]:
+        """Name, and for leads pipeline and status, of each entity: one request per 250 ids."""
+        found: dict[int, EntityDetails] = {}
         for batch in id_batches(ids):
             params = [*batch, ("limit", NOTES_BATCH)]
             with _one_entity_type(entity_type):
                 pages = list(self._pages(f"/api/v4/{entity_type}", params, entity_type))
             for raw in pages:
                 if isinstance(raw, dict) and _usable_id(raw.get("id")):
-                    names[raw["id"]] = clean_text(raw.get("name") or "")
-        return names
+                    found[raw["id"]] = EntityDetails(
+                        clean_text(raw.get("name") or ""),
+                        raw["pipeline_id"] if _usable_id(raw.get("pipeline_id")) else None,
+                        raw["status_id"] if _usable_id(raw.get("status_id")) else None,
+                    )
+        return found
 
     def entity_url(self, entity_type: str, entity_id: int) -> str:
         return f"{self.base_url}/{entity_type}/detail/{entity_id}"

@@ -339,6 +339,17 @@ class Store:
         rows = cast(Iterable[tuple[str, int]], query)  # .tuples() rows, not Call instances
         return {str(stage): int(count) for stage, count in rows}
 
+    def profile_counts(self, since: int | None = None) -> dict[str, dict[str, int]]:
+        """Calls per profile name and stage (those given a profile; since `since` when given)."""
+        query = Call.select(Call.profile, Call.stage, peewee.fn.COUNT(Call.id)).where(Call.profile.is_null(False))
+        if since is not None:
+            query = query.where(Call.event_created_at >= since)
+        rows = cast(Iterable[tuple[str, str, int]], query.group_by(Call.profile, Call.stage).tuples())
+        found: dict[str, dict[str, int]] = {}
+        for profile, stage, count in rows:
+            found.setdefault(str(profile), {})[str(stage)] = int(count)
+        return found
+
     def recent_errors(self, limit: int = 5) -> list[Call]:
         query = (
             Call.select()

@@ -101,6 +101,11 @@ def _m0013_bi(db: peewee.Database) -> None:
     bi.backfill()
 
 
+def _m0015_profile(db: peewee.Database) -> None:
+    """Each call keeps the profile it was given (issue 13)."""
+    add_missing_columns(db, Call, ["profile"])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -115,4 +120,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0010_event_raw", _m0010_event_raw),
     ("0011_retention", _m0011_retention),
     ("0013_bi", _m0013_bi),
+    ("0015_profile", _m0015_profile),
 ]

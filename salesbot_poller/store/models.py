@@ -58,6 +58,7 @@ class Call(_Model):
     responsible_user_id = peewee.IntegerField(null=True)
     manager_name = peewee.CharField(null=True)
     entity_name = peewee.CharField(null=True)
+    profile = peewee.CharField(null=True)  # the `[[profiles]]` name it got ("" without profiles)
     # Stage artifacts.
     audio_path = peewee.TextField(null=True)
     transcript = peewee.TextField(null=True)
@@ -134,7 +135,7 @@ class BiCall(_Model):
     started_at = peewee.IntegerField(index=True)  # the call's event time, unix seconds
     analysed_at = peewee.IntegerField()  # when the analysis was stored
     score = peewee.IntegerField(null=True)  # 0..100; NULL: every item not applicable
-    profile = peewee.CharField(default="")  # the rubric profile: "" until profiles exist
+    profile = peewee.CharField(default="")  # the `[[profiles]]` name the call got; "" without profiles
     manager_id = peewee.IntegerField(null=True)  # amoCRM user id of the responsible user
     manager = peewee.CharField(null=True)  # that user's name when the call was read
     entity_type = peewee.CharField()  # leads / contacts / companies / customers

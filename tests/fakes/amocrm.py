@@ -81,6 +81,9 @@ class FakeAmoCRM(FakeServer):
       `tags_to_add` adds tags by name or id and keeps the lead's others; `_embedded.tags`
       replaces them all (amoCRM's documented semantics). Each accepted body lands in
       `lead_patches`.
+    - `add_pipeline` / `add_group`: `GET /api/v4/leads/pipelines` (statuses embedded, not
+      paged) and `GET /api/v4/account?with=users_groups` (`_embedded.users_groups`); a
+      user's group is `rights.group_id`.
     """
 
     def __init__(
@@ -106,6 +109,8 @@ class FakeAmoCRM(FakeServer):
         self.users: dict[int, JSON] = {}
         self.entities: dict[str, dict[int, JSON]] = {p: {} for p in ENTITY_PLURALS}
         self.users_forbidden = False
+        self.groups: dict[int, str] = {}
+        self.pipelines: dict[int, JSON] = {}
         self.valid_tokens: set[str] = {token}
         self.valid_refresh_tokens: set[str] = {refresh_token}
         self.valid_codes: set[str] = set()
@@ -125,12 +130,29 @@ class FakeAmoCRM(FakeServer):
         self._violations = 0
 
     # test helpers --------------------------------------------------------------------------
-    def add_user(self, user_id: int, name: str, email: str | None = None) -> JSON:
-        """Add (or replace) a user as `GET /api/v4/users` lists it."""
+    def add_user(self, user_id: int, name: str, email: str | None = None, group_id: int | None = None) -> JSON:
+        """Add (or replace) a user as `GET /api/v4/users` lists it (`rights.group_id`: its group)."""
         user = {"id": user_id, "name": name, "email": email or f"user{user_id}@example.com",
-                "lang": "ru", "rights": {"is_admin": False, "is_free": False, "is_active": True}}
+                "lang": "ru", "rights": {"is_admin": False, "is_free": False, "is_active": True,
+                                         "group_id": group_id}}
         self.users[user_id] = user
         return user
+
+    def add_group(self, group_id: int, name: str) -> None:
+        """A user group, listed by `GET /api/v4/account?with=users_groups`."""
+        self.groups[group_id] = name
+
+    def add_pipeline(self, pipeline_id: int, name: str, statuses: dict[int, str]) -> None:
+        """A lead pipeline with its statuses, listed by `GET /api/v4/leads/pipelines`."""
+        self.pipelines[pipeline_id] = {
+            "id": pipeline_id, "name": name, "sort": 10 * (len(self.pipelines) + 1), "is_main": not self.pipelines,
+            "is_unsorted_on": True, "is_archive": False, "account_id": self.account["id"],
+            "_embedded": {"statuses": [
+                {"id": sid, "name": sname, "sort": 10 * (i + 1), "is_editable": True,
+                 "pipeline_id": pipeline_id, "color": "#99ccff", "type": 0, "account_id": self.account["id"]}
+                for i, (sid, sname) in enumerate(statuses.items())
+            ]},
+        }
 
     def add_entity(
         self, entity_type: str, entity_id: int, name: str, responsible_user_id: int = 0,
@@ -293,7 +315,13 @@ class FakeAmoCRM(FakeServer):
     def _api(self, req: RecordedRequest, path: str) -> Reply:
         get = req.method in ("GET", "HEAD")
         if get and path == "/api/v4/account":
+            if "users_groups" in ",".join(req.query.get("with", [])):
+                groups = [{"id": gid, "name": name, "uuid": None} for gid, name in sorted(self.groups.items())]
+                return json_reply({**self.account, "_embedded": {"users_groups": groups}})
             return json_reply(self.account)
+        if get and path == "/api/v4/leads/pipelines":
+            pipelines = [self.pipelines[p] for p in sorted(self.pipelines)]
+            return json_reply({"_total_items": len(pipelines), "_embedded": {"pipelines": pipelines}})
         if get and path == "/api/v4/events":
             return self._events(req)
         if get and path == "/api/v4/users":
