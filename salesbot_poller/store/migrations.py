@@ -10,6 +10,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import Stage
+from salesbot_poller.store import search
 from salesbot_poller.store.models import Call, Delivery, SeenEvent, State, Usage
 
 
@@ -94,6 +95,11 @@ def _m0011_retention(db: peewee.Database) -> None:
         migrate(*(migrator.add_index(table, columns) for columns in wanted))
 
 
+def _m0012_call_search(db: peewee.Database) -> None:
+    """`/find` (issue 15): the transcripts' full-text index on SQLite (`store.search`)."""
+    search.create_index(db)
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -107,4 +113,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0009_storm", _m0009_storm),
     ("0010_event_raw", _m0010_event_raw),
     ("0011_retention", _m0011_retention),
+    ("0012_call_search", _m0012_call_search),
 ]
