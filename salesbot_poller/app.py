@@ -25,6 +25,7 @@ from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
 from salesbot_poller.services.analysis import OpenAIAnalyzer, load_prompt
+from salesbot_poller.services.objection_groups import OpenAIObjectionGrouper
 from salesbot_poller.services.openai_limit import RequestLimit
 from salesbot_poller.services.recording_http import recording_session
 from salesbot_poller.services.recordings import RecordingDownloader
@@ -176,4 +177,5 @@ def build_app(
         tz=tz,
         crm=amo,
         dry_run=DryRun(dry_run) if dry_run else None,
+        objections=OpenAIObjectionGrouper(chat_client, config.openai.analysis_model, limit=limit),
     )

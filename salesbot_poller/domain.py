@@ -5,6 +5,7 @@ pass in-memory fakes that satisfy the same Protocols."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from enum import StrEnum
@@ -277,8 +278,8 @@ class Planned:
     """One message, document or amoCRM write, fixed before anything is sent (`delivery`).
 
     `key` says what goes where (`call:<id>` is a call's own card or alert). `payload`:
-    `{"parts": [html, ...]}`, or `{"filename", "caption", "text"}`, or `{"path", "body"}` for
-    amoCRM. `reply_to_key`: another item's key, in the same chat."""
+    `{"parts": [html, ...]}`, or `{"filename", "caption", "text"}`, or `{"photo", "caption"}` (a
+    PNG as base64), or `{"path", "body"}` for amoCRM. `reply_to_key`: another item's key, in the same chat."""
 
     key: str
     kind: str
@@ -344,6 +345,30 @@ class Notifier(Protocol):
     ) -> int:
         """Send a file with an HTML caption; return Telegram's message id."""
         ...
+
+    def send_photo(self, png: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        """Send a PNG picture with an HTML caption (the weekly chart); return Telegram's message id."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObjectionGroup:
+    """Client objections of one kind (the weekly report): a short title and how many there were."""
+
+    title: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ObjectionGrouping:
+    groups: list[ObjectionGroup]  # most frequent first
+    usage: ModelUsage  # what the request cost
+
+
+class ObjectionGrouper(Protocol):
+    """Groups a week's objections by meaning (one chat-model request)."""
+
+    def group(self, objections: Sequence[str]) -> ObjectionGrouping: ...
 
 
 class CrmWriter(Protocol):

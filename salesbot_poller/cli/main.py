@@ -1,11 +1,11 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L]
-{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget}`.
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,report}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
 or the service is running, `forget` was not confirmed (or a call was being processed, or a
 Telegram deletion failed for a reason worth another try), `demo` did not deliver, `retry` was given a call id that is
 unknown or not failed, `fleet status` found an instance failing its cycles, a `fleet`
-command (or `usage`) could not read an instance; 2 invalid configuration or arguments
+command (or `usage`) could not read an instance, `report` was not sent; 2 invalid configuration or arguments
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
 a database error, one line on stderr.
 """
@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     forget_cmd.add_argument("--phone", required=True, metavar="NUMBER", help="compared by its last 10 digits")
     forget_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    report_cmd = commands.add_parser("report", help="the weekly team report of a past week: send it, or print it")
+    report_cmd.add_argument("--week", required=True, help="any day of that week, e.g. 2026-11-23 (its Monday)")
+    report_cmd.add_argument("--dry-run", action="store_true", help="print the report instead of sending it")
+    report_cmd.add_argument("--chart", metavar="FILE", help="also write the chart (PNG) to FILE")
     usage_cmd = commands.add_parser("usage", help="a UTC month: audio minutes, tokens, estimated cost, calls analysed")
     fleet = commands.add_parser("fleet", help="every instance under --root: `fleet status`, `fleet usage` (read only)")
     fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
@@ -144,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backfill(args, config)
         if args.command == "forget":
             return _forget(args, config)
+        if args.command == "report":
+            return _report(args, config)
         return _dispatch(args.command, config, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -348,3 +354,31 @@ def _forget(args: argparse.Namespace, config: Config) -> int:
     finally:
         store.close()
     return EXIT_OK if outcome in (Outcome.DONE, Outcome.NOTHING) else EXIT_CHECK_FAILED
+
+
+def _report(args: argparse.Namespace, config: Config) -> int:
+    """`report --week DATE`: see `cli.report`; the week is read in `amocrm.timezone`."""
+    from pathlib import Path
+
+    from salesbot_poller.app import account_zone, build_app
+    from salesbot_poller.cli.report import parse_week, report
+    from salesbot_poller.domain import local_time
+
+    now = int(utc_now().timestamp())
+    try:
+        monday = parse_week(args.week, local_time(now, account_zone(config)).date())
+    except ValueError as exc:
+        _err(f"report --week: {exc}")
+        return EXIT_CONFIG
+    secrets = config.secrets()
+
+    def out(line: str) -> None:
+        print(redact(line, secrets), flush=True)
+
+    store = Store.open(config.storage.database, now)
+    try:
+        app = build_app(config, utc_now, store, dry_run=out if args.dry_run else None)
+        sent = report(app, monday, now, out, Path(args.chart) if args.chart else None)
+    finally:
+        store.close()
+    return EXIT_OK if sent else EXIT_CHECK_FAILED

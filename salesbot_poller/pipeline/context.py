@@ -33,6 +33,7 @@ from salesbot_poller.domain import (
     ConversationMetrics,
     CrmWriter,
     Notifier,
+    ObjectionGrouper,
     Planned,
     RecordingFetcher,
     Stage,
@@ -74,6 +75,7 @@ class App:
     pacer: ChatPacer = field(default_factory=ChatPacer)
     budget: BudgetGate = field(default_factory=BudgetGate)  # the daily OpenAI budget, for every worker
     health: CycleHealth = field(default_factory=CycleHealth)  # cycles failing as a whole, in a row
+    objections: ObjectionGrouper | None = None  # the weekly report's grouping; None: identical texts counted
 
 
 COUNTERS = ("events", "new", "transcribed", "analysed", "notified", "alerted", "skipped", "deferred", "failed")

@@ -35,6 +35,9 @@ class ReportQueries:
         )
         return list(query.order_by(Call.event_created_at, Call.id))
 
+    def call_by_event(self, event_id: str) -> Call | None:
+        return Call.get_or_none(Call.event_id == event_id)
+
     def find_calls(self, text: str, limit: int = FIND_LIMIT) -> list[Call]:
         """Calls whose transcript holds every word of `text`, newest first (`store.search`)."""
         ids = search.matching_ids(self.db, search.query_words(text), limit)
