@@ -31,6 +31,7 @@ from salesbot_poller.services.recording_http import recording_session
 from salesbot_poller.services.recordings import RecordingDownloader
 from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.services.telegram import TelegramNotifier, request_sender
+from salesbot_poller.services.telegram_updates import TelegramUpdates
 from salesbot_poller.services.throttle import AmoPause, RateLimiter
 from salesbot_poller.store import Store, private_dir
 
@@ -112,6 +113,15 @@ def build_notifier(config: Config) -> TelegramNotifier:
     return TelegramNotifier(bot, config.telegram.chat_id)
 
 
+def build_updates(config: Config) -> TelegramUpdates | None:
+    """The bot's command reader, when someone may command it (`telegram.command_chats` and
+    `telegram.admins` both set); after `build_notifier`, whose transport it shares."""
+    telegram = config.telegram
+    if not (telegram.command_chats and telegram.admins):
+        return None
+    return TelegramUpdates(telebot.TeleBot(telegram.bot_token.get_secret_value(), threaded=False))
+
+
 def account_zone(config: Config) -> tzinfo | None:
     """`amocrm.timezone` (validated at load); None: the server's local time zone."""
     return ZoneInfo(config.amocrm.timezone) if config.amocrm.timezone else None
@@ -178,4 +188,5 @@ def build_app(
         crm=amo,
         dry_run=DryRun(dry_run) if dry_run else None,
         objections=OpenAIObjectionGrouper(chat_client, config.openai.analysis_model, limit=limit),
+        updates=build_updates(config),
     )

@@ -371,6 +371,29 @@ class ObjectionGrouper(Protocol):
     def group(self, objections: Sequence[str]) -> ObjectionGrouping: ...
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """One update the bot received: a text message (or nothing of ours: `text` "")."""
+
+    update_id: int
+    chat_id: str = ""
+    user_id: int | None = None
+    message_id: int = 0
+    text: str = ""
+
+
+class UpdateSource(Protocol):
+    """The bot's incoming messages (Telegram `getUpdates`), for its commands."""
+
+    def username(self) -> str:
+        """The bot's @username, without the @."""
+        ...
+
+    def fetch(self, offset: int | None, wait: int) -> list[Incoming]:
+        """Updates from `offset` (confirming those below it), waiting up to `wait` s for one."""
+        ...
+
+
 class CrmWriter(Protocol):
     """amoCRM writes (notes, tasks)."""
 

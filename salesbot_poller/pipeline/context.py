@@ -38,6 +38,7 @@ from salesbot_poller.domain import (
     RecordingFetcher,
     Stage,
     Transcriber,
+    UpdateSource,
 )
 from salesbot_poller.errors import Busy, TransientError
 from salesbot_poller.pipeline.health import CycleHealth
@@ -76,6 +77,7 @@ class App:
     budget: BudgetGate = field(default_factory=BudgetGate)  # the daily OpenAI budget, for every worker
     health: CycleHealth = field(default_factory=CycleHealth)  # cycles failing as a whole, in a row
     objections: ObjectionGrouper | None = None  # the weekly report's grouping; None: identical texts counted
+    updates: UpdateSource | None = None  # the bot's incoming commands (`bot`); None: no command lane
 
 
 COUNTERS = ("events", "new", "transcribed", "analysed", "notified", "alerted", "skipped", "deferred", "failed")
