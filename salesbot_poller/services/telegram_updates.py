@@ -4,7 +4,7 @@ Contract:
 - `TelegramUpdates.username()`: the bot's @username (`getMe`, asked once, then kept): a
   command addressed `/stats@OtherBot` is not ours.
 - `TelegramUpdates.fetch(offset, wait)`: the updates from `offset` (None: the oldest Telegram
-  still holds), waiting up to `wait` seconds for one to come; only `message` updates are asked
+  still holds), waiting up to `wait` seconds (at least 1) for one to come; only `message` updates are asked
   for. Each becomes an `Incoming` (an update without a text message keeps its id, with
   `text` ""), so the caller can move its offset past it. Calling with an offset confirms every
   update below it: Telegram never sends those again.
@@ -63,7 +63,8 @@ class TelegramUpdates:
                 offset=offset,
                 timeout=CONNECT_TIMEOUT,
                 allowed_updates=["message"],
-                long_polling_timeout=wait,
+                # telebot reads 0 as "its default" (20 s): the shortest wait it passes on is 1 s.
+                long_polling_timeout=max(1, wait),
             )
         except apihelper.ApiTelegramException as exc:
             if exc.error_code == 409:
