@@ -154,3 +154,16 @@ def test_report_command_prints_a_past_week_and_writes_its_chart(servers: Servers
 
     future = run_cli("report", "--week", "2099-01-05", config=config)
     assert future.returncode == 2 and "not over yet" in future.stderr
+
+
+def test_the_weekly_demo_prints_the_report_of_demo_data_and_writes_its_chart(tmp_path: Path) -> None:
+    from salesbot_poller.cli.demo_weekly import run_weekly_demo
+
+    lines: list[str] = []
+    chart = tmp_path / "chart.png"
+    assert run_weekly_demo(lines.append, chart, lambda: datetime(2026, 12, 2, 10, tzinfo=UTC)) == 0
+    text = "\n".join(lines)
+    assert "Итоги недели</b> · 23.11 – 29.11.2026" in text
+    assert text.count("👤 <b>") == 4 and "(▲ " in text and "(▼ " in text
+    assert "• Цена и бюджет — " in text  # grouped by the OpenAI sandbox through the real client
+    assert png_size(chart.read_bytes()) == (1200, 675)

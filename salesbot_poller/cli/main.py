@@ -62,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         )
     commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
-    commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
+    demo = commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
+    demo.add_argument("--weekly", action="store_true", help="the weekly team report on eight weeks of demo calls")
+    demo.add_argument("--chart", metavar="FILE", help="with --weekly: also write the chart (PNG) to FILE")
     backfill_cmd = commands.add_parser("backfill", help="count, confirm, then process the calls of a past window")
     backfill_cmd.add_argument("--since", required=True, help="first day (2026-11-01, local time) or date and time")
     backfill_cmd.add_argument("--until", help="last day, included (default: now)")
@@ -128,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level or "INFO")
     if args.command == "demo":
+        if args.weekly:
+            from pathlib import Path
+
+            from salesbot_poller.cli.demo_weekly import run_weekly_demo
+
+            return run_weekly_demo(print, Path(args.chart) if args.chart else None)
         from salesbot_poller.cli.demo import run_demo
 
         return run_demo(print)
