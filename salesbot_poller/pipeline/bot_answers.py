@@ -196,10 +196,12 @@ def snippet(transcript: str, words: list[str], hide: bool) -> str:
     lowered = text.lower()
     found = [i for i in (lowered.find(word.lower()) for word in words) if i >= 0]
     at = min(found) if found else 0
-    start = max(0, at - SNIPPET_CHARS // 2)
-    piece = ("…" if start else "") + text[start : start + SNIPPET_CHARS]
+    start = max(0, at - SNIPPET_CHARS // 3)
+    piece = text[start : start + 2 * SNIPPET_CHARS]
+    if start:  # from a word's start, never from its middle
+        piece = "…" + piece[piece.find(" ") + 1 :] if " " in piece[: at - start] else "…" + piece
     piece = replace_phones(piece, mask_phone) if hide else piece
-    return esc(clip(piece, SNIPPET_CHARS + 10))
+    return esc(clip(piece, SNIPPET_CHARS))
 
 
 def find(app: App, text: str) -> list[str]:
