@@ -9,7 +9,8 @@ Standard library only, so it runs without the project installed. For each
 - the expected file: a comment line first (what the call tests), `[verdicts]` with exactly
   the six default rubric ids and a verdict each, `[score]` with `expected` equal to the score
   those verdicts give (as `services/rubric.total_score` computes it) and a `tolerance`;
-- `[quotes]`: only rubric ids, each phrase found verbatim within one turn of the transcript.
+- `[quotes]`: only rubric ids, each phrase found verbatim within one turn of the transcript;
+- `[call]` (optional): `direction` "in" (the default) or "out".
 Exits 1 and lists the problems when any check fails.
 """
 
@@ -88,6 +89,9 @@ def check_expected(path: Path, turns: list[str]) -> list[str]:
         problems.append(f"{name}: [score] expected = {expected}, but the verdicts give {score(verdicts)}")
     if not isinstance(tolerance, int) or not 0 <= tolerance <= 50:
         problems.append(f"{name}: [score] tolerance must be an integer 0..50")
+    direction = data.get("call", {}).get("direction", "in")
+    if direction not in ("in", "out"):
+        problems.append(f"{name}: [call] direction must be \"in\" or \"out\", got {direction!r}")
     for item, quote in data.get("quotes", {}).items():
         if item not in RUBRIC_IDS:
             problems.append(f"{name}: [quotes] {item} is not a rubric id")

@@ -24,9 +24,10 @@ from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
-from salesbot_poller.services.analysis import OpenAIAnalyzer, load_prompt
+from salesbot_poller.services.analysis import OpenAIAnalyzer
 from salesbot_poller.services.objection_groups import OpenAIObjectionGrouper
 from salesbot_poller.services.openai_limit import RequestLimit
+from salesbot_poller.services.prompts import load_prompt
 from salesbot_poller.services.recording_http import recording_session
 from salesbot_poller.services.recordings import RecordingDownloader
 from salesbot_poller.services.speech import OpenAITranscriber
@@ -127,6 +128,21 @@ def account_zone(config: Config) -> tzinfo | None:
     return ZoneInfo(config.amocrm.timezone) if config.amocrm.timezone else None
 
 
+def build_analyzer(config: Config, client: openai.OpenAI, limit: RequestLimit | None = None) -> OpenAIAnalyzer:
+    """The configured analysis: chat model, rubric, prompt, redaction, long-call threshold
+    (the daemon's, and what `eval` measures)."""
+    return OpenAIAnalyzer(
+        client,
+        config.openai.analysis_model,
+        config.analysis.rubric,
+        load_prompt(config.analysis.prompt_file),
+        account_zone(config),
+        limit=limit,
+        redact=config.analysis.redact,
+        max_transcript_chars=config.analysis.max_transcript_chars,
+    )
+
+
 def build_app(
     config: Config,
     clock: Callable[[], datetime],
@@ -174,15 +190,7 @@ def build_app(
             overlap_seconds=config.audio.chunk_overlap_seconds,
             limit=limit,
         ),
-        analyzer=OpenAIAnalyzer(
-            chat_client,
-            config.openai.analysis_model,
-            config.analysis.rubric,
-            load_prompt(config.analysis.prompt_file),
-            tz,
-            limit=limit,
-            redact=config.analysis.redact,
-        ),
+        analyzer=build_analyzer(config, chat_client, limit),
         notifier=build_notifier(config),
         tz=tz,
         crm=amo,

@@ -387,6 +387,15 @@ class AnalysisConfig(_Section):
     prompt_file: str = Field(
         "", description='A file replacing the built-in system prompt; "{rubric}" in it becomes the rubric list.'
     )
+    max_transcript_chars: int = Field(
+        100_000,
+        ge=2_000,
+        description=(
+            "A transcript longer than this is condensed part by part first and scored on the condensed text"
+            " (the card says so). The default, about 30,000 tokens of Russian, suits 128k-context models;"
+            " for a local model with an 8k context use about 12000."
+        ),
+    )
     redact: Annotated[list[RedactKind], BeforeValidator(_comma_list)] = Field(
         default_factory=lambda: list(DEFAULT_REDACT_KINDS),
         description=(

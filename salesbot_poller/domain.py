@@ -146,23 +146,16 @@ StoredVerdict = Literal["done", "partly", "missed", "not_applicable", "not_asses
 Sentiment = Literal["positive", "neutral", "negative"]
 
 
-class RubricVerdict(BaseModel):
-    """The model's verdict on one rubric item."""
+class ItemVerdict(BaseModel):
+    """The model's verdict on one rubric item (the item is the key it is given under)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(description="id пункта скрипта из списка")
     verdict: Verdict = Field(
         description="done — выполнено, partly — частично, missed — нет, not_applicable — неприменимо"
     )
     evidence: str = Field(description="Короткая дословная цитата из расшифровки (до 15 слов) или пустая строка")
     confidence: float = Field(description="Уверенность в вердикте от 0 до 1")
-
-    @field_validator("confidence")
-    @classmethod
-    def _clamp(cls, value: float) -> float:
-        # Not worth a paid re-ask: a confidence of 1.2 means "sure".
-        return min(1.0, max(0.0, value))
 
 
 class ObjectionHandling(BaseModel):
@@ -190,15 +183,15 @@ class NextStep(BaseModel):
 
 
 class AnalysisAnswer(BaseModel):
-    """What the chat model must return (strict JSON schema: every field required).
-
-    `rubric.answer_model(items)` narrows `item_id` to the configured ids for the schema."""
+    """What the chat model must return besides the verdicts (strict JSON schema: every field
+    required). `rubric.answer_model(items)` adds `rubric`: an object with one required
+    property per configured item id, each an `ItemVerdict`. The schema only: the answer is
+    read by `answer_reader`, which keeps what is usable of a careless one."""
 
     model_config = ConfigDict(extra="forbid")
 
     summary: str = Field(description="Краткое содержание разговора, 2–4 предложения")
     topic: str = Field(description="Тема звонка одним-двумя словами, например: доставка, цена, рекламация")
-    rubric: list[RubricVerdict] = Field(description="Вердикт по каждому пункту скрипта, ровно один на пункт")
     client_needs: list[str] = Field(description="Потребности клиента")
     objections: list[ObjectionHandling] = Field(description="Возражения клиента и как менеджер их отработал")
     next_step: NextStep | None = Field(description="Договорённый следующий шаг или null")
@@ -249,6 +242,8 @@ class CallAnalysis(BaseModel):
     unverified_quotes: int = 0  # evidence quotes not found in the transcript (not shown)
     condensed: bool = False  # scored on a condensed transcript (a long call)
     summary_missing: bool = False  # the model gave no usable summary nor verdicts, twice
+    # What was dropped from a careless answer, one line each, for the log; not stored.
+    problems: list[str] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -179,7 +179,7 @@ def hostile_analysis(body: dict[str, Any]) -> dict[str, Any]:
 
     answer = default_analysis(body)
     text = f"{INJECTION} {CONTROL} {LONG}"
-    for item in answer["rubric"]:
+    for item in answer["rubric"].values():
         item["evidence"] = text
     return answer | {
         "summary": text,

@@ -213,7 +213,7 @@ def test_the_user_message_holds_placeholders_and_the_call_facts_stay() -> None:
 def test_the_model_never_sees_a_number_and_the_stored_quotes_never_hold_one(servers: Servers) -> None:
     def made_up(body: dict[str, Any]) -> dict[str, Any]:  # a model quoting a number it never got
         answer = default_analysis(body)
-        answer["rubric"] = [{**item, "evidence": "перезвоните на 8 916 123 45 67"} for item in answer["rubric"]]
+        answer["rubric"] = {k: {**v, "evidence": "перезвоните на 8 916 123 45 67"} for k, v in answer["rubric"].items()}
         answer["summary"] = "Клиент оставил карту 4276 3800 1234 5678"
         return answer
 

@@ -246,12 +246,13 @@ def test_openai_failures_are_classed(servers: Servers, status: int, body: dict, 
     assert "sk-t" not in str(caught.value)
 
 
-def test_analysis_that_fails_validation_twice_is_permanent(servers: Servers) -> None:
-    servers.openai.analysis_fn = lambda request: {"summary": "x", "score": 250}
+def test_a_summary_without_verdicts_is_kept_and_not_re_asked(servers: Servers) -> None:
+    servers.openai.analysis_fn = lambda request: {"summary": "Клиент спросил цену", "score": 250}
     context = CallContext("in", "Иван", "leads", "ООО", "u", "+7", 125, NOW)
-    with pytest.raises(PermanentError, match="topic: Field required"):
-        OpenAIAnalyzer(build_openai(config_for(servers)), "gpt-4o-mini").analyse("text", context)
-    assert len(servers.openai.chat_requests) == 2, "exactly one re-ask"
+    analysis = OpenAIAnalyzer(build_openai(config_for(servers)), "gpt-4o-mini").analyse("text", context)
+    assert len(servers.openai.chat_requests) == 1, "a summary is worth sending as it is"
+    assert analysis.summary == "Клиент спросил цену" and analysis.score is None, "the model's own score is ignored"
+    assert {r.verdict for r in analysis.rubric} == {"not_assessed"} and not analysis.summary_missing
 
 
 # --- Telegram --------------------------------------------------------------------------------

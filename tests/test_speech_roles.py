@@ -5,6 +5,7 @@ real `openai` SDK, never assumed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import openai
@@ -24,6 +25,11 @@ RIGHT = [(2.5, 5.0, 880.0), (7.0, 9.0, 880.0)]  # the second one starts while th
 
 def words_for(hz: float) -> str:
     return "Низкий тон?" if hz < 660 else "Высокий тон."
+
+
+def untimed(line: str) -> str:
+    """A dialogue line without its `[mm:ss] ` time."""
+    return re.sub(r"^\[\d\d:\d\d\] ", "", line)
 
 
 def heard_segments(data: bytes, filename: str, fields: dict[str, str]) -> list[tuple[float, float, str]]:
@@ -58,7 +64,8 @@ def test_stereo_channels_become_roles_merged_in_time_order(servers: Servers) -> 
     assert transcript.audio_seconds == pytest.approx(20.0, abs=0.1)  # two channels of 10 s
 
     text, metrics = build_dialogue(transcript, "left", "in")
-    assert text.splitlines() == [
+    assert text.splitlines()[0].startswith("[00:00] "), "timed segments: each line starts with its time"
+    assert [untimed(line) for line in text.splitlines()] == [
         "Менеджер: Низкий тон?",
         "Клиент: Высокий тон.",
         "Менеджер: Низкий тон?",
@@ -73,7 +80,7 @@ def test_stereo_channels_become_roles_merged_in_time_order(servers: Servers) -> 
     assert metrics.manager_questions == 2
 
     swapped, _ = build_dialogue(transcript, "right", "in")
-    assert swapped.splitlines()[0] == "Клиент: Низкий тон?", "the manager channel is configurable"
+    assert untimed(swapped.splitlines()[0]) == "Клиент: Низкий тон?", "the manager channel is configurable"
     assert "Менеджер 47% · Клиент 53%" in metrics_line(metrics)
     assert "вопросов задал менеджер: 2" in metrics_block(metrics)
 
@@ -108,7 +115,7 @@ def test_mono_goes_to_the_diarizing_model_and_the_first_speaker_decides(
     assert fields["chunking_strategy"] == "auto" and "prompt" not in fields, "the diarizing model takes no prompt"
     assert transcript.input_tokens > 0 and transcript.output_tokens > 0
     text, metrics = build_dialogue(transcript, "left", direction)
-    assert text.splitlines()[0] == first_line and len(text.splitlines()) == 4
+    assert untimed(text.splitlines()[0]) == first_line and len(text.splitlines()) == 4
     assert metrics is not None and metrics.silence_share is not None
 
 
@@ -122,7 +129,7 @@ def test_json_only_models_give_one_untimed_segment_per_channel_chunk(servers: Se
     assert all(u["fields"]["prompt"] == "ООО Ромашка, тариф Бизнес" for u in servers.openai.transcriptions)
     assert not transcript.timed and transcript.input_tokens > 0
     text, metrics = build_dialogue(transcript, "left", "in")
-    assert text.splitlines() == ["Менеджер: Низкий тон? Низкий тон?", "Клиент: Высокий тон. Высокий тон."]
+    assert text.splitlines() == ["Менеджер: Низкий тон? Низкий тон?", "Клиент: Высокий тон. Высокий тон."], "untimed"
     assert metrics is not None and metrics.silence_share is None and metrics.interruptions_by_client is None
     assert metrics.manager_questions == 2 and "тишина" not in metrics_line(metrics)
 

@@ -64,8 +64,9 @@ def test_roles_by_source_and_metrics_reach_the_prompt_and_the_card(tmp_path: Pat
     app = rig.app
     run_once(app, T0, workers=1)  # one worker: the first analysis and card are the first call's
     first, sipuni, _ = calls()
-    assert first.transcript.splitlines()[0] == "Менеджер: Добрый день, компания Ромашка. Чем помочь?"
-    assert sipuni.transcript.splitlines()[0].startswith("Клиент: Добрый день"), "Sipuni puts the manager right"
+    # Timed segments: each line carries its time in the call (a quote on the card shows it).
+    assert first.transcript.splitlines()[0] == "[00:00] Менеджер: Добрый день, компания Ромашка. Чем помочь?"
+    assert sipuni.transcript.splitlines()[0].startswith("[00:00] Клиент: Добрый день"), "Sipuni puts the manager right"
     metrics = ConversationMetrics.model_validate_json(first.metrics_json)
     assert metrics.manager_questions == 2 and metrics.manager_share == pytest.approx(49 / 88)
 

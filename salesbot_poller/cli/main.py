@@ -1,11 +1,12 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L]
-{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,report}`.
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,report}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
 or the service is running, `forget` was not confirmed (or a call was being processed, or a
 Telegram deletion failed for a reason worth another try), `demo` did not deliver, `retry` was given a call id that is
 unknown or not failed, `fleet status` found an instance failing its cycles, a `fleet`
-command (or `usage`) could not read an instance, `report` was not sent; 2 invalid configuration or arguments
+command (or `usage`) could not read an instance, `eval` could not analyse a call, `report` was not
+sent; 2 invalid configuration or arguments
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
 a database error, one line on stderr.
 """
@@ -87,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     forget_cmd.add_argument("--phone", required=True, metavar="NUMBER", help="compared by its last 10 digits")
     forget_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    eval_cmd = commands.add_parser(
+        "eval", help="run the configured analysis on transcripts with expected verdicts (eval/) and compare"
+    )
+    eval_cmd.add_argument("directory", metavar="DIR", help="NAME.txt transcripts, each with NAME.expected.toml")
     report_cmd = commands.add_parser("report", help="the weekly team report of a past week: send it, or print it")
     report_cmd.add_argument("--week", required=True, help="any day of that week, e.g. 2026-11-23 (its Monday)")
     report_cmd.add_argument("--dry-run", action="store_true", help="print the report instead of sending it")
@@ -146,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry" and not (args.call_ids or args.failed or args.event):
             _err("retry: give CALL_ID(s), --failed or --event EVENT_ID")
             return EXIT_CONFIG
-        config = _load(args.config, require_secrets=args.command not in ("status", "auth", "retry", "forget"))
+        config = _load(args.config, require_secrets=args.command not in ("status", "auth", "retry", "forget", "eval"))
         if args.log_level is None:
             set_level(config.poller.log_level)
         secrets = config.secrets()
@@ -156,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backfill(args, config)
         if args.command == "forget":
             return _forget(args, config)
+        if args.command == "eval":
+            return _eval(args.directory, config)
         if args.command == "report":
             return _report(args, config)
         return _dispatch(args.command, config, args)
@@ -266,6 +273,32 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
             return run_daemon(app, utc_now)
     finally:
         store.close()
+
+
+def _eval(directory: str, config: Config) -> int:
+    """`eval DIR`: no database, no amoCRM, no Telegram: the chat model only."""
+    from pathlib import Path
+
+    from salesbot_poller.app import build_analyzer, build_openai
+    from salesbot_poller.cli.evaluate import EvalError, evaluate, load_cases, report
+
+    secrets = config.secrets()
+    try:
+        cases = load_cases(Path(directory))
+    except EvalError as exc:
+        _err(f"eval: {exc}")
+        return EXIT_CONFIG
+    analyzer = build_analyzer(config, build_openai(config, config.openai.chat))
+    prompt = config.analysis.prompt_file or "built-in"
+    header = (
+        f"eval: {len(cases)} calls in {directory}, model {config.openai.analysis_model},"
+        f" rubric of {len(config.analysis.rubric)} items, prompt {prompt}"
+    )
+    if not (config.openai.input_token_price_per_million_usd or config.openai.output_token_price_per_million_usd):
+        header += "\n(cost is 0: set openai.input/output_token_price_per_million_usd to see it)"
+    outcomes = evaluate(analyzer, cases, config.openai)
+    report(outcomes, config.analysis.rubric, header, lambda line: print(redact(line, secrets), flush=True))
+    return EXIT_CHECK_FAILED if any(o.analysis is None for o in outcomes) else EXIT_OK
 
 
 def _backfill(args: argparse.Namespace, config: Config) -> int:

@@ -29,6 +29,7 @@ from datetime import date, tzinfo
 from salesbot_poller.config import MaskMode
 from salesbot_poller.domain import CallAnalysis, CallContext, local_time
 from salesbot_poller.services.dialogue import metrics_line
+from salesbot_poller.services.quotes import clock
 from salesbot_poller.services.redact_pii import replace_phones
 
 LIMIT = 4096
@@ -211,7 +212,7 @@ def _cut_line(line: str, limit: int) -> str:
     return esc(text[:take].rstrip()) + "…"
 
 
-VERDICT_MARK = {"done": "✅", "partly": "🟡", "missed": "❌", "not_applicable": "➖"}
+VERDICT_MARK = {"done": "✅", "partly": "🟡", "missed": "❌", "not_applicable": "➖", "not_assessed": "❔"}
 SENTIMENT_RU = {"positive": "🙂 доволен", "neutral": "😐 нейтрален", "negative": "🙁 недоволен"}
 EVIDENCE_CHARS = 90
 CAPTION_LIMIT = 1024
@@ -250,10 +251,15 @@ def hashtag(topic: str) -> str:
     return f"#{word[:40].rstrip('_')}" if word else ""
 
 
-def score_line(score: int | None) -> str:
+def score_line(analysis: CallAnalysis) -> str:
+    score = analysis.score
     if score is None:
-        return "⭐ Оценка: — (пункты скрипта неприменимы)"
-    return f"⭐ Оценка: <b>{score}</b>/100 {score_bar(score)}"
+        assessed = any(item.verdict != "not_assessed" for item in analysis.rubric)
+        why = "пункты скрипта неприменимы" if assessed else "пункты скрипта не оценены"
+        return f"⭐ Оценка: — ({why})"
+    unassessed = sum(item.verdict == "not_assessed" for item in analysis.rubric)
+    partial = f" (не оценено пунктов: {unassessed})" if unassessed else ""
+    return f"⭐ Оценка: <b>{score}</b>/100 {score_bar(score)}{partial}"
 
 
 def _line_blocks(title: str, lines: list[str], room: int) -> list[str]:
@@ -270,11 +276,21 @@ def _line_blocks(title: str, lines: list[str], room: int) -> list[str]:
 
 
 def _rubric_lines(analysis: CallAnalysis) -> list[str]:
+    """One line per item: its mark and title, then the quote when it was found in the
+    transcript (with its time when known), "без цитаты" when the model's quote was not found
+    (never shown: it could put words in a manager's mouth), "не оценено" when not assessed.
+    A quote of an analysis made before quotes were checked (`verified` None) is shown."""
     lines = []
     for item in analysis.rubric:
         line = f"{VERDICT_MARK[item.verdict]} {esc(clip(item.title, 120))}"
-        if item.evidence and item.verdict != "not_applicable":
-            line += f" — <i>«{esc(clip(item.evidence, EVIDENCE_CHARS))}»</i>"
+        if item.verdict == "not_assessed":
+            line += " — не оценено"
+        elif item.evidence and item.verdict != "not_applicable":
+            if item.verified is False:
+                line += " — без цитаты"
+            else:
+                at = f" ({clock(item.at)})" if item.at is not None else ""
+                line += f" — <i>«{esc(clip(item.evidence, EVIDENCE_CHARS))}»</i>{at}"
         lines.append(line)
     return lines
 
@@ -309,16 +325,21 @@ def render_conversation(
         f"👤 Менеджер: <b>{name_html(ctx.manager)}</b>",
         _entity_line(ctx, hide),
         f"☎️ {phone_html(ctx.phone, 'номер не указан', hide)}",
-        f"{score_line(analysis.score)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
+        f"{score_line(analysis)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
     ]
     if metrics is None and ctx.metrics:
         metrics = esc(metrics_line(ctx.metrics))
     metrics = clean(metrics) if metrics else metrics
     if metrics:
         head.append(metrics)
+    if analysis.condensed:
+        head.append("📝 Звонок длинный: оценен по сжатому пересказу расшифровки")
     room = LIMIT - 64
     blocks = ["\n".join(head)]
-    blocks.extend(_text_blocks("Итог", clip_text(analysis.summary, SUMMARY_CHARS) or "—", room))
+    summary = clip_text(analysis.summary, SUMMARY_CHARS)
+    if analysis.summary_missing:
+        summary = "⚠️ Модель не дала разбора этого звонка (дважды): итога и оценки нет, расшифровка сохранена."
+    blocks.extend(_text_blocks("Итог", summary or "—", room))
     if analysis.rubric:
         blocks.extend(_line_blocks("Скрипт", _rubric_lines(analysis), room))
     objections = [

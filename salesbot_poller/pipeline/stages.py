@@ -88,7 +88,12 @@ def analyse(app: App, cycle: Cycle, call: Call) -> None:
         usage.record_analysis(app.store, call.id, cycle.now, analysis)
         app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
     cycle.analysed += 1
-    log.info("call %d: analysed, score %s", call.id, analysis.score)
+    for problem in analysis.problems:  # a careless answer: what was dropped, so the admin sees a model slip
+        log.warning("call %d: analysis: %s", call.id, problem)
+    missing = analysis.unverified_quotes
+    unverified = f", {missing} quote(s) not found in the transcript" if missing else ""
+    condensed = ", on the condensed transcript" if analysis.condensed else ""
+    log.info("call %d: analysed, score %s%s%s", call.id, analysis.score, condensed, unverified)
 
 
 def plan(app: App, call: Call) -> list[Planned]:

@@ -1,18 +1,22 @@
 """What the sandbox servers say: one account, two calls, a transcript and an analysis.
 
-`canned_answer()` is the one place the demo's analysis is built: from `domain.AnalysisAnswer`
-itself, so a change to the analysis model shows up here first (and nowhere else).
+`canned_answer()` is the one place the demo's analysis is built, as the JSON the chat model
+answers; `canned_analysis()` reads it the way the analyser does (`answer_reader`, `rubric`,
+`check_quotes`), so a change to the answer's form shows up here first.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import struct
 import wave
 from typing import Any
 
 from salesbot_poller.config import DEFAULT_RUBRIC
-from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, NextStep, ObjectionHandling, RubricVerdict
+from salesbot_poller.domain import CallAnalysis
+from salesbot_poller.services.analysis import check_quotes
+from salesbot_poller.services.answer_reader import read_answer
 from salesbot_poller.services.rubric import to_analysis
 
 ACCOUNT = {"id": 30000001, "name": "Демо-компания", "subdomain": "demo"}
@@ -43,8 +47,8 @@ TRANSCRIPT = (
 )
 
 
-def canned_answer() -> AnalysisAnswer:
-    """The answer the OpenAI sandbox gives every analysis request: a verdict for each item of
+def canned_answer() -> dict[str, Any]:
+    """The answer the OpenAI sandbox gives every analysis request, in the answer schema of
     the default rubric (the demo runs with the default config)."""
     verdicts = {
         "greeting": ("done", "Компания «Склад-Про», Иван, добрый день!"),
@@ -54,27 +58,28 @@ def canned_answer() -> AnalysisAnswer:
         "next_step": ("done", "Отправлю до пятницы и позвоню в понедельник"),
         "closing": ("missed", ""),
     }
-    return AnalysisAnswer(
-        summary=(
+    return {
+        "summary": (
             "Клиент расширяет склад и ищет паллетные стеллажи под потолок 6 м с поставкой до конца месяца. "
             "Менеджер выяснил нагрузку, ответил на возражение о цене и договорился отправить КП."
         ),
-        topic="стеллажи",
-        rubric=[
-            RubricVerdict(item_id=item.id, verdict=verdicts[item.id][0], evidence=verdicts[item.id][1], confidence=0.9)
+        "topic": "стеллажи",
+        "rubric": {
+            item.id: {"verdict": verdicts[item.id][0], "evidence": verdicts[item.id][1], "confidence": 0.9}
             for item in DEFAULT_RUBRIC
-        ],
-        client_needs=["Стеллажи под потолок 6 м, паллеты до 1 т", "Поставка и монтаж до конца месяца"],
-        objections=[ObjectionHandling(objection="У конкурентов дешевле на 10%", handling="Монтаж, гарантия, доставка")],
-        next_step=NextStep(action="Отправить КП, созвониться в понедельник", due_date=None),
-        risk_flags=["Сравнивает с конкурентом по цене"],
-        sentiment="positive",
-    )
+        },
+        "client_needs": ["Стеллажи под потолок 6 м, паллеты до 1 т", "Поставка и монтаж до конца месяца"],
+        "objections": [{"objection": "У конкурентов дешевле на 10%", "handling": "Монтаж, гарантия, доставка"}],
+        "next_step": {"action": "Отправить КП, созвониться в понедельник", "due_date": None},
+        "risk_flags": ["Сравнивает с конкурентом по цене"],
+        "sentiment": "positive",
+    }
 
 
 def canned_analysis() -> CallAnalysis:
     """What the pipeline stores from `canned_answer()`: the demo card shows this."""
-    return to_analysis(canned_answer(), DEFAULT_RUBRIC)
+    reading = read_answer(json.dumps(canned_answer(), ensure_ascii=False), tuple(i.id for i in DEFAULT_RUBRIC))
+    return check_quotes(to_analysis(reading, DEFAULT_RUBRIC), TRANSCRIPT)
 
 
 def make_wav(seconds: int, rate: int = 8000) -> bytes:

@@ -54,7 +54,7 @@ class SandboxOpenAI(LoopbackServer):
             messages = body.get("messages") or [{}]
             content = json.dumps(canned_grouping(str(messages[-1].get("content", ""))), ensure_ascii=False)
         else:
-            content = canned_answer().model_dump_json()
+            content = json.dumps(canned_answer(), ensure_ascii=False)
         return json_response({
             "id": f"chatcmpl-sandbox-{number}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", MODELS[1]),

@@ -1,105 +1,67 @@
-"""Call analysis with an OpenAI chat model and strict structured output.
+"""Call analysis with an OpenAI chat model and structured output.
 
-Contract: `OpenAIAnalyzer.analyse(transcript, context)` asks `chat.completions.parse` for an
-answer in the JSON schema of `rubric.answer_model(items)` and returns the stored form
-(`domain.CallAnalysis`) with the score computed in code (`rubric.total_score`).
-- An answer that fails validation (the schema, a date that is not YYYY-MM-DD, a rubric item
-  missing or doubled, an empty answer) gets exactly one re-ask that quotes the error; if the
-  second answer fails too, `PermanentError` with that error: the call fails.
+Contract: `OpenAIAnalyzer.analyse(transcript, context)` asks the chat model for an answer in
+the JSON schema of `rubric.answer_model(items)` (one required property per rubric item) and
+returns the stored form (`domain.CallAnalysis`) with the score computed in code.
+- The answer is read by `answer_reader.read_answer`, which keeps what is usable: an item left
+  out is "not assessed" (shown so, left out of the score), a malformed optional field is
+  dropped; what was dropped is in `CallAnalysis.problems` (one log line each). Only an answer
+  with neither a summary nor a verdict is asked again, once, quoting why; if the second one is
+  no better, the analysis says `summary_missing` and the call still goes out: the paid
+  transcription is never lost to a careless answer.
+- Every evidence quote is looked up in the transcript the model was sent (`quotes`); one
+  not found keeps its verdict, `verified=False`, and counts in `unverified_quotes`; one found
+  gets `verified=True` and its time in the call when the transcript has timestamps.
+- A transcript longer than `max_transcript_chars` is condensed first, part by part in order
+  (plain-text requests, counted in the usage), and scored on the condensed text
+  (`condensed=True`); quotes are still looked up in the whole transcript.
 - Cut off by the length limit: `TransientError` (a later attempt may fit); a refusal:
   `PermanentError`; service errors as `openai_errors.map_openai_error` says.
-- Each request (the re-ask too) holds a slot of `limit` (`openai_limit.RequestLimit`, shared
-  with the transcription and every worker) while it is in flight; no limit when None.
+- Each request holds a slot of `limit` (`openai_limit.RequestLimit`, shared with the
+  transcription and every worker) while it is in flight; no limit when None.
 - Personal data of the kinds in `redact` (`analysis.redact`; see `redact_pii`) is replaced
   by placeholders in the user turn (the transcript and the client's name) before anything is
-  sent, and in every text of the answer before it is returned (the evidence quotes, summary,
-  needs, objections, next step, risks): the model never sees such a value, and the stored
-  analysis never holds one even if the model made one up. The caller's transcript itself is
-  not changed (it is stored as heard).
-- The system prompt is `SYSTEM_PROMPT` or the file named by `analysis.prompt_file`; the text
-  `{rubric}` in it is replaced by the rubric list (`rubric.describe`). The prompt is Russian:
-  the calls and the readers are.
+  sent, and in every text of the answer before it is returned: the model never sees such a
+  value, and the stored analysis never holds one even if the model made one up. The caller's
+  transcript itself is not changed (it is stored as heard).
+- The prompts are in `prompts`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime, tzinfo
-from pathlib import Path
+from datetime import tzinfo
 from typing import Any
 
 import openai
 import pydantic
+from openai.lib import type_to_response_format_param
 
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
-from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, CallContext, ModelUsage
+from salesbot_poller.domain import CallAnalysis, CallContext, ModelUsage
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.logs import excerpt
-from salesbot_poller.services.dialogue import metrics_block
+from salesbot_poller.services.answer_reader import Reading, read_answer
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.services.openai_limit import RequestLimit
+from salesbot_poller.services.prompts import (
+    REASK,
+    SYSTEM_PROMPT,
+    build_system_prompt,
+    build_user_message,
+    condense_messages,
+)
+from salesbot_poller.services.quotes import QUOTE_THRESHOLD, QuoteIndex, verified
 from salesbot_poller.services.redact_pii import DEFAULT_KINDS, redact
-from salesbot_poller.services.rubric import answer_model, check_answer, describe, to_analysis
+from salesbot_poller.services.rubric import answer_model, to_analysis
 
-SYSTEM_PROMPT = """\
-Ты — руководитель отдела продаж и разбираешь записи телефонных звонков менеджеров.
-Тебе дают расшифровку звонка (автоматическую, возможны ошибки распознавания) и сведения о звонке.
-Оценивай честно и конкретно, опираясь только на то, что есть в расшифровке.
+log = logging.getLogger(__name__)
 
-Пункты скрипта продаж (id: название — что считается выполненным):
-{rubric}
-
-Верни:
-- summary: суть разговора в 2–4 предложениях: кто звонил, зачем, чем закончилось;
-- topic: тема звонка одним-двумя словами;
-- rubric: по каждому пункту скрипта ровно один вердикт: done (выполнено), partly (частично),
-  missed (не выполнено) или not_applicable (в этом разговоре неприменимо); evidence — короткая
-  дословная цитата из расшифровки, подтверждающая вердикт (пустая строка, если цитаты нет);
-  confidence — уверенность от 0 до 1;
-- client_needs: потребности клиента;
-- objections: возражения клиента и как менеджер отработал каждое;
-- next_step: договорённый следующий шаг и его дата (YYYY-MM-DD), если её назвали; null, если
-  не договорились;
-- risk_flags: риски по сделке или нарушения (пустой список, если их нет);
-- sentiment: настрой клиента к концу разговора: positive, neutral или negative.
-Общую оценку не считай: её посчитает программа. Пиши по-русски, кратко, без воды.
-Не выдумывай того, чего нет в расшифровке."""
-
-REASK = "Ответ не прошёл проверку: {error}\nОтветь ещё раз целиком, строго по схеме, исправив эту ошибку."
-
-DIRECTION_RU = {"in": "входящий", "out": "исходящий"}
-WEEKDAYS_RU = ("понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье")
-
-
-def load_prompt(path: str) -> str:
-    """The system prompt template: the file's text, or the built-in one when `path` is ""."""
-    return Path(path).read_text(encoding="utf-8") if path else SYSTEM_PROMPT
-
-
-def build_system_prompt(template: str, items: tuple[RubricItem, ...]) -> str:
-    # str.replace, not str.format: a custom template may hold JSON examples with braces.
-    return template.replace("{rubric}", describe(items))
-
-
-def build_user_message(
-    transcript: str, context: CallContext, tz: tzinfo | None = None, kinds: Sequence[str] = ()
-) -> str:
-    """The user turn: call facts first (with the date, so "до пятницы" can become a date),
-    then the conversation metrics when known, then the transcript. Values of `kinds` in the
-    transcript and the client's name (amoCRM often names a contact by its number) are replaced
-    by placeholders (`redact_pii.redact`)."""
-    minutes, seconds = divmod(context.duration, 60)
-    when = datetime.fromtimestamp(context.started_at, tz) if tz else datetime.fromtimestamp(context.started_at)
-    metrics = f"{metrics_block(context.metrics)}\n\n" if context.metrics else ""
-    return (
-        f"Звонок: {DIRECTION_RU[context.direction]}, {when:%Y-%m-%d} ({WEEKDAYS_RU[when.weekday()]}), "
-        f"длительность {minutes}:{seconds:02d}.\n"
-        f"Менеджер: {context.manager}.\n"
-        f"Клиент: {redact(context.entity_name, kinds)}.\n\n"
-        f"{metrics}"
-        f"Расшифровка:\n{redact(transcript, kinds)}"
-    )
+# About 30,000 tokens of Russian text: a quarter of a 128k-token context, which leaves room
+# for the prompt, the answer and a model that counts Cyrillic dearly.
+DEFAULT_MAX_TRANSCRIPT_CHARS = 100_000
 
 
 def redact_analysis(analysis: CallAnalysis, kinds: Sequence[str]) -> CallAnalysis:
@@ -127,23 +89,39 @@ def redact_analysis(analysis: CallAnalysis, kinds: Sequence[str]) -> CallAnalysi
     )
 
 
-class _Invalid(Exception):
-    """An answer that failed validation; `content` is the model's text when we have it."""
+def check_quotes(analysis: CallAnalysis, transcript: str, threshold: float = QUOTE_THRESHOLD) -> CallAnalysis:
+    """Each item's quote looked up in `transcript` (see the module contract)."""
+    index = QuoteIndex(transcript)
+    results, unverified = [], 0
+    for result in analysis.rubric:
+        match = index.find(result.evidence)
+        if match is None:
+            results.append(result)
+            continue
+        found = verified(match, threshold)
+        unverified += not found
+        results.append(result.model_copy(update={"verified": found, "at": match.at if found else None}))
+    return analysis.model_copy(update={"rubric": results, "unverified_quotes": unverified})
 
-    def __init__(self, error: str, content: str | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.content = content
 
-
-def _validation_text(exc: pydantic.ValidationError) -> str:
-    # Locations and messages only: pydantic's `input` would echo the transcript.
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "answer"
-        parts.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
-    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-    return "; ".join(parts) + more
+def split_lines(text: str, size: int) -> list[str]:
+    """`text` in parts of at most about `size` characters, cut between lines (a line longer
+    than `size` is a part of its own, cut at `size`)."""
+    parts: list[str] = []
+    current: list[str] = []
+    length = 0
+    for line in text.splitlines():
+        while len(line) > size:
+            parts.append(line[:size])
+            line = line[size:]
+        if current and length + len(line) + 1 > size:
+            parts.append("\n".join(current))
+            current, length = [], 0
+        current.append(line)
+        length += len(line) + 1
+    if current:
+        parts.append("\n".join(current))
+    return parts
 
 
 class OpenAIAnalyzer:
@@ -158,65 +136,84 @@ class OpenAIAnalyzer:
         tz: tzinfo | None = None,
         limit: RequestLimit | None = None,
         redact: Sequence[str] = DEFAULT_KINDS,
+        max_transcript_chars: int = DEFAULT_MAX_TRANSCRIPT_CHARS,
+        quote_threshold: float = QUOTE_THRESHOLD,
     ) -> None:
         self._client = client
         self._model = model
         self._rubric = rubric
-        self._answer = answer_model(rubric)
+        self._ids = tuple(item.id for item in rubric)
+        self._format = type_to_response_format_param(answer_model(rubric))
         self._system = build_system_prompt(prompt_template, rubric)
         self._tz = tz
         self._redact = tuple(redact)
+        self._max_chars = max_transcript_chars
+        self._threshold = quote_threshold
         self.limit = limit
         self._slot: AbstractContextManager[None] = limit if limit is not None else nullcontext()
 
     def analyse(self, transcript: str, context: CallContext) -> CallAnalysis:
+        spent = ModelUsage(model=self._model)  # summed over every request of this analysis
+        sent = redact(transcript, self._redact)  # what the model sees, and what its quotes are checked against
+        condensed = len(sent) > self._max_chars
+        text = self._condense(sent, spent) if condensed else sent
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self._system},
-            {"role": "user", "content": build_user_message(transcript, context, self._tz, self._redact)},
+            {"role": "user", "content": build_user_message(text, context, self._tz, self._redact, condensed)},
         ]
-        spent = ModelUsage(model=self._model)  # summed over both requests when there is a re-ask
-        try:
-            answer = self._ask(messages, spent)
-        except _Invalid as first:
-            if first.content:
-                messages.append({"role": "assistant", "content": first.content})
-            messages.append({"role": "user", "content": REASK.format(error=first.error)})
-            try:
-                answer = self._ask(messages, spent)
-            except _Invalid as second:
-                raise PermanentError(f"analysis answer failed validation after a re-ask: {second.error}") from None
-        analysis = redact_analysis(to_analysis(answer, self._rubric), self._redact)
-        return analysis.model_copy(update={"usage": spent})
+        reading, content = self._ask(messages, spent)
+        problems = list(reading.problems)
+        if not reading.usable:
+            why = reading.problems[0] if reading.problems else "empty answer"
+            messages.append({"role": "assistant", "content": content or ""})
+            messages.append({"role": "user", "content": REASK.format(error=why)})
+            reading, _ = self._ask(messages, spent)
+            problems = [f"re-asked: {why}", *reading.problems]
+            if not reading.usable:
+                problems.append("the second answer had no summary nor verdicts either: sent without them")
+        analysis = check_quotes(to_analysis(reading, self._rubric), sent, self._threshold)
+        analysis = redact_analysis(analysis, self._redact)
+        return analysis.model_copy(update={"usage": spent, "condensed": condensed, "problems": problems})
 
-    def _ask(self, messages: list[dict[str, Any]], spent: ModelUsage) -> AnalysisAnswer:
+    def _completion(self, messages: list[dict[str, Any]], spent: ModelUsage, what: str, **extra: Any) -> Any:
+        """One chat request; the usage added to `spent`; the first choice."""
         try:
             with self._slot:
-                completion = self._client.chat.completions.parse(
+                completion = self._client.chat.completions.create(
                     model=self._model,
                     messages=messages,  # type: ignore[arg-type]
-                    response_format=self._answer,
+                    **extra,
                 )
-        except openai.LengthFinishReasonError:
-            raise TransientError("analysis answer was cut off (length limit)") from None
-        except pydantic.ValidationError as exc:
-            raise _Invalid(_validation_text(exc)) from None
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc, "analysis", self._model) from None
-        except ValueError:  # after ValidationError (a ValueError too): a body that is not JSON
-            raise TransientError(f"OpenAI analysis ({self._model}): malformed answer (not JSON)") from None
+            raise map_openai_error(exc, what, self._model) from None
+        except ValueError:  # a body that is not JSON
+            raise TransientError(f"OpenAI {what} ({self._model}): malformed answer (not JSON)") from None
         if completion.usage is not None:
             spent.input_tokens += completion.usage.prompt_tokens
             spent.output_tokens += completion.usage.completion_tokens
-        message = completion.choices[0].message
-        if message.refusal:
-            raise PermanentError(f"analysis model refused: {excerpt(message.refusal)}")
-        if message.parsed is None:
-            raise _Invalid("the answer is empty", message.content)
-        try:
-            check_answer(message.parsed, self._rubric)
-        except ValueError as exc:
-            raise _Invalid(str(exc), message.content) from None
-        return message.parsed
+        if not completion.choices:
+            raise TransientError(f"OpenAI {what} ({self._model}): an answer with no choices")
+        choice = completion.choices[0]
+        if choice.message.refusal:
+            raise PermanentError(f"{what} model refused: {excerpt(choice.message.refusal)}")
+        return choice
+
+    def _ask(self, messages: list[dict[str, Any]], spent: ModelUsage) -> tuple[Reading, str | None]:
+        choice = self._completion(messages, spent, "analysis", response_format=self._format)
+        if choice.finish_reason == "length":
+            raise TransientError("analysis answer was cut off (length limit)")
+        content = choice.message.content
+        return read_answer(content, self._ids), content
+
+    def _condense(self, transcript: str, spent: ModelUsage) -> str:
+        parts = split_lines(transcript, self._max_chars)
+        chars = max(1000, self._max_chars // (2 * len(parts)))
+        condensed = []
+        for number, part in enumerate(parts, 1):
+            choice = self._completion(condense_messages(part, number, len(parts), chars), spent, "condensing")
+            condensed.append((choice.message.content or "").strip())
+        # A model that ignored the target must not push the scoring request past the context.
+        return "\n".join(condensed)[: self._max_chars]
 
 
 class _Probe(pydantic.BaseModel):

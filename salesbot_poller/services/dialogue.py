@@ -6,7 +6,8 @@ Contract:
   `manager_channel_by_source["<source>"]`, then `manager_channel_by_direction[direction]`,
   then `manager_channel` (default "left").
 - `build_dialogue(transcript, channel, direction)` returns the text for the analysis
-  ("Менеджер: …" / "Клиент: …" lines in time order, one line per turn) and the metrics, or
+  ("Менеджер: …" / "Клиент: …" lines in time order, one line per turn, each starting with
+  its time `[mm:ss] ` when the transcript has timestamps) and the metrics, or
   the plain text and None when nobody knows who spoke (mono without diarization).
   Diarized speakers: the first to speak is the manager on an incoming call (they answer)
   and the client on an outgoing one (they pick up); every other label is the other side.
@@ -26,6 +27,7 @@ from typing import Literal
 
 from salesbot_poller.config import AudioConfig, Channel
 from salesbot_poller.domain import ConversationMetrics, Segment, Transcript
+from salesbot_poller.services.quotes import clock
 
 Role = Literal["manager", "client"]
 ROLE_RU: dict[str, str] = {"manager": "Менеджер", "client": "Клиент"}
@@ -67,15 +69,22 @@ def assign_roles(segments: tuple[Segment, ...], channel: Channel, direction: str
     return [Turn(roles[s.speaker], s.start, s.end, s.text.strip()) for s in ordered]
 
 
-def render_dialogue(turns: list[Turn]) -> str:
-    """One line per turn; consecutive segments of one side are joined."""
-    lines: list[tuple[Role, list[str]]] = []
+def render_dialogue(turns: list[Turn], timed: bool = False) -> str:
+    """One line per turn; consecutive segments of one side are joined. With `timed` each line
+    starts with its time in the call, `[mm:ss] ` (the card shows a quote's time from it)."""
+    lines: list[tuple[Role, float, list[str]]] = []
     for turn in turns:
         if lines and lines[-1][0] == turn.role:
-            lines[-1][1].append(turn.text)
+            lines[-1][2].append(turn.text)
         else:
-            lines.append((turn.role, [turn.text]))
-    return "\n".join(f"{ROLE_RU[role]}: {' '.join(texts)}" for role, texts in lines)
+            lines.append((turn.role, turn.start, [turn.text]))
+    return "\n".join(
+        f"{_stamp(start) if timed else ''}{ROLE_RU[role]}: {' '.join(texts)}" for role, start, texts in lines
+    )
+
+
+def _stamp(start: float) -> str:
+    return f"[{clock(int(start))}] "
 
 
 def _union(intervals: list[tuple[float, float]]) -> float:
@@ -147,7 +156,7 @@ def build_dialogue(transcript: Transcript, channel: Channel, direction: str) -> 
     if turns is None:
         return transcript.text, None
     duration = transcript.duration_seconds or max((t.end for t in turns), default=0.0)
-    return render_dialogue(turns), conversation_metrics(turns, duration, transcript.timed)
+    return render_dialogue(turns, transcript.timed), conversation_metrics(turns, duration, transcript.timed)
 
 
 def _clock(seconds: float) -> str:

@@ -1,58 +1,45 @@
 """The sales-script rubric: the answer schema the model must follow, and the score.
 
 Contract:
-- `answer_model(items)` is `domain.AnalysisAnswer` with `rubric[].item_id` narrowed to the
-  configured ids (an enum in the strict JSON schema).
-- `check_answer(answer, items)` raises `ValueError` unless every configured item has exactly
-  one verdict; the analyser re-asks once with that text.
+- `answer_model(items)` is `domain.AnalysisAnswer` plus `rubric`: an object with one
+  required property per configured item id (each a `domain.ItemVerdict`), so a server that
+  enforces the strict schema cannot leave an item out or give it twice.
+- `to_analysis(reading, items)` is the stored analysis: the verdicts in rubric order with
+  titles and weights; an item the answer did not assess (`answer_reader`) is "not_assessed".
 - `total_score(results)` is the score 0..100, computed here, never by the model: each item's
   weight times its value (done 1, partly 0.5, missed 0), divided by the weights of the items
-  that apply, rounded half up; "not applicable" items are left out of both sums. None when
-  no item applies.
+  that were assessed and apply, rounded half up; "not applicable" and "not assessed" items
+  are left out of both sums. None when no item counts.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, cast
 
-from pydantic import Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from salesbot_poller.config import RubricItem
-from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, RubricResult, RubricVerdict
+from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, ItemVerdict, RubricResult
+from salesbot_poller.services.answer_reader import Reading
 
 VERDICT_VALUE = {"done": 1.0, "partly": 0.5, "missed": 0.0}
 
 
-def answer_model(items: tuple[RubricItem, ...]) -> type[AnalysisAnswer]:
-    """`AnalysisAnswer` whose rubric item ids must be one of `items`' ids."""
-    ids = tuple(item.id for item in items)
-    item_id = cast(Any, Literal.__getitem__(ids))  # Literal["greeting", "needs", ...]
-    verdict = create_model(
-        "RubricVerdict",
-        __base__=RubricVerdict,
-        item_id=(item_id, Field(description="id пункта скрипта")),
+def answer_model(items: tuple[RubricItem, ...]) -> type[BaseModel]:
+    """See the module contract. Fields are named `item_<id>` with the id as alias: an id
+    such as "model_fit" must not collide with pydantic's own names."""
+    verdicts: dict[str, object] = {
+        f"item_{item.id}": (ItemVerdict, Field(alias=item.id, description=item.title)) for item in items
+    }
+    rubric = create_model(  # type: ignore[call-overload]
+        "Rubric", __config__=ConfigDict(extra="forbid", populate_by_name=True), **verdicts
     )
-    model = create_model(
+    model: type[BaseModel] = create_model(
         "AnalysisAnswer",
         __base__=AnalysisAnswer,
-        rubric=(list[verdict], Field(description="Вердикт по каждому пункту скрипта, ровно один на пункт")),
+        rubric=(rubric, Field(description="Вердикт по каждому пункту скрипта: ключ — id пункта")),
     )
     return model
-
-
-def check_answer(answer: AnalysisAnswer, items: tuple[RubricItem, ...]) -> None:
-    """Raise ValueError naming what is wrong unless each item has exactly one verdict."""
-    seen = [verdict.item_id for verdict in answer.rubric]
-    missing = [item.id for item in items if item.id not in seen]
-    doubled = sorted({i for i in seen if seen.count(i) > 1})
-    problems = []
-    if missing:
-        problems.append(f"rubric: no verdict for {', '.join(missing)}")
-    if doubled:
-        problems.append(f"rubric: more than one verdict for {', '.join(doubled)}")
-    if problems:
-        raise ValueError("; ".join(problems))
 
 
 def total_score(results: list[RubricResult]) -> int | None:
@@ -65,30 +52,34 @@ def total_score(results: list[RubricResult]) -> int | None:
     return math.floor(100 * earned / weights + 0.5)  # half up: 62.5 -> 63, not banker's 62
 
 
-def to_analysis(answer: AnalysisAnswer, items: tuple[RubricItem, ...]) -> CallAnalysis:
-    """The stored analysis: verdicts in rubric order with titles and weights, and the score."""
-    by_id = {verdict.item_id: verdict for verdict in answer.rubric}
-    results = [
-        RubricResult(
-            item_id=item.id,
-            title=item.title,
-            weight=item.weight,
-            verdict=by_id[item.id].verdict,
-            evidence=by_id[item.id].evidence.strip(),
-            confidence=by_id[item.id].confidence,
+def to_analysis(reading: Reading, items: tuple[RubricItem, ...]) -> CallAnalysis:
+    """See the module contract."""
+    results = []
+    for item in items:
+        verdict = reading.verdicts.get(item.id)
+        results.append(
+            RubricResult(item_id=item.id, title=item.title, weight=item.weight, verdict="not_assessed")
+            if verdict is None
+            else RubricResult(
+                item_id=item.id,
+                title=item.title,
+                weight=item.weight,
+                verdict=verdict.verdict,
+                evidence=verdict.evidence.strip(),
+                confidence=verdict.confidence,
+            )
         )
-        for item in items
-    ]
     return CallAnalysis(
-        summary=answer.summary,
-        topic=answer.topic,
+        summary=reading.summary,
+        topic=reading.topic,
         rubric=results,
-        client_needs=answer.client_needs,
-        objections=answer.objections,
-        next_step=answer.next_step,
-        risk_flags=answer.risk_flags,
-        sentiment=answer.sentiment,
+        client_needs=reading.client_needs,
+        objections=reading.objections,
+        next_step=reading.next_step,
+        risk_flags=reading.risk_flags,
+        sentiment=reading.sentiment,
         score=total_score(results),
+        summary_missing=not reading.usable,
     )
 
 

@@ -76,22 +76,14 @@ def _message_text(message: JSON) -> str:
 
 
 def rubric_ids(body: JSON) -> list[str]:
-    """The rubric item ids the request's JSON schema allows (its `item_id` enum)."""
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            item_id = (node.get("properties") or {}).get("item_id")
-            if isinstance(item_id, dict) and isinstance(item_id.get("enum"), list):
-                found.extend(str(v) for v in item_id["enum"] if str(v) not in found)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(body.get("response_format"))
-    return found
+    """The rubric item ids the request's JSON schema asks for: the properties of its
+    `rubric` object (one per item), in order."""
+    schema = request_schema(body)
+    defs = schema.get("$defs") or {}
+    rubric = (schema.get("properties") or {}).get("rubric") or {}
+    if "$ref" in rubric:
+        rubric = defs.get(str(rubric["$ref"]).rsplit("/", 1)[1], {})
+    return list((rubric.get("properties") or {}).keys())
 
 
 def request_schema(body: JSON) -> JSON:
@@ -156,11 +148,11 @@ def default_analysis(body: JSON) -> JSON:
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     text = _message_text(users[-1] if users else (messages[-1] if messages else {}))
     verdicts = ["done", "done", "partly", "missed", "not_applicable"]
-    rubric = [
-        {"item_id": item_id, "verdict": verdicts[min(i, len(verdicts) - 1)],
-         "evidence": "Добрый день!" if i == 0 else "", "confidence": 0.9}
+    rubric = {
+        item_id: {"verdict": verdicts[min(i, len(verdicts) - 1)],
+                  "evidence": "Добрый день!" if i == 0 else "", "confidence": 0.9}
         for i, item_id in enumerate(rubric_ids(body))
-    ]
+    }
     return {
         "summary": "Итог: " + text[:60],
         "topic": "поставка",
