@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from salesbot_poller.app import build_openai
 from salesbot_poller.pipeline import weekly
 from salesbot_poller.pipeline.context import Cycle
@@ -137,6 +139,7 @@ def test_a_failed_grouping_still_sends_the_report_with_identical_objections_coun
     assert len(servers.telegram.photos) == 1
 
 
+@pytest.mark.slow
 def test_report_command_prints_a_past_week_and_writes_its_chart(servers: Servers, tmp_path: Path) -> None:
     config = servers.write_config()
     store = Store.open(f"sqlite:///{servers.tmp}/state/salesbot.db", moment(25))
