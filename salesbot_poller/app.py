@@ -26,12 +26,14 @@ from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken, OAuthTokens, TokenSource, exchange_code
 from salesbot_poller.services.analysis import OpenAIAnalyzer
+from salesbot_poller.services.objection_groups import OpenAIObjectionGrouper
 from salesbot_poller.services.openai_limit import RequestLimit
 from salesbot_poller.services.prompts import load_prompt
 from salesbot_poller.services.recording_http import recording_session
 from salesbot_poller.services.recordings import RecordingDownloader
 from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.services.telegram import TelegramNotifier, request_sender
+from salesbot_poller.services.telegram_updates import TelegramUpdates
 from salesbot_poller.services.throttle import AmoPause, RateLimiter
 from salesbot_poller.store import Store, private_dir
 
@@ -111,6 +113,15 @@ def build_notifier(config: Config) -> TelegramNotifier:
     apihelper.CUSTOM_REQUEST_SENDER = request_sender(_session())  # type: ignore[assignment]
     bot = telebot.TeleBot(config.telegram.bot_token.get_secret_value(), threaded=False)
     return TelegramNotifier(bot, config.telegram.chat_id)
+
+
+def build_updates(config: Config) -> TelegramUpdates | None:
+    """The bot's command reader, when someone may command it (`telegram.command_chats` and
+    `telegram.admins` both set); after `build_notifier`, whose transport it shares."""
+    telegram = config.telegram
+    if not (telegram.command_chats and telegram.admins):
+        return None
+    return TelegramUpdates(telebot.TeleBot(telegram.bot_token.get_secret_value(), threaded=False))
 
 
 def account_zone(config: Config) -> tzinfo | None:
@@ -193,4 +204,6 @@ def build_app(
         tz=tz,
         crm=amo,
         dry_run=DryRun(dry_run) if dry_run else None,
+        objections=OpenAIObjectionGrouper(chat_client, config.openai.analysis_model, limit=limit),
+        updates=build_updates(config),
     )

@@ -239,6 +239,18 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def _id_list(value: Any) -> Any:
+    # Chat ids as TOML integers or strings, or "a,b" from the environment: kept as text.
+    value = _comma_list(value)
+    if isinstance(value, list):
+        return [_chat_id_text(item) for item in value]
+    return value
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WEEKLY_SPEC = re.compile(rf"({'|'.join(WEEKDAYS)})\s+(\d{{2}}:\d{{2}})")
+
+
 class Route(_Section):
     """Where the calls of one amoCRM user go: a chat and, in a forum, a topic."""
 
@@ -265,6 +277,22 @@ class TelegramConfig(_Section):
         ),
     )
     mask_phones: MaskMode = "cards"  # which messages show numbers masked: see `messages.masked`
+    # Issue 15: the weekly report, and the bot's commands for the head of sales.
+    weekly_report: str = ""  # "mon 09:00": day and time in amocrm.timezone; empty: no weekly report
+    command_chats: Annotated[list[str], BeforeValidator(_id_list)] = Field(default_factory=list)
+    admins: Annotated[list[int], BeforeValidator(_comma_list)] = Field(default_factory=list)
+
+    @field_validator("weekly_report")
+    @classmethod
+    def _day_and_time(cls, value: str) -> str:
+        if value and WEEKLY_SPEC.fullmatch(value.strip().lower()) is None:
+            raise ValueError(f'must be a day and HH:MM like "mon 09:00", got {value!r}')
+        if value:
+            try:
+                time.fromisoformat(value.split()[1])
+            except ValueError:
+                raise ValueError(f'must be a day and HH:MM like "mon 09:00", got {value!r}') from None
+        return value.strip().lower()
 
     @field_validator("digest_time")
     @classmethod

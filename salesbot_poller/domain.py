@@ -5,6 +5,7 @@ pass in-memory fakes that satisfy the same Protocols."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from enum import StrEnum
@@ -282,8 +283,8 @@ class Planned:
     """One message, document or amoCRM write, fixed before anything is sent (`delivery`).
 
     `key` says what goes where (`call:<id>` is a call's own card or alert). `payload`:
-    `{"parts": [html, ...]}`, or `{"filename", "caption", "text"}`, or `{"path", "body"}` for
-    amoCRM. `reply_to_key`: another item's key, in the same chat."""
+    `{"parts": [html, ...]}`, or `{"filename", "caption", "text"}`, or `{"photo", "caption"}` (a
+    PNG as base64), or `{"path", "body"}` for amoCRM. `reply_to_key`: another item's key, in the same chat."""
 
     key: str
     kind: str
@@ -353,6 +354,53 @@ class Notifier(Protocol):
         self, filename: str, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None
     ) -> int:
         """Send a file with an HTML caption; return Telegram's message id."""
+        ...
+
+    def send_photo(self, png: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        """Send a PNG picture with an HTML caption (the weekly chart); return Telegram's message id."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObjectionGroup:
+    """Client objections of one kind (the weekly report): a short title and how many there were."""
+
+    title: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ObjectionGrouping:
+    groups: list[ObjectionGroup]  # most frequent first
+    usage: ModelUsage  # what the request cost
+
+
+class ObjectionGrouper(Protocol):
+    """Groups a week's objections by meaning (one chat-model request)."""
+
+    def group(self, objections: Sequence[str]) -> ObjectionGrouping: ...
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One update the bot received: a text message (or nothing of ours: `text` "")."""
+
+    update_id: int
+    chat_id: str = ""
+    user_id: int | None = None
+    message_id: int = 0
+    text: str = ""
+
+
+class UpdateSource(Protocol):
+    """The bot's incoming messages (Telegram `getUpdates`), for its commands."""
+
+    def username(self) -> str:
+        """The bot's @username, without the @."""
+        ...
+
+    def fetch(self, offset: int | None, wait: int) -> list[Incoming]:
+        """Updates from `offset` (confirming those below it), waiting up to `wait` s for one."""
         ...
 
 

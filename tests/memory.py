@@ -134,3 +134,10 @@ class MemoryNotifier:
             raise self.failures.pop(self.attempts)
         self.log.append(("document", to, reply_to, filename))
         return len(self.log)
+
+    def send_photo(self, png: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        self.attempts += 1
+        if self.attempts in self.failures:
+            raise self.failures.pop(self.attempts)
+        self.log.append(("photo", to, reply_to, caption))
+        return len(self.log)

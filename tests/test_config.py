@@ -99,6 +99,9 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "max_alerts_per_cycle",
                 "delete_on_forget",
                 "mask_phones",
+                "weekly_report",
+                "command_chats",
+                "admins",
                 "routes",
             ]
         ),

@@ -18,8 +18,13 @@ Contract:
 - An intake pass that fails as a whole (a bug, the database) is logged once per distinct error
   (`health`); after `health.RESTART_AFTER` such passes in a row the watchdog is no longer fed,
   so systemd restarts the service.
-- After a fatal error (a revoked token, an unknown Telegram chat) in either lane both lanes
-  pause for `FATAL_PAUSE_SECONDS`. The error is logged at ERROR once, with its fix; while it
+- Bot lane (with `telegram.command_chats` and `telegram.admins`, `App.updates`): one job, a
+  loop that long-polls the bot's updates (`BOT_POLL_SECONDS`, short enough for a stop to be
+  quick) and answers the commands (`pipeline.bot`). It never waits for the other lanes nor
+  they for it; its own errors pause it alone (a fatal one `FATAL_PAUSE_SECONDS`, others
+  `BOT_RETRY_SECONDS`), each logged once while it repeats.
+- After a fatal error (a revoked token, an unknown Telegram chat) in the intake or work lane
+  both of them pause for `FATAL_PAUSE_SECONDS`. The error is logged at ERROR once, with its fix; while it
   persists each repeat is a one-line warning.
 """
 
@@ -40,7 +45,8 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from salesbot_poller.cli.sdnotify import SystemdNotifier
-from salesbot_poller.errors import FatalError
+from salesbot_poller.errors import FatalError, SalesbotError
+from salesbot_poller.pipeline import bot
 from salesbot_poller.pipeline.context import App, Tally
 from salesbot_poller.pipeline.lanes import CycleFailed, intake, work_next, worker_name
 from salesbot_poller.pipeline.recovery import sweep_audio
@@ -55,6 +61,8 @@ STOP_GRACE_SECONDS = 9.0  # systemd's TimeoutStopSec is longer; the issue allows
 STALL_SECONDS = 1200.0
 IDLE_PING_SECONDS = 5.0  # how often the main thread looks, without a watchdog
 WORK_IDLE_SECONDS = 1.0  # an idle worker looks for due calls this often
+BOT_POLL_SECONDS = 5  # a long poll of the bot's updates: a stop waits at most this for it
+BOT_RETRY_SECONDS = 30  # after a failed poll (Telegram down, a 429), the bot lane looks again
 
 
 class Progress:
@@ -124,6 +132,7 @@ class Daemon:
         self.wake = threading.Event()  # set by the intake lane: new calls may be due
         self.progress = Progress()
         self.fatal = _FatalLog()
+        self.bot_fatal = _FatalLog()  # the bot lane's own: its errors pause only itself
         self.tally = Tally()  # the work lane's counters, until the next intake pass logs them
         self.paused_until = 0.0  # set by whichever lane met a fatal error
         self._notify_lock = threading.Lock()  # nothing but STOPPING=1 reaches systemd once it is sent
@@ -212,6 +221,33 @@ class Daemon:
                     self.wake.wait(WORK_IDLE_SECONDS)
                     self.wake.clear()
 
+    def bot_job(self) -> None:
+        """The bot lane: long-polls the bot's updates and answers them until the daemon stops."""
+        with self.app.store.db.connection_context():
+            while not self.stop.is_set():
+                try:
+                    for update in bot.fetch(self.app, BOT_POLL_SECONDS):
+                        if self.stop.is_set():  # not taken: its offset is not stored, a restart answers it
+                            break
+                        self.progress.begin()
+                        try:
+                            bot.take(self.app, update, int(self.clock().timestamp()))
+                        finally:
+                            self.progress.end()
+                    self.bot_fatal.clear()
+                except FatalError as exc:
+                    self.bot_fatal.report(f"bot commands: {exc}", FATAL_PAUSE_SECONDS)
+                    self.stop.wait(FATAL_PAUSE_SECONDS)
+                except SalesbotError as exc:
+                    log.warning("bot commands: %s; looking again in %d s", exc, BOT_RETRY_SECONDS)
+                    self.stop.wait(max(BOT_RETRY_SECONDS, int(getattr(exc, "retry_after", 0) or 0)))
+                except peewee.PeeweeException as exc:
+                    log.error("bot commands: database error: %s; looking again in %d s", exc, DATABASE_PAUSE_SECONDS)
+                    self.stop.wait(DATABASE_PAUSE_SECONDS)
+                except Exception as exc:  # a bug: the lane goes on, the other lanes never notice
+                    log.error("bot commands: unexpected error: %s", exc, exc_info=True)
+                    self.stop.wait(BOT_RETRY_SECONDS)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the current steps, then exiting", signal.Signals(signum).name)
         self.stop.set()
@@ -228,7 +264,7 @@ class Daemon:
             log.info("%d call(s) claimed by a process that stopped: back in the queue", released)
         scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(self.workers + 1)},
+            executors={"default": ThreadPoolExecutor(self.workers + 2)},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -240,6 +276,8 @@ class Daemon:
         scheduler.add_job(self.intake_job, "interval", seconds=self.interval, next_run_time=start, id="intake")
         for n in range(self.workers):
             scheduler.add_job(self.work_job, "date", run_date=start, id=f"work-{n + 1}")
+        if self.app.updates is not None:
+            scheduler.add_job(self.bot_job, "date", run_date=start, id="bot")
         scheduler.start()
         self.systemd.notify("READY=1", "STATUS=polling")
         log.info(
@@ -251,7 +289,7 @@ class Daemon:
         # A worker job not yet handed to its thread is removed by the scheduler as it starts;
         # a shutdown at that very moment removes it too, and APScheduler's thread dies of it.
         deadline = time.monotonic() + 1.0
-        while any(job.id.startswith("work-") for job in scheduler.get_jobs()) and time.monotonic() < deadline:
+        while any(job.id.startswith(("work-", "bot")) for job in scheduler.get_jobs()) and time.monotonic() < deadline:
             time.sleep(0.01)
         scheduler.shutdown(wait=False)
         if not self.progress.idle.wait(timeout=STOP_GRACE_SECONDS):

@@ -1,11 +1,12 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L]
-{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,export,profiles}`.
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,export,report,profiles}`.
 
 Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
 or the service is running, `forget` was not confirmed (or a call was being processed, or a
 Telegram deletion failed for a reason worth another try), `demo` did not deliver, `retry` was given a call id that is
 unknown or not failed, `fleet status` found an instance failing its cycles, a `fleet`
-command (or `usage`) could not read an instance, `eval` could not analyse a call; 2 invalid configuration or arguments
+command (or `usage`) could not read an instance, `eval` could not analyse a call, `report` was not
+sent; 2 invalid configuration or arguments
 (one line per problem on stderr); 3 a fatal service error (credentials, account, chat) or
 a database error, one line on stderr.
 """
@@ -65,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "profiles", help="the amoCRM account's pipelines, statuses, user groups and users, with ids, for [[profiles]]"
     )
-    commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
+    demo = commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
+    demo.add_argument("--weekly", action="store_true", help="the weekly team report on eight weeks of demo calls")
+    demo.add_argument("--chart", metavar="FILE", help="with --weekly: also write the chart (PNG) to FILE")
     backfill_cmd = commands.add_parser("backfill", help="count, confirm, then process the calls of a past window")
     backfill_cmd.add_argument("--since", required=True, help="first day (2026-11-01, local time) or date and time")
     backfill_cmd.add_argument("--until", help="last day, included (default: now)")
@@ -99,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--until", metavar="DAY", help="last day, included (default: today)")
     export_cmd.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="(default: %(default)s)")
     export_cmd.add_argument("--output", metavar="FILE", help="write there instead of stdout")
+    report_cmd = commands.add_parser("report", help="the weekly team report of a past week: send it, or print it")
+    report_cmd.add_argument("--week", required=True, help="any day of that week, e.g. 2026-11-23 (its Monday)")
+    report_cmd.add_argument("--dry-run", action="store_true", help="print the report instead of sending it")
+    report_cmd.add_argument("--chart", metavar="FILE", help="also write the chart (PNG) to FILE")
     usage_cmd = commands.add_parser("usage", help="a UTC month: audio minutes, tokens, estimated cost, calls analysed")
     fleet = commands.add_parser("fleet", help="every instance under --root: `fleet status`, `fleet usage` (read only)")
     fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
@@ -138,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level or "INFO")
     if args.command == "demo":
+        if args.weekly:
+            from pathlib import Path
+
+            from salesbot_poller.cli.demo_weekly import run_weekly_demo
+
+            return run_weekly_demo(print, Path(args.chart) if args.chart else None)
         from salesbot_poller.cli.demo import run_demo
 
         return run_demo(print)
@@ -163,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(args.directory, config)
         if args.command == "export":
             return _export(args, config)
+        if args.command == "report":
+            return _report(args, config)
         return _dispatch(args.command, config, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -440,3 +455,29 @@ def _export(args: argparse.Namespace, config: Config) -> int:
         store.close()
     print(f"export: {written} call(s) from {since} to {until}", file=sys.stderr)
     return EXIT_OK
+def _report(args: argparse.Namespace, config: Config) -> int:
+    """`report --week DATE`: see `cli.report`; the week is read in `amocrm.timezone`."""
+    from pathlib import Path
+
+    from salesbot_poller.app import account_zone, build_app
+    from salesbot_poller.cli.report import parse_week, report
+    from salesbot_poller.domain import local_time
+
+    now = int(utc_now().timestamp())
+    try:
+        monday = parse_week(args.week, local_time(now, account_zone(config)).date())
+    except ValueError as exc:
+        _err(f"report --week: {exc}")
+        return EXIT_CONFIG
+    secrets = config.secrets()
+
+    def out(line: str) -> None:
+        print(redact(line, secrets), flush=True)
+
+    store = Store.open(config.storage.database, now)
+    try:
+        app = build_app(config, utc_now, store, dry_run=out if args.dry_run else None)
+        sent = report(app, monday, now, out, Path(args.chart) if args.chart else None)
+    finally:
+        store.close()
+    return EXIT_OK if sent else EXIT_CHECK_FAILED

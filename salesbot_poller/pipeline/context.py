@@ -33,10 +33,12 @@ from salesbot_poller.domain import (
     ConversationMetrics,
     CrmWriter,
     Notifier,
+    ObjectionGrouper,
     Planned,
     RecordingFetcher,
     Stage,
     Transcriber,
+    UpdateSource,
 )
 from salesbot_poller.errors import Busy, TransientError
 from salesbot_poller.pipeline.health import CycleHealth
@@ -74,6 +76,9 @@ class App:
     pacer: ChatPacer = field(default_factory=ChatPacer)
     budget: BudgetGate = field(default_factory=BudgetGate)  # the daily OpenAI budget, for every worker
     health: CycleHealth = field(default_factory=CycleHealth)  # cycles failing as a whole, in a row
+    objections: ObjectionGrouper | None = None  # the weekly report's grouping; None: identical texts counted
+    updates: UpdateSource | None = None  # the bot's incoming commands (`bot`); None: no command lane
+
     # A profile with a rubric or prompt of its own has its own analyser, by profile name;
     # every other call is analysed by `analyzer`.
     profile_analyzers: dict[str, Analyzer] = field(default_factory=dict)

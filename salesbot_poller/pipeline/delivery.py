@@ -24,6 +24,7 @@ Contract:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -110,6 +111,10 @@ def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: f
                 message = partial(app.notifier.send, payload["parts"][index], to, reply_to if index == 0 else None)
                 sent.append(_paced(app, chat, now, urgent, patience, message))
                 store.committed(partial(store.update_delivery, row, sent_ids_json=json.dumps(sent)))  # after acceptance
+        elif "photo" in payload and not sent:  # a PNG kept as base64 (the weekly chart)
+            png = base64.b64decode(payload["photo"])
+            photo = partial(app.notifier.send_photo, png, payload["caption"], to, reply_to)
+            sent.append(_paced(app, chat, now, urgent, patience, photo))
         elif not sent:
             data = payload["text"].encode("utf-8")
             document = partial(app.notifier.send_document, payload["filename"], data, payload["caption"], to, reply_to)
@@ -240,6 +245,9 @@ def describe(item: Planned) -> str:
         )
     if "parts" in item.payload:
         return "\n".join([head, *(f"{p}\n--- end of part {i + 1}" for i, p in enumerate(item.payload["parts"]))])
+    if "photo" in item.payload:
+        size = len(base64.b64decode(item.payload["photo"]))
+        return f"{head}\nphoto (PNG, {size} bytes), caption: {item.payload['caption']}"
     text = item.payload["text"]
     return f"{head}\ndocument {item.payload['filename']} ({len(text)} characters), caption: {item.payload['caption']}"
 

@@ -1,4 +1,5 @@
-"""The two lanes: intake (poll, alerts, follow-ups, digest, retention) and work (answered calls).
+"""The two lanes: intake (poll, alerts, follow-ups, digest, weekly report, retention) and work
+(answered calls); the bot's commands have a lane of their own (`bot`).
 
 Contract:
 - `intake(app, now, should_stop)`: one pass of the intake lane. Polls amoCRM, resolves new
@@ -39,7 +40,7 @@ import peewee
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
-from salesbot_poller.pipeline import budget_notice, delivery, digest, followup, retention, storm
+from salesbot_poller.pipeline import budget_notice, delivery, digest, followup, retention, storm, weekly
 from salesbot_poller.pipeline.context import App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
@@ -114,6 +115,7 @@ def intake_steps(
     if follow_ups and not should_stop():
         followup.run(app, cycle)  # missed calls: escalation after the SLA, reply on callback
         digest.run(app, cycle)  # the daily digest, once its hour has come
+        weekly.run(app, cycle)  # the weekly team report, once its day and hour have come
 
 
 class CycleFailed(Exception):
@@ -287,4 +289,5 @@ def run_once(app: App, now: datetime, should_stop: Stop = _never, workers: int |
             delivery.send_lead_fields(app, moment)  # the leads of the calls just delivered, batched
             followup.run(app, cycle)
             digest.run(app, cycle)
+            weekly.run(app, cycle)
     return cycle

@@ -101,3 +101,25 @@ def make_wav(seconds: int, rate: int = 8000) -> bytes:
 def _square_period(samples: int, amplitude: int = 6000) -> bytes:
     half = samples // 2
     return struct.pack(f"<{samples}h", *([amplitude] * half + [-amplitude] * (samples - half)))
+
+
+# The weekly report's objection grouping: the sandbox groups by these stems (any other: "Другое").
+OBJECTION_STEMS = {
+    "Цена и бюджет": ("дорог", "дешевл", "бюджет", "цен"),
+    "Нужно подумать, согласовать": ("подума", "посовет", "директор", "кп", "почту"),
+    "Сроки поставки": ("срок", "долг"),
+    "Уже есть поставщик": ("поставщик", "работаем"),
+}
+
+
+def canned_grouping(user_message: str) -> dict[str, Any]:
+    """The sandbox's answer to the weekly grouping request (`services.objection_groups`): the
+    numbered objections grouped by `OBJECTION_STEMS`."""
+    groups: dict[str, list[int]] = {}
+    for line in user_message.splitlines():
+        number, dot, text = line.partition(". ")
+        if not dot or not number.isdigit():
+            continue
+        title = next((t for t, stems in OBJECTION_STEMS.items() if any(s in text.lower() for s in stems)), "Другое")
+        groups.setdefault(title, []).append(int(number))
+    return {"groups": [{"title": title, "numbers": numbers} for title, numbers in groups.items()]}

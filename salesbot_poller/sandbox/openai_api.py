@@ -1,7 +1,8 @@
 """The OpenAI-compatible sandbox: transcriptions, chat completions (structured output), models.
 
 Every recording gets the canned Russian transcript; every analysis request gets
-`canned.canned_answer()` as the JSON content the SDK parses into the answer model.
+`canned.canned_answer()` as the JSON content the SDK parses into the answer model, and the
+weekly report's objection grouping `canned.canned_grouping`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from salesbot_poller.sandbox.canned import TRANSCRIPT, canned_answer
+from salesbot_poller.sandbox.canned import TRANSCRIPT, canned_answer, canned_grouping
 from salesbot_poller.sandbox.http import LoopbackServer, Request, Response, json_response
 
 MODELS = ("whisper-1", "gpt-4o-mini")
@@ -48,7 +49,12 @@ class SandboxOpenAI(LoopbackServer):
         with self.lock:
             self.completions += 1
             number = self.completions
-        content = json.dumps(canned_answer(), ensure_ascii=False)
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name", "")
+        if schema == "GroupsAnswer":  # the weekly report's objection grouping
+            messages = body.get("messages") or [{}]
+            content = json.dumps(canned_grouping(str(messages[-1].get("content", ""))), ensure_ascii=False)
+        else:
+            content = json.dumps(canned_answer(), ensure_ascii=False)
         return json_response({
             "id": f"chatcmpl-sandbox-{number}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", MODELS[1]),

@@ -3,10 +3,11 @@
 Contract:
 - `TelegramNotifier.send(html, to, reply_to)` sends one HTML message (no link preview) to a
   chat/topic (default: `telegram.chat_id`), optionally as a reply (`reply_parameters`, sent
-  even if the original is gone); `send_document` sends a file with an HTML caption. Both
-  return the message id, or raise: `TransientError` (429 with its retry_after, 5xx, network),
-  `FatalError` (bad token, chat not found, bot blocked or kicked: a human must act),
-  `PermanentError` (this message is refused, e.g. bad markup). `delete(chat, id)` deletes one
+  even if the original is gone); `send_document` sends a file with an HTML caption,
+  `send_photo` a PNG picture with one. All return the message id, or raise:
+  `TransientError` (429 with its retry_after, 5xx, network), `FatalError` (bad token, chat
+  not found, bot blocked or kicked: a human must act), `PermanentError` (this message is
+  refused, e.g. bad markup). `delete(chat, id)` deletes one
   of the bot's messages (`forget`), raising the same way.
 - A group that became a supergroup (`migrate_to_chat_id`) is followed at once, with a
   warning telling the admin to update `telegram.chat_id`.
@@ -122,6 +123,21 @@ class TelegramNotifier:
                 caption=caption,
                 parse_mode="HTML",
                 visible_file_name=filename,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            ),
+            to,
+            reply_to,
+        )
+
+    def send_photo(self, png: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        return self._deliver(
+            "sendPhoto",
+            lambda chat, thread, reply: self._bot.send_photo(
+                chat,
+                types.InputFile(io.BytesIO(png), file_name="chart.png"),
+                caption=caption,
+                parse_mode="HTML",
                 message_thread_id=thread,
                 reply_parameters=reply,
             ),

@@ -57,6 +57,7 @@ from salesbot_poller.store.files import (
 )
 from salesbot_poller.store.migrations import MIGRATIONS
 from salesbot_poller.store.models import Call, Delivery, Migration, SeenEvent, State, Usage, database_proxy
+from salesbot_poller.store.reports import ReportQueries
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ T = TypeVar("T")
 ERROR_FIELDS = ("last_error", "skip_reason", "error")  # texts that may quote an upstream answer
 
 
-class Store:
+class Store(ReportQueries):  # the reports' and bot commands' reads: `store.reports`
     """All reads and writes of the database. One instance per process.
 
     `redact` hides secrets in every error text and state value before it is written (see the

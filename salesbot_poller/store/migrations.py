@@ -10,7 +10,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import Stage
-from salesbot_poller.store import bi
+from salesbot_poller.store import bi, search
 from salesbot_poller.store.models import BI_MODELS, Call, Delivery, SeenEvent, State, Usage
 
 
@@ -95,6 +95,11 @@ def _m0011_retention(db: peewee.Database) -> None:
         migrate(*(migrator.add_index(table, columns) for columns in wanted))
 
 
+def _m0012_call_search(db: peewee.Database) -> None:
+    """`/find` (issue 15): the transcripts' full-text index on SQLite (`store.search`)."""
+    search.create_index(db)
+
+
 def _m0013_bi(db: peewee.Database) -> None:
     """The BI tables (issue 16, docs/bi.md), filled for the calls analysed before."""
     db.create_tables(list(BI_MODELS))
@@ -119,6 +124,7 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0009_storm", _m0009_storm),
     ("0010_event_raw", _m0010_event_raw),
     ("0011_retention", _m0011_retention),
+    ("0012_call_search", _m0012_call_search),
     ("0013_bi", _m0013_bi),
     ("0015_profile", _m0015_profile),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +78,11 @@ class FakeTelegram(FakeServer):
         self.deleted: list[tuple[str, int]] = []  # (chat, message id) deleted by deleteMessage
         self.undeletable: set[int] = set()  # message ids Telegram holds too old to delete
         self._sent_at: dict[tuple[str, int], float] = {}
+        self.photos: list[JSON] = []
+        self.updates: list[JSON] = []  # queued, not yet confirmed
+        self.update_offsets: list[int | None] = []
+        self._update_id = 0
+        self._new_update = threading.Condition()
 
     @property
     def api_url(self) -> str:
@@ -97,6 +103,8 @@ class FakeTelegram(FakeServer):
             "sendmessage": self._send_message,
             "senddocument": self._send_document,
             "deletemessage": self._delete_message,
+            "sendphoto": self._send_photo,
+            "getupdates": self._get_updates,
         }.get(m[2].lower())
         if handler is None:
             return tg_error(404, "Not Found")
@@ -234,6 +242,64 @@ class FakeTelegram(FakeServer):
             del self._sent_at[(chat_id, message_id)]
             self.deleted.append((chat_id, message_id))
         return self._ok(True)
+
+    def _send_photo(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        chat_id = self._chat(params)
+        upload = files.get("photo")
+        if upload is None:
+            return tg_error(400, "Bad Request: there is no photo in the request")
+        caption = params.get("caption")
+        visible_caption = self._visible(caption, params.get("parse_mode")) if caption else None
+        if visible_caption and utf16_len(visible_caption) > CAPTION_LIMIT:
+            return tg_error(400, "Bad Request: message caption is too long")
+        unique = hashlib.sha1(upload.data).hexdigest()[:16]
+        photo = [{"file_id": f"AgAC{unique}", "file_unique_id": f"AQAD{unique[:8]}", "width": 1200,
+                  "height": 675, "file_size": len(upload.data)}]
+        content: JSON = {"photo": photo}
+        if visible_caption:
+            content["caption"] = visible_caption
+        with self.lock:
+            msg = self._message(chat_id, params, **content)
+            self.photos.append({
+                "message_id": msg["message_id"], "chat_id": chat_id, "bytes": upload.data,
+                "caption": caption, "parse_mode": params.get("parse_mode"),
+                "message_thread_id": params.get("message_thread_id"),
+                "reply_parameters": _json_param(params, "reply_parameters"),
+            })
+            record = self.photos[-1]
+        self._accepted(record)
+        return self._ok(msg)
+
+    MAX_LONG_POLL = 2.0
+
+    def push_message(self, chat_id: str, user_id: int, text: str, *, chat_type: str = "supergroup") -> int:
+        """Queue a message update from `user_id` in `chat_id`; returns its update id."""
+        with self._new_update, self.lock:
+            self._update_id += 1
+            self._message_id += 1
+            chat: JSON = ({"id": int(chat_id), "type": chat_type, "title": "Sales"} if chat_type != "private"
+                          else {"id": int(chat_id), "type": "private", "first_name": "Boss"})
+            entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] \
+                if text.startswith("/") else []
+            self.updates.append({"update_id": self._update_id, "message": {
+                "message_id": self._message_id, "date": int(time.time()), "chat": chat,
+                "from": {"id": user_id, "is_bot": False, "first_name": "Boss"},
+                "text": text, "entities": entities}})
+            self._new_update.notify_all()
+            return self._update_id
+
+    def _get_updates(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        offset = int(params["offset"]) if params.get("offset") else None
+        limit = int(params.get("limit") or 100)
+        wait = min(float(params.get("timeout") or 0), self.MAX_LONG_POLL)
+        deadline = time.monotonic() + wait
+        with self._new_update:
+            self.update_offsets.append(offset)
+            if offset is not None:
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            while not self.updates and (left := deadline - time.monotonic()) > 0:
+                self._new_update.wait(left)
+            return self._ok(list(self.updates[:limit]))
 
     def _accepted(self, record: JSON) -> None:
         hook = self.on_accept

@@ -1,0 +1,216 @@
+"""The weekly team report for the head of sales, at `telegram.weekly_report` ("mon 09:00").
+
+Contract of `run(app, cycle)` (once per intake pass, like the digest):
+- Due once this week's report moment (the day and time in `amocrm.timezone`) has passed and
+  the report of the week before it (key `weekly:<its Monday>`) is not stored yet: a process
+  started later that week still sends it; a week missed entirely is not sent afterwards
+  (`report --week` sends any past week on demand).
+- It covers the calendar week Monday 00:00 – Monday 00:00 (local) before the report moment
+  and goes to the alert chat (`telegram.alert_chat_id`, else the default chat). Its text
+  (`render_week`): per manager calls, talk time, average score and its change against the
+  week before (▲/▼), missed calls and how many were returned, the weakest rubric item; the
+  rubric items the team skips (`team_stats.team_misses`); the week's most frequent client
+  objections, grouped by the chat model in ONE request (`App.objections`, its tokens recorded
+  as usage of kind "objections"); without a grouper, or when that request fails, identical
+  texts are counted instead and the report still goes. Then a chart (`weekly_chart`): each
+  manager's average score per week over the last `CHART_WEEKS` weeks, as a photo.
+- Stored before sending and each part's acceptance recorded (`outbox`): sent once per week,
+  even across restarts. In a dry run it is printed instead, and nothing is recorded.
+- `plan_week(app, monday, now, key)` builds the items for any week (the `report` command).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta, tzinfo
+
+from salesbot_poller.config import WEEKDAYS
+from salesbot_poller.domain import ObjectionGroup, Planned, local_time
+from salesbot_poller.errors import SalesbotError
+from salesbot_poller.pipeline import team_stats
+from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.pipeline.delivery import DryRun
+from salesbot_poller.pipeline.followup import send_pending
+from salesbot_poller.pipeline.messages import clip, esc, format_duration, name_html, pack
+from salesbot_poller.pipeline.routing import alert_destination
+from salesbot_poller.pipeline.weekly_chart import render_chart
+
+log = logging.getLogger(__name__)
+
+KIND = "weekly"
+CHART_WEEKS = 8
+OBJECTION_LINES = 6
+MISS_LINES = 3
+WEEK = timedelta(days=7)
+
+
+def parse_spec(spec: str) -> tuple[int, time]:
+    """ "mon 09:00" -> (0, 09:00). The config has checked the form."""
+    day, moment = spec.split()
+    return WEEKDAYS.index(day), time.fromisoformat(moment)
+
+
+def monday_of(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def midnight(day: date, tz: tzinfo | None) -> int:
+    """Unix time of local midnight starting `day` (`tz`; None: the server's zone)."""
+    moment = datetime.combine(day, time(0))
+    return int((moment.replace(tzinfo=tz) if tz else moment.astimezone()).timestamp())
+
+
+def due_week(spec: str, now: int, tz: tzinfo | None) -> date | None:
+    """The Monday of the week to report on, once this week's report moment has passed; else None."""
+    weekday, at = parse_spec(spec)
+    local = local_time(now, tz)
+    this_monday = monday_of(local.date())
+    moment = datetime.combine(this_monday + timedelta(days=weekday), at, local.tzinfo)
+    return this_monday - WEEK if local >= moment else None
+
+
+def change_text(change: int | None) -> str:
+    if change is None:
+        return ""
+    if change == 0:
+        return " (= как неделей раньше)"
+    return f" ({'▲' if change > 0 else '▼'} {abs(change)})"
+
+
+def manager_block(manager: team_stats.ManagerFigures, with_change: bool = True) -> str:
+    average = "—" if manager.average is None else str(manager.average)
+    lines = [
+        f"👤 <b>{name_html(manager.name)}</b>",
+        f"📞 звонков {manager.calls} · 🕒 разговор {format_duration(manager.talk_seconds)}"
+        f" · ⭐ средняя {average}{change_text(manager.change) if with_change else ''}",
+        f"🔴 пропущено {manager.missed}, перезвонили {manager.returned}",
+    ]
+    if manager.weakest is not None:
+        title, share = manager.weakest
+        lines.append(f"📉 Слабое место: {esc(clip(title, 120))} ({share}%)")
+    return "\n".join(lines)
+
+
+def misses_block(misses: Sequence[team_stats.TeamMiss]) -> str:
+    if not misses:
+        return ""
+    lines = [
+        f"• пропускают {miss.skipping} из {miss.of} менеджеров: {esc(clip(miss.title, 120))}"
+        for miss in misses[:MISS_LINES]
+    ]
+    return "<b>🧩 Команда пропускает</b>\n" + "\n".join(lines)
+
+
+def objections_block(groups: Sequence[ObjectionGroup], total: int) -> str:
+    if not total:
+        return "<b>💬 Возражения клиентов</b>\nВозражений не было."
+    lines = [f"• {esc(clip(group.title, 80))} — {group.count}" for group in groups[:OBJECTION_LINES]]
+    return f"<b>💬 Частые возражения клиентов</b> (всего {total})\n" + "\n".join(lines)
+
+
+def render_team(
+    head: str, figures: team_stats.Figures, extra: Sequence[str] = (), with_change: bool = True
+) -> list[str]:
+    """A report's parts: `head` (HTML), one block per manager, the team's skipped items, then `extra` blocks."""
+    blocks = [head]
+    if not figures.managers:
+        blocks.append("Звонков не было.")
+    blocks.extend(manager_block(manager, with_change) for manager in figures.managers)
+    blocks.append(misses_block(team_stats.team_misses(figures.managers)))
+    blocks.extend(extra)
+    return pack(blocks)
+
+
+def _normalised(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def count_identical(objections: Sequence[str]) -> list[ObjectionGroup]:
+    """The fallback grouping: the same words (case and punctuation aside) count as one objection."""
+    counts = Counter(_normalised(text) for text in objections if _normalised(text))
+    first: dict[str, str] = {}
+    for text in objections:
+        first.setdefault(_normalised(text), text.strip())
+    return [ObjectionGroup(first[key], count) for key, count in counts.most_common()]
+
+
+def group_objections(app: App, objections: Sequence[str], now: int) -> list[ObjectionGroup]:
+    """The grouping (one chat request, its tokens recorded), or identical texts counted."""
+    if not objections:
+        return []
+    if app.objections is None:
+        return count_identical(objections)
+    try:
+        grouping = app.objections.group(objections)
+    except SalesbotError as exc:
+        log.warning("weekly report: objections not grouped (%s); identical ones are counted instead", exc)
+        return count_identical(objections)
+    app.store.add_usage(
+        call_id=None,
+        at=now,
+        kind="objections",
+        model=grouping.usage.model,
+        input_tokens=grouping.usage.input_tokens,
+        output_tokens=grouping.usage.output_tokens,
+    )
+    return grouping.groups or count_identical(objections)
+
+
+def chart_series(app: App, monday: date, names: Sequence[str]) -> tuple[dict[str, list[int | None]], list[str]]:
+    """Each manager's weekly averages over the `CHART_WEEKS` weeks ending with `monday`'s, the
+    report's managers first, and the weeks' labels."""
+    mondays = [monday - WEEK * n for n in range(CHART_WEEKS - 1, -1, -1)]
+    starts = [midnight(day, app.tz) for day in mondays]
+    calls = app.store.analysed_between(starts[0], midnight(monday + WEEK, app.tz))
+    averages = team_stats.weekly_averages(calls, starts)
+    ordered = [name for name in names if name in averages]
+    ordered += sorted((n for n in averages if n not in ordered), key=lambda n: -sum(v is not None for v in averages[n]))
+    return {name: averages[name] for name in ordered}, [f"{day:%d.%m}" for day in mondays]
+
+
+def plan_week(app: App, monday: date, now: int, key: str) -> list[Planned]:
+    """The report of the week starting `monday` (local): its text, then its chart."""
+    start, end = midnight(monday, app.tz), midnight(monday + WEEK, app.tz)
+    week = team_stats.figures(app.store.calls_between(start, end))
+    before = team_stats.figures(app.store.calls_between(midnight(monday - WEEK, app.tz), start))
+    previous = {m.name: m.average for m in before.managers}
+    for manager in week.managers:
+        manager.previous = previous.get(manager.name)
+    last_day = monday + timedelta(days=6)
+    head = f"📈 <b>Итоги недели</b> · {monday:%d.%m} – {last_day:%d.%m.%Y}"
+    groups = group_objections(app, week.objections, now)
+    parts = render_team(head, week, [objections_block(groups, len(week.objections))])
+    series, labels = chart_series(app, monday, [m.name for m in week.managers])
+    png = render_chart(series, labels, f"Средняя оценка по неделям, {labels[0]} – {last_day:%d.%m.%Y}")
+    caption = f"📊 Средняя оценка менеджеров по неделям · {CHART_WEEKS} недель до {last_day:%d.%m.%Y}"
+    to = alert_destination(app.config)
+    return [
+        Planned(key, KIND, to, {"parts": parts}),
+        Planned(f"{key}:chart", KIND, to, {"photo": base64.b64encode(png).decode("ascii"), "caption": caption}),
+    ]
+
+
+def run(app: App, cycle: Cycle) -> None:
+    """See the module contract."""
+    spec = app.config.telegram.weekly_report
+    if not spec:
+        return
+    monday = due_week(spec, cycle.now, app.tz)
+    if monday is None:
+        return
+    key = f"weekly:{monday.isoformat()}"
+    if app.dry_run is None and app.store.find_delivery(key) is not None:
+        send_pending(app, cycle, (KIND,))
+        return
+    if app.dry_run is not None:
+        if not (isinstance(app.dry_run, DryRun) and key in app.dry_run.shown):  # once per process: paid once
+            app.dry_run.show(plan_week(app, monday, cycle.now, key))
+        return
+    items = plan_week(app, monday, cycle.now, key)
+    app.store.enqueue(items, None, cycle.now)
+    log.info("weekly report of %s stored (%d part(s) and a chart)", monday.isoformat(), len(items[0].payload["parts"]))
+    send_pending(app, cycle, (KIND,))

@@ -1,0 +1,251 @@
+"""The bot's commands (issue 15): the real telebot client long-polls the loopback Telegram's
+`getUpdates` and answers the head of sales, only in `telegram.command_chats` and only to
+`telegram.admins`, once per update even across a restart."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from salesbot_poller.app import build_updates
+from salesbot_poller.cli.daemon import Daemon
+from salesbot_poller.pipeline import bot
+from salesbot_poller.sandbox.team import TeamCall, store_calls
+from salesbot_poller.store import Store
+from tests.builder import T0, Rig
+from tests.conftest import CHAT_ID, Servers, assert_no_secret
+from tests.fakes import validate_telegram_html
+from tests.loopback_app import loopback_rig
+from tests.test_daemon import wait_for
+
+BOSS = 4242  # the head of sales' Telegram user id
+STRANGER = 777
+OTHER_CHAT = "-1009999999999"
+NOW = int(T0.timestamp())  # 2026-11-25 09:00 UTC
+HOUR = 3600
+GOOD = dict.fromkeys(("greeting", "needs", "presentation", "objections", "next_step", "closing"), "done")
+
+
+def team() -> list[TeamCall]:
+    ivan, maria = ("Иван Петров", 555), ("Мария Сидорова", 556)
+    return [
+        TeamCall(NOW - 50 * HOUR, *ivan, 200, GOOD | {"objections": "missed", "closing": "missed"}, ("Дорого",),
+                 "Менеджер: Добрый день. Клиент: Нужна доставка стеллажей в Казань к пятнице.", client="ООО Ромашка"),
+        TeamCall(NOW - 30 * HOUR, *ivan, 90, GOOD | {"needs": "missed", "objections": "missed", "next_step": "missed"},
+                 (), "Клиент: У конкурентов дешевле. Менеджер: Понимаю.", client="ИП Сидоров"),
+        TeamCall(NOW - 20 * HOUR, *maria, 300, GOOD, (), "Клиент: Пришлите счёт. Менеджер: Отправлю сегодня.",
+                 client="ООО Лютик"),
+        TeamCall(NOW - 10 * HOUR, *maria, phone="+79161234567", client="Новый клиент"),  # missed, not returned
+        TeamCall(NOW - 9 * HOUR, *ivan, phone="+79160000001", returned_by=5),  # missed, returned
+        TeamCall(NOW - 8 * HOUR, *ivan, 40, direction="out", phone="+79160000001"),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def rig(servers: Servers) -> Rig:
+    rig = loopback_rig(servers, paced=False, telegram={"command_chats": [CHAT_ID], "admins": [BOSS]})
+    rig.app.updates = build_updates(rig.app.config)
+    store_calls(rig.app.store, team(), NOW - 60 * HOUR)
+    return rig
+
+
+def ask(rig: Rig, servers: Servers, text: str, *, user: int = BOSS, chat: str = CHAT_ID) -> list[dict[str, Any]]:
+    """Send `text` as `user` in `chat`, let the bot read and answer; the messages it sent."""
+    before = len(servers.telegram.messages)
+    update_id = servers.telegram.push_message(chat, user, text)
+    for update in bot.fetch(rig.app, 0):
+        assert update.update_id == update_id
+        bot.take(rig.app, update, NOW)
+    return servers.telegram.messages[before:]
+
+
+def command_message_id(servers: Servers) -> int:
+    return int(servers.telegram.updates[-1]["message"]["message_id"])
+
+
+def answered_as_reply(servers: Servers, replies: list[dict[str, Any]]) -> str:
+    assert replies, "the command was not answered"
+    asked = command_message_id(servers)
+    for reply in replies:
+        assert reply["chat_id"] == CHAT_ID
+        assert reply["reply_parameters"]["message_id"] == asked
+        validate_telegram_html(reply["text"])
+    return "\n".join(reply["visible_text"] for reply in replies)
+
+
+def test_help_lists_the_commands(rig: Rig, servers: Servers) -> None:
+    text = answered_as_reply(servers, ask(rig, servers, "/help"))
+    for command in ("/stats", "/call", "/worst", "/missed", "/find"):
+        assert command in text
+
+
+def test_stats_gives_the_team_figures_and_one_managers(rig: Rig, servers: Servers) -> None:
+    text = answered_as_reply(servers, ask(rig, servers, "/stats"))
+    assert "Статистика за 7 дней" in text
+    assert "Иван Петров\n📞 звонков 3 · 🕒 разговор 5:30 · ⭐ средняя 58" in text  # (67 + 50) / 2, rounded half to even
+    assert "🔴 пропущено 1, перезвонили 1" in text and "Мария Сидорова" in text
+    assert "пропускают 1 из 2 менеджеров: Работа с возражениями" in text
+    one = answered_as_reply(servers, ask(rig, servers, "/stats мария 30d"))
+    assert "Статистика за 30 дней" in one and "Мария Сидорова" in one and "Иван" not in one
+
+
+def test_stats_addressed_to_this_bot_by_name_is_answered_and_to_another_bot_is_not(rig: Rig, servers: Servers) -> None:
+    assert "Статистика" in answered_as_reply(servers, ask(rig, servers, "/stats@salesbot_test_bot 7d"))
+    assert ask(rig, servers, "/stats@some_other_bot") == []
+
+
+def test_call_sends_the_card_again_with_the_transcript(rig: Rig, servers: Servers) -> None:
+    text = answered_as_reply(servers, ask(rig, servers, "/call 1"))
+    assert "Менеджер: Иван Петров" in text and "Оценка: 67/100" in text
+    (document,) = servers.telegram.documents
+    assert document["filename"] == "call-1-transcript.txt"
+    assert "доставка стеллажей в Казань" in document["bytes"].decode()
+    assert document["reply_parameters"]["message_id"] == command_message_id(servers)
+
+
+def test_worst_lists_the_lowest_scored_calls_with_links(rig: Rig, servers: Servers) -> None:
+    replies = ask(rig, servers, "/worst 2")
+    text = answered_as_reply(servers, replies)
+    lines = [line for line in text.splitlines() if "/100" in line]
+    assert [line.split(" · ")[0] for line in lines] == ["50/100", "67/100"]
+    assert "ИП Сидоров" in lines[0] and lines[0].endswith("/call 2")
+    assert '<a href="https://acme.amocrm.ru/leads/detail/7001">ИП Сидоров</a>' in replies[0]["text"]
+
+
+def test_missed_lists_the_calls_not_returned_with_their_numbers(rig: Rig, servers: Servers) -> None:
+    text = answered_as_reply(servers, ask(rig, servers, "/missed"))
+    assert "Не перезвонили · 1 за 7 дней" in text
+    assert "+79161234567" in text and "Мария Сидорова" in text and "/call 4" in text
+    assert "+79160000001" not in text  # returned
+
+
+def test_find_finds_a_word_in_a_stored_transcript_and_not_once_it_is_cleared(rig: Rig, servers: Servers) -> None:
+    text = answered_as_reply(servers, ask(rig, servers, "/find Казань доставка"))
+    assert "Найдено: 1" in text and "/call 1" in text and "доставка стеллажей в Казань" in text
+    assert "Найдено: 1" in answered_as_reply(servers, ask(rig, servers, "/find дешевл"))  # a prefix: дешевле
+    store = rig.app.store
+    call = store.find_call(1)
+    assert call is not None
+    store.clear_personal([call], NOW, "forget")  # as `forget` and retention do
+    assert "Ничего не нашлось." in answered_as_reply(servers, ask(rig, servers, "/find Казань"))
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("/call 999", "звонка #999 нет"),
+        ("/call", "укажите номер звонка"),
+        ("/worst 500", "N — число от 1 до 20"),
+        ("/stats 14d", "период 14d: можно 7d или 30d"),
+        ("/find", "напишите, что искать"),
+        ("/dance", "не знаю команды /dance"),
+    ],
+)
+def test_a_command_that_fails_answers_one_line_saying_why(rig: Rig, servers: Servers, command: str, why: str) -> None:
+    (reply,) = ask(rig, servers, command)
+    assert reply["visible_text"].startswith("⚠️ ") and why in reply["visible_text"]
+    assert "\n" not in reply["visible_text"]
+
+
+@pytest.mark.parametrize(("user", "chat"), [(STRANGER, CHAT_ID), (BOSS, OTHER_CHAT)])
+def test_another_user_or_chat_gets_no_answer_and_one_log_line(
+    rig: Rig, servers: Servers, caplog: pytest.LogCaptureFixture, user: int, chat: str
+) -> None:
+    servers.telegram.known_chats.add(OTHER_CHAT)
+    with caplog.at_level(logging.INFO, logger="salesbot_poller.pipeline.bot"):
+        assert ask(rig, servers, "/stats", user=user, chat=chat) == []
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "salesbot_poller.pipeline.bot"]
+    assert "ignored" in line and f"user {user} in chat {chat}" in line
+    sent = [r for r in servers.telegram.requests if not r.path.lower().endswith(("/getupdates", "/getme"))]
+    assert sent == []  # nothing at all went to Telegram but reading
+
+
+def test_an_update_is_answered_once_across_a_restart(rig: Rig, servers: Servers) -> None:
+    servers.telegram.push_message(CHAT_ID, BOSS, "/help")
+    for update in bot.fetch(rig.app, 0):
+        bot.take(rig.app, update, NOW)
+    assert len(servers.telegram.messages) == 1
+    # A restart: the same database, a new client; Telegram still holds the update (it was
+    # never confirmed by a later getUpdates) and would hand it out again without the offset.
+    assert len(servers.telegram.updates) == 1
+    rig.app.store.close()
+    rig.app.store = Store.open(rig.app.config.storage.database, NOW + 60)
+    rig.app.updates = build_updates(rig.app.config)
+    for update in bot.fetch(rig.app, 0):
+        bot.take(rig.app, update, NOW + 60)
+    assert len(servers.telegram.messages) == 1
+    assert servers.telegram.update_offsets == [None, 2]  # the second process asked from past it
+
+
+def test_the_daemons_bot_lane_answers_while_the_other_lanes_are_left_alone(rig: Rig, servers: Servers) -> None:
+    daemon = Daemon(rig.app, lambda: datetime.fromtimestamp(NOW, UTC))
+    lane = threading.Thread(target=daemon.bot_job, name="bot")
+    lane.start()
+    try:
+        servers.telegram.push_message(CHAT_ID, BOSS, "/missed")
+        wait_for(lambda: len(servers.telegram.messages) == 1)
+    finally:
+        daemon.stop.set()
+        lane.join(timeout=30)
+    assert not lane.is_alive()
+    assert "Не перезвонили" in servers.telegram.messages[0]["visible_text"]
+    assert servers.amo.requests == [] and servers.openai.requests == []  # no cycle ran for it
+
+
+def bot_config(servers: Servers) -> Path:
+    path = servers.write_config(interval_seconds=3600)
+    text = path.read_text().replace(
+        f'chat_id = "{CHAT_ID}"\n', f'chat_id = "{CHAT_ID}"\ncommand_chats = ["{CHAT_ID}"]\nadmins = [{BOSS}]\n', 1
+    )
+    path.write_text(text)
+    return path
+
+
+def run_daemon(config: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "salesbot_poller", "--config", str(config), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+def test_the_service_answers_a_command_once_across_a_restart(servers: Servers) -> None:
+    config = bot_config(servers)
+    first = run_daemon(config)
+    try:
+        servers.telegram.push_message(CHAT_ID, BOSS, "/help")
+        wait_for(lambda: len(servers.telegram.messages) == 1)
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=20)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert "bot: /help from user 4242" in err
+    second = run_daemon(config)
+    try:
+        offsets = len(servers.telegram.update_offsets)
+        wait_for(lambda: len(servers.telegram.update_offsets) >= offsets + 2)  # it has polled since
+        servers.telegram.push_message(CHAT_ID, STRANGER, "/help")
+        wait_for(lambda: 3 in servers.telegram.update_offsets)  # the stranger's update was read and passed
+        second.send_signal(signal.SIGTERM)
+        out2, err2 = second.communicate(timeout=20)
+    finally:
+        second.kill()
+    assert second.returncode == 0, err2
+    assert len(servers.telegram.messages) == 1  # neither the old update again, nor the stranger
+    assert "bot: /help from user 777" in err2 and "not in telegram.admins" in err2
+    assert_no_secret(out, err, out2, err2)
