@@ -110,6 +110,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "interval_seconds",
                 "initial_lookback_minutes",
                 "min_duration_seconds",
+                "exclude_phones",
                 "retry_delay_seconds",
                 "missed_call_sla_minutes",
                 "log_level",
