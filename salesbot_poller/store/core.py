@@ -2,13 +2,17 @@
 
 Contract:
 - `Store.open(url)` connects (SQLite: WAL, a 30 s busy timeout, IMMEDIATE transactions, a
-  connection per thread), creates the SQLite file's directory, and applies pending
-  migrations in a transaction.
+  connection per thread; PostgreSQL: see `store.postgres`), creates the SQLite file's
+  directory, and applies pending migrations in a transaction (on PostgreSQL, one process at
+  a time: a second one waits, then finds them applied).
 - Every query of the application is a method here: the pipeline never reaches the models.
-- `claim_next` claims the oldest due call of the given stages with one conditional UPDATE:
-  no two threads or processes ever work the same call. `release` gives it back.
+- `claim_next` claims the oldest due call of the given stages with one conditional UPDATE
+  (PostgreSQL: one UPDATE of a row picked with FOR UPDATE SKIP LOCKED): no two threads or
+  processes ever work the same call. `release` gives it back.
 - `committed(fn)` runs a write that must not be lost (the record of a message Telegram has
-  accepted) and retries it while the database is busy (another process holds the lock).
+  accepted) and retries it while the database is busy (SQLite: another process holds the
+  lock; PostgreSQL: a lost connection, a deadlock, a server restarting: `postgres.transient`).
+  Such writes set values, so writing one again after an unknown outcome does no harm.
 - `record_window` stores a window's events and advances the cursor in ONE transaction:
   the cursor never passes an event that is not durably recorded.
 - `update(call, **fields)` commits at once; the pipeline calls it after each stage, so a
@@ -28,7 +32,8 @@ Contract:
   (`calls_with_number`).
 - `Store.open_readonly(url)` (the `fleet` and `usage` commands, run as root beside the
   services) writes nothing: no migration, no file created, no -wal/-shm of ours left behind;
-  see its docstring for how SQLite is kept from creating them.
+  see its docstring for how SQLite is kept from creating them. On PostgreSQL its every
+  transaction is read-only on the server.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from salesbot_poller.store.files import (
 )
 from salesbot_poller.store.migrations import MIGRATIONS
 from salesbot_poller.store.models import Call, Delivery, Migration, SeenEvent, State, Usage, database_proxy
+from salesbot_poller.store.postgres import is_postgres, migration_lock, open_postgres, transient
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +96,8 @@ class Store:
     def open_readonly(cls, url: str) -> Store:
         """Open `url` to read only: no migration, nothing written (see `_readonly_sqlite`); a
         missing SQLite file raises `FileNotFoundError`. `missing_migrations` tells whether the
-        schema is this release's. Other databases are connected as they are and only read."""
+        schema is this release's. PostgreSQL is connected with read-only transactions; other
+        databases are connected as they are and only read."""
         if url.startswith("sqlite:"):
             file = sqlite_file(url)
             if file is None:
@@ -99,6 +106,8 @@ class Store:
             store = cls(db, lambda text: text)
             store._readonly_file, store._identity = file, identity
             return store
+        if is_postgres(url):
+            return cls(open_postgres(url, readonly=True), lambda text: text)
         return cls(connect(url), lambda text: text)
 
     _readonly_file: Path | None = None
@@ -136,6 +145,8 @@ class Store:
     def migrate(self, now: int) -> list[str]:
         """Apply pending migrations in order, each recorded in the `migration` table."""
         with self.db.atomic():
+            if isinstance(self.db, peewee.PostgresqlDatabase):
+                migration_lock(self.db)  # SQLite's IMMEDIATE transaction serialises this by itself
             self.db.create_tables([Migration])
             done = {m.name for m in Migration.select(Migration.name)}
             applied = []
@@ -161,7 +172,10 @@ class Store:
 
     def set_secret_state(self, key: str, value: str) -> None:
         """Store `value` as given: only for state that must hold a secret (OAuth tokens)."""
-        State.insert(key=key, value=value).on_conflict_replace().execute()
+        # An upsert on the key (INSERT OR REPLACE is SQLite's own: PostgreSQL refuses it).
+        State.insert(key=key, value=value).on_conflict(
+            conflict_target=[State.key], update={State.value: value}
+        ).execute()
 
     def cursor(self) -> int | None:
         value = self.get_state(CURSOR_KEY)
@@ -260,35 +274,28 @@ class Store:
         `worker`; None if there is none.
 
         The claim is one conditional UPDATE (the row must still be unclaimed and due), so of
-        two threads or processes racing for a call exactly one gets it.
+        two threads or processes racing for a call exactly one gets it. On PostgreSQL the row
+        is picked with FOR UPDATE SKIP LOCKED in that same UPDATE: racing workers take
+        different calls at once instead of queueing behind one row lock.
         """
         wanted = [s.value for s in stages]
+        claimable = (
+            Call.stage.in_(wanted),
+            Call.kind == kind,
+            Call.next_attempt_at <= now,
+            Call.claimed_by.is_null(),
+            Call.id.not_in(list(exclude)),
+        )
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            oldest = Call.select(Call.id).where(*claimable).order_by(Call.id).limit(1).for_update(skip_locked=True)
+            claimed = Call.update(claimed_by=worker, claimed_at=now).where(Call.id == oldest, *claimable)
+            ids = [int(row[0]) for row in claimed.returning(Call.id).tuples().execute()]
+            return Call.get_by_id(ids[0]) if ids else None
         while True:
-            candidate = (
-                Call.select(Call.id)
-                .where(
-                    Call.stage.in_(wanted),
-                    Call.kind == kind,
-                    Call.next_attempt_at <= now,
-                    Call.claimed_by.is_null(),
-                    Call.id.not_in(list(exclude)),
-                )
-                .order_by(Call.id)
-                .limit(1)
-                .first()
-            )
+            candidate = Call.select(Call.id).where(*claimable).order_by(Call.id).limit(1).first()
             if candidate is None:
                 return None
-            taken = (
-                Call.update(claimed_by=worker, claimed_at=now)
-                .where(
-                    Call.id == candidate.id,
-                    Call.claimed_by.is_null(),
-                    Call.stage.in_(wanted),
-                    Call.next_attempt_at <= now,
-                )
-                .execute()
-            )
+            taken = Call.update(claimed_by=worker, claimed_at=now).where(Call.id == candidate.id, *claimable).execute()
             if taken:
                 return Call.get_by_id(candidate.id)
 
@@ -319,14 +326,21 @@ class Store:
         while True:
             try:
                 return write()
-            except peewee.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+            except Exception as exc:  # psycopg2's own too: peewee leaves a deadlock's unwrapped
+                if not self._busy(exc):
                     raise
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("database busy (%s): the record of a sent message is written again in %.1f s", exc, delay)
+                said = " ".join(str(exc).split())  # psycopg2's texts run over several lines
+                log.warning("database busy (%s): the record of a sent message is written again in %.1f s", said, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _busy(self, exc: Exception) -> bool:
+        """Whether a write that failed with `exc` may succeed if tried again (see `committed`)."""
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            return transient(exc)
+        return isinstance(exc, peewee.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
     def stage_counts(self) -> dict[str, int]:
         query = Call.select(Call.stage, peewee.fn.COUNT(Call.id)).group_by(Call.stage).tuples()

@@ -94,6 +94,29 @@ def _m0011_retention(db: peewee.Database) -> None:
         migrate(*(migrator.add_index(table, columns) for columns in wanted))
 
 
+# amoCRM's integers, admitted by the parser up to 2^63 - 1 (`amocrm_parse.MAX_ID`).
+BIG_COLUMNS: dict[type[peewee.Model], tuple[str, ...]] = {
+    Call: ("entity_id", "note_id", "responsible_user_id", "event_created_at"),
+    SeenEvent: ("created_at",),
+}
+
+
+def _m0014_big_ids(db: peewee.Database) -> None:
+    """amoCRM's ids (and times) past 2^31 fit: SQLite's INTEGER is 64-bit already, so only
+    PostgreSQL columns made as INTEGER (4 bytes) by an earlier release are widened to BIGINT."""
+    if not isinstance(db, peewee.PostgresqlDatabase):
+        return
+    migrator = SchemaMigrator.from_database(db)
+    operations = []
+    for model, names in BIG_COLUMNS.items():
+        table = model._meta.table_name
+        narrow = {column.name for column in db.get_columns(table) if column.data_type == "integer"}
+        fields = model._meta.fields
+        operations += [migrator.alter_column_type(table, name, fields[name]) for name in names if name in narrow]
+    if operations:
+        migrate(*operations)
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -107,4 +130,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0009_storm", _m0009_storm),
     ("0010_event_raw", _m0010_event_raw),
     ("0011_retention", _m0011_retention),
+    ("0014_big_ids", _m0014_big_ids),
 ]

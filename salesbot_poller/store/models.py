@@ -27,7 +27,7 @@ class State(_Model):
 
 class SeenEvent(_Model):
     event_id = peewee.CharField(primary_key=True)
-    created_at = peewee.IntegerField(null=True)
+    created_at = peewee.BigIntegerField(null=True)  # amoCRM's: as wide as the parser admits (0014_big_ids)
     seen_at = peewee.IntegerField()
     error = peewee.TextField(null=True)  # why a malformed event could not become a call
     raw_json = peewee.TextField(null=True)  # a set-aside event as read, for `retry --event`
@@ -38,9 +38,11 @@ class Call(_Model):
     event_id = peewee.CharField(unique=True)
     direction = peewee.CharField()  # in / out
     entity_type = peewee.CharField()  # plural
-    entity_id = peewee.IntegerField()
-    note_id = peewee.IntegerField()
-    event_created_at = peewee.IntegerField(index=True)  # indexed in 0011_retention
+    # What amoCRM gives may pass 2^31 (an id, a hostile time): 64-bit, as the parser admits
+    # (SQLite's INTEGER always is; PostgreSQL's INTEGER is widened by 0014_big_ids).
+    entity_id = peewee.BigIntegerField()
+    note_id = peewee.BigIntegerField()
+    event_created_at = peewee.BigIntegerField(index=True)  # indexed in 0011_retention
     first_seen_at = peewee.IntegerField()
     updated_at = peewee.IntegerField()
     stage = peewee.CharField(index=True, default=Stage.NEW.value)
@@ -55,7 +57,7 @@ class Call(_Model):
     link = peewee.TextField(null=True)
     call_status = peewee.IntegerField(null=True)
     source = peewee.CharField(null=True)
-    responsible_user_id = peewee.IntegerField(null=True)
+    responsible_user_id = peewee.BigIntegerField(null=True)
     manager_name = peewee.CharField(null=True)
     entity_name = peewee.CharField(null=True)
     # Stage artifacts.
