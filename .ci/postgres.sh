@@ -20,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "postgres.sh: run as root (it installs and starts PostgreSQL as the postgres user)" >&2
   exit 1
 fi
-if ! command -v pg_lsclusters >/dev/null 2>&1; then
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then  # the server, not just the client
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
 fi

@@ -142,8 +142,9 @@ class Store:
         if self._readonly_file is not None:
             give_back_companions(self._readonly_file)
 
-    def migrate(self, now: int) -> list[str]:
-        """Apply pending migrations in order, each recorded in the `migration` table."""
+    def migrate(self, now: int, upto: str | None = None) -> list[str]:
+        """Apply pending migrations in order, each recorded in the `migration` table; with
+        `upto`, only as far as that one (a test upgrades a database step by step)."""
         with self.db.atomic():
             if isinstance(self.db, peewee.PostgresqlDatabase):
                 migration_lock(self.db)  # SQLite's IMMEDIATE transaction serialises this by itself
@@ -155,6 +156,8 @@ class Store:
                     step(self.db)
                     Migration.create(name=name, applied_at=now)
                     applied.append(name)
+                if name == upto:
+                    break
         if applied:
             log.info("database migrated: %s", ", ".join(applied))
         return applied

@@ -51,20 +51,47 @@ def _m0007_lanes(db: peewee.Database) -> None:
     """Claims for the work lane; each call's own message becomes a `Delivery` row (key
     `call:<id>`), with the parts already accepted, so a call left mid-send resumes there."""
     add_missing_columns(db, Call, ["claimed_by", "claimed_at"])
-    rows = Call.select().where(Call.outbox_json.is_null(False))
+    # Only columns this step's release had: the models' later columns (call.summarised_in,
+    # delivery.attempts, ...) are added by later steps, and a model select or insert names
+    # them all, which failed the upgrade of any database from before this step.
+    rows = (
+        Call.select(
+            Call.id,
+            Call.stage,
+            Call.kind,
+            Call.chat_id,
+            Call.thread_id,
+            Call.outbox_json,
+            Call.message_ids_json,
+            Call.updated_at,
+            Call.notified_at,
+        )
+        .where(Call.outbox_json.is_null(False))
+    )
+    table = Delivery._meta.table_name
+    present = {column.name for column in db.get_columns(table)}
+    # The model's defaults of the columns the table has (0006_delivery made it from the
+    # model of its day, or of today): a table insert adds none by itself.
+    defaults = {
+        name: field.default
+        for name, field in Delivery._meta.fields.items()
+        if name in present and field.default is not None
+    }
+    delivery = peewee.Table(table).bind(db)
     for call in rows:
         done = call.stage in (Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value)
-        Delivery.insert(
-            key=f"call:{call.id}",
-            call_id=call.id,
-            kind="alert" if call.kind == "missed" else "card",
-            chat_id=call.chat_id,
-            thread_id=call.thread_id,
-            payload_json=json.dumps({"parts": json.loads(call.outbox_json or "[]")}, ensure_ascii=False),
-            sent_ids_json=call.message_ids_json or "[]",
-            created_at=call.updated_at,
-            done_at=(call.notified_at or call.updated_at) if done else None,
-        ).on_conflict_ignore().execute()
+        row = defaults | {
+            "key": f"call:{call.id}",
+            "call_id": call.id,
+            "kind": "alert" if call.kind == "missed" else "card",
+            "chat_id": call.chat_id,
+            "thread_id": call.thread_id,
+            "payload_json": json.dumps({"parts": json.loads(call.outbox_json or "[]")}, ensure_ascii=False),
+            "sent_ids_json": call.message_ids_json or "[]",
+            "created_at": call.updated_at,
+            "done_at": (call.notified_at or call.updated_at) if done else None,
+        }
+        delivery.insert(**row).on_conflict_ignore().execute()
 
 
 def _m0008_delivery_retry(db: peewee.Database) -> None:
