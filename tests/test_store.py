@@ -3,7 +3,6 @@ PostgreSQL (tests/databases.py)."""
 
 from __future__ import annotations
 
-
 import peewee
 import pytest
 
@@ -38,9 +37,7 @@ def test_record_window_dedups_and_moves_the_cursor_atomically(database_url: str)
     assert store.cursor() == 600 and Call.select().count() == 3 and SeenEvent.select().count() == 4
 
 
-def test_a_failed_window_leaves_cursor_and_events_untouched(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_window_leaves_cursor_and_events_untouched(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store.open(database_url, 1)
     store.record_window([event(1)], [], until=500, now=10)
 

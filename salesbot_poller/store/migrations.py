@@ -54,20 +54,17 @@ def _m0007_lanes(db: peewee.Database) -> None:
     # Only columns this step's release had: the models' later columns (call.summarised_in,
     # delivery.attempts, ...) are added by later steps, and a model select or insert names
     # them all, which failed the upgrade of any database from before this step.
-    rows = (
-        Call.select(
-            Call.id,
-            Call.stage,
-            Call.kind,
-            Call.chat_id,
-            Call.thread_id,
-            Call.outbox_json,
-            Call.message_ids_json,
-            Call.updated_at,
-            Call.notified_at,
-        )
-        .where(Call.outbox_json.is_null(False))
-    )
+    rows = Call.select(
+        Call.id,
+        Call.stage,
+        Call.kind,
+        Call.chat_id,
+        Call.thread_id,
+        Call.outbox_json,
+        Call.message_ids_json,
+        Call.updated_at,
+        Call.notified_at,
+    ).where(Call.outbox_json.is_null(False))
     table = Delivery._meta.table_name
     present = {column.name for column in db.get_columns(table)}
     # The model's defaults of the columns the table has (0006_delivery made it from the
