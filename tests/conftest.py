@@ -67,8 +67,10 @@ allow_private_recording_hosts = true
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test marked `postgres` runs once per backend (its `backend` fixture: see below)."""
-    if metafunc.definition.get_closest_marker("postgres") and "backend" in metafunc.fixturenames:
+    """A test marked `postgres` runs once per backend (its `backend` fixture: see below),
+    unless it names its backend itself (`parametrize("backend", ["postgresql"])`)."""
+    chosen = any(mark.args[:1] == ("backend",) for mark in metafunc.definition.iter_markers("parametrize"))
+    if metafunc.definition.get_closest_marker("postgres") and "backend" in metafunc.fixturenames and not chosen:
         metafunc.parametrize("backend", BACKENDS)
 
 
