@@ -30,7 +30,10 @@ class Servers:
     openai: FakeOpenAI
     telegram: FakeTelegram
     tmp: Path
-    database: str  # storage.database: a SQLite file under tmp, or a fresh PostgreSQL database
+    database: str = ""  # storage.database: a fresh PostgreSQL database, or ("") a SQLite file under tmp
+
+    def __post_init__(self) -> None:
+        self.database = self.database or f"sqlite:///{self.tmp}/state/salesbot.db"
 
     def config_text(self, **poller: object) -> str:
         settings = {

@@ -11,8 +11,11 @@ Contract:
   transaction read-only on the server (`fleet`, `usage`).
 - `run_lock(url)` holds a session advisory lock on a connection of its own for the block:
   the one-process lock of `once`/`run`/`backfill` (the file lock of SQLite). The server
-  releases it when that connection ends, so also when the process is killed. `None` is
-  yielded when another session holds it: the caller refuses to start.
+  releases it when that connection ends, so also when the process is killed. False is
+  yielded when another session holds it: the caller refuses to start. The lock is keyed by
+  the schema, so instances in two schemas of one database do not exclude each other. A
+  server restart ends that session too: the running process keeps working without the lock
+  (its other connections come back), which matters only if a second one is started then.
 - `migration_lock(db)` serialises `Store.migrate` across processes (a transaction lock).
 - `transient(exc)`: a lost connection, a deadlock, a serialisation failure, a lock or
   statement timeout, a server shutting down or starting: a write that must not be lost
