@@ -25,6 +25,7 @@ from tests.conftest import Servers, assert_no_secret, run_cli
 from tests.databases import fresh_postgres, password
 from tests.fakes import make_mp3
 from tests.test_daemon import wait_for
+from tests.test_privacy_retention import NUMBER, config_with, seed_forget
 
 pytestmark = pytest.mark.postgres
 
@@ -238,3 +239,23 @@ def test_the_database_password_is_never_printed(servers: Servers) -> None:
     assert all(secret not in text for text in outputs), "the database password was printed"
     assert all("not-the-password-0451" not in text for text in outputs)
     assert_no_secret(*outputs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_forget_clears_a_number_and_records_its_deletions_once(servers: Servers) -> None:
+    """`forget` reads then writes delivery rows (their deleted ids) with the rows locked."""
+    seed_forget(servers, int(time.time()))
+    config = config_with(servers, delete=True)
+    assert run_cli("once", config=config).returncode == 0
+    first = run_cli("forget", "--phone", NUMBER, "--yes", config=config)
+    assert first.returncode == 0, first.stderr
+    assert "2 call(s) cleared" in first.stdout and "Telegram message(s) deleted" in first.stdout
+    deleted = list(servers.telegram.deleted)
+    assert deleted, "the bot's recent messages about the number went"
+    second = run_cli("forget", "--phone", NUMBER, "--yes", config=config)
+    assert second.returncode == 0 and "nothing left to remove" in second.stdout, second.stdout
+    assert servers.telegram.deleted == deleted, "nothing is tried twice"
+    status = run_cli("status", config=config)
+    assert "calls without personal data (retention or forget): 2" in status.stdout
+    assert_no_secret(first.stdout, first.stderr, second.stdout, status.stdout)

@@ -68,6 +68,7 @@ CURSOR_KEY = "events_cursor"
 KEPT_STAGES = frozenset({Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value, Stage.SKIPPED.value})
 COMMIT_PATIENCE_SECONDS = 600.0  # how long a must-keep write is retried while the database is busy
 T = TypeVar("T")
+M = TypeVar("M", bound=peewee.Model)
 
 
 ERROR_FIELDS = ("last_error", "skip_reason", "error")  # texts that may quote an upstream answer
@@ -609,13 +610,21 @@ class Store:
             found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))
         return sorted({call.id: call for call in found}.values(), key=lambda c: (c.event_created_at, c.id))
 
-    def deliveries_of(self, call_ids: Iterable[int]) -> list[Delivery]:
-        """Every delivery row of `call_ids`, in the order they were stored."""
+    def deliveries_of(self, call_ids: Iterable[int], *, lock: bool = False) -> list[Delivery]:
+        """Every delivery row of `call_ids`, in the order they were stored (`lock`: see
+        `_for_update`)."""
         ids = list(call_ids)
         rows: list[Delivery] = []
         for start in range(0, len(ids), 500):
-            rows.extend(Delivery.select().where(Delivery.call_id.in_(ids[start : start + 500])))
+            query = Delivery.select().where(Delivery.call_id.in_(ids[start : start + 500]))
+            rows.extend(self._for_update(query) if lock else query)
         return sorted(rows, key=lambda row: row.id)
+
+    def _for_update(self, query: peewee.ModelSelect[M]) -> peewee.ModelSelect[M]:
+        """`query` locking the rows it reads until the transaction ends, for a read-then-write:
+        PostgreSQL's READ COMMITTED lets another writer in between (`forget` beside the
+        service's retention); SQLite's IMMEDIATE transaction already keeps every other out."""
+        return query.for_update() if isinstance(self.db, peewee.PostgresqlDatabase) else query
 
     def clear_personal(
         self, calls: Iterable[Call], now: int, reason: str, *, forgotten_as: str | None = None
@@ -658,12 +667,12 @@ class Store:
                 changed += any(getattr(call, name) != value for name, value in fields.items())
                 for name, value in fields.items():
                     setattr(call, name, value)
-            blanked += self._blank(self.deliveries_of(cleared), now, reason)
+            blanked += self._blank(self.deliveries_of(cleared, lock=True), now, reason)
             for number in numbers if forgotten_as is not None else ():
                 quoting = Delivery.select().where(
                     Delivery.call_id.is_null(), Delivery.payload_json.contains(number), Delivery.removed_at.is_null()
                 )
-                blanked += self._blank(list(quoting), now, reason)
+                blanked += self._blank(list(self._for_update(quoting)), now, reason)
         return changed, blanked
 
     def clear_unlinked_before(self, before: int, now: int, limit: int) -> int:
@@ -673,7 +682,8 @@ class Store:
             Delivery.call_id.is_null(), Delivery.created_at < before, Delivery.removed_at.is_null()
         )
         with self.db.atomic():
-            return self._blank(list(query.order_by(Delivery.id).limit(limit)), now, "personal data removed")
+            rows = self._for_update(query.order_by(Delivery.id).limit(limit))
+            return self._blank(list(rows), now, "personal data removed")
 
     def _blank(self, rows: Iterable[Delivery], now: int, reason: str) -> int:
         blanked = 0
@@ -696,7 +706,7 @@ class Store:
         for good, so neither is tried again; the row is read again first (it may have been
         blanked since `row` was read)."""
         with self.db.atomic():
-            fresh = Delivery.get_by_id(row.id)
+            fresh = self._for_update(Delivery.select().where(Delivery.id == row.id)).get()
             payload = json.loads(fresh.payload_json)
             payload["deleted"] = sorted(set(payload.get("deleted", [])) | set(deleted))
             payload["refused"] = sorted(set(payload.get("refused", [])) | set(refused))
