@@ -56,9 +56,9 @@ def fresh_postgres() -> Iterator[str]:
     base = server_url()
     name = f"salesbot_t_{uuid.uuid4().hex[:16]}"
     admin = open_postgres(base)
-    admin.execute_sql(f'CREATE DATABASE "{name}"')
+    admin.execute_sql(f'CREATE DATABASE "{name}"')  # type: ignore[no-untyped-call]
     try:
         yield with_database(base, name)
     finally:
-        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[no-untyped-call]
         admin.close()
