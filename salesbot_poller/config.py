@@ -350,7 +350,10 @@ class PollerConfig(_Section):
 
 
 class StorageConfig(_Section):
-    database: str = Field("sqlite:////var/lib/salesbot/salesbot.db", description="Any peewee database URL.")
+    database: str = Field(
+        "sqlite:////var/lib/salesbot/salesbot.db",
+        description="sqlite:////PATH, or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the `postgres` extra).",
+    )
     audio_dir: Path = Field(
         Path("/var/lib/salesbot/audio"), description="Recordings wait here until transcribed, then are deleted."
     )

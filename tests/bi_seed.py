@@ -33,7 +33,7 @@ def analysis(n: int) -> CallAnalysis:
             item_id=item_id,
             title=title,
             weight=weight,
-            verdict=VERDICTS[(n + k * 3) % len(VERDICTS)],  # type: ignore[arg-type]
+            verdict=VERDICTS[(n + k * 3) % len(VERDICTS)],
             evidence=f"цитата {n}-{k}",
             confidence=0.8,
             verified=(n + k) % 3 != 0,
@@ -94,15 +94,15 @@ def seed_analysed(store: Store, count: int, start: int, spacing: int = 600, firs
         with store.db.atomic():
             for chunk in peewee.chunked(batch, 50):
                 Call.insert_many(chunk).execute()
-            ids = dict(
-                Call.select(Call.event_id, Call.id)
+            ids: dict[str, int] = dict(
+                Call.select(Call.event_id, Call.id)  # type: ignore[arg-type]
                 .where(Call.event_id.in_([row["event_id"] for row in batch]))
                 .tuples()
             )
             usage = []
             for row in batch:
                 at = int(str(row["updated_at"]))
-                call_id = ids[row["event_id"]]
+                call_id = ids[str(row["event_id"])]
                 usage += [
                     {
                         "call_id": call_id,

@@ -1,4 +1,5 @@
-"""Fixtures: the four loopback servers, and a config file that points at them."""
+"""Fixtures: the four loopback servers, a config file that points at them, and the database
+(SQLite; PostgreSQL too for the tests marked `postgres`: see tests/databases.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from telebot import apihelper
 
+from tests.databases import BACKENDS, fresh_postgres
 from tests.fakes import FakeAmoCRM, FakeOpenAI, FakeRecordings, FakeTelegram
 
 AMO_TOKEN = "amo-long-lived-secret-0123456789"
@@ -28,6 +30,10 @@ class Servers:
     openai: FakeOpenAI
     telegram: FakeTelegram
     tmp: Path
+    database: str = ""  # storage.database: a fresh PostgreSQL database, or ("") a SQLite file under tmp
+
+    def __post_init__(self) -> None:
+        self.database = self.database or f"sqlite:///{self.tmp}/state/salesbot.db"
 
     def config_text(self, **poller: object) -> str:
         settings = {
@@ -51,7 +57,7 @@ api_url = "{self.telegram.base_url}"
 [poller]
 {poller_lines}
 [storage]
-database = "sqlite:///{self.tmp}/state/salesbot.db"
+database = "{self.database}"
 audio_dir = "{self.tmp}/state/audio"
 allow_private_recording_hosts = true
 """
@@ -63,8 +69,33 @@ allow_private_recording_hosts = true
         return path
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `postgres` runs once per backend (its `backend` fixture: see below),
+    unless it names its backend itself (`parametrize("backend", ["postgresql"])`)."""
+    chosen = any(mark.args[:1] == ("backend",) for mark in metafunc.definition.iter_markers("parametrize"))
+    if metafunc.definition.get_closest_marker("postgres") and "backend" in metafunc.fixturenames and not chosen:
+        metafunc.parametrize("backend", BACKENDS)
+
+
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
+def backend() -> str:
+    """The database a test runs against: SQLite, unless marked `postgres` (then both)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """`storage.database` for the test: a SQLite file (not created yet) under tmp_path, or a
+    fresh PostgreSQL database dropped after the test."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/state/salesbot.db"
+        return
+    with fresh_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def servers(tmp_path: Path, database_url: str) -> Iterator[Servers]:
     saved = (apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER)
     amo = FakeAmoCRM(token=AMO_TOKEN).start()
     recordings = FakeRecordings().start()
@@ -72,7 +103,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
     telegram = FakeTelegram(token=BOT_TOKEN).start()
     telegram.known_chats = {CHAT_ID}
     try:
-        yield Servers(amo, recordings, openai_server, telegram, tmp_path)
+        yield Servers(amo, recordings, openai_server, telegram, tmp_path, database_url)
     finally:
         for server in (amo, recordings, openai_server, telegram):
             server.stop()

@@ -39,6 +39,8 @@ TRANSCRIBE_DELAY = 0.6  # slow enough that kills land inside transcriptions
 LIFE = (0.1, 1.4)  # seconds a daemon runs after READY=1 before it is killed
 STAMP_LAG = 0.5  # how late a fake may stamp a request that left before a kill (see below)
 
+pytestmark = pytest.mark.postgres  # each test runs against SQLite and against PostgreSQL
+
 
 def start(servers: Servers, config: Path, notify: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESBOT_", "NOTIFY_", "WATCHDOG_"))}
@@ -130,7 +132,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_pays_once(servers: Servers,
     finally:
         sock.close()
 
-    store = Store.open(f"sqlite:///{servers.tmp}/state/salesbot.db", 0)
+    store = Store.open(servers.database, 0)
     try:
         calls = {c.phone: c for c in Call.select()}
         stages = Counter(c.stage for c in calls.values())
@@ -241,7 +243,7 @@ def test_the_duplicate_window_is_exactly_between_acceptance_and_commit(servers: 
             again.communicate(timeout=20)
         finally:
             again.kill()
-    store = Store.open(f"sqlite:///{servers.tmp}/state/salesbot.db", 0)
+    store = Store.open(servers.database, 0)
     try:
         (call,) = Call.select()
         assert call.stage == "notified" and own_ids(call) == [2], "the second copy is the committed one"

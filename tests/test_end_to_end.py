@@ -10,6 +10,8 @@ import pytest
 from tests.conftest import BOT_TOKEN, CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3, validate_telegram_html
 
+pytestmark = pytest.mark.postgres  # each test runs against SQLite and against PostgreSQL
+
 
 def seed(servers: Servers, now: int) -> None:
     amo, rec = servers.amo, servers.recordings
@@ -184,7 +186,7 @@ def test_status_redacts_a_secret_that_reached_a_stored_error(servers: Servers) -
         entity_id=7002, note_id=201, duration=60, phone="+7999", link=None, created_at=int(time.time()) - 30
     )
     assert run_cli("once", config=config).returncode == 0
-    store = Store.open(f"sqlite:///{servers.tmp}/state/salesbot.db", 0)
+    store = Store.open(servers.database, 0)
     Call.update(last_error=f"unexpected ValueError: bad url /bot{BOT_TOKEN}/x").execute()
     store.close()
     status = run_cli("status", config=config)

@@ -137,7 +137,8 @@ def test_a_database_password_is_never_printed(servers: Servers, command: tuple[s
     path = servers.write_config()
     path.write_text(path.read_text().replace(f"sqlite:///{servers.tmp}/state/salesbot.db", DB_URL))
     result = run_cli(*command, config=path)
-    # No PostgreSQL driver is installed: the command fails on the database, and says so.
+    # No server takes that login (none listens, or it refuses the password): the command
+    # fails on the database, and says so. A real server: tests/test_postgres.py.
     assert result.returncode == 3, result.stderr
     assert "database error" in result.stderr
     assert DB_PASSWORD not in result.stdout + result.stderr
@@ -152,7 +153,7 @@ def test_check_prints_the_database_url_without_its_password(
     path.write_text(path.read_text().replace(f"sqlite:///{servers.tmp}/state/salesbot.db", DB_URL))
     sqlite_url = f"sqlite:///{servers.tmp}/pg-stand-in.db"
     real_open = Store.open
-    # No PostgreSQL here: the store opens a SQLite stand-in, the config keeps the URL.
+    # The store opens a SQLite stand-in, the config keeps the URL (a real server: test_postgres).
     monkeypatch.setattr(cli_main.Store, "open", lambda url, now: real_open(sqlite_url, now))
     root = logging.getLogger()
     handlers, level, old_umask = root.handlers[:], root.level, os.umask(0o022)

@@ -89,8 +89,9 @@ def _add_calls(n: int) -> None:
         )
 
 
-def test_threads_racing_for_calls_claim_each_exactly_once(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+@pytest.mark.postgres  # PostgreSQL: the claim's FOR UPDATE SKIP LOCKED
+def test_threads_racing_for_calls_claim_each_exactly_once(database_url: str) -> None:
+    store = Store.open(database_url, 0)
     _add_calls(40)
     claimed: list[tuple[str, int]] = []
     lock = threading.Lock()

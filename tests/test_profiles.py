@@ -106,6 +106,7 @@ def test_calls_land_in_their_profile_and_the_others_are_never_downloaded(servers
     # Each card goes to its profile's chat, and names its profile.
     cards = {m["chat_id"]: m["text"] for m in servers.telegram.messages}
     assert set(cards) == {CHAT_ID, WHOLESALE_CHAT}
+    print(cards[WHOLESALE_CHAT], cards[CHAT_ID], sep="\n\n")  # for the closing note (pytest -s)
     assert "📋 Профиль: <b>Опт</b>" in cards[WHOLESALE_CHAT] and "Назвал цену" in cards[WHOLESALE_CHAT]
     assert "📋 Профиль: <b>Продажи</b>" in cards[CHAT_ID] and "Приветствие и представление" in cards[CHAT_ID]
     # Only the pipelines' lead request was added: one for names and pipelines together.

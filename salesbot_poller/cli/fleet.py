@@ -44,6 +44,7 @@ from salesbot_poller.pipeline.health import failing_record
 from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import Store
+from salesbot_poller.store.postgres import one_line
 
 DEFAULT_ROOT = Path("/etc/salesbot")
 CONFIG_NAME = "config.toml"
@@ -92,7 +93,7 @@ def read_database(config: Config, service: str, read: Callable[[Store], T]) -> T
         except FileNotFoundError:
             raise Unreadable(f"database missing: {safe_url(url)}") from None
         except (OSError, peewee.PeeweeException) as exc:
-            raise Unreadable(f"database unreadable ({safe_url(url)}): {redact(str(exc), config.secrets())}") from None
+            raise _unreadable(url, exc, config) from None
         try:
             if store.missing_migrations():
                 raise Unreadable(f"database at an older schema: start {service} once so it migrates")
@@ -100,10 +101,14 @@ def read_database(config: Config, service: str, read: Callable[[Store], T]) -> T
             if store.snapshot_intact():
                 return result
         except (OSError, peewee.PeeweeException) as exc:
-            raise Unreadable(f"database unreadable ({safe_url(url)}): {redact(str(exc), config.secrets())}") from None
+            raise _unreadable(url, exc, config) from None
         finally:
             store.close()
     raise Unreadable(f"database changed during every read ({safe_url(url)}): try again")
+
+
+def _unreadable(url: str, exc: Exception, config: Config) -> Unreadable:
+    return Unreadable(f"database unreadable ({safe_url(url)}): {redact(one_line(exc), config.secrets())}")
 
 
 def account_host(config: Config) -> str:

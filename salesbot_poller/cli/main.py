@@ -29,6 +29,7 @@ from salesbot_poller.config import Config, config_path, load_config, safe_url
 from salesbot_poller.errors import ConfigError, FatalError
 from salesbot_poller.logs import add_secrets, redact, set_level, setup_logging, stderr_is_journal
 from salesbot_poller.store import Store
+from salesbot_poller.store.postgres import one_line
 
 # The service clients (openai alone takes over a second to import) are imported by the
 # commands that use them, inside their functions: `--help`, `status` and `retry` start fast.
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(redact(str(exc), secrets))
         return EXIT_FATAL
     except peewee.PeeweeException as exc:
-        _err(f"database error: {redact(str(exc), secrets)} (check storage.database)")
+        _err(f"database error: {redact(one_line(exc), secrets)} (check storage.database)")
         return EXIT_FATAL
 
 

@@ -3,9 +3,10 @@
 Contract (where a failed call resumes is `Store.resume_stage`):
 - `sweep_audio(app)` deletes partial downloads and, unless `storage.keep_audio`, recordings
   no call is waiting to transcribe. Call it at start only, before any lane runs.
-- `exclusive(database_url)` holds a lock beside the SQLite file while calls are processed:
-  a second `once`/`run` on the same database would send and pay for the same calls twice,
-  so it is refused with a `FatalError`. The lock dies with its process (even on kill -9).
+- `exclusive(database_url)` holds a lock while calls are processed: beside the SQLite file,
+  or a PostgreSQL advisory lock (`store.postgres.run_lock`). A second `once`/`run` on the
+  same database would send and pay for the same calls twice, so it is refused with a
+  `FatalError`. The lock dies with its process (even on kill -9).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from salesbot_poller.config import safe_url
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import FatalError
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.store import PRIVATE_FILE, make_private, sqlite_file
+from salesbot_poller.store.postgres import is_postgres, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +61,19 @@ def sweep_audio(app: App) -> list[Path]:
 
 @contextmanager
 def exclusive(database_url: str) -> Iterator[None]:
-    """Hold `<database file>.lock` (flock) for the block; see the module contract."""
+    """Hold `<database file>.lock` (flock), or PostgreSQL's advisory lock, for the block; see
+    the module contract."""
+    if is_postgres(database_url):
+        with run_lock(database_url) as taken:
+            if not taken:
+                raise FatalError(
+                    f"another salesbot-poller (once or run) is processing calls with {safe_url(database_url)}: "
+                    "stop it first (two at once would post and pay for the same calls twice)"
+                )
+            yield
+        return
     file = sqlite_file(database_url)
-    if file is None:  # a server database: one instance is the admin's job
+    if file is None:  # another server database: one instance is the admin's job
         yield
         return
     lock = file.with_name(file.name + ".lock")

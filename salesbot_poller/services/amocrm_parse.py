@@ -2,7 +2,7 @@
 
 Malformed input never raises anything but `ValueError`, whose text names the bad field (and
 is short: a hostile value is shown cut). What comes out is safe to store and to show:
-- integers are within the range their field can have (ids fit SQLite's 64-bit INTEGER, a
+- integers are within the range their field can have (ids fit the store's 64-bit columns, a
   duration is at most a week, a call status is a small number);
 - texts have no lone surrogates (a JSON `\\ud800` that no encoder can write) and no control
   characters but tab and newline.
@@ -18,7 +18,7 @@ from salesbot_poller.domain import ENTITY_PLURAL, CallEvent, CallNote, Direction
 
 CALL_EVENT_TYPES: dict[str, Direction] = {"incoming_call": "in", "outgoing_call": "out"}
 
-MAX_ID = 2**63 - 1  # SQLite's INTEGER, and amoCRM's ids are far below it
+MAX_ID = 2**63 - 1  # the store's 64-bit columns, and amoCRM's ids are far below it
 MAX_DURATION = 7 * 24 * 3600  # no call lasts a week: more is a corrupt note
 MAX_STATUS = 1000  # amoCRM's call_status is 1..7
 MAX_EVENT_ID = 64  # amoCRM's event ids are 26-character ULIDs

@@ -1,6 +1,8 @@
 """The durable store: see `store.core` for the contract. Split in modules of one concern each:
-`models` (the tables), `migrations`, `bi` (the BI tables' rows), `files` (the database's files and connections) and
-`core` (`Store`, every query of the application)."""
+`models` (the tables), `migrations`, `bi` (the BI tables' rows), `search` (`/find`'s index),
+`files` (the database's files and connections), `postgres` (a PostgreSQL URL's connections,
+run lock and retryable errors), `reports` (the report and command queries) and `core`
+(`Store`, every query of the application)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (

@@ -2,13 +2,17 @@
 
 Contract:
 - `Store.open(url)` connects (SQLite: WAL, a 30 s busy timeout, IMMEDIATE transactions, a
-  connection per thread), creates the SQLite file's directory, and applies pending
-  migrations in a transaction.
+  connection per thread; PostgreSQL: see `store.postgres`), creates the SQLite file's
+  directory, and applies pending migrations in a transaction (on PostgreSQL, one process at
+  a time: a second one waits, then finds them applied).
 - Every query of the application is a method here: the pipeline never reaches the models.
-- `claim_next` claims the oldest due call of the given stages with one conditional UPDATE:
-  no two threads or processes ever work the same call. `release` gives it back.
+- `claim_next` claims the oldest due call of the given stages with one conditional UPDATE
+  (PostgreSQL: one UPDATE of a row picked with FOR UPDATE SKIP LOCKED): no two threads or
+  processes ever work the same call. `release` gives it back.
 - `committed(fn)` runs a write that must not be lost (the record of a message Telegram has
-  accepted) and retries it while the database is busy (another process holds the lock).
+  accepted) and retries it while the database is busy (SQLite: another process holds the
+  lock; PostgreSQL: a lost connection, a deadlock, a server restarting: `postgres.transient`).
+  Such writes set values, so writing one again after an unknown outcome does no harm.
 - `record_window` stores a window's events and advances the cursor in ONE transaction:
   the cursor never passes an event that is not durably recorded.
 - `update(call, **fields)` commits at once; the pipeline calls it after each stage, so a
@@ -30,7 +34,8 @@ Contract:
   (`calls_with_number`).
 - `Store.open_readonly(url)` (the `fleet` and `usage` commands, run as root beside the
   services) writes nothing: no migration, no file created, no -wal/-shm of ours left behind;
-  see its docstring for how SQLite is kept from creating them.
+  see its docstring for how SQLite is kept from creating them. On PostgreSQL its every
+  transaction is read-only on the server.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from salesbot_poller.store.files import (
 )
 from salesbot_poller.store.migrations import MIGRATIONS
 from salesbot_poller.store.models import Call, Delivery, Migration, SeenEvent, State, Usage, database_proxy
+from salesbot_poller.store.postgres import is_postgres, migration_lock, open_postgres, transient
 from salesbot_poller.store.reports import ReportQueries
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ CURSOR_KEY = "events_cursor"
 KEPT_STAGES = frozenset({Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value, Stage.SKIPPED.value})
 COMMIT_PATIENCE_SECONDS = 600.0  # how long a must-keep write is retried while the database is busy
 T = TypeVar("T")
+M = TypeVar("M", bound=peewee.Model)
 
 
 ERROR_FIELDS = ("last_error", "skip_reason", "error")  # texts that may quote an upstream answer
@@ -94,7 +101,8 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
     def open_readonly(cls, url: str) -> Store:
         """Open `url` to read only: no migration, nothing written (see `_readonly_sqlite`); a
         missing SQLite file raises `FileNotFoundError`. `missing_migrations` tells whether the
-        schema is this release's. Other databases are connected as they are and only read."""
+        schema is this release's. PostgreSQL is connected with read-only transactions; other
+        databases are connected as they are and only read."""
         if url.startswith("sqlite:"):
             file = sqlite_file(url)
             if file is None:
@@ -103,6 +111,8 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
             store = cls(db, lambda text: text)
             store._readonly_file, store._identity = file, identity
             return store
+        if is_postgres(url):
+            return cls(open_postgres(url, readonly=True), lambda text: text)
         return cls(connect(url), lambda text: text)
 
     _readonly_file: Path | None = None
@@ -137,9 +147,12 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
         if self._readonly_file is not None:
             give_back_companions(self._readonly_file)
 
-    def migrate(self, now: int) -> list[str]:
-        """Apply pending migrations in order, each recorded in the `migration` table."""
+    def migrate(self, now: int, upto: str | None = None) -> list[str]:
+        """Apply pending migrations in order, each recorded in the `migration` table; with
+        `upto`, only as far as that one (a test upgrades a database step by step)."""
         with self.db.atomic():
+            if isinstance(self.db, peewee.PostgresqlDatabase):
+                migration_lock(self.db)  # SQLite's IMMEDIATE transaction serialises this by itself
             self.db.create_tables([Migration])
             done = {m.name for m in Migration.select(Migration.name)}
             applied = []
@@ -148,6 +161,8 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
                     step(self.db)
                     Migration.create(name=name, applied_at=now)
                     applied.append(name)
+                if name == upto:
+                    break
         if applied:
             log.info("database migrated: %s", ", ".join(applied))
         return applied
@@ -165,7 +180,10 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
 
     def set_secret_state(self, key: str, value: str) -> None:
         """Store `value` as given: only for state that must hold a secret (OAuth tokens)."""
-        State.insert(key=key, value=value).on_conflict_replace().execute()
+        # An upsert on the key (INSERT OR REPLACE is SQLite's own: PostgreSQL refuses it).
+        State.insert(key=key, value=value).on_conflict(
+            conflict_target=[State.key], update={State.value: value}
+        ).execute()
 
     def cursor(self) -> int | None:
         value = self.get_state(CURSOR_KEY)
@@ -264,35 +282,28 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
         `worker`; None if there is none.
 
         The claim is one conditional UPDATE (the row must still be unclaimed and due), so of
-        two threads or processes racing for a call exactly one gets it.
+        two threads or processes racing for a call exactly one gets it. On PostgreSQL the row
+        is picked with FOR UPDATE SKIP LOCKED in that same UPDATE: racing workers take
+        different calls at once instead of queueing behind one row lock.
         """
         wanted = [s.value for s in stages]
+        claimable = (
+            Call.stage.in_(wanted),
+            Call.kind == kind,
+            Call.next_attempt_at <= now,
+            Call.claimed_by.is_null(),
+            Call.id.not_in(list(exclude)),
+        )
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            oldest = Call.select(Call.id).where(*claimable).order_by(Call.id).limit(1).for_update(skip_locked=True)
+            claimed = Call.update(claimed_by=worker, claimed_at=now).where(Call.id == oldest, *claimable)
+            ids = [int(row[0]) for row in claimed.returning(Call.id).tuples().execute()]
+            return Call.get_by_id(ids[0]) if ids else None
         while True:
-            candidate = (
-                Call.select(Call.id)
-                .where(
-                    Call.stage.in_(wanted),
-                    Call.kind == kind,
-                    Call.next_attempt_at <= now,
-                    Call.claimed_by.is_null(),
-                    Call.id.not_in(list(exclude)),
-                )
-                .order_by(Call.id)
-                .limit(1)
-                .first()
-            )
+            candidate = Call.select(Call.id).where(*claimable).order_by(Call.id).limit(1).first()
             if candidate is None:
                 return None
-            taken = (
-                Call.update(claimed_by=worker, claimed_at=now)
-                .where(
-                    Call.id == candidate.id,
-                    Call.claimed_by.is_null(),
-                    Call.stage.in_(wanted),
-                    Call.next_attempt_at <= now,
-                )
-                .execute()
-            )
+            taken = Call.update(claimed_by=worker, claimed_at=now).where(Call.id == candidate.id, *claimable).execute()
             if taken:
                 return Call.get_by_id(candidate.id)
 
@@ -326,14 +337,21 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
         while True:
             try:
                 return write()
-            except peewee.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+            except Exception as exc:  # psycopg2's own too: peewee leaves a deadlock's unwrapped
+                if not self._busy(exc):
                     raise
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("database busy (%s): the record of a sent message is written again in %.1f s", exc, delay)
+                said = " ".join(str(exc).split())  # psycopg2's texts run over several lines
+                log.warning("database busy (%s): the record of a sent message is written again in %.1f s", said, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _busy(self, exc: Exception) -> bool:
+        """Whether a write that failed with `exc` may succeed if tried again (see `committed`)."""
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            return transient(exc)
+        return isinstance(exc, peewee.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
     def stage_counts(self) -> dict[str, int]:
         query = Call.select(Call.stage, peewee.fn.COUNT(Call.id)).group_by(Call.stage).tuples()
@@ -637,13 +655,21 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
             found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))
         return sorted({call.id: call for call in found}.values(), key=lambda c: (c.event_created_at, c.id))
 
-    def deliveries_of(self, call_ids: Iterable[int]) -> list[Delivery]:
-        """Every delivery row of `call_ids`, in the order they were stored."""
+    def deliveries_of(self, call_ids: Iterable[int], *, lock: bool = False) -> list[Delivery]:
+        """Every delivery row of `call_ids`, in the order they were stored (`lock`: see
+        `_for_update`)."""
         ids = list(call_ids)
         rows: list[Delivery] = []
         for start in range(0, len(ids), 500):
-            rows.extend(Delivery.select().where(Delivery.call_id.in_(ids[start : start + 500])))
+            query = Delivery.select().where(Delivery.call_id.in_(ids[start : start + 500]))
+            rows.extend(self._for_update(query) if lock else query)
         return sorted(rows, key=lambda row: row.id)
+
+    def _for_update(self, query: peewee.ModelSelect[M]) -> peewee.ModelSelect[M]:
+        """`query` locking the rows it reads until the transaction ends, for a read-then-write:
+        PostgreSQL's READ COMMITTED lets another writer in between (`forget` beside the
+        service's retention); SQLite's IMMEDIATE transaction already keeps every other out."""
+        return query.for_update() if isinstance(self.db, peewee.PostgresqlDatabase) else query
 
     def clear_personal(
         self, calls: Iterable[Call], now: int, reason: str, *, forgotten_as: str | None = None
@@ -687,12 +713,12 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
                 for name, value in fields.items():
                     setattr(call, name, value)
                 bi.rewrite_facts(call)  # its quotes, objections and next step go from the BI tables too
-            blanked += self._blank(self.deliveries_of(cleared), now, reason)
+            blanked += self._blank(self.deliveries_of(cleared, lock=True), now, reason)
             for number in numbers if forgotten_as is not None else ():
                 quoting = Delivery.select().where(
                     Delivery.call_id.is_null(), Delivery.payload_json.contains(number), Delivery.removed_at.is_null()
                 )
-                blanked += self._blank(list(quoting), now, reason)
+                blanked += self._blank(list(self._for_update(quoting)), now, reason)
         return changed, blanked
 
     def clear_unlinked_before(self, before: int, now: int, limit: int) -> int:
@@ -702,7 +728,8 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
             Delivery.call_id.is_null(), Delivery.created_at < before, Delivery.removed_at.is_null()
         )
         with self.db.atomic():
-            return self._blank(list(query.order_by(Delivery.id).limit(limit)), now, "personal data removed")
+            rows = self._for_update(query.order_by(Delivery.id).limit(limit))
+            return self._blank(list(rows), now, "personal data removed")
 
     def _blank(self, rows: Iterable[Delivery], now: int, reason: str) -> int:
         blanked = 0
@@ -725,7 +752,7 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
         for good, so neither is tried again; the row is read again first (it may have been
         blanked since `row` was read)."""
         with self.db.atomic():
-            fresh = Delivery.get_by_id(row.id)
+            fresh = self._for_update(Delivery.select().where(Delivery.id == row.id)).get()
             payload = json.loads(fresh.payload_json)
             payload["deleted"] = sorted(set(payload.get("deleted", [])) | set(deleted))
             payload["refused"] = sorted(set(payload.get("refused", [])) | set(refused))

@@ -1,5 +1,6 @@
 """The database's files and connections: a SQLite file kept private, opened for the service
-(WAL, busy timeout, IMMEDIATE) or read-only for the fleet commands without leaving files."""
+(WAL, busy timeout, IMMEDIATE) or read-only for the fleet commands without leaving files; a
+PostgreSQL URL is opened by `store.postgres` (no files of ours there)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from urllib.parse import quote
 
 import peewee
 from playhouse.db_url import connect
+
+from salesbot_poller.store.postgres import is_postgres, open_postgres
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ def _open_database(url: str) -> peewee.Database:
             lock_type="IMMEDIATE",
         )
         return db
+    if is_postgres(url):
+        return open_postgres(url)
     db = connect(url)
     return db
 

@@ -52,20 +52,44 @@ def _m0007_lanes(db: peewee.Database) -> None:
     """Claims for the work lane; each call's own message becomes a `Delivery` row (key
     `call:<id>`), with the parts already accepted, so a call left mid-send resumes there."""
     add_missing_columns(db, Call, ["claimed_by", "claimed_at"])
-    rows = Call.select().where(Call.outbox_json.is_null(False))
+    # Only columns this step's release had: the models' later columns (call.summarised_in,
+    # delivery.attempts, ...) are added by later steps, and a model select or insert names
+    # them all, which failed the upgrade of any database from before this step.
+    rows = Call.select(
+        Call.id,
+        Call.stage,
+        Call.kind,
+        Call.chat_id,
+        Call.thread_id,
+        Call.outbox_json,
+        Call.message_ids_json,
+        Call.updated_at,
+        Call.notified_at,
+    ).where(Call.outbox_json.is_null(False))
+    table = Delivery._meta.table_name
+    present = {column.name for column in db.get_columns(table)}
+    # The model's defaults of the columns the table has (0006_delivery made it from the
+    # model of its day, or of today): a table insert adds none by itself.
+    defaults = {
+        name: field.default
+        for name, field in Delivery._meta.fields.items()
+        if name in present and field.default is not None
+    }
+    delivery = peewee.Table(table).bind(db)
     for call in rows:
         done = call.stage in (Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value)
-        Delivery.insert(
-            key=f"call:{call.id}",
-            call_id=call.id,
-            kind="alert" if call.kind == "missed" else "card",
-            chat_id=call.chat_id,
-            thread_id=call.thread_id,
-            payload_json=json.dumps({"parts": json.loads(call.outbox_json or "[]")}, ensure_ascii=False),
-            sent_ids_json=call.message_ids_json or "[]",
-            created_at=call.updated_at,
-            done_at=(call.notified_at or call.updated_at) if done else None,
-        ).on_conflict_ignore().execute()
+        row = defaults | {
+            "key": f"call:{call.id}",
+            "call_id": call.id,
+            "kind": "alert" if call.kind == "missed" else "card",
+            "chat_id": call.chat_id,
+            "thread_id": call.thread_id,
+            "payload_json": json.dumps({"parts": json.loads(call.outbox_json or "[]")}, ensure_ascii=False),
+            "sent_ids_json": call.message_ids_json or "[]",
+            "created_at": call.updated_at,
+            "done_at": (call.notified_at or call.updated_at) if done else None,
+        }
+        delivery.insert(**row).on_conflict_ignore().execute()
 
 
 def _m0008_delivery_retry(db: peewee.Database) -> None:
@@ -106,6 +130,29 @@ def _m0013_bi(db: peewee.Database) -> None:
     bi.backfill()
 
 
+# amoCRM's integers, admitted by the parser up to 2^63 - 1 (`amocrm_parse.MAX_ID`).
+BIG_COLUMNS: dict[type[peewee.Model], tuple[str, ...]] = {
+    Call: ("entity_id", "note_id", "responsible_user_id", "event_created_at"),
+    SeenEvent: ("created_at",),
+}
+
+
+def _m0014_big_ids(db: peewee.Database) -> None:
+    """amoCRM's ids (and times) past 2^31 fit: SQLite's INTEGER is 64-bit already, so only
+    PostgreSQL columns made as INTEGER (4 bytes) by an earlier release are widened to BIGINT."""
+    if not isinstance(db, peewee.PostgresqlDatabase):
+        return
+    migrator = SchemaMigrator.from_database(db)
+    operations = []
+    for model, names in BIG_COLUMNS.items():
+        table = model._meta.table_name
+        narrow = {column.name for column in db.get_columns(table) if column.data_type == "integer"}
+        fields = model._meta.fields
+        operations += [migrator.alter_column_type(table, name, fields[name]) for name in names if name in narrow]
+    if operations:
+        migrate(*operations)
+
+
 def _m0015_profile(db: peewee.Database) -> None:
     """Each call keeps the profile it was given (issue 13)."""
     add_missing_columns(db, Call, ["profile"])
@@ -126,5 +173,6 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0011_retention", _m0011_retention),
     ("0012_call_search", _m0012_call_search),
     ("0013_bi", _m0013_bi),
+    ("0014_big_ids", _m0014_big_ids),
     ("0015_profile", _m0015_profile),
 ]

@@ -27,7 +27,7 @@ class State(_Model):
 
 class SeenEvent(_Model):
     event_id = peewee.CharField(primary_key=True)
-    created_at = peewee.IntegerField(null=True)
+    created_at = peewee.BigIntegerField(null=True)  # amoCRM's: as wide as the parser admits (0014_big_ids)
     seen_at = peewee.IntegerField()
     error = peewee.TextField(null=True)  # why a malformed event could not become a call
     raw_json = peewee.TextField(null=True)  # a set-aside event as read, for `retry --event`
@@ -38,9 +38,11 @@ class Call(_Model):
     event_id = peewee.CharField(unique=True)
     direction = peewee.CharField()  # in / out
     entity_type = peewee.CharField()  # plural
-    entity_id = peewee.IntegerField()
-    note_id = peewee.IntegerField()
-    event_created_at = peewee.IntegerField(index=True)  # indexed in 0011_retention
+    # What amoCRM gives may pass 2^31 (an id, a hostile time): 64-bit, as the parser admits
+    # (SQLite's INTEGER always is; PostgreSQL's INTEGER is widened by 0014_big_ids).
+    entity_id = peewee.BigIntegerField()
+    note_id = peewee.BigIntegerField()
+    event_created_at = peewee.BigIntegerField(index=True)  # indexed in 0011_retention
     first_seen_at = peewee.IntegerField()
     updated_at = peewee.IntegerField()
     stage = peewee.CharField(index=True, default=Stage.NEW.value)
@@ -55,7 +57,7 @@ class Call(_Model):
     link = peewee.TextField(null=True)
     call_status = peewee.IntegerField(null=True)
     source = peewee.CharField(null=True)
-    responsible_user_id = peewee.IntegerField(null=True)
+    responsible_user_id = peewee.BigIntegerField(null=True)
     manager_name = peewee.CharField(null=True)
     entity_name = peewee.CharField(null=True)
     profile = peewee.CharField(null=True)  # the `[[profiles]]` name it got ("" without profiles)
@@ -132,14 +134,14 @@ class BiCall(_Model):
     """One analysed call: its facts, score and next step."""
 
     call_id = peewee.IntegerField(primary_key=True)  # Call.id
-    started_at = peewee.IntegerField(index=True)  # the call's event time, unix seconds
+    started_at = peewee.BigIntegerField(index=True)  # the call's event time, unix seconds
     analysed_at = peewee.IntegerField()  # when the analysis was stored
     score = peewee.IntegerField(null=True)  # 0..100; NULL: every item not applicable
     profile = peewee.CharField(default="")  # the `[[profiles]]` name the call got; "" without profiles
-    manager_id = peewee.IntegerField(null=True)  # amoCRM user id of the responsible user
+    manager_id = peewee.BigIntegerField(null=True)  # amoCRM user id of the responsible user
     manager = peewee.CharField(null=True)  # that user's name when the call was read
     entity_type = peewee.CharField()  # leads / contacts / companies / customers
-    entity_id = peewee.IntegerField()
+    entity_id = peewee.BigIntegerField()
     direction = peewee.CharField()  # in / out
     duration = peewee.IntegerField(null=True)  # seconds, as the call note says
     next_step_action = peewee.TextField(default="")  # "" when none was agreed
