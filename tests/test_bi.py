@@ -4,13 +4,11 @@ by `0013_bi`, cleared with the personal data; and docs/bi.md's queries run on th
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 from pathlib import Path
 
 import pytest
-from playhouse.db_url import connect
 
 from salesbot_poller.domain import CallAnalysis, NextStep, ObjectionHandling, RubricResult
 from salesbot_poller.pipeline.lanes import run_once
@@ -244,15 +242,10 @@ def test_every_documented_query_runs_on_a_seeded_database(tmp_path: Path) -> Non
     assert sum(int(str(row[1])) for row in cost) >= 300 and all(float(str(row[5])) > 0 for row in cost)
 
 
-PG_ENV = "SALESBOT_TEST_POSTGRES_URL"  # a THROWAWAY database: the test empties it
-
-
-@pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"set {PG_ENV} to a throwaway PostgreSQL database")
-def test_every_documented_query_runs_on_postgresql_too() -> None:
-    url = os.environ[PG_ENV]
-    scratch = Store(connect(url))
-    scratch.db.execute_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")  # type: ignore[no-untyped-call]
-    scratch.close()
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_every_documented_query_runs_on_postgresql_too(database_url: str) -> None:
+    url = database_url  # a fresh database on the test server (tests/databases.py)
     store = Store.open(url, 1)
     week = 7 * 24 * 3600
     seed_analysed(store, 300, start=int(T0.timestamp()) - 3 * week, spacing=3 * week // 300)

@@ -121,14 +121,23 @@ def rewrite_facts(call: Call) -> None:
     write_facts(call, previous.analysed_at if previous is not None else call.updated_at)
 
 
+LATER_COLUMNS = ("profile",)  # added to `call` by migrations after 0013_bi
+
+
 def backfill() -> int:
     """Fill the BI tables for every call with a stored analysis; returns how many calls. The
     analysis time of such a call is not stored anywhere: its `updated_at` stands for it."""
     done = 0
     last = 0
+    # The columns of 0013's day only: a database upgraded from before it has no later ones
+    # (`profile`, 0015); `_rows` reads a missing one as its default.
+    columns = [f for name, f in Call._meta.fields.items() if name not in LATER_COLUMNS]
     while True:
         page = list(
-            Call.select().where(Call.analysis_json.is_null(False), Call.id > last).order_by(Call.id).limit(PAGE)
+            Call.select(*columns)
+            .where(Call.analysis_json.is_null(False), Call.id > last)
+            .order_by(Call.id)
+            .limit(PAGE)
         )
         if not page:
             return done
