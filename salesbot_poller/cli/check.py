@@ -141,9 +141,11 @@ def _check_structured_output(config: Config) -> str:
 
 
 def _check_telegram(config: Config) -> str:
-    """The bot, and every chat it posts to: the default, the routed ones, the alert chat."""
+    """The bot, and every chat it posts to: the default, the routed ones, the alert chat, the
+    profiles' chats."""
     tg = config.telegram
     others = [route.chat_id for route in tg.routes.values()] + ([tg.alert_chat_id] if tg.alert_chat_id else [])
+    others += [profile.chat_id for profile in config.profiles if profile.chat_id]
     return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
 
 
