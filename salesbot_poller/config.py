@@ -387,6 +387,20 @@ class StorageConfig(_Section):
         return value
 
 
+def existing_file(value: str) -> str:
+    """A file setting: "" (none) or the path of a file that exists."""
+    if value and not Path(value).is_file():
+        raise ValueError(f"{value}: no such file")
+    return value
+
+
+def unique_item_ids(items: tuple[RubricItem, ...]) -> tuple[RubricItem, ...]:
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"item ids must be unique, got {ids}")
+    return items
+
+
 class RubricItem(_Section):
     """One item of the sales-script rubric."""
 
@@ -448,17 +462,12 @@ class AnalysisConfig(_Section):
     def _unique_ids(cls, items: tuple[RubricItem, ...]) -> tuple[RubricItem, ...]:
         if not items:
             raise ValueError("needs at least one item")
-        ids = [item.id for item in items]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"item ids must be unique, got {ids}")
-        return items
+        return unique_item_ids(items)
 
     @field_validator("prompt_file")
     @classmethod
     def _readable(cls, value: str) -> str:
-        if value and not Path(value).is_file():
-            raise ValueError(f"{value}: no such file")
-        return value
+        return existing_file(value)
 
 
 EntityType = Literal["leads", "contacts", "companies"]
@@ -509,9 +518,7 @@ class Profile(_Section):
     @field_validator("prompt_file")
     @classmethod
     def _readable(cls, value: str) -> str:
-        if value and not Path(value).is_file():
-            raise ValueError(f"{value}: no such file")
-        return value
+        return existing_file(value)
 
     @model_validator(mode="after")
     def _one_rubric(self) -> Profile:
@@ -519,9 +526,7 @@ class Profile(_Section):
             raise ValueError("set either rubric or rubric_file, not both")
         if self.rubric_file:
             object.__setattr__(self, "rubric", _rubric_file(self.rubric_file))
-        ids = [item.id for item in self.rubric]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"rubric item ids must be unique, got {ids}")
+        unique_item_ids(self.rubric)
         return self
 
     @property
