@@ -215,3 +215,25 @@ def test_profile_config_problems_name_the_profile(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         config_with([{"name": "A"}, {"name": "A"}])
     assert caught.value.problems == ["profiles: profile names must be unique: A more than once"]
+
+
+@pytest.mark.slow
+def test_backfills_estimate_counts_the_calls_to_transcribe_per_profile(servers: Servers) -> None:
+    account(servers)
+    add_calls(servers)
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 400))
+    result = run_cli("backfill", "--since", day, "--until", day, config=write_config(servers))
+    assert result.returncode == 1, result.stderr  # not confirmed: no terminal, no --yes
+    assert "6 new calls: 2 to transcribe" in result.stdout
+    assert "0 missed (not alerted), 4 too short, unanswered or matching no profile" in result.stdout
+    assert "backfill: to transcribe per profile: «Опт» 1, «Продажи» 1" in result.stdout
+    assert servers.recordings.requests == [], "counting downloads nothing"
+
+
+def test_the_digest_counts_calls_per_profile() -> None:
+    from salesbot_poller.pipeline.digest import render_digest
+
+    parts = render_digest([], 0, 86_400, None, profiles={"Опт": (3, 1), "": (2, 0), "Продажи": (5, 2)})
+    text = "\n".join(parts)
+    assert "📋 <b>По профилям</b>\n«Опт»: разговоров 3, пропущено 1\n«Продажи»: разговоров 5, пропущено 2" in text
+    assert text.endswith("без профиля (не разбирались): разговоров 2, пропущено 0")
