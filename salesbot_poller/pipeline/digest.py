@@ -18,15 +18,15 @@ Contract of `run(app, cycle)` (once per cycle):
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from salesbot_poller.config import MaskMode
-from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, Planned, answered, local_time
+from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, answered, local_time
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.followup import send_pending
 from salesbot_poller.pipeline.messages import clean, format_duration, format_time, masked, name_html, pack
+from salesbot_poller.pipeline.team_stats import figures, read_analysis
 
 
 @dataclass
@@ -54,27 +54,22 @@ def due_day(digest_time: str, now: int, tz: tzinfo | None) -> tuple[date, int] |
 
 
 def collect(app: App, start: int, end: int) -> list[ManagerDay]:
-    """Per manager figures for calls made in [start, end), busiest first."""
-    days: dict[str, ManagerDay] = {}
-    for call in app.store.calls_between(start, end):
+    """Per manager figures for calls made in [start, end), busiest first: the counts as the
+    weekly report counts them (`team_stats.figures`), and each manager's weakest call."""
+    calls = app.store.calls_between(start, end)
+    weakest: dict[str, tuple[int, str, str]] = {}
+    for call in calls:
+        analysis = read_analysis(call)
+        if analysis is None or analysis.score is None or call.kind == "missed":
+            continue
         name = call.manager_name or MANAGER_UNKNOWN
-        day = days.setdefault(name, ManagerDay(name))
-        if call.kind == "missed":
-            day.missed += 1
-            day.returned += call.callback_call_id is not None
-            continue
-        if not answered(call.duration, call.call_status):
-            continue
-        day.calls += 1
-        day.talk_seconds += call.duration or 0
-        if call.analysis_json:
-            score = CallAnalysis.model_validate(json.loads(call.analysis_json)).score
-            if score is not None:
-                day.scores.append(score)
-                if day.weakest is None or score < day.weakest[0]:
-                    url = app.source.entity_url(call.entity_type, call.entity_id)
-                    day.weakest = (score, call.entity_name or call.phone or f"#{call.entity_id}", url)
-    return sorted(days.values(), key=lambda d: (-d.calls, -d.missed, d.name))
+        if name not in weakest or analysis.score < weakest[name][0]:
+            url = app.source.entity_url(call.entity_type, call.entity_id)
+            weakest[name] = (analysis.score, call.entity_name or call.phone or f"#{call.entity_id}", url)
+    return [
+        ManagerDay(m.name, m.calls, m.talk_seconds, m.scores, m.missed, m.returned, weakest.get(m.name))
+        for m in figures(calls).managers
+    ]
 
 
 def profile_counts(app: App, start: int, end: int) -> dict[str, tuple[int, int]]:
