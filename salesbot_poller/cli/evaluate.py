@@ -28,6 +28,7 @@ from pathlib import Path
 from salesbot_poller.config import OpenAIConfig, RubricItem
 from salesbot_poller.domain import Analyzer, CallAnalysis, CallContext
 from salesbot_poller.errors import PermanentError, TransientError
+from salesbot_poller.services.quotes import QuoteIndex
 
 EVAL_DAY = datetime(2026, 11, 24, 11, 0)
 _STAMP_SECONDS = 2.5  # words per second of speech, to estimate a duration without timestamps
@@ -88,8 +89,6 @@ def load_cases(directory: Path) -> list[Case]:
 
 def call_duration(transcript: str) -> int:
     """The last `[mm:ss]` of the transcript, or an estimate from its words."""
-    from salesbot_poller.services.quotes import QuoteIndex
-
     index = QuoteIndex(transcript)
     stamped = [t for t in index.times if t is not None]
     return max(stamped) + 10 if stamped else int(len(index.words) / _STAMP_SECONDS)

@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal, TextIO
 
 from salesbot_poller.store import Store
-from salesbot_poller.store.bi import ExportedCall
+from salesbot_poller.store.bi import ExportedCall, item_fields
 
 Format = Literal["csv", "jsonl"]
 BOM = "\ufeff"
@@ -85,19 +85,7 @@ def _facts(call: ExportedCall, tz: tzinfo) -> dict[str, Any]:
 
 def _json_line(call: ExportedCall, tz: tzinfo) -> str:
     row = _facts(call, tz)
-    row["items"] = [
-        {
-            "item_id": item.item_id,
-            "title": item.title,
-            "weight": item.weight,
-            "verdict": item.verdict,
-            "evidence": item.evidence,
-            "verified": item.verified,
-            "confidence": item.confidence,
-            "at": item.at,
-        }
-        for item in call.items
-    ]
+    row["items"] = [item_fields(item) for item in call.items]
     row["objections"] = [{"objection": o.objection, "handling": o.handling} for o in call.objections]
     return json.dumps(row, ensure_ascii=False) + "\n"
 

@@ -173,6 +173,8 @@ class OpenAIAnalyzer:
                 problems.append("the second answer had no summary nor verdicts either: sent without them")
         analysis = check_quotes(to_analysis(reading, self._rubric), sent, self._threshold)
         analysis = redact_analysis(analysis, self._redact)
+        # The problems quote the model's values, which may hold a number it made up: redacted too.
+        problems = [redact(problem, self._redact) for problem in problems]
         return analysis.model_copy(update={"usage": spent, "condensed": condensed, "problems": problems})
 
     def _completion(self, messages: list[dict[str, Any]], spent: ModelUsage, what: str, **extra: Any) -> Any:

@@ -44,6 +44,14 @@ def _analysis(call: Call) -> CallAnalysis | None:
 
 
 Row = dict[str, object]
+# A rubric item's columns: the same names on `RubricResult` (stored analysis), `BiRubricItem`
+# (its row) and in the export.
+ITEM_FIELDS = ("item_id", "title", "weight", "verdict", "evidence", "verified", "confidence", "at")
+
+
+def item_fields(item: object) -> Row:
+    """`ITEM_FIELDS` of a `RubricResult` or a `BiRubricItem`."""
+    return {name: getattr(item, name) for name in ITEM_FIELDS}
 
 
 def _rows(call: Call, analysis: CallAnalysis, now: int) -> tuple[Row, list[Row], list[Row]]:
@@ -64,18 +72,7 @@ def _rows(call: Call, analysis: CallAnalysis, now: int) -> tuple[Row, list[Row],
         "next_step_due": step.due_date if step else None,
     }
     items: list[Row] = [
-        {
-            "call_id": call.id,
-            "position": position,
-            "item_id": item.item_id,
-            "title": item.title,
-            "weight": item.weight,
-            "verdict": item.verdict,
-            "evidence": item.evidence,
-            "verified": item.verified,
-            "confidence": item.confidence,
-            "at": item.at,
-        }
+        {"call_id": call.id, "position": position, **item_fields(item)}
         for position, item in enumerate(analysis.rubric)
     ]
     objections: list[Row] = [
