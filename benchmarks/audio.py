@@ -11,7 +11,7 @@
    25 MB limit of whisper-1).
    The child's peak RSS comes from the kernel (`wait4` rusage), wall times from the child.
 4. Prints a table: peak RSS, wall times, bytes uploaded per audio minute vs the original.
-Targets (issue 5): peak RSS < 150 MB, <= 0.25 MB uploaded per audio minute.
+Targets: peak RSS < 150 MB, <= 0.25 MB uploaded per audio minute.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from salesbot_poller.domain import Destination, Planned, Stage
-from salesbot_poller.pipeline.lanes import drain
+from salesbot_poller.lanes import drain
 from salesbot_poller.store import Call, Delivery
 from tests.builder import build_rig
 from tests.fakes import FakeTelegram

@@ -1,4 +1,4 @@
-"""The hostile-input figures of issue 12, measured through the real code against loopback fakes.
+"""The hostile-input figures, measured through the real code against loopback fakes.
 
 Run from the repository root:
     .venv/bin/python benchmarks/hostile.py [--deadlines 2,5[,10]] [--runs 3] [--storm N]
@@ -257,7 +257,7 @@ def main() -> int:
             strict=False,
         )
     ]
-    print("hostile input (issue 12), loopback fakes on 127.0.0.1\n")
+    print("hostile input, loopback fakes on 127.0.0.1\n")
     header = ("what", "measured", "target", "ok")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -1,4 +1,4 @@
-"""The quote threshold of `services/quotes.py`, measured on the eval set (issue 14).
+"""The quote threshold of `services/quotes.py`, measured on the eval set.
 
 Run from the repository root:
     .venv/bin/python benchmarks/quotes.py [--runs 5]

@@ -277,7 +277,7 @@ class TelegramConfig(_Section):
         ),
     )
     mask_phones: MaskMode = "cards"  # which messages show numbers masked: see `messages.masked`
-    # Issue 15: the weekly report, and the bot's commands for the head of sales.
+    # The weekly report, and the bot's commands for the head of sales.
     weekly_report: str = ""  # "mon 09:00": day and time in amocrm.timezone; empty: no weekly report
     command_chats: Annotated[list[str], BeforeValidator(_id_list)] = Field(default_factory=list)
     admins: Annotated[list[int], BeforeValidator(_comma_list)] = Field(default_factory=list)
@@ -491,7 +491,7 @@ def _rubric_file(path: str) -> tuple[RubricItem, ...]:
 
 
 class Profile(_Section):
-    """Which calls are analysed, against which script, and where the card goes (issue 13).
+    """Which calls are analysed, against which script, and where the card goes.
 
     A call gets the first profile that matches it (`pipeline.profiles.match`); with none
     configured, the top-level `[analysis]` and `[telegram]` settings are the only profile.

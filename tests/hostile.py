@@ -1,4 +1,4 @@
-"""The hostile values of issue 12 (tests/data/hostile.json), for any test that wants them."""
+"""The hostile values (tests/data/hostile.json), for any test that wants them."""
 
 from __future__ import annotations
 

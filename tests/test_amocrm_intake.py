@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from salesbot_poller.app import build_amo
 from salesbot_poller.domain import Stage
+from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.intake import poll, resolve_new
-from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.services.amocrm import MAX_QUERY_CHARS, AmoClient, AmoForbidden, id_batches
 from salesbot_poller.services.amocrm_auth import LongLivedToken
 from salesbot_poller.store import Call

@@ -11,7 +11,7 @@ from typing import Any
 from salesbot_poller.app import build_openai
 from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
 from salesbot_poller.domain import CallContext, ModelUsage, RubricResult
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from salesbot_poller.services.analysis import OpenAIAnalyzer
 from salesbot_poller.services.prompts import DATA_RULE, REASK, load_prompt
 from salesbot_poller.services.rubric import total_score

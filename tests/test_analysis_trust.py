@@ -1,4 +1,4 @@
-"""Analysis a head of sales can trust (issue 14): a careless model's answer still makes a
+"""Analysis a head of sales can trust: a careless model's answer still makes a
 card, quotes are shown only when they were really said, the transcript travels as data,
 long calls are condensed, and `eval` measures a model on the shipped eval set."""
 

@@ -1,4 +1,4 @@
-"""Issue 16, BI tables: the stored analysis normalised into `bi_call`, `bi_rubric_item` and
+"""BI tables: the stored analysis normalised into `bi_call`, `bi_rubric_item` and
 `bi_objection`, written in the transaction that stores the analysis, filled for older calls
 by `0013_bi`, cleared with the personal data; and docs/bi.md's queries run on them."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from salesbot_poller.domain import CallAnalysis, NextStep, ObjectionHandling, RubricResult
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from salesbot_poller.store import BiCall, BiObjection, BiRubricItem, Call, Store
 from salesbot_poller.store import bi as store_bi
 from tests.bi_seed import seed_analysed, seed_missed

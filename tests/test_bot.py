@@ -1,4 +1,4 @@
-"""The bot's commands (issue 15): the real telebot client long-polls the loopback Telegram's
+"""The bot's commands: the real telebot client long-polls the loopback Telegram's
 `getUpdates` and answers the head of sales, only in `telegram.command_chats` and only to
 `telegram.admins`, once per update even across a restart."""
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from salesbot_poller import bot_lane as bot
 from salesbot_poller.app import build_updates
 from salesbot_poller.cli.daemon import Daemon
-from salesbot_poller.pipeline import bot
 from salesbot_poller.sandbox.team import TeamCall, store_calls
 from salesbot_poller.store import Store
 from tests.builder import T0, Rig
@@ -161,9 +161,9 @@ def test_another_user_or_chat_gets_no_answer_and_one_log_line(
     rig: Rig, servers: Servers, caplog: pytest.LogCaptureFixture, user: int, chat: str
 ) -> None:
     servers.telegram.known_chats.add(OTHER_CHAT)
-    with caplog.at_level(logging.INFO, logger="salesbot_poller.pipeline.bot"):
+    with caplog.at_level(logging.INFO, logger="salesbot_poller.bot_lane"):
         assert ask(rig, servers, "/stats", user=user, chat=chat) == []
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "salesbot_poller.pipeline.bot"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "salesbot_poller.bot_lane"]
     assert "ignored" in line and f"user {user} in chat {chat}" in line
     sent = [r for r in servers.telegram.requests if not r.path.lower().endswith(("/getupdates", "/getme"))]
     assert sent == []  # nothing at all went to Telegram but reading

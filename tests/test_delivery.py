@@ -4,7 +4,7 @@ destination across a failure and a restart."""
 
 from __future__ import annotations
 
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
 from tests.loopback_app import IVAN, MARIA, add_call, at, calls, loopback_rig

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from salesbot_poller.store import Call, Delivery, Migration, Store
 from tests.conftest import CHAT_ID, Servers
 from tests.loopback_app import at, calls, loopback_rig

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from salesbot_poller.pipeline.digest import due_day
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
+from salesbot_poller.reports.digest import due_day
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
 from tests.loopback_app import IVAN, MARIA, add_call, at, loopback_rig

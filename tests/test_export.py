@@ -1,4 +1,4 @@
-"""Issue 16, `salesbot-poller export`: one row per analysed call of a period (days in the
+"""`salesbot-poller export`: one row per analysed call of a period (days in the
 account's zone), as Excel-ready CSV or JSON Lines, streamed in flat memory."""
 
 from __future__ import annotations

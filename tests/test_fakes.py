@@ -54,8 +54,7 @@ def oai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def client(oai: FakeOpenAI) -> openai.OpenAI:
-    return openai.OpenAI(api_key="sk-test-key", base_url=oai.base_url + "/v1",
-                         max_retries=0, timeout=5)
+    return openai.OpenAI(api_key="sk-test-key", base_url=oai.base_url + "/v1", max_retries=0, timeout=5)
 
 
 @pytest.fixture
@@ -78,9 +77,15 @@ def bot(tg: FakeTelegram) -> Iterator[telebot.TeleBot]:
 # amoCRM ------------------------------------------------------------------------------------
 def add_calls(amo: FakeAmoCRM, n: int, start: int = 1795600000) -> list[str]:
     return [
-        amo.add_call(entity_id=7000 + i, note_id=100 + i, duration=60 + i,
-                     phone=f"+7999000000{i}", link=f"https://rec.example/{i}.mp3",
-                     created_at=start + 10 * (n - i), direction="in" if i % 2 else "out")
+        amo.add_call(
+            entity_id=7000 + i,
+            note_id=100 + i,
+            duration=60 + i,
+            phone=f"+7999000000{i}",
+            link=f"https://rec.example/{i}.mp3",
+            created_at=start + 10 * (n - i),
+            direction="in" if i % 2 else "out",
+        )
         for i in range(n)
     ]
 
@@ -97,21 +102,29 @@ def test_amocrm_events_paging_follows_next_until_absent_then_204(amo: FakeAmoCRM
     assert len(pages) == 3 and all(len(p) == 2 for p in pages)
     assert [i for p in pages for i in p] == list(reversed(ids)), "sorted by created_at asc"
     assert all(len(i) == 26 and isinstance(i, str) for i in ids)
-    r = requests.get(amo.url("/api/v4/events"), params={"limit": 2, "page": 4},
-                     headers=AUTH, timeout=5)
+    r = requests.get(amo.url("/api/v4/events"), params={"limit": 2, "page": 4}, headers=AUTH, timeout=5)
     assert r.status_code == 204 and r.content == b""
-    assert requests.get(amo.url("/api/v4/events?limit=101"), headers=AUTH,
-                        timeout=5).status_code == 400
+    assert requests.get(amo.url("/api/v4/events?limit=101"), headers=AUTH, timeout=5).status_code == 400
 
 
 def test_amocrm_event_shape_and_filter_forms(amo: FakeAmoCRM) -> None:
     add_calls(amo, 4, start=1000)  # created_at 1040, 1030, 1020, 1010
-    comma = requests.get(amo.url("/api/v4/events"), headers=AUTH, timeout=5, params={
-        "filter[type]": "incoming_call", "filter[created_at][from]": "1020",
-        "filter[created_at][to]": "1040"}).json()["_embedded"]["events"]
-    brackets = requests.get(amo.url("/api/v4/events"), headers=AUTH, timeout=5, params={
-        "filter[type][]": ["incoming_call"], "filter[created_at][from]": "1020",
-        "filter[created_at][to]": "1040"}).json()["_embedded"]["events"]
+    comma = requests.get(
+        amo.url("/api/v4/events"),
+        headers=AUTH,
+        timeout=5,
+        params={"filter[type]": "incoming_call", "filter[created_at][from]": "1020", "filter[created_at][to]": "1040"},
+    ).json()["_embedded"]["events"]
+    brackets = requests.get(
+        amo.url("/api/v4/events"),
+        headers=AUTH,
+        timeout=5,
+        params={
+            "filter[type][]": ["incoming_call"],
+            "filter[created_at][from]": "1020",
+            "filter[created_at][to]": "1040",
+        },
+    ).json()["_embedded"]["events"]
     assert comma == brackets
     assert [e["created_at"] for e in comma] == [1030], "inclusive bounds, type filtered"
     event = comma[0]
@@ -121,15 +134,25 @@ def test_amocrm_event_shape_and_filter_forms(amo: FakeAmoCRM) -> None:
 
 def test_amocrm_notes_batch_by_ids_and_single_note(amo: FakeAmoCRM) -> None:
     add_calls(amo, 3)
-    amo.add_call(entity_type="contact", entity_id=9, note_id=555, duration=0, phone="+7999",
-                 link=None, call_status=6, created_at=1795600000)
-    r = requests.get(amo.url("/api/v4/leads/notes"), headers=AUTH, timeout=5,
-                     params={"filter[id][]": ["100", "102"], "limit": "250"})
+    amo.add_call(
+        entity_type="contact",
+        entity_id=9,
+        note_id=555,
+        duration=0,
+        phone="+7999",
+        link=None,
+        call_status=6,
+        created_at=1795600000,
+    )
+    r = requests.get(
+        amo.url("/api/v4/leads/notes"), headers=AUTH, timeout=5, params={"filter[id][]": ["100", "102"], "limit": "250"}
+    )
     notes = r.json()["_embedded"]["notes"]
     assert [n["id"] for n in notes] == [100, 102]
     assert notes[0]["note_type"] == "call_out" and notes[0]["params"]["duration"] == 60
-    comma = requests.get(amo.url("/api/v4/leads/notes?filter[id]=100,102"), headers=AUTH,
-                         timeout=5).json()["_embedded"]["notes"]
+    comma = requests.get(amo.url("/api/v4/leads/notes?filter[id]=100,102"), headers=AUTH, timeout=5).json()[
+        "_embedded"
+    ]["notes"]
     assert comma == notes
     none = requests.get(amo.url("/api/v4/leads/notes?filter[id][]=555"), headers=AUTH, timeout=5)
     assert none.status_code == 204
@@ -155,8 +178,7 @@ def test_amocrm_users_entities_and_errors(amo: FakeAmoCRM) -> None:
 
 
 def test_amocrm_bad_token_is_401_problem_json(amo: FakeAmoCRM) -> None:
-    r = requests.get(amo.url("/api/v4/account"), headers={"Authorization": "Bearer nope"},
-                     timeout=5)
+    r = requests.get(amo.url("/api/v4/account"), headers={"Authorization": "Bearer nope"}, timeout=5)
     assert r.status_code == 401
     assert r.headers["Content-Type"] == "application/problem+json"
     assert r.json()["status"] == 401 and r.json()["title"] == "Unauthorized"
@@ -165,8 +187,13 @@ def test_amocrm_bad_token_is_401_problem_json(amo: FakeAmoCRM) -> None:
 
 
 def test_amocrm_refresh_token_is_single_use(amo: FakeAmoCRM) -> None:
-    form = {"client_id": "cid", "client_secret": "csecret", "grant_type": "refresh_token",
-            "refresh_token": "refresh-1", "redirect_uri": "https://example.com/cb"}
+    form = {
+        "client_id": "cid",
+        "client_secret": "csecret",
+        "grant_type": "refresh_token",
+        "refresh_token": "refresh-1",
+        "redirect_uri": "https://example.com/cb",
+    }
     first = requests.post(amo.url("/oauth2/access_token"), json=form, timeout=5)
     assert first.status_code == 200
     pair = first.json()
@@ -201,8 +228,7 @@ def test_amocrm_rate_accounting_and_enforcement(amo: FakeAmoCRM) -> None:
 def test_fail_next_and_delay_next(amo: FakeAmoCRM) -> None:
     amo.fail_next(r"/api/v4/account", 504, "<html>Gateway Timeout</html>", times=2)
     amo.delay_next(r"/api/v4/account", 0.2)
-    codes = [requests.get(amo.url("/api/v4/account"), headers=AUTH, timeout=5).status_code
-             for _ in range(2)]
+    codes = [requests.get(amo.url("/api/v4/account"), headers=AUTH, timeout=5).status_code for _ in range(2)]
     started = time.monotonic()
     last = requests.get(amo.url("/api/v4/account"), headers=AUTH, timeout=5)
     assert codes == [504, 504] and last.status_code == 200
@@ -222,8 +248,7 @@ def test_recordings_redirect_404_and_no_auth_header(recs: FakeRecordings) -> Non
     assert r.headers["Content-Length"] == str(len(audio)) and r.history[0].status_code == 302
     assert requests.get(recs.url("/missing.mp3"), timeout=5).status_code == 404
     recs.fail_next(r"/files/", 404, times=2)
-    assert [requests.get(recs.url("/files/1.mp3"), timeout=5).status_code
-            for _ in range(3)] == [404, 404, 200]
+    assert [requests.get(recs.url("/files/1.mp3"), timeout=5).status_code for _ in range(3)] == [404, 404, 200]
     head = requests.head(recs.url("/files/1.mp3"), timeout=5)
     assert head.headers["Content-Length"] == str(len(audio)) and head.content == b""
     assert recs.authorization_headers_seen() == []
@@ -232,8 +257,7 @@ def test_recordings_redirect_404_and_no_auth_header(recs: FakeRecordings) -> Non
 
 
 def test_recordings_with_query_and_truncated_stream(recs: FakeRecordings) -> None:
-    url = recs.add("/api/crm/record?id=7&hash=abc", b"<html>User is not licensed</html>",
-                   content_type="text/html")
+    url = recs.add("/api/crm/record?id=7&hash=abc", b"<html>User is not licensed</html>", content_type="text/html")
     assert requests.get(url, timeout=5).text == "<html>User is not licensed</html>"
     recs.add("/cut.mp3", b"x" * 100_000, truncate_at=1000)
     with pytest.raises(requests.exceptions.ChunkedEncodingError):  # IncompleteRead
@@ -251,17 +275,19 @@ class Analysis(pydantic.BaseModel):
 def test_openai_transcription_json_text_and_verbose(client: openai.OpenAI, oai: FakeOpenAI) -> None:
     audio = make_mp3(2.0)
     result = client.audio.transcriptions.create(
-        file=("call.mp3", audio, "audio/mpeg"), model="whisper-1", language="ru")
+        file=("call.mp3", audio, "audio/mpeg"), model="whisper-1", language="ru"
+    )
     assert f"[{len(audio)} байт, {hashlib.sha1(audio).hexdigest()[:8]}]" in result.text
     record = oai.transcriptions[0]
     assert record["filename"] == "call.mp3" and record["size"] == len(audio)
     assert record["fields"]["language"] == "ru" and record["fields"]["model"] == "whisper-1"
     text = client.audio.transcriptions.create(
-        file=("call.wav", make_wav(1.0), "audio/wav"), model="whisper-1", response_format="text")
+        file=("call.wav", make_wav(1.0), "audio/wav"), model="whisper-1", response_format="text"
+    )
     assert isinstance(text, str) and text.startswith("Менеджер:")
     verbose = client.audio.transcriptions.create(
-        file=("call.mp3", audio, "audio/mpeg"), model="whisper-1",
-        response_format="verbose_json")
+        file=("call.mp3", audio, "audio/mpeg"), model="whisper-1", response_format="verbose_json"
+    )
     assert abs(verbose.duration - 2.0) < 0.1 and verbose.segments
     assert verbose.segments[0].end == verbose.duration
 
@@ -269,16 +295,18 @@ def test_openai_transcription_json_text_and_verbose(client: openai.OpenAI, oai: 
 def test_openai_rejects_undecodable_audio(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.audio.transcriptions.create(
-            file=("call.mp3", b"<html>User is not licensed</html>", "audio/mpeg"),
-            model="whisper-1")
+            file=("call.mp3", b"<html>User is not licensed</html>", "audio/mpeg"), model="whisper-1"
+        )
     assert "could not be decoded" in str(info.value)
 
 
 def test_openai_chat_parse_into_pydantic(client: openai.OpenAI, oai: FakeOpenAI) -> None:
     completion = client.chat.completions.parse(
         model="gpt-4o-mini",
-        messages=[{"role": "system", "content": "Ты аналитик звонков."},
-                  {"role": "user", "content": "Расшифровка: Менеджер: Добрый день!"}],
+        messages=[
+            {"role": "system", "content": "Ты аналитик звонков."},
+            {"role": "user", "content": "Расшифровка: Менеджер: Добрый день!"},
+        ],
         response_format=Analysis,
     )
     parsed = completion.choices[0].message.parsed
@@ -287,19 +315,17 @@ def test_openai_chat_parse_into_pydantic(client: openai.OpenAI, oai: FakeOpenAI)
     assert completion.model == "gpt-4o-mini" and completion.usage is not None
     sent = oai.chat_requests[0]
     assert sent["response_format"]["type"] == "json_schema"
-    oai.analysis_fn = lambda body: {"summary": "x", "topic": "t", "client_needs": [],
-                                    "sentiment": "neutral"}
-    again = client.chat.completions.parse(model="gpt-4o-mini", response_format=Analysis,
-                                          messages=[{"role": "user", "content": "t"}])
-    assert again.choices[0].message.parsed == Analysis(
-        summary="x", topic="t", client_needs=[], sentiment="neutral")
+    oai.analysis_fn = lambda body: {"summary": "x", "topic": "t", "client_needs": [], "sentiment": "neutral"}
+    again = client.chat.completions.parse(
+        model="gpt-4o-mini", response_format=Analysis, messages=[{"role": "user", "content": "t"}]
+    )
+    assert again.choices[0].message.parsed == Analysis(summary="x", topic="t", client_needs=[], sentiment="neutral")
 
 
 def test_openai_models_and_bad_key(client: openai.OpenAI, oai: FakeOpenAI) -> None:
     ids = [m.id for m in client.models.list()]
     assert "whisper-1" in ids and "gpt-4o-mini" in ids
-    bad = openai.OpenAI(api_key="sk-wrong", base_url=oai.base_url + "/v1", max_retries=0,
-                        timeout=5)
+    bad = openai.OpenAI(api_key="sk-wrong", base_url=oai.base_url + "/v1", max_retries=0, timeout=5)
     with pytest.raises(openai.AuthenticationError) as info:
         bad.models.list()
     assert "sk-wrong" not in str(info.value) and info.value.code == "invalid_api_key"
@@ -318,8 +344,7 @@ def test_telegram_get_me_and_html_message(bot: telebot.TeleBot, tg: FakeTelegram
     assert stored["parse_mode"] == "HTML" and stored["chat_id"] == CHAT
 
 
-def test_telegram_rejects_bad_html_unknown_chat_and_long_text(bot: telebot.TeleBot,
-                                                             tg: FakeTelegram) -> None:
+def test_telegram_rejects_bad_html_unknown_chat_and_long_text(bot: telebot.TeleBot, tg: FakeTelegram) -> None:
     with pytest.raises(apihelper.ApiTelegramException) as info:
         bot.send_message(CHAT, "<x>", parse_mode="HTML")
     assert info.value.error_code == 400 and "can't parse entities" in info.value.description
@@ -333,8 +358,7 @@ def test_telegram_rejects_bad_html_unknown_chat_and_long_text(bot: telebot.TeleB
     url = tg.api_url.format("123:TEST", "sendMessage")
     r = requests.post(url, json={"chat_id": CHAT, "text": "😀" * 2049}, timeout=5)
     assert r.status_code == 400 and r.json()["description"] == "Bad Request: message is too long"
-    r = requests.post(url, json={"chat_id": CHAT, "text": "<b>  </b>", "parse_mode": "HTML"},
-                      timeout=5)
+    r = requests.post(url, json={"chat_id": CHAT, "text": "<b>  </b>", "parse_mode": "HTML"}, timeout=5)
     assert r.json()["description"] == "Bad Request: message text is empty"
     tg.migrate_chats["-42"] = -100777
     with pytest.raises(apihelper.ApiTelegramException) as info:
@@ -344,9 +368,16 @@ def test_telegram_rejects_bad_html_unknown_chat_and_long_text(bot: telebot.TeleB
 
 
 def test_telegram_429_retry_after_and_414(bot: telebot.TeleBot, tg: FakeTelegram) -> None:
-    tg.fail_next(r"/sendMessage$", 429, {"ok": False, "error_code": 429,
-                                         "description": "Too Many Requests: retry after 3",
-                                         "parameters": {"retry_after": 3}})
+    tg.fail_next(
+        r"/sendMessage$",
+        429,
+        {
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 3",
+            "parameters": {"retry_after": 3},
+        },
+    )
     with pytest.raises(apihelper.ApiTelegramException) as info:
         bot.send_message(CHAT, "hi")
     assert info.value.error_code == 429
@@ -358,8 +389,7 @@ def test_telegram_429_retry_after_and_414(bot: telebot.TeleBot, tg: FakeTelegram
 
 
 def test_telegram_send_document(bot: telebot.TeleBot, tg: FakeTelegram) -> None:
-    msg = bot.send_document(CHAT, ("transcript.txt", "Текст".encode()),
-                            caption="<i>Расшифровка</i>", parse_mode="HTML")
+    msg = bot.send_document(CHAT, ("transcript.txt", "Текст".encode()), caption="<i>Расшифровка</i>", parse_mode="HTML")
     assert msg.document is not None and msg.document.file_name == "transcript.txt"
     assert msg.caption == "Расшифровка"
     assert tg.documents[0]["bytes"] == "Текст".encode()
@@ -368,19 +398,33 @@ def test_telegram_send_document(bot: telebot.TeleBot, tg: FakeTelegram) -> None:
 
 # HTML validator ----------------------------------------------------------------------------
 def test_validator_accepts_nested_markup_and_decodes_entities() -> None:
-    text = ('<b>Итог <i>звонка</i></b> <a href="https://x.ru/?a=1&amp;b=2">ссылка</a> '
-            '<span class="tg-spoiler">s</span><tg-spoiler>t</tg-spoiler> '
-            '<pre><code class="language-python">x &lt; 1</code></pre>'
-            '<blockquote expandable>q</blockquote><tg-emoji emoji-id="5368324170671202286">'
-            '👍</tg-emoji> &lt;&gt;&amp;&quot;&#65;&#x1F600; <STRONG>B</STRONG>')
-    assert validate_telegram_html(text) == (
-        'Итог звонка ссылка st x < 1q👍 <>&"A😀 B')
+    text = (
+        '<b>Итог <i>звонка</i></b> <a href="https://x.ru/?a=1&amp;b=2">ссылка</a> '
+        '<span class="tg-spoiler">s</span><tg-spoiler>t</tg-spoiler> '
+        '<pre><code class="language-python">x &lt; 1</code></pre>'
+        '<blockquote expandable>q</blockquote><tg-emoji emoji-id="5368324170671202286">'
+        "👍</tg-emoji> &lt;&gt;&amp;&quot;&#65;&#x1F600; <STRONG>B</STRONG>"
+    )
+    assert validate_telegram_html(text) == ('Итог звонка ссылка st x < 1q👍 <>&"A😀 B')
 
 
-@pytest.mark.parametrize("bad", [
-    "<x>hi</x>", "a < b", "a & b", "a > b", "<b>open", "<b><i>x</b></i>", "<a>no href</a>",
-    "</b>", '<span class="other">x</span>', "&nbsp;", "<b", "<a href=x>y</a>",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "<x>hi</x>",
+        "a < b",
+        "a & b",
+        "a > b",
+        "<b>open",
+        "<b><i>x</b></i>",
+        "<a>no href</a>",
+        "</b>",
+        '<span class="other">x</span>',
+        "&nbsp;",
+        "<b",
+        "<a href=x>y</a>",
+    ],
+)
 def test_validator_rejects(bad: str) -> None:
     with pytest.raises(TelegramHTMLError):
         validate_telegram_html(bad)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from salesbot_poller.lanes import LAST_CYCLE_KEY
 from salesbot_poller.pipeline.health import FAILING_KEY
-from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
 from salesbot_poller.pipeline.usage import day_start, month_start
 from salesbot_poller.services.throttle import PAUSE_STATE_KEY
 from salesbot_poller.store import Call, Migration, Store, give_back_companions

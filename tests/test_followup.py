@@ -4,8 +4,8 @@ Telegram client against the fake Bot API; time is passed in."""
 
 from __future__ import annotations
 
+from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.followup import last10
-from salesbot_poller.pipeline.lanes import run_once
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
 from tests.loopback_app import MARIA, add_call, at, calls, loopback_rig

@@ -1,4 +1,4 @@
-"""Issue 12, "destinations are independent": a failing amoCRM write-back or alert chat never
+"""Destinations are independent: a failing amoCRM write-back or alert chat never
 holds back the cards and missed-call alerts, never marks a delivered call failed, and is
 retried on its own. Through the real command line against the loopback servers."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from salesbot_poller.cli import commands
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from tests.conftest import CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3
 from tests.loopback_app import add_call, at, calls, loopback_rig, ts
@@ -34,9 +34,13 @@ def _calls(servers: Servers, answered: int, missed: int) -> None:
     for n in range(1, answered + missed + 1):
         is_missed = n > answered
         servers.amo.add_call(
-            entity_id=7000 + n, note_id=n, duration=0 if is_missed else 60, phone=f"+7999000{n:04d}",
+            entity_id=7000 + n,
+            note_id=n,
+            duration=0 if is_missed else 60,
+            phone=f"+7999000{n:04d}",
             link=None if is_missed else servers.recordings.add(f"/r/{n}.mp3", make_mp3(1.0)),
-            call_status=6 if is_missed else 4, created_at=now - 60 + n,
+            call_status=6 if is_missed else 4,
+            created_at=now - 60 + n,
         )
 
 

@@ -1,4 +1,4 @@
-"""Issue 12, hostile input: the recording download and the daily budget.
+"""Hostile input: the recording download and the daily budget.
 
 Each row of the issue has a test through the real command line (`once` in a child process
 against the loopback fakes), with the hostile values of tests/data/hostile.json; a few

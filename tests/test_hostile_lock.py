@@ -1,4 +1,4 @@
-"""Issue 12, "the database locked by another process right after Telegram accepted a message":
+"""The database locked by another process right after Telegram accepted a message:
 the commit of the accepted message id must not be lost (else the next cycle sends the card
 again). Through the real command line against the loopback servers: the moment the fake
 Telegram has accepted the card, and before `once` hears of it, a child process takes the

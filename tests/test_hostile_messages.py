@@ -1,4 +1,4 @@
-"""Issue 12 "Hostile input", the messages: values of any length or content from amoCRM or the
+"""Hostile input, the messages: values of any length or content from amoCRM or the
 model never lose a card or an alert (cut with "…", cleaned, escaped, no empty part), and a storm
 of missed calls becomes one summary message instead of thousands."""
 
@@ -23,11 +23,10 @@ from salesbot_poller.domain import (
     Stage,
 )
 from salesbot_poller.errors import ConfigError, TransientError
+from salesbot_poller.lanes import run_once, send_alerts
 from salesbot_poller.pipeline import storm
 from salesbot_poller.pipeline.context import Cycle
-from salesbot_poller.pipeline.digest import ManagerDay, render_digest
 from salesbot_poller.pipeline.intake import poll, resolve_new
-from salesbot_poller.pipeline.lanes import run_once, send_alerts
 from salesbot_poller.pipeline.messages import (
     LIMIT,
     NAME_CHARS,
@@ -42,6 +41,7 @@ from salesbot_poller.pipeline.messages import (
     render_transcript_caption,
     utf16_len,
 )
+from salesbot_poller.reports.digest import ManagerDay, render_digest
 from salesbot_poller.store import Call, Migration
 from tests.builder import Rig, build_rig
 from tests.conftest import CHAT_ID, Servers, run_cli

@@ -1,4 +1,4 @@
-"""Issue 12, hostile input around secrets: an upstream error echoing a key, a database URL
+"""Hostile input around secrets: an upstream error echoing a key, a database URL
 with a password, and files others could read.
 
 Each row is tested through the real command line (`run_cli`: a child process against the

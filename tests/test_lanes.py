@@ -15,7 +15,7 @@ import pytest
 from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import Destination, Planned, Stage
 from salesbot_poller.errors import Busy
-from salesbot_poller.pipeline.lanes import drain
+from salesbot_poller.lanes import drain
 from salesbot_poller.pipeline.usage import BudgetGate
 from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Call, Store

@@ -1,4 +1,4 @@
-"""Issue 16, scores in amoCRM lead fields: the last call's score, its date and a low-score tag
+"""Scores in amoCRM lead fields: the last call's score, its date and a low-score tag
 written on the lead through the real amoCRM client against the fake amoCRM — batched, the
 newest call winning, the lead's other tags kept, exactly once across a crash — and `check`
 naming a field that is missing or of the wrong type."""
@@ -16,8 +16,8 @@ from salesbot_poller.cli.check import _check_lead_fields
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallAnalysis, CallContext, CallEvent, CallNote
 from salesbot_poller.errors import ConfigError, PermanentError, TransientError
+from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline import lead_fields
-from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Delivery
 from tests.builder import Rig, offline_config
 from tests.conftest import Servers

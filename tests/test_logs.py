@@ -85,7 +85,7 @@ def test_under_journald_each_line_has_its_priority(servers: Servers) -> None:
     lines = err.splitlines()
     assert lines and all(re.match(r"<[2-7]>", line) for line in lines), err
     summary = [line for line in lines if "cycle: events=" in line]
-    assert len(summary) == 1 and summary[0].startswith("<6>INFO salesbot_poller.pipeline.lanes: cycle: events=2 new=2")
+    assert len(summary) == 1 and summary[0].startswith("<6>INFO salesbot_poller.lanes: cycle: events=2 new=2")
     assert re.search(r"transcribed=1 .*notified=1 .*failed=0 in [\d.]+ s$", summary[0])
     deferred = [line for line in lines if "recording not available" in line]
     assert deferred and deferred[0].startswith("<4>WARNING")
@@ -96,7 +96,7 @@ def test_without_a_matching_journal_stream_lines_carry_the_time(servers: Servers
     code, err = run_with_journal(["once"], servers.write_config(), servers.tmp, journal=False)
     assert code == 0, err
     assert not re.search(r"^<\d>", err, re.M)
-    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO salesbot_poller.pipeline.lanes: cycle:", err, re.M)
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO salesbot_poller.lanes: cycle:", err, re.M)
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_log_level_key_and_the_flag_that_overrides_it(servers: Servers) -> None:
     code, err = run_with_journal(["once"], config, servers.tmp)
     assert code == 0 and "cycle: events=" not in err
     code, err = run_with_journal(["--log-level", "INFO", "once"], config, servers.tmp)
-    assert code == 0 and "<6>INFO salesbot_poller.pipeline.lanes: cycle: events=" in err
+    assert code == 0 and "<6>INFO salesbot_poller.lanes: cycle: events=" in err
 
 
 def test_command_errors_are_errors_in_the_journal(tmp_path: Path) -> None:

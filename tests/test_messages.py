@@ -62,7 +62,7 @@ def test_long_content_is_split_under_the_limit_and_every_part_parses(filler: str
         visible = validate_telegram_html(part)
         assert utf16_len(part) <= LIMIT and utf16_len(visible) <= LIMIT
     text = "".join(validate_telegram_html(p) for p in parts)
-    # The summary is cut at SUMMARY_CHARS (issue 12): all of that much shows, split or not.
+    # The summary is cut at SUMMARY_CHARS: all of that much shows, split or not.
     assert text.count(filler.strip()[:5]) >= SUMMARY_CHARS // len(filler) - 1, "nothing is lost in the split"
     assert "…" in text
 

@@ -1,4 +1,4 @@
-"""On premises (issue 17): speech-to-text and the analysis on servers of one's own, through
+"""On premises: speech-to-text and the analysis on servers of one's own, through
 the real command line, against loopback servers that answer the way those servers do
 (tests/fakes/local_ai.py): nothing goes to OpenAI, no key is needed, and `check` says plainly
 when the chat server ignores the JSON schema."""

@@ -11,9 +11,9 @@ import pytest
 from salesbot_poller.cli import commands
 from salesbot_poller.domain import CallEvent, CallNote, Stage
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
+from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.intake import classify
-from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Call
 from tests.builder import Rig, build_rig
 from tests.rows import own_ids, own_parts
@@ -157,7 +157,7 @@ def test_a_failed_second_part_resends_only_that_part(app: App, rig: Rig) -> None
 
     def long_analysis(transcript: str, context: object) -> object:
         result = original(transcript, context)  # type: ignore[arg-type]
-        # Each field is cut (issue 12): a long summary and long lists make the card two parts.
+        # Each field is cut: a long summary and long lists make the card two parts.
         needs = ["Очень длинная потребность клиента. " * 10] * 8
         update = {"summary": "Очень длинный итог. " * 400, "client_needs": needs, "risk_flags": needs}
         return result.model_copy(update=update)

@@ -1,4 +1,4 @@
-"""What only PostgreSQL has (issue 16), against a real server (tests/databases.py): the
+"""What only PostgreSQL has, against a real server (tests/databases.py): the
 advisory run lock, claims that skip a row another session holds, a lost connection, schemas
 as instances, read-only reads, concurrent migrations, and the URL's password in no output."""
 

@@ -1,4 +1,4 @@
-"""Issue 17: phone numbers masked in the chats (`telegram.mask_phones`), and personal data
+"""Phone numbers masked in the chats (`telegram.mask_phones`), and personal data
 replaced before the chat model sees the transcript (`analysis.redact`, `redact_pii`)."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import pytest
 from salesbot_poller.config import MaskMode, parse_config
 from salesbot_poller.domain import CallContext
 from salesbot_poller.errors import ConfigError
-from salesbot_poller.pipeline.digest import ManagerDay, render_digest
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.messages import (
     mask_phone,
     render_callback,
@@ -24,6 +23,7 @@ from salesbot_poller.pipeline.messages import (
     render_missed,
     render_transcript_caption,
 )
+from salesbot_poller.reports.digest import ManagerDay, render_digest
 from salesbot_poller.services.analysis import build_user_message
 from salesbot_poller.services.redact_pii import KINDS, redact, redact_kinds
 from salesbot_poller.store import Call, Store

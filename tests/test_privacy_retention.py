@@ -1,4 +1,4 @@
-"""Issue 17: personal data goes after `storage.retention_days` (once a day, in batches), and
+"""Personal data goes after `storage.retention_days` (once a day, in batches), and
 on request for one number (`salesbot-poller forget --phone`), while reports stay right and
 nothing is ever sent twice."""
 
@@ -14,9 +14,10 @@ import pytest
 
 from salesbot_poller.cli import commands
 from salesbot_poller.domain import CallAnalysis, Stage
-from salesbot_poller.pipeline import digest, retention
+from salesbot_poller.lanes import run_once
+from salesbot_poller.pipeline import retention
 from salesbot_poller.pipeline.context import Cycle
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.reports import digest
 from salesbot_poller.store import Call, Store
 from tests.builder import Rig, build_rig
 from tests.conftest import CHAT_ID, Servers, assert_no_secret, run_cli

@@ -1,4 +1,4 @@
-"""Call profiles (issue 13) through the real command line against loopback amoCRM, OpenAI,
+"""Call profiles through the real command line against loopback amoCRM, OpenAI,
 Telegram and recording servers: two pipelines, two user groups and an internal number."""
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def test_backfills_estimate_counts_the_calls_to_transcribe_per_profile(servers: 
 
 
 def test_the_digest_counts_calls_per_profile() -> None:
-    from salesbot_poller.pipeline.digest import render_digest
+    from salesbot_poller.reports.digest import render_digest
 
     parts = render_digest([], 0, 86_400, None, profiles={"Опт": (3, 1), "": (2, 0), "Продажи": (5, 2)})
     text = "\n".join(parts)

@@ -13,8 +13,8 @@ import pytest
 from salesbot_poller.cli import commands
 from salesbot_poller.domain import Planned
 from salesbot_poller.errors import PermanentError, TransientError
+from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.context import App
-from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.store import Call
 from tests.builder import Rig
 from tests.conftest import BOT_TOKEN, Servers, assert_no_secret, run_cli

@@ -14,8 +14,8 @@ import pytest
 
 from salesbot_poller.cli.commands import status
 from salesbot_poller.domain import CallEvent, CallNote, ConversationMetrics, Segment, Stage, Transcript
+from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.context import call_context
-from salesbot_poller.pipeline.lanes import run_once
 from salesbot_poller.services.analysis import build_user_message
 from salesbot_poller.store import MIGRATIONS, Call, Migration, Store, Usage
 from tests.builder import Rig, build_rig

@@ -1,4 +1,4 @@
-"""The weekly team report (issue 15): figures from a seeded database, objections grouped by the
+"""The weekly team report: figures from a seeded database, objections grouped by the
 chat model (the real openai client against the loopback fake), the chart as a photo, sent once
 a week even across restarts; and `report --week` from the command line."""
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from salesbot_poller.app import build_openai
-from salesbot_poller.pipeline import weekly
 from salesbot_poller.pipeline.context import Cycle
+from salesbot_poller.reports import weekly
 from salesbot_poller.sandbox.team import TeamCall, store_calls
 from salesbot_poller.services.objection_groups import OpenAIObjectionGrouper
 from salesbot_poller.store import Store, Usage

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from salesbot_poller.store import Delivery
 from tests.conftest import Servers
 from tests.loopback_app import IVAN, add_call, at, calls, loopback_rig

@@ -28,15 +28,15 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from enum import Enum
 
 from salesbot_poller.domain import CallEvent, CallNote, Stage
+from salesbot_poller.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
 from salesbot_poller.pipeline.context import App, Cycle, Tally
 from salesbot_poller.pipeline.intake import SETTLE_SECONDS, NameLookups, classify, decide, profile_lookups, resolve_new
-from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
 from salesbot_poller.store import Call
 
 log = logging.getLogger(__name__)
 
 # Estimated price of speech-to-text per audio minute, in USD: whisper-1 and
-# gpt-4o-transcribe list price (Nov 2026). The audio/cost settings of issue 5 replace it.
+# gpt-4o-transcribe list price (Nov 2026). `openai.audio_price_per_minute_usd` replaces it.
 DEFAULT_PRICE_PER_AUDIO_MINUTE_USD = 0.006
 MISSED_SKIP_REASON = "missed call found by a backfill: not alerted (too old to call back)"
 

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from salesbot_poller.config import Config
 from salesbot_poller.domain import SET_ASIDE_STAGES, Stage
+from salesbot_poller.lanes import LAST_CYCLE_KEY
 from salesbot_poller.pipeline import retention, usage
 from salesbot_poller.pipeline.health import RESTART_AFTER, failing_record
-from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
 from salesbot_poller.services.amocrm_parse import parse_event
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import Call, Store

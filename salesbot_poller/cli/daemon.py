@@ -20,7 +20,7 @@ Contract:
   so systemd restarts the service.
 - Bot lane (with `telegram.command_chats` and `telegram.admins`, `App.updates`): one job, a
   loop that long-polls the bot's updates (`BOT_POLL_SECONDS`, short enough for a stop to be
-  quick) and answers the commands (`pipeline.bot`). It never waits for the other lanes nor
+  quick) and answers the commands (`bot_lane`). It never waits for the other lanes nor
   they for it; its own errors pause it alone (a fatal one `FATAL_PAUSE_SECONDS`, others
   `BOT_RETRY_SECONDS`), each logged once while it repeats.
 - After a fatal error (a revoked token, an unknown Telegram chat) in the intake or work lane
@@ -44,11 +44,11 @@ import peewee
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from salesbot_poller import bot_lane as bot
 from salesbot_poller.cli.sdnotify import SystemdNotifier
 from salesbot_poller.errors import FatalError, SalesbotError
-from salesbot_poller.pipeline import bot
+from salesbot_poller.lanes import CycleFailed, intake, work_next, worker_name
 from salesbot_poller.pipeline.context import App, Tally
-from salesbot_poller.pipeline.lanes import CycleFailed, intake, work_next, worker_name
 from salesbot_poller.pipeline.recovery import sweep_audio
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Any
 
 from salesbot_poller.app import build_app
 from salesbot_poller.config import parse_config
-from salesbot_poller.pipeline.lanes import run_once
+from salesbot_poller.lanes import run_once
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
 from salesbot_poller.sandbox.canned import CALLS
 

@@ -21,7 +21,7 @@ from salesbot_poller.cli.demo import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, 
 from salesbot_poller.cli.report import report
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import local_time
-from salesbot_poller.pipeline.weekly import monday_of
+from salesbot_poller.reports.weekly import monday_of
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
 from salesbot_poller.sandbox.team import MANAGERS, demo_team, store_calls
 

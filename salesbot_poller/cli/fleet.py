@@ -38,10 +38,10 @@ import peewee
 from salesbot_poller.config import Config, load_config, safe_url
 from salesbot_poller.domain import TERMINAL_STAGES, Stage
 from salesbot_poller.errors import ConfigError
+from salesbot_poller.lanes import LAST_CYCLE_KEY
 from salesbot_poller.logs import redact
 from salesbot_poller.pipeline import usage
 from salesbot_poller.pipeline.health import failing_record
-from salesbot_poller.pipeline.lanes import LAST_CYCLE_KEY
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import Store
 from salesbot_poller.store.postgres import one_line

@@ -278,7 +278,7 @@ def _dispatch(command: str, config: Config, args: argparse.Namespace | None = No
             return EXIT_OK if check(config, store, utc_now, out, config_file) else EXIT_CHECK_FAILED
         from salesbot_poller.app import build_app
         from salesbot_poller.cli.daemon import run_daemon
-        from salesbot_poller.pipeline.lanes import CycleFailed, run_once
+        from salesbot_poller.lanes import CycleFailed, run_once
         from salesbot_poller.pipeline.recovery import exclusive
 
         dry_run = bool(getattr(args, "dry_run", False))
@@ -456,6 +456,8 @@ def _export(args: argparse.Namespace, config: Config) -> int:
         store.close()
     print(f"export: {written} call(s) from {since} to {until}", file=sys.stderr)
     return EXIT_OK
+
+
 def _report(args: argparse.Namespace, config: Config) -> int:
     """`report --week DATE`: see `cli.report`; the week is read in `amocrm.timezone`."""
     from pathlib import Path

@@ -1,4 +1,4 @@
-"""`salesbot-poller profiles` and the profile part of `check` (issue 13).
+"""`salesbot-poller profiles` and the profile part of `check`.
 
 Contract:
 - `directory_lines(directory)`: the account's pipelines with their statuses, user groups and

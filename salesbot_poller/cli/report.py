@@ -23,8 +23,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from salesbot_poller.errors import SalesbotError
-from salesbot_poller.pipeline import delivery, weekly
+from salesbot_poller.pipeline import delivery
 from salesbot_poller.pipeline.context import App
+from salesbot_poller.reports import weekly
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
   are not known to be returned yet.
 - A missed call is returned by the first later outgoing call to the same number (the last 10
   digits) that was answered (duration > 0, status not "not reached"/"busy"). Then, once: a
-  reply to the alert saying when and by whom (`callback_call_id` and the reply's outbox row are
+  reply to the alert saying when and by whom (`callback_call_id` and the reply's delivery row are
   committed together, before sending).
 - If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
   escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
@@ -14,7 +14,7 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
   asks for a callback, so it shows the number in full unless "all"; the reply names no number.
 - A call alerted only in a storm summary (`storm`) gets neither message; its callback is
   still recorded (the digest counts it returned).
-- Every message goes through `outbox` (stored, then sent, each acceptance recorded). A
+- Every message goes through `delivery` (stored, then sent, each acceptance recorded). A
   Telegram failure leaves the row for the next cycle; a fatal one propagates. In a dry run
   the messages are printed, and nothing is recorded.
 """

@@ -1,4 +1,4 @@
-"""Call profiles (issue 13): which profile a call gets, and what that profile's settings are.
+"""Call profiles: which profile a call gets, and what that profile's settings are.
 
 Contract:
 - `effective(config)`: the `[[profiles]]` in order, or, with none, one implicit profile named

@@ -1,4 +1,4 @@
-"""Where each message of a call goes, as a plan (`outbox.Planned`) fixed before anything is sent.
+"""Where each message of a call goes, as a plan (`domain.Planned`) fixed before anything is sent.
 
 Contract of `plan_call(...)`: the first item is the call's own message (key `call:<id>`): the
 analysis card, or the missed-call alert, to the chat of the call's profile (`profiles[].chat_id`,

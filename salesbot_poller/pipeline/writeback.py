@@ -6,7 +6,7 @@ Contract of `plan_writes(config, call, analysis, tz)`:
 - with `amocrm.create_tasks` too, and only when a next step was agreed: a task on the same
   entity for the call's responsible user, due at the end of the named day (23:59 in the
   account's time zone), or at the end of the day after the call when no day was named.
-Both go through `outbox` (stored before posting, the created id recorded right after).
+Both go through `delivery` (stored before posting, the created id recorded right after).
 """
 
 from __future__ import annotations

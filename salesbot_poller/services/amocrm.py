@@ -421,7 +421,7 @@ class AmoClient:
         Through `_request` like every call (throttle, token, pause), but repeated only when
         amoCRM cannot have acted on it (429, connect timeout): amoCRM has no idempotency key,
         so a repeat after a 5xx or a read timeout could create a second note. The caller's
-        outbox retries those on a later cycle. A 403 is a `PermanentError` for this write only.
+        delivery retries those on a later cycle. A 403 is a `PermanentError` for this write only.
         """
         try:
             return self._request("POST", path, json=payload, pause_on_403=False)

@@ -72,8 +72,7 @@ def _rows(call: Call, analysis: CallAnalysis, now: int) -> tuple[Row, list[Row],
         "next_step_due": step.due_date if step else None,
     }
     items: list[Row] = [
-        {"call_id": call.id, "position": position, **item_fields(item)}
-        for position, item in enumerate(analysis.rubric)
+        {"call_id": call.id, "position": position, **item_fields(item)} for position, item in enumerate(analysis.rubric)
     ]
     objections: list[Row] = [
         {"call_id": call.id, "position": position, "objection": o.objection, "handling": o.handling}
@@ -131,10 +130,7 @@ def backfill() -> int:
     columns = [f for name, f in Call._meta.fields.items() if name not in LATER_COLUMNS]
     while True:
         page = list(
-            Call.select(*columns)
-            .where(Call.analysis_json.is_null(False), Call.id > last)
-            .order_by(Call.id)
-            .limit(PAGE)
+            Call.select(*columns).where(Call.analysis_json.is_null(False), Call.id > last).order_by(Call.id).limit(PAGE)
         )
         if not page:
             return done

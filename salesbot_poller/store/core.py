@@ -26,7 +26,7 @@ Contract:
   for the state that must hold a secret (the OAuth tokens).
 - A SQLite database file (and its -wal/-shm) is private: created 0600 whatever the umask,
   an existing one we own set back to 0600; a directory created for it is 0700.
-- Personal data (issue 17): `clear_personal` removes a call's transcript, link, number,
+- Personal data: `clear_personal` removes a call's transcript, link, number,
   names, the analysis' quotes (in the BI tables too) and the content of its delivery rows
   in ONE transaction,
   keeping ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
@@ -582,7 +582,7 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
         )
         return int(query.count())
 
-    # --- BI (issue 16) -------------------------------------------------------------------
+    # --- BI -------------------------------------------------------------------
 
     def export_pages(self, start: int, end: int, page: int = bi.PAGE) -> Iterator[list[bi.ExportedCall]]:
         """Analysed calls that happened in [start, end), oldest first, `page` at a time."""
@@ -592,7 +592,7 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
         """The rubric item ids of the analysed calls in [start, end), in rubric order."""
         return bi.item_ids_between(start, end)
 
-    # --- failures and retry (issue 4) ---------------------------------------------------
+    # --- failures and retry ---------------------------------------------------
 
     def find_call(self, call_id: int) -> Call | None:
         return Call.get_or_none(Call.id == call_id)
@@ -627,7 +627,7 @@ class Store(ReportQueries):  # the reports' and bot commands' reads: `store.repo
         """Put a failed call back at `stage`, due now, with a fresh attempt count and 24 h."""
         self.update(call, now, stage=stage, attempts=0, next_attempt_at=now, retried_at=now)
 
-    # --- personal data: retention and `forget` (issue 17) --------------------------------
+    # --- personal data: retention and `forget` --------------------------------
 
     def calls_to_clear(self, before: int, limit: int) -> list[Call]:
         """Up to `limit` calls that happened before `before` and still hold personal data

@@ -93,7 +93,7 @@ def _m0007_lanes(db: peewee.Database) -> None:
 
 
 def _m0008_delivery_retry(db: peewee.Database) -> None:
-    """Each destination of a call is retried on its own schedule (issue 12)."""
+    """Each destination of a call is retried on its own schedule."""
     add_missing_columns(db, Delivery, ["attempts", "next_attempt_at"])
 
 
@@ -107,7 +107,7 @@ def _m0010_event_raw(db: peewee.Database) -> None:
 
 
 def _m0011_retention(db: peewee.Database) -> None:
-    """Personal data removed after `storage.retention_days`, or by `forget` (issue 17)."""
+    """Personal data removed after `storage.retention_days`, or by `forget`."""
     add_missing_columns(db, Call, ["personal_removed_at", "forgotten_as"])
     add_missing_columns(db, Delivery, ["removed_at"])
     # Fresh databases have these from the models already (0001_initial creates today's tables).
@@ -120,12 +120,12 @@ def _m0011_retention(db: peewee.Database) -> None:
 
 
 def _m0012_call_search(db: peewee.Database) -> None:
-    """`/find` (issue 15): the transcripts' full-text index on SQLite (`store.search`)."""
+    """`/find`: the transcripts' full-text index on SQLite (`store.search`)."""
     search.create_index(db)
 
 
 def _m0013_bi(db: peewee.Database) -> None:
-    """The BI tables (issue 16, docs/bi.md), filled for the calls analysed before."""
+    """The BI tables (docs/bi.md), filled for the calls analysed before."""
     db.create_tables(list(BI_MODELS))
     bi.backfill()
 
@@ -154,7 +154,7 @@ def _m0014_big_ids(db: peewee.Database) -> None:
 
 
 def _m0015_profile(db: peewee.Database) -> None:
-    """Each call keeps the profile it was given (issue 13)."""
+    """Each call keeps the profile it was given."""
     add_missing_columns(db, Call, ["profile"])
 
 

@@ -1,4 +1,4 @@
-"""The store's reads for the head of sales' reports and bot commands (issue 15).
+"""The store's reads for the head of sales' reports and bot commands.
 
 A mixin of `Store` (the one object every query goes through), kept apart so `store.core`
 stays readable. Each method reads; none writes.

@@ -1,4 +1,4 @@
-"""Finding calls by the words of their transcripts (`/find`, issue 15).
+"""Finding calls by the words of their transcripts (`/find`).
 
 Contract:
 - On SQLite with FTS5, `create_index(db)` (migration `0012_call_search`) makes `call_fts`, an

@@ -38,15 +38,16 @@ def multi(query: dict[str, list[str]], name: str) -> list[str]:
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> Reply:
     """An `application/problem+json` error as amoCRM sends it."""
-    body = {"title": title, "type": f"https://httpstatus.es/{status}", "status": status,
-            "detail": detail, **extra}
+    body = {"title": title, "type": f"https://httpstatus.es/{status}", "status": status, "detail": detail, **extra}
     return json_reply(body, status, "application/problem+json")
 
 
 def make_jwt(claims: dict[str, Any]) -> str:
     """An unsigned JWT-shaped token (amoCRM access and long-lived tokens are JWTs)."""
+
     def part(obj: Any) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
     return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
@@ -97,11 +98,22 @@ class FakeAmoCRM(FakeServer):
         self.client_id = client_id
         self.client_secret = client_secret
         self.account: JSON = {
-            "id": 31000001, "name": "Acme", "subdomain": "acme", "created_at": 1600000000,
-            "created_by": 0, "updated_at": 1600000000, "updated_by": 0, "current_user_id": 0,
-            "country": "RU", "currency": "RUB", "currency_symbol": "₽",
-            "customers_mode": "disabled", "is_unsorted_on": True, "is_loss_reason_enabled": True,
-            "is_helpbot_enabled": False, "is_technical_account": False,
+            "id": 31000001,
+            "name": "Acme",
+            "subdomain": "acme",
+            "created_at": 1600000000,
+            "created_by": 0,
+            "updated_at": 1600000000,
+            "updated_by": 0,
+            "current_user_id": 0,
+            "country": "RU",
+            "currency": "RUB",
+            "currency_symbol": "₽",
+            "customers_mode": "disabled",
+            "is_unsorted_on": True,
+            "is_loss_reason_enabled": True,
+            "is_helpbot_enabled": False,
+            "is_technical_account": False,
             "contact_name_display_order": 1,
         }
         self.events: list[JSON] = []
@@ -132,9 +144,13 @@ class FakeAmoCRM(FakeServer):
     # test helpers --------------------------------------------------------------------------
     def add_user(self, user_id: int, name: str, email: str | None = None, group_id: int | None = None) -> JSON:
         """Add (or replace) a user as `GET /api/v4/users` lists it (`rights.group_id`: its group)."""
-        user = {"id": user_id, "name": name, "email": email or f"user{user_id}@example.com",
-                "lang": "ru", "rights": {"is_admin": False, "is_free": False, "is_active": True,
-                                         "group_id": group_id}}
+        user = {
+            "id": user_id,
+            "name": name,
+            "email": email or f"user{user_id}@example.com",
+            "lang": "ru",
+            "rights": {"is_admin": False, "is_free": False, "is_active": True, "group_id": group_id},
+        }
         self.users[user_id] = user
         return user
 
@@ -145,25 +161,50 @@ class FakeAmoCRM(FakeServer):
     def add_pipeline(self, pipeline_id: int, name: str, statuses: dict[int, str]) -> None:
         """A lead pipeline with its statuses, listed by `GET /api/v4/leads/pipelines`."""
         self.pipelines[pipeline_id] = {
-            "id": pipeline_id, "name": name, "sort": 10 * (len(self.pipelines) + 1), "is_main": not self.pipelines,
-            "is_unsorted_on": True, "is_archive": False, "account_id": self.account["id"],
-            "_embedded": {"statuses": [
-                {"id": sid, "name": sname, "sort": 10 * (i + 1), "is_editable": True,
-                 "pipeline_id": pipeline_id, "color": "#99ccff", "type": 0, "account_id": self.account["id"]}
-                for i, (sid, sname) in enumerate(statuses.items())
-            ]},
+            "id": pipeline_id,
+            "name": name,
+            "sort": 10 * (len(self.pipelines) + 1),
+            "is_main": not self.pipelines,
+            "is_unsorted_on": True,
+            "is_archive": False,
+            "account_id": self.account["id"],
+            "_embedded": {
+                "statuses": [
+                    {
+                        "id": sid,
+                        "name": sname,
+                        "sort": 10 * (i + 1),
+                        "is_editable": True,
+                        "pipeline_id": pipeline_id,
+                        "color": "#99ccff",
+                        "type": 0,
+                        "account_id": self.account["id"],
+                    }
+                    for i, (sid, sname) in enumerate(statuses.items())
+                ]
+            },
         }
 
     def add_entity(
-        self, entity_type: str, entity_id: int, name: str, responsible_user_id: int = 0,
+        self,
+        entity_type: str,
+        entity_id: int,
+        name: str,
+        responsible_user_id: int = 0,
         **extra: Any,
     ) -> JSON:
         """Add a lead/contact/company/customer (singular or plural type); `extra` fields
         (price, pipeline_id, status_id, ...) are stored as given."""
         plural = PLURALS.get(entity_type, entity_type)
-        entity = {"id": entity_id, "name": name, "responsible_user_id": responsible_user_id,
-                  "created_at": 1700000000, "updated_at": 1700000000,
-                  "account_id": self.account["id"], **extra}
+        entity = {
+            "id": entity_id,
+            "name": name,
+            "responsible_user_id": responsible_user_id,
+            "created_at": 1700000000,
+            "updated_at": 1700000000,
+            "account_id": self.account["id"],
+            **extra,
+        }
         self.entities[plural][entity_id] = entity
         return entity
 
@@ -204,29 +245,36 @@ class FakeAmoCRM(FakeServer):
             "phone": phone,
             "call_result": call_result,
             "call_status": call_status,
-            "call_responsible": (
-                responsible_user_id if call_responsible is None else call_responsible
-            ),
+            "call_responsible": (responsible_user_id if call_responsible is None else call_responsible),
         }
         if link is not None:
             params["link"] = link
         self.notes[(plural, note_id)] = {
-            "id": note_id, "entity_id": entity_id, "created_by": 0, "updated_by": 0,
-            "created_at": created_at, "updated_at": created_at,
-            "responsible_user_id": responsible_user_id, "group_id": 0,
-            "note_type": f"call_{direction}", "params": params, "account_id": self.account["id"],
-        }
-        self.events.append({
-            "id": event_id,
-            "type": "incoming_call" if direction == "in" else "outgoing_call",
+            "id": note_id,
             "entity_id": entity_id,
-            "entity_type": entity_type,
             "created_by": 0,
+            "updated_by": 0,
             "created_at": created_at,
-            "value_after": [{"note": {"id": note_id}}],
-            "value_before": [],
+            "updated_at": created_at,
+            "responsible_user_id": responsible_user_id,
+            "group_id": 0,
+            "note_type": f"call_{direction}",
+            "params": params,
             "account_id": self.account["id"],
-        })
+        }
+        self.events.append(
+            {
+                "id": event_id,
+                "type": "incoming_call" if direction == "in" else "outgoing_call",
+                "entity_id": entity_id,
+                "entity_type": entity_type,
+                "created_by": 0,
+                "created_at": created_at,
+                "value_after": [{"note": {"id": note_id}}],
+                "value_before": [],
+                "account_id": self.account["id"],
+            }
+        )
         return event_id
 
     def add_account_calls(self, count: int, first_at: int) -> None:
@@ -240,15 +288,30 @@ class FakeAmoCRM(FakeServer):
             kind = "lead" if n % 10 < 7 else "contact" if n % 10 < 9 else "company"
             entity_id = 25_000_000 + n % 400
             self.add_entity(kind, entity_id, f"{kind} {entity_id}")
-            self.add_call(entity_type=kind, entity_id=entity_id, note_id=1_200_000_000 + n,
-                          duration=60, phone="+79990000000", link=f"https://rec.example/{n}.mp3",
-                          created_at=first_at + n, responsible_user_id=555)
+            self.add_call(
+                entity_type=kind,
+                entity_id=entity_id,
+                note_id=1_200_000_000 + n,
+                duration=60,
+                phone="+79990000000",
+                link=f"https://rec.example/{n}.mp3",
+                created_at=first_at + n,
+                responsible_user_id=555,
+            )
 
     def add_custom_field(self, entity_type: str, field_id: int, name: str, field_type: str) -> JSON:
         """Add a custom field (`numeric`, `date`, `date_time`, `text`, ...) of an entity type."""
         plural = PLURALS.get(entity_type, entity_type)
-        custom_field = {"id": field_id, "name": name, "type": field_type, "code": None, "sort": 500,
-                        "is_api_only": False, "entity_type": plural, "enums": None}
+        custom_field = {
+            "id": field_id,
+            "name": name,
+            "type": field_type,
+            "code": None,
+            "sort": 500,
+            "is_api_only": False,
+            "entity_type": plural,
+            "enums": None,
+        }
         self.custom_fields[plural].append(custom_field)
         return custom_field
 
@@ -292,8 +355,10 @@ class FakeAmoCRM(FakeServer):
             return None
         recent = [r for r in self.requests if 0 <= req.at - r.at < 1.0]
         if len(recent) > self.max_rps:
-            html = "<html><head><title>429 Too Many Requests</title></head><body>" \
-                   "<center><h1>429 Too Many Requests</h1></center></body></html>"
+            html = (
+                "<html><head><title>429 Too Many Requests</title></head><body>"
+                "<center><h1>429 Too Many Requests</h1></center></body></html>"
+            )
             return text_reply(html, 429, "text/html")
         return None
 
@@ -338,8 +403,7 @@ class FakeAmoCRM(FakeServer):
             return self._notes(req, m[1], None) if get else self._post_notes(req, m[1], None)
         if m := re.fullmatch(rf"/api/v4/{_PL}/(\d+)/notes", path):
             entity_id = int(m[2])
-            return self._notes(req, m[1], entity_id) if get else self._post_notes(
-                req, m[1], entity_id)
+            return self._notes(req, m[1], entity_id) if get else self._post_notes(req, m[1], entity_id)
         if get and (m := re.fullmatch(rf"/api/v4/{_PL}(?:/(\d+))?/notes/(\d+)", path)):
             note = self.notes.get((m[1], int(m[3])))
             if note is None or (m[2] is not None and note["entity_id"] != int(m[2])):
@@ -364,8 +428,9 @@ class FakeAmoCRM(FakeServer):
         return problem(404, "Not Found", "Unknown route")
 
     # lists ---------------------------------------------------------------------------------
-    def _page(self, req: RecordedRequest, key: str, items: list[JSON], max_limit: int,
-              default_limit: int = 50) -> Reply:
+    def _page(
+        self, req: RecordedRequest, key: str, items: list[JSON], max_limit: int, default_limit: int = 50
+    ) -> Reply:
         limit = self._int(req, "limit", default_limit)
         page = self._int(req, "page", 1)
         if not 1 <= limit <= max_limit:
@@ -409,8 +474,7 @@ class FakeAmoCRM(FakeServer):
         lo = self._int(req, "filter[created_at][from]", 0)
         hi = self._int(req, "filter[created_at][to]", 2**62)
         events = sorted(
-            (e for e in self.events
-             if (not types or e["type"] in types) and lo <= e["created_at"] <= hi),
+            (e for e in self.events if (not types or e["type"] in types) and lo <= e["created_at"] <= hi),
             key=lambda e: (e["created_at"], e["id"]),
         )
         return self._page(req, "events", events, max_limit=100)
@@ -424,8 +488,11 @@ class FakeAmoCRM(FakeServer):
         lo = self._int(req, "filter[updated_at][from]", 0)
         hi = self._int(req, "filter[updated_at][to]", 2**62)
         notes = [
-            n for (p, nid), n in self.notes.items()
-            if p == plural and (not ids or nid in ids) and (not types or n["note_type"] in types)
+            n
+            for (p, nid), n in self.notes.items()
+            if p == plural
+            and (not ids or nid in ids)
+            and (not types or n["note_type"] in types)
             and (not entity_ids or n["entity_id"] in entity_ids)
             and lo <= n["updated_at"] <= hi
         ]
@@ -450,16 +517,23 @@ class FakeAmoCRM(FakeServer):
             if not isinstance(target, int) or "note_type" not in item:
                 raise _BadRequest(f"[{i}]: entity_id and note_type are required")
             note_id = max([nid for _, nid in self.notes] + [900000000]) + 1
-            note = {"id": note_id, "entity_id": target, "created_by": 0, "updated_by": 0,
-                    "created_at": now, "updated_at": now, "responsible_user_id": 0,
-                    "group_id": 0, "note_type": item["note_type"],
-                    "params": item.get("params", {}), "account_id": self.account["id"]}
+            note = {
+                "id": note_id,
+                "entity_id": target,
+                "created_by": 0,
+                "updated_by": 0,
+                "created_at": now,
+                "updated_at": now,
+                "responsible_user_id": 0,
+                "group_id": 0,
+                "note_type": item["note_type"],
+                "params": item.get("params", {}),
+                "account_id": self.account["id"],
+            }
             self.notes[(plural, note_id)] = note
             self.created_notes.append({"entity_plural": plural, **note})
-            answer.append({"id": note_id, "entity_id": target,
-                           "request_id": str(item.get("request_id", i))})
-        return json_reply({"_links": {"self": {"href": self.url(req.path)}},
-                           "_embedded": {"notes": answer}})
+            answer.append({"id": note_id, "entity_id": target, "request_id": str(item.get("request_id", i))})
+        return json_reply({"_links": {"self": {"href": self.url(req.path)}}, "_embedded": {"notes": answer}})
 
     def _post_tasks(self, req: RecordedRequest) -> Reply:
         items = req.json()
@@ -496,10 +570,12 @@ class FakeAmoCRM(FakeServer):
             lead = self.entities["leads"][item["id"]]
             values = {v["field_id"]: v for v in lead.get("custom_fields_values") or []}
             for value in item.get("custom_fields_values") or []:
-                values[value["field_id"]] = {"field_id": value["field_id"],
-                                             "field_name": fields[value["field_id"]]["name"],
-                                             "field_type": fields[value["field_id"]]["type"],
-                                             "values": value["values"]}
+                values[value["field_id"]] = {
+                    "field_id": value["field_id"],
+                    "field_name": fields[value["field_id"]]["name"],
+                    "field_type": fields[value["field_id"]]["type"],
+                    "values": value["values"],
+                }
             if values:
                 lead["custom_fields_values"] = list(values.values())
             embedded = lead.setdefault("_embedded", {})
@@ -527,23 +603,22 @@ class FakeAmoCRM(FakeServer):
         except ValueError:
             return self._oauth_error(400, "Bad Request", "Malformed body", "Invalid request")
         with self.lock:
-            if (params.get("client_id") != self.client_id
-                    or params.get("client_secret") != self.client_secret):
-                return self._oauth_error(401, "Unauthorized", "Client authentication failed",
-                                         "Client authentication failed")
+            if params.get("client_id") != self.client_id or params.get("client_secret") != self.client_secret:
+                return self._oauth_error(
+                    401, "Unauthorized", "Client authentication failed", "Client authentication failed"
+                )
             grant = params.get("grant_type")
             if grant == "refresh_token":
                 pool, value = self.valid_refresh_tokens, params.get("refresh_token", "")
             elif grant == "authorization_code":
                 pool, value = self.valid_codes, params.get("code", "")
             else:
-                return self._oauth_error(400, "Bad Request", "Unsupported grant type",
-                                         "Check the `grant_type` parameter")
+                return self._oauth_error(
+                    400, "Bad Request", "Unsupported grant type", "Check the `grant_type` parameter"
+                )
             if value not in pool:
-                hint = ("Token has been revoked" if grant == "refresh_token"
-                        else "Authorization code has been revoked")
-                return self._oauth_error(400, "Bad Request",
-                                         "The provided authorization grant is invalid", hint)
+                hint = "Token has been revoked" if grant == "refresh_token" else "Authorization code has been revoked"
+                return self._oauth_error(400, "Bad Request", "The provided authorization grant is invalid", hint)
             pool.discard(value)
             self._counter += 1
             access, refresh = f"access-{self._counter}", f"refresh-{self._counter}"
@@ -552,10 +627,19 @@ class FakeAmoCRM(FakeServer):
             self.valid_tokens.add(access)
             self.valid_refresh_tokens.add(refresh)
             self.issued_refresh_tokens.append(refresh)
-        return json_reply({"token_type": "Bearer", "expires_in": self.expires_in,
-                           "access_token": access, "refresh_token": refresh})
+        return json_reply(
+            {"token_type": "Bearer", "expires_in": self.expires_in, "access_token": access, "refresh_token": refresh}
+        )
 
     @staticmethod
     def _oauth_error(status: int, title: str, detail: str, hint: str) -> Reply:
-        return json_reply({"title": title, "type": f"https://httpstatus.es/{status}",
-                           "status": status, "detail": detail, "hint": hint}, status)
+        return json_reply(
+            {
+                "title": title,
+                "type": f"https://httpstatus.es/{status}",
+                "status": status,
+                "detail": detail,
+                "hint": hint,
+            },
+            status,
+        )

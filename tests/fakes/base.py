@@ -85,9 +85,7 @@ def text_reply(text: str, status: int = 200, content_type: str = "text/plain") -
     return Reply(status, text.encode(), {"Content-Type": f"{content_type}; charset=utf-8"})
 
 
-def canned_reply(
-    status: int, body: bytes | str | JSON | list[Any], headers: dict[str, str] | None
-) -> Reply:
+def canned_reply(status: int, body: bytes | str | JSON | list[Any], headers: dict[str, str] | None) -> Reply:
     """Build the Reply for `fail_next`: dict/list -> JSON, str -> text/html, bytes as is."""
     if isinstance(body, dict | list):
         reply = json_reply(body, status)
@@ -281,7 +279,9 @@ class FakeServer:
             server.fake = self
             self._server = server
             self._thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                daemon=True,
                 name=f"{type(self).__name__}-{server.server_address[1]}",
             )
             self._thread.start()
@@ -328,8 +328,7 @@ class FakeServer:
         pattern = re.compile(path_regex)
         with self.lock:
             return [
-                r for r in self.requests
-                if pattern.search(r.path) and (method is None or r.method == method.upper())
+                r for r in self.requests if pattern.search(r.path) and (method is None or r.method == method.upper())
             ]
 
     def count(self, path_regex: str = ".*", method: str | None = None) -> int:
@@ -352,9 +351,7 @@ class FakeServer:
         with self.lock:
             self._rules.append(_Rule(re.compile(path_regex), method, times, reply=reply))
 
-    def delay_next(
-        self, path_regex: str, seconds: float, times: int = 1, method: str | None = None
-    ) -> None:
+    def delay_next(self, path_regex: str, seconds: float, times: int = 1, method: str | None = None) -> None:
         """Sleep `seconds` before answering the next `times` matching requests."""
         with self.lock:
             self._rules.append(_Rule(re.compile(path_regex), method, times, delay=seconds))

@@ -22,8 +22,14 @@ from .base import (
     text_reply,
 )
 
-MODELS = ("whisper-1", "gpt-4o-mini", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o",
-          "gpt-4o-transcribe-diarize")
+MODELS = (
+    "whisper-1",
+    "gpt-4o-mini",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o",
+    "gpt-4o-transcribe-diarize",
+)
 UPLOAD_LIMIT = 25 * 1024 * 1024  # the API's per-request limit (413 above it)
 GPT4O_MAX_SECONDS = 1400  # reported: gpt-4o transcription models reject longer audio
 # (start, end, text) of a whisper-1 verbose_json segment; (start, end, speaker, text) diarized.
@@ -34,11 +40,11 @@ UNDECODABLE = "The audio file could not be decoded or its format is not supporte
 _JSON_ONLY_PREFIXES = ("gpt-4o", "gpt-transcribe")
 
 
-def error_reply(status: int, message: str, type_: str = "invalid_request_error",
-                param: str | None = None, code: str | None = None) -> Reply:
+def error_reply(
+    status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> Reply:
     """An OpenAI-style error body."""
-    return json_reply({"error": {"message": message, "type": type_, "param": param,
-                                 "code": code}}, status)
+    return json_reply({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
 
 
 def audio_duration(data: bytes) -> float | None:
@@ -149,8 +155,11 @@ def default_analysis(body: JSON) -> JSON:
     text = _message_text(users[-1] if users else (messages[-1] if messages else {}))
     verdicts = ["done", "done", "partly", "missed", "not_applicable"]
     rubric = {
-        item_id: {"verdict": verdicts[min(i, len(verdicts) - 1)],
-                  "evidence": "Добрый день!" if i == 0 else "", "confidence": 0.9}
+        item_id: {
+            "verdict": verdicts[min(i, len(verdicts) - 1)],
+            "evidence": "Добрый день!" if i == 0 else "",
+            "confidence": 0.9,
+        }
         for i, item_id in enumerate(rubric_ids(body))
     }
     return {
@@ -244,8 +253,7 @@ class FakeOpenAI(FakeServer):
             model = path.removeprefix("/v1/models/")
             if model in self.models:
                 return json_reply(self._model(model))
-            return error_reply(404, f"The model '{model}' does not exist", param="model",
-                               code="model_not_found")
+            return error_reply(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
         return error_reply(404, f"Invalid URL ({req.method} {req.path})")
 
     @staticmethod
@@ -266,27 +274,40 @@ class FakeOpenAI(FakeServer):
             return error_reply(400, "you must provide a model parameter", param="model")
         fmt = fields.get("response_format", "json")
         if fmt not in ("json", "text", "verbose_json", "srt", "vtt", "diarized_json"):
-            return error_reply(400, f"Invalid value for 'response_format': '{fmt}'.",
-                               param="response_format")
+            return error_reply(400, f"Invalid value for 'response_format': '{fmt}'.", param="response_format")
         diarize = "diarize" in model
         if (fmt == "diarized_json") != diarize and fmt not in ("json", "text"):
-            return error_reply(400, f"response_format '{fmt}' is not compatible with model "
-                               f"'{model}'.", param="response_format", code="unsupported_value")
+            return error_reply(
+                400,
+                f"response_format '{fmt}' is not compatible with model '{model}'.",
+                param="response_format",
+                code="unsupported_value",
+            )
         if fmt not in ("json", "text", "diarized_json") and model.startswith(_JSON_ONLY_PREFIXES):
-            return error_reply(400, f"response_format '{fmt}' is not compatible with model "
-                               f"'{model}'. Use 'json' or 'text' instead.",
-                               param="response_format", code="unsupported_value")
+            return error_reply(
+                400,
+                f"response_format '{fmt}' is not compatible with model '{model}'. Use 'json' or 'text' instead.",
+                param="response_format",
+                code="unsupported_value",
+            )
         if diarize and fields.get("prompt"):
-            return error_reply(400, "Prompt is not supported for diarization models.",
-                               param="prompt", code="unsupported_value")
+            return error_reply(
+                400, "Prompt is not supported for diarization models.", param="prompt", code="unsupported_value"
+            )
         if len(upload.data) > self.max_upload_bytes:
-            return error_reply(413, f"Maximum content size limit ({self.max_upload_bytes}) exceeded "
-                               f"({len(upload.data)} bytes read)", code="content_size_limit_exceeded")
+            return error_reply(
+                413,
+                f"Maximum content size limit ({self.max_upload_bytes}) exceeded ({len(upload.data)} bytes read)",
+                code="content_size_limit_exceeded",
+            )
         filename = upload.filename or "file"
         record: JSON = {
-            "filename": filename, "size": len(upload.data),
-            "sha1": hashlib.sha1(upload.data).hexdigest(), "fields": dict(fields),
-            "content_type": upload.content_type, "received": time.monotonic(),
+            "filename": filename,
+            "size": len(upload.data),
+            "sha1": hashlib.sha1(upload.data).hexdigest(),
+            "fields": dict(fields),
+            "content_type": upload.content_type,
+            "received": time.monotonic(),
         }
         with self.lock:
             self.transcriptions.append(record)
@@ -295,21 +316,29 @@ class FakeOpenAI(FakeServer):
         finally:
             record["answered"] = time.monotonic()
 
-    def _transcription(self, data: bytes, filename: str, fields: dict[str, str], model: str,
-                       fmt: str, diarize: bool) -> Reply:
+    def _transcription(
+        self, data: bytes, filename: str, fields: dict[str, str], model: str, fmt: str, diarize: bool
+    ) -> Reply:
         if self.transcribe_delay:
             time.sleep(self.transcribe_delay)
         duration = audio_duration(data)
         if duration is None:
             return error_reply(400, UNDECODABLE)
         if model.startswith("gpt-4o") and duration > GPT4O_MAX_SECONDS:
-            return error_reply(400, f"audio duration {duration} seconds is longer than "
-                               f"{GPT4O_MAX_SECONDS} seconds which is the maximum for this model",
-                               param="file", code="invalid_value")
+            return error_reply(
+                400,
+                f"audio duration {duration} seconds is longer than "
+                f"{GPT4O_MAX_SECONDS} seconds which is the maximum for this model",
+                param="file",
+                code="invalid_value",
+            )
         if diarize and duration > 30 and not fields.get("chunking_strategy"):
-            return error_reply(400, "chunking_strategy is required for diarization models "
-                               "when the input is longer than 30 seconds.",
-                               param="chunking_strategy", code="invalid_value")
+            return error_reply(
+                400,
+                "chunking_strategy is required for diarization models when the input is longer than 30 seconds.",
+                param="chunking_strategy",
+                code="invalid_value",
+            )
         if fmt == "diarized_json":
             return json_reply(self._diarized(data, filename, fields, duration))
         text = self.transcribe_fn(data, filename, fields)
@@ -319,10 +348,13 @@ class FakeOpenAI(FakeServer):
         if model.startswith(_JSON_ONLY_PREFIXES):
             audio_tokens = math.ceil(duration * 10)
             text_tokens = len(fields.get("prompt", "")) // 4
-            usage = {"type": "tokens", "input_tokens": audio_tokens + text_tokens,
-                     "output_tokens": max(1, len(text) // 4),
-                     "total_tokens": audio_tokens + text_tokens + max(1, len(text) // 4),
-                     "input_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens}}
+            usage = {
+                "type": "tokens",
+                "input_tokens": audio_tokens + text_tokens,
+                "output_tokens": max(1, len(text) // 4),
+                "total_tokens": audio_tokens + text_tokens + max(1, len(text) // 4),
+                "input_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},
+            }
         else:
             usage = {"type": "duration", "seconds": math.ceil(duration)}
         if fmt == "text":
@@ -331,16 +363,31 @@ class FakeOpenAI(FakeServer):
             return text_reply(self._subtitles(fmt, text, duration))
         if fmt == "json":
             return json_reply({"text": text, "usage": usage} if self.reports_usage else {"text": text})
-        spans = (self.segments_fn(data, filename, fields) if self.segments_fn
-                 else [(0.0, duration, text)])
-        segments = [{"id": i, "seek": 0, "start": start, "end": end, "text": " " + words,
-                     "tokens": [], "temperature": 0.0, "avg_logprob": -0.2,
-                     "compression_ratio": 1.0, "no_speech_prob": 0.01}
-                    for i, (start, end, words) in enumerate(spans)]
+        spans = self.segments_fn(data, filename, fields) if self.segments_fn else [(0.0, duration, text)]
+        segments = [
+            {
+                "id": i,
+                "seek": 0,
+                "start": start,
+                "end": end,
+                "text": " " + words,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": -0.2,
+                "compression_ratio": 1.0,
+                "no_speech_prob": 0.01,
+            }
+            for i, (start, end, words) in enumerate(spans)
+        ]
         if self.segments_fn:
             text = " ".join(words for _, _, words in spans)
-        verbose: JSON = {"task": "transcribe", "language": "russian", "duration": duration,
-                         "text": text, "segments": segments}
+        verbose: JSON = {
+            "task": "transcribe",
+            "language": "russian",
+            "duration": duration,
+            "text": text,
+            "segments": segments,
+        }
         return json_reply(verbose | ({"usage": usage} if self.reports_usage else {}))
 
     def _diarized(self, data: bytes, filename: str, fields: dict[str, str], duration: float) -> JSON:
@@ -348,22 +395,40 @@ class FakeOpenAI(FakeServer):
             spans = self.diarize_fn(data, filename, fields)
         else:
             spans = [(0.0, duration, "A", self.transcribe_fn(data, filename, fields))]
-        segments = [{"type": "transcript.text.segment", "id": f"seg_{i}", "start": start,
-                     "end": end, "speaker": speaker, "text": words}
-                    for i, (start, end, speaker, words) in enumerate(spans)]
+        segments = [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{i}",
+                "start": start,
+                "end": end,
+                "speaker": speaker,
+                "text": words,
+            }
+            for i, (start, end, speaker, words) in enumerate(spans)
+        ]
         text = " ".join(words for _, _, _, words in spans)
         audio_tokens = math.ceil(duration * 10)
         out_tokens = max(1, len(text) // 4)
-        return {"task": "transcribe", "duration": duration, "text": text, "segments": segments,
-                "usage": {"type": "tokens", "input_tokens": audio_tokens,
-                          "output_tokens": out_tokens, "total_tokens": audio_tokens + out_tokens,
-                          "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens}}}
+        return {
+            "task": "transcribe",
+            "duration": duration,
+            "text": text,
+            "segments": segments,
+            "usage": {
+                "type": "tokens",
+                "input_tokens": audio_tokens,
+                "output_tokens": out_tokens,
+                "total_tokens": audio_tokens + out_tokens,
+                "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+            },
+        }
 
     @staticmethod
     def _subtitles(fmt: str, text: str, duration: float) -> str:
         def stamp(sec: float, sep: str) -> str:
             ms = round(sec * 1000)
             return f"{ms // 3600000:02}:{ms // 60000 % 60:02}:{ms // 1000 % 60:02}{sep}{ms % 1000:03}"
+
         if fmt == "srt":
             return f"1\n{stamp(0, ',')} --> {stamp(duration, ',')}\n{text}\n\n"
         return f"WEBVTT\n\n{stamp(0, '.')} --> {stamp(duration, '.')}\n{text}\n\n"
@@ -382,16 +447,27 @@ class FakeOpenAI(FakeServer):
             seq = self._completion_seq
         response_type = (body.get("response_format") or {}).get("type")
         if self.schema_mode == "json_object_only" and response_type not in (None, "text", "json_object"):
-            return json_reply({"error": {"code": 500, "type": "server_error", "message":
-                               'response_format type must be one of "text" or "json_object", '
-                               f"but got: {response_type}"}}, 500)
+            return json_reply(
+                {
+                    "error": {
+                        "code": 500,
+                        "type": "server_error",
+                        "message": 'response_format type must be one of "text" or "json_object", '
+                        f"but got: {response_type}",
+                    }
+                },
+                500,
+            )
         json_schema = (body.get("response_format") or {}).get("json_schema") or {}
         if self.schema_mode == "strict" and json_schema.get("strict"):
             refused = not_strict(json_schema.get("schema"))
             if refused:
-                return error_reply(400, f"Invalid schema for response_format "
-                                   f"'{json_schema.get('name')}': {refused}.",
-                                   param="response_format", code="invalid_json_schema")
+                return error_reply(
+                    400,
+                    f"Invalid schema for response_format '{json_schema.get('name')}': {refused}.",
+                    param="response_format",
+                    code="invalid_json_schema",
+                )
         if self.chat_delay:
             time.sleep(self.chat_delay)
         result = self.ignored_answer if self.schema_mode == "ignored" else self.analysis_fn(body)
@@ -400,17 +476,24 @@ class FakeOpenAI(FakeServer):
         completion_tokens = max(1, len(content) // 4)
         with self.lock:
             self.chat_usage.append((prompt_tokens, completion_tokens))
-        return json_reply({
-            "id": f"chatcmpl-{seq}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "finish_reason": self.chat_finish_reason,
-                "logprobs": None,
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return json_reply(
+            {
+                "id": f"chatcmpl-{seq}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "finish_reason": self.chat_finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from .base import FakeServer, RecordedRequest, Reply, text_reply
 
-NOT_FOUND_HTML = "<html><head><title>404 Not Found</title></head><body>" \
-                 "<center><h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>"
+NOT_FOUND_HTML = (
+    "<html><head><title>404 Not Found</title></head><body>"
+    "<center><h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>"
+)
 
 
 @dataclass
@@ -96,8 +98,7 @@ class FakeRecordings(FakeServer):
     def authorization_headers_seen(self) -> list[str]:
         """Authorization header values of all requests received so far."""
         with self.lock:
-            return [r.headers["authorization"] for r in self.requests
-                    if "authorization" in r.headers]
+            return [r.headers["authorization"] for r in self.requests if "authorization" in r.headers]
 
     def route(self, req: RecordedRequest) -> Reply:
         if req.method not in ("GET", "HEAD"):
@@ -114,5 +115,11 @@ class FakeRecordings(FakeServer):
         headers = {"Content-Type": item.content_type}
         if item.announced is not None:
             headers["Content-Length"] = str(item.announced)
-        return Reply(item.status, item.body, headers, chunk_size=item.chunk_size,
-                     chunk_delay=item.chunk_delay, truncate_at=item.truncate_at)
+        return Reply(
+            item.status,
+            item.body,
+            headers,
+            chunk_size=item.chunk_size,
+            chunk_delay=item.chunk_delay,
+            truncate_at=item.truncate_at,
+        )

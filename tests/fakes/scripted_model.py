@@ -162,8 +162,11 @@ def scripted_analysis(body: JSON) -> JSON | str:
         "summary": f"Разговор из {len(_turns(transcript))} реплик. " + (manager[0][:80] if manager else ""),
         "topic": "звонок",
         "rubric": {
-            item: {"verdict": verdicts.get(item, ("not_applicable", ""))[0],
-                   "evidence": verdicts.get(item, ("", ""))[1], "confidence": 0.7}
+            item: {
+                "verdict": verdicts.get(item, ("not_applicable", ""))[0],
+                "evidence": verdicts.get(item, ("", ""))[1],
+                "confidence": 0.7,
+            }
             for item in ids
         },
         "client_needs": [],

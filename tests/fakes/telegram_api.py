@@ -13,13 +13,14 @@ from typing import Any
 from .base import JSON, FakeServer, RecordedRequest, Reply, form_params, json_reply, text_reply
 from .tg_html import TelegramHTMLError, utf16_len, validate_telegram_html
 
-BOT_USER: JSON = {"id": 123, "is_bot": True, "first_name": "SalesBot",
-                  "username": "salesbot_test_bot"}
+BOT_USER: JSON = {"id": 123, "is_bot": True, "first_name": "SalesBot", "username": "salesbot_test_bot"}
 MAX_REQUEST_LINE = 8192
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
-_URI_TOO_LONG = "<html><head><title>414 Request-URI Too Large</title></head><body><center>" \
-                "<h1>414 Request-URI Too Large</h1></center><hr><center>nginx</center></body></html>"
+_URI_TOO_LONG = (
+    "<html><head><title>414 Request-URI Too Large</title></head><body><center>"
+    "<h1>414 Request-URI Too Large</h1></center><hr><center>nginx</center></body></html>"
+)
 
 
 def tg_error(code: int, description: str, **parameters: Any) -> Reply:
@@ -121,9 +122,14 @@ class FakeTelegram(FakeServer):
         return json_reply({"ok": True, "result": result})
 
     def _get_me(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
-        return self._ok({**BOT_USER, "can_join_groups": True,
-                         "can_read_all_group_messages": False,
-                         "supports_inline_queries": False})
+        return self._ok(
+            {
+                **BOT_USER,
+                "can_join_groups": True,
+                "can_read_all_group_messages": False,
+                "supports_inline_queries": False,
+            }
+        )
 
     def _get_chat(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
         chat_id = self._chat(params)
@@ -137,9 +143,13 @@ class FakeTelegram(FakeServer):
         if chat_id in self.down_chats:
             raise _ApiError(tg_error(502, "Bad Gateway"))
         if chat_id in self.migrate_chats:
-            raise _ApiError(tg_error(
-                400, "Bad Request: group chat was upgraded to a supergroup chat",
-                migrate_to_chat_id=self.migrate_chats[chat_id]))
+            raise _ApiError(
+                tg_error(
+                    400,
+                    "Bad Request: group chat was upgraded to a supergroup chat",
+                    migrate_to_chat_id=self.migrate_chats[chat_id],
+                )
+            )
         if chat_id not in self.known_chats:
             raise _ApiError(tg_error(400, "Bad Request: chat not found"))
         return chat_id
@@ -151,20 +161,26 @@ class FakeTelegram(FakeServer):
         try:
             return validate_telegram_html(text)
         except TelegramHTMLError as exc:
-            raise _ApiError(tg_error(
-                400, f"Bad Request: can't parse entities: {exc.reason}")) from None
+            raise _ApiError(tg_error(400, f"Bad Request: can't parse entities: {exc.reason}")) from None
 
     def _message(self, chat_id: str, params: dict[str, str], **content: Any) -> JSON:
         numeric = re.fullmatch(r"-?\d+", chat_id) is not None
-        chat: JSON = ({"id": int(chat_id), "type": "supergroup", "title": "Sales"}
-                      if numeric and chat_id.startswith("-")
-                      else {"id": int(chat_id), "type": "private", "first_name": "Test"}
-                      if numeric else {"id": -1009999999999, "type": "channel",
-                                       "title": "Sales", "username": chat_id.lstrip("@")})
+        chat: JSON = (
+            {"id": int(chat_id), "type": "supergroup", "title": "Sales"}
+            if numeric and chat_id.startswith("-")
+            else {"id": int(chat_id), "type": "private", "first_name": "Test"}
+            if numeric
+            else {"id": -1009999999999, "type": "channel", "title": "Sales", "username": chat_id.lstrip("@")}
+        )
         self._message_id += 1
         self._sent_at[(chat_id, self._message_id)] = time.time()
-        msg: JSON = {"message_id": self._message_id, "date": int(time.time()), "chat": chat,
-                     "from": dict(BOT_USER), **content}
+        msg: JSON = {
+            "message_id": self._message_id,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": dict(BOT_USER),
+            **content,
+        }
         if params.get("message_thread_id"):
             msg["message_thread_id"] = int(params["message_thread_id"])
             msg["is_topic_message"] = True
@@ -184,14 +200,19 @@ class FakeTelegram(FakeServer):
         link_preview_options = _json_param(params, "link_preview_options")
         with self.lock:
             msg = self._message(chat_id, params, text=visible)
-            self.messages.append({
-                "message_id": msg["message_id"], "chat_id": chat_id, "text": text,
-                "parse_mode": parse_mode, "visible_text": visible,
-                "message_thread_id": params.get("message_thread_id"),
-                "reply_to_message_id": params.get("reply_to_message_id"),
-                "reply_parameters": reply_parameters,
-                "link_preview_options": link_preview_options,
-            })
+            self.messages.append(
+                {
+                    "message_id": msg["message_id"],
+                    "chat_id": chat_id,
+                    "text": text,
+                    "parse_mode": parse_mode,
+                    "visible_text": visible,
+                    "message_thread_id": params.get("message_thread_id"),
+                    "reply_to_message_id": params.get("reply_to_message_id"),
+                    "reply_parameters": reply_parameters,
+                    "link_preview_options": link_preview_options,
+                }
+            )
             record = self.messages[-1]
         self._accepted(record)
         return self._ok(msg)
@@ -209,20 +230,30 @@ class FakeTelegram(FakeServer):
         data: bytes = upload.data if upload is not None else b""
         filename = (upload.filename if upload is not None else None) or "document"
         unique = hashlib.sha1(data or params.get("document", "").encode()).hexdigest()[:16]
-        document = {"file_name": filename, "mime_type": getattr(upload, "content_type", None)
-                    or "application/octet-stream", "file_id": f"BQAC{unique}",
-                    "file_unique_id": f"AgAD{unique[:8]}", "file_size": len(data)}
+        document = {
+            "file_name": filename,
+            "mime_type": getattr(upload, "content_type", None) or "application/octet-stream",
+            "file_id": f"BQAC{unique}",
+            "file_unique_id": f"AgAD{unique[:8]}",
+            "file_size": len(data),
+        }
         content: JSON = {"document": document}
         if visible_caption:
             content["caption"] = visible_caption
         with self.lock:
             msg = self._message(chat_id, params, **content)
-            self.documents.append({
-                "message_id": msg["message_id"], "chat_id": chat_id, "filename": filename,
-                "bytes": data, "caption": caption, "parse_mode": parse_mode,
-                "message_thread_id": params.get("message_thread_id"),
-                "reply_parameters": _json_param(params, "reply_parameters"),
-            })
+            self.documents.append(
+                {
+                    "message_id": msg["message_id"],
+                    "chat_id": chat_id,
+                    "filename": filename,
+                    "bytes": data,
+                    "caption": caption,
+                    "parse_mode": parse_mode,
+                    "message_thread_id": params.get("message_thread_id"),
+                    "reply_parameters": _json_param(params, "reply_parameters"),
+                }
+            )
             record = self.documents[-1]
         self._accepted(record)
         return self._ok(msg)
@@ -253,19 +284,31 @@ class FakeTelegram(FakeServer):
         if visible_caption and utf16_len(visible_caption) > CAPTION_LIMIT:
             return tg_error(400, "Bad Request: message caption is too long")
         unique = hashlib.sha1(upload.data).hexdigest()[:16]
-        photo = [{"file_id": f"AgAC{unique}", "file_unique_id": f"AQAD{unique[:8]}", "width": 1200,
-                  "height": 675, "file_size": len(upload.data)}]
+        photo = [
+            {
+                "file_id": f"AgAC{unique}",
+                "file_unique_id": f"AQAD{unique[:8]}",
+                "width": 1200,
+                "height": 675,
+                "file_size": len(upload.data),
+            }
+        ]
         content: JSON = {"photo": photo}
         if visible_caption:
             content["caption"] = visible_caption
         with self.lock:
             msg = self._message(chat_id, params, **content)
-            self.photos.append({
-                "message_id": msg["message_id"], "chat_id": chat_id, "bytes": upload.data,
-                "caption": caption, "parse_mode": params.get("parse_mode"),
-                "message_thread_id": params.get("message_thread_id"),
-                "reply_parameters": _json_param(params, "reply_parameters"),
-            })
+            self.photos.append(
+                {
+                    "message_id": msg["message_id"],
+                    "chat_id": chat_id,
+                    "bytes": upload.data,
+                    "caption": caption,
+                    "parse_mode": params.get("parse_mode"),
+                    "message_thread_id": params.get("message_thread_id"),
+                    "reply_parameters": _json_param(params, "reply_parameters"),
+                }
+            )
             record = self.photos[-1]
         self._accepted(record)
         return self._ok(msg)
@@ -277,14 +320,27 @@ class FakeTelegram(FakeServer):
         with self._new_update, self.lock:
             self._update_id += 1
             self._message_id += 1
-            chat: JSON = ({"id": int(chat_id), "type": chat_type, "title": "Sales"} if chat_type != "private"
-                          else {"id": int(chat_id), "type": "private", "first_name": "Boss"})
-            entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] \
-                if text.startswith("/") else []
-            self.updates.append({"update_id": self._update_id, "message": {
-                "message_id": self._message_id, "date": int(time.time()), "chat": chat,
-                "from": {"id": user_id, "is_bot": False, "first_name": "Boss"},
-                "text": text, "entities": entities}})
+            chat: JSON = (
+                {"id": int(chat_id), "type": chat_type, "title": "Sales"}
+                if chat_type != "private"
+                else {"id": int(chat_id), "type": "private", "first_name": "Boss"}
+            )
+            entities = (
+                [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
+            )
+            self.updates.append(
+                {
+                    "update_id": self._update_id,
+                    "message": {
+                        "message_id": self._message_id,
+                        "date": int(time.time()),
+                        "chat": chat,
+                        "from": {"id": user_id, "is_bot": False, "first_name": "Boss"},
+                        "text": text,
+                        "entities": entities,
+                    },
+                }
+            )
             self._new_update.notify_all()
             return self._update_id
 

@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import re
 
-ALLOWED_TAGS = frozenset({
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler",
-    "a", "code", "pre", "blockquote", "tg-emoji",
-})
+ALLOWED_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "tg-emoji",
+    }
+)
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
 _ENTITY = re.compile(r"&(?:(lt|gt|amp|quot)|#([0-9]{1,8})|#[xX]([0-9a-fA-F]{1,6}));")
 _TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
@@ -77,8 +93,7 @@ class _Scanner:
             elif ch == ">":
                 raise self.fail(f'Unescaped ">" at byte offset {self.offset()}')
             else:
-                nxt = min((i for i in (text.find(c, self.pos) for c in "<&>") if i >= 0),
-                          default=len(text))
+                nxt = min((i for i in (text.find(c, self.pos) for c in "<&>") if i >= 0), default=len(text))
                 self.out.append(text[self.pos : nxt])
                 self.pos = nxt
         if self.stack:
@@ -102,7 +117,7 @@ class _Scanner:
             open_name = self.stack.pop()[0]
             if name != open_name:
                 raise self.fail(
-                    f'Unmatched end tag at byte offset {self.offset(start)}, '
+                    f"Unmatched end tag at byte offset {self.offset(start)}, "
                     f'expected "</{open_name}>", found "</{name}>"'
                 )
             return
@@ -128,12 +143,12 @@ class _Scanner:
                 self.pos += 1
                 return attrs
             if self.pos == before:
-                raise self.fail(f'Expected whitespace before an attribute of the tag "{tag}" '
-                                f"at byte offset {self.offset()}")
+                raise self.fail(
+                    f'Expected whitespace before an attribute of the tag "{tag}" at byte offset {self.offset()}'
+                )
             m = _ATTR_NAME.match(text, self.pos)
             if m is None:
-                raise self.fail(f'Empty attribute name in the tag "{tag}" '
-                                f"at byte offset {self.offset(start)}")
+                raise self.fail(f'Empty attribute name in the tag "{tag}" at byte offset {self.offset(start)}')
             attr = m[0].lower()
             self.pos = m.end()
             self.skip_space()
@@ -144,8 +159,9 @@ class _Scanner:
             self.skip_space()
             quote = text[self.pos] if self.pos < len(text) else ""
             if quote not in ('"', "'"):
-                raise self.fail(f'Expected quoted value of the attribute "{attr}" of the tag '
-                                f'"{tag}" at byte offset {self.offset()}')
+                raise self.fail(
+                    f'Expected quoted value of the attribute "{attr}" of the tag "{tag}" at byte offset {self.offset()}'
+                )
             end = text.find(quote, self.pos + 1)
             if end < 0:
                 raise self.fail(f"Unclosed start tag at byte offset {self.offset(start)}")

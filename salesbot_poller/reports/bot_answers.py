@@ -1,4 +1,4 @@
-"""What the bot answers to each command of the head of sales (issue 15): pure rendering over
+"""What the bot answers to each command of the head of sales: pure rendering over
 the store, no sending (see `bot` for who may ask and how answers go out).
 
 Contract of `answer(app, name, args, now)`: the answer's parts (HTML, escaped, split like
@@ -26,7 +26,6 @@ import re
 from dataclasses import dataclass
 
 from salesbot_poller.domain import MANAGER_UNKNOWN
-from salesbot_poller.pipeline import team_stats, weekly
 from salesbot_poller.pipeline.context import App, call_context
 from salesbot_poller.pipeline.messages import (
     clean,
@@ -42,6 +41,7 @@ from salesbot_poller.pipeline.messages import (
     render_missed,
     render_transcript_caption,
 )
+from salesbot_poller.reports import team_stats, weekly
 from salesbot_poller.services.redact_pii import replace_phones
 from salesbot_poller.store import Call
 from salesbot_poller.store.search import query_words

@@ -40,12 +40,13 @@ import peewee
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
-from salesbot_poller.pipeline import budget_notice, delivery, digest, followup, retention, storm, weekly
+from salesbot_poller.pipeline import delivery, followup, retention, storm
 from salesbot_poller.pipeline.context import App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
 from salesbot_poller.pipeline.recovery import sweep_audio
 from salesbot_poller.pipeline.stages import advance
+from salesbot_poller.reports import budget_notice, digest, weekly
 from salesbot_poller.store import Call
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ Contract of `run(app, cycle)` (once per cycle):
   as not matching any).
 - A report like the card: the weakest call's name (its number when the card has no name)
   masks its number like the card does (`telegram.mask_phones`, `messages.masked`).
-- Stored before sending and each part's acceptance recorded (`outbox`): sent once per day.
+- Stored before sending and each part's acceptance recorded (`delivery`): sent once per day.
   In a dry run it is printed instead (once per process), and nothing is recorded.
 """
 
@@ -26,7 +26,7 @@ from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, answered, local_tim
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.followup import send_pending
 from salesbot_poller.pipeline.messages import clean, format_duration, format_time, masked, name_html, pack
-from salesbot_poller.pipeline.team_stats import figures, read_analysis
+from salesbot_poller.reports.team_stats import figures, read_analysis
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The bot's commands lane (issue 15): read the bot's updates, answer the head of sales.
+"""The bot's commands lane: read the bot's updates, answer the head of sales.
 
 Contract:
 - `fetch(app, wait)`: the updates after the stored offset (state `BOT_OFFSET_KEY`), waiting
@@ -24,9 +24,9 @@ import logging
 from salesbot_poller.domain import Destination, Incoming
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.logs import excerpt
-from salesbot_poller.pipeline.bot_answers import Answer, CommandFailed, answer
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.messages import esc
+from salesbot_poller.reports.bot_answers import Answer, CommandFailed, answer
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Contract of `run(app, cycle)` (once per intake pass, like the digest):
   as usage of kind "objections"); without a grouper, or when that request fails, identical
   texts are counted instead and the report still goes. Then a chart (`weekly_chart`): each
   manager's average score per week over the last `CHART_WEEKS` weeks, as a photo.
-- Stored before sending and each part's acceptance recorded (`outbox`): sent once per week,
+- Stored before sending and each part's acceptance recorded (`delivery`): sent once per week,
   even across restarts. In a dry run it is printed instead, and nothing is recorded.
 - `plan_week(app, monday, now, key)` builds the items for any week (the `report` command).
 """
@@ -31,13 +31,13 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from salesbot_poller.config import WEEKDAYS
 from salesbot_poller.domain import ObjectionGroup, Planned, local_time
 from salesbot_poller.errors import SalesbotError
-from salesbot_poller.pipeline import team_stats
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.pipeline.followup import send_pending
 from salesbot_poller.pipeline.messages import clip, esc, format_duration, name_html, pack
 from salesbot_poller.pipeline.routing import alert_destination
-from salesbot_poller.pipeline.weekly_chart import render_chart
+from salesbot_poller.reports import team_stats
+from salesbot_poller.reports.weekly_chart import render_chart
 
 log = logging.getLogger(__name__)
 
