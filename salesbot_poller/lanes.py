@@ -40,7 +40,7 @@ import peewee
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
-from salesbot_poller.pipeline import delivery, followup, retention, storm
+from salesbot_poller.pipeline import delivery, followup, lead_fields, retention, storm
 from salesbot_poller.pipeline.context import App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
@@ -110,7 +110,11 @@ def intake_steps(
     if not should_stop():
         send_alerts(app, cycle, should_stop, patience)
     if not should_stop():
-        delivery.retry_extras(app, cycle.now)  # delivered calls' other destinations, each on its own
+        # Delivered calls' other destinations, each on its own; then the lead fields, batched
+        # (not while amoCRM fails: the next pass tries them).
+        failed = delivery.retry_extras(app, cycle.now, leave=(lead_fields.KIND,))
+        if "amocrm" not in failed:
+            lead_fields.send_due(app, cycle.now)
     budget_notice.run(app, cycle)  # the daily budget holds calls back: the alert chat is told once a day
     retention.run(app, cycle, should_stop)  # once a day: personal data older than storage.retention_days goes
     if follow_ups and not should_stop():
@@ -287,7 +291,7 @@ def run_once(app: App, now: datetime, should_stop: Stop = _never, workers: int |
         intake_steps(app, cycle, should_stop, follow_ups=False, patience=ONCE_PATIENCE)
         drain(app, moment, workers or app.config.poller.workers, should_stop, tally)
         if not should_stop():
-            delivery.send_lead_fields(app, moment)  # the leads of the calls just delivered, batched
+            lead_fields.send_due(app, moment)  # the leads of the calls just delivered, batched
             followup.run(app, cycle)
             digest.run(app, cycle)
             weekly.run(app, cycle)

@@ -41,7 +41,8 @@ from salesbot_poller.pipeline.messages import (
     render_transcript_caption,
     utf16_len,
 )
-from salesbot_poller.reports.digest import ManagerDay, render_digest
+from salesbot_poller.reports.digest import render_digest
+from salesbot_poller.reports.team_stats import ManagerFigures
 from salesbot_poller.store import Call, Migration
 from tests.builder import Rig, build_rig
 from tests.conftest import CHAT_ID, Servers, run_cli
@@ -109,7 +110,7 @@ def test_every_message_of_a_hostile_value_is_sendable_and_starts_with_its_header
     assert escalation.startswith("⏰")
     assert_sendable(render_callback(value, 1795600800 + 60, 1795600800, UTC))
     assert_sendable([render_transcript_caption(context(value), UTC)])
-    day = ManagerDay(value, calls=1, scores=[40], weakest=(40, value, "https://acme.amocrm.ru/leads/detail/1"))
+    day = ManagerFigures(value, calls=1, scores=[40], weakest_call=(40, value, "https://acme.amocrm.ru/leads/detail/1"))
     assert_sendable(render_digest([day] * 3, 1795600800, 1795687200, UTC))
 
 

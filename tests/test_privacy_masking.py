@@ -23,7 +23,8 @@ from salesbot_poller.pipeline.messages import (
     render_missed,
     render_transcript_caption,
 )
-from salesbot_poller.reports.digest import ManagerDay, render_digest
+from salesbot_poller.reports.digest import render_digest
+from salesbot_poller.reports.team_stats import ManagerFigures
 from salesbot_poller.services.analysis import build_user_message
 from salesbot_poller.services.redact_pii import KINDS, redact, redact_kinds
 from salesbot_poller.store import Call, Store
@@ -91,7 +92,7 @@ def test_a_number_in_a_cards_name_is_masked_with_the_card() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_digest_masks_a_number_standing_for_a_name_like_the_card(mode: MaskMode) -> None:
-    day = ManagerDay("Иван", calls=1, scores=[40], weakest=(40, FULL, "https://acme.amocrm.ru/leads/detail/1"))
+    day = ManagerFigures("Иван", calls=1, scores=[40], weakest_call=(40, FULL, "https://acme.amocrm.ru/leads/detail/1"))
     text = shown(render_digest([day], 1795600800 - 86400, 1795600800, UTC, mode))
     assert (MASKED in text) == (mode != "none") and (FULL in text) == (mode == "none")
 

@@ -92,7 +92,7 @@ def test_old_calls_lose_their_personal_data_and_keep_what_reports_need(tmp_path:
     assert [(d.name, d.calls, d.talk_seconds, d.scores, d.missed) for d in after] == [
         (d.name, d.calls, d.talk_seconds, d.scores, d.missed) for d in digest_before
     ]
-    assert after[0].weakest is not None and after[0].weakest[1] == "#7001"  # the name is gone, the id stays
+    assert after[0].weakest_call is not None and after[0].weakest_call[1] == "#7001"  # the name is gone, the id stays
     run_once(rig.app, at(1))
     assert rig.notifier.sent == sent_before, "nothing cleared is sent again"
 

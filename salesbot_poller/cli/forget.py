@@ -37,7 +37,7 @@ from typing import Protocol
 
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.errors import PermanentError, SalesbotError
-from salesbot_poller.pipeline.delivery import CRM_KINDS
+from salesbot_poller.pipeline.delivery import to_amocrm
 from salesbot_poller.pipeline.followup import last10
 from salesbot_poller.store import Call, Delivery, Store
 
@@ -119,7 +119,7 @@ def plan(store: Store, calls: list[Call], default_chat: str, telegram: bool) -> 
     if telegram:
         for call in calls:
             for row in rows.get(call.id, []):
-                if row.kind in CRM_KINDS:
+                if to_amocrm(row.kind):
                     continue
                 payload = json.loads(row.payload_json)
                 deleted, refused = set(payload.get("deleted", [])), set(payload.get("refused", []))

@@ -11,12 +11,18 @@ Contract:
 - Telegram's limits are kept per chat (`App.pacer`): a message waits for its chat's slot up
   to `patience` seconds, else `Busy` is raised; `urgent` (missed-call alerts) go first. A
   429 pauses that chat only, and is raised as `Busy` with Telegram's retry_after.
-- `send_all` keeps going past a destination that fails transiently (see there).
+- `send_all` keeps going past a destination that fails transiently (see there);
+  `send_pending(app, now, kinds)` sends the stored rows of `kinds` that are not done (the
+  alerts' storm summary, follow-ups, reports), leaving what fails for the next pass.
+- `send_scheduled(app, cycle, key, kind, plan)` sends a scheduled report (the digest, the
+  weekly report, the budget notice) exactly once: stored under `key` before it is sent,
+  planned only while that key is not stored.
 - A call's rows other than its own message go out with `send_extras` once the call's own
   card or alert is delivered: each destination is retried on its own schedule (the row's
-  `attempts`, `next_attempt_at`; `retry_extras` in the intake lane), never holds back another
-  destination, and never marks the call anything. Lead fields (`lead_fields`) are batched
-  across calls and sent from one thread only: `retry_extras`, `send_lead_fields`.
+  `attempts`, `next_attempt_at`; `retry_extras` in the intake lane, `put_off`), never holds
+  back another destination, and never marks the call anything. A kind whose rows are sent
+  by their owner (batched across calls) is left to that owner by whoever collects the rows:
+  delivery names no destination but "a chat" and "amoCRM" (kinds starting `amo_`).
 - A row refused for good (`PermanentError`: bad markup, a 400 from amoCRM) is closed with its
   error and never retried; it never holds back the rest. Transient and fatal errors propagate.
 - `DryRun` prints a planned item once per process instead of storing or sending it.
@@ -35,15 +41,24 @@ from typing import Any
 
 from salesbot_poller.domain import Destination, Planned
 from salesbot_poller.errors import Busy, FatalError, PermanentError, TransientError
-from salesbot_poller.pipeline import lead_fields
-from salesbot_poller.pipeline.context import GIVE_UP_SECONDS, MAX_BACKOFF_SECONDS, App
+from salesbot_poller.pipeline.context import GIVE_UP_SECONDS, MAX_BACKOFF_SECONDS, App, Cycle
 from salesbot_poller.store import Delivery
 
 log = logging.getLogger(__name__)
 
-CRM_KINDS = frozenset({"amo_note", "amo_task", lead_fields.KIND})
+CRM_PREFIX = "amo_"  # every amoCRM write's kind (amo_note, amo_task, amo_fields): not a chat's message
 OWN_KINDS = ("card", "alert")  # a call's own message, key `call:<id>`
 WORKER_PATIENCE = 2.0  # a worker waits this long for a chat's slot, then does other work
+
+
+def to_amocrm(kind: str) -> bool:
+    """Whether rows of `kind` are amoCRM writes (their ids are amoCRM's, not Telegram messages)."""
+    return kind.startswith(CRM_PREFIX)
+
+
+def destination_of(row: Delivery) -> str:
+    """ "amocrm", or the row's chat ("" for the default chat): what fails as one."""
+    return "amocrm" if to_amocrm(row.kind) else row.chat_id or ""
 
 
 def own_key(call_id: int) -> str:
@@ -93,9 +108,6 @@ def _paced(app: App, chat: str, now: int, urgent: bool, patience: float, send: C
 
 def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: float = WORKER_PATIENCE) -> None:
     """See the module contract."""
-    if row.kind == lead_fields.KIND:
-        lead_fields.send(app, [row], now)  # exactly once in its own way: see there
-        return
     store = app.store
     payload = json.loads(row.payload_json)
     sent: list[int] = json.loads(row.sent_ids_json)
@@ -103,7 +115,7 @@ def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: f
     chat = row.chat_id or app.config.telegram.chat_id
     reply_to = first_message_id(app, row.reply_to_key) if row.reply_to_key else None
     try:
-        if row.kind in CRM_KINDS:
+        if to_amocrm(row.kind):
             if not sent:
                 sent.append(_crm_post(app, payload["path"], payload["body"]))
         elif "parts" in payload:
@@ -138,7 +150,7 @@ def send_all(
     failed: set[str] = set()
     first: TransientError | None = None
     for row in rows:
-        destination = "amocrm" if row.kind in CRM_KINDS else row.chat_id or ""
+        destination = destination_of(row)
         if destination in failed:
             continue
         try:
@@ -150,62 +162,73 @@ def send_all(
         raise first
 
 
-def send_extras(app: App, rows: Iterable[Delivery], now: int, patience: float = WORKER_PATIENCE) -> None:
+def send_pending(
+    app: App, now: int, kinds: tuple[str, ...], *, urgent: bool = False, patience: float = WORKER_PATIENCE
+) -> None:
+    """Send the stored rows of `kinds` not done yet (`send_all`); a transient failure waits
+    for the next pass (logged), a fatal one propagates."""
+    what = "/".join(kinds)
+    try:
+        send_all(app, app.store.pending(kinds=kinds), now, urgent=urgent, patience=patience)
+    except Busy as exc:  # a chat's rate or a 429: the next pass tries again
+        log.info("%s waiting: %s", what, exc)
+    except TransientError as exc:
+        log.warning("%s not all sent yet: %s", what, exc)
+
+
+def send_scheduled(app: App, cycle: Cycle, key: str, kind: str, plan: Callable[[], list[Planned]]) -> None:
+    """A scheduled report, exactly once: when `key` is stored already, only what of it is
+    unsent goes (told already, or to be told again); else `plan()` (nothing: not due after
+    all) is stored, then sent. In a dry run it is printed, planned once per process (a plan
+    may cost a request), and nothing is recorded."""
+    if app.dry_run is not None:
+        if isinstance(app.dry_run, DryRun) and key in app.dry_run.shown:
+            return
+        app.dry_run.show(plan())
+        return
+    if app.store.find_delivery(key) is None:
+        items = plan()
+        if not items:
+            return
+        app.store.enqueue(items, None, cycle.now)
+        log.info("%s stored (%s)", kind, key)
+    send_pending(app, cycle.now, (kind,))
+
+
+def send_extras(app: App, rows: Iterable[Delivery], now: int, patience: float = WORKER_PATIENCE) -> set[str]:
     """Send a delivered call's other rows (alert-chat copy, transcript, amoCRM note or task).
 
     Each destination stands on its own: a failure puts off only that destination's rows, on
-    their own schedule (`_put_off`), and is never raised, so it neither holds back anything
+    their own schedule (`put_off`), and is never raised, so it neither holds back anything
     else nor touches the call, whose own card or alert is already out. A destination that
-    fails keeps its later rows back this time, so its messages keep their order.
+    fails keeps its later rows back this time, so its messages keep their order. Returns the
+    destinations that failed (`destination_of`).
     """
     failed: set[str] = set()
-    rows = list(rows)
     for row in rows:
-        destination = "amocrm" if row.kind in CRM_KINDS else row.chat_id or ""
-        if destination in failed or row.kind == lead_fields.KIND:
+        destination = destination_of(row)
+        if destination in failed:
             continue
         try:
             send(app, row, now, patience=patience)  # a chat's slot: as long as the call's own card waited
         except (TransientError, FatalError) as exc:
             failed.add(destination)
-            _put_off(app, row, now, exc)
-    fields = [row for row in rows if row.kind == lead_fields.KIND]
-    if fields and "amocrm" not in failed:
-        _send_fields(app, fields, now)
+            put_off(app, row, now, exc)
+    return failed
 
 
-def _send_fields(app: App, rows: list[Delivery], now: int) -> None:
-    """Lead fields of many calls, batched (`lead_fields.send`); a failure puts them all off."""
-    try:
-        lead_fields.send(app, rows, now)
-    except (TransientError, FatalError) as exc:
-        for row in rows:
-            if row.done_at is None:
-                _put_off(app, row, now, exc)
-
-
-def send_lead_fields(app: App, now: int) -> None:
-    """The lead fields of delivered calls due by `now`, batched (a dry run prints them). The
-    work lane's `notify` leaves them to this (or `retry_extras`): one thread sends them."""
-    rows = [row for row in app.store.due_extras(now) if row.kind == lead_fields.KIND]
+def retry_extras(app: App, now: int, *, leave: tuple[str, ...] = ()) -> set[str]:
+    """The intake lane's pass over delivered calls' rows whose next try is due, but those of
+    the kinds in `leave` (sent by their owner); a dry run prints them instead. Returns the
+    destinations that failed."""
+    rows = [row for row in app.store.due_extras(now) if row.kind not in leave]
     if app.dry_run is not None:
         app.dry_run.show([as_planned(row) for row in rows])
-        return
-    if rows:
-        _send_fields(app, rows, now)
+        return set()
+    return send_extras(app, rows, now)
 
 
-def retry_extras(app: App, now: int) -> None:
-    """The intake lane's pass over delivered calls' rows whose next try is due (a dry run
-    prints them instead)."""
-    rows = app.store.due_extras(now)
-    if app.dry_run is not None:
-        app.dry_run.show([as_planned(row) for row in rows])
-        return
-    send_extras(app, rows, now)
-
-
-def _put_off(app: App, row: Delivery, now: int, exc: Exception) -> None:
+def put_off(app: App, row: Delivery, now: int, exc: Exception) -> None:
     """Try `row` again later (backoff as for calls), or give it up after `poller.max_attempts`
     or 24 h. A busy chat (`Busy`) costs no attempt."""
     poller = app.config.poller
@@ -213,7 +236,7 @@ def _put_off(app: App, row: Delivery, now: int, exc: Exception) -> None:
         app.store.update_delivery(row, next_attempt_at=now + int(exc.retry_after or 0) + 1)
         return
     attempts = row.attempts + 1
-    where = "amoCRM" if row.kind in CRM_KINDS else f"chat {row.chat_id or app.config.telegram.chat_id}"
+    where = "amoCRM" if to_amocrm(row.kind) else f"chat {row.chat_id or app.config.telegram.chat_id}"
     if attempts >= poller.max_attempts or now - row.created_at >= GIVE_UP_SECONDS:
         app.store.committed(
             partial(app.store.update_delivery, row, attempts=attempts, done_at=now, error=f"gave up: {exc}")
@@ -232,13 +255,13 @@ def _put_off(app: App, row: Delivery, now: int, exc: Exception) -> None:
 
 def describe(item: Planned) -> str:
     """What a dry run prints for `item`."""
-    where = "amoCRM" if item.kind in CRM_KINDS else "default chat" if item.to is None else f"chat {item.to.chat_id}"
+    where = "amoCRM" if to_amocrm(item.kind) else "default chat" if item.to is None else f"chat {item.to.chat_id}"
     if item.to and item.to.thread_id:
         where += f" topic {item.to.thread_id}"
     if item.reply_to_key:
         where += f", reply to {item.reply_to_key}"
     head = f"--- dry run: {item.kind} -> {where} [{item.key}]"
-    if item.kind in CRM_KINDS:
+    if to_amocrm(item.kind):
         method = item.payload.get("method", "POST")
         return (
             f"{head}\n{method} {item.payload['path']}\n{json.dumps(item.payload['body'], ensure_ascii=False, indent=1)}"

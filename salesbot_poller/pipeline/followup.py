@@ -26,7 +26,6 @@ import re
 from collections import defaultdict
 
 from salesbot_poller.domain import MANAGER_UNKNOWN, Destination, Planned, answered
-from salesbot_poller.errors import Busy, TransientError
 from salesbot_poller.pipeline import delivery
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.messages import render_callback, render_escalation
@@ -97,14 +96,4 @@ def run(app: App, cycle: Cycle) -> None:
                 app.store.update(call, now, callback_call_id=callback.id)
             app.store.enqueue(items, call.id, now)
     if app.dry_run is None:
-        send_pending(app, cycle, FOLLOW_UP_KINDS)
-
-
-def send_pending(app: App, cycle: Cycle, kinds: tuple[str, ...]) -> None:
-    """Send stored rows of `kinds`; a transient failure waits for the next cycle."""
-    try:
-        delivery.send_all(app, app.store.pending(kinds=kinds), cycle.now)
-    except Busy as exc:  # a chat's rate or a 429: the next pass tries again
-        log.info("%s waiting: %s", "/".join(kinds), exc)
-    except TransientError as exc:
-        log.warning("%s not all sent yet: %s", "/".join(kinds), exc)
+        delivery.send_pending(app, now, FOLLOW_UP_KINDS)

@@ -25,6 +25,8 @@ Contract:
 - `field_problems(config, fields)`: for `check`, one line per configured field the account's
   lead fields (`GET /api/v4/leads/custom_fields`) lack or have of the wrong type (numeric for
   the score; date or date_time for the last call), naming the key.
+- `send_due(app, now)`: the due rows of delivered calls (`Store.due_extras`), batched as
+  above; a failure puts them all off (`delivery.put_off`). A dry run prints them.
 - The rows are sent from one thread only (the intake lane, or `once` after its work), never
   from the workers: that is what lets one PATCH carry many calls' leads, and keeps the
   newest-call check free of races.
@@ -40,7 +42,8 @@ from typing import Any
 
 from salesbot_poller.config import Config
 from salesbot_poller.domain import CallAnalysis, Planned
-from salesbot_poller.errors import PermanentError
+from salesbot_poller.errors import FatalError, PermanentError, TransientError
+from salesbot_poller.pipeline import delivery
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.store import Call, Delivery
 
@@ -217,6 +220,22 @@ def send(app: App, rows: Iterable[Delivery], now: int) -> None:
                     _one(app, row, now)
             else:
                 _refused(app, batch[0], now, exc)
+
+
+def send_due(app: App, now: int) -> None:
+    """See the module contract."""
+    rows = [row for row in app.store.due_extras(now) if row.kind == KIND]
+    if app.dry_run is not None:
+        app.dry_run.show([delivery.as_planned(row) for row in rows])
+        return
+    if not rows:
+        return
+    try:
+        send(app, rows, now)
+    except (TransientError, FatalError) as exc:
+        for row in rows:
+            if row.done_at is None:
+                delivery.put_off(app, row, now, exc)
 
 
 def _one(app: App, row: Delivery, now: int) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 
 from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, Stage
-from salesbot_poller.errors import Busy, TransientError
 from salesbot_poller.pipeline import delivery
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.messages import format_time, masked, name_html, pack, phone_html
@@ -71,20 +70,10 @@ def plan(app: App, calls: list[Call]) -> Planned:
     return Planned(key, KIND, alert_destination(app.config), {"parts": parts})
 
 
-def send_pending(app: App, cycle: Cycle, patience: float) -> None:
-    """Send stored summaries not sent yet; a transient failure waits for the next pass."""
-    try:
-        delivery.send_all(app, app.store.pending(kinds=(KIND,)), cycle.now, urgent=True, patience=patience)
-    except Busy as exc:
-        log.info("storm summary waiting: %s", exc)
-    except TransientError as exc:
-        log.warning("storm summary not sent yet: %s", exc)
-
-
 def summarise(app: App, cycle: Cycle, due: list[Call], patience: float) -> list[Call]:
     """See the module contract."""
     if app.dry_run is None:
-        send_pending(app, cycle, patience)
+        delivery.send_pending(app, cycle.now, (KIND,), urgent=True, patience=patience)
     fresh = [call for call in due if call.stage == Stage.MISSED.value]
     limit = app.config.telegram.max_alerts_per_cycle
     if len(fresh) <= limit:
@@ -102,5 +91,5 @@ def summarise(app: App, cycle: Cycle, due: list[Call], patience: float) -> list[
             item.key,
             marked,
         )
-        send_pending(app, cycle, patience)
+        delivery.send_pending(app, cycle.now, (KIND,), urgent=True, patience=patience)
     return [call for call in due if call.stage != Stage.MISSED.value]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from salesbot_poller.domain import Planned, Stage
 from salesbot_poller.pipeline import usage
 from salesbot_poller.pipeline.context import App, Cycle
-from salesbot_poller.pipeline.followup import send_pending
+from salesbot_poller.pipeline.delivery import send_scheduled
 from salesbot_poller.pipeline.messages import format_time
 from salesbot_poller.pipeline.routing import alert_destination
 
@@ -43,24 +43,14 @@ def run(app: App, cycle: Cycle) -> None:
     if prices.daily_budget_usd <= 0:
         return
     today = usage.day_start(cycle.now)
-    key = f"budget:{datetime.fromtimestamp(today, UTC).date().isoformat()}"
-    if app.dry_run is None and app.store.find_delivery(key) is not None:
-        send_pending(app, cycle, (KIND,))  # told already, or to be told again if unsent
-        return
-    spent = usage.estimate_usd(usage.totals_since(app.store, today), prices)
-    if spent < prices.daily_budget_usd:
-        return
-    waiting = app.store.count_put_off(cycle.now, WAITING_STAGES)
-    if not waiting:
-        return
-    item = Planned(
-        key,
-        KIND,
-        alert_destination(app.config),
-        {"parts": [render_notice(spent, prices.daily_budget_usd, waiting, format_time(today + 86400, app.tz))]},
-    )
-    if app.dry_run is not None:
-        app.dry_run.show([item])
-        return
-    app.store.enqueue([item], None, cycle.now)
-    send_pending(app, cycle, (KIND,))
+    key = f"{KIND}:{datetime.fromtimestamp(today, UTC).date().isoformat()}"
+
+    def plan() -> list[Planned]:
+        spent = usage.estimate_usd(usage.totals_since(app.store, today), prices)
+        waiting = app.store.count_put_off(cycle.now, WAITING_STAGES) if spent >= prices.daily_budget_usd else 0
+        if not waiting:
+            return []  # under the budget, or nobody waits: nothing to say (yet)
+        notice = render_notice(spent, prices.daily_budget_usd, waiting, format_time(today + 86400, app.tz))
+        return [Planned(key, KIND, alert_destination(app.config), {"parts": [notice]})]
+
+    send_scheduled(app, cycle, key, KIND, plan)

@@ -18,32 +18,16 @@ Contract of `run(app, cycle)` (once per cycle):
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from salesbot_poller.config import MaskMode
 from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, answered, local_time
 from salesbot_poller.pipeline.context import App, Cycle
-from salesbot_poller.pipeline.followup import send_pending
+from salesbot_poller.pipeline.delivery import send_scheduled
 from salesbot_poller.pipeline.messages import clean, format_duration, format_time, masked, name_html, pack
-from salesbot_poller.reports.team_stats import figures, read_analysis
+from salesbot_poller.reports.team_stats import ManagerFigures, figures, read_analysis
 
-
-@dataclass
-class ManagerDay:
-    """One manager's line in the digest."""
-
-    name: str
-    calls: int = 0
-    talk_seconds: int = 0
-    scores: list[int] = field(default_factory=list)
-    missed: int = 0
-    returned: int = 0
-    weakest: tuple[int, str, str] | None = None  # score, entity name, amoCRM link
-
-    @property
-    def average(self) -> int | None:
-        return round(sum(self.scores) / len(self.scores)) if self.scores else None
+KIND = "digest"
 
 
 def due_day(digest_time: str, now: int, tz: tzinfo | None) -> tuple[date, int] | None:
@@ -53,9 +37,9 @@ def due_day(digest_time: str, now: int, tz: tzinfo | None) -> tuple[date, int] |
     return (local.date(), int(moment.timestamp())) if local >= moment else None
 
 
-def collect(app: App, start: int, end: int) -> list[ManagerDay]:
-    """Per manager figures for calls made in [start, end), busiest first: the counts as the
-    weekly report counts them (`team_stats.figures`), and each manager's weakest call."""
+def collect(app: App, start: int, end: int) -> list[ManagerFigures]:
+    """Per manager figures for calls made in [start, end), busiest first: the weekly report's
+    (`team_stats.figures`), with each manager's weakest call (`weakest_call`)."""
     calls = app.store.calls_between(start, end)
     weakest: dict[str, tuple[int, str, str]] = {}
     for call in calls:
@@ -66,10 +50,10 @@ def collect(app: App, start: int, end: int) -> list[ManagerDay]:
         if name not in weakest or analysis.score < weakest[name][0]:
             url = app.source.entity_url(call.entity_type, call.entity_id)
             weakest[name] = (analysis.score, call.entity_name or call.phone or f"#{call.entity_id}", url)
-    return [
-        ManagerDay(m.name, m.calls, m.talk_seconds, m.scores, m.missed, m.returned, weakest.get(m.name))
-        for m in figures(calls).managers
-    ]
+    managers = figures(calls).managers
+    for manager in managers:
+        manager.weakest_call = weakest.get(manager.name)
+    return managers
 
 
 def profile_counts(app: App, start: int, end: int) -> dict[str, tuple[int, int]]:
@@ -95,7 +79,7 @@ def _profile_block(counts: dict[str, tuple[int, int]]) -> str:
 
 
 def render_digest(
-    days: list[ManagerDay],
+    days: list[ManagerFigures],
     start: int,
     end: int,
     tz: tzinfo | None,
@@ -114,8 +98,8 @@ def render_digest(
             f"📞 звонков {day.calls} · 🕒 разговор {format_duration(day.talk_seconds)} · ⭐ средняя {average}",
             f"🔴 пропущено {day.missed}, перезвонили {day.returned}",
         ]
-        if day.weakest:
-            score, name, url = day.weakest
+        if day.weakest_call:
+            score, name, url = day.weakest_call
             link = f'<a href="{html.escape(clean(url), quote=True)}">{name_html(name, hide)}</a>'
             lines.append(f"📉 Слабый звонок: {link} — {score}/100")
         blocks.append("\n".join(lines))
@@ -132,17 +116,11 @@ def run(app: App, cycle: Cycle) -> None:
     if due is None:
         return
     day, end = due
-    key = f"digest:{day.isoformat()}"
-    if app.dry_run is None and app.store.find_delivery(key) is not None:
-        send_pending(app, cycle, ("digest",))
-        return
-    local_end = local_time(end, app.tz)
-    start = int((local_end - timedelta(days=1)).timestamp())
-    counts = profile_counts(app, start, end) if app.config.profiles else None
-    parts = render_digest(collect(app, start, end), start, end, app.tz, app.config.telegram.mask_phones, counts)
-    item = Planned(key, "digest", None, {"parts": parts})
-    if app.dry_run is not None:
-        app.dry_run.show([item])
-        return
-    app.store.enqueue([item], None, cycle.now)
-    send_pending(app, cycle, ("digest",))
+
+    def plan() -> list[Planned]:
+        start = int((local_time(end, app.tz) - timedelta(days=1)).timestamp())
+        counts = profile_counts(app, start, end) if app.config.profiles else None
+        parts = render_digest(collect(app, start, end), start, end, app.tz, app.config.telegram.mask_phones, counts)
+        return [Planned(f"{KIND}:{day.isoformat()}", KIND, None, {"parts": parts})]
+
+    send_scheduled(app, cycle, f"{KIND}:{day.isoformat()}", KIND, plan)

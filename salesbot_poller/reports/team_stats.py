@@ -55,6 +55,7 @@ class ManagerFigures:
     returned: int = 0
     items: dict[str, ItemTally] = field(default_factory=dict)  # rubric item id -> tally, in order met
     previous: int | None = None  # the average of the period before, when the caller knows it
+    weakest_call: tuple[int, str, str] | None = None  # the digest's: score, entity name, amoCRM link
 
     @property
     def average(self) -> int | None:

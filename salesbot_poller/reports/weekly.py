@@ -32,8 +32,7 @@ from salesbot_poller.config import WEEKDAYS
 from salesbot_poller.domain import ObjectionGroup, Planned, local_time
 from salesbot_poller.errors import SalesbotError
 from salesbot_poller.pipeline.context import App, Cycle
-from salesbot_poller.pipeline.delivery import DryRun
-from salesbot_poller.pipeline.followup import send_pending
+from salesbot_poller.pipeline.delivery import send_scheduled
 from salesbot_poller.pipeline.messages import clip, esc, format_duration, name_html, pack
 from salesbot_poller.pipeline.routing import alert_destination
 from salesbot_poller.reports import team_stats
@@ -202,15 +201,5 @@ def run(app: App, cycle: Cycle) -> None:
     monday = due_week(spec, cycle.now, app.tz)
     if monday is None:
         return
-    key = f"weekly:{monday.isoformat()}"
-    if app.dry_run is None and app.store.find_delivery(key) is not None:
-        send_pending(app, cycle, (KIND,))
-        return
-    if app.dry_run is not None:
-        if not (isinstance(app.dry_run, DryRun) and key in app.dry_run.shown):  # once per process: paid once
-            app.dry_run.show(plan_week(app, monday, cycle.now, key))
-        return
-    items = plan_week(app, monday, cycle.now, key)
-    app.store.enqueue(items, None, cycle.now)
-    log.info("weekly report of %s stored (%d part(s) and a chart)", monday.isoformat(), len(items[0].payload["parts"]))
-    send_pending(app, cycle, (KIND,))
+    key = f"{KIND}:{monday.isoformat()}"
+    send_scheduled(app, cycle, key, KIND, lambda: plan_week(app, monday, cycle.now, key))
