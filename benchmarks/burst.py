@@ -114,6 +114,7 @@ retry_delay_seconds = 60
 [storage]
 database = "sqlite:///{tmp}/state/salesbot.db"
 audio_dir = "{tmp}/state/audio"
+allow_private_recording_hosts = true  # the loopback recording host
 """
 
 
