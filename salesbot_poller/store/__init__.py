@@ -1,8 +1,12 @@
 """The durable store: see `store.core` for the contract. Split in modules of one concern each:
 `models` (the tables), `migrations`, `bi` (the BI tables' rows), `search` (`/find`'s index),
 `files` (the database's files and connections), `postgres` (a PostgreSQL URL's connections,
-run lock and retryable errors), `reports` (the report and command queries) and `core`
-(`Store`, every query of the application)."""
+run lock and retryable errors), and `Store` (every query of the application) in `core`,
+assembled from one mixin per concern: `base` (the database, redaction, small state),
+`events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
+call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
+`failures` (failed calls and `retry`), `personal` (retention and `forget`) and `reports`
+(the report and command queries)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (

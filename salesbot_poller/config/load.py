@@ -1,0 +1,200 @@
+"""Loading the configuration: the TOML file, the environment, `_file` keys and systemd
+credentials, then one validation that reports every problem at once.
+
+Contract:
+- `load_config(path, environ)` returns a frozen `Config` or raises `ConfigError` listing
+  every problem at once (unknown keys, wrong types, missing or invalid values), each one
+  naming its key as `section.key`; `parse_config` does the same for a parsed document.
+- Any key can be set by `SALESBOT_<SECTION>_<KEY>`; `SALESBOT_<SECTION>_<KEY>_FILE` names a
+  file holding the value (for secrets kept out of the config file and the environment).
+- In the TOML, `<key>_file = "/path"` reads the value of `<key>` from that file (setting
+  both is a problem).
+- A secret still empty after that is read from the systemd credential
+  `$CREDENTIALS_DIRECTORY/<section>_<key>` (`credential_name`, e.g. `openai_api_key`) when
+  that file exists: `LoadCredential=` in salesbot.service. Precedence: environment, `_FILE`
+  variable, TOML key or `<key>_file`, credential.
+- The overrides above apply to every key of every section (`sections()`), and the
+  credentials to every `SecretStr` key (`secret_keys`).
+- `require_secrets=False` (the `status` command) accepts a config without credentials,
+  because `status` only reads the database.
+- `config_path` picks the file: the CLI flag, else `SALESBOT_CONFIG`, else the default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from salesbot_poller.config.model import Config, OpenAIConfig, _is_openai, sections
+from salesbot_poller.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/salesbot/config.toml"
+ENV_PREFIX = "SALESBOT_"
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+
+
+def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
+    """The config path: the CLI flag, else `SALESBOT_CONFIG`, else the default."""
+    return Path(cli_value or environ.get("SALESBOT_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+    for section, model in sections().items():
+        for key in model.model_fields:
+            name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+            value: str | None = environ.get(name)
+            file_name = environ.get(name + "_FILE")
+            if value is None and file_name:
+                try:
+                    value = Path(file_name).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    problems.append(f"{section}.{key}: cannot read {name}_FILE={file_name}: {exc.strerror}")
+                    continue
+            if value is not None:
+                section_raw = raw.setdefault(section, {})
+                if isinstance(section_raw, dict):
+                    section_raw[key] = value
+
+
+def credential_name(section: str, key: str) -> str:
+    """The systemd credential a secret is read from: `<section>_<key>`, e.g. `openai_api_key`."""
+    return f"{section}_{key}"
+
+
+def secret_keys(model: type[BaseModel]) -> list[str]:
+    """The `SecretStr` fields of a section, in order."""
+    return [name for name, info in model.model_fields.items() if info.annotation is SecretStr]
+
+
+def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
+    """`<key>_file = "/path"` in a section: the value of `<key>` is read from that file."""
+    for section, model in sections().items():
+        part = raw.get(section)
+        if not isinstance(part, dict):
+            continue
+        for key in model.model_fields:
+            file_key = f"{key}_file"
+            if file_key in model.model_fields or file_key not in part:
+                continue
+            file_name = part.pop(file_key)
+            if part.get(key) not in (None, ""):
+                problems.append(f"{section}.{file_key}: set either {key} or {file_key}, not both")
+            elif not isinstance(file_name, str) or not file_name:
+                problems.append(f"{section}.{file_key}: must be the path of a file holding {section}.{key}")
+            else:
+                try:
+                    part[key] = Path(file_name).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    problems.append(f"{section}.{file_key}: cannot read {file_name}: {exc.strerror}")
+
+
+def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+    """Fill empty secrets from `$CREDENTIALS_DIRECTORY/<section>_<key>` (systemd credentials)."""
+    directory = environ.get(CREDENTIALS_ENV)
+    if not directory:
+        return
+    for section, model in sections().items():
+        part = raw.setdefault(section, {})
+        if not isinstance(part, dict):
+            continue
+        for key in secret_keys(model):
+            if part.get(key) not in (None, ""):
+                continue
+            path = Path(directory) / credential_name(section, key)
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                problems.append(f"{section}.{key}: cannot read credential {path}: {exc.strerror}")
+                continue
+            if value:  # the unit's empty SetCredential= fallback means "not given"
+                part[key] = value
+
+
+def _missing_values(raw: Mapping[str, Any]) -> list[str]:
+    """Required values, checked on the raw document so they are reported with type errors."""
+
+    def value(section: str, key: str) -> bool:
+        part = raw.get(section)
+        return isinstance(part, Mapping) and part.get(key) not in (None, "")
+
+    problems = []
+    if not value("amocrm", "base_url"):
+        problems.append("amocrm.base_url: required (your account host, e.g. https://example.amocrm.ru)")
+    if not value("amocrm", "long_lived_token"):
+        oauth_keys = ["client_id", "client_secret", "redirect_uri"]
+        missing = [k for k in oauth_keys if not value("amocrm", k)]
+        if len(missing) == len(oauth_keys) and not value("amocrm", "refresh_token"):
+            problems.append(
+                "amocrm.long_lived_token: required (or OAuth: client_id, client_secret, redirect_uri, then "
+                "`salesbot-poller auth --code CODE`)"
+            )
+        else:
+            problems.extend(f"amocrm.{k}: required for OAuth (or set amocrm.long_lived_token)" for k in missing)
+    if not value("openai", "api_key"):
+        # OpenAI's own API needs a key; a server of your own (speaches, vLLM, llama.cpp, Ollama)
+        # usually runs without one. Judged per server: each may have its own URL and key.
+        openai_part = raw.get("openai")
+        part = openai_part if isinstance(openai_part, Mapping) else {}
+        base = part.get("base_url") or OpenAIConfig.model_fields["base_url"].default
+        for role in ("transcription", "chat"):
+            url = part.get(f"{role}_base_url") or base
+            if isinstance(url, str) and _is_openai(url) and not value("openai", f"{role}_api_key"):
+                problems.append("openai.api_key: required (or set SALESBOT_OPENAI_API_KEY)")
+                break
+    if not value("telegram", "bot_token"):
+        problems.append("telegram.bot_token: required (or set SALESBOT_TELEGRAM_BOT_TOKEN)")
+    if not value("telegram", "chat_id"):
+        problems.append("telegram.chat_id: required (the chat the bot posts to, e.g. -1001234567890)")
+    return problems
+
+
+def _format_error(error: Any) -> str:
+    loc = list(error["loc"])
+    if len(loc) > 1 and loc[0] == "profiles" and isinstance(loc[1], int):  # [[profiles]] as counted: from 1
+        loc[:2] = [f"profiles[{loc[1] + 1}]"]
+    location = ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        return f"{location}: unknown key"
+    # The message only: pydantic's `input` may be a secret and is never shown.
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{location}: {message}"
+
+
+def parse_config(raw: dict[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True) -> Config:
+    """Validate a parsed TOML document plus environment overrides; see the module contract."""
+    problems: list[str] = []
+    _apply_key_files(raw, problems)
+    _apply_environment(raw, environ, problems)
+    _apply_credentials(raw, environ, problems)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_format_error(e) for e in exc.errors())
+    if require_secrets:
+        problems.extend(_missing_values(raw))
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None, *, require_secrets: bool = True) -> Config:
+    """Read `path` and return the validated config; raises `ConfigError` naming every problem."""
+    environ = os.environ if environ is None else environ
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file (copy config.example.toml there, or pass --config)"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(raw, environ, require_secrets=require_secrets)

@@ -1,0 +1,375 @@
+"""The configuration's model: one frozen pydantic model per TOML table, and `Config`, the whole.
+
+Contract:
+- A value is checked where it is declared (bounds, URLs, time zones, `HH:MM` and weekly
+  times, the bot token's shape, the database URL); the checks shared by several sections
+  are in `config.values`, the rubric, `[analysis]` and `[[profiles]]` in `config.profiles`.
+- `Config` is frozen and validated once; its sections are its fields typed as a section
+  (`sections()`), which loading (`config.load`) walks for environment overrides,
+  `<key>_file` indirection and systemd credentials, so a section added here gets all three.
+- `[[profiles]]` names are unique.
+- `Config.secrets()` returns every set secret for the log redactor (`config.secrets`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator
+
+from salesbot_poller.config.profiles import AnalysisConfig, Profile
+from salesbot_poller.config.secrets import _secret_values, database_passwords
+from salesbot_poller.config.values import HttpUrl, _chat_id_text, _comma_list, _id_list, _Section
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+MaskMode = Literal["cards", "all", "none"]  # telegram.mask_phones
+
+
+class AmoCRMConfig(_Section):
+    base_url: HttpUrl = Field("", description="The account host, e.g. https://example.amocrm.ru or a kommo.com host.")
+    long_lived_token: SecretStr = Field(
+        SecretStr(""), description="Long-lived token of a private integration; leave empty to use OAuth."
+    )
+    client_id: str = Field("", description="OAuth 2.0 integration id (when no long-lived token is set).")
+    client_secret: SecretStr = Field(SecretStr(""), description="OAuth 2.0 integration secret.")
+    redirect_uri: str = Field("", description="OAuth 2.0 redirect URI registered for the integration.")
+    refresh_token: SecretStr = Field(
+        SecretStr(""), description="The first OAuth refresh token; rotated tokens are kept in the database."
+    )
+    access_token: SecretStr = Field(SecretStr(""), description="Optional current OAuth access token.")
+    # The account's time zone (IANA name): message times, the digest hour, task due dates.
+    # Empty: the server's local zone. (API v4 `/account` does not reliably say it.)
+    timezone: str = ""
+    write_back: bool = False  # a note with the analysis on the call's lead/contact
+    create_tasks: bool = False  # with write_back: a task for the agreed next step
+    # Scores in amoCRM fields (opt-in): written on the call's lead (calls on contacts and
+    # companies have none), batched, exactly once per call; see pipeline/lead_fields.py.
+    score_field_id: int = Field(
+        0, ge=0, description="A numeric custom field of the lead: the score of its last call (0: not written)."
+    )
+    last_call_field_id: int = Field(
+        0,
+        ge=0,
+        description="A date or date-and-time custom field of the lead: when its last call was (0: not written).",
+    )
+    tag_low_score: str = Field(
+        "",
+        max_length=100,
+        description='A tag added to the lead when its last call scored below tag_below_score, e.g. "звонок<50" '
+        "(empty: none). The lead's other tags are kept; the tag is never removed by the bot.",
+    )
+    tag_below_score: int = Field(
+        50, ge=1, le=100, description="The score under which tag_low_score is added to the lead."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Moscow)") from None
+        return value
+
+    max_rps: int = Field(
+        7, ge=1, le=7, description="At most this many amoCRM requests in any rolling second (amoCRM blocks above 7)."
+    )
+
+    @property
+    def writes_lead_fields(self) -> bool:
+        """Whether the score, the last call's date or the low-score tag go to the lead."""
+        return bool(self.score_field_id or self.last_call_field_id or self.tag_low_score.strip())
+
+    @property
+    def uses_oauth(self) -> bool:
+        """OAuth is used when no long-lived token is set."""
+        return not self.long_lived_token.get_secret_value()
+
+
+class OpenAIConfig(_Section):
+    api_key: SecretStr = Field(
+        SecretStr(""), description="Secret key of an OpenAI (or compatible) account; your own server may need none."
+    )
+    base_url: HttpUrl = Field(
+        "https://api.openai.com/v1", description="Any OpenAI-compatible server (Groq, a local one, ...)."
+    )
+    transcription_model: str = Field(
+        "whisper-1", min_length=1, description="Speech-to-text model (whisper-1, gpt-4o-transcribe, ...)."
+    )
+    analysis_model: str = Field(
+        "gpt-4o-mini", min_length=1, description="Chat model that scores the call (structured output)."
+    )
+    language: str = Field("ru", description='Language of the calls (ISO 639-1); "" lets the model guess.')
+    # Mono recordings go to this diarizing model when set (e.g. gpt-4o-transcribe-diarize).
+    diarize_model: str = ""
+    vocabulary_prompt: str = ""  # company and product names, for models that accept a prompt
+    audio_price_per_minute_usd: float = Field(0.006, ge=0)
+    input_token_price_per_million_usd: float = Field(0.0, ge=0)
+    output_token_price_per_million_usd: float = Field(0.0, ge=0)
+    daily_budget_usd: float = Field(50.0, ge=0)  # 0 = no budget
+    max_concurrent_requests: int = Field(
+        0, ge=0, le=64, description="OpenAI requests in flight at once, all workers together; 0: poller.workers."
+    )
+    # Speech-to-text and the analysis may each have their own server (e.g. two local ones).
+    transcription_base_url: HttpUrl = Field(
+        "", description='Speech-to-text server, e.g. a local "http://127.0.0.1:8000/v1"; "": openai.base_url.'
+    )
+    transcription_api_key: SecretStr = Field(
+        SecretStr(""), description='Key of the speech-to-text server; "": openai.api_key (a local one may need none).'
+    )
+    chat_base_url: HttpUrl = Field(
+        "", description='Chat server for the analysis, e.g. a local "http://127.0.0.1:8080/v1"; "": openai.base_url.'
+    )
+    chat_api_key: SecretStr = Field(
+        SecretStr(""), description='Key of the chat server; "": openai.api_key (a local server may need none).'
+    )
+
+    @property
+    def transcription(self) -> Endpoint:
+        """Where speech-to-text requests go, with which key."""
+        key = self.transcription_api_key if self.transcription_api_key.get_secret_value() else self.api_key
+        return Endpoint(self.transcription_base_url or self.base_url, key)
+
+    @property
+    def chat(self) -> Endpoint:
+        """Where the analysis (chat) requests go, with which key."""
+        key = self.chat_api_key if self.chat_api_key.get_secret_value() else self.api_key
+        return Endpoint(self.chat_base_url or self.base_url, key)
+
+
+def _is_openai(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "openai.com" or host.endswith(".openai.com")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible server as the clients see it: its base URL and key ("" = none)."""
+
+    base_url: str
+    api_key: SecretStr
+
+    @property
+    def host(self) -> str:
+        """`host[:port]` for messages: never a path, query or credentials."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
+
+    @property
+    def needs_key(self) -> bool:
+        """OpenAI's own API needs a key; any other server may run without one."""
+        return _is_openai(self.base_url)
+
+
+Channel = Literal["left", "right"]
+
+
+class AudioConfig(_Section):
+    """How recordings are prepared for upload, and which stereo channel is the manager."""
+
+    manager_channel: Channel = "left"
+    manager_channel_by_direction: dict[Literal["in", "out"], Channel] = Field(default_factory=dict)
+    # Keys are the note's `params.source` (the telephony widget), optionally with ":in"/":out".
+    manager_channel_by_source: dict[str, Channel] = Field(default_factory=dict)
+    upload_format: Literal["ogg", "mp3"] = "ogg"
+    bitrate_kbps: int = Field(12, ge=6, le=64)
+    chunk_overlap_seconds: float = Field(2.0, ge=0, le=30)
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WEEKLY_SPEC = re.compile(rf"({'|'.join(WEEKDAYS)})\s+(\d{{2}}:\d{{2}})")
+
+
+class Route(_Section):
+    """Where the calls of one amoCRM user go: a chat and, in a forum, a topic."""
+
+    chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = Field(min_length=1)
+    message_thread_id: int | None = None
+
+
+class TelegramConfig(_Section):
+    bot_token: SecretStr = Field(SecretStr(""), description="Bot token from @BotFather, like 123456:ABC...")
+    chat_id: str = Field("", description='Chat the bot posts to, e.g. "-1001234567890".')
+    api_url: HttpUrl = Field("https://api.telegram.org", description="Bot API server (or a self-hosted one).")
+    attach_transcript: bool = False
+    alert_below_score: int = Field(0, ge=0, le=100)  # 0: off (no score is below 0)
+    alert_chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # empty: telegram.chat_id
+    alert_message_thread_id: int = Field(0, ge=0)  # 0: no forum topic
+    routes: dict[int, Route] = Field(default_factory=dict)  # amoCRM user id -> chat (and topic)
+    digest_time: str = ""  # "HH:MM" in amocrm.timezone; empty: no digest
+    max_alerts_per_cycle: int = Field(30, ge=1)  # more missed calls due at once: one summary message
+    delete_on_forget: bool = Field(
+        False,
+        description=(
+            "true: `forget --phone` also deletes the bot's own messages about those calls"
+            " (Telegram allows it for 48 hours)."
+        ),
+    )
+    mask_phones: MaskMode = "cards"  # which messages show numbers masked: see `messages.masked`
+    # The weekly report, and the bot's commands for the head of sales.
+    weekly_report: str = ""  # "mon 09:00": day and time in amocrm.timezone; empty: no weekly report
+    command_chats: Annotated[list[str], BeforeValidator(_id_list)] = Field(default_factory=list)
+    admins: Annotated[list[int], BeforeValidator(_comma_list)] = Field(default_factory=list)
+
+    @field_validator("weekly_report")
+    @classmethod
+    def _day_and_time(cls, value: str) -> str:
+        if value and WEEKLY_SPEC.fullmatch(value.strip().lower()) is None:
+            raise ValueError(f'must be a day and HH:MM like "mon 09:00", got {value!r}')
+        if value:
+            try:
+                time.fromisoformat(value.split()[1])
+            except ValueError:
+                raise ValueError(f'must be a day and HH:MM like "mon 09:00", got {value!r}') from None
+        return value.strip().lower()
+
+    @field_validator("digest_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        if value:
+            try:
+                time.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"must be HH:MM, got {value!r}") from None
+        return value
+
+    @field_validator("chat_id", mode="before")
+    @classmethod
+    def _chat_id_as_text(cls, value: Any) -> Any:
+        # `chat_id = -1001234567890` (a TOML integer) is as natural as the quoted form.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("bot_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if token and ":" not in token:
+            raise ValueError("must look like 123456:ABC... (the token @BotFather gave)")
+        return value
+
+
+class PollerConfig(_Section):
+    interval_seconds: float = Field(60, gt=0, description="Seconds between poll cycles.")
+    initial_lookback_minutes: int = Field(60, ge=0, description="How far back the very first cycle looks.")
+    min_duration_seconds: int = Field(10, ge=0, description="Answered calls shorter than this are skipped.")
+    exclude_phones: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Numbers never analysed nor alerted (internal lines, the office), compared by their last 10 digits."
+        ),
+    )
+    retry_delay_seconds: int = Field(
+        60, gt=0, description="First delay of a failing call's backoff (doubles, max 2 h; gives up after 24 h)."
+    )
+    log_level: LogLevel = Field("INFO", description="Least severe log lines written; --log-level overrides it.")
+    missed_call_sla_minutes: int = Field(
+        15, ge=1, description="No callback to a missed number within this many minutes: one escalation."
+    )
+    max_attempts: int = Field(
+        8, ge=1, description="A call failing this many times is marked failed (so is one failing for 24 h)."
+    )
+    workers: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Answered calls worked at once (download, transcription, analysis); 1: one at a time.",
+    )
+
+
+class StorageConfig(_Section):
+    database: str = Field(
+        "sqlite:////var/lib/salesbot/salesbot.db",
+        description="sqlite:////PATH, or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the `postgres` extra).",
+    )
+    audio_dir: Path = Field(
+        Path("/var/lib/salesbot/audio"), description="Recordings wait here until transcribed, then are deleted."
+    )
+    max_recording_mb: int = Field(300, gt=0)
+    keep_audio: bool = Field(False, description="true keeps each recording after its transcript is stored.")
+    download_deadline_seconds: float = Field(
+        600, gt=0, description="A recording download taking longer than this is cut (and tried again later)."
+    )
+    allow_private_recording_hosts: bool = Field(
+        False,
+        description=(
+            "true: recording links may point at private, loopback or link-local addresses "
+            "(a PBX on the office network); false: public addresses only."
+        ),
+    )
+
+    retention_days: int = Field(
+        180,
+        ge=0,
+        description=(
+            "Calls older than this many days lose their personal data (transcript, number, recording link,"
+            " quotes, message texts); scores and durations stay. 0 keeps everything."
+        ),
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be a peewee database URL, e.g. sqlite:////var/lib/salesbot/salesbot.db")
+        return value
+
+
+class Config(_Section):
+    """The whole validated configuration."""
+
+    amocrm: AmoCRMConfig = AmoCRMConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+    telegram: TelegramConfig = TelegramConfig()
+    poller: PollerConfig = PollerConfig()
+    storage: StorageConfig = StorageConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    audio: AudioConfig = AudioConfig()
+    profiles: list[Profile] = Field(default_factory=list)
+
+    @field_validator("profiles")
+    @classmethod
+    def _unique_names(cls, profiles: list[Profile]) -> list[Profile]:
+        names = [p.name for p in profiles]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"profile names must be unique: {', '.join(doubled)} more than once")
+        return profiles
+
+    @property
+    def openai_concurrency(self) -> int:
+        """`openai.max_concurrent_requests`, or `poller.workers` when it is 0."""
+        return self.openai.max_concurrent_requests or self.poller.workers
+
+    def secrets(self) -> list[str]:
+        """Every non-empty `SecretStr` value in the config, in field order, for the log redactor.
+
+        Found by walking the model (nested models, mappings and sequences included), so a
+        secret added to any section later is redacted without being listed here.
+        """
+        found = _secret_values(self)
+        # Telegram errors and URLs may carry the token's part after the colon on its own.
+        _, _, bot_secret = self.telegram.bot_token.get_secret_value().partition(":")
+        extras = [bot_secret, *database_passwords(self.storage.database)]
+        return found + [extra for extra in dict.fromkeys(extras) if extra and extra not in found]
+
+
+def sections() -> dict[str, type[BaseModel]]:
+    """The sections of `Config`, in order: table name -> its model (every field typed as a section).
+
+    Environment overrides, `<key>_file` indirection and systemd credentials walk this, so a
+    section added to `Config` gets all three.
+    """
+    found: dict[str, type[BaseModel]] = {}
+    for name, info in Config.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, _Section):
+            found[name] = info.annotation
+    return found

@@ -1,0 +1,162 @@
+"""The sales-script rubric, the `[analysis]` section and the `[[profiles]]` tables.
+
+Contract:
+- `DEFAULT_RUBRIC` is the built-in script; `[[analysis.rubric]]` replaces it, and a profile
+  may bring its own (`rubric`, or `rubric_file`: a TOML file of `[[rubric]]` tables, read
+  when the config is validated). Item ids are unique within a rubric (`unique_item_ids`).
+- `prompt_file` settings name a file that exists (`existing_file`).
+- A `Profile` says which calls it takes (`entities`, `pipelines`, `statuses`, ...; an empty
+  list matches anything) and what differs for them; a setting left out is the top-level one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from salesbot_poller.config.values import _chat_id_text, _comma_list, _Section, existing_file
+from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
+
+
+def unique_item_ids(items: tuple[RubricItem, ...]) -> tuple[RubricItem, ...]:
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"item ids must be unique, got {ids}")
+    return items
+
+
+class RubricItem(_Section):
+    """One item of the sales-script rubric."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)
+    title: str = Field(min_length=1, max_length=120)
+    done_when: str = ""  # what counts as done, told to the model
+    weight: float = Field(1.0, gt=0)
+
+
+DEFAULT_RUBRIC = (
+    RubricItem(id="greeting", title="Приветствие и представление", done_when="поздоровался, назвал себя и компанию"),
+    RubricItem(
+        id="needs", title="Выявление потребностей", done_when="задал открытые вопросы о задаче, сроках, бюджете"
+    ),
+    RubricItem(
+        id="presentation", title="Презентация предложения", done_when="предложил решение под названные потребности"
+    ),
+    RubricItem(id="objections", title="Работа с возражениями", done_when="выслушал, уточнил и ответил по существу"),
+    RubricItem(id="next_step", title="Договорённость о следующем шаге", done_when="назван конкретный шаг и срок"),
+    RubricItem(id="closing", title="Завершение", done_when="подвёл итог и вежливо попрощался"),
+)
+
+
+class AnalysisConfig(_Section):
+    rubric: tuple[RubricItem, ...] = Field(
+        DEFAULT_RUBRIC,
+        description=(
+            "The sales-script items, one `[[analysis.rubric]]` table each: `id`, `title`, `done_when`, `weight`;"
+            " default: the six items spelled out in config.example.toml."
+        ),
+    )
+    prompt_file: str = Field(
+        "", description='A file replacing the built-in system prompt; "{rubric}" in it becomes the rubric list.'
+    )
+    max_transcript_chars: int = Field(
+        100_000,
+        ge=2_000,
+        description=(
+            "A transcript longer than this is condensed part by part first and scored on the condensed text"
+            " (the card says so). The default, about 30,000 tokens of Russian, suits 128k-context models;"
+            " for a local model with an 8k context use about 12000."
+        ),
+    )
+    redact: Annotated[list[RedactKind], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: list(DEFAULT_REDACT_KINDS),
+        description=(
+            "Personal data replaced by a placeholder in what the chat model is sent, and in the quotes kept"
+            " from its answer: any of phone, email, card, passport ([] = none)."
+        ),
+    )
+
+    @field_validator("redact")
+    @classmethod
+    def _once_each(cls, kinds: list[RedactKind]) -> list[RedactKind]:
+        return list(dict.fromkeys(kinds))
+
+    @field_validator("rubric")
+    @classmethod
+    def _unique_ids(cls, items: tuple[RubricItem, ...]) -> tuple[RubricItem, ...]:
+        if not items:
+            raise ValueError("needs at least one item")
+        return unique_item_ids(items)
+
+    @field_validator("prompt_file")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        return existing_file(value)
+
+
+EntityType = Literal["leads", "contacts", "companies"]
+Direction = Literal["in", "out"]
+ENTITY_TYPES: tuple[EntityType, ...] = ("leads", "contacts", "companies")
+DIRECTIONS: tuple[Direction, ...] = ("in", "out")
+
+
+def _rubric_file(path: str) -> tuple[RubricItem, ...]:
+    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    items = data.get("rubric")
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{path}: needs [[rubric]] tables (id, title, done_when, weight)")
+    return tuple(RubricItem.model_validate(item) for item in items)
+
+
+class Profile(_Section):
+    """Which calls are analysed, against which script, and where the card goes.
+
+    A call gets the first profile that matches it (`pipeline.profiles.match`); with none
+    configured, the top-level `[analysis]` and `[telegram]` settings are the only profile.
+    An empty list matches anything; a setting left out is the top-level one."""
+
+    name: str = Field(min_length=1, max_length=60)
+    entities: list[EntityType] = Field(default_factory=lambda: list(ENTITY_TYPES))
+    pipelines: list[int] = Field(default_factory=list)
+    statuses: list[int] = Field(default_factory=list)
+    users: list[int] = Field(default_factory=list)
+    groups: list[int] = Field(default_factory=list)
+    directions: list[Direction] = Field(default_factory=lambda: list(DIRECTIONS))
+    min_duration_seconds: int | None = Field(None, ge=0)  # None: poller.min_duration_seconds
+    max_duration_seconds: int = Field(0, ge=0)  # 0: no upper bound
+    sources: list[str] = Field(default_factory=list)
+    missed_calls: bool = True
+    prompt_file: str = ""  # "": analysis.prompt_file
+    rubric: tuple[RubricItem, ...] = ()  # (): analysis.rubric
+    rubric_file: str = ""
+    chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # "": telegram.routes / chat_id
+    message_thread_id: int | None = None
+    alert_below_score: int | None = Field(None, ge=0, le=100)  # None: telegram.alert_below_score
+
+    @field_validator("prompt_file")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        return existing_file(value)
+
+    @model_validator(mode="after")
+    def _one_rubric(self) -> Profile:
+        if self.rubric and self.rubric_file:
+            raise ValueError("set either rubric or rubric_file, not both")
+        if self.rubric_file:
+            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file))
+        unique_item_ids(self.rubric)
+        return self
+
+    @property
+    def needs_lead(self) -> bool:
+        """Whether matching needs the lead's pipeline and status."""
+        return bool(self.pipelines or self.statuses)

@@ -1,0 +1,63 @@
+"""What every configuration section shares: the section base class and the checks of
+single values.
+
+Contract:
+- Every section is a `_Section`: frozen, and an unknown key is an error (`extra="forbid"`).
+- `HttpUrl` is an http(s) URL without its trailing slash; an empty one passes here, and
+  whether a key is required is decided when the config is loaded (`config.load`), so every
+  problem is reported at once.
+- Chat ids are kept as text (`_chat_id_text`, `_id_list`); a list may come from the
+  environment as "a,b" (`_comma_list`).
+- A file setting is "" or the path of a file that exists (`existing_file`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and (not value.startswith(("http://", "https://")) or not value.split("://", 1)[1]):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+# An empty value passes here; whether the key is required is decided in `_missing_values`.
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def _chat_id_text(value: Any) -> Any:
+    # `chat_id = -1001234567890` (a TOML integer) is as natural as the quoted form.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    # The environment gives a string: SALESBOT_ANALYSIS_REDACT="phone,email" ("" = none).
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _id_list(value: Any) -> Any:
+    # Chat ids as TOML integers or strings, or "a,b" from the environment: kept as text.
+    value = _comma_list(value)
+    if isinstance(value, list):
+        return [_chat_id_text(item) for item in value]
+    return value
+
+
+def existing_file(value: str) -> str:
+    """A file setting: "" (none) or the path of a file that exists."""
+    if value and not Path(value).is_file():
+        raise ValueError(f"{value}: no such file")
+    return value

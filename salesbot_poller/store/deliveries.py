@@ -1,0 +1,117 @@
+"""The store's delivery rows: the messages (and amoCRM writes) planned for a call or for none.
+
+Contract:
+- `enqueue` stores planned items once each: an item whose key is stored already is left as
+  it is (exactly once).
+- `update_delivery` commits at once, its error text redacted (`Delivery.error`).
+- The lanes read what is due (`pending`, `due_extras`), and what must go first
+  (`older_cards_waiting`: one chat's cards keep the order of their calls; `newer_lead_write`:
+  a lead's fields come from its newest call).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from salesbot_poller.domain import Planned, Stage
+from salesbot_poller.store.base import StoreBase
+from salesbot_poller.store.models import Call, Delivery
+
+
+class DeliveryRows(StoreBase):
+    """Delivery rows: a mixin of `Store`."""
+
+    def enqueue(self, items: Iterable[Planned], call_id: int | None, now: int) -> None:
+        """Store planned items; an item whose key is stored already is left as it is."""
+        for item in items:
+            Delivery.insert(
+                key=item.key,
+                call_id=call_id,
+                kind=item.kind,
+                chat_id=item.to.chat_id if item.to else None,
+                thread_id=item.to.thread_id if item.to else None,
+                reply_to_key=item.reply_to_key,
+                payload_json=json.dumps(item.payload, ensure_ascii=False),
+                created_at=now,
+            ).on_conflict_ignore().execute()
+
+    def pending(self, *, call_id: int | None = None, kinds: Iterable[str] | None = None) -> list[Delivery]:
+        """Deliveries not done yet, in the order they were stored."""
+        query = Delivery.select().where(Delivery.done_at.is_null())
+        if call_id is not None:
+            query = query.where(Delivery.call_id == call_id)
+        if kinds is not None:
+            query = query.where(Delivery.kind.in_(list(kinds)))
+        return list(query.order_by(Delivery.id))
+
+    def find_delivery(self, key: str) -> Delivery | None:
+        return Delivery.get_or_none(Delivery.key == key)
+
+    def update_delivery(self, row: Delivery, **fields: Any) -> None:
+        """Commit `fields` of `row` (and mirror them on the instance)."""
+        fields = self._redacted(fields)
+        Delivery.update(**fields).where(Delivery.id == row.id).execute()
+        for name, value in fields.items():
+            setattr(row, name, value)
+
+    def due_extras(self, now: int) -> list[Delivery]:
+        """Unsent rows of calls whose own card or alert is delivered (their other destinations:
+        the alert chat, the transcript, amoCRM), due by `now`, in the order they were stored."""
+        call = Call.alias()
+        query = (
+            Delivery.select()
+            .join(call, on=(Delivery.call_id == call.id))
+            .where(
+                Delivery.done_at.is_null(),
+                Delivery.next_attempt_at <= now,
+                call.stage.in_([Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value]),
+            )
+        )
+        return list(query.order_by(Delivery.id))
+
+    def failing_deliveries(self, limit: int = 5) -> tuple[int, int, list[Delivery]]:
+        """Destinations in trouble: how many rows wait for another try after a failure, how many
+        were given up, and the latest `limit` of either."""
+        failing = Delivery.select().where(Delivery.error.is_null(False))
+        waiting = failing.where(Delivery.done_at.is_null()).count()
+        given_up = failing.where(Delivery.done_at.is_null(False)).count()
+        latest = failing.order_by(Delivery.id.desc()).limit(limit)
+        return waiting, given_up, list(latest)
+
+    def newer_lead_write(self, lead_id: int, started_at: int, call_id: int) -> bool:
+        """Whether the lead `lead_id` already got its fields (`amo_fields`) from a call newer
+        than (`started_at`, `call_id`): by start time, then id."""
+        call = Call.alias()
+        query = (
+            Delivery.select(Delivery.id)
+            .join(call, on=(Delivery.call_id == call.id))
+            .where(
+                Delivery.kind == "amo_fields",
+                Delivery.sent_ids_json != "[]",
+                call.entity_type == "leads",
+                call.entity_id == lead_id,
+                (call.event_created_at > started_at) | ((call.event_created_at == started_at) & (call.id > call_id)),
+            )
+        )
+        return bool(query.exists())
+
+    def older_cards_waiting(self, row: Delivery, due_by: int) -> bool:
+        """Whether a card or alert of an earlier call to the same chat is rendered, unsent, and
+        due by `due_by`: it goes first, so one chat's cards keep the order of their calls."""
+        call = Call.alias()
+        query = (
+            Delivery.select(Delivery.id)
+            .join(call, on=(Delivery.call_id == call.id))
+            .where(
+                Delivery.done_at.is_null(),
+                Delivery.key.startswith("call:"),
+                Delivery.kind.in_(["card", "alert"]),
+                Delivery.chat_id.is_null() if row.chat_id is None else Delivery.chat_id == row.chat_id,
+                Delivery.call_id < row.call_id,
+                call.next_attempt_at <= due_by,
+                call.stage == Stage.NOTIFYING.value,
+            )
+        )
+        return query.exists()

@@ -1,0 +1,167 @@
+"""The store's removal of personal data: retention and `forget`.
+
+Contract:
+- `clear_personal` removes a call's transcript, link, number, names, the analysis' quotes
+  (in the BI tables too) and the content of its delivery rows in ONE transaction, keeping
+  ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
+  retention calls it batch by batch (`calls_to_clear`), `forget` for one number
+  (`calls_with_number`). A call a worker holds is left as it is.
+- Rows read to be written again are locked on PostgreSQL (`_for_update`).
+- `record_deletions` notes which of a row's messages Telegram deleted or refused to delete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
+
+import peewee
+
+from salesbot_poller.domain import Stage, without_personal_data
+from salesbot_poller.store import bi
+from salesbot_poller.store.deliveries import DeliveryRows
+from salesbot_poller.store.models import Call, Delivery
+
+# A call at one of these keeps its stage when its personal data goes; any other becomes skipped.
+KEPT_STAGES = frozenset({Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value, Stage.SKIPPED.value})
+M = TypeVar("M", bound=peewee.Model)
+
+
+class PersonalData(DeliveryRows):
+    """Personal data's removal: a mixin of `Store` (it blanks delivery rows, hence
+    `DeliveryRows`)."""
+
+    def calls_to_clear(self, before: int, limit: int) -> list[Call]:
+        """Up to `limit` calls that happened before `before` and still hold personal data
+        (not claimed by a worker now), oldest id first."""
+        query = Call.select().where(
+            Call.event_created_at < before, Call.personal_removed_at.is_null(), Call.claimed_by.is_null()
+        )
+        return list(query.order_by(Call.id).limit(limit))
+
+    def calls_with_number(self, last10: Callable[[str | None], str], digits: str, forgotten_as: str) -> list[Call]:
+        """Calls whose number's last 10 digits (`last10`) are `digits`, and calls cleared by an
+        earlier `forget` of it (`forgotten_as`), oldest first. Numbers are stored as amoCRM
+        wrote them, so they are compared here, not in SQL."""
+        ids = [
+            int(call_id)
+            for call_id, phone in cast(
+                Iterable[tuple[int, str]],
+                Call.select(Call.id, Call.phone).where(Call.phone.is_null(False)).tuples().iterator(),
+            )
+            if last10(phone) == digits
+        ]
+        ids += [int(row.id) for row in Call.select(Call.id).where(Call.forgotten_as == forgotten_as)]
+        found: list[Call] = []
+        for start in range(0, len(ids), 500):
+            found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))
+        return sorted({call.id: call for call in found}.values(), key=lambda c: (c.event_created_at, c.id))
+
+    def deliveries_of(self, call_ids: Iterable[int], *, lock: bool = False) -> list[Delivery]:
+        """Every delivery row of `call_ids`, in the order they were stored (`lock`: see
+        `_for_update`)."""
+        ids = list(call_ids)
+        rows: list[Delivery] = []
+        for start in range(0, len(ids), 500):
+            query = Delivery.select().where(Delivery.call_id.in_(ids[start : start + 500]))
+            rows.extend(self._for_update(query) if lock else query)
+        return sorted(rows, key=lambda row: row.id)
+
+    def _for_update(self, query: peewee.ModelSelect[M]) -> peewee.ModelSelect[M]:
+        """`query` locking the rows it reads until the transaction ends, for a read-then-write:
+        PostgreSQL's READ COMMITTED lets another writer in between (`forget` beside the
+        service's retention); SQLite's IMMEDIATE transaction already keeps every other out."""
+        return query.for_update() if isinstance(self.db, peewee.PostgresqlDatabase) else query
+
+    def clear_personal(
+        self, calls: Iterable[Call], now: int, reason: str, *, forgotten_as: str | None = None
+    ) -> tuple[int, int]:
+        """Remove the personal data of `calls` in ONE transaction; returns (calls changed,
+        delivery rows blanked).
+
+        Gone: the transcript, the recording link and file name, the number, the entity's name,
+        the analysis' quotes and paraphrases (`domain.without_personal_data`), and the content
+        of every delivery row of the call; and, with `forgotten_as` (`forget`), the content of
+        rows about no call in particular (a storm summary, a digest) that quote the number.
+        Kept: ids, times, durations, manager, entity ids, scores, metrics, each row's sent ids
+        and `done_at` (exactly-once holds: nothing is sent again). A row not sent yet is
+        closed; a call not delivered yet becomes `skipped` with `reason`."""
+        calls = list(calls)
+        changed = blanked = 0
+        cleared: list[int] = []
+        with self.db.atomic():
+            numbers = {str(call.phone) for call in calls if call.phone}
+            for call in calls:
+                fields: dict[str, Any] = {
+                    "transcript": None,
+                    "link": None,
+                    "phone": None,
+                    "entity_name": None,
+                    "audio_path": None,
+                    "outbox_json": None,
+                    "analysis_json": without_personal_data(call.analysis_json),
+                    "personal_removed_at": call.personal_removed_at or now,
+                }
+                if forgotten_as is not None:
+                    fields["forgotten_as"] = forgotten_as
+                if call.stage not in KEPT_STAGES:
+                    fields |= {"stage": Stage.SKIPPED.value, "skip_reason": reason, "next_attempt_at": 0}
+                # A worker that claimed the call meanwhile keeps it (`forget` names it and is run
+                # again); one that has not yet cannot claim it once it is skipped.
+                if not Call.update(**fields).where(Call.id == call.id, Call.claimed_by.is_null()).execute():
+                    continue
+                cleared.append(call.id)
+                changed += any(getattr(call, name) != value for name, value in fields.items())
+                for name, value in fields.items():
+                    setattr(call, name, value)
+                bi.rewrite_facts(call)  # its quotes, objections and next step go from the BI tables too
+            blanked += self._blank(self.deliveries_of(cleared, lock=True), now, reason)
+            for number in numbers if forgotten_as is not None else ():
+                quoting = Delivery.select().where(
+                    Delivery.call_id.is_null(), Delivery.payload_json.contains(number), Delivery.removed_at.is_null()
+                )
+                blanked += self._blank(list(self._for_update(quoting)), now, reason)
+        return changed, blanked
+
+    def clear_unlinked_before(self, before: int, now: int, limit: int) -> int:
+        """Blank up to `limit` rows about no call in particular (digests, storm summaries,
+        notices) stored before `before`; returns how many."""
+        query = Delivery.select().where(
+            Delivery.call_id.is_null(), Delivery.created_at < before, Delivery.removed_at.is_null()
+        )
+        with self.db.atomic():
+            rows = self._for_update(query.order_by(Delivery.id).limit(limit))
+            return self._blank(list(rows), now, "personal data removed")
+
+    def _blank(self, rows: Iterable[Delivery], now: int, reason: str) -> int:
+        blanked = 0
+        for row in rows:
+            if row.removed_at is not None:
+                continue
+            payload = json.loads(row.payload_json)
+            empty: dict[str, Any] = (
+                {"path": payload.get("path"), "body": []} if "path" in payload else {"parts": []}
+            ) | {"deleted": payload.get("deleted", []), "refused": payload.get("refused", [])}
+            fields: dict[str, Any] = {"payload_json": json.dumps(empty), "removed_at": now}
+            if row.done_at is None:  # never sent now: closed, so no lane picks it up again
+                fields |= {"done_at": now, "error": f"not sent: {reason}"}
+            self.update_delivery(row, **fields)
+            blanked += 1
+        return blanked
+
+    def record_deletions(self, row: Delivery, deleted: Iterable[int] = (), refused: Iterable[int] = ()) -> None:
+        """Note in `row` which of its messages Telegram deleted, and which it refused to delete
+        for good, so neither is tried again; the row is read again first (it may have been
+        blanked since `row` was read)."""
+        with self.db.atomic():
+            fresh = self._for_update(Delivery.select().where(Delivery.id == row.id)).get()
+            payload = json.loads(fresh.payload_json)
+            payload["deleted"] = sorted(set(payload.get("deleted", [])) | set(deleted))
+            payload["refused"] = sorted(set(payload.get("refused", [])) | set(refused))
+            self.update_delivery(fresh, payload_json=json.dumps(payload))
+        row.payload_json = fresh.payload_json
+
+    def cleared_calls(self) -> int:
+        """Calls whose personal data was removed (retention or `forget`)."""
+        return int(Call.select().where(Call.personal_removed_at.is_null(False)).count())
