@@ -154,7 +154,7 @@ def test_check_prints_the_database_url_without_its_password(
     sqlite_url = f"sqlite:///{servers.tmp}/pg-stand-in.db"
     real_open = Store.open
     # The store opens a SQLite stand-in, the config keeps the URL (a real server: test_postgres).
-    monkeypatch.setattr(cli_main.Store, "open", lambda url, now: real_open(sqlite_url, now))
+    monkeypatch.setattr(Store, "open", lambda url, now: real_open(sqlite_url, now))
     root = logging.getLogger()
     handlers, level, old_umask = root.handlers[:], root.level, os.umask(0o022)
     try:

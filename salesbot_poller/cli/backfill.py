@@ -5,7 +5,7 @@ Contract of `backfill(app, since, until, now, ...)`:
   (they are skipped: de-duplicated by event id, as the live poll does), and from their
   notes the new calls to transcribe, their audio minutes and the estimated cost. Counting
   writes nothing.
-- Then it asks `confirm`; declined -> nothing is written, `Outcome.DECLINED`.
+- Then it asks `confirm`; declined -> nothing is written, `BackfillOutcome.DECLINED`.
 - Then it records the new events and processes every due call with a progress line.
   The live cursor is never moved: the window's events are recorded with the cursor it has
   (or, on a database that never polled, the start of the first live window), in one
@@ -18,20 +18,25 @@ Contract of `backfill(app, since, until, now, ...)`:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import Enum
 
-from salesbot_poller.domain import CallEvent, CallNote, Stage
+from salesbot_poller.app import build_app
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, confirmed, err, redacting_out, utc_now
+from salesbot_poller.config import Config
+from salesbot_poller.domain import CallEvent, Stage
 from salesbot_poller.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
+from salesbot_poller.pipeline import intake
 from salesbot_poller.pipeline.context import App, Cycle, Tally
-from salesbot_poller.pipeline.intake import SETTLE_SECONDS, NameLookups, classify, decide, profile_lookups, resolve_new
-from salesbot_poller.store import Call
+from salesbot_poller.pipeline.recovery import exclusive
+from salesbot_poller.store import Call, Store
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ DEFAULT_PRICE_PER_AUDIO_MINUTE_USD = 0.006
 MISSED_SKIP_REASON = "missed call found by a backfill: not alerted (too old to call back)"
 
 
-class Outcome(Enum):
+class BackfillOutcome(Enum):
     DONE = "done"
     NOTHING = "nothing to do"
     DECLINED = "declined"
@@ -89,33 +94,21 @@ def parse_moment(value: str, tz: tzinfo, *, end_of_day: bool = False) -> datetim
 def estimate(app: App, events: list[CallEvent]) -> Estimate:
     """Count what backfilling `events` would do (reads amoCRM notes; writes nothing)."""
     result = Estimate(events=len(events))
-    ids = [e.event_id for e in events]
-    seen = app.store.seen_event_ids(ids)
+    seen = app.store.seen_event_ids([e.event_id for e in events])
     fresh = [e for e in events if e.event_id not in seen]
     result.already_seen = len(events) - len(fresh)
-    by_type: dict[str, list[CallEvent]] = defaultdict(list)
-    for event in fresh:
-        by_type[event.entity_type].append(event)
-    for entity_type, group in by_type.items():
-        notes = app.source.call_notes(entity_type, [e.note_id for e in group])
-        readable = [(e, n) for e in group if isinstance(n := notes.get(e.note_id), CallNote)]
-        result.unreadable += len(group) - len(readable)
-        known = profile_lookups(app, entity_type, [e.entity_id for e, _ in readable], NameLookups())
-        for event, note in readable:
-            stage, _ = classify(event.direction, note, 0)
-            profile = None
-            if stage != Stage.SKIPPED:
-                decided = decide(app, known, entity_type, event.entity_id, event.direction, note, stage)
-                stage, _, profile = decided if decided is not None else (stage, None, None)
-            if stage in (Stage.READY, Stage.NEW):
-                result.to_transcribe += 1
-                result.audio_seconds += note.duration
-                if profile:
-                    result.by_profile[profile] = result.by_profile.get(profile, 0) + 1
-            elif stage == Stage.MISSED:
-                result.missed += 1
-            else:
-                result.skipped += 1
+    for call in intake.foresee(app, fresh):
+        if call.note is None:
+            result.unreadable += 1
+        elif call.stage in (Stage.READY, Stage.NEW):
+            result.to_transcribe += 1
+            result.audio_seconds += call.note.duration
+            if call.profile:
+                result.by_profile[call.profile] = result.by_profile.get(call.profile, 0) + 1
+        elif call.stage == Stage.MISSED:
+            result.missed += 1
+        else:
+            result.skipped += 1
     return result
 
 
@@ -138,10 +131,10 @@ def backfill(
     *,
     record_only: bool = False,
     price_per_minute: float = DEFAULT_PRICE_PER_AUDIO_MINUTE_USD,
-) -> Outcome:
+) -> BackfillOutcome:
     """Count, confirm, record and process the calls of [since, until]; see the module contract."""
     now_ts = int(now.timestamp())
-    start, end = int(since.timestamp()), min(int(until.timestamp()), now_ts - SETTLE_SECONDS)
+    start, end = int(since.timestamp()), min(int(until.timestamp()), now_ts - intake.SETTLE_SECONDS)
     if start >= end:
         raise ValueError("--since must be before --until (and in the past)")
     age = daemon_last_cycle_age(app, now_ts)
@@ -151,7 +144,7 @@ def backfill(
             f"backfill: the service looks active (its last cycle was {age} s ago): stop it first "
             "(systemctl stop salesbot), or pass --record-only to let it process the backfilled calls"
         )
-        return Outcome.DAEMON_ACTIVE
+        return BackfillOutcome.DAEMON_ACTIVE
     out(f"backfill: {since:%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(end, since.tzinfo):%Y-%m-%d %H:%M %Z}")
     batch = app.source.call_events(start, end)
     counted = estimate(app, batch.events)
@@ -170,16 +163,16 @@ def backfill(
     )
     if counted.new == 0:
         out("backfill: nothing to do")
-        return Outcome.NOTHING
+        return BackfillOutcome.NOTHING
     if not confirm(counted):
-        return Outcome.DECLINED
+        return BackfillOutcome.DECLINED
     _record(app, batch.events, now_ts)
     cycle = Cycle(app=app, now=now_ts)
-    resolve_new(app, cycle)  # reads the notes, so missed calls are known before anyone alerts them
+    intake.resolve_new(app, cycle)  # reads the notes, so missed calls are known before anyone alerts them
     _skip_missed(app, [e.event_id for e in batch.events], now_ts)
     if record_only:
         out(f"backfill: recorded {counted.new} calls; the running service processes them on its next cycles")
-        return Outcome.DONE
+        return BackfillOutcome.DONE
     total = len(app.store.due_calls(now_ts, WORK_STAGES))
     tally = Tally()
     position = 0
@@ -198,7 +191,7 @@ def backfill(
         f"backfill: done: transcribed={cycle.transcribed} notified={cycle.notified} skipped={cycle.skipped} "
         f"deferred={cycle.deferred} failed={cycle.failed}; {waiting} unfinished call(s) are retried by the service"
     )
-    return Outcome.DONE
+    return BackfillOutcome.DONE
 
 
 def _record(app: App, events: list[CallEvent], now: int) -> None:
@@ -212,3 +205,49 @@ def _record(app: App, events: list[CallEvent], now: int) -> None:
 def _skip_missed(app: App, event_ids: list[str], now: int) -> None:
     for call in app.store.missed_by_event(event_ids):
         app.store.update(call, now, stage=Stage.SKIPPED, skip_reason=MISSED_SKIP_REASON)
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`backfill --since DAY [--until DAY] [--yes] [--record-only]`: dates are local (the TZ of
+    the process, as in the messages). Exit 1 when not confirmed or the service is running."""
+    assert config is not None  # loaded by `cli.main`
+    local = datetime.now().astimezone().tzinfo or UTC
+    try:
+        since = parse_moment(args.since, local)
+        until = parse_moment(args.until, local, end_of_day=True) if args.until else utc_now()
+    except ValueError as exc:
+        err(f"backfill: {exc}")
+        return EXIT_CONFIG
+    out = redacting_out(config, flush=True)
+
+    def confirm(estimate: Estimate) -> bool:
+        return confirmed(
+            f"Process {estimate.new} calls now?",
+            yes=args.yes,
+            command="backfill",
+            action=f"process {estimate.new} calls",
+            out=out,
+        )
+
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        app = build_app(config, utc_now, store)
+        # The lock `once`/`run` hold: a backfill that processes calls never works beside them
+        # (--record-only only adds calls, which the running service then processes).
+        with nullcontext() if args.record_only else exclusive(config.storage.database):
+            outcome = backfill(
+                app,
+                since,
+                until,
+                utc_now(),
+                out,
+                confirm,
+                record_only=args.record_only,
+                price_per_minute=config.openai.audio_price_per_minute_usd,
+            )
+    except ValueError as exc:
+        err(f"backfill: {exc}")
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    return EXIT_OK if outcome in (BackfillOutcome.DONE, BackfillOutcome.NOTHING) else EXIT_CHECK_FAILED

@@ -6,6 +6,8 @@ the tokens went, never what they are.
 
 from __future__ import annotations
 
+import argparse
+import os
 import stat
 import tomllib
 from collections.abc import Callable
@@ -16,8 +18,9 @@ import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
 from salesbot_poller.cli.commands import when_text
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now
 from salesbot_poller.cli.profiles import profile_problems
-from salesbot_poller.config import Config, Endpoint, safe_url, secret_keys, sections
+from salesbot_poller.config import Config, Endpoint, config_path, safe_url, secret_keys, sections
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
@@ -225,3 +228,20 @@ def auth(
     out(f"  access token valid until {when_text(expires_at)}")
     out(f"next: salesbot-poller{flag} check")
     out("then: systemctl enable --now salesbot   (or restart it if it is already running)")
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`check`: the config line, then `check` (exit 1 when a service failed); `auth --code`:
+    `auth`."""
+    assert config is not None  # loaded by `cli.main`
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        if args.command == "auth":
+            auth(config, store, utc_now, args.code, args.config or "", print)
+            return EXIT_OK
+        out = redacting_out(config)
+        out(f"config: ok ({config.amocrm.base_url}, database {safe_url(config.storage.database)})")
+        config_file = config_path(args.config, os.environ)
+        return EXIT_OK if check(config, store, utc_now, out, config_file) else EXIT_CHECK_FAILED
+    finally:
+        store.close()

@@ -6,11 +6,13 @@ print). They import no service client, so they start fast.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, load, redacting_out, utc_now
 from salesbot_poller.config import Config
 from salesbot_poller.domain import SET_ASIDE_STAGES, Stage
 from salesbot_poller.lanes import LAST_CYCLE_KEY
@@ -199,3 +201,28 @@ def retry(store: Store, call_ids: list[int], all_failed: bool, now: int, out: Ca
     if all_failed and not calls:
         out("no failed calls")
     return ok
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`status`; `retry CALL_ID ... | --failed | --event EVENT_ID` (exit 1 when a call id or an
+    event was not taken back). `retry`'s arguments are checked before its config is loaded."""
+    if args.command == "retry":
+        if not (args.call_ids or args.failed or args.event):
+            err("retry: give CALL_ID(s), --failed or --event EVENT_ID")
+            return EXIT_CONFIG
+        config = load(args, require_secrets=False)
+    assert config is not None  # `status`'s is loaded by `cli.main`
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    out = redacting_out(config)
+    try:
+        if args.command == "status":
+            status(store, out, config)
+            return EXIT_OK
+        now = int(utc_now().timestamp())
+        requeued = True
+        if args.call_ids or args.failed:
+            requeued = retry(store, args.call_ids, args.failed, now, out)
+        readmitted = retry_events(store, args.event, now, out)
+        return EXIT_OK if requeued and readmitted else EXIT_CHECK_FAILED
+    finally:
+        store.close()

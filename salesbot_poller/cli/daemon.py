@@ -30,6 +30,7 @@ Contract:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -45,11 +46,16 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from salesbot_poller import bot_lane as bot
+from salesbot_poller.app import build_app
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, err, redacting_out, utc_now
 from salesbot_poller.cli.sdnotify import SystemdNotifier
+from salesbot_poller.config import Config
 from salesbot_poller.errors import FatalError, SalesbotError
-from salesbot_poller.lanes import CycleFailed, intake, work_next, worker_name
+from salesbot_poller.lanes import CycleFailed, intake, run_once, work_next, worker_name
+from salesbot_poller.logs import redact
 from salesbot_poller.pipeline.context import App, Tally
-from salesbot_poller.pipeline.recovery import sweep_audio
+from salesbot_poller.pipeline.recovery import exclusive, sweep_audio
+from salesbot_poller.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -324,3 +330,25 @@ class Daemon:
 
 def run_daemon(app: App, clock: Callable[[], datetime], notifier: SystemdNotifier | None = None) -> int:
     return Daemon(app, clock, notifier).run()
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`once`: one cycle, then every due call (exit 1 when the cycle failed); `run`: the daemon.
+    With `--dry-run`, messages and amoCRM writes are printed instead of sent. Both hold the
+    database's lock: one process works the calls at a time."""
+    assert config is not None  # loaded by `cli.main`
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        out = redacting_out(config)
+        app = build_app(config, utc_now, store, dry_run=out if args.dry_run else None)
+        with exclusive(config.storage.database):
+            if args.command == "run":
+                return run_daemon(app, utc_now)
+            try:
+                run_once(app, utc_now())
+            except CycleFailed as exc:  # logged with its traceback; `status` shows it
+                err(f"cycle failed: {redact(str(exc), config.secrets())} (`salesbot-poller status` shows it)")
+                return EXIT_CHECK_FAILED
+            return EXIT_OK
+    finally:
+        store.close()

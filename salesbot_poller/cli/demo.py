@@ -9,6 +9,7 @@ credentials. Returns 0 when the cycle delivered the card and the missed-call ale
 
 from __future__ import annotations
 
+import argparse
 import html
 import logging
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from salesbot_poller.app import build_app
-from salesbot_poller.config import parse_config
+from salesbot_poller.config import Config, parse_config
 from salesbot_poller.lanes import run_once
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
 from salesbot_poller.sandbox.canned import CALLS
@@ -87,3 +88,12 @@ def run_demo(out: Callable[[str], None], clock: Callable[[], datetime] = lambda:
         return 1
     out("This is what the bot posts. Next: configure it for real (README, Quickstart).")
     return 0
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`demo` (`run_demo`), `demo --weekly [--chart FILE]` (`demo_weekly`): no config."""
+    if args.weekly:
+        from salesbot_poller.cli.demo_weekly import run_weekly_demo  # it imports this module
+
+        return run_weekly_demo(print, Path(args.chart) if args.chart else None)
+    return run_demo(print)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from salesbot_poller.app import build_app
 from salesbot_poller.cli.demo import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, demo_config
-from salesbot_poller.cli.report import report
+from salesbot_poller.cli.report import send_week_report
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import local_time
 from salesbot_poller.reports.weekly import monday_of
@@ -53,5 +53,5 @@ def run_weekly_demo(
             f"{len(calls)} calls of {', '.join(MANAGERS.values())} stored; the report of the week of {monday:%d.%m.%Y}:"
         )
         out("")
-        report(app, monday, moment, out, chart)
+        send_week_report(app, monday, moment, out, chart)
     return 0

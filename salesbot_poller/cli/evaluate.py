@@ -18,6 +18,7 @@ The calls' date is `EVAL_DAY` (a Tuesday), so "до пятницы" has one righ
 
 from __future__ import annotations
 
+import argparse
 import time
 import tomllib
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from salesbot_poller.config import OpenAIConfig, RubricItem
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, redacting_out
+from salesbot_poller.config import Config, OpenAIConfig, RubricItem
 from salesbot_poller.domain import Analyzer, CallAnalysis, CallContext
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.services.quotes import QuoteIndex
@@ -49,7 +51,7 @@ class Case:
 
 
 @dataclass
-class Outcome:
+class EvalOutcome:
     case: Case
     analysis: CallAnalysis | None = None
     error: str = ""
@@ -122,11 +124,11 @@ def evaluate(
     cases: list[Case],
     prices: OpenAIConfig,
     clock: Callable[[], float] = time.monotonic,
-) -> list[Outcome]:
+) -> list[EvalOutcome]:
     outcomes = []
     for case in cases:
         started = clock()
-        outcome = Outcome(case)
+        outcome = EvalOutcome(case)
         try:
             outcome.analysis = analyzer.analyse(case.transcript, context_for(case))
         except (TransientError, PermanentError) as exc:
@@ -154,7 +156,9 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "—"
 
 
-def report(outcomes: list[Outcome], rubric: tuple[RubricItem, ...], header: str, out: Callable[[str], None]) -> None:
+def print_eval_report(
+    outcomes: list[EvalOutcome], rubric: tuple[RubricItem, ...], header: str, out: Callable[[str], None]
+) -> None:
     """Print the table of the module contract."""
     out(header)
     out("")
@@ -208,3 +212,28 @@ def report(outcomes: list[Outcome], rubric: tuple[RubricItem, ...], header: str,
     failed = len(outcomes) - len(done)
     if failed:
         out(f"FAILED: {failed} call(s) not analysed")
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`eval DIR`: no database, no amoCRM, no Telegram: the chat model only. Exit 1 when a call
+    could not be analysed, 2 when DIR has nothing to evaluate."""
+    from salesbot_poller.app import build_analyzer, build_openai  # the service clients
+
+    assert config is not None  # loaded by `cli.main`
+    directory = args.directory
+    try:
+        cases = load_cases(Path(directory))
+    except EvalError as exc:
+        err(f"eval: {exc}")
+        return EXIT_CONFIG
+    analyzer = build_analyzer(config, build_openai(config, config.openai.chat))
+    prompt = config.analysis.prompt_file or "built-in"
+    header = (
+        f"eval: {len(cases)} calls in {directory}, model {config.openai.analysis_model},"
+        f" rubric of {len(config.analysis.rubric)} items, prompt {prompt}"
+    )
+    if not (config.openai.input_token_price_per_million_usd or config.openai.output_token_price_per_million_usd):
+        header += "\n(cost is 0: set openai.input/output_token_price_per_million_usd to see it)"
+    outcomes = evaluate(analyzer, cases, config.openai)
+    print_eval_report(outcomes, config.analysis.rubric, header, redacting_out(config, flush=True))
+    return EXIT_CHECK_FAILED if any(o.analysis is None for o in outcomes) else EXIT_OK

@@ -16,11 +16,18 @@ Contract of `export(store, since, until, tz, fmt, out)`:
 
 from __future__ import annotations
 
+import argparse
 import csv
+import io
 import json
-from datetime import date, datetime, time, timedelta, tzinfo
+import sys
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from pathlib import Path
 from typing import Any, Literal, TextIO
+from zoneinfo import ZoneInfo
 
+from salesbot_poller.cli.common import EXIT_CONFIG, EXIT_OK, err, utc_now
+from salesbot_poller.config import Config
 from salesbot_poller.store import Store
 from salesbot_poller.store.bi import ExportedCall, item_fields
 
@@ -119,3 +126,40 @@ def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out:
             written += 1
     out.flush()
     return written
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`export`: days are in `amocrm.timezone` (else the server's zone); the rows go to
+    `--output` (written whole or not at all: a `.part` file renamed) or stdout, the count of
+    calls to stderr."""
+    assert config is not None  # loaded by `cli.main`
+    tz = ZoneInfo(config.amocrm.timezone) if config.amocrm.timezone else datetime.now().astimezone().tzinfo or UTC
+    try:
+        since = parse_day(args.since, "--since")
+        until = parse_day(args.until, "--until") if args.until else utc_now().astimezone(tz).date()
+        if until < since:
+            raise ValueError(f"--until: {until} is before --since {since}")
+    except ValueError as exc:
+        err(f"export: {exc}")
+        return EXIT_CONFIG
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        if args.output:
+            target = Path(args.output)
+            partial = target.with_name(target.name + ".part")  # a failed export leaves no half file
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                written = export(store, since, until, tz, args.format, out)
+            partial.replace(target)
+        else:
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=False)
+            try:
+                written = export(store, since, until, tz, args.format, out)
+            finally:
+                out.detach()  # stdout stays open for whoever prints next
+    except OSError as exc:
+        err(f"export: --output: cannot write {args.output}: {exc.strerror}")
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    print(f"export: {written} call(s) from {since} to {until}", file=sys.stderr)
+    return EXIT_OK

@@ -22,6 +22,7 @@ Contract:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 
 import peewee
 
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, load, redacting_out, utc_now
 from salesbot_poller.config import Config, load_config, safe_url
 from salesbot_poller.domain import TERMINAL_STAGES, Stage
 from salesbot_poller.errors import ConfigError
@@ -257,3 +259,33 @@ def fleet_usage(instances: Sequence[Instance], month: str, as_csv: bool, out: Ou
     for line in render(("instance", "account", *USAGE_COLUMNS), rows, as_csv):
         out(line)
     return ok
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`fleet status`, `fleet usage` and `usage`: they read databases, never write one, and
+    take no lock. `--month` is checked first, then `usage` loads its own config (its
+    `poller.log_level` does not apply: the output is a table)."""
+    if getattr(args, "month", None) is not None:
+        try:
+            usage.month_bounds(args.month)
+        except ValueError as exc:
+            err(f"--month: {exc}")
+            return EXIT_CONFIG
+    if args.command == "fleet":
+        root = Path(args.root)
+        instances = find_instances(root)
+        if not instances:
+            err(f"fleet: no instances under {root} (each is {root}/NAME/{CONFIG_NAME})")
+            return EXIT_CONFIG
+        if args.fleet_command == "status":
+            ok = fleet_status(instances, int(utc_now().timestamp()), print)
+        else:
+            ok = fleet_usage(instances, args.month, args.csv, print, err)
+        return EXIT_OK if ok else EXIT_CHECK_FAILED
+    config = load(args, require_secrets=False, log_level=False)
+    try:
+        instance_usage(config, "the service", args.month, args.csv, redacting_out(config))
+    except Unreadable as exc:
+        err(redact(str(exc), config.secrets()))
+        return EXIT_CHECK_FAILED
+    return EXIT_OK

@@ -6,8 +6,8 @@ Contract of `forget(store, number, now, out, confirm, ...)`:
   a keyed hash of the digits: the number itself is gone), and prints them by id and date
   with how many messages each has. The number is never printed or logged in full
   (`mask`: `***-**-04`).
-- Nothing left to remove (a second run): it says so and returns `Outcome.NOTHING`.
-- Otherwise it asks `confirm`; declined -> nothing is written, `Outcome.DECLINED`.
+- Nothing left to remove (a second run): it says so and returns `ForgetOutcome.NOTHING`.
+- Otherwise it asks `confirm`; declined -> nothing is written, `ForgetOutcome.DECLINED`.
 - Then, in ONE transaction (`Store.clear_personal`): transcripts, the analyses' quotes and
   paraphrases, the content of every stored message about those calls (and of summaries that
   quote the number), recording links, entity names and the number go; a call not delivered
@@ -17,12 +17,13 @@ Contract of `forget(store, number, now, out, confirm, ...)`:
   ones are not tried and are listed as such; a refused delete is listed too. Each deletion,
   and each refusal for good, is recorded, so a later run does not try it again.
 - A call a worker holds right now is left alone and named: run `forget` again shortly
-  (`Outcome.BUSY`).
+  (`ForgetOutcome.BUSY`).
 - One log line sums it up, without the number in full.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import hmac
 import json
@@ -36,7 +37,9 @@ from pathlib import Path
 from typing import Protocol
 
 from salesbot_poller.cli.commands import when_text
-from salesbot_poller.errors import PermanentError, SalesbotError
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, confirmed, err, redacting_out, utc_now
+from salesbot_poller.config import Config
+from salesbot_poller.errors import ConfigError, PermanentError, SalesbotError
 from salesbot_poller.pipeline.delivery import to_amocrm
 from salesbot_poller.pipeline.followup import last10
 from salesbot_poller.store import Call, Delivery, Store
@@ -49,7 +52,7 @@ REASON = "personal data removed by `forget`"
 DIRECTIONS = {"in": "incoming", "out": "outgoing"}
 
 
-class Outcome(Enum):
+class ForgetOutcome(Enum):
     DONE = "done"
     NOTHING = "nothing left to remove"
     DECLINED = "declined"
@@ -154,7 +157,7 @@ def forget(
     audio_dir: Path,
     default_chat: str,
     eraser: MessageEraser | None = None,
-) -> Outcome:
+) -> ForgetOutcome:
     """See the module contract. Raises `ValueError` for a number with fewer than 7 digits."""
     digits = last10(number)
     if not digits:
@@ -166,7 +169,7 @@ def forget(
     if not found:
         out(f"forget: {who}: no call with this number")
         log.info("forget: %s: no call found", who)
-        return Outcome.NOTHING
+        return ForgetOutcome.NOTHING
     work = plan(store, calls, default_chat, eraser is not None)
     out(f"forget: {who}: {len(found)} call(s) with this number:")
     for call in found:
@@ -193,7 +196,7 @@ def forget(
                 f"in chat {message.chat_id}"
             )
         log.info("forget: %s: %d call(s) found, nothing left to remove", who, len(found))
-        return Outcome.BUSY if busy else Outcome.NOTHING
+        return ForgetOutcome.BUSY if busy else ForgetOutcome.NOTHING
     blank = sum(1 for call in to_clear for row in work.rows.get(call.id, []) if row.removed_at is None)
     out(
         f"forget: will remove from {len(to_clear)} call(s): transcripts, analysis quotes and summaries, "
@@ -208,7 +211,7 @@ def forget(
         out("forget: messages already in Telegram stay (telegram.delete_on_forget = false)")
     if not confirm(f"Remove the personal data of {len(to_clear)} call(s)?"):
         out("forget: not confirmed: nothing removed")
-        return Outcome.DECLINED
+        return ForgetOutcome.DECLINED
     _, blanked = store.clear_personal(calls, now, REASON, forgotten_as=number_key(store, digits))
     files = remove_audio(audio_dir, [call.id for call in calls])
     out(
@@ -236,8 +239,8 @@ def forget(
             blanked,
         )
     if any(not isinstance(exc, PermanentError) for _, exc in refused):
-        return Outcome.INCOMPLETE  # an outage, a bad token: another run may delete them
-    return Outcome.BUSY if busy else Outcome.DONE
+        return ForgetOutcome.INCOMPLETE  # an outage, a bad token: another run may delete them
+    return ForgetOutcome.BUSY if busy else ForgetOutcome.DONE
 
 
 def _report_old(out: Callable[[str], None], too_old: list[Message]) -> None:
@@ -265,3 +268,39 @@ def _delete(
         store.committed(partial(store.record_deletions, message.row, deleted=[message.message_id]))
         deleted += 1
     return deleted, refused
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`forget --phone NUMBER [--yes]`: only Telegram is contacted, and only with
+    `telegram.delete_on_forget`. Exit 1 unless done (or nothing was left), 2 for a bad number."""
+    assert config is not None  # loaded by `cli.main`
+    eraser: MessageEraser | None = None
+    if config.telegram.delete_on_forget:
+        if not config.telegram.bot_token.get_secret_value():
+            raise ConfigError(["telegram.bot_token: required to delete messages (telegram.delete_on_forget = true)"])
+        from salesbot_poller.app import build_notifier  # the service clients: only when needed
+
+        eraser = build_notifier(config)
+    out = redacting_out(config, flush=True)
+
+    def confirm(question: str) -> bool:
+        return confirmed(question, yes=args.yes, command="forget", action="remove it", out=out)
+
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        outcome = forget(
+            store,
+            args.phone,
+            int(utc_now().timestamp()),
+            out,
+            confirm,
+            audio_dir=config.storage.audio_dir,
+            default_chat=config.telegram.chat_id,
+            eraser=eraser,
+        )
+    except ValueError as exc:
+        err(f"forget: {exc}")
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    return EXIT_OK if outcome in (ForgetOutcome.DONE, ForgetOutcome.NOTHING) else EXIT_CHECK_FAILED

@@ -12,10 +12,13 @@ Contract:
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 
+from salesbot_poller.cli.common import EXIT_OK, redacting_out, utc_now
 from salesbot_poller.config import Config
 from salesbot_poller.services.amocrm import Directory
+from salesbot_poller.store import Store
 
 LISTED = 8  # ids listed after a problem; more are "..."
 
@@ -84,3 +87,18 @@ def profile_problems(config: Config, directory: Directory) -> list[str]:
                         f"{where}.users: {uid} is not a user of this account; {_listing('users', users.items())}"
                     )
     return problems
+
+
+def run(args: argparse.Namespace, config: Config | None) -> int:
+    """`profiles`: `directory_lines` of the account."""
+    from salesbot_poller.app import build_amo  # the service clients: only for this command
+
+    assert config is not None  # loaded by `cli.main`
+    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    try:
+        out = redacting_out(config)
+        for line in directory_lines(build_amo(config, store, utc_now).directory()):
+            out(line)
+        return EXIT_OK
+    finally:
+        store.close()

@@ -14,20 +14,22 @@ Contract:
 - An unexpected error while classifying or storing one call's note is confined to that call:
   it is quarantined with its reason (`Cycle.quarantine`); an event that cannot be stored is
   set aside with its reason (`Store.record_window`). Database errors propagate.
+- `foresee` answers, for events not recorded yet (a backfill's window), what `resolve_new`
+  would decide for each from its note, storing nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
 import peewee
 
-from salesbot_poller.domain import MANAGER_UNKNOWN, CallNote, EntityDetails, Stage, answered
+from salesbot_poller.domain import MANAGER_UNKNOWN, CallEvent, CallNote, EntityDetails, Stage, answered
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
 from salesbot_poller.pipeline import profiles
 from salesbot_poller.pipeline.context import App, Cycle
@@ -104,6 +106,54 @@ class NameLookups:
             self.failed = True
             log.warning("amoCRM %s unavailable (%s): cards show ids", what, exc)
             return {}
+
+
+@dataclass(frozen=True)
+class Foreseen:
+    """What `resolve_new` would make of one event's call (see `foresee`)."""
+
+    event: CallEvent
+    note: CallNote | None  # None: missing or malformed, looked at again later
+    stage: Stage | None  # READY or NEW: to transcribe; MISSED; SKIPPED; None without a note
+    profile: str | None  # the `[[profiles]]` name it would be given
+
+
+def foresee(app: App, events: Sequence[CallEvent]) -> list[Foreseen]:
+    """What `resolve_new` would decide for the calls of `events`, without recording or storing
+    anything: one `Foreseen` per event, grouped by entity type (the order of `events` within
+    each type).
+
+    Contract: the notes are read batched per entity type (`source.call_notes`), each call is
+    classified (`classify`) and given its profile (`decide`, with the lead and the users' groups
+    read once per entity type, only when a profile filters on them), exactly as `resolve_new`
+    does. Where `resolve_new` would defer: a note missing or malformed gives `note=None,
+    stage=None`; a profile that cannot be chosen because amoCRM did not answer leaves the stage
+    the note gives, with no profile. amoCRM errors reading the notes propagate (nothing is
+    deferred: there is no call yet); names for the cards are not read.
+    """
+    by_type: dict[str, list[CallEvent]] = defaultdict(list)
+    for event in events:
+        by_type[event.entity_type].append(event)
+    result: list[Foreseen] = []
+    for entity_type, group in by_type.items():
+        notes = app.source.call_notes(entity_type, [e.note_id for e in group])
+        classified: list[tuple[CallEvent, CallNote, Stage]] = []
+        for event in group:
+            note = notes.get(event.note_id)
+            if not isinstance(note, CallNote):
+                result.append(Foreseen(event, None, None, None))
+                continue
+            classified.append((event, note, classify(event.direction, note, 0)[0]))
+        ids = [e.entity_id for e, _, stage in classified if stage != Stage.SKIPPED]
+        known = profile_lookups(app, entity_type, ids, NameLookups())
+        for event, note, stage in classified:
+            profile = None
+            if stage != Stage.SKIPPED:
+                decided = decide(app, known, entity_type, event.entity_id, event.direction, note, stage)
+                if decided is not None:
+                    stage, _, profile = decided
+            result.append(Foreseen(event, note, stage, profile))
+    return result
 
 
 def resolve_new(app: App, cycle: Cycle) -> None:
