@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
+import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,23 +116,108 @@ def servers(tmp_path: Path, database_url: str) -> Iterator[Servers]:
         apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER = saved
 
 
-def run_cli(
-    *args: str, config: Path | None = None, timeout: float = 60, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The real command line, in a child process, with no secret in its environment (but
-    `extra_env`, when a test gives one)."""
+def cli_env(config: Path | None, extra_env: dict[str, str] | None) -> dict[str, str]:
+    """The command's environment: this one without any SALESBOT_* variable (no secret), plus
+    `extra_env`, SALESBOT_CONFIG (when `config` is given) and TZ=UTC."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")} | (extra_env or {})
     if config is not None:
         env["SALESBOT_CONFIG"] = str(config)
     env["TZ"] = "UTC"
+    return env
+
+
+def run_cli(
+    *args: str,
+    config: Path | None = None,
+    timeout: float = 60,
+    extra_env: dict[str, str] | None = None,
+    child: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """The real command line with no secret in its environment (but `extra_env`, when a test
+    gives one): in this process (`run_cli_inprocess`), or with `child=True` in a child process
+    (`python -m salesbot_poller`), for what needs one: signals, the umask or the file
+    descriptors it inherits, locks held by another process, a process's own environment."""
+    if not child:
+        return run_cli_inprocess(*args, config=config, extra_env=extra_env)
     return subprocess.run(
         [sys.executable, "-m", "salesbot_poller", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=cli_env(config, extra_env),
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def _text(stream: io.TextIOWrapper) -> str:
+    """What a child's captured stream reads as (`text=True`: UTF-8, universal newlines)."""
+    stream.flush()
+    raw = stream.buffer
+    assert isinstance(raw, io.BytesIO)
+    return raw.getvalue().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def run_cli_inprocess(
+    *args: str, config: Path | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`salesbot_poller.cli.main.main(args)` in this process, as `run_cli(child=True)` runs it:
+    the same environment, TZ=UTC, stdin not a terminal (and empty), stdout and stderr
+    captured. What `main` changes for the whole process is put back afterwards: the
+    environment and time zone, the umask, logging (handlers and levels), the secrets
+    registered for redaction (a child starts with none), telebot's server URL and transport.
+    An exception that escapes `main` is a traceback on stderr and exit code 1, as in a child."""
+    from salesbot_poller import logs
+    from salesbot_poller.cli.main import main
+
+    saved_env = dict(os.environ)
+    saved_streams = (sys.stdin, sys.stdout, sys.stderr)
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)
+    loggers = [
+        root,
+        *(logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)),
+    ]
+    saved_levels = [(logger, logger.level) for logger in loggers]
+    saved_secrets = logs._registry._values
+    saved_telebot = (apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="")
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="")
+    saved_umask = os.umask(0o022)
+    os.umask(saved_umask)
+    try:
+        os.environ.clear()
+        os.environ.update(cli_env(config, extra_env))
+        time.tzset()
+        logs._registry._values = frozenset()
+        sys.stdin, sys.stdout, sys.stderr = io.StringIO(""), stdout, stderr
+        try:
+            code: object = main(list(args))
+        except SystemExit as exc:  # argparse: --help, --version, invalid arguments
+            code = exc.code
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        with contextlib.suppress(Exception):
+            for handler in root.handlers:
+                handler.flush()
+        returncode = code if isinstance(code, int) else (0 if code is None else 1)
+        if not isinstance(code, int | None):
+            print(code, file=sys.stderr)
+        return subprocess.CompletedProcess(["salesbot-poller", *args], returncode, _text(stdout), _text(stderr))
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        os.environ.clear()
+        os.environ.update(saved_env)
+        time.tzset()
+        os.umask(saved_umask)
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        for logger, level in saved_levels:
+            logger.setLevel(level)
+        logs._registry._values = saved_secrets
+        apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER = saved_telebot
 
 
 def assert_no_secret(*texts: str) -> None:

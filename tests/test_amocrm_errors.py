@@ -96,6 +96,7 @@ def test_a_retry_after_beyond_the_budget_ends_the_call_and_nothing_is_sent_befor
     assert amo.client.call_events(0, 10).events == []
 
 
+@pytest.mark.slow
 def test_persistent_500_gives_up_within_about_two_minutes(amo: Amo) -> None:
     amo.fake.fail_next("/api/v4/events", 500, "<html><h1>500 Internal Server Error</h1></html>", times=50)
     with pytest.raises(TransientError, match="HTTP 500"):
@@ -119,6 +120,7 @@ def test_a_read_timeout_is_retried(servers: Servers) -> None:
     assert len(amo.sleeps) == 1 and servers.amo.count("/api/v4/account") == 2
 
 
+@pytest.mark.slow
 def test_a_refused_connection_is_transient_after_bounded_retries(servers: Servers) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -172,6 +174,7 @@ def test_402_is_one_clear_line(amo: Amo) -> None:
     assert amo.fake.count("/api/v4/events") == 1 and amo.sleeps == []
 
 
+@pytest.mark.slow
 def test_204_on_every_list_is_empty(amo: Amo) -> None:
     client = amo.client
     assert client.call_events(0, 10).events == []

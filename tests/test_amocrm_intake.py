@@ -67,6 +67,7 @@ def note_ids(request_query: dict[str, list[str]]) -> list[int]:
     return sorted(int(v) for v in request_query.get("filter[id][]", []))
 
 
+@pytest.mark.slow
 def test_a_note_whose_link_appears_on_a_later_cycle(servers: Servers, tmp_path: Path) -> None:
     amo = servers.amo
     start = int(NOW.timestamp()) - 600
@@ -95,6 +96,7 @@ def test_a_note_whose_link_appears_on_a_later_cycle(servers: Servers, tmp_path: 
     assert calls[2].stage == Stage.NEW and calls[2].attempts == 2
 
 
+@pytest.mark.slow
 def test_once_amocrm_failed_the_cycle_asks_it_nothing_more(servers: Servers, tmp_path: Path) -> None:
     amo = servers.amo
     amo.add_call(entity_id=7001, note_id=1, duration=90, phone="+7999", link=None, created_at=int(NOW.timestamp()) - 60)
@@ -152,6 +154,7 @@ def test_after_a_403_the_next_cycles_do_not_call_amocrm_until_the_pause_ends(ser
     assert run_once(app, done).poll_error is None and amo.count("/api/v4/") == 2
 
 
+@pytest.mark.slow
 def test_token_refreshes_and_api_requests_share_one_limit(servers: Servers, tmp_path: Path) -> None:
     """Every call below gets a 401, refreshes and repeats: three requests, two routes, one
     limit. Separate limiters for the API and OAuth would let 14 requests a second through."""

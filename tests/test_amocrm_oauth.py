@@ -107,13 +107,14 @@ def test_auth_needs_the_oauth_keys(servers: Servers) -> None:
 @pytest.mark.slow
 def test_tokens_rotate_across_processes_in_sequence(servers: Servers) -> None:
     config = oauth_config(servers, refresh_token="refresh-1")
-    first = run_cli("once", config=config)  # no access token yet: refresh-1 -> pair 2
+    # Child processes: nothing carries over from one run to the next but the database.
+    first = run_cli("once", config=config, child=True)  # no access token yet: refresh-1 -> pair 2
     assert first.returncode == 0, first.stderr
-    second = run_cli("once", config=config)  # the stored pair, not the spent refresh-1 again
+    second = run_cli("once", config=config, child=True)  # the stored pair, not the spent refresh-1 again
     assert second.returncode == 0, second.stderr
     assert oauth_responses(servers) == 1
     servers.amo.valid_tokens.clear()  # the access token is revoked: 401, one refresh
-    third = run_cli("once", config=config)
+    third = run_cli("once", config=config, child=True)
     assert third.returncode == 0, third.stderr
     assert servers.amo.issued_refresh_tokens == ["refresh-2", "refresh-3"]
     grants = [r.json()["refresh_token"] for r in servers.amo.requests_to("/oauth2/access_token")]

@@ -236,6 +236,7 @@ def test_eval_names_a_directory_with_nothing_to_evaluate(servers: Servers, tmp_p
     assert result.returncode == 2 and "no NAME.txt with a NAME.expected.toml beside it" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_shipped_eval_set_is_consistent() -> None:
     import subprocess
     import sys

@@ -130,6 +130,7 @@ def test_over_the_size_cap_is_permanent_and_a_404_still_waits(servers: Servers) 
     assert probe(path).duration == pytest.approx(20.0, abs=0.1)
 
 
+@pytest.mark.slow
 def test_a_retry_after_a_failed_chunk_sends_only_the_chunks_still_missing(servers: Servers) -> None:
     audio = long_call(servers)
     failures = ["long-002.ogg"]

@@ -161,6 +161,7 @@ def test_removing_personal_data_clears_quotes_objections_and_next_step_but_keeps
     store.close()
 
 
+@pytest.mark.slow
 def test_the_migration_fills_the_tables_for_calls_analysed_before(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/db.sqlite"
     store = Store.open(url, 1)

@@ -169,6 +169,7 @@ def test_another_user_or_chat_gets_no_answer_and_one_log_line(
     assert sent == []  # nothing at all went to Telegram but reading
 
 
+@pytest.mark.slow
 def test_an_update_is_answered_once_across_a_restart(rig: Rig, servers: Servers) -> None:
     servers.telegram.push_message(CHAT_ID, BOSS, "/help")
     for update in bot.fetch(rig.app, 0):
@@ -186,6 +187,7 @@ def test_an_update_is_answered_once_across_a_restart(rig: Rig, servers: Servers)
     assert servers.telegram.update_offsets == [None, 2]  # the second process asked from past it
 
 
+@pytest.mark.slow
 def test_the_daemons_bot_lane_answers_while_the_other_lanes_are_left_alone(rig: Rig, servers: Servers) -> None:
     daemon = Daemon(rig.app, lambda: datetime.fromtimestamp(NOW, UTC))
     lane = threading.Thread(target=daemon.bot_job, name="bot")

@@ -14,7 +14,9 @@ IVAN_CHAT, ALERT_CHAT = "-1001111", "-1009999"
 
 def test_calls_go_to_the_managers_chat_and_topic_and_unmapped_ones_to_the_default_chat(servers: Servers) -> None:
     servers.telegram.known_chats |= {IVAN_CHAT}
-    rig = loopback_rig(servers, telegram={"routes": {str(IVAN): {"chat_id": int(IVAN_CHAT), "message_thread_id": 7}}})
+    rig = loopback_rig(
+        servers, paced=False, telegram={"routes": {str(IVAN): {"chat_id": int(IVAN_CHAT), "message_thread_id": 7}}}
+    )
     add_call(rig, 1, user=IVAN)
     add_call(rig, 2, user=MARIA)
     add_call(rig, 3, user=IVAN, duration=0, status=6)  # missed: routed like a card
@@ -28,7 +30,7 @@ def test_calls_go_to_the_managers_chat_and_topic_and_unmapped_ones_to_the_defaul
 
 def test_a_low_score_also_goes_to_the_alert_chat_once(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
-    rig = loopback_rig(servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT})
+    rig = loopback_rig(servers, paced=False, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT})
     analyzer = rig.analyzer
     analyzer.score = 40
     add_call(rig, 1)
@@ -43,7 +45,7 @@ def test_a_low_score_also_goes_to_the_alert_chat_once(servers: Servers) -> None:
 
 
 def test_the_alert_copy_is_not_doubled_when_the_alert_chat_is_the_cards_chat(servers: Servers) -> None:
-    rig = loopback_rig(servers, telegram={"alert_below_score": 60, "alert_chat_id": CHAT_ID})
+    rig = loopback_rig(servers, paced=False, telegram={"alert_below_score": 60, "alert_chat_id": CHAT_ID})
     rig.analyzer.score = 10
     add_call(rig, 1)
     run_once(rig.app, at(0))
@@ -53,7 +55,7 @@ def test_the_alert_copy_is_not_doubled_when_the_alert_chat_is_the_cards_chat(ser
 def test_the_transcript_goes_as_a_txt_document_replying_to_each_card(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
     rig = loopback_rig(
-        servers, telegram={"attach_transcript": True, "alert_below_score": 60, "alert_chat_id": ALERT_CHAT}
+        servers, paced=False, telegram={"attach_transcript": True, "alert_below_score": 60, "alert_chat_id": ALERT_CHAT}
     )
     rig.analyzer.score = 30
     add_call(rig, 1)
@@ -71,7 +73,7 @@ def test_the_transcript_goes_as_a_txt_document_replying_to_each_card(servers: Se
 
 
 def test_no_transcript_document_unless_asked(servers: Servers) -> None:
-    rig = loopback_rig(servers)
+    rig = loopback_rig(servers, paced=False)
     add_call(rig, 1)
     run_once(rig.app, at(0))
     assert servers.telegram.documents == [] and len(servers.telegram.messages) == 1
@@ -81,7 +83,7 @@ def test_a_destination_that_failed_is_retried_alone_and_none_is_sent_twice(serve
     servers.telegram.known_chats |= {ALERT_CHAT}
     servers.telegram.down_chats = {ALERT_CHAT}
     rig = loopback_rig(
-        servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True}
+        servers, paced=False, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True}
     )
     rig.analyzer.score = 20
     add_call(rig, 1)
@@ -96,7 +98,7 @@ def test_a_destination_that_failed_is_retried_alone_and_none_is_sent_twice(serve
     servers.telegram.down_chats = set()
     rig.app.store.close()
     restarted = loopback_rig(
-        servers, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True}
+        servers, paced=False, telegram={"alert_below_score": 60, "alert_chat_id": ALERT_CHAT, "attach_transcript": True}
     ).app
     run_once(restarted, at(10))  # after the backoff
     assert [m["chat_id"] for m in servers.telegram.messages] == [CHAT_ID, ALERT_CHAT]
@@ -110,13 +112,13 @@ def test_a_dry_run_shows_what_a_call_left_mid_send_still_has_to_send(servers: Se
     servers.telegram.known_chats |= {ALERT_CHAT}
     servers.telegram.down_chats = {ALERT_CHAT}
     settings = {"alert_below_score": 60, "alert_chat_id": ALERT_CHAT}
-    rig = loopback_rig(servers, telegram=settings)
+    rig = loopback_rig(servers, paced=False, telegram=settings)
     rig.analyzer.score = 20
     add_call(rig, 1)
     run_once(rig.app, at(0))
     rig.app.store.close()
     printed: list[str] = []
-    dry = loopback_rig(servers, dry_run=printed, telegram=settings).app
+    dry = loopback_rig(servers, paced=False, dry_run=printed, telegram=settings).app
     servers.telegram.down_chats = set()
     run_once(dry, at(10))
     assert len(printed) == 1 and f"card_alert -> chat {ALERT_CHAT}" in printed[0]

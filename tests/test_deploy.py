@@ -17,6 +17,9 @@ import pytest
 
 from salesbot_poller.config import credential_name, load_config, secret_keys, sections
 
+# Every test here runs a script (install, wrapper, systemd-analyze) in a child process.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 UNIT = (REPO / "salesbot.service").read_text()
 TEMPLATE = (REPO / "deploy/salesbot@.service").read_text()

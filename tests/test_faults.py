@@ -114,6 +114,7 @@ def test_openai_429_waits_at_least_retry_after_and_never_repays_the_transcript(r
     assert len(rig.servers.openai.transcriptions) == 1
 
 
+@pytest.mark.slow
 def test_telegram_429_pauses_that_chat_until_retry_after(rig: Rig) -> None:
     rig.add_call(1, audio=MP3)
     rig.add_call(2, audio=make_mp3(1.0, freq=300.0))
@@ -132,6 +133,7 @@ def test_telegram_429_pauses_that_chat_until_retry_after(rig: Rig) -> None:
     assert len(rig.servers.openai.transcriptions) == 2
 
 
+@pytest.mark.slow
 def test_amocrm_5xx_on_events_keeps_the_cursor_and_the_next_cycle_catches_up(rig: Rig) -> None:
     rig.add_call(1, audio=MP3)
     rig.servers.amo.fail_next("/api/v4/events", 503, "<html>503 Service Unavailable</html>", times=RETRY_ATTEMPTS)
@@ -142,6 +144,7 @@ def test_amocrm_5xx_on_events_keeps_the_cursor_and_the_next_cycle_catches_up(rig
     assert rig.sent_per_call() == [1]
 
 
+@pytest.mark.slow
 def test_amocrm_5xx_on_notes_defers_the_calls(rig: Rig) -> None:
     rig.add_call(1, audio=MP3)
     rig.servers.amo.fail_next("/notes", 502, "<html>502 Bad Gateway</html>", times=RETRY_ATTEMPTS)
@@ -202,6 +205,7 @@ def test_invalid_audio_fails_that_call_at_once_and_the_others_go_on(rig: Rig) ->
     assert fine.stage == "notified" and rig.sent_per_call() == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_note_that_no_longer_exists_fails_alone_after_max_attempts(rig: Rig) -> None:
     rig.add_call(1, audio=MP3)
     rig.add_call(2, audio=make_mp3(1.0, freq=300.0))
@@ -215,6 +219,7 @@ def test_a_note_that_no_longer_exists_fails_alone_after_max_attempts(rig: Rig) -
     assert gone.last_error == "gave up after 4 attempts: note 1 on leads/7001: not found (deleted?)"
 
 
+@pytest.mark.slow
 def test_malformed_json_from_amocrm_is_a_poll_error(rig: Rig) -> None:
     rig.add_call(1, audio=MP3)
     rig.servers.amo.fail_next("/api/v4/events", 200, BROKEN_JSON, JSON_HEADERS, times=RETRY_ATTEMPTS)
@@ -247,6 +252,7 @@ def test_a_transcription_answer_in_another_shape_is_not_read_as_silence(rig: Rig
     assert rig.calls()[0].stage == "notified" and rig.sent_per_call() == [1]
 
 
+@pytest.mark.slow
 def test_malformed_json_from_telegram_resends_the_part(rig: Rig) -> None:
     """The answer was unusable, so the part counts as not sent: Telegram may in fact hold it.
     This is the duplicate window again (acceptance not known), documented in the README."""

@@ -56,7 +56,7 @@ def test_alert_then_one_escalation_then_a_reply_when_called_back(servers: Server
 
 
 def test_a_callback_within_the_sla_means_no_escalation(servers: Servers) -> None:
-    rig = loopback_rig(servers)
+    rig = loopback_rig(servers, paced=False)
     add_call(rig, 1, minutes=-2, duration=0, status=7)
     run_once(rig.app, at(0))
     add_call(rig, 2, minutes=3, direction="out", duration=40)
@@ -68,7 +68,7 @@ def test_a_callback_within_the_sla_means_no_escalation(servers: Servers) -> None
 
 def test_the_escalation_goes_to_the_alert_chat_when_there_is_one(servers: Servers) -> None:
     servers.telegram.known_chats |= {ALERT_CHAT}
-    rig = loopback_rig(servers, telegram={"alert_chat_id": ALERT_CHAT})
+    rig = loopback_rig(servers, paced=False, telegram={"alert_chat_id": ALERT_CHAT})
     add_call(rig, 1, minutes=-20, duration=0, status=6)
     run_once(rig.app, at(0))
     alert, escalation = servers.telegram.messages
@@ -77,7 +77,7 @@ def test_the_escalation_goes_to_the_alert_chat_when_there_is_one(servers: Server
 
 
 def test_an_escalation_that_failed_is_sent_once_later(servers: Servers) -> None:
-    rig = loopback_rig(servers)
+    rig = loopback_rig(servers, paced=False)
     add_call(rig, 1, minutes=-2, duration=0, status=6)
     run_once(rig.app, at(0))
     servers.telegram.down_chats = {CHAT_ID}

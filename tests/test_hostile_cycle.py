@@ -49,6 +49,7 @@ def _rows(servers: Servers, sql: str) -> list[tuple[object, ...]]:
         return list(db.execute(sql))
 
 
+@pytest.mark.slow
 def test_hostile_notes_and_events_stay_with_their_call_and_the_others_go_out(servers: Servers) -> None:
     huge = HOSTILE["huge_int"]
     _answered(servers, 1)  # a normal call, with hostile neighbours

@@ -110,6 +110,7 @@ def test_a_destination_that_stays_down_is_given_up_and_the_calls_stay_delivered(
     assert "failed calls: 0" in status
 
 
+@pytest.mark.slow
 def test_a_card_refused_for_good_fails_the_call_and_retry_renders_it_again(servers: Servers) -> None:
     rig = loopback_rig(servers, amocrm={"write_back": True})
     refusal = {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}

@@ -96,6 +96,7 @@ def drip_link(recordings: FakeRecordings) -> str:
     )
 
 
+@pytest.mark.slow
 def test_a_dripping_host_is_cut_at_the_deadline_with_no_thread_or_socket_left(tmp_path: Path) -> None:
     with FakeRecordings() as recordings:
         url = drip_link(recordings) + "?sign=signed-secret-42"

@@ -136,6 +136,7 @@ def test_a_lock_right_after_telegram_accepted_the_card_is_waited_out_and_nothing
     assert len(lockers) == 1
 
 
+@pytest.mark.slow
 def test_the_locker_really_blocks_a_writer(tmp_path: Path) -> None:
     """The lock holder above is a real write lock: another connection's write waits for it and,
     past its busy timeout, fails with "database is locked" (what `Store.committed` looks for)."""

@@ -353,6 +353,7 @@ def test_a_dry_run_prints_the_summary_and_marks_nothing(tmp_path: Path) -> None:
     assert {c.stage for c in calls()} == {"missed"} and {c.summarised_in for c in calls()} == {None}
 
 
+@pytest.mark.slow
 def test_ten_thousand_due_missed_calls_are_one_message_in_the_store(tmp_path: Path) -> None:
     count = values()["alert_storm"]
     rig = storm_rig(tmp_path, cap=30)

@@ -186,6 +186,7 @@ def run_under_umask(umask: int, *args: str, config: Path) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 def test_once_under_umask_000_creates_private_files_and_directories(servers: Servers) -> None:
     add_calls(servers, 1)
     config = servers.write_config()

@@ -128,6 +128,7 @@ def test_a_claim_is_a_conditional_update_that_a_second_process_loses(tmp_path: P
     store.close()
 
 
+@pytest.mark.slow
 def test_a_commit_after_an_accepted_message_waits_out_a_locked_database(tmp_path: Path) -> None:
     store = _store(tmp_path)
     _add_calls(1)
@@ -197,6 +198,7 @@ def test_a_429_pauses_that_chat_only_until_its_retry_after() -> None:
     pacer.turn("-100", 1_000_300)
 
 
+@pytest.mark.slow
 def test_an_alert_waiting_for_a_chat_goes_before_cards() -> None:
     pacer = ChatPacer()
     pacer.reserve("42")  # a card just went: the next slot is in a second
@@ -236,6 +238,7 @@ def test_the_daily_budget_holds_with_many_workers_at_once(tmp_path: Path) -> Non
     store.close()
 
 
+@pytest.mark.slow
 def test_cards_of_one_chat_keep_the_order_of_their_calls(tmp_path: Path) -> None:
     """Four workers send four rendered cards to one chat; the first call's send is slow. Each
     later card waits for the earlier ones, so Telegram gets them in the calls' order."""

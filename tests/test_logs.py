@@ -78,6 +78,7 @@ def seed(servers: Servers) -> None:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_under_journald_each_line_has_its_priority(servers: Servers) -> None:
     seed(servers)
     code, err = run_with_journal(["once"], servers.write_config(), servers.tmp)
@@ -92,6 +93,7 @@ def test_under_journald_each_line_has_its_priority(servers: Servers) -> None:
     assert_no_secret(err)
 
 
+@pytest.mark.slow
 def test_without_a_matching_journal_stream_lines_carry_the_time(servers: Servers) -> None:
     code, err = run_with_journal(["once"], servers.write_config(), servers.tmp, journal=False)
     assert code == 0, err
@@ -108,6 +110,7 @@ def test_log_level_key_and_the_flag_that_overrides_it(servers: Servers) -> None:
     assert code == 0 and "<6>INFO salesbot_poller.lanes: cycle: events=" in err
 
 
+@pytest.mark.slow
 def test_command_errors_are_errors_in_the_journal(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[amocrm]\nbase_url = "https://example.amocrm.ru"\n[poller]\ninterval_seconds = 0\n')

@@ -77,6 +77,7 @@ def overlapped(a: dict[str, float], b: dict[str, float]) -> bool:
 # --- one limit for the whole process ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [None, 1, 2])
 def test_requests_in_flight_never_exceed_the_shared_limit(servers: Servers, size: int | None) -> None:
     servers.openai.transcribe_delay = DELAY
@@ -134,6 +135,7 @@ def test_build_app_shares_one_limit_sized_by_the_config(servers: Servers) -> Non
 # --- the two channels side by side ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_two_channels_are_sent_side_by_side_with_the_same_result(servers: Servers) -> None:
     servers.openai.transcribe_delay = DELAY
     servers.openai.segments_fn = heard
@@ -166,6 +168,7 @@ def summary(transcript: Transcript) -> tuple[str, list[tuple[int, str, str]]]:
     return transcript.text, [(round(s.start), s.speaker, s.text) for s in transcript.segments]
 
 
+@pytest.mark.slow
 def test_chunked_channels_side_by_side_stitch_as_before(servers: Servers) -> None:
     servers.openai.max_upload_bytes = SMALL_LIMIT
     servers.openai.segments_fn = heard
@@ -178,6 +181,7 @@ def test_chunked_channels_side_by_side_stitch_as_before(servers: Servers) -> Non
     assert transcript.audio_seconds == pytest.approx(2 * 48, abs=0.2)
 
 
+@pytest.mark.slow
 def test_a_failing_channel_fails_the_call_and_the_retry_pays_only_what_is_missing(servers: Servers) -> None:
     servers.openai.max_upload_bytes = SMALL_LIMIT
     servers.openai.transcribe_delay = 0.2  # the channels keep pace: channel 1 fails at its first chunk

@@ -65,6 +65,7 @@ def run_locks(url: str) -> int:
         admin.close()
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_while_one_holds_the_lock_and_the_lock_dies_with_its_process(pg_url: str) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True, env=os.environ | {"URL": pg_url}
@@ -167,6 +168,7 @@ def test_a_read_only_store_writes_nothing(pg_url: str) -> None:
         reader.close()
 
 
+@pytest.mark.slow
 def test_processes_starting_at_once_migrate_one_after_the_other(pg_url: str) -> None:
     starters = [
         subprocess.Popen(

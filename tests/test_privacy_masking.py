@@ -227,6 +227,7 @@ def test_the_model_never_sees_a_number_and_the_stored_quotes_never_hold_one(serv
     assert result.summary == "Клиент оставил карту [карта]"
 
 
+@pytest.mark.slow
 def test_end_to_end_the_phone_said_in_the_call_never_reaches_the_model_and_the_card_is_masked(
     servers: Servers,
 ) -> None:

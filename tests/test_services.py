@@ -105,6 +105,7 @@ def test_429_honours_retry_after_and_html_bodies(servers: Servers) -> None:
     assert sleeps[0] == 3 and len(sleeps) == 3 and all(0 < s <= 30 for s in sleeps[1:])
 
 
+@pytest.mark.slow
 def test_persistent_5xx_gives_up_boundedly_as_transient(servers: Servers) -> None:
     sleeps: list[float] = []
     servers.amo.fail_next("/api/v4/events", 500, "oops", times=10)

@@ -62,6 +62,7 @@ def test_without_notify_socket_it_is_a_no_op_and_a_dead_socket_never_raises(tmp_
     assert gone.notify("READY=1") is False and gone.notify("READY=1") is False
 
 
+@pytest.mark.slow
 def test_a_listener_that_does_not_read_never_blocks_notify(notify_socket: tuple[socket.socket, str]) -> None:
     _, path = notify_socket  # bound, never read: its queue fills up after a few datagrams
     notifier = SystemdNotifier.from_environ({"NOTIFY_SOCKET": path})
@@ -201,7 +202,7 @@ def test_a_second_instance_on_the_same_database_is_refused(servers: Servers) -> 
     state.mkdir()
     with (state / "salesbot.db.lock").open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running daemon holds it
-        refused = run_cli("once", config=config)
+        refused = run_cli("once", config=config, child=True)  # another process, as a second instance
     assert refused.returncode == 3
     assert "another salesbot-poller (once or run) is processing calls" in refused.stderr.strip().splitlines()[-1]
     assert servers.openai.transcriptions == [] and servers.telegram.messages == []

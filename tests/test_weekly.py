@@ -159,6 +159,7 @@ def test_report_command_prints_a_past_week_and_writes_its_chart(servers: Servers
     assert future.returncode == 2 and "not over yet" in future.stderr
 
 
+@pytest.mark.slow
 def test_the_weekly_demo_prints_the_report_of_demo_data_and_writes_its_chart(tmp_path: Path) -> None:
     from salesbot_poller.cli.demo_weekly import run_weekly_demo
 

@@ -280,7 +280,7 @@ class FakeServer:
             self._server = server
             self._thread = threading.Thread(
                 target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
+                kwargs={"poll_interval": 0.01},  # stop() waits up to this long: short keeps teardown quick
                 daemon=True,
                 name=f"{type(self).__name__}-{server.server_address[1]}",
             )
