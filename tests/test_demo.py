@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.cli.demo import visible_text
+from salesbot_poller.cli.demo_cycle import visible_text
 from salesbot_poller.sandbox.canned import canned_analysis
 
 

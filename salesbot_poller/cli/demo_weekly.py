@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from salesbot_poller.app import build_app
-from salesbot_poller.cli.demo import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, demo_config
+from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, demo_config
 from salesbot_poller.cli.report import send_week_report
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import local_time
