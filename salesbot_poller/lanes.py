@@ -9,8 +9,10 @@ Contract:
   lane, so a missed call is alerted in the pass after its event becomes readable. It logs one
   summary line, with the work lane's counters since the last pass (`Tally`).
 - `work_next(app, worker, now, should_stop, tally)`: the work lane's unit. Claims the oldest
-  due answered call (`Store.claim_next`: no two threads or processes work the same call),
-  moves it through its stages (`stages.advance`), gives it back; False when nothing is due.
+  due answered call (`Store.claim_next`: no two threads or processes work the same call; a
+  claim older than `poller.claim_lease_seconds` is taken back), moves it through its stages
+  (`stages.advance`), renewing its claim between stages and leaving the call if the claim
+  was taken back meanwhile, gives it back; False when nothing is due.
 - `drain(app, now, workers, should_stop)`: `workers` threads run `work_next` until nothing is
   due (what `once` does between its intake pass and its follow-ups).
 - `run_once(app, now)`: intake, drain, then follow-ups and digest: one whole cycle.
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ from salesbot_poller.pipeline.recovery import sweep_audio
 from salesbot_poller.pipeline.stages import advance
 from salesbot_poller.reports import budget_notice, digest, weekly
 from salesbot_poller.store import Call
+from salesbot_poller.store.claims import owner
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,19 @@ def _never() -> bool:
     return False
 
 
-def work_on(app: App, cycle: Cycle, call: Call, should_stop: Stop, *, urgent: bool, patience: float) -> None:
+def work_on(
+    app: App,
+    cycle: Cycle,
+    call: Call,
+    should_stop: Stop,
+    *,
+    urgent: bool,
+    patience: float,
+    still_mine: Callable[[], bool] = lambda: True,
+) -> None:
     """`advance` one call, turning its failure into a deferral or a failure of that call only."""
     try:
-        advance(app, cycle, call, should_stop, urgent=urgent, patience=patience)
+        advance(app, cycle, call, should_stop, urgent=urgent, patience=patience, still_mine=still_mine)
     except (FatalError, peewee.PeeweeException):
         raise
     except Busy as exc:
@@ -181,8 +192,8 @@ def _finish(app: App, cycle: Cycle, tally: Tally | None, started: float, error: 
 
 
 def worker_name() -> str:
-    """This thread's claim mark: the process and the thread."""
-    return f"{os.getpid()}:{threading.current_thread().name}"
+    """This thread's claim mark: the process and the thread (`store.claims.owner`)."""
+    return owner()
 
 
 def work_next(
@@ -205,17 +216,25 @@ def work_next(
     """
     if should_stop():
         return False
-    call = app.store.claim_next(worker, now, WORK_STAGES, "conversation", exclude or ())
+    lease = app.config.poller.claim_lease_seconds
+    call = app.store.claim_next(worker, now, WORK_STAGES, "conversation", exclude or (), lease=lease)
     if call is None:
         return False
     if should_stop():  # a stop (or another worker's fatal error) came while claiming
-        app.store.release(call)
+        app.store.release(call, worker)
         return False
     if on_claim is not None:
         on_claim(call)
     cycle = Cycle(app=app, now=now)
+
+    def still_mine() -> bool:  # between stages: the claim is renewed, so its lease starts again
+        if app.store.renew(call, worker, cycle.clock()):
+            return True
+        log.warning("call %d: its claim was taken back (poller.claim_lease_seconds); left to its new worker", call.id)
+        return False
+
     try:
-        work_on(app, cycle, call, should_stop, urgent=False, patience=patience)
+        work_on(app, cycle, call, should_stop, urgent=False, patience=patience, still_mine=still_mine)
     except (FatalError, peewee.PeeweeException) as exc:
         if on_fatal is not None:
             on_fatal(exc)  # before the claim goes: no other worker may take the call meanwhile
@@ -225,9 +244,9 @@ def work_next(
         if exclude is not None and app.dry_run is not None:
             exclude.add(call.id)
         try:
-            app.store.release(call)
-        except peewee.PeeweeException:  # the claim goes at the next start (release_all_claims)
-            log.warning("call %d: could not release its claim; it is released at the next start", call.id)
+            app.store.release(call, worker)
+        except peewee.PeeweeException:  # given back once the worker reaches the database again
+            log.warning("call %d: could not release its claim; it goes back when the database answers", call.id)
     return True
 
 

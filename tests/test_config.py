@@ -116,6 +116,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "log_level",
                 "max_attempts",
                 "workers",
+                "claim_lease_seconds",
             ]
         ),
         "storage": sorted(

@@ -17,7 +17,9 @@ Contract:
   STOPPING=1 at stop. A lane stuck longer than that stops the pings and systemd restarts us.
 - An intake pass that fails as a whole (a bug, the database) is logged once per distinct error
   (`health`); after `health.RESTART_AFTER` such passes in a row the watchdog is no longer fed,
-  so systemd restarts the service.
+  so systemd restarts the service; nor once no lane reached the database for
+  `health.OUTAGE_RESTART_SECONDS`. A worker meeting a database error waits for it, then gives
+  back every claim it held (`health.regain_database`): no call waits for a restart.
 - Bot lane (with `telegram.command_chats` and `telegram.admins`, `App.updates`): one job, a
   loop that long-polls the bot's updates (`BOT_POLL_SECONDS`, short enough for a stop to be
   quick) and answers the commands (`bot_lane`). It never waits for the other lanes nor
@@ -54,13 +56,15 @@ from salesbot_poller.errors import FatalError, SalesbotError
 from salesbot_poller.lanes import CycleFailed, intake, run_once, work_next, worker_name
 from salesbot_poller.logs import redact
 from salesbot_poller.pipeline.context import App, Tally
+from salesbot_poller.pipeline.health import regain_database
 from salesbot_poller.pipeline.recovery import exclusive, sweep_audio
 from salesbot_poller.store import Store
+from salesbot_poller.store.postgres import one_line
 
 log = logging.getLogger(__name__)
 
 FATAL_PAUSE_SECONDS = 300
-DATABASE_PAUSE_SECONDS = 30  # a database error in a worker: look again after this
+DATABASE_PAUSE_SECONDS = 30  # the bot lane's database error, or a worker's unexpected one: look again after this
 STOP_GRACE_SECONDS = 9.0  # systemd's TimeoutStopSec is longer; the issue allows 10 s
 # Longer than any one bounded step: a download's deadline (600 s), a transcription's
 # timeout (300 s), amoCRM's bounded retries (120 s).
@@ -212,10 +216,12 @@ class Daemon:
                     self._pause_for(exc, now)
                     continue
                 except peewee.PeeweeException as exc:
-                    log.error(
-                        "worker %s: database error: %s; it looks again in %d s", worker, exc, DATABASE_PAUSE_SECONDS
-                    )
-                    self.stop.wait(DATABASE_PAUSE_SECONDS)
+                    log.error("worker %s: database error: %s; it waits for the database", worker, one_line(exc))
+                    self.app.health.database_lost(now.timestamp())
+                    released = regain_database(self.app.store, worker, self.stop.wait)
+                    if released is not None:
+                        self.app.health.database_back()
+                        log.info("worker %s: the database answers again; %d claim(s) given back", worker, released)
                     continue
                 except Exception as exc:  # outside any one call (claiming, releasing): the lane goes on
                     self.app.health.failed(self.app.store, int(now.timestamp()), exc)
@@ -317,11 +323,14 @@ class Daemon:
         ping_every = self.systemd.watchdog_seconds / 3 if self.systemd.watchdog_seconds else IDLE_PING_SECONDS
         stalled = False
         while not self.stop.wait(timeout=ping_every):
-            # Cycles failing again and again: a restart may clear what a running process cannot.
-            healthy = self.progress.healthy() and not self.app.health.restart_due
+            # Cycles failing again and again, or a database no lane reaches: a restart may clear
+            # what a running process cannot, and systemd shows it (health logs its own line).
+            health = self.app.health
+            restart = health.restart_due or health.outage_too_long(self.clock().timestamp())
+            healthy = self.progress.healthy() and not restart
             if healthy and self.systemd.watchdog_seconds:
                 self.tell_systemd("WATCHDOG=1")
-            elif not healthy and not stalled and not self.app.health.restart_due:  # health logs its own
+            elif not healthy and not stalled and not restart:
                 log.error(
                     "a lane made no progress for %d s: no more watchdog pings (systemd restarts us)", STALL_SECONDS
                 )

@@ -283,6 +283,15 @@ class PollerConfig(_Section):
         le=16,
         description="Answered calls worked at once (download, transcription, analysis); 1: one at a time.",
     )
+    claim_lease_seconds: int = Field(
+        1800,
+        ge=60,
+        description=(
+            "A claim on a call (or on a message being sent) not renewed for this long is taken back by"
+            " another worker: its holder died or lost the database. Longer than any one stage with its"
+            " retries (a worker renews its claim between stages)."
+        ),
+    )
 
 
 class StorageConfig(_Section):

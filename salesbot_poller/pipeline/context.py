@@ -6,7 +6,8 @@ it without a circle.
 
 Contract of `Cycle`:
 - A `Cycle` belongs to one thread: the intake lane makes one per pass, the work lane one per
-  claimed call. Counters of finished work are merged into a shared `Tally` (thread-safe),
+  claimed call. `now` is fixed for the cycle; `clock()` moves on from it with real time
+  (claims and their leases are timed with it). Counters of finished work are merged into a shared `Tally` (thread-safe),
   which the intake lane drains into its summary line.
 - `defer(call, error, exc)` pushes a call back (`retry_delay_seconds` x 2^attempt, capped,
   at least the server's retry_after); after `poller.max_attempts` failed attempts, or 24 h of
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import tzinfo
@@ -106,6 +108,13 @@ class Cycle:
     deferred: int = 0
     failed: int = 0
     poll_error: str | None = None
+    # When the cycle began (monotonic): `clock()` tells the time `now` + what has passed since.
+    started: float = field(default_factory=time.monotonic, repr=False, compare=False)
+
+    def clock(self) -> int:
+        """The time now, in the cycle's time base: `now` plus the seconds since it began (the
+        time a worker's claims are renewed and taken at, however long its stages took)."""
+        return self.now + int(time.monotonic() - self.started)
 
     def defer(self, call: Call, error: str, exc: Exception | None = None, *, waiting_for_link: bool = False) -> None:
         """Push `call` back with backoff, or give it up (max attempts, or 24 h of trying)."""
@@ -188,7 +197,7 @@ class Cycle:
 
     def summary(self) -> dict[str, object]:
         """The counters and the poll error, for `status`."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "app"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("app", "started")}
 
 
 class Tally:

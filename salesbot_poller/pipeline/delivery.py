@@ -3,6 +3,9 @@
 Contract:
 - A `Planned` item has a unique `key` saying what goes where; a call's own card or alert is
   `call:<id>`. `Store.enqueue` stores planned items BEFORE anything is sent.
+- One sender per row: `send` claims the row for its thread before anything leaves
+  (`Store.claim_delivery`, leased like a call's claim), so a worker and the intake lane that
+  both find it unsent never both send it; the other one gets `Taken` (a `Busy`: not now).
 - `send(app, row, now)` sends what of a stored row is not yet accepted: message parts one by
   one, each part's message id committed right after Telegram accepts it (retried while the
   database is busy, never dropped); a document; or an amoCRM write (the created id committed
@@ -39,16 +42,24 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import peewee
+
 from salesbot_poller.domain import Destination, Planned
 from salesbot_poller.errors import Busy, FatalError, PermanentError, TransientError
 from salesbot_poller.pipeline.context import GIVE_UP_SECONDS, MAX_BACKOFF_SECONDS, App, Cycle
 from salesbot_poller.store import Delivery
+from salesbot_poller.store.claims import owner
 
 log = logging.getLogger(__name__)
 
 CRM_PREFIX = "amo_"  # every amoCRM write's kind (amo_note, amo_task, amo_fields): not a chat's message
 OWN_KINDS = ("card", "alert")  # a call's own message, key `call:<id>`
 WORKER_PATIENCE = 2.0  # a worker waits this long for a chat's slot, then does other work
+TAKEN_RETRY_SECONDS = 1  # a row another lane is sending: its call looks again this soon
+
+
+class Taken(Busy):
+    """Another lane holds the row's claim and is sending it now: not this one's to send."""
 
 
 def to_amocrm(kind: str) -> bool:
@@ -107,7 +118,29 @@ def _paced(app: App, chat: str, now: int, urgent: bool, patience: float, send: C
 
 
 def send(app: App, row: Delivery, now: int, *, urgent: bool = False, patience: float = WORKER_PATIENCE) -> None:
-    """See the module contract."""
+    """See the module contract. The row is claimed for this thread first (one sender per
+    row: `Store.claim_delivery`); a row that another lane is sending raises `Taken`, one it
+    finished meanwhile is left as it is."""
+    me = owner()
+    if not app.store.claim_delivery(row, me, now, app.config.poller.claim_lease_seconds):
+        if row.done_at is not None:
+            return  # sent (or given up) by another lane since it was read
+        raise Taken(f"{row.kind} ({row.key}) is being sent by {row.claimed_by}", TAKEN_RETRY_SECONDS)
+    try:
+        _send_claimed(app, row, now, urgent=urgent, patience=patience)
+    finally:
+        try:
+            app.store.release_delivery(row, me)
+        except peewee.PeeweeException as exc:  # what was sent is recorded: only the claim stays
+            log.warning(
+                "%s (%s): its claim stays until this worker reaches the database again or the lease ends: %s",
+                row.kind,
+                row.key,
+                " ".join(str(exc).split()),
+            )
+
+
+def _send_claimed(app: App, row: Delivery, now: int, *, urgent: bool, patience: float) -> None:
     store = app.store
     payload = json.loads(row.payload_json)
     sent: list[int] = json.loads(row.sent_ids_json)
@@ -205,12 +238,16 @@ def send_extras(app: App, rows: Iterable[Delivery], now: int, patience: float = 
     destinations that failed (`destination_of`).
     """
     failed: set[str] = set()
+    held: set[str] = set()
     for row in rows:
         destination = destination_of(row)
-        if destination in failed:
+        if destination in failed or destination in held:
             continue
         try:
             send(app, row, now, patience=patience)  # a chat's slot: as long as the call's own card waited
+        except Taken:
+            # Its sender keeps this destination's order; this lane sends nothing more there now.
+            held.add(destination)
         except (TransientError, FatalError) as exc:
             failed.add(destination)
             put_off(app, row, now, exc)

@@ -11,7 +11,8 @@ Contract:
   that commit. A card waits (up to its patience) while an earlier call's card to the same
   chat is rendered and unsent, so one chat's cards keep the order of their calls.
 - `advance` runs a call through its remaining stages; it returns early when a stage puts the
-  call off (budget, a busy chat) or when `should_stop()` says so between stages. With
+  call off (budget, a busy chat), when `should_stop()` says so between stages, or when the
+  worker's claim was taken back (`still_mine()`, asked between stages). With
   `App.dry_run`, a call that reaches delivery is printed instead, and nothing is marked.
 """
 
@@ -136,8 +137,9 @@ def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience
     if not urgent:  # a missed-call alert waits for no card
         _wait_for_earlier_cards(app, cycle, call, patience)
     own = app.store.find_delivery(delivery.own_key(call.id))
+    now = cycle.clock()  # the rows' claims are timed now, however long the stages before took
     if own is not None and own.done_at is None:
-        delivery.send(app, own, cycle.now, urgent=urgent, patience=patience)  # its failure: the call waits
+        delivery.send(app, own, now, urgent=urgent, patience=patience)  # its failure: the call waits
     if own is not None and own.error is not None:  # refused for good: the call is not delivered
         cycle.fail(call, f"its {own.kind} was refused: {own.error}")
         return
@@ -158,7 +160,7 @@ def notify(app: App, cycle: Cycle, call: Call, *, urgent: bool = False, patience
     parts = len(json.loads(own.sent_ids_json)) if own else 0
     log.info("call %d: %s in Telegram (%d message(s))", call.id, "alert sent" if missed else "notified", parts)
     extras = [row for row in app.store.pending(call_id=call.id) if row.kind != lead_fields.KIND]  # batched later
-    delivery.send_extras(app, extras, cycle.now, patience)
+    delivery.send_extras(app, extras, now, patience)
 
 
 def advance(
@@ -169,8 +171,11 @@ def advance(
     *,
     urgent: bool = False,
     patience: float = 2.0,
+    still_mine: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Run `call` through its remaining stages, committing each before the next (see above)."""
+    """Run `call` through its remaining stages, committing each before the next (see above).
+    `still_mine()` is asked between stages (a worker renews its claim there): False leaves
+    the call, as it stands, to whoever holds it now."""
     while call.stage not in TERMINAL_STAGES:
         if app.dry_run is not None and call.stage in (Stage.ANALYSED, Stage.MISSED, Stage.NOTIFYING):
             preview(app, call)
@@ -192,6 +197,8 @@ def advance(
             raise ValueError(f"call {call.id}: no stage runs from {stage}")
         if call.stage not in TERMINAL_STAGES and should_stop():
             log.info("stop requested: call %d stays at %s until the next start", call.id, call.stage)
+            return
+        if call.stage not in TERMINAL_STAGES and not still_mine():
             return
 
 

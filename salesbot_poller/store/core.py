@@ -6,12 +6,15 @@ Contract:
   directory, and applies pending migrations in a transaction (on PostgreSQL, one process at
   a time: a second one waits, then finds them applied).
 - Every query of the application is a method here: the pipeline never reaches the models.
-- `claim_next` claims the oldest due call of the given stages with one conditional UPDATE
-  (PostgreSQL: one UPDATE of a row picked with FOR UPDATE SKIP LOCKED): no two threads or
-  processes ever work the same call. `release` gives it back.
+- `claim_next` claims the oldest due call of the given stages with a conditional UPDATE
+  (PostgreSQL: of a row picked with FOR UPDATE SKIP LOCKED): no two threads or processes
+  ever work the same call. A claim older than its lease is taken back; `renew` keeps a
+  worker's own alive between stages; `release` gives it back. Delivery rows are claimed the
+  same way before they are sent (`claim_delivery`): one sender per row. See `store.claims`.
 - `committed(fn)` runs a write that must not be lost (the record of a message Telegram has
   accepted) and retries it while the database is busy (SQLite: another process holds the
-  lock; PostgreSQL: a lost connection, a deadlock, a server restarting: `postgres.transient`).
+  lock; PostgreSQL: a lost connection, a deadlock, a server restarting or refusing
+  connections while it is down: `postgres.transient`).
   Such writes set values, so writing one again after an unknown outcome does no harm.
 - `record_window` stores a window's events and advances the cursor in ONE transaction:
   the cursor never passes an event that is not durably recorded.

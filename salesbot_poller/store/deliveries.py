@@ -4,6 +4,9 @@ Contract:
 - `enqueue` stores planned items once each: an item whose key is stored already is left as
   it is (exactly once).
 - `update_delivery` commits at once, its error text redacted (`Delivery.error`).
+- `claim_delivery` makes one lane the row's only sender, as calls are claimed (a conditional
+  UPDATE: unsent, and unclaimed, claimed by the same owner, or claimed more than `lease`
+  seconds ago), and reads the row again either way; `release_delivery` gives it back.
 - The lanes read what is due (`pending`, `due_extras`), and what must go first
   (`older_cards_waiting`: one chat's cards keep the order of their calls; `newer_lead_write`:
   a lead's fields come from its newest call).
@@ -17,7 +20,11 @@ from typing import Any
 
 from salesbot_poller.domain import Planned, Stage
 from salesbot_poller.store.base import StoreBase
+from salesbot_poller.store.claims import unclaimed
 from salesbot_poller.store.models import Call, Delivery
+
+# What another sender may have changed since a row was read: read again once it is claimed.
+SENDING_STATE = ("sent_ids_json", "done_at", "error", "attempts", "next_attempt_at", "payload_json", "removed_at")
 
 
 class DeliveryRows(StoreBase):
@@ -55,6 +62,28 @@ class DeliveryRows(StoreBase):
         Delivery.update(**fields).where(Delivery.id == row.id).execute()
         for name, value in fields.items():
             setattr(row, name, value)
+
+    def claim_delivery(self, row: Delivery, owner: str, now: int, lease: int) -> bool:
+        """Make `owner` the only sender of `row` (see the module contract); True when it is.
+        `row` is read again either way: what another sender recorded meanwhile (its accepted
+        parts, `done_at`) is what the caller then sees."""
+        free = unclaimed(Delivery, now, lease) | (Delivery.claimed_by == owner)
+        taken = (
+            Delivery.update(claimed_by=owner, claimed_at=now)
+            .where(Delivery.id == row.id, Delivery.done_at.is_null(), free)
+            .execute()
+        )
+        fresh = Delivery.get_by_id(row.id)
+        for name in (*SENDING_STATE, "claimed_by", "claimed_at"):
+            setattr(row, name, getattr(fresh, name))
+        return bool(taken)
+
+    def release_delivery(self, row: Delivery, owner: str) -> None:
+        """Give `row` back, if `owner` still holds it."""
+        Delivery.update(claimed_by=None, claimed_at=None).where(
+            Delivery.id == row.id, Delivery.claimed_by == owner
+        ).execute()
+        row.claimed_by = row.claimed_at = None
 
     def due_extras(self, now: int) -> list[Delivery]:
         """Unsent rows of calls whose own card or alert is delivered (their other destinations:

@@ -158,6 +158,11 @@ def _m0015_profile(db: peewee.Database) -> None:
     add_missing_columns(db, Call, ["profile"])
 
 
+def _m0016_delivery_claims(db: peewee.Database) -> None:
+    """Delivery rows are claimed before they are sent, as calls are: one sender per row."""
+    add_missing_columns(db, Delivery, ["claimed_by", "claimed_at"])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -175,4 +180,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0013_bi", _m0013_bi),
     ("0014_big_ids", _m0014_big_ids),
     ("0015_profile", _m0015_profile),
+    ("0016_delivery_claims", _m0016_delivery_claims),
 ]

@@ -110,6 +110,9 @@ class Delivery(_Model):
     # Its content was removed (retention or `forget`): the payload is blanked, the ids and
     # `done_at` stay, so nothing is ever sent again (0011_retention).
     removed_at = peewee.IntegerField(null=True)
+    # The lane sending it now, as calls are claimed: one owner per row (0016_delivery_claims).
+    claimed_by = peewee.CharField(null=True)
+    claimed_at = peewee.IntegerField(null=True)
 
 
 class Usage(_Model):

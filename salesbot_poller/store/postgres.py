@@ -18,8 +18,9 @@ Contract:
   (its other connections come back), which matters only if a second one is started then.
 - `migration_lock(db)` serialises `Store.migrate` across processes (a transaction lock).
 - `transient(exc)`: a lost connection, a deadlock, a serialisation failure, a lock or
-  statement timeout, a server shutting down or starting: a write that must not be lost
-  (`Store.committed`) is tried again after these. Every other error propagates.
+  statement timeout, a server shutting down, down (connection refused) or starting: a write
+  that must not be lost (`Store.committed`) is tried again after these, and a worker that
+  met one waits for the server (`cli.daemon`). Every other error propagates.
 - The URL's password never reaches an error text of ours; psycopg2's own texts do not quote it.
   `one_line(exc)` is an error's text for a one-line message.
 """
@@ -56,7 +57,18 @@ TRANSIENT_CODES = frozenset(
         "57P03",  # cannot_connect_now (starting up)
     }
 )
-LOST_CONNECTION = ("server closed the connection", "connection already closed", "terminating connection")
+# A lost connection, or a server that is down or restarting (the texts of a failed connect:
+# psycopg2 gives them no SQLSTATE): a write tried again once it is back gets through.
+LOST_CONNECTION = (
+    "server closed the connection",
+    "connection already closed",
+    "terminating connection",
+    "connection refused",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+)
 
 
 def is_postgres(url: str) -> bool:
