@@ -27,6 +27,9 @@ WORKERS = 4
 TRANSCRIBE_DELAY = 0.3  # workers are inside a stage when the server dies
 CRASH_AFTER = 15  # cards delivered before the crash
 DOWN_SECONDS = 3.0  # long enough for every worker to meet the loss while the server is away
+# Telegram allows one message a second per chat: the cards go to ten private chats (one per
+# manager, `telegram.routes`), so the burst takes seconds, not a minute.
+MANAGERS = {101 + n: str(5001 + n) for n in range(10)}
 
 
 def _delivered(servers: Servers, shown: dict[str, str]) -> Counter[str]:
@@ -55,9 +58,13 @@ def test_a_postgresql_crash_mid_burst_strands_no_call_and_sends_none_twice(serve
                 phone=phone,
                 link=servers.recordings.add(f"/r/{n}.mp3", make_mp3(0.5, freq=300.0 + 10 * n)),
                 created_at=now - 300 + n,
+                responsible_user_id=101 + n % len(MANAGERS),
             )
+        servers.telegram.known_chats |= set(MANAGERS.values())
         servers.openai.transcribe_delay = TRANSCRIBE_DELAY
         config = servers.write_config(interval_seconds=0.5, retry_delay_seconds=1, workers=WORKERS)
+        routes = "".join(f'[telegram.routes.{user}]\nchat_id = "{chat}"\n' for user, chat in MANAGERS.items())
+        config.write_text(config.read_text() + routes)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESBOT_", "NOTIFY_", "WATCHDOG_"))}
         log = servers.tmp / "daemon.log"  # a file, not a pipe: a full pipe would stall the daemon
         with log.open("w") as out:

@@ -19,8 +19,8 @@ Contract of `CycleHealth`:
   lasted `OUTAGE_RESTART_SECONDS`: the daemon stops feeding the watchdog then too (logged
   once), so a lane that cannot reach the database for long never looks healthy.
 
-`regain_database(store, owner, wait)`: what a worker does after a database error. It closes
-its connection and tries again, waiting 1 s, then twice as long each time up to
+`regain_database(store, owner, wait)`: what a worker does after a database error. It tries
+again on a new connection, waiting 1 s, then twice as long each time up to
 `RECONNECT_MAX_SECONDS`, until the database answers or `wait` says stop; then it gives back
 every claim of `owner` (`Store.release_owner`: the call it was working, a claim whose answer
 was lost, a delivery row mid-send), so nothing it held waits for a restart or a lease.
@@ -32,7 +32,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any
 
 import peewee
@@ -143,10 +142,7 @@ def regain_database(store: Store, owner: str, wait: Callable[[float], bool]) -> 
     said stop first (it waits, and returns True to stop: `threading.Event.wait`)."""
     delay = RECONNECT_FIRST_SECONDS
     while not wait(delay):
-        with suppress(peewee.PeeweeException):  # a connection the server dropped: a new one next
-            if not store.db.in_transaction():
-                store.db.close()
-        try:
+        try:  # a connection the server dropped is replaced at this statement (`store.postgres`)
             return store.release_owner(owner)
         except peewee.PeeweeException as exc:
             log.debug("the database does not answer yet: %s", describe(exc))

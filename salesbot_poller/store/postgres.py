@@ -7,8 +7,8 @@ Contract:
   transactions, READ COMMITTED, a 10 s connect timeout unless the URL sets one, TCP
   keepalives (a dead server or network is noticed in about a minute, not hours). A thread's
   connection that was lost (a server restart) is replaced at its next statement outside a
-  transaction; the statement that met the loss fails. `readonly=True` makes every
-  transaction read-only on the server (`fleet`, `usage`).
+  transaction, inside the same `connection_context()`; the statement that met the loss
+  fails. `readonly=True` makes every transaction read-only on the server (`fleet`, `usage`).
 - `run_lock(url)` holds a session advisory lock on a connection of its own for the block:
   the one-process lock of `once`/`run`/`backfill` (the file lock of SQLite). The server
   releases it when that connection ends, so also when the process is killed. False is
@@ -77,6 +77,25 @@ def is_postgres(url: str) -> bool:
 
 class _PostgresDatabase(peewee.PostgresqlDatabase):
     """peewee's PostgreSQL database that replaces a lost connection (see the module contract)."""
+
+    # peewee forgets the thread's open `connection_context()` blocks whenever it connects or
+    # closes; a connection replaced inside one (after a server restart) must leave them as
+    # they are, or the block's end fails ("pop from empty list").
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        state: Any = getattr(self, "_state")  # noqa: B009 (peewee's per-thread state: not in its stubs)
+        contexts = list(state.ctx)
+        try:
+            return bool(super().connect(reuse_if_open))
+        finally:
+            state.ctx = contexts
+
+    def close(self) -> bool:
+        state: Any = getattr(self, "_state")  # noqa: B009
+        contexts = list(state.ctx)
+        try:
+            return bool(super().close())
+        finally:
+            state.ctx = contexts
 
     def cursor(self, named_cursor: Any = None) -> Any:
         state: Any = getattr(self, "_state")  # noqa: B009 (peewee's per-thread state: not in its stubs)
