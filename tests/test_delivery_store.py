@@ -1,11 +1,14 @@
-"""Migrations 0006_delivery and 0007_lanes from the previous schemas, and a call caught
-mid-send by the upgrade."""
+"""Migrations 0006_delivery and 0007_lanes from the previous schemas, a call caught mid-send
+by the upgrade, and a delivery row's claim (one sender at a time)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
+from salesbot_poller.domain import Planned
 from salesbot_poller.lanes import run_once
 from salesbot_poller.store import Call, Delivery, Migration, Store
 from tests.conftest import CHAT_ID, Servers
@@ -93,3 +96,28 @@ def test_a_call_analysed_by_the_previous_version_is_still_delivered(servers: Ser
     (message,) = servers.telegram.messages
     assert "72/100" in message["visible_text"] and "Дорого → не отработано" in message["visible_text"]
     assert "Отправить КП" in message["visible_text"] and calls()[0].stage == "notified"
+
+
+@pytest.mark.postgres
+def test_a_delivery_row_has_one_sender_at_a_time(database_url: str) -> None:
+    store = Store.open(database_url, 0)
+    store.enqueue([Planned("call:1:amo_note", "amo_note", None, {"path": "/x", "body": []})], 1, 0)
+    mine, theirs = store.find_delivery("call:1:amo_note"), store.find_delivery("call:1:amo_note")
+    assert mine is not None and theirs is not None
+    assert store.claim_delivery(mine, "worker", 10, lease=100)
+    assert not store.claim_delivery(theirs, "intake", 20, lease=100), "claimed: the other lane leaves it"
+    assert theirs.claimed_by == "worker", "and sees who holds it"
+    assert store.claim_delivery(mine, "worker", 30, lease=100), "its owner may claim it again"
+    store.update_delivery(mine, sent_ids_json="[7]")
+    store.release_delivery(theirs, "intake")
+    assert store.find_delivery("call:1:amo_note").claimed_by == "worker", "only its owner gives it back"  # type: ignore[union-attr]
+    assert store.claim_delivery(theirs, "intake", 130, lease=100), "not renewed for a lease: taken back"
+    assert theirs.sent_ids_json == "[7]", "read again: what the first sender recorded is seen"
+    store.update_delivery(theirs, done_at=140)
+    store.release_delivery(theirs, "intake")
+    assert not store.claim_delivery(mine, "worker", 150, lease=100) and mine.done_at == 140, "sent: never again"
+    store.enqueue([Planned("call:2:amo_note", "amo_note", None, {"path": "/x", "body": []})], 2, 0)
+    other = store.find_delivery("call:2:amo_note")
+    assert other is not None and store.claim_delivery(other, "worker", 160, lease=100)
+    assert store.release_owner("worker") == 1 and store.release_all_claims() == 0
+    store.close()

@@ -4,6 +4,7 @@ database after an accepted message)."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -15,7 +16,8 @@ import pytest
 from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import Destination, Planned, Stage
 from salesbot_poller.errors import Busy
-from salesbot_poller.lanes import drain
+from salesbot_poller.lanes import drain, work_next
+from salesbot_poller.pipeline.context import Tally
 from salesbot_poller.pipeline.usage import BudgetGate
 from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Call, Store
@@ -23,7 +25,7 @@ from tests.builder import build_rig
 from tests.conftest import Servers, assert_no_secret
 from tests.fakes import make_mp3
 from tests.fakes.base import form_params
-from tests.memory import MemoryNotifier
+from tests.memory import MemoryNotifier, MemoryRecordings
 from tests.test_daemon import wait_for
 from tests.test_systemd import start_daemon
 
@@ -276,3 +278,45 @@ def test_a_sender_waiting_for_its_slot_sees_a_429_that_came_meanwhile() -> None:
     pacer.reserve("42")  # a message just went: the next one waits for its slot ...
     with pytest.raises(Busy):  # ... and meanwhile Telegram answered that one with a 429
         pacer.turn("42", 1_000_000, patience=5)
+
+
+@pytest.mark.postgres
+def test_a_claim_older_than_its_lease_is_taken_back_and_a_renewed_one_is_not(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store.open(database_url, 0)
+    _add_calls(1)
+    ready = ([Stage.READY], "conversation")
+    first = store.claim_next("w1", 10, *ready, lease=100)
+    assert first is not None
+    assert store.claim_next("w2", 50, *ready, lease=100) is None, "held within its lease"
+    assert store.renew(first, "w1", 60)
+    assert store.claim_next("w2", 159, *ready, lease=100) is None, "renewed at 60: held until 160"
+    with caplog.at_level(logging.WARNING):
+        second = store.claim_next("w2", 160, *ready, lease=100)
+    assert second is not None and second.claimed_by == "w2"
+    assert "call 1: its claim by w1, not renewed since 60, is taken back" in caplog.text
+    assert not store.renew(first, "w1", 170), "w1 no longer holds it: it must leave the call"
+    store.release(first, "w1")
+    assert Call.get_by_id(1).claimed_by == "w2", "w1 gives back nothing it no longer holds"
+    assert store.claim_next("w3", 10**9, *ready) is None, "without a lease a claim is never taken back"
+    assert store.release_owner("w2") == 1 and Call.get_by_id(1).claimed_by is None
+    store.close()
+
+
+def test_a_worker_whose_claim_was_taken_back_leaves_the_call_at_the_next_stage(tmp_path: Path) -> None:
+    class TakenMeanwhile(MemoryRecordings):
+        def download(self, url: str, stem: str, note_seconds: int) -> Path:
+            # The download outlived the lease: another worker took the call back meanwhile.
+            Call.update(claimed_by="other:1", claimed_at=5000).where(Call.id == 1).execute()
+            return super().download(url, stem, note_seconds)
+
+    rig = build_rig(tmp_path, now=datetime.fromtimestamp(0, UTC))
+    rig.app.recordings = TakenMeanwhile(rig.recordings.directory)
+    _add_calls(1)
+    assert work_next(rig.app, "me:1", 10, lambda: False, Tally())
+    call = Call.get_by_id(1)
+    assert call.stage == Stage.DOWNLOADED.value, "the stage in flight is committed"
+    assert call.claimed_by == "other:1", "its new worker keeps it"
+    assert rig.transcriber.calls == [], "no second transcription paid by the worker that lost it"
+    rig.app.store.close()

@@ -81,7 +81,7 @@ def test_a_postgresql_crash_mid_burst_strands_no_call_and_sends_none_twice(serve
             crashed_at = len(_delivered(servers, shown))
             time.sleep(DOWN_SECONDS)  # the outage itself: the daemon meets it on its own
             pg.start()
-            wait_for(lambda: len(_delivered(servers, shown)) == CALLS, timeout=120)
+            wait_for(lambda: len(_delivered(servers, shown)) == CALLS, timeout=60)
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
         finally:

@@ -1,5 +1,6 @@
 """systemd integration and shutdown: the notify protocol over a real AF_UNIX datagram socket,
-and the daemon's READY / WATCHDOG / STOPPING and its stop within the grace period."""
+the daemon's READY / WATCHDOG / STOPPING and its stop within the grace period, and what
+starves the watchdog (a database no lane reaches) or does not (a worker regaining it)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import peewee
 import pytest
 
 from salesbot_poller.cli.daemon import Progress
 from salesbot_poller.cli.sdnotify import SystemdNotifier
+from salesbot_poller.domain import CallEvent, Stage
+from salesbot_poller.pipeline.health import OUTAGE_RESTART_SECONDS, CycleHealth, regain_database
+from salesbot_poller.store import Call, Store
 from tests.conftest import Servers, assert_no_secret
 from tests.test_daemon import add_call, wait_for
 
@@ -207,3 +212,47 @@ def test_a_second_instance_on_the_same_database_is_refused(servers: Servers) -> 
     assert "another salesbot-poller (once or run) is processing calls" in refused.stderr.strip().splitlines()[-1]
     assert servers.openai.transcriptions == [] and servers.telegram.messages == []
     assert run_cli("once", config=config).returncode == 0 and len(servers.telegram.messages) == 1
+
+
+def test_the_watchdog_is_starved_once_no_lane_reached_the_database_for_long(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    health = CycleHealth()
+    health.database_lost(1000.0)
+    health.database_lost(1200.0)  # another lane meets it too: the outage began at the first
+    assert not health.outage_too_long(1000.0 + OUTAGE_RESTART_SECONDS - 1)
+    with caplog.at_level(logging.INFO):
+        assert health.outage_too_long(1000.0 + OUTAGE_RESTART_SECONDS)
+        assert health.outage_too_long(1000.0 + OUTAGE_RESTART_SECONDS + 60)
+        health.database_back()
+    assert caplog.text.count("unreachable for") == 1, "told once per outage"
+    assert "watchdog pings resume" in caplog.text
+    assert not health.outage_too_long(10.0**9)
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", 0)
+    health.failed(store, 2000, peewee.OperationalError("server closed the connection unexpectedly"))
+    assert health.outage_too_long(2000 + OUTAGE_RESTART_SECONDS), "a cycle's database error starts one too"
+    health.succeeded(store)
+    assert not health.outage_too_long(10.0**9), "a cycle that reached the database ends it"
+    store.close()
+
+
+def test_a_worker_waits_for_the_database_then_gives_back_what_it_held(tmp_path: Path) -> None:
+    class Restarting(Store):
+        refusals = 3
+
+        def release_owner(self, worker: str) -> int:
+            if self.refusals:
+                self.refusals -= 1
+                raise peewee.OperationalError("connection to server failed: Connection refused")
+            return super().release_owner(worker)
+
+    store = Restarting.open(f"sqlite:///{tmp_path}/db.sqlite", 0)
+    store.record_window([CallEvent("01E1", "in", "leads", 1, 1, 1)], [], until=1, now=1)
+    Call.update(stage=Stage.READY.value, kind="conversation").execute()
+    assert store.claim_next("me:1", 10, [Stage.READY], "conversation") is not None
+    waits: list[float] = []
+    assert regain_database(store, "me:1", lambda s: bool(waits.append(s))) == 1
+    assert waits == [1.0, 2.0, 4.0, 8.0], "backoff while the server is away"
+    assert Call.get_by_id(1).claimed_by is None, "the call is due again for any worker"
+    assert regain_database(store, "me:1", lambda s: True) is None, "a stop ends the wait"
+    store.close()

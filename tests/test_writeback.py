@@ -1,14 +1,21 @@
 """amoCRM write-back through the real amoCRM client against the fake amoCRM: a note with the
-summary, score and next step; a task for the next step; each exactly once; opt-in."""
+summary, score and next step; a task for the next step; each exactly once, also while both
+lanes find it unsent; opt-in."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
-from salesbot_poller.lanes import run_once
+import pytest
+
+from salesbot_poller.lanes import drain, intake, run_once
 from salesbot_poller.store import Delivery
 from tests.conftest import Servers
-from tests.loopback_app import IVAN, add_call, at, calls, loopback_rig
+from tests.loopback_app import IVAN, add_call, at, calls, loopback_rig, ts
+from tests.test_daemon import wait_for
+
+NOTES = "/api/v4/leads/notes$"
 
 
 def test_nothing_is_written_unless_asked(servers: Servers) -> None:
@@ -80,3 +87,29 @@ def test_a_token_that_may_not_write_does_not_stop_the_bot(servers: Servers) -> N
     assert calls()[0].stage == "notified" and len(servers.telegram.messages) == 1
     (row,) = Delivery.select().where(Delivery.kind == "amo_note")
     assert row.done_at is not None and "403 on POST /api/v4/leads/notes" in (row.error or "")
+
+
+@pytest.mark.slow
+def test_a_note_amocrm_takes_3_s_to_accept_is_posted_once_while_both_lanes_find_it_unsent(servers: Servers) -> None:
+    """The worker posts the note right after the card; amoCRM answers in 3 s; meanwhile the
+    intake lane's pass over delivered calls' rows finds the same row unsent and due. The
+    row's claim makes the worker its only sender: the intake lane leaves it alone."""
+    rig = loopback_rig(servers, amocrm={"write_back": True})
+    store = rig.app.store
+    servers.amo.delay_next(NOTES, 3.0, times=2, method="POST")
+    add_call(rig, 1)
+    intake(rig.app, ts(0))  # the call is read: due for a worker
+    worker = threading.Thread(target=drain, args=(rig.app, ts(0), 1))
+    worker.start()
+    try:
+        wait_for(lambda: servers.amo.count(NOTES, "POST") >= 1)  # the worker's note is on its way
+        with store.db.connection_context():  # the intake lane's own connection, as in the daemon
+            intake(rig.app, ts(1))
+    finally:
+        worker.join(timeout=30)
+    assert servers.amo.count(NOTES, "POST") == 1, "the note was posted by both lanes"
+    assert len(servers.amo.created_notes) == 1 and calls()[0].stage == "notified"
+    (row,) = Delivery.select().where(Delivery.kind == "amo_note")
+    assert row.done_at is not None and row.claimed_by is None, "sent, recorded, and given back"
+    intake(rig.app, ts(2))
+    assert servers.amo.count(NOTES, "POST") == 1, "nothing left to send"
