@@ -20,7 +20,7 @@ from salesbot_poller.domain import CallEvent, Stage
 from salesbot_poller.errors import FatalError
 from salesbot_poller.pipeline.recovery import exclusive
 from salesbot_poller.store import Call, Migration, Store
-from salesbot_poller.store.postgres import LOCK_SPACE, open_postgres
+from salesbot_poller.store.postgres import LOCK_SPACE, open_postgres, transient
 from tests.conftest import Servers, assert_no_secret, run_cli
 from tests.databases import fresh_postgres, password
 from tests.fakes import make_mp3
@@ -154,6 +154,18 @@ def test_a_must_keep_write_is_written_again_after_the_connection_was_lost(
         assert Call.get_by_id(1).last_error == "next"
     finally:
         store.close()
+
+
+def test_a_server_that_is_down_or_starting_is_worth_another_try_and_a_bad_query_is_not() -> None:
+    for text in (
+        'connection to server at "127.0.0.1", port 5432 failed: Connection refused',
+        'connection to server at "127.0.0.1", port 5432 failed: FATAL:  the database system is starting up',
+        "FATAL:  the database system is not yet accepting connections",
+        "server closed the connection unexpectedly",
+    ):
+        assert transient(peewee.OperationalError(text)), text
+    assert not transient(peewee.ProgrammingError('relation "nope" does not exist'))
+    assert not transient(peewee.OperationalError("password authentication failed for user"))
 
 
 def test_a_read_only_store_writes_nothing(pg_url: str) -> None:

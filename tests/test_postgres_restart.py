@@ -1,8 +1,8 @@
 """A PostgreSQL crash mid-burst: the real daemon (`run`, several workers) against the loopback
 servers and a PostgreSQL server of the test's own (tests/private_postgres.py), which is
 SIGKILLed while calls are in flight and started again. Every call must reach Telegram
-exactly once, without a restart of the daemon: a worker that lost its connection gives its
-claims back once the database answers again."""
+exactly once and be transcribed once, without a restart of the daemon: a worker that lost
+its connection gives its claims back once the database answers again."""
 
 from __future__ import annotations
 
@@ -98,9 +98,13 @@ def test_a_postgresql_crash_mid_burst_strands_no_call_and_sends_none_twice(serve
         finally:
             store.close()
     delivered = _delivered(servers, shown)
-    print(f"\ndelivered before the crash: {crashed_at}/{CALLS}; after the restart: {len(delivered)}/{CALLS}")
+    transcriptions = len(servers.openai.transcriptions)
+    print(
+        f"\ndelivered before the crash: {crashed_at}/{CALLS}; after: {len(delivered)}; transcriptions {transcriptions}"
+    )
     assert stages == {"notified": CALLS}, stages
     assert claimed == 0, "every claim given back at the stop"
     assert sorted(delivered.values()) == [1] * CALLS, {p: n for p, n in delivered.items() if n != 1}
+    assert transcriptions == CALLS, "a paid transcription is stored once the server is back, not paid again"
     assert "Traceback" not in err, err[-5000:]
     assert_no_secret(err)

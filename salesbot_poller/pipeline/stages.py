@@ -3,7 +3,8 @@
 
 Contract:
 - Each stage's result is committed before the next stage starts, so a crash resumes from
-  the last committed stage and never pays for a transcription or analysis twice.
+  the last committed stage and never pays for a transcription or analysis twice; a paid
+  result is written again while the database is away (`Store.committed`: a restart).
 - `render` fixes every message and amoCRM write of the call (`routing`) as `Delivery` rows,
   the call's own card or alert first (key `call:<id>`), in one transaction, before anything
   is sent. `notify` sends them (`delivery`): each part's message id is committed right after
@@ -55,15 +56,19 @@ def transcribe(app: App, cycle: Cycle, call: Call) -> None:
         transcript = app.transcriber.transcribe(audio)
         channel = manager_channel(app.config.audio, call.source, call.direction)
         text, metrics = build_dialogue(transcript, channel, call.direction)
-        with app.store.db.atomic():  # the usage is counted once, with the transcript it paid for
-            usage.record_transcription(app.store, call.id, cycle.now, transcript)
-            app.store.update(
-                call,
-                cycle.now,
-                stage=Stage.TRANSCRIBED,
-                transcript=text,
-                metrics_json=metrics.model_dump_json() if metrics else None,
-            )
+
+        def keep() -> None:
+            with app.store.db.atomic():  # the usage is counted once, with the transcript it paid for
+                usage.record_transcription(app.store, call.id, cycle.now, transcript)
+                app.store.update(
+                    call,
+                    cycle.now,
+                    stage=Stage.TRANSCRIBED,
+                    transcript=text,
+                    metrics_json=metrics.model_dump_json() if metrics else None,
+                )
+
+        app.store.committed(keep)  # paid for: written again through a database restart, not paid again
     finally:
         app.budget.release(call.id)
     cycle.transcribed += 1
@@ -85,9 +90,13 @@ def analyse(app: App, cycle: Cycle, call: Call) -> None:
         cycle.skipped += 1
         return
     analysis = app.analyzer_for(call.profile).analyse(transcript, call_context(app, call))
-    with app.store.db.atomic():  # the tokens are counted once, with the analysis they paid for
-        usage.record_analysis(app.store, call.id, cycle.now, analysis)
-        app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
+
+    def keep() -> None:
+        with app.store.db.atomic():  # the tokens are counted once, with the analysis they paid for
+            usage.record_analysis(app.store, call.id, cycle.now, analysis)
+            app.store.update(call, cycle.now, stage=Stage.ANALYSED, analysis_json=analysis.model_dump_json())
+
+    app.store.committed(keep)  # paid for: written again through a database restart, not paid again
     cycle.analysed += 1
     for problem in analysis.problems:  # a careless answer: what was dropped, so the admin sees a model slip
         log.warning("call %d: analysis: %s", call.id, problem)
