@@ -10,8 +10,13 @@ Contract of `export(store, since, until, tz, fmt, out)`:
   item (verdict, weight, quote, whether it was verified) and objection in full.
 - Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging) and each
   row written at once, so memory stays flat however many calls the period holds.
+- CSV cells are text a spreadsheet may run: a text cell that starts with `=`, `+`, `-`, `@`,
+  a tab or a carriage return (a manager's name, a model-written next step) is written with a
+  leading `'` (OWASP's rule against formula injection), so Excel shows it as text. Numbers
+  stay numbers. JSON Lines stay raw: a program reads them, not a spreadsheet.
 - Returns the number of calls written. `parse_day` turns a bad day into `ValueError` naming
-  the option.
+  the option; so does `day_bounds` for a day too far out to be a time (`9999-12-31` reads as
+  "until the end").
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from salesbot_poller.store.bi import ExportedCall, item_fields
 
 Format = Literal["csv", "jsonl"]
 BOM = "\ufeff"
+DAY = 24 * 3600
 FACT_COLUMNS = [
     "call_id",
     "started_at",
@@ -62,9 +68,31 @@ def day_bounds(since: date, until: date, tz: tzinfo) -> tuple[int, int]:
     """[start of `since`, start of the day after `until`) in `tz`, as Unix seconds."""
     if until < since:
         raise ValueError(f"--until: {until} is before --since {since}")
-    start = datetime.combine(since, time(), tz)
-    end = datetime.combine(until + timedelta(days=1), time(), tz)
-    return int(start.timestamp()), int(end.timestamp())
+    try:
+        start = int(datetime.combine(since, time(), tz).timestamp())
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"--since: {since} is out of range") from None
+    try:
+        end = int(datetime.combine(until + timedelta(days=1), time(), tz).timestamp())
+    except (OverflowError, OSError, ValueError):
+        # The last day a date can hold has no next day: its end is a day after its start.
+        try:
+            end = int(datetime.combine(until, time(), tz).timestamp()) + DAY
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"--until: {until} is out of range") from None
+    return start, end
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: object) -> object:
+    """A CSV cell: None as empty, text a spreadsheet would run as a formula with a leading `'`."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _when(timestamp: int, tz: tzinfo) -> str:
@@ -118,9 +146,9 @@ def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out:
                 objections = " | ".join(o.objection for o in call.objections)
                 writer.writerow(
                     [
-                        *("" if facts[c] is None else facts[c] for c in FACT_COLUMNS),
-                        objections,
-                        *(verdicts.get(i, "") for i in item_ids),
+                        *(cell(facts[c]) for c in FACT_COLUMNS),
+                        cell(objections),
+                        *(cell(verdicts.get(i)) for i in item_ids),
                     ]
                 )
             written += 1

@@ -36,6 +36,8 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+import peewee
+
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, confirmed, err, redacting_out, utc_now
 from salesbot_poller.config import Config
@@ -214,6 +216,11 @@ def forget(
         return ForgetOutcome.DECLINED
     _, blanked = store.clear_personal(calls, now, REASON, forgotten_as=number_key(store, digits))
     files = remove_audio(audio_dir, [call.id for call in calls])
+    try:
+        reclaimed = store.reclaim_space()
+    except peewee.DatabaseError as failure:  # the rows are cleared; the space comes back later
+        reclaimed = f"space not reclaimed now ({type(failure).__name__})"
+    log.info("database after forget of %s: %s", who, reclaimed)
     out(
         f"forget: {who}: {len(to_clear)} call(s) cleared, {blanked} stored message(s) blanked, "
         f"{files} audio file(s) deleted"

@@ -8,10 +8,11 @@ import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import peewee
-from playhouse.db_url import connect
+from playhouse.db_url import connect, parse
 
 from salesbot_poller.store.postgres import is_postgres, open_postgres
 
@@ -67,17 +68,47 @@ def _private_sqlite_file(file: Path) -> None:
         make_private(path, PRIVATE_FILE)
 
 
+def lenient_text(raw: bytes) -> str:
+    """A stored text value as str: bytes that are not UTF-8 (written by another tool, a
+    damaged page) read as U+FFFD instead of failing the whole query."""
+    return raw.decode("utf-8", "replace")
+
+
+class ServiceSqliteDatabase(peewee.SqliteDatabase):
+    """peewee's SQLite database whose connections read invalid UTF-8 as U+FFFD (a traceback in
+    `export` or `status` helps nobody; the row's other values are still right)."""
+
+    def _add_conn_hooks(self, conn: Any) -> None:
+        conn.text_factory = lenient_text
+        super()._add_conn_hooks(conn)  # type: ignore[misc]  # peewee's, not in its stubs
+
+
+# The service's pragmas, in this order (auto_vacuum only takes on a new, empty file).
+SERVICE_PRAGMAS = {
+    # Freed pages in the file's free list: a new database gives them back to the file system
+    # at `incremental_vacuum` (after `forget`); an older one keeps them (zeroed, see below).
+    "auto_vacuum": "incremental",
+    # Deleted and overwritten content is zeroed in the file, whatever the SQLite build's
+    # default: after retention or `forget` no number or transcript stays in free space.
+    "secure_delete": 1,
+    "journal_mode": "wal",
+    "busy_timeout": BUSY_TIMEOUT_MS,
+    "foreign_keys": 1,
+    # synchronous=full: in WAL mode, "normal" may roll the last commits back after a power
+    # loss (not after a process crash), and a lost commit of a transcript or a message id
+    # means paying or posting twice. A few commits per call make the fsync cheap.
+    "synchronous": "full",
+}
+
+
 def _open_database(url: str) -> peewee.Database:
     if url.startswith("sqlite:"):
         file = sqlite_file(url)
         if file is not None:
             _private_sqlite_file(file)
-        db: peewee.Database = connect(
-            url,
-            # synchronous=full: in WAL mode, "normal" may roll the last commits back after a power
-            # loss (not after a process crash), and a lost commit of a transcript or a message id
-            # means paying or posting twice. A few commits per call make the fsync cheap.
-            pragmas={"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_MS, "foreign_keys": 1, "synchronous": "full"},
+        db: peewee.Database = ServiceSqliteDatabase(
+            **parse(url),
+            pragmas=SERVICE_PRAGMAS,
             # A transaction takes the write lock when it begins, not at its first write: two
             # writers then wait for each other (busy timeout) instead of one failing at once.
             lock_type="IMMEDIATE",
