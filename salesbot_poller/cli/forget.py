@@ -220,7 +220,6 @@ def forget(
         reclaimed = store.reclaim_space()
     except peewee.DatabaseError as failure:  # the rows are cleared; the space comes back later
         reclaimed = f"space not reclaimed now ({type(failure).__name__})"
-    log.info("database after forget of %s: %s", who, reclaimed)
     out(
         f"forget: {who}: {len(to_clear)} call(s) cleared, {blanked} stored message(s) blanked, "
         f"{files} audio file(s) deleted"
@@ -232,18 +231,20 @@ def forget(
             out(f"  could not delete message {message.message_id} in chat {message.chat_id} ({exc})")
         _report_old(out, too_old)
         log.info(
-            "forget: %s: %d call(s) cleared, %d message(s) deleted, %d could not be",
+            "forget: %s: %d call(s) cleared, %d message(s) deleted, %d could not be; database: %s",
             who,
             len(to_clear),
             deleted,
             len(refused) + len(too_old),
+            reclaimed,
         )
     else:
         log.info(
-            "forget: %s: %d call(s) cleared, %d stored message(s) blanked, Telegram messages kept",
+            "forget: %s: %d call(s) cleared, %d stored message(s) blanked, Telegram messages kept; database: %s",
             who,
             len(to_clear),
             blanked,
+            reclaimed,
         )
     if any(not isinstance(exc, PermanentError) for _, exc in refused):
         return ForgetOutcome.INCOMPLETE  # an outage, a bad token: another run may delete them
