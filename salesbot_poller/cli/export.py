@@ -14,6 +14,9 @@ Contract of `export(store, since, until, tz, fmt, out)`:
   a tab or a carriage return (a manager's name, a model-written next step) is written with a
   leading `'` (OWASP's rule against formula injection), so Excel shows it as text. Numbers
   stay numbers. JSON Lines stay raw: a program reads them, not a spreadsheet.
+- The CSV delimiter is `delimiter`: the command's default is `;` when the account's zone is
+  a Russian one or the locale is Russian (Excel there splits columns at `;`, a `,` puts
+  every row in one cell), `,` otherwise; `--delimiter` overrides it.
 - Returns the number of calls written. `parse_day` turns a bad day into `ValueError` naming
   the option; so does `day_bounds` for a day too far out to be a time (`9999-12-31` reads as
   "until the end").
@@ -25,7 +28,9 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -83,6 +88,47 @@ def day_bounds(since: date, until: date, tz: tzinfo) -> tuple[int, int]:
     return start, end
 
 
+# The IANA zones of Russia (zone.tab, country RU): Excel in these offices expects `;`.
+RUSSIAN_ZONES = frozenset(
+    [
+        "Europe/Kaliningrad",
+        "Europe/Moscow",
+        "Europe/Kirov",
+        "Europe/Volgograd",
+        "Europe/Astrakhan",
+        "Europe/Saratov",
+        "Europe/Ulyanovsk",
+        "Europe/Samara",
+        "Asia/Yekaterinburg",
+        "Asia/Omsk",
+        "Asia/Novosibirsk",
+        "Asia/Barnaul",
+        "Asia/Tomsk",
+        "Asia/Novokuznetsk",
+        "Asia/Krasnoyarsk",
+        "Asia/Irkutsk",
+        "Asia/Chita",
+        "Asia/Yakutsk",
+        "Asia/Khandyga",
+        "Asia/Vladivostok",
+        "Asia/Ust-Nera",
+        "Asia/Magadan",
+        "Asia/Sakhalin",
+        "Asia/Srednekolymsk",
+        "Asia/Kamchatka",
+        "Asia/Anadyr",
+        "W-SU",
+    ]
+)
+DELIMITERS = {",": ",", ";": ";", "tab": "\t"}
+
+
+def default_delimiter(zone: str, environ: Mapping[str, str]) -> str:
+    """`;` for a Russian zone or locale (see the module contract), `,` otherwise."""
+    locale = next((environ[name] for name in ("LC_ALL", "LC_CTYPE", "LANG") if environ.get(name)), "")
+    return ";" if zone in RUSSIAN_ZONES or locale.lower().startswith("ru") else ","
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -125,7 +171,7 @@ def _json_line(call: ExportedCall, tz: tzinfo) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out: TextIO) -> int:
+def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out: TextIO, delimiter: str = ",") -> int:
     """See the module contract."""
     start, end = day_bounds(since, until, tz)
     written = 0
@@ -134,7 +180,7 @@ def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out:
     if fmt == "csv":
         out.write(BOM)
         item_ids = store.export_item_ids(start, end)
-        writer = csv.writer(out)
+        writer = csv.writer(out, delimiter=delimiter)
         writer.writerow([*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)])
     for page in store.export_pages(start, end):
         for call in page:
@@ -170,18 +216,19 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     except ValueError as exc:
         err(f"export: {exc}")
         return EXIT_CONFIG
+    delimiter = DELIMITERS[args.delimiter] if args.delimiter else default_delimiter(config.amocrm.timezone, os.environ)
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     try:
         if args.output:
             target = Path(args.output)
             partial = target.with_name(target.name + ".part")  # a failed export leaves no half file
             with partial.open("w", encoding="utf-8", newline="") as out:
-                written = export(store, since, until, tz, args.format, out)
+                written = export(store, since, until, tz, args.format, out, delimiter)
             partial.replace(target)
         else:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=False)
             try:
-                written = export(store, since, until, tz, args.format, out)
+                written = export(store, since, until, tz, args.format, out, delimiter)
             finally:
                 out.detach()  # stdout stays open for whoever prints next
     except OSError as exc:
