@@ -20,7 +20,16 @@ from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now
 from salesbot_poller.cli.profiles import profile_problems
-from salesbot_poller.config import Config, Endpoint, config_path, safe_url, secret_keys, sections
+from salesbot_poller.config import (
+    FILE_LIMIT,
+    Config,
+    Endpoint,
+    config_path,
+    read_text,
+    safe_url,
+    secret_keys,
+    sections,
+)
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
@@ -34,9 +43,8 @@ def inline_secrets(path: Path) -> list[str]:
     """The secret keys (`section.key`) set to a value in the TOML file itself; not those from
     a `<key>_file`, the environment or a systemd credential. [] when it cannot be read."""
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError):
+        raw = tomllib.loads(read_text(path, FILE_LIMIT))
+    except (OSError, ValueError):  # FileRejected, TOMLDecodeError: `load_config` said why
         return []
     found = []
     for section, model in sections().items():
