@@ -32,6 +32,8 @@ from salesbot_poller.config import (
 )
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
+from salesbot_poller.pipeline.profiles import profile_conflicts
+from salesbot_poller.pipeline.usage import budget_warning
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.store import Store
@@ -68,6 +70,20 @@ def config_mode_warning(path: Path) -> str | None:
     return (
         f"config: warning: {path} holds {', '.join(keys)} and is readable by {who} (mode {mode:04o}): chmod 600 {path}"
     )
+
+
+def config_findings(config: Config) -> tuple[list[str], list[str]]:
+    """What a valid config still gets wrong: (problems, warnings), one line each.
+
+    Problems fail `check` (exit 1, as an amoCRM id a profile names that the account lacks):
+    the config cannot do what it says, and nothing in the logs would say so: a profile whose
+    minimum duration is over its maximum skips every answered call it takes, a profile shadowed
+    by an earlier one is never chosen (`profiles.profile_conflicts`). Warnings do not: a daily
+    budget with every price 0 is never reached, but calls are processed as they should be, and
+    a server of one's own costs nothing (`usage.budget_warning`).
+    """
+    budget = budget_warning(config.openai)
+    return profile_conflicts(config), [budget] if budget else []
 
 
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
@@ -171,11 +187,17 @@ def check(
     model list, when that passed); True when every service answered as expected.
 
     First, a warning line when `config_file` holds a secret others can read: a warning, not
-    a failure (the services may all work), so it does not change the result.
+    a failure (the services may all work), so it does not change the result. Then the
+    config's own contradictions (`config_findings`), before any service is asked.
     """
     warning = config_mode_warning(config_file) if config_file is not None else None
     if warning:
         out(warning)
+    problems, warnings = config_findings(config)
+    for line in warnings:
+        out(f"config: warning: {line}")
+    for line in problems:
+        out(f"config: FAILED: {line}")
     checks: list[tuple[str, Callable[[], str]]] = [
         ("amocrm", lambda: _check_amocrm(config, store, clock)),
         # Only when the scores go to lead fields, and amoCRM answered: a field is named by its key.
@@ -186,7 +208,7 @@ def check(
         ("chat model", lambda: _check_structured_output(config)),
         ("telegram", lambda: _check_telegram(config)),
     ]
-    failed: set[str] = set()
+    failed: set[str] = {"config"} if problems else set()
     for name, run in checks:
         if name == "chat model" and "openai" in failed:
             continue

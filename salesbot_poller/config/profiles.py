@@ -160,6 +160,14 @@ class Profile(_Section):
     def _readable(cls, value: str) -> str:
         return readable_prompt(value)
 
+    @field_validator("rubric_file")
+    @classmethod
+    def _rubric_readable(cls, value: str) -> str:
+        # Read here, so that a problem is named by its key; `_one_rubric` reads it again to keep it.
+        if value:
+            _rubric_file(value)
+        return value
+
     @model_validator(mode="after")
     def _one_rubric(self) -> Profile:
         if self.rubric and self.rubric_file:
