@@ -261,7 +261,8 @@ def auth(
 
 
 def run(args: argparse.Namespace, config: Config | None) -> int:
-    """`check`: the config line, then `check` (exit 1 when a service failed); `auth --code`:
+    """`check`: the config line, then `check` (exit 1 when a service failed, or the config
+    contradicts itself: `config_findings`); `auth --code`:
     `auth`."""
     assert config is not None  # loaded by `cli.main`
     store = Store.open(config.storage.database, int(utc_now().timestamp()))

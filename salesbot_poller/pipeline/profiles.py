@@ -166,7 +166,7 @@ def alert_below(profile: Profile, config: Config) -> int:
 def _entities(profile: Profile) -> set[str]:
     """The entity types a profile can take: a profile naming pipelines or statuses takes
     calls on leads only (a call on a contact or a company has neither)."""
-    return set(profile.entities) & ({"leads"} if profile.needs_lead else set(ENTITY_TYPES))
+    return {str(e) for e in profile.entities} & ({"leads"} if profile.needs_lead else set(ENTITY_TYPES))
 
 
 def _within(first: Sequence[object], then: Sequence[object]) -> bool:
