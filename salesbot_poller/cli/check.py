@@ -76,9 +76,9 @@ def config_findings(config: Config) -> tuple[list[str], list[str]]:
     """What a valid config still gets wrong: (problems, warnings), one line each.
 
     Problems fail `check` (exit 1, as an amoCRM id a profile names that the account lacks):
-    the config cannot do what it says, and nothing in the logs would say so: a profile whose
-    minimum duration is over its maximum skips every answered call it takes, a profile shadowed
-    by an earlier one is never chosen (`profiles.profile_conflicts`). Warnings do not: a daily
+    the config cannot do what it says: a profile whose minimum duration is over its maximum
+    skips every answered call it takes, a profile shadowed by an earlier one is never chosen
+    (`profiles.profile_conflicts`). Warnings do not: a daily
     budget with every price 0 is never reached, but calls are processed as they should be, and
     a server of one's own costs nothing (`usage.budget_warning`).
     """
@@ -184,7 +184,8 @@ def check(
     config_file: Path | None = None,
 ) -> bool:
     """One line per service, and one for the chat model's structured output (after the
-    model list, when that passed); True when every service answered as expected.
+    model list, when that passed); True when every service answered as expected and the config
+    has no contradiction (`config_findings`).
 
     First, a warning line when `config_file` holds a secret others can read: a warning, not
     a failure (the services may all work), so it does not change the result. Then the
