@@ -9,6 +9,8 @@ Contract:
   file holding the value (for secrets kept out of the config file and the environment).
 - In the TOML, `<key>_file = "/path"` reads the value of `<key>` from that file (setting
   both is a problem).
+- Every file is read through `config.files.read_text`: a regular file only, at most 1 MB
+  (64 KB for a prompt key); anything else is a problem naming the key, the path and the limit.
 - A secret still empty after that is read from the systemd credential
   `$CREDENTIALS_DIRECTORY/<section>_<key>` (`credential_name`, e.g. `openai_api_key`) when
   that file exists: `LoadCredential=` in salesbot.service. Precedence: environment, `_FILE`
@@ -30,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from salesbot_poller.config.files import FILE_LIMIT, FileRejected, limit_for, read_text
 from salesbot_poller.config.model import Config, OpenAIConfig, _is_openai, sections
 from salesbot_poller.errors import ConfigError
 
@@ -51,9 +54,12 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems
             file_name = environ.get(name + "_FILE")
             if value is None and file_name:
                 try:
-                    value = Path(file_name).read_text(encoding="utf-8").strip()
+                    value = read_text(file_name, limit_for(key)).strip()
                 except OSError as exc:
                     problems.append(f"{section}.{key}: cannot read {name}_FILE={file_name}: {exc.strerror}")
+                    continue
+                except FileRejected as exc:
+                    problems.append(f"{section}.{key}: {name}_FILE: {exc}")
                     continue
             if value is not None:
                 section_raw = raw.setdefault(section, {})
@@ -88,9 +94,11 @@ def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
                 problems.append(f"{section}.{file_key}: must be the path of a file holding {section}.{key}")
             else:
                 try:
-                    part[key] = Path(file_name).read_text(encoding="utf-8").strip()
+                    part[key] = read_text(file_name, limit_for(key)).strip()
                 except OSError as exc:
                     problems.append(f"{section}.{file_key}: cannot read {file_name}: {exc.strerror}")
+                except FileRejected as exc:
+                    problems.append(f"{section}.{file_key}: {exc}")
 
 
 def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
@@ -107,11 +115,14 @@ def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems
                 continue
             path = Path(directory) / credential_name(section, key)
             try:
-                value = path.read_text(encoding="utf-8").strip()
+                value = read_text(path, FILE_LIMIT).strip()
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 problems.append(f"{section}.{key}: cannot read credential {path}: {exc.strerror}")
+                continue
+            except FileRejected as exc:
+                problems.append(f"{section}.{key}: credential {exc}")
                 continue
             if value:  # the unit's empty SetCredential= fallback means "not given"
                 part[key] = value
@@ -189,12 +200,15 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None, *, require
     """Read `path` and return the validated config; raises `ConfigError` naming every problem."""
     environ = os.environ if environ is None else environ
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
+        raw = tomllib.loads(read_text(path, FILE_LIMIT))
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file (copy config.example.toml there, or pass --config)"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied"]) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"]) from None
+    except FileRejected as exc:
+        raise ConfigError([str(exc)]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return parse_config(raw, environ, require_secrets=require_secrets)

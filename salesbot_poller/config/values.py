@@ -8,7 +8,8 @@ Contract:
   problem is reported at once.
 - Chat ids are kept as text (`_chat_id_text`, `_id_list`); a list may come from the
   environment as "a,b" (`_comma_list`).
-- A file setting is "" or the path of a file that exists (`existing_file`).
+- A file setting is "" or the path of a file that exists (`existing_file`); whether it is a
+  regular file, and small enough, is checked where it is read (`config.files`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _id_list(value: Any) -> Any:
 
 
 def existing_file(value: str) -> str:
-    """A file setting: "" (none) or the path of a file that exists."""
-    if value and not Path(value).is_file():
+    """A file setting: "" (none) or the path of a file that exists (a FIFO or a device is
+    refused where it is read, by `config.files.read_text`, and said to be one)."""
+    if value and not Path(value).exists():
         raise ValueError(f"{value}: no such file")
     return value

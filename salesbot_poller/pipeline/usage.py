@@ -16,6 +16,8 @@ Contract:
   else None, and the call's estimate is reserved until `release`. Thread-safe: however many
   workers, the budget is overshot by at most one call, as with one. It logs one WARNING per
   day, not one per call.
+- `budget_warning(prices)`: what `check` warns of when a daily budget is set but every price
+  is 0, so the estimate stays $0 and the budget is never reached; None otherwise.
 """
 
 from __future__ import annotations
@@ -131,6 +133,22 @@ def estimate_usd(totals: Totals, prices: OpenAIConfig) -> float:
         totals.audio_seconds / 60 * prices.audio_price_per_minute_usd
         + totals.input_tokens / 1e6 * prices.input_token_price_per_million_usd
         + totals.output_tokens / 1e6 * prices.output_token_price_per_million_usd
+    )
+
+
+def budget_warning(prices: OpenAIConfig) -> str | None:
+    """See the module contract."""
+    priced = (
+        prices.audio_price_per_minute_usd,
+        prices.input_token_price_per_million_usd,
+        prices.output_token_price_per_million_usd,
+    )
+    if prices.daily_budget_usd <= 0 or any(priced):
+        return None
+    return (
+        f"openai.daily_budget_usd is ${prices.daily_budget_usd:.2f} but audio_price_per_minute_usd and the "
+        "token prices are all 0: the estimate stays $0 and the budget is never reached; set the prices, "
+        "or daily_budget_usd = 0 for no budget"
     )
 
 
