@@ -68,6 +68,15 @@ def ask(rig: Rig, servers: Servers, text: str, *, user: int = BOSS, chat: str = 
     return servers.telegram.messages[before:]
 
 
+def drain(rig: Rig, servers: Servers, now: int = NOW) -> int:
+    """Read and take every queued update, as the bot lane does; how many were answered."""
+    servers.telegram.MAX_LONG_POLL = 0.0  # all is queued: the last, empty poll need not wait
+    answered = 0
+    while updates := bot.fetch(rig.app, 0):
+        answered += sum(bot.take(rig.app, update, now) for update in updates)
+    return answered
+
+
 def command_message_id(servers: Servers) -> int:
     return int(servers.telegram.updates[-1]["message"]["message_id"])
 
@@ -251,3 +260,46 @@ def test_the_service_answers_a_command_once_across_a_restart(servers: Servers) -
     assert len(servers.telegram.messages) == 1  # neither the old update again, nor the stranger
     assert "bot: /help from user 777" in err2 and "not in telegram.admins" in err2
     assert_no_secret(out, err, out2, err2)
+
+
+SENDER = {"id": BOSS, "is_bot": False, "first_name": "Boss"}
+FORGED = {
+    "a message without a chat": {"message": {"message_id": 90, "date": 0, "from": SENDER, "text": "/help"}},
+    "a chat that is not an object": {"message": {"message_id": 91, "date": 0, "chat": "nope", "text": "/help"}},
+    "an edited message, half there": {"edited_message": {"message_id": 92}},
+    "a callback query without a sender": {"callback_query": {"id": "1"}},
+    "a sender without a name": {"message": {"message_id": 93, "date": 0, "chat": {"id": -1, "type": "group"},
+                                            "from": {"id": BOSS}, "text": "/help"}},
+    "a text that is a number": {"message": {"message_id": 94, "date": 0, "chat": {"id": int(CHAT_ID), "type": "group"},
+                                            "from": SENDER, "text": 5}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("forged", FORGED.values(), ids=FORGED.keys())
+def test_an_update_the_client_cannot_read_is_logged_once_and_the_next_command_is_answered(
+    rig: Rig, servers: Servers, caplog: pytest.LogCaptureFixture, forged: dict[str, Any]
+) -> None:
+    bad = servers.telegram.push_update(forged)
+    servers.telegram.push_message(CHAT_ID, BOSS, "/help")
+    with caplog.at_level(logging.INFO):
+        assert drain(rig, servers) == 1
+    (reply,) = servers.telegram.messages
+    assert "Команды" in reply["visible_text"]
+    assert rig.app.store.get_state(bot.BOT_OFFSET_KEY) == str(bad + 2)  # past both
+    (line,) = [r.getMessage() for r in caplog.records if f"update {bad}" in r.getMessage()]
+    assert "skipped" in line
+    assert servers.telegram.updates == []  # confirmed: Telegram sends neither again
+
+
+def test_an_unreadable_update_in_a_batch_of_three_leaves_the_other_two_answered(rig: Rig, servers: Servers) -> None:
+    servers.telegram.push_message(CHAT_ID, BOSS, "/help")
+    servers.telegram.push_update(FORGED["a chat that is not an object"])
+    last = servers.telegram.push_message(CHAT_ID, BOSS, "/missed")
+    servers.telegram.MAX_LONG_POLL = 0.0
+    batch = bot.fetch(rig.app, 0)
+    assert [update.update_id for update in batch] == [last - 2, last - 1, last]  # one getUpdates, all three
+    assert [bot.take(rig.app, update, NOW) for update in batch] == [True, False, True]
+    assert ["Команды" in m["visible_text"] for m in servers.telegram.messages] == [True, False]
+    assert "Не перезвонили" in servers.telegram.messages[1]["visible_text"]
+    assert bot.fetch(rig.app, 0) == []
+    assert servers.telegram.update_offsets[-1] == last + 1
