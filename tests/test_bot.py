@@ -216,6 +216,22 @@ def test_the_daemons_bot_lane_answers_while_the_other_lanes_are_left_alone(rig: 
     assert servers.amo.requests == [] and servers.openai.requests == []  # no cycle ran for it
 
 
+@pytest.mark.slow
+def test_the_daemons_bot_lane_goes_past_an_update_without_a_chat(rig: Rig, servers: Servers) -> None:
+    daemon = Daemon(rig.app, lambda: datetime.fromtimestamp(NOW, UTC))
+    forged = servers.telegram.push_update({"message": {"message_id": 90, "date": 0, "text": "/help"}})
+    servers.telegram.push_message(CHAT_ID, BOSS, "/missed")
+    lane = threading.Thread(target=daemon.bot_job, name="bot")
+    lane.start()
+    try:
+        wait_for(lambda: len(servers.telegram.messages) == 1, timeout=10)  # not after a 30 s retry, not never
+        wait_for(lambda: forged + 2 in servers.telegram.update_offsets, timeout=10)
+    finally:
+        daemon.stop.set()
+        lane.join(timeout=30)
+    assert "Не перезвонили" in servers.telegram.messages[0]["visible_text"]
+
+
 def bot_config(servers: Servers) -> Path:
     path = servers.write_config(interval_seconds=3600)
     text = path.read_text().replace(
