@@ -3,7 +3,7 @@
 Contract:
 - `fetch(app, wait)`: the updates after the stored offset (state `BOT_OFFSET_KEY`), waiting
   up to `wait` seconds for one (long polling; `App.updates`).
-- `take(app, update, now)`: first commits the offset past `update` (so a restart never
+- `take(app, update, now, limits)`: first commits the offset past `update` (so a restart never
   answers it again: an answer cut short by a crash is lost, never doubled), then answers it
   when it is a command (`/name args`, or `/name@ThisBot args` as groups send them) in one of
   `telegram.command_chats` from one of `telegram.admins`. Anything else (another chat,
@@ -18,7 +18,8 @@ Contract:
   refused, never dropped in silence. The first refused command of a burst (refusals less than
   `BURST_QUIET_SECONDS` apart) gets the one answer `TOO_MANY`; the others of that burst get
   none, and `CommandLimits.log_refused()` (after each batch) logs how many were refused. So
-  every command taken is answered or refused, and a flood costs its chat a message a minute.
+  every command taken is answered or refused, and a flood costs its chat at most
+  `COMMANDS_PER_MINUTE` answers and one refusal a minute per admin.
 - Nothing here touches the intake or work lanes: commands only read the store (and write
   the offset).
 """
@@ -134,8 +135,8 @@ def take(app: App, update: Incoming, now: int, limits: CommandLimits) -> bool:
         log.debug("bot: /%s from %s refused: over the limit", excerpt(name, 40), who)
         return False
     if verdict == "tell":
-        log.info("bot: /%s from %s refused: over %d commands a minute (told once)", excerpt(name, 40), who,
-                 limits.per_minute)  # fmt: skip
+        over = f"over {limits.per_minute} commands a minute"
+        log.info("bot: /%s from %s refused: %s (told once)", excerpt(name, 40), who, over)
         _send(app, update, Answer([esc(TOO_MANY)]), now)
         return True
     try:
