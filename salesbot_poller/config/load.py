@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from salesbot_poller.config.model import Config, OpenAIConfig, _is_openai, sections
+from salesbot_poller.config.values import CONFIG_LIMIT, SECRET_LIMIT, ReadFile, read_text
 from salesbot_poller.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/salesbot/config.toml"
@@ -71,7 +72,7 @@ def secret_keys(model: type[BaseModel]) -> list[str]:
     return [name for name, info in model.model_fields.items() if info.annotation is SecretStr]
 
 
-def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
+def _apply_key_files(raw: dict[str, Any], problems: list[str], read: ReadFile) -> None:
     """`<key>_file = "/path"` in a section: the value of `<key>` is read from that file."""
     for section, model in sections().items():
         part = raw.get(section)
@@ -88,7 +89,7 @@ def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
                 problems.append(f"{section}.{file_key}: must be the path of a file holding {section}.{key}")
             else:
                 try:
-                    part[key] = Path(file_name).read_text(encoding="utf-8").strip()
+                    part[key] = read(file_name, SECRET_LIMIT).strip()
                 except OSError as exc:
                     problems.append(f"{section}.{file_key}: cannot read {file_name}: {exc.strerror}")
 
@@ -167,15 +168,18 @@ def _format_error(error: Any) -> str:
     return f"{location}: {message}"
 
 
-def parse_config(raw: dict[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True) -> Config:
-    """Validate a parsed TOML document plus environment overrides; see the module contract."""
+def parse_config(
+    raw: dict[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True, read_file: ReadFile = read_text
+) -> Config:
+    """Validate a parsed TOML document plus environment overrides; see the module contract.
+    `read_file` reads the files the document names (`<key>_file`, `rubric_file`)."""
     problems: list[str] = []
-    _apply_key_files(raw, problems)
+    _apply_key_files(raw, problems, read_file)
     _apply_environment(raw, environ, problems)
     _apply_credentials(raw, environ, problems)
     config: Config | None = None
     try:
-        config = Config.model_validate(raw)
+        config = Config.model_validate(raw, context={"read_file": read_file})
     except ValidationError as exc:
         problems.extend(_format_error(e) for e in exc.errors())
     if require_secrets:
@@ -185,16 +189,27 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str], *, require_sec
     return config
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None, *, require_secrets: bool = True) -> Config:
-    """Read `path` and return the validated config; raises `ConfigError` naming every problem."""
+def load_config(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_secrets: bool = True,
+    read_file: ReadFile = read_text,
+) -> Config:
+    """Read `path` and return the validated config; raises `ConfigError` naming every problem.
+    `read_file` reads it and the files it names (the `fleet` commands pass one that caps
+    sizes and follows no symlink of another user)."""
     environ = os.environ if environ is None else environ
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
+        raw = tomllib.loads(read_file(str(path), CONFIG_LIMIT))
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file (copy config.example.toml there, or pass --config)"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return parse_config(raw, environ, require_secrets=require_secrets)

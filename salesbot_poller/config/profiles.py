@@ -12,12 +12,20 @@ Contract:
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from salesbot_poller.config.values import _chat_id_text, _comma_list, _Section, existing_file
+from salesbot_poller.config.values import (
+    CONFIG_LIMIT,
+    ReadFile,
+    _chat_id_text,
+    _comma_list,
+    _Section,
+    context_reader,
+    existing_file,
+    read_text,
+)
 from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
 
 
@@ -103,10 +111,10 @@ ENTITY_TYPES: tuple[EntityType, ...] = ("leads", "contacts", "companies")
 DIRECTIONS: tuple[Direction, ...] = ("in", "out")
 
 
-def _rubric_file(path: str) -> tuple[RubricItem, ...]:
-    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`)."""
+def _rubric_file(path: str, read: ReadFile = read_text) -> tuple[RubricItem, ...]:
+    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`), read by `read`."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(read(path, CONFIG_LIMIT))
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -148,11 +156,11 @@ class Profile(_Section):
         return existing_file(value)
 
     @model_validator(mode="after")
-    def _one_rubric(self) -> Profile:
+    def _one_rubric(self, info: ValidationInfo) -> Profile:
         if self.rubric and self.rubric_file:
             raise ValueError("set either rubric or rubric_file, not both")
         if self.rubric_file:
-            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file))
+            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file, context_reader(info.context)))
         unique_item_ids(self.rubric)
         return self
 

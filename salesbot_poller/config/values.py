@@ -13,6 +13,7 @@ Contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +55,27 @@ def _id_list(value: Any) -> Any:
     if isinstance(value, list):
         return [_chat_id_text(item) for item in value]
     return value
+
+
+ReadFile = Callable[[str, int], str]
+"""How the config's files are read: `read(path, limit)` returns the text of `path`, or raises
+an `OSError` whose `strerror` says why not. `limit` (bytes) is the most a reader that caps
+(the `fleet` commands', `cli.fleet_files.read_capped`) accepts."""
+
+CONFIG_LIMIT = 1 << 20  # a config or a rubric file
+SECRET_LIMIT = 64 << 10  # a key or token file (`<key>_file`)
+
+
+def read_text(path: str, limit: int) -> str:
+    """The default `ReadFile`: the whole file as UTF-8, as the service has always read its own
+    files (`limit` is for readers that cap)."""
+    return Path(path).read_text(encoding="utf-8")
+
+
+def context_reader(context: Any) -> ReadFile:
+    """The `ReadFile` passed in a validation's context (`{"read_file": ...}`), else `read_text`."""
+    reader = context.get("read_file") if isinstance(context, dict) else None
+    return reader if callable(reader) else read_text
 
 
 def existing_file(value: str) -> str:
