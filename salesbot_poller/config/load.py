@@ -212,4 +212,4 @@ def load_config(
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(raw, environ, require_secrets=require_secrets)
+    return parse_config(raw, environ, require_secrets=require_secrets, read_file=read_file)
