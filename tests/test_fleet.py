@@ -1,7 +1,8 @@
 """`fleet status`, `fleet usage` and `usage --month`, through the real command line: a root
 with two instances (acme, globex), each a config.toml and a database seeded with calls,
 usage and state. The commands read every database and write none: no migration, no file
-created, no -wal/-shm of theirs left behind (see `Store.open_readonly`)."""
+created, no -wal/-shm of theirs left behind (see `cli.fleet_sqlite`; an instance's user's
+traps: tests/test_fleet_hostile.py)."""
 
 from __future__ import annotations
 

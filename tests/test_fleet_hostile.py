@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from salesbot_poller.cli.fleet_files import NotRead, check_unchanged, open_dir, read_capped
+from salesbot_poller.config import parse_config
+from salesbot_poller.errors import ConfigError
 from salesbot_poller.lanes import LAST_CYCLE_KEY
 from salesbot_poller.store import MIGRATIONS, Store
 from tests.conftest import run_cli
@@ -156,7 +158,9 @@ def test_a_users_instance_is_read_through_its_running_services_wal(base: Path) -
         service.set_state(LAST_CYCLE_KEY, json.dumps({"at": NOW, "seconds": 1, "error": "only in the wal"}))
         names = sorted(path.name for path in state.iterdir())
         assert names == ["salesbot.db", "salesbot.db-shm", "salesbot.db-wal"]
-        result = run_cli("fleet", "status", "--root", str(base / "etc"))
+        # In a process of its own, as in use: a fork of this one, which has the database open
+        # in SQLite, would share SQLite's per-process lock state with the service's connection.
+        result = run_cli("fleet", "status", "--root", str(base / "etc"), child=True)
         assert "error: only in the wal" in result.stdout, result.stdout + result.stderr
         assert sorted(path.name for path in state.iterdir()) == names
         assert {(state / name).stat().st_uid for name in names} == {USER}
@@ -201,3 +205,18 @@ def test_small_files_are_read_capped_and_only_when_regular(base: Path) -> None:
         read_capped("/dev/zero", 100)
     with pytest.raises(NotRead, match="is not a regular file"):
         read_capped(base, 100)
+
+
+def test_a_rubric_file_is_read_through_the_fleets_reader(base: Path) -> None:
+    """`rubric_file` is read while the config is validated: the fleet's reader reaches it too."""
+    state = base / "state"
+    state.mkdir()
+    os.chown(state, USER, USER)
+    real = base / "rubric.toml"
+    real.write_text('[[rubric]]\nid = "price"\ntitle = "Price"\n', encoding="utf-8")
+    (state / "rubric.toml").symlink_to(real)
+    raw = {"profiles": [{"name": "A", "rubric_file": str(state / "rubric.toml")}]}
+    assert parse_config(dict(raw), {}, require_secrets=False).profiles[0].rubric[0].id == "price"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(dict(raw), {}, require_secrets=False, read_file=read_capped)
+    assert caught.value.problems == [f"profiles[1]: cannot read {state}/rubric.toml: is a symlink, not read"]

@@ -5,16 +5,24 @@ Contract:
   default), served by `salesbot@NAME`; instances are listed by name.
 - Configs are loaded with no secrets required and an EMPTY environment: the admin's
   SALESBOT_* variables never apply to an instance (nor one instance's to another).
-- Nothing is written to any database: each is opened with `Store.open_readonly` (no
-  migration, no -wal/-shm created; see there). No run lock is taken. These commands run as
-  root beside the running services.
+- Nothing is written to any database, and nothing is created, chowned or chmodded: a SQLite
+  database is read by `cli.fleet_sqlite` (as root, in a child process dropped to the
+  instance's user; immutable when the service is stopped), other databases with
+  `Store.open_readonly`. No run lock is taken. These commands run as root beside the
+  running services.
+- An instance's files are its users' to tamper with: the config, the files it names
+  (`<key>_file`, `rubric_file`) and the database are reached without following a user's
+  symlink, must be regular files, and the config's files are size-capped
+  (`cli.fleet_files`); a refusal is the instance's reason ("<path>: is a symlink, not read").
 - A database whose schema is older than this release is not read: its line says to start
-  the service once, so that it migrates.
+  the service once, so that it migrates. One at a newer schema says to upgrade
+  salesbot-poller.
 - No secret or database password is printed: a database is named through `safe_url`, and
   every line of an instance is redacted with that instance's secrets.
-- An instance that cannot be read (config invalid, database missing, unreadable or at an
-  older schema) says why on its line (`fleet status`) or on stderr (`fleet usage`, whose
-  output stays a clean table or CSV); the others are still shown; the command exits 1.
+- An instance that cannot be read (config invalid, a file refused, database missing,
+  unreadable or at another schema) says why on its line (`fleet status`) or on stderr
+  (`fleet usage`, whose output stays a clean table or CSV); the others are still shown; the
+  command exits 1.
 - `fleet status` exits 1 as well when an instance has failing cycles (a failing-cycles
   record, or its last cycle recorded an error).
 - Days and months are UTC. Costs are estimates from each instance's configured prices.

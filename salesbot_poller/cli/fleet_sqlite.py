@@ -75,7 +75,7 @@ def _attempt(file: Path, read: Read) -> dict[str, Any]:
             uid, gid = _reader(directory, opened)
             work = partial(_outcome, partial(_read, fd, opened, file, immutable, read))
             if os.geteuid() == 0 and uid != 0:
-                answer = _as_user(uid, gid, work)
+                answer = _as_user(uid, gid, work, keep=fd)
             else:
                 if os.geteuid() == 0 and not immutable and not directory.trusted:
                     raise NotRead(file.parent, "a user other than root can change it: its -wal is not read as root")
@@ -171,14 +171,24 @@ def _decode(answer: dict[str, Any]) -> Any:
     raise ReadFailed(str(answer.get("error", "the reader gave no answer")))
 
 
-def _as_user(uid: int, gid: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`work()` in a child process running as `uid`/`gid` (no other group)."""
+def _as_user(uid: int, gid: int, work: Callable[[], dict[str, Any]], keep: int) -> dict[str, Any]:
+    """`work()` in a child process running as `uid`/`gid` (no other group), holding no
+    descriptor of root's but `keep` and its answer's pipe: a child taken over through a
+    crafted database could not write to the terminal nor reach another open file. The
+    process must hold no SQLite connection to the database (a child shares SQLite's
+    per-process lock state, whose descriptors it has closed): the CLI holds none."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
         try:
-            os.close(rfd)
+            null = os.open(os.devnull, os.O_RDWR)
+            for std in (0, 1, 2):
+                os.dup2(null, std)
+            low, high = sorted((keep, wfd))
+            os.closerange(3, low)
+            os.closerange(low + 1, high)
+            os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
