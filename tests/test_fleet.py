@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
