@@ -16,10 +16,10 @@ from __future__ import annotations
 import tomllib
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from salesbot_poller.config.files import PROMPT_LIMIT, read_text
-from salesbot_poller.config.values import _chat_id_text, _comma_list, _Section, existing_file
+from salesbot_poller.config.values import ReadFile, _chat_id_text, _comma_list, _Section, context_reader, existing_file
 from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
 
 
@@ -95,8 +95,8 @@ class AnalysisConfig(_Section):
 
     @field_validator("prompt_file")
     @classmethod
-    def _readable(cls, value: str) -> str:
-        return readable_prompt(value)
+    def _readable(cls, value: str, info: ValidationInfo) -> str:
+        return readable_prompt(value, context_reader(info.context))
 
 
 EntityType = Literal["leads", "contacts", "companies"]
@@ -105,21 +105,22 @@ ENTITY_TYPES: tuple[EntityType, ...] = ("leads", "contacts", "companies")
 DIRECTIONS: tuple[Direction, ...] = ("in", "out")
 
 
-def readable_prompt(value: str) -> str:
+def readable_prompt(value: str, read: ReadFile = read_text) -> str:
     """A `prompt_file` setting: "" (the built-in prompt), or a file that exists and is read
     within `PROMPT_LIMIT`; ValueError (`FileRejected`) saying why not."""
     if existing_file(value):
         try:
-            read_text(value, PROMPT_LIMIT)
+            read(value, PROMPT_LIMIT)
         except OSError as exc:
             raise ValueError(f"cannot read {value}: {exc.strerror}") from None
     return value
 
 
-def _rubric_file(path: str) -> tuple[RubricItem, ...]:
-    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`), read within `PROMPT_LIMIT`."""
+def _rubric_file(path: str, read: ReadFile = read_text) -> tuple[RubricItem, ...]:
+    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`), read by `read`
+    within `PROMPT_LIMIT`."""
     try:
-        data = tomllib.loads(read_text(path, PROMPT_LIMIT))
+        data = tomllib.loads(read(path, PROMPT_LIMIT))
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -157,23 +158,23 @@ class Profile(_Section):
 
     @field_validator("prompt_file")
     @classmethod
-    def _readable(cls, value: str) -> str:
-        return readable_prompt(value)
+    def _readable(cls, value: str, info: ValidationInfo) -> str:
+        return readable_prompt(value, context_reader(info.context))
 
     @field_validator("rubric_file")
     @classmethod
-    def _rubric_readable(cls, value: str) -> str:
+    def _rubric_readable(cls, value: str, info: ValidationInfo) -> str:
         # Read here, so that a problem is named by its key; `_one_rubric` reads it again to keep it.
         if value:
-            _rubric_file(value)
+            _rubric_file(value, context_reader(info.context))
         return value
 
     @model_validator(mode="after")
-    def _one_rubric(self) -> Profile:
+    def _one_rubric(self, info: ValidationInfo) -> Profile:
         if self.rubric and self.rubric_file:
             raise ValueError("set either rubric or rubric_file, not both")
         if self.rubric_file:
-            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file))
+            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file, context_reader(info.context)))
         unique_item_ids(self.rubric)
         return self
 

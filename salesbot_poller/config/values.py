@@ -14,10 +14,13 @@ Contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from salesbot_poller.config.files import read_text
 
 
 class _Section(BaseModel):
@@ -55,6 +58,19 @@ def _id_list(value: Any) -> Any:
     if isinstance(value, list):
         return [_chat_id_text(item) for item in value]
     return value
+
+
+ReadFile = Callable[[str, int], str]
+"""How the config's files are read: `read(path, limit)` returns the text of `path` (at most
+`limit` bytes), or raises an `OSError` whose `strerror` says why not, or `FileRejected`. The
+default is `config.files.read_text`; the `fleet` commands pass `cli.fleet_files.read_capped`,
+which also follows no symlink of another user."""
+
+
+def context_reader(context: Any) -> ReadFile:
+    """The `ReadFile` passed in a validation's context (`{"read_file": ...}`), else `read_text`."""
+    reader = context.get("read_file") if isinstance(context, dict) else None
+    return reader if callable(reader) else read_text
 
 
 def existing_file(value: str) -> str:

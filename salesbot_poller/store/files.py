@@ -1,6 +1,7 @@
 """The database's files and connections: a SQLite file kept private, opened for the service
-(WAL, busy timeout, IMMEDIATE) or read-only for the fleet commands without leaving files; a
-PostgreSQL URL is opened by `store.postgres` (no files of ours there)."""
+(WAL, busy timeout, IMMEDIATE), or a read-only connection to a URI the fleet commands chose
+(`readonly_sqlite`: nothing here chowns or chmods on that path); a PostgreSQL URL is opened by
+`store.postgres` (no files of ours there)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import peewee
 from playhouse.db_url import connect, parse
@@ -123,59 +123,12 @@ def _open_database(url: str) -> peewee.Database:
 WAL_FORMAT = b"\x02\x02"  # bytes 18-19 of a SQLite header: the file is in WAL mode
 
 
-def _file_identity(file: Path) -> tuple[int, int, int]:
-    stat = file.stat()
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+def readonly_sqlite(uri: str) -> peewee.SqliteDatabase:
+    """A connection (not yet opened) to the SQLite URI `uri` that never writes (`query_only`).
 
-
-def _readonly_sqlite(file: Path) -> tuple[peewee.Database, tuple[int, int, int] | None]:
-    """A connection to `file` that writes nothing, and (when it reads the file as immutable)
-    the file's identity at open, to be compared after the reads (`Store.snapshot_intact`).
-
-    SQLite's `mode=ro` alone is not enough: on a WAL database with no -wal file (the service
-    stopped: its last connection removed both) a read-only connection CREATES -wal and -shm,
-    owned by whoever opened it (root) and left behind. So:
-    - a -wal exists (the service has the database open): `mode=ro`, which reads through the
-      service's -wal and -shm and creates nothing;
-    - a WAL database without -wal: `immutable=1`, which opens no companion file and takes no
-      lock. Everything committed is in the main file; a writer that starts meanwhile writes
-      to a new -wal, and the main file changes only at a checkpoint, which the caller detects
-      (`snapshot_intact`) and then reads again, through the -wal that now exists;
-    - a rollback-journal database: `mode=ro` (readers create no file there).
-    """
-    if not file.is_file():
-        raise FileNotFoundError(f"no database file {file}")
-    with file.open("rb") as handle:
-        header = handle.read(20)
-    identity: tuple[int, int, int] | None = None
-    wal = file.with_name(file.name + "-wal")
-    if header[18:20] == WAL_FORMAT and not wal.exists():
-        identity = _file_identity(file)
-        flags = "mode=ro&immutable=1"
-    else:
-        flags = "mode=ro"
-    db = peewee.SqliteDatabase(
-        f"file:{quote(str(file.resolve()))}?{flags}",
-        uri=True,
-        pragmas={"busy_timeout": BUSY_TIMEOUT_MS, "query_only": 1},
-    )
-    return db, identity
-
-
-def give_back_companions(file: Path) -> None:
-    """A -wal/-shm that this process created by accident (the service closed the database
-    between our look at its -wal and our open) and owns while the database belongs to
-    someone else: given to the database's owner, 0600, so the service can still open it."""
-    try:
-        owner = file.stat()
-    except OSError:
-        return
-    for suffix in ("-wal", "-shm"):
-        companion = file.with_name(file.name + suffix)
-        try:
-            stat = companion.stat()
-            if stat.st_uid == os.geteuid() and stat.st_uid != owner.st_uid:
-                os.chown(companion, owner.st_uid, owner.st_gid)
-                companion.chmod(PRIVATE_FILE)
-        except OSError:
-            continue
+    The caller picks the URI and so what SQLite may touch: `file:...?mode=ro&immutable=1`
+    opens the one file and no -wal/-shm, takes no lock; `file:...?mode=ro` reads through a
+    running service's -wal and -shm, writing its read mark into the -shm, and creates both
+    when missing, so it is for the database's owner (see `cli.fleet_sqlite`)."""
+    pragmas = {"busy_timeout": BUSY_TIMEOUT_MS, "query_only": 1}
+    return peewee.SqliteDatabase(uri, uri=True, autoconnect=False, pragmas=pragmas)
