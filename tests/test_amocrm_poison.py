@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from salesbot_poller.app import build_app
+from salesbot_poller.cli.commands import retry_events
 from salesbot_poller.config import load_config
 from salesbot_poller.errors import Unreadable
 from salesbot_poller.lanes import run_once
@@ -125,6 +126,9 @@ def test_a_poisoned_event_is_set_aside_by_position_and_intake_goes_on(
     assert "position 25" in (aside.error or ""), aside.error
     assert aside.raw_json and len(aside.raw_json) <= 2001
     assert app.store.cursor() == t0 - SETTLE_SECONDS, "the cursor moved past the window"
+    said: list[str] = []
+    assert not retry_events(app.store, [aside.event_id], t0, said.append)
+    assert said[0].startswith(f"event {aside.event_id}: still not a call event: "), said
 
     later = now + timedelta(seconds=60)
     second = run_once(app, later)  # the poisoned event is still in the overlap: read around again
