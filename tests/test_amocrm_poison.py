@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from salesbot_poller.pipeline.intake import SETTLE_SECONDS, poll
 from salesbot_poller.pipeline.messages import mask_phone
 from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken
+from salesbot_poller.services.amocrm_lists import MAX_BODY_BYTES, UnreadableAnswer, read_ids, read_positions
 from salesbot_poller.store import Call
 from salesbot_poller.store.models import SeenEvent
 from tests.builder import build_rig
@@ -35,18 +36,24 @@ from tests.hostile import nested
 DEEP = nested(100_000)
 POISONS = {
     "nested 100,000 deep": lambda n: (f'{{"id": {n}, "note_type": "call_in", "params": ' + DEEP + "}").encode(),
-    "not JSON": lambda n: f'{{"id": {n}, "note_type": "call_in", "params": {{"phone": +7999 tail-of-the-value}}}}'.encode(),
+    "not JSON": lambda n: f'{{"id": {n}, "note_type": "call_in", "params": {{"phone": +7999 tail}}}}'.encode(),
 }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _no_sleep(seconds: float) -> None:
+    """amoCRM's in-call retries wait: not in a test."""
 
 
 @pytest.fixture
 def app(servers: Servers) -> Iterator[App]:
     """The whole bot against the loopback servers; amoCRM's in-call retries do not sleep."""
     config = load_config(servers.write_config(), {})
-    app = build_app(config, lambda: datetime.now(UTC))
-    app.source = AmoClient(
-        requests.Session(), config.amocrm.base_url, LongLivedToken(AMO_TOKEN), lambda: datetime.now(UTC), sleep=lambda s: None
-    )
+    app = build_app(config, _now)
+    app.source = AmoClient(requests.Session(), config.amocrm.base_url, LongLivedToken(AMO_TOKEN), _now, sleep=_no_sleep)
     try:
         yield app
     finally:
@@ -103,11 +110,15 @@ def _intake_app(servers: Servers, tmp_path: Path, now: datetime) -> App:
 def _add_missed_calls(servers: Servers, count: int, first_at: int) -> None:
     for n in range(count):
         servers.amo.add_call(
-            entity_id=7000 + n, note_id=n + 1, duration=0, call_status=6, phone="+7999", link=None, created_at=first_at + n
+            entity_id=7000 + n, note_id=n + 1, duration=0, call_status=6, phone="+7", link=None, created_at=first_at + n
         )
 
 
-@pytest.mark.parametrize("poison", [DEEP.encode(), b'{"id": "01x", "type": tail}', b'"not an object"'])
+@pytest.mark.parametrize(
+    "poison",
+    [DEEP.encode(), b'{"id": "01x", "type": tail}', b'"not an object"'],
+    ids=["nested 100,000 deep", "not JSON", "not an object"],
+)
 def test_a_poisoned_event_is_set_aside_by_position_and_intake_goes_on(
     servers: Servers, tmp_path: Path, poison: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -119,6 +130,7 @@ def test_a_poisoned_event_is_set_aside_by_position_and_intake_goes_on(
 
     first = Cycle(app=app, now=t0)
     poll(app, first)
+    assert servers.amo.count("/api/v4/events") <= 16, "halving 100 down to 1: two pages a size, and one more"
 
     assert first.new == 50 and Call.select().count() == 50
     assert len({c.event_id for c in Call.select()}) == 50
@@ -150,3 +162,65 @@ def test_an_events_page_readable_nowhere_fails_the_poll_after_a_few_requests(ser
         poll(app, Cycle(app=app, now=int(now.timestamp())))
     assert servers.amo.count("/api/v4/events") <= 20
     assert SeenEvent.select().count() == 0 and app.store.cursor() is None
+
+
+def test_an_answer_past_the_size_cap_is_not_read_and_its_page_is_read_around(servers: Servers, tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    _add_missed_calls(servers, 3, int(now.timestamp()) - 600)
+    huge = b'{"_embedded": {"events": ["' + b"x" * (MAX_BODY_BYTES + 1) + b'"]}}'
+    servers.amo.fail_next(r"^/api/v4/events", 200, huge, {"Content-Type": "application/hal+json"})
+    app = _intake_app(servers, tmp_path, now)
+    cycle = Cycle(app=app, now=int(now.timestamp()))
+    poll(app, cycle)
+    assert cycle.new == 3 and app.store.set_aside_events() == (0, [])
+
+
+def _paged(items: list[int], poisoned: set[int], calls: list[tuple[int, int]]) -> Callable[[int, int], dict | None]:
+    """A paged list in memory whose pages holding a poisoned position are unreadable."""
+
+    def fetch(page: int, limit: int) -> dict | None:
+        calls.append((page, limit))
+        start = (page - 1) * limit
+        chunk = items[start : start + limit]
+        if poisoned & set(range(start, start + len(chunk))):
+            raise UnreadableAnswer("unreadable", b'{"_embedded": {"things": [' + str(start).encode() + b"]}}")
+        if not chunk:
+            return None
+        links = {"next": {"href": "..."}} if start + limit < len(items) else {}
+        return {"_links": links, "_embedded": {"things": chunk}}
+
+    return fetch
+
+
+def test_positions_are_read_around_many_poisoned_items_each_readable_one_once() -> None:
+    """Seven poisoned items in a row, more than `MAX_UNREADABLE`, but fewer than those read."""
+    items, poisoned, calls = list(range(1000, 1300)), {10, 11, 12, 13, 14, 15, 16, 99, 100, 299}, []
+    read, unread = read_positions(_paged(items, poisoned, calls), "list", "things", 100, 500)
+    assert read == [(i, 1000 + i) for i in range(300) if i not in poisoned]
+    assert [u.position for u in unread] == sorted(poisoned)
+    assert len(calls) < 150
+
+
+def test_a_list_unreadable_everywhere_costs_a_bounded_number_of_requests() -> None:
+    calls: list[tuple[int, int]] = []
+    with pytest.raises(UnreadableAnswer):
+        read_positions(_paged(list(range(300)), set(range(10**6)), calls), "list", "things", 100, 500)
+    assert len(calls) <= 20
+    with pytest.raises(UnreadableAnswer):
+        read_ids(lambda ids: calls.append((0, 0)) or (_ for _ in ()).throw(UnreadableAnswer("x")), list(range(250)))
+    assert len(calls) <= 60
+
+
+def test_ids_are_read_in_halves_down_to_the_poisoned_one() -> None:
+    asked: list[list[int]] = []
+
+    def read(ids: list[int]) -> list[int]:
+        asked.append(ids)
+        if 77 in ids:
+            raise UnreadableAnswer("amoCRM GET /notes: answer is JSON nested too deep to read")
+        return ids
+
+    found, unreadable = read_ids(read, list(range(250)))
+    assert sorted(found) == [i for i in range(250) if i != 77]
+    assert unreadable == {77: "amoCRM GET /notes: answer is JSON nested too deep to read"}
+    assert len(asked) <= 2 * 8 + 2

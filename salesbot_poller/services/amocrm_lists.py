@@ -17,8 +17,10 @@ Contract:
   asked for in halves, down to one id.
 - An item unreadable alone is asked for once more after the rest was read: a passing fault (a
   proxy's page) is not taken for a poisoned item. More than `MAX_UNREADABLE` such items, and
-  the answer is unreadable as a whole (`UnreadableAnswer` propagates): a server answering
-  garbage to everything costs a bounded number of requests, and nothing is set aside.
+  more of them than items read, and the list is unreadable as a whole (`UnreadableAnswer`
+  propagates): a server answering garbage to everything costs a bounded number of requests,
+  and nothing is set aside. (So more than `MAX_UNREADABLE` poisoned items in a row, before
+  any readable one, cannot be told from a broken server: that read fails as a whole.)
 """
 
 from __future__ import annotations
@@ -39,9 +41,13 @@ from salesbot_poller.services.amocrm_parse import clean_text, shown
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a page of 250 leads with custom fields is ~1 MB
-MAX_UNREADABLE = 5  # more poisoned items in one read: the server is broken, not the items
+MAX_UNREADABLE = 5  # more poisoned items than this, and than good ones: the server is broken
 KEPT_CHARS = 2000  # what a set-aside item keeps of its text
 _CHUNK = 64 * 1024
+
+
+def _too_many(unreadable: int, read: int) -> bool:
+    return unreadable > MAX_UNREADABLE and unreadable > read
 
 
 class UnreadableAnswer(Unreadable):
@@ -187,7 +193,7 @@ class _Positions:
 
     def suspect(self, position: int, exc: UnreadableAnswer) -> None:
         self.suspects[position] = exc
-        if len(self.suspects) > MAX_UNREADABLE:
+        if _too_many(len(self.suspects), len(self.items)):
             raise exc
 
 
@@ -227,7 +233,7 @@ def read_ids(read: Callable[[list[int]], list[Any]], ids: list[int]) -> tuple[li
         except UnreadableAnswer as exc:
             if len(part) == 1:
                 suspects[part[0]] = exc
-                if len(suspects) > MAX_UNREADABLE:
+                if _too_many(len(suspects), len(items)):
                     raise
                 return
             if len(part) == len(ids):
