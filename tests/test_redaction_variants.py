@@ -31,7 +31,11 @@ def scored() -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]], li
     positives = [row for row in rows if not row["category"].startswith("neg/")]
     got = {row["text"]: redact(row["text"], KINDS) for row in rows}
     misses = [(row, got[row["text"]]) for row in positives if got[row["text"]] != row["redacted"]]
-    changed = [(row, got[row["text"]]) for row in rows if row["category"].startswith("neg/") and got[row["text"]] != row["text"]]
+    changed = [
+        (row, got[row["text"]])
+        for row in rows
+        if row["category"].startswith("neg/") and got[row["text"]] != row["text"]
+    ]
     return positives, misses, changed
 
 
