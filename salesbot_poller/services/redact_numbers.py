@@ -311,32 +311,35 @@ def _match_at(run: list[_Group], i: int, text: str, kinds: tuple[bool, bool, boo
 
 def number_spans(text: str, phone: bool, card: bool, passport: bool = False) -> list[tuple[int, int, str]]:
     """See the module contract."""
+    return [span for run in _runs(text) for span in _run_spans(run, text, (phone, card, passport))]
+
+
+def _run_spans(run: list[_Group], text: str, kinds: tuple[bool, bool, bool]) -> list[tuple[int, int, str]]:
+    memo: dict[int, _Match | None] = {}
+
+    def at(k: int) -> _Match | None:
+        if k not in memo:
+            memo[k] = _match_at(run, k, text, kinds)
+        return memo[k]
+
     spans: list[tuple[int, int, str]] = []
-    for run in _runs(text):
-        memo: dict[int, _Match | None] = {}
-
-        def at(k: int, run: list[_Group] = run, memo: dict[int, _Match | None] = memo) -> _Match | None:
-            if k not in memo:
-                memo[k] = _match_at(run, k, text, (phone, card, passport))
-            return memo[k]
-
-        i = 0
-        while i < len(run):
-            found = at(i)
-            if found is None:
-                i += 1
-                continue
-            k = i + 1
-            while k < found.end:  # one starting inside this one that reaches further wins, if as good
-                later = at(k)
-                if later is not None and later.end > found.end and later.rank >= found.rank:
-                    found = later
-                k += 1
-            # The other side repeating the end of the number once it is said is redacted too.
-            if found.end < len(run) and run[found.end].turn:
-                found.end = _echo_end(run, found.end, found.digits) or found.end
-            spans += _spans(run, found, text)
-            i = found.end
+    i = 0
+    while i < len(run):
+        found = at(i)
+        if found is None:
+            i += 1
+            continue
+        for k in range(i + 1, len(run)):  # one starting inside this one reaching further wins, if as good
+            if k >= found.end:
+                break
+            later = at(k)
+            if later is not None and later.end > found.end and later.rank >= found.rank:
+                found = later
+        # The other side repeating the end of the number once it is said is redacted with it.
+        if found.end < len(run) and run[found.end].turn:
+            found.end = _echo_end(run, found.end, found.digits) or found.end
+        spans += _spans(run, found, text)
+        i = found.end
     return spans
 
 
