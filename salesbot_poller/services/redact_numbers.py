@@ -16,10 +16,14 @@ numbers of the asked kinds, in order, not overlapping. Pure, deterministic, line
   groups of one run. A group that opens a speaker's line and repeats the end of the digits
   said so far ("Клиент: восемь девятьсот шестнадцать / Менеджер: девятьсот шестнадцать, так /
   Клиент: сто двадцать три ...") is an echo: it is redacted with the number, not counted.
+  A round spoken group and the next one across a pause may be read as one ("восемьсот / да /
+  шестнадцать" as 816) when that makes the number whole.
 - Not a phone: a candidate with a group in thousands ("сорок пять тысяч") or written as an
   amount ("8 500 000", "12 500"); not a card: one with a round thousands group ("три
-  тысячи"). An 11-digit phone wins over a card read from the same digits, a card over a
-  10-digit phone; where candidates overlap the one reaching further wins ("15:30 8 916 ...").
+  тысячи"); neither: round numbers listed with pauses ("800, потом 900, потом 1000";
+  "сорок пять, пятьдесят, шестьдесят, семьдесят"). An 11-digit phone wins over a card read
+  from the same digits, a card over a 10-digit phone; where candidates overlap the one
+  reaching further wins ("15:30 8 916 ...").
 - The spans: one per speaker's line the number spans (the lines' starts and the words
   between numbers of different lines are kept), each from the first group (with a "плюс"
   or a bracket before it) to the last (with a closing bracket).
