@@ -17,11 +17,14 @@ from typing import Any
 import pytest
 
 from salesbot_poller.app import build_openai, build_transcriber
+from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import CallEvent, CallNote, Stage
+from salesbot_poller.errors import BudgetReached
 from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline import usage
+from salesbot_poller.pipeline.usage import BudgetGate
 from salesbot_poller.services.speech import OpenAITranscriber
-from salesbot_poller.store import Call, Usage
+from salesbot_poller.store import Call, Store, Usage
 from tests.builder import Rig, build_rig
 from tests.conftest import Servers
 from tests.fakes import make_silence_flac
@@ -80,13 +83,13 @@ def budget_notices(rig: Rig) -> list[str]:
 def test_a_ten_hour_recording_claiming_a_week_stops_at_the_budget_and_resumes_tomorrow(
     servers: Servers, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # $0.04 a minute: the first 20-minute upload ($0.80) fits the $1 budget, the second
-    # ($0.40) would cross it. The cap (30 min here, to keep the test short) is what is decoded.
+    # $0.048 a minute: the first 20-minute upload ($0.96) fits the $1 budget, the second (62 s,
+    # $0.05) would cross it. The cap (21 min here, to keep the test short) is all that is decoded.
     rig = speech_rig(
         servers,
         make_silence_flac(10 * 3600),
-        openai={"daily_budget_usd": 1.0, "audio_price_per_minute_usd": 0.04},
-        poller={"max_call_minutes": 30},
+        openai={"daily_budget_usd": 1.0, "audio_price_per_minute_usd": 0.048},
+        poller={"max_call_minutes": 21},
         telegram={"alert_chat_id": ALERT_CHAT},
     )
     app = rig.app
@@ -110,14 +113,14 @@ def test_a_ten_hour_recording_claiming_a_week_stops_at_the_budget_and_resumes_to
     (call,) = calls()
     assert call.stage == Stage.NOTIFIED
     seconds = uploaded_seconds(servers)
-    assert seconds == pytest.approx([1200.0, 602.0], abs=0.5), "resumed from the second upload: the first not repaid"
+    assert seconds == pytest.approx([1200.0, 62.0], abs=0.5), "resumed from the second upload: the first not repaid"
     paid = sorted((row.at >= MIDNIGHT, round(row.audio_seconds)) for row in Usage.select())
-    assert paid == [(False, 1200), (True, 602)], "each upload counted once, on the day it was paid"
+    assert paid == [(False, 1200), (True, 62)], "each upload counted once, on the day it was paid"
     card = next(html for html in rig.notifier.sent if "Входящий звонок" in html)
-    assert "⚠️ Запись длиннее 30 мин: разобраны первые 30 мин" in card
+    assert "⚠️ Запись длиннее 21 мин: разобраны первые 21 мин" in card
     cut_lines = [r.getMessage() for r in caplog.records if "max_call_minutes" in r.getMessage()]
-    assert cut_lines == [f"call {call.id}: the recording is longer than poller.max_call_minutes=30: only its first "
-                         f"30 min transcribed (its note says {A_WEEK} s)"]
+    assert cut_lines == [f"call {call.id}: the recording is longer than poller.max_call_minutes=21: only its first "
+                         f"21 min transcribed (its note says {A_WEEK} s)"]
     assert len(budget_notices(rig)) == 1
 
 
@@ -185,3 +188,39 @@ def test_four_workers_racing_for_the_last_budget_never_reserve_more_than_it(serv
     assert max(seen) <= 1.2
     assert {c.stage for c in calls()} == {Stage.DOWNLOADED}, "all four wait for tomorrow: none failed"
     assert {c.next_attempt_at for c in calls()} == {MIDNIGHT}
+
+
+@pytest.mark.postgres
+def test_uploads_reserved_at_the_same_instant_never_pass_the_budget(database_url: str) -> None:
+    now = int(T0.timestamp())
+    store = Store.open(database_url, now)
+    prices = OpenAIConfig(audio_price_per_minute_usd=1.0, daily_budget_usd=2.5)  # two 1-minute uploads
+    gate = BudgetGate()
+    try:
+        for _ in range(5):  # rounds: a race lost once is enough to fail
+            barrier = threading.Barrier(8)
+            granted: list[int] = []
+            lock = threading.Lock()
+
+            def worker(call_id: int) -> None:
+                with store.db.connection_context():
+                    meter = gate.meter(store, prices, call_id, now)
+                    barrier.wait()
+                    try:
+                        ticket = meter.reserve(60.0, "whisper-1")
+                    except BudgetReached:
+                        return
+                    with lock:
+                        granted.append(ticket)
+
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(granted) == 2, f"{len(granted)} uploads of $1 reserved against a $2.50 budget"
+            assert store.held_usd(usage.day_start(now)) == 2.0
+            for ticket in granted:
+                store.release_upload(ticket)
+    finally:
+        store.close()
