@@ -27,7 +27,7 @@ from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.store import Call, Store, Usage
 from tests.builder import Rig, build_rig
 from tests.conftest import Servers
-from tests.fakes import make_silence_flac
+from tests.fakes import make_mp3, make_silence_flac
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 MIDNIGHT = int(datetime(2026, 11, 26, tzinfo=UTC).timestamp())
@@ -45,7 +45,7 @@ class FileRecordings:
 
     def download(self, url: str, stem: str, note_seconds: int) -> Path:
         self.downloads.append(url)
-        path = self.directory / f"{stem}.flac"
+        path = self.directory / f"{stem}.rec"  # any container: the decoder reads what it is
         path.write_bytes(self.data)
         return path
 
@@ -144,6 +144,15 @@ def test_a_recording_under_the_cap_is_not_said_to_be_cut(servers: Servers) -> No
     (call,) = calls()
     assert call.stage == Stage.NOTIFIED and call.cut_minutes is None
     assert "Запись длиннее" not in rig.notifier.sent[0]
+
+
+def test_both_channels_of_a_stereo_call_pay_each_upload_through_the_budget(servers: Servers) -> None:
+    rig = speech_rig(servers, make_mp3(20.0, stereo=True), note_seconds=20, openai={"daily_budget_usd": 5.0})
+    run_once(rig.app, T0, workers=1)
+    (call,) = calls()
+    assert call.stage == Stage.NOTIFIED
+    assert sorted(round(row.audio_seconds) for row in Usage.select()) == [20, 20], "one row per upload, each once"
+    assert rig.app.store.held_usd(usage.day_start(int(T0.timestamp()))) == 0
 
 
 # At the default 12 kbps this upload limit allows 30-second uploads (`chunk_seconds_for`).

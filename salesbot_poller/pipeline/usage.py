@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -178,9 +180,10 @@ class CallMeter:
             # budget delays such a call, it never starves it.
             return used + usd <= budget or used <= 0
 
-        ticket = store.reserve_upload(
-            call_id=self._call_id, day=today, at=self._now, model=model, audio_seconds=seconds, usd=usd, fits=fits
-        )
+        with self._connection():
+            ticket = store.reserve_upload(
+                call_id=self._call_id, day=today, at=self._now, model=model, audio_seconds=seconds, usd=usd, fits=fits
+            )
         if ticket is None:
             raise BudgetReached(
                 f"the next {seconds / 60:.1f} min upload (~${usd:.2f}) would cross openai.daily_budget_usd="
@@ -191,10 +194,24 @@ class CallMeter:
         return ticket
 
     def spent(self, ticket: int, audio_seconds: float, input_tokens: int, output_tokens: int) -> None:
-        self._store.settle_upload(ticket, audio_seconds, input_tokens, output_tokens)
+        with self._connection():
+            self._store.settle_upload(ticket, audio_seconds, input_tokens, output_tokens)
 
     def release(self, ticket: int) -> None:
-        self._store.release_upload(ticket)
+        with self._connection():
+            self._store.release_upload(ticket)
+
+    @contextmanager
+    def _connection(self) -> Iterator[None]:
+        """The calling thread's connection; one a channel's short-lived thread opened is
+        closed again (the worker's own stays open)."""
+        db = self._store.db
+        fresh = db.is_closed()
+        try:
+            yield
+        finally:
+            if fresh:
+                db.close()
 
 
 class BudgetGate:
