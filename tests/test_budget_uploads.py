@@ -119,15 +119,19 @@ def test_a_ten_hour_recording_claiming_a_week_stops_at_the_budget_and_resumes_to
     card = next(html for html in rig.notifier.sent if "Входящий звонок" in html)
     assert "⚠️ Запись длиннее 21 мин: разобраны первые 21 мин" in card
     cut_lines = [r.getMessage() for r in caplog.records if "max_call_minutes" in r.getMessage()]
-    assert cut_lines == [f"call {call.id}: the recording is longer than poller.max_call_minutes=21: only its first "
-                         f"21 min transcribed (its note says {A_WEEK} s)"]
+    assert cut_lines == [
+        f"call {call.id}: the recording is longer than poller.max_call_minutes=21: only its first "
+        f"21 min transcribed (its note says {A_WEEK} s)"
+    ]
     assert len(budget_notices(rig)) == 1
 
 
 def test_only_the_first_max_call_minutes_of_a_recording_reach_the_speech_server(
     servers: Servers, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig = speech_rig(servers, make_silence_flac(30 * 60), openai={"daily_budget_usd": 0.0}, poller={"max_call_minutes": 2})
+    rig = speech_rig(
+        servers, make_silence_flac(30 * 60), openai={"daily_budget_usd": 0.0}, poller={"max_call_minutes": 2}
+    )
     caplog.set_level(logging.WARNING, logger="salesbot_poller")
     run_once(rig.app, T0, workers=1)
     (call,) = calls()
@@ -199,34 +203,40 @@ def test_four_workers_racing_for_the_last_budget_never_reserve_more_than_it(serv
     assert {c.next_attempt_at for c in calls()} == {MIDNIGHT}
 
 
+def race(store: Store, prices: OpenAIConfig, now: int, workers: int = 8) -> list[int]:
+    """`workers` calls reserve a 1-minute upload at the same instant: the tickets granted."""
+    gate = BudgetGate()
+    barrier = threading.Barrier(workers)
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def worker(call_id: int) -> None:
+        with store.db.connection_context():
+            meter = gate.meter(store, prices, call_id, now)
+            barrier.wait()
+            try:
+                ticket = meter.reserve(60.0, "whisper-1")
+            except BudgetReached:
+                return
+            with lock:
+                granted.append(ticket)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return granted
+
+
 @pytest.mark.postgres
 def test_uploads_reserved_at_the_same_instant_never_pass_the_budget(database_url: str) -> None:
     now = int(T0.timestamp())
     store = Store.open(database_url, now)
     prices = OpenAIConfig(audio_price_per_minute_usd=1.0, daily_budget_usd=2.5)  # two 1-minute uploads
-    gate = BudgetGate()
     try:
         for _ in range(5):  # rounds: a race lost once is enough to fail
-            barrier = threading.Barrier(8)
-            granted: list[int] = []
-            lock = threading.Lock()
-
-            def worker(call_id: int) -> None:
-                with store.db.connection_context():
-                    meter = gate.meter(store, prices, call_id, now)
-                    barrier.wait()
-                    try:
-                        ticket = meter.reserve(60.0, "whisper-1")
-                    except BudgetReached:
-                        return
-                    with lock:
-                        granted.append(ticket)
-
-            threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            granted = race(store, prices, now)
             assert len(granted) == 2, f"{len(granted)} uploads of $1 reserved against a $2.50 budget"
             assert store.held_usd(usage.day_start(now)) == 2.0
             for ticket in granted:

@@ -4,9 +4,9 @@
 run lock and retryable errors), and `Store` (every query of the application) in `core`,
 assembled from one mixin per concern: `base` (the database, redaction, small state),
 `events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
-call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost), `budget` (the daily budget's reservations),
-`failures` (failed calls and `retry`), `personal` (retention and `forget`) and `reports`
-(the report and command queries)."""
+call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
+`budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
+`personal` (retention and `forget`) and `reports` (the report and command queries)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (

@@ -50,9 +50,7 @@ class BudgetLedger(StoreBase):
             ).execute()
             if not fits(self.held_usd(day)):
                 return None
-            hold = UploadHold.create(
-                call_id=call_id, day=day, at=at, model=model, audio_seconds=audio_seconds, usd=usd
-            )
+            hold = UploadHold.create(call_id=call_id, day=day, at=at, model=model, audio_seconds=audio_seconds, usd=usd)
             return int(hold.id)
 
     def held_usd(self, day: int) -> float:

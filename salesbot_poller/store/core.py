@@ -40,8 +40,8 @@ Contract:
 `Store` is assembled from one mixin per concern, each in its module: `base` (the database,
 redaction, small state), `events` (the events window and cursor), `claims` (due calls and
 their claims), `calls` (a call's updates and reads), `deliveries` (delivery rows), `usage`,
-`budget` (the daily budget's reservations), `failures` (failed calls and `retry`), `personal` (retention and `forget`) and `reports`
-(the reports' and bot commands' reads). Here: opening, migrations, must-keep writes
+`budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
+`personal` (retention and `forget`) and `reports` (the reports' and bot commands' reads). Here: opening, migrations, must-keep writes
 (`committed`) and the BI export.
 """
 
