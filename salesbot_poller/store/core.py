@@ -41,8 +41,8 @@ Contract:
 redaction, small state), `events` (the events window and cursor), `claims` (due calls and
 their claims), `calls` (a call's updates and reads), `deliveries` (delivery rows), `usage`,
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
-`personal` (retention and `forget`) and `reports` (the reports' and bot commands' reads). Here: opening, migrations, must-keep writes
-(`committed`) and the BI export.
+`personal` (retention and `forget`) and `reports` (the reports' and bot commands' reads).
+Here: opening, migrations, must-keep writes (`committed`) and the BI export.
 """
 
 from __future__ import annotations
