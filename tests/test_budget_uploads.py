@@ -243,3 +243,15 @@ def test_uploads_reserved_at_the_same_instant_never_pass_the_budget(database_url
                 store.release_upload(ticket)
     finally:
         store.close()
+
+
+def test_an_upload_left_in_flight_by_a_dead_process_counts_as_spent(tmp_path: Path) -> None:
+    now = int(T0.timestamp())
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", now)
+    prices = OpenAIConfig(audio_price_per_minute_usd=1.0, daily_budget_usd=2.5)
+    BudgetGate().meter(store, prices, 7, now).reserve(60.0, "whisper-1")  # then the process dies
+    BudgetGate().meter(store, prices, 7, now + 600)  # the call's next attempt
+    assert [(u.call_id, u.audio_seconds, u.at) for u in Usage.select()] == [(7, 60.0, now)], "OpenAI may have billed it"
+    assert store.held_usd(usage.day_start(now)) == 0
+    assert usage.budget_used(store, prices, now) == 1.0
+    store.close()
