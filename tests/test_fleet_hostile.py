@@ -219,4 +219,6 @@ def test_a_rubric_file_is_read_through_the_fleets_reader(base: Path) -> None:
     assert parse_config(dict(raw), {}, require_secrets=False).profiles[0].rubric[0].id == "price"
     with pytest.raises(ConfigError) as caught:
         parse_config(dict(raw), {}, require_secrets=False, read_file=read_capped)
-    assert caught.value.problems == [f"profiles[1].rubric_file: cannot read {state}/rubric.toml: is a symlink, not read"]
+    assert caught.value.problems == [
+        f"profiles[1].rubric_file: cannot read {state}/rubric.toml: is a symlink, not read"
+    ]

@@ -283,6 +283,14 @@ class PollerConfig(_Section):
         le=16,
         description="Answered calls worked at once (download, transcription, analysis); 1: one at a time.",
     )
+    max_call_minutes: int = Field(
+        180,
+        ge=1,
+        description=(
+            "Only the first this-many minutes of a recording are transcribed, whatever its note "
+            "claims (the card says it was cut); at least 1, there is no unlimited value."
+        ),
+    )
 
 
 class StorageConfig(_Section):

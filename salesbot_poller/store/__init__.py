@@ -5,8 +5,8 @@ run lock and retryable errors), and `Store` (every query of the application) in 
 assembled from one mixin per concern: `base` (the database, redaction, small state),
 `events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
 call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
-`failures` (failed calls and `retry`), `personal` (retention and `forget`) and `reports`
-(the report and command queries)."""
+`budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
+`personal` (retention and `forget`) and `reports` (the report and command queries)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (
@@ -28,6 +28,7 @@ from salesbot_poller.store.models import (
     Migration,
     SeenEvent,
     State,
+    UploadHold,
     Usage,
     database_proxy,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "SeenEvent",
     "State",
     "Store",
+    "UploadHold",
     "Usage",
     "add_missing_columns",
     "database_proxy",

@@ -41,9 +41,9 @@ Contract:
 `Store` is assembled from one mixin per concern, each in its module: `base` (the database,
 redaction, small state), `events` (the events window and cursor), `claims` (due calls and
 their claims), `calls` (a call's updates and reads), `deliveries` (delivery rows), `usage`,
-`failures` (failed calls and `retry`), `personal` (retention and `forget`) and `reports`
-(the reports' and bot commands' reads). Here: opening, migrations, must-keep writes
-(`committed`) and the BI export.
+`budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
+`personal` (retention and `forget`) and `reports` (the reports' and bot commands' reads).
+Here: opening, migrations, must-keep writes (`committed`) and the BI export.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from playhouse.db_url import connect
 from salesbot_poller.logs import redact_known
 from salesbot_poller.store import bi
 from salesbot_poller.store.base import CURSOR_KEY, ERROR_FIELDS, StoreBase
+from salesbot_poller.store.budget import BudgetLedger
 from salesbot_poller.store.claims import Claims
 from salesbot_poller.store.events import EventLog
 from salesbot_poller.store.failures import Failures
@@ -78,7 +79,7 @@ COMMIT_PATIENCE_SECONDS = 600.0  # how long a must-keep write is retried while t
 T = TypeVar("T")
 
 
-class Store(EventLog, Claims, Failures, PersonalData, UsageQueries, ReportQueries, StoreBase):
+class Store(EventLog, Claims, Failures, PersonalData, UsageQueries, BudgetLedger, ReportQueries, StoreBase):
     """All reads and writes of the database. One instance per process.
 
     `redact` hides secrets in every error text and state value before it is written (see the
