@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"salesbot-poller/{__version__}"
 TRANSCRIBE_TIMEOUT = 300.0  # a long call takes a while to transcribe
+BUDGET_CHUNK_SECONDS = 1200.0  # the longest upload when a daily budget is set (see build_app)
 ANALYSE_TIMEOUT = 120.0
 
 
@@ -147,6 +148,25 @@ def build_analyzer(
     )
 
 
+def build_transcriber(config: Config, client: openai.OpenAI, limit: RequestLimit | None) -> OpenAITranscriber:
+    """Speech-to-text as the config says, on `client` (the speech server's)."""
+    return OpenAITranscriber(
+        client.with_options(timeout=TRANSCRIBE_TIMEOUT),
+        config.openai.transcription_model,
+        config.openai.language,
+        diarize_model=config.openai.diarize_model,
+        prompt=config.openai.vocabulary_prompt,
+        upload_format=config.audio.upload_format,
+        bitrate=config.audio.bitrate_kbps * 1000,
+        overlap_seconds=config.audio.chunk_overlap_seconds,
+        limit=limit,
+        max_seconds=config.poller.max_call_minutes * 60,
+        # With a daily budget, each upload is checked against it: 20 minutes at most, so
+        # the budget stops a call within ~$0.12 (whisper's price) instead of hours of audio.
+        max_chunk_seconds=BUDGET_CHUNK_SECONDS if config.openai.daily_budget_usd > 0 else None,
+    )
+
+
 def build_app(
     config: Config,
     clock: Callable[[], datetime],
@@ -183,17 +203,7 @@ def build_app(
             deadline_seconds=config.storage.download_deadline_seconds,
             max_bytes=config.storage.max_recording_mb * 2**20,
         ),
-        transcriber=OpenAITranscriber(
-            speech_client.with_options(timeout=TRANSCRIBE_TIMEOUT),
-            config.openai.transcription_model,
-            config.openai.language,
-            diarize_model=config.openai.diarize_model,
-            prompt=config.openai.vocabulary_prompt,
-            upload_format=config.audio.upload_format,
-            bitrate=config.audio.bitrate_kbps * 1000,
-            overlap_seconds=config.audio.chunk_overlap_seconds,
-            limit=limit,
-        ),
+        transcriber=build_transcriber(config, speech_client, limit),
         analyzer=build_analyzer(config, chat_client, limit),
         profile_analyzers={
             profile.name: build_analyzer(config, chat_client, limit, profile)

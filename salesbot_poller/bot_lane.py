@@ -3,7 +3,7 @@
 Contract:
 - `fetch(app, wait)`: the updates after the stored offset (state `BOT_OFFSET_KEY`), waiting
   up to `wait` seconds for one (long polling; `App.updates`).
-- `take(app, update, now)`: first commits the offset past `update` (so a restart never
+- `take(app, update, now, limits)`: first commits the offset past `update` (so a restart never
   answers it again: an answer cut short by a crash is lost, never doubled), then answers it
   when it is a command (`/name args`, or `/name@ThisBot args` as groups send them) in one of
   `telegram.command_chats` from one of `telegram.admins`. Anything else (another chat,
@@ -13,6 +13,13 @@ Contract:
   chat's turn (`App.pacer`); a command that cannot be answered gets one line saying why. A
   send that fails is logged and the rest of that answer dropped; a fatal error (the chat is
   gone, the token revoked) propagates.
+- Each admin may ask `COMMANDS_PER_MINUTE` commands a minute (`CommandLimits`, a token
+  bucket per user id, passed in by the lane that owns it): a command over the limit is
+  refused, never dropped in silence. The first refused command of a burst (refusals less than
+  `BURST_QUIET_SECONDS` apart) gets the one answer `TOO_MANY`; the others of that burst get
+  none, and `CommandLimits.log_refused()` (after each batch) logs how many were refused. So
+  every command taken is answered or refused, and a flood costs its chat at most
+  `COMMANDS_PER_MINUTE` answers and one refusal a minute per admin.
 - Nothing here touches the intake or work lanes: commands only read the store (and write
   the offset).
 """
@@ -20,6 +27,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from salesbot_poller.domain import Destination, Incoming
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
@@ -32,6 +40,56 @@ log = logging.getLogger(__name__)
 
 BOT_OFFSET_KEY = "bot_updates_offset"
 ANSWER_PATIENCE = 30.0  # seconds an answer's part waits for its chat's slot
+# A person types a command a few times a minute at most; a few admins at this rate stay under
+# Telegram's 20 messages a minute to a group, so the answers taken are the answers sent.
+COMMANDS_PER_MINUTE = 5
+BURST_QUIET_SECONDS = 60  # a minute without a refused command ends a burst: the next one is told again
+TOO_MANY = (
+    f"⚠️ слишком много запросов: не больше {COMMANDS_PER_MINUTE} команд в минуту; "
+    "лишние команды не выполнены, повторите через минуту"
+)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: int  # when `tokens` was counted
+    last_refused: int | None = None  # the current burst's last refusal
+    refused: int = 0  # since the last `log_refused`
+
+
+class CommandLimits:
+    """A token bucket per user id: `per_minute` commands at once, one more every 60/`per_minute` s.
+
+    `admit(user, now)` is "answer" (a token taken), "tell" (refused, the first of its burst:
+    answer `TOO_MANY`) or "refuse" (refused, counted). One per lane; not thread-safe (one
+    lane thread asks it)."""
+
+    def __init__(self, per_minute: int = COMMANDS_PER_MINUTE) -> None:
+        self.per_minute = per_minute
+        self._buckets: dict[int, _Bucket] = {}  # only admins get here: a handful of entries
+
+    def admit(self, user: int, now: int) -> str:
+        bucket = self._buckets.setdefault(user, _Bucket(float(self.per_minute), now))
+        refill = max(0, now - bucket.at) * self.per_minute / 60
+        bucket.tokens, bucket.at = min(float(self.per_minute), bucket.tokens + refill), now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return "answer"
+        new_burst = bucket.last_refused is None or now - bucket.last_refused >= BURST_QUIET_SECONDS
+        bucket.last_refused = now
+        bucket.refused += 1
+        return "tell" if new_burst else "refuse"
+
+    def refused(self) -> dict[int, int]:
+        """Commands refused per user since the last `log_refused`."""
+        return {user: bucket.refused for user, bucket in self._buckets.items() if bucket.refused}
+
+    def log_refused(self) -> None:
+        """One line per user with commands refused since the last call; the counts restart."""
+        for user, count in self.refused().items():
+            log.warning("bot: %d command(s) from user %d refused: over %d a minute", count, user, self.per_minute)
+            self._buckets[user].refused = 0
 
 
 def parse_command(text: str, username: str) -> tuple[str, list[str]] | None:
@@ -54,8 +112,8 @@ def fetch(app: App, wait: int) -> list[Incoming]:
     return app.updates.fetch(int(stored) if stored else None, wait)
 
 
-def take(app: App, update: Incoming, now: int) -> bool:
-    """See the module contract; True when the update was answered."""
+def take(app: App, update: Incoming, now: int, limits: CommandLimits) -> bool:
+    """See the module contract; True when the update was answered (a refusal included)."""
     app.store.committed(lambda: app.store.set_state(BOT_OFFSET_KEY, str(update.update_id + 1)))
     if app.updates is None or not update.text:
         return False
@@ -69,9 +127,18 @@ def take(app: App, update: Incoming, now: int) -> bool:
     if update.chat_id not in telegram.command_chats:
         log.info("bot: /%s from %s ignored: the chat is not in telegram.command_chats", excerpt(name, 40), who)
         return False
-    if update.user_id not in telegram.admins:
+    if update.user_id is None or update.user_id not in telegram.admins:
         log.info("bot: /%s from %s ignored: the user is not in telegram.admins", excerpt(name, 40), who)
         return False
+    verdict = limits.admit(update.user_id, now)
+    if verdict == "refuse":
+        log.debug("bot: /%s from %s refused: over the limit", excerpt(name, 40), who)
+        return False
+    if verdict == "tell":
+        over = f"over {limits.per_minute} commands a minute"
+        log.info("bot: /%s from %s refused: %s (told once)", excerpt(name, 40), who, over)
+        _send(app, update, Answer([esc(TOO_MANY)]), now)
+        return True
     try:
         reply = answer(app, name, args, now)
     except CommandFailed as exc:

@@ -130,6 +130,12 @@ class Transcript:
     audio_seconds: float = 0.0  # audio sent to the API (what is billed), overlaps included
     input_tokens: int = 0
     output_tokens: int = 0
+    # Each upload was already paid through an `UploadMeter` (recorded as it was answered):
+    # the pipeline must not record this transcript's usage again.
+    metered: bool = False
+    # The recording was longer than the transcriber's cap (`poller.max_call_minutes`): only
+    # its first `cut_at_seconds` were decoded and transcribed. None: transcribed whole.
+    cut_at_seconds: float | None = None
 
 
 class ConversationMetrics(BaseModel):
@@ -307,6 +313,7 @@ class CallContext:
     started_at: int
     metrics: ConversationMetrics | None = None  # stereo or diarized calls only
     profile: str = ""  # the `[[profiles]]` name; "" without profiles (the card then names none)
+    cut_minutes: int = 0  # the recording was cut there (`poller.max_call_minutes`); 0: whole
 
 
 class CallSource(Protocol):
@@ -336,8 +343,26 @@ class RecordingFetcher(Protocol):
         ...
 
 
+class UploadMeter(Protocol):
+    """Pays for a transcription one upload at a time (the daily budget, `pipeline.usage`).
+
+    `reserve(seconds, model)` before an upload of `seconds` of audio: a ticket, or
+    `errors.BudgetReached` when the upload would cross the budget (then nothing is sent).
+    After the answer, `spent(ticket, ...)` turns the reservation into recorded usage; when
+    the upload failed, `release(ticket)` gives it back. Thread-safe (two channels at once)."""
+
+    def reserve(self, seconds: float, model: str) -> int: ...
+
+    def spent(self, ticket: int, audio_seconds: float, input_tokens: int, output_tokens: int) -> None: ...
+
+    def release(self, ticket: int) -> None: ...
+
+
 class Transcriber(Protocol):
-    def transcribe(self, audio: Path) -> Transcript: ...
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
+        """The transcript of `audio`; with `meter`, every upload is reserved and paid
+        through it (and `Transcript.metered` is True)."""
+        ...
 
 
 class Analyzer(Protocol):

@@ -4,6 +4,8 @@ The class says what the pipeline does with it:
 - `TransientError`: this call is retried on a later cycle (429, 5xx, timeouts, recording
   not ready yet). `retry_after` carries a server's requested wait, when it gave one.
 - `PermanentError`: this call can never succeed as it is; it is marked failed.
+- `BudgetReached`: the daily OpenAI budget has no room for the next upload; the call waits
+  for the next UTC day without counting an attempt.
 - `FatalError`: nothing can succeed until a human acts (bad token, unpaid account, unknown
   chat); the cycle stops without touching any call, and `once` exits non-zero.
 
@@ -34,6 +36,16 @@ class Busy(TransientError):
 class Unreadable(TransientError):
     """An answer that cannot be read at all (JSON nested past any parser's depth): asking again
     at once gets the same answer, so it is not retried within the cycle; a later one tries."""
+
+
+class BudgetReached(SalesbotError):
+    """The next upload would cross `openai.daily_budget_usd`: the call waits (not an attempt,
+    not a failure) until `resume_at` (Unix time, the next UTC day); what was already
+    transcribed is kept and never paid again."""
+
+    def __init__(self, message: str, resume_at: int) -> None:
+        super().__init__(message)
+        self.resume_at = resume_at
 
 
 class PermanentError(SalesbotError):

@@ -21,6 +21,7 @@ from salesbot_poller.domain import (
     ObjectionHandling,
     RubricResult,
     Transcript,
+    UploadMeter,
 )
 
 
@@ -83,7 +84,7 @@ class MemoryTranscriber:
     failures: list[Exception] = field(default_factory=list)
     calls: list[Path] = field(default_factory=list)
 
-    def transcribe(self, audio: Path) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
         self.calls.append(audio)
         if self.failures:
             raise self.failures.pop(0)

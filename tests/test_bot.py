@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from salesbot_poller import bot_lane as bot
 from salesbot_poller.app import build_updates
 from salesbot_poller.cli.daemon import Daemon
 from salesbot_poller.sandbox.team import TeamCall, store_calls
+from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Store
 from tests.builder import T0, Rig
 from tests.conftest import CHAT_ID, Servers, assert_no_secret
@@ -64,8 +66,19 @@ def ask(rig: Rig, servers: Servers, text: str, *, user: int = BOSS, chat: str = 
     update_id = servers.telegram.push_message(chat, user, text)
     for update in bot.fetch(rig.app, 0):
         assert update.update_id == update_id
-        bot.take(rig.app, update, NOW)
+        bot.take(rig.app, update, NOW, bot.CommandLimits())
     return servers.telegram.messages[before:]
+
+
+def drain(rig: Rig, servers: Servers, now: int = NOW, limits: bot.CommandLimits | None = None) -> int:
+    """Read and take every queued update, as the bot lane does; how many were answered."""
+    servers.telegram.MAX_LONG_POLL = 0.0  # all is queued: the last, empty poll need not wait
+    limits = limits or bot.CommandLimits()
+    answered = 0
+    while updates := bot.fetch(rig.app, 0):
+        answered += sum(bot.take(rig.app, update, now, limits) for update in updates)
+        limits.log_refused()
+    return answered
 
 
 def command_message_id(servers: Servers) -> int:
@@ -173,7 +186,7 @@ def test_another_user_or_chat_gets_no_answer_and_one_log_line(
 def test_an_update_is_answered_once_across_a_restart(rig: Rig, servers: Servers) -> None:
     servers.telegram.push_message(CHAT_ID, BOSS, "/help")
     for update in bot.fetch(rig.app, 0):
-        bot.take(rig.app, update, NOW)
+        bot.take(rig.app, update, NOW, bot.CommandLimits())
     assert len(servers.telegram.messages) == 1
     # A restart: the same database, a new client; Telegram still holds the update (it was
     # never confirmed by a later getUpdates) and would hand it out again without the offset.
@@ -182,7 +195,7 @@ def test_an_update_is_answered_once_across_a_restart(rig: Rig, servers: Servers)
     rig.app.store = Store.open(rig.app.config.storage.database, NOW + 60)
     rig.app.updates = build_updates(rig.app.config)
     for update in bot.fetch(rig.app, 0):
-        bot.take(rig.app, update, NOW + 60)
+        bot.take(rig.app, update, NOW + 60, bot.CommandLimits())
     assert len(servers.telegram.messages) == 1
     assert servers.telegram.update_offsets == [None, 2]  # the second process asked from past it
 
@@ -201,6 +214,22 @@ def test_the_daemons_bot_lane_answers_while_the_other_lanes_are_left_alone(rig: 
     assert not lane.is_alive()
     assert "Не перезвонили" in servers.telegram.messages[0]["visible_text"]
     assert servers.amo.requests == [] and servers.openai.requests == []  # no cycle ran for it
+
+
+@pytest.mark.slow
+def test_the_daemons_bot_lane_goes_past_an_update_without_a_chat(rig: Rig, servers: Servers) -> None:
+    daemon = Daemon(rig.app, lambda: datetime.fromtimestamp(NOW, UTC))
+    forged = servers.telegram.push_update({"message": {"message_id": 90, "date": 0, "text": "/help"}})
+    servers.telegram.push_message(CHAT_ID, BOSS, "/missed")
+    lane = threading.Thread(target=daemon.bot_job, name="bot")
+    lane.start()
+    try:
+        wait_for(lambda: len(servers.telegram.messages) == 1, timeout=10)  # not after a 30 s retry, not never
+        wait_for(lambda: forged + 2 in servers.telegram.update_offsets, timeout=10)
+    finally:
+        daemon.stop.set()
+        lane.join(timeout=30)
+    assert "Не перезвонили" in servers.telegram.messages[0]["visible_text"]
 
 
 def bot_config(servers: Servers) -> Path:
@@ -251,3 +280,112 @@ def test_the_service_answers_a_command_once_across_a_restart(servers: Servers) -
     assert len(servers.telegram.messages) == 1  # neither the old update again, nor the stranger
     assert "bot: /help from user 777" in err2 and "not in telegram.admins" in err2
     assert_no_secret(out, err, out2, err2)
+
+
+SENDER = {"id": BOSS, "is_bot": False, "first_name": "Boss"}
+FORGED = {
+    "a message without a chat": {"message": {"message_id": 90, "date": 0, "from": SENDER, "text": "/help"}},
+    "a chat that is not an object": {"message": {"message_id": 91, "date": 0, "chat": "nope", "text": "/help"}},
+    "an edited message, half there": {"edited_message": {"message_id": 92}},
+    "a callback query without a sender": {"callback_query": {"id": "1"}},
+    "a sender without a name": {"message": {"message_id": 93, "date": 0, "chat": {"id": -1, "type": "group"},
+                                            "from": {"id": BOSS}, "text": "/help"}},
+    "a text that is a number": {"message": {"message_id": 94, "date": 0, "chat": {"id": int(CHAT_ID), "type": "group"},
+                                            "from": SENDER, "text": 5}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("forged", FORGED.values(), ids=FORGED.keys())
+def test_an_update_the_client_cannot_read_is_logged_once_and_the_next_command_is_answered(
+    rig: Rig, servers: Servers, caplog: pytest.LogCaptureFixture, forged: dict[str, Any]
+) -> None:
+    bad = servers.telegram.push_update(forged)
+    servers.telegram.push_message(CHAT_ID, BOSS, "/help")
+    with caplog.at_level(logging.INFO):
+        assert drain(rig, servers) == 1
+    (reply,) = servers.telegram.messages
+    assert "Команды" in reply["visible_text"]
+    assert rig.app.store.get_state(bot.BOT_OFFSET_KEY) == str(bad + 2)  # past both
+    (line,) = [r.getMessage() for r in caplog.records if f"update {bad}" in r.getMessage()]
+    assert "skipped" in line
+    assert servers.telegram.updates == []  # confirmed: Telegram sends neither again
+
+
+def test_an_unreadable_update_in_a_batch_of_three_leaves_the_other_two_answered(rig: Rig, servers: Servers) -> None:
+    servers.telegram.push_message(CHAT_ID, BOSS, "/help")
+    servers.telegram.push_update(FORGED["a chat that is not an object"])
+    last = servers.telegram.push_message(CHAT_ID, BOSS, "/missed")
+    servers.telegram.MAX_LONG_POLL = 0.0
+    batch = bot.fetch(rig.app, 0)
+    assert [update.update_id for update in batch] == [last - 2, last - 1, last]  # one getUpdates, all three
+    assert [bot.take(rig.app, update, NOW, bot.CommandLimits()) for update in batch] == [True, False, True]
+    assert ["Команды" in m["visible_text"] for m in servers.telegram.messages] == [True, False]
+    assert "Не перезвонили" in servers.telegram.messages[1]["visible_text"]
+    assert bot.fetch(rig.app, 0) == []
+    assert servers.telegram.update_offsets[-1] == last + 1
+
+
+ADMIN2, LEGIT = 4243, 4244
+
+
+def test_a_flood_of_commands_is_answered_up_to_the_limit_and_refused_once_per_burst(
+    servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    admins = [BOSS, ADMIN2, LEGIT]
+    rig = loopback_rig(servers, paced=False, telegram={"command_chats": [CHAT_ID], "admins": admins})
+    rig.app.updates = build_updates(rig.app.config)
+    clock = [0.0]  # Telegram's real pacing per chat (20 a minute to a group), on a clock that sleeping moves
+    rig.app.pacer = ChatPacer(clock=lambda: clock[0], sleep=lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    sent: dict[int, set[int]] = {user: set() for user in admins}
+
+    def push(user: int, text: str) -> None:
+        servers.telegram.push_message(CHAT_ID, user, text)
+        sent[user].add(command_message_id(servers))
+
+    for n in range(998):  # two admins flood, the third asks twice in the middle of it
+        push((BOSS, ADMIN2)[n % 2], "/help")
+        if n in (300, 700):
+            push(LEGIT, "/help")
+    assert sum(map(len, sent.values())) == 1000
+    limits = bot.CommandLimits()
+    with caplog.at_level(logging.INFO, logger="salesbot_poller.bot_lane"):
+        drain(rig, servers, NOW, limits)
+    replies: dict[int, list[str]] = {user: [] for user in admins}
+    for message in servers.telegram.messages:
+        asked = message["reply_parameters"]["message_id"]
+        (user,) = [user for user in admins if asked in sent[user]]
+        replies[user].append(message["visible_text"])
+    too_many = bot.TOO_MANY
+    assert replies[LEGIT] == [replies[BOSS][0]] * 2  # every command of the one below the limit answered
+    for user in (BOSS, ADMIN2):
+        assert replies[user].count(too_many) == 1  # told once for the whole burst, not per command
+        assert len(replies[user]) == bot.COMMANDS_PER_MINUTE + 1
+    refused = {user: 0 for user in admins}  # from the log: every refused command, the told one included
+    for record in caplog.records:
+        if line := re.fullmatch(
+            r"bot: (\d+) command\(s\) from user (\d+) refused: over 5 a minute", record.getMessage()
+        ):
+            refused[int(line[2])] += int(line[1])
+    for user in admins:  # every command taken was answered or refused: none is lost
+        assert len(replies[user]) - replies[user].count(too_many) + refused[user] == len(sent[user])
+    # Two minutes later the bucket is full again: a second burst is answered up to the limit, told once more.
+    before = len(servers.telegram.messages)
+    for _ in range(20):
+        push(BOSS, "/help")
+    drain(rig, servers, NOW + 120, limits)
+    again = [m["visible_text"] for m in servers.telegram.messages[before:]]
+    assert again.count(too_many) == 1 and len(again) == bot.COMMANDS_PER_MINUTE + 1
+
+
+def test_an_admin_under_the_limit_is_answered_every_time_as_the_bucket_refills() -> None:
+    limits = bot.CommandLimits(per_minute=5)
+    verdicts = [limits.admit(BOSS, NOW + 12 * n) for n in range(30)]  # one every 12 s: exactly the rate
+    assert set(verdicts) == {"answer"}
+    burst = [limits.admit(ADMIN2, NOW) for _ in range(8)]
+    assert burst == ["answer"] * 5 + ["tell", "refuse", "refuse"]
+    assert limits.refused() == {ADMIN2: 3}
+    assert limits.admit(ADMIN2, NOW + 12) == "answer"  # a token back after 12 s
+    assert limits.admit(ADMIN2, NOW + 13) == "refuse"  # the same burst: not told again
+    assert limits.admit(ADMIN2, NOW + 13 + 60 + 12 * 5) == "answer"
+    limits.log_refused()
+    assert limits.refused() == {}

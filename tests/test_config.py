@@ -117,6 +117,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "max_attempts",
                 "workers",
                 "claim_lease_seconds",
+                "max_call_minutes",
             ]
         ),
         "storage": sorted(
@@ -429,3 +430,11 @@ def test_openai_concurrency_is_poller_workers_unless_set() -> None:
     assert concurrency({"poller": {"workers": 2}, "openai": {"max_concurrent_requests": 0}}) == 2
     assert concurrency({"poller": {"workers": 2}, "openai": {"max_concurrent_requests": 10}}) == 10
     assert concurrency({"openai": {"max_concurrent_requests": 64}}) == 64
+
+
+@pytest.mark.parametrize("minutes", [0, -5])
+def test_poller_max_call_minutes_must_be_positive_and_is_rejected_by_name(minutes: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"poller": {"max_call_minutes": minutes}}, {}, require_secrets=False)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["poller.max_call_minutes"], caught.value.problems
+    assert parse_config({}, {}, require_secrets=False).poller.max_call_minutes == 180

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from salesbot_poller.cli.export import export
+from salesbot_poller.cli.export import default_delimiter, export
 from salesbot_poller.store import Store
+from salesbot_poller.store.models import BiCall
 from tests.bi_seed import seed_analysed
 from tests.conftest import run_cli
 
@@ -137,13 +138,60 @@ def test_the_command_writes_stdout_or_a_file_and_names_a_bad_day(tmp_path: Path)
     )
     result = run_cli("export", "--since", "2026-11-02", "--until", "2026-11-02", config=config)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("\ufeffcall_id,started_at,") and result.stdout.count("\n") == 6
+    # A Russian zone: Russian Excel splits columns at ";".
+    assert result.stdout.startswith("\ufeffcall_id;started_at;") and result.stdout.count("\n") == 6
     assert "2026-11-02 03:00:00+03:00" in result.stdout and "export: 5 call(s)" in result.stderr
     target = tmp_path / "calls.jsonl"
     result = run_cli("export", "--since", "2026-11-02", "--format", "jsonl", "--output", str(target), config=config)
     assert result.returncode == 0 and result.stdout == ""
     assert len(target.read_text(encoding="utf-8").splitlines()) == 5 and not (tmp_path / "calls.jsonl.part").exists()
+    comma = run_cli("export", "--since", "2026-11-02", "--delimiter", ",", "--until", "9999-12-31", config=config)
+    assert comma.returncode == 0 and comma.stdout.startswith("\ufeffcall_id,started_at,"), comma.stderr
+    assert "export: 5 call(s) from 2026-11-02 to 9999-12-31" in comma.stderr
     bad = run_cli("export", "--since", "2.11.2026", config=config)
     assert bad.returncode == 2 and bad.stderr.strip().endswith(
         "--since: expected a day like 2026-11-01, got '2.11.2026'"
     )
+
+
+def test_text_a_spreadsheet_would_run_is_quoted_in_csv_and_raw_in_jsonl(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 6)
+    hostile = ['=HYPERLINK("http://x";"y")', "+7 999", "-1+cmd|' /C calc'!A0", "@SUM(A1)", "\tTab", "\rCR"]
+    for call_id, text in enumerate(hostile, start=1):
+        BiCall.update(manager=text, next_step_action=text).where(BiCall.call_id == call_id).execute()
+    out = io.StringIO()
+    assert export(store, date(2026, 11, 2), date(2026, 11, 2), UTC, "csv", out) == 6
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().removeprefix("\ufeff"))))
+    assert [row["manager"] for row in rows] == ["'" + text for text in hostile]
+    assert [row["next_step_action"] for row in rows] == ["'" + text for text in hostile]
+    assert rows[0]["score"] == "0" and rows[0]["call_id"] == "1", "numbers stay numbers"
+    raw = io.StringIO()
+    export(store, date(2026, 11, 2), date(2026, 11, 2), UTC, "jsonl", raw)
+    assert [json.loads(line)["manager"] for line in raw.getvalue().splitlines()] == hostile
+    store.close()
+
+
+def test_the_last_day_there_is_reads_as_until_the_end(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 3)
+    for tz in (UTC, MOSCOW):
+        assert export(store, date(2026, 11, 2), date.max, tz, "jsonl", io.StringIO()) == 3
+        assert export(store, date.min, date.max, tz, "jsonl", io.StringIO()) == 3
+    store.close()
+
+
+def test_stored_text_that_is_not_utf8_is_exported_with_replacement_characters(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 2)
+    store.db.execute_sql("UPDATE bi_call SET manager = CAST(X'49d0b2d0b0ff' AS TEXT) WHERE call_id = 1")
+    out = io.StringIO()
+    assert export(store, date(2026, 11, 2), date(2026, 11, 2), UTC, "csv", out) == 2
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().removeprefix("\ufeff"))))
+    assert rows[0]["manager"] == "Iва\ufffd" and rows[1]["manager"] == "Мария Сидорова"
+    store.close()
+
+
+def test_the_default_delimiter_follows_the_zone_and_the_locale() -> None:
+    assert default_delimiter("Europe/Moscow", {"LANG": "en_US.UTF-8"}) == ";"
+    assert default_delimiter("Asia/Novosibirsk", {}) == ";"
+    assert default_delimiter("Europe/Berlin", {"LANG": "ru_RU.UTF-8"}) == ";"
+    assert default_delimiter("Europe/Berlin", {"LC_ALL": "de_DE.UTF-8", "LANG": "ru_RU.UTF-8"}) == ","
+    assert default_delimiter("", {"LANG": "C.UTF-8"}) == ","

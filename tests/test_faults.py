@@ -220,13 +220,14 @@ def test_a_note_that_no_longer_exists_fails_alone_after_max_attempts(rig: Rig) -
 
 
 @pytest.mark.slow
-def test_malformed_json_from_amocrm_is_a_poll_error(rig: Rig) -> None:
+def test_malformed_json_from_amocrm_for_a_while_is_read_around_and_nothing_is_set_aside(rig: Rig) -> None:
+    """Broken answers narrow the page down to one position, but that position reads when it
+    is asked for once more: a passing fault is not taken for a poisoned event."""
     rig.add_call(1, audio=MP3)
     rig.servers.amo.fail_next("/api/v4/events", 200, BROKEN_JSON, JSON_HEADERS, times=RETRY_ATTEMPTS)
     cycle = rig.cycle(0)
-    assert cycle.poll_error == "amoCRM GET /api/v4/events: answer is not JSON" and rig.app.store.cursor() is None
-    rig.cycle(1)
-    assert rig.sent_per_call() == [1]
+    assert cycle.poll_error is None and rig.sent_per_call() == [1]
+    assert rig.app.store.set_aside_events() == (0, [])
 
 
 @pytest.mark.parametrize("path", ["/audio/transcriptions", "/chat/completions"])

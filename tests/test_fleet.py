@@ -1,14 +1,14 @@
 """`fleet status`, `fleet usage` and `usage --month`, through the real command line: a root
 with two instances (acme, globex), each a config.toml and a database seeded with calls,
 usage and state. The commands read every database and write none: no migration, no file
-created, no -wal/-shm of theirs left behind (see `Store.open_readonly`)."""
+created, no -wal/-shm of theirs left behind (see `cli.fleet_sqlite`; an instance's user's
+traps: tests/test_fleet_hostile.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from salesbot_poller.lanes import LAST_CYCLE_KEY
 from salesbot_poller.pipeline.health import FAILING_KEY
 from salesbot_poller.pipeline.usage import day_start, month_start
 from salesbot_poller.services.throttle import PAUSE_STATE_KEY
-from salesbot_poller.store import Call, Migration, Store, give_back_companions
+from salesbot_poller.store import Call, Migration, Store
 from tests.conftest import AMO_TOKEN, BOT_TOKEN, OPENAI_KEY, assert_no_secret, run_cli
 
 NOW = int(time.time())
@@ -381,18 +381,3 @@ def test_the_admins_salesbot_variables_do_not_reach_the_instances(tmp_path: Path
     assert lines(result.stdout)["acme"].startswith("acme: acme.amocrm.ru; ")
     assert "PAUSED: daily budget" in lines(result.stdout)["globex"]
     assert not (tmp_path / "admin.db").exists()
-
-
-def test_a_wal_and_shm_created_by_accident_are_given_to_the_databases_owner(tmp_path: Path) -> None:
-    """If the service closes its database between our look at the -wal and our open, SQLite
-    creates a -wal and -shm as us (root): closing the read-only store gives them back."""
-    file = tmp_path / "x.db"
-    Store.open(f"sqlite:///{file}", NOW).close()
-    service_user = 65534
-    os.chown(file, service_user, service_user)
-    for suffix in ("-wal", "-shm"):
-        (tmp_path / f"x.db{suffix}").write_bytes(b"")
-    give_back_companions(file)
-    for suffix in ("-wal", "-shm"):
-        stat = (tmp_path / f"x.db{suffix}").stat()
-        assert (stat.st_uid, stat.st_mode & 0o777) == (service_user, 0o600)

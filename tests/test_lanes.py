@@ -15,7 +15,7 @@ import pytest
 
 from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import Destination, Planned, Stage
-from salesbot_poller.errors import Busy
+from salesbot_poller.errors import BudgetReached, Busy
 from salesbot_poller.lanes import drain, work_next
 from salesbot_poller.pipeline.context import Tally
 from salesbot_poller.pipeline.usage import BudgetGate
@@ -215,28 +215,32 @@ def test_an_alert_waiting_for_a_chat_goes_before_cards() -> None:
 
 def test_the_daily_budget_holds_with_many_workers_at_once(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    prices = OpenAIConfig(audio_price_per_minute_usd=1.0, daily_budget_usd=2.5)  # 2.5 one-minute calls
+    prices = OpenAIConfig(audio_price_per_minute_usd=1.0, daily_budget_usd=2.5)  # 2.5 one-minute uploads
     gate = BudgetGate()
-    started: list[int] = []
+    tickets: list[int] = []
     barrier = threading.Barrier(8)
     lock = threading.Lock()
 
     def worker(call_id: int) -> None:
         with store.db.connection_context():
+            meter = gate.meter(store, prices, call_id, 86400 * 10)
             barrier.wait()
-            if gate.hold(store, prices, call_id, 1.0, 86400 * 10) is None:
-                with lock:
-                    started.append(call_id)
+            try:
+                ticket = meter.reserve(60.0, "whisper-1")
+            except BudgetReached:
+                return
+            with lock:
+                tickets.append(ticket)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(started) == 3, "under the budget, then one call over it, as one worker would; never eight"
-    for call_id in started:
-        gate.release(call_id)
-    assert gate.hold(store, prices, 99, 1.0, 86400 * 10) is None, "nothing spent: reservations end on release"
+    assert len(tickets) == 2, "as many uploads as the budget holds, never eight"
+    for ticket in tickets:
+        store.release_upload(ticket)
+    assert gate.hold(store, prices, 86400 * 10) is None, "nothing spent: reservations end on release"
     store.close()
 
 

@@ -56,12 +56,13 @@ def test_a_stereo_call_is_posted_with_roles_and_metrics_and_counted(servers: Ser
     status = run_cli("status", config=config)
     assert status.returncode == 0, status.stderr
     assert "openai usage" in status.stdout
-    # Two transcriptions and two analyses, each counted once: audio minutes, and the analysis tokens.
+    # Four uploads (two channels of two calls) and two analyses, each counted once: audio
+    # minutes, and the analysis tokens.
     tokens_in = sum(prompt for prompt, _ in servers.openai.chat_usage)
     tokens_out = sum(completion for _, completion in servers.openai.chat_usage)
     assert len(servers.openai.chat_usage) == 2
     assert f"today       0.8 audio min, {tokens_in} tokens in, {tokens_out} tokens out" in status.stdout, status.stdout
-    assert "(4 requests)" in status.stdout
+    assert "(6 requests)" in status.stdout, "each upload is its own request"
     assert_no_secret(result.stdout, result.stderr, status.stdout, status.stderr)
 
 

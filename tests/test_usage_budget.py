@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from salesbot_poller.cli.commands import status
-from salesbot_poller.domain import CallEvent, CallNote, ConversationMetrics, Segment, Stage, Transcript
+from salesbot_poller.domain import CallEvent, CallNote, ConversationMetrics, Segment, Stage, Transcript, UploadMeter
 from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.context import call_context
 from salesbot_poller.services.analysis import build_user_message
@@ -29,7 +29,7 @@ MIDNIGHT = int(datetime(2026, 11, 26, tzinfo=UTC).timestamp())
 class StereoTranscriber(MemoryTranscriber):
     """Ten minutes of a two-channel call, as the real transcriber would return it."""
 
-    def transcribe(self, audio: Path) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
         self.calls.append(audio)
         segments = (
             Segment(0.0, 20.0, "Добрый день, компания Ромашка. Чем помочь?", "left"),

@@ -20,9 +20,20 @@ from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now
 from salesbot_poller.cli.profiles import profile_problems
-from salesbot_poller.config import Config, Endpoint, config_path, safe_url, secret_keys, sections
+from salesbot_poller.config import (
+    FILE_LIMIT,
+    Config,
+    Endpoint,
+    config_path,
+    read_text,
+    safe_url,
+    secret_keys,
+    sections,
+)
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
+from salesbot_poller.pipeline.profiles import profile_conflicts
+from salesbot_poller.pipeline.usage import budget_warning
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.store import Store
@@ -34,9 +45,8 @@ def inline_secrets(path: Path) -> list[str]:
     """The secret keys (`section.key`) set to a value in the TOML file itself; not those from
     a `<key>_file`, the environment or a systemd credential. [] when it cannot be read."""
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError):
+        raw = tomllib.loads(read_text(path, FILE_LIMIT))
+    except (OSError, ValueError):  # FileRejected, TOMLDecodeError: `load_config` said why
         return []
     found = []
     for section, model in sections().items():
@@ -60,6 +70,20 @@ def config_mode_warning(path: Path) -> str | None:
     return (
         f"config: warning: {path} holds {', '.join(keys)} and is readable by {who} (mode {mode:04o}): chmod 600 {path}"
     )
+
+
+def config_findings(config: Config) -> tuple[list[str], list[str]]:
+    """What a valid config still gets wrong: (problems, warnings), one line each.
+
+    Problems fail `check` (exit 1, as an amoCRM id a profile names that the account lacks):
+    the config cannot do what it says: a profile whose minimum duration is over its maximum
+    skips every answered call it takes, a profile shadowed by an earlier one is never chosen
+    (`profiles.profile_conflicts`). Warnings do not: a daily
+    budget with every price 0 is never reached, but calls are processed as they should be, and
+    a server of one's own costs nothing (`usage.budget_warning`).
+    """
+    budget = budget_warning(config.openai)
+    return profile_conflicts(config), [budget] if budget else []
 
 
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
@@ -160,14 +184,21 @@ def check(
     config_file: Path | None = None,
 ) -> bool:
     """One line per service, and one for the chat model's structured output (after the
-    model list, when that passed); True when every service answered as expected.
+    model list, when that passed); True when every service answered as expected and the config
+    has no contradiction (`config_findings`).
 
     First, a warning line when `config_file` holds a secret others can read: a warning, not
-    a failure (the services may all work), so it does not change the result.
+    a failure (the services may all work), so it does not change the result. Then the
+    config's own contradictions (`config_findings`), before any service is asked.
     """
     warning = config_mode_warning(config_file) if config_file is not None else None
     if warning:
         out(warning)
+    problems, warnings = config_findings(config)
+    for line in warnings:
+        out(f"config: warning: {line}")
+    for line in problems:
+        out(f"config: FAILED: {line}")
     checks: list[tuple[str, Callable[[], str]]] = [
         ("amocrm", lambda: _check_amocrm(config, store, clock)),
         # Only when the scores go to lead fields, and amoCRM answered: a field is named by its key.
@@ -178,7 +209,7 @@ def check(
         ("chat model", lambda: _check_structured_output(config)),
         ("telegram", lambda: _check_telegram(config)),
     ]
-    failed: set[str] = set()
+    failed: set[str] = {"config"} if problems else set()
     for name, run in checks:
         if name == "chat model" and "openai" in failed:
             continue
@@ -231,7 +262,8 @@ def auth(
 
 
 def run(args: argparse.Namespace, config: Config | None) -> int:
-    """`check`: the config line, then `check` (exit 1 when a service failed); `auth --code`:
+    """`check`: the config line, then `check` (exit 1 when a service failed, or the config
+    contradicts itself: `config_findings`); `auth --code`:
     `auth`."""
     assert config is not None  # loaded by `cli.main`
     store = Store.open(config.storage.database, int(utc_now().timestamp()))

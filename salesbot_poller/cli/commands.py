@@ -157,8 +157,9 @@ def retry_events(store: Store, event_ids: list[str], now: int, out: Callable[[st
             continue
         try:
             event = parse_event(json.loads(row.raw_json))
-        except ValueError as exc:
-            out(f"event {event_id}: still not a call event: {exc}")
+        except (ValueError, RecursionError) as exc:  # kept as served: may be cut, or nested too deep
+            why = "nested too deep to read" if isinstance(exc, RecursionError) else str(exc)
+            out(f"event {event_id}: still not a call event: {why}")
             ok = False
             continue
         call = store.readmit_event(event, now)

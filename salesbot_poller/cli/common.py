@@ -1,8 +1,8 @@
 """What every command shares: exit codes, the config loader, the stderr and stdout printers,
 the yes/no question.
 
-Exit codes: 0 success; 1 `check` found a service not working, `backfill` was not confirmed
-or the service is running, `forget` was not confirmed (or a call was being processed, or a
+Exit codes: 0 success; 1 `check` found a service not working (or a profile that cannot work),
+`backfill` was not confirmed or the service is running, `forget` was not confirmed (or a call was being processed, or a
 Telegram deletion failed for a reason worth another try), `demo` did not deliver, `retry` was given a call id that is
 unknown or not failed, `fleet status` found an instance failing its cycles, a `fleet`
 command (or `usage`) could not read an instance, `eval` could not analyse a call, `report` was not

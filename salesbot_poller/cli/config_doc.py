@@ -111,7 +111,9 @@ def render() -> str:
         lines.append("")
     lines += [
         f"Any key can also be set by the environment variable `{ENV_PREFIX}<SECTION>_<KEY>`, read from the file "
-        f"named by `{ENV_PREFIX}<SECTION>_<KEY>_FILE`, or, in the TOML, from the file named by `<key>_file`.",
+        f"named by `{ENV_PREFIX}<SECTION>_<KEY>_FILE`, or, in the TOML, from the file named by `<key>_file`. "
+        "Every file the config names (these, credentials, the config itself) must be a regular file of at most "
+        "1 MB; prompt and rubric files (and a prompt key's `_file`), sent with every request, at most 64 KB.",
         END,
     ]
     return "\n".join(lines)

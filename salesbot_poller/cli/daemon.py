@@ -143,6 +143,7 @@ class Daemon:
         self.progress = Progress()
         self.fatal = _FatalLog()
         self.bot_fatal = _FatalLog()  # the bot lane's own: its errors pause only itself
+        self.bot_limits = bot.CommandLimits()  # per admin, for the daemon's life
         self.tally = Tally()  # the work lane's counters, until the next intake pass logs them
         self.paused_until = 0.0  # set by whichever lane met a fatal error
         self._notify_lock = threading.Lock()  # nothing but STOPPING=1 reaches systemd once it is sent
@@ -243,9 +244,10 @@ class Daemon:
                             break
                         self.progress.begin()
                         try:
-                            bot.take(self.app, update, int(self.clock().timestamp()))
+                            bot.take(self.app, update, int(self.clock().timestamp()), self.bot_limits)
                         finally:
                             self.progress.end()
+                    self.bot_limits.log_refused()
                     self.bot_fatal.clear()
                 except FatalError as exc:
                     self.bot_fatal.report(f"bot commands: {exc}", FATAL_PAUSE_SECONDS)

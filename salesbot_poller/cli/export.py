@@ -10,8 +10,16 @@ Contract of `export(store, since, until, tz, fmt, out)`:
   item (verdict, weight, quote, whether it was verified) and objection in full.
 - Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging) and each
   row written at once, so memory stays flat however many calls the period holds.
+- CSV cells are text a spreadsheet may run: a text cell that starts with `=`, `+`, `-`, `@`,
+  a tab or a carriage return (a manager's name, a model-written next step) is written with a
+  leading `'` (OWASP's rule against formula injection), so Excel shows it as text. Numbers
+  stay numbers. JSON Lines stay raw: a program reads them, not a spreadsheet.
+- The CSV delimiter is `delimiter`: the command's default is `;` when the account's zone is
+  a Russian one or the locale is Russian (Excel there splits columns at `;`, a `,` puts
+  every row in one cell), `,` otherwise; `--delimiter` overrides it.
 - Returns the number of calls written. `parse_day` turns a bad day into `ValueError` naming
-  the option.
+  the option; so does `day_bounds` for a day too far out to be a time (`9999-12-31` reads as
+  "until the end").
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -33,6 +43,7 @@ from salesbot_poller.store.bi import ExportedCall, item_fields
 
 Format = Literal["csv", "jsonl"]
 BOM = "\ufeff"
+DAY = 24 * 3600
 FACT_COLUMNS = [
     "call_id",
     "started_at",
@@ -62,9 +73,72 @@ def day_bounds(since: date, until: date, tz: tzinfo) -> tuple[int, int]:
     """[start of `since`, start of the day after `until`) in `tz`, as Unix seconds."""
     if until < since:
         raise ValueError(f"--until: {until} is before --since {since}")
-    start = datetime.combine(since, time(), tz)
-    end = datetime.combine(until + timedelta(days=1), time(), tz)
-    return int(start.timestamp()), int(end.timestamp())
+    try:
+        start = int(datetime.combine(since, time(), tz).timestamp())
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"--since: {since} is out of range") from None
+    try:
+        end = int(datetime.combine(until + timedelta(days=1), time(), tz).timestamp())
+    except (OverflowError, OSError, ValueError):
+        # The last day a date can hold has no next day: its end is a day after its start.
+        try:
+            end = int(datetime.combine(until, time(), tz).timestamp()) + DAY
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"--until: {until} is out of range") from None
+    return start, end
+
+
+# The IANA zones of Russia (zone.tab, country RU): Excel in these offices expects `;`.
+RUSSIAN_ZONES = frozenset(
+    [
+        "Europe/Kaliningrad",
+        "Europe/Moscow",
+        "Europe/Kirov",
+        "Europe/Volgograd",
+        "Europe/Astrakhan",
+        "Europe/Saratov",
+        "Europe/Ulyanovsk",
+        "Europe/Samara",
+        "Asia/Yekaterinburg",
+        "Asia/Omsk",
+        "Asia/Novosibirsk",
+        "Asia/Barnaul",
+        "Asia/Tomsk",
+        "Asia/Novokuznetsk",
+        "Asia/Krasnoyarsk",
+        "Asia/Irkutsk",
+        "Asia/Chita",
+        "Asia/Yakutsk",
+        "Asia/Khandyga",
+        "Asia/Vladivostok",
+        "Asia/Ust-Nera",
+        "Asia/Magadan",
+        "Asia/Sakhalin",
+        "Asia/Srednekolymsk",
+        "Asia/Kamchatka",
+        "Asia/Anadyr",
+        "W-SU",
+    ]
+)
+DELIMITERS = {",": ",", ";": ";", "tab": "\t"}
+
+
+def default_delimiter(zone: str, environ: Mapping[str, str]) -> str:
+    """`;` for a Russian zone or locale (see the module contract), `,` otherwise."""
+    locale = next((environ[name] for name in ("LC_ALL", "LC_CTYPE", "LANG") if environ.get(name)), "")
+    return ";" if zone in RUSSIAN_ZONES or locale.lower().startswith("ru") else ","
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: object) -> object:
+    """A CSV cell: None as empty, text a spreadsheet would run as a formula with a leading `'`."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _when(timestamp: int, tz: tzinfo) -> str:
@@ -97,7 +171,7 @@ def _json_line(call: ExportedCall, tz: tzinfo) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out: TextIO) -> int:
+def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out: TextIO, delimiter: str = ",") -> int:
     """See the module contract."""
     start, end = day_bounds(since, until, tz)
     written = 0
@@ -106,7 +180,7 @@ def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out:
     if fmt == "csv":
         out.write(BOM)
         item_ids = store.export_item_ids(start, end)
-        writer = csv.writer(out)
+        writer = csv.writer(out, delimiter=delimiter)
         writer.writerow([*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)])
     for page in store.export_pages(start, end):
         for call in page:
@@ -118,9 +192,9 @@ def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out:
                 objections = " | ".join(o.objection for o in call.objections)
                 writer.writerow(
                     [
-                        *("" if facts[c] is None else facts[c] for c in FACT_COLUMNS),
-                        objections,
-                        *(verdicts.get(i, "") for i in item_ids),
+                        *(cell(facts[c]) for c in FACT_COLUMNS),
+                        cell(objections),
+                        *(cell(verdicts.get(i)) for i in item_ids),
                     ]
                 )
             written += 1
@@ -142,18 +216,19 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     except ValueError as exc:
         err(f"export: {exc}")
         return EXIT_CONFIG
+    delimiter = DELIMITERS[args.delimiter] if args.delimiter else default_delimiter(config.amocrm.timezone, os.environ)
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     try:
         if args.output:
             target = Path(args.output)
             partial = target.with_name(target.name + ".part")  # a failed export leaves no half file
             with partial.open("w", encoding="utf-8", newline="") as out:
-                written = export(store, since, until, tz, args.format, out)
+                written = export(store, since, until, tz, args.format, out, delimiter)
             partial.replace(target)
         else:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=False)
             try:
-                written = export(store, since, until, tz, args.format, out)
+                written = export(store, since, until, tz, args.format, out, delimiter)
             finally:
                 out.detach()  # stdout stays open for whoever prints next
     except OSError as exc:

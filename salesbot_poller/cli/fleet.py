@@ -5,16 +5,24 @@ Contract:
   default), served by `salesbot@NAME`; instances are listed by name.
 - Configs are loaded with no secrets required and an EMPTY environment: the admin's
   SALESBOT_* variables never apply to an instance (nor one instance's to another).
-- Nothing is written to any database: each is opened with `Store.open_readonly` (no
-  migration, no -wal/-shm created; see there). No run lock is taken. These commands run as
-  root beside the running services.
+- Nothing is written to any database, and nothing is created, chowned or chmodded: a SQLite
+  database is read by `cli.fleet_sqlite` (as root, in a child process dropped to the
+  instance's user; immutable when the service is stopped), other databases with
+  `Store.open_readonly`. No run lock is taken. These commands run as root beside the
+  running services.
+- An instance's files are its users' to tamper with: the config, the files it names
+  (`<key>_file`, `rubric_file`) and the database are reached without following a user's
+  symlink, must be regular files, and the config's files are size-capped
+  (`cli.fleet_files`); a refusal is the instance's reason ("<path>: is a symlink, not read").
 - A database whose schema is older than this release is not read: its line says to start
-  the service once, so that it migrates.
+  the service once, so that it migrates. One at a newer schema says to upgrade
+  salesbot-poller.
 - No secret or database password is printed: a database is named through `safe_url`, and
   every line of an instance is redacted with that instance's secrets.
-- An instance that cannot be read (config invalid, database missing, unreadable or at an
-  older schema) says why on its line (`fleet status`) or on stderr (`fleet usage`, whose
-  output stays a clean table or CSV); the others are still shown; the command exits 1.
+- An instance that cannot be read (config invalid, a file refused, database missing,
+  unreadable or at another schema) says why on its line (`fleet status`) or on stderr
+  (`fleet usage`, whose output stays a clean table or CSV); the others are still shown; the
+  command exits 1.
 - `fleet status` exits 1 as well when an instance has failing cycles (a failing-cycles
   record, or its last cycle recorded an error).
 - Days and months are UTC. Costs are estimates from each instance's configured prices.
@@ -26,18 +34,21 @@ import argparse
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import peewee
 
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, load, redacting_out, utc_now
-from salesbot_poller.config import Config, load_config, safe_url
+from salesbot_poller.cli.fleet_files import NotRead, Unreadable, read_capped
+from salesbot_poller.cli.fleet_sqlite import read_sqlite
+from salesbot_poller.config import Config, OpenAIConfig, load_config, safe_url
 from salesbot_poller.domain import TERMINAL_STAGES, Stage
 from salesbot_poller.errors import ConfigError
 from salesbot_poller.lanes import LAST_CYCLE_KEY
@@ -45,17 +56,13 @@ from salesbot_poller.logs import redact
 from salesbot_poller.pipeline import usage
 from salesbot_poller.pipeline.health import failing_record
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
-from salesbot_poller.store import Store
+from salesbot_poller.store import MIGRATIONS, Store, sqlite_file
 from salesbot_poller.store.postgres import one_line
 
 DEFAULT_ROOT = Path("/etc/salesbot")
 CONFIG_NAME = "config.toml"
 T = TypeVar("T")
 Out = Callable[[str], None]
-
-
-class Unreadable(Exception):
-    """An instance whose config or database cannot be read; the text says why."""
 
 
 @dataclass(frozen=True)
@@ -69,44 +76,63 @@ class Instance:
 
 
 def find_instances(root: Path) -> list[Instance]:
-    """Every ROOT/NAME holding a config.toml, by name."""
+    """Every ROOT/NAME holding a config.toml (a symlink too: it is listed, then refused), by name."""
     if not root.is_dir():
         return []
-    found = [Instance(path.name, path / CONFIG_NAME) for path in root.iterdir() if (path / CONFIG_NAME).is_file()]
+    found = [
+        Instance(path.name, path / CONFIG_NAME)
+        for path in root.iterdir()
+        if path.is_dir() and os.path.lexists(path / CONFIG_NAME)
+    ]
     return sorted(found, key=lambda instance: instance.name)
 
 
 def load_instance_config(instance: Instance) -> Config:
-    """The instance's config, without its secrets required, with no environment at all."""
+    """The instance's config, without its secrets required, with no environment at all; it
+    and the files it names read by `read_capped` (no symlink of a user, sizes capped)."""
     try:
-        return load_config(instance.config_file, {}, require_secrets=False)
+        return load_config(instance.config_file, {}, require_secrets=False, read_file=read_capped)
     except ConfigError as exc:
         raise Unreadable("config invalid: " + "; ".join(exc.problems)) from None
 
 
 def read_database(config: Config, service: str, read: Callable[[Store], T]) -> T:
-    """Open the instance's database read-only, `read` it, close it; `Unreadable` says why not.
-
-    A read that overlapped a checkpoint (`Store.snapshot_intact`) is done once more."""
+    """Open the instance's database read-only, check its schema, `read` it, close it;
+    `Unreadable` says why not. A SQLite database is read by `cli.fleet_sqlite` (perhaps in a
+    child process as the instance's user), so `read` returns a value JSON carries."""
     url = config.storage.database
-    for _ in range(3):
+    checked = partial(_schema_checked, read=read, service=service)
+    try:
+        if url.startswith("sqlite:"):
+            file = sqlite_file(url)
+            if file is None:
+                raise Unreadable(f"database missing: {safe_url(url)} is not a database file")
+            return cast(T, read_sqlite(file, checked))
+        store = Store.open_readonly(url)
         try:
-            store = Store.open_readonly(url)
-        except FileNotFoundError:
-            raise Unreadable(f"database missing: {safe_url(url)}") from None
-        except (OSError, peewee.PeeweeException) as exc:
-            raise _unreadable(url, exc, config) from None
-        try:
-            if store.missing_migrations():
-                raise Unreadable(f"database at an older schema: start {service} once so it migrates")
-            result = read(store)
-            if store.snapshot_intact():
-                return result
-        except (OSError, peewee.PeeweeException) as exc:
-            raise _unreadable(url, exc, config) from None
+            return checked(store)
         finally:
             store.close()
-    raise Unreadable(f"database changed during every read ({safe_url(url)}): try again")
+    except NotRead as exc:
+        raise Unreadable(str(exc)) from None
+    except FileNotFoundError:
+        raise Unreadable(f"database missing: {safe_url(url)}") from None
+    except (OSError, peewee.PeeweeException) as exc:
+        raise _unreadable(url, exc, config) from None
+
+
+def _schema_checked(store: Store, read: Callable[[Store], T], service: str) -> T:
+    """`read(store)` when the database's schema is this release's; else `Unreadable`."""
+    missing, unknown = store.missing_migrations(), store.unknown_migrations()
+    if unknown:
+        recorded = len(MIGRATIONS) - len(missing) + len(unknown)
+        raise Unreadable(
+            f"database schema {recorded} is newer than this salesbot-poller knows ({len(MIGRATIONS)}): "
+            "upgrade salesbot-poller"
+        )
+    if missing:
+        raise Unreadable(f"database at an older schema: start {service} once so it migrates")
+    return read(store)
 
 
 def _unreadable(url: str, exc: Exception, config: Config) -> Unreadable:
@@ -170,6 +196,11 @@ def instance_status(store: Store, config: Config, now: int) -> InstanceStatus:
     return InstanceStatus("; ".join(parts), bool(failing) or bool(last and last.get("error")))
 
 
+def _status_row(store: Store, config: Config, now: int) -> tuple[str, bool]:
+    state = instance_status(store, config, now)
+    return state.text, state.failing
+
+
 def fleet_status(instances: Sequence[Instance], now: int, out: Out) -> bool:
     """One line per instance; False when one fails its cycles or cannot be read."""
     ok = True
@@ -178,9 +209,9 @@ def fleet_status(instances: Sequence[Instance], now: int, out: Out) -> bool:
         try:
             config = load_instance_config(instance)
             secrets = config.secrets()
-            state = read_database(config, instance.service, partial(instance_status, config=config, now=now))
-            line = f"{instance.name}: {state.text}"
-            ok = ok and not state.failing
+            text, failing = read_database(config, instance.service, partial(_status_row, config=config, now=now))
+            line = f"{instance.name}: {text}"
+            ok = ok and not failing
         except Unreadable as exc:
             line = f"{instance.name}: CANNOT READ: {exc}"
             ok = False
@@ -230,11 +261,17 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _usage_cells(store: Store, prices: OpenAIConfig, start: int, end: int, exact: bool) -> list[str]:
+    return _cells(usage.month_report(store, prices, start, end), exact=exact)
+
+
 def instance_usage(config: Config, service: str, month: str, as_csv: bool, out: Out) -> None:
     """`usage --month`: one instance's month (`Unreadable` when its database cannot be read)."""
     start, end = usage.month_bounds(month)
-    report = read_database(config, service, lambda store: usage.month_report(store, config.openai, start, end))
-    for line in render(USAGE_COLUMNS, [_cells(report, exact=as_csv)], as_csv):
+    cells = read_database(
+        config, service, partial(_usage_cells, prices=config.openai, start=start, end=end, exact=as_csv)
+    )
+    for line in render(USAGE_COLUMNS, [cells], as_csv):
         out(line)
 
 
@@ -249,10 +286,12 @@ def fleet_usage(instances: Sequence[Instance], month: str, as_csv: bool, out: Ou
         try:
             config = load_instance_config(instance)
             secrets = config.secrets()
-            report = read_database(
-                config, instance.service, partial(usage.month_report, prices=config.openai, start=start, end=end)
+            cells = read_database(
+                config,
+                instance.service,
+                partial(_usage_cells, prices=config.openai, start=start, end=end, exact=as_csv),
             )
-            rows.append([instance.name, account_host(config), *_cells(report, exact=as_csv)])
+            rows.append([instance.name, account_host(config), *cells])
         except Unreadable as exc:
             err(redact(f"fleet usage: {instance.name}: skipped, cannot read: {exc}", secrets))
             ok = False

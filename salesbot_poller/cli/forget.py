@@ -36,6 +36,8 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+import peewee
+
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, confirmed, err, redacting_out, utc_now
 from salesbot_poller.config import Config
@@ -214,6 +216,10 @@ def forget(
         return ForgetOutcome.DECLINED
     _, blanked = store.clear_personal(calls, now, REASON, forgotten_as=number_key(store, digits))
     files = remove_audio(audio_dir, [call.id for call in calls])
+    try:
+        reclaimed = store.reclaim_space()
+    except peewee.DatabaseError as failure:  # the rows are cleared; the space comes back later
+        reclaimed = f"space not reclaimed now ({type(failure).__name__})"
     out(
         f"forget: {who}: {len(to_clear)} call(s) cleared, {blanked} stored message(s) blanked, "
         f"{files} audio file(s) deleted"
@@ -225,18 +231,20 @@ def forget(
             out(f"  could not delete message {message.message_id} in chat {message.chat_id} ({exc})")
         _report_old(out, too_old)
         log.info(
-            "forget: %s: %d call(s) cleared, %d message(s) deleted, %d could not be",
+            "forget: %s: %d call(s) cleared, %d message(s) deleted, %d could not be; database: %s",
             who,
             len(to_clear),
             deleted,
             len(refused) + len(too_old),
+            reclaimed,
         )
     else:
         log.info(
-            "forget: %s: %d call(s) cleared, %d stored message(s) blanked, Telegram messages kept",
+            "forget: %s: %d call(s) cleared, %d stored message(s) blanked, Telegram messages kept; database: %s",
             who,
             len(to_clear),
             blanked,
+            reclaimed,
         )
     if any(not isinstance(exc, PermanentError) for _, exc in refused):
         return ForgetOutcome.INCOMPLETE  # an outage, a bad token: another run may delete them

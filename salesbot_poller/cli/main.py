@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--until", metavar="DAY", help="last day, included (default: today)")
     export_cmd.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="(default: %(default)s)")
     export_cmd.add_argument("--output", metavar="FILE", help="write there instead of stdout")
+    export_cmd.add_argument(
+        "--delimiter",
+        choices=[",", ";", "tab"],
+        help="CSV column separator (default: ';' for a Russian time zone or locale, else ',')",
+    )
     report_cmd = commands.add_parser("report", help="the weekly team report of a past week: send it, or print it")
     report_cmd.add_argument("--week", required=True, help="any day of that week, e.g. 2026-11-23 (its Monday)")
     report_cmd.add_argument("--dry-run", action="store_true", help="print the report instead of sending it")

@@ -8,6 +8,10 @@ Contract:
   file holding the value (for secrets kept out of the config file and the environment).
 - In the TOML, `<key>_file = "/path"` reads the value of `<key>` from that file (setting
   both is a problem).
+- Every file the config names (the config file, `_file` keys and variables, credentials,
+  prompt and rubric files) is read through `read_text`: a regular file only (never a FIFO or
+  a device), at most `FILE_LIMIT` (1 MB), `PROMPT_LIMIT` (64 KB) for what goes into every
+  request; otherwise a problem naming the key, the path and the limit.
 - A secret still empty after that is read from the systemd credential
   `$CREDENTIALS_DIRECTORY/<section>_<key>` (e.g. `openai_api_key`) when that file exists:
   `LoadCredential=` in salesbot.service. Precedence: environment, `_FILE` variable, TOML
@@ -24,11 +28,12 @@ Contract:
 Split in modules of one concern each, every public name re-exported here: `model` (the
 sections' models, the validation of their values, and `Config`), `values` (the section base
 and the value checks the sections share), `profiles` (the rubric, `[analysis]` and
-`[[profiles]]`), `secrets` (the secrets in a config, and a database URL without its password)
-and `load` (the TOML file, the environment, `_file` keys and systemd credentials, the
-required values).
+`[[profiles]]`), `secrets` (the secrets in a config, and a database URL without its password),
+`files` (reading a file the config names, capped) and `load` (the TOML file, the
+environment, `_file` keys and systemd credentials, the required values).
 """
 
+from salesbot_poller.config.files import FILE_LIMIT, PROMPT_LIMIT, FileRejected, read_text, size_text
 from salesbot_poller.config.load import (
     CREDENTIALS_ENV,
     DEFAULT_CONFIG_PATH,
@@ -77,6 +82,8 @@ __all__ = [
     "DIRECTIONS",
     "ENTITY_TYPES",
     "ENV_PREFIX",
+    "FILE_LIMIT",
+    "PROMPT_LIMIT",
     "WEEKDAYS",
     "WEEKLY_SPEC",
     "AmoCRMConfig",
@@ -87,6 +94,7 @@ __all__ = [
     "Direction",
     "Endpoint",
     "EntityType",
+    "FileRejected",
     "HttpUrl",
     "LogLevel",
     "MaskMode",
@@ -103,8 +111,10 @@ __all__ = [
     "existing_file",
     "load_config",
     "parse_config",
+    "read_text",
     "safe_url",
     "secret_keys",
     "sections",
+    "size_text",
     "unique_item_ids",
 ]

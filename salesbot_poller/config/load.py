@@ -9,6 +9,8 @@ Contract:
   file holding the value (for secrets kept out of the config file and the environment).
 - In the TOML, `<key>_file = "/path"` reads the value of `<key>` from that file (setting
   both is a problem).
+- Every file is read through `config.files.read_text`: a regular file only, at most 1 MB
+  (64 KB for a prompt key); anything else is a problem naming the key, the path and the limit.
 - A secret still empty after that is read from the systemd credential
   `$CREDENTIALS_DIRECTORY/<section>_<key>` (`credential_name`, e.g. `openai_api_key`) when
   that file exists: `LoadCredential=` in salesbot.service. Precedence: environment, `_FILE`
@@ -30,7 +32,9 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from salesbot_poller.config.files import FILE_LIMIT, FileRejected, limit_for, read_text
 from salesbot_poller.config.model import Config, OpenAIConfig, _is_openai, sections
+from salesbot_poller.config.values import ReadFile
 from salesbot_poller.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/salesbot/config.toml"
@@ -51,9 +55,12 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems
             file_name = environ.get(name + "_FILE")
             if value is None and file_name:
                 try:
-                    value = Path(file_name).read_text(encoding="utf-8").strip()
+                    value = read_text(file_name, limit_for(key)).strip()
                 except OSError as exc:
                     problems.append(f"{section}.{key}: cannot read {name}_FILE={file_name}: {exc.strerror}")
+                    continue
+                except FileRejected as exc:
+                    problems.append(f"{section}.{key}: {name}_FILE: {exc}")
                     continue
             if value is not None:
                 section_raw = raw.setdefault(section, {})
@@ -71,7 +78,7 @@ def secret_keys(model: type[BaseModel]) -> list[str]:
     return [name for name, info in model.model_fields.items() if info.annotation is SecretStr]
 
 
-def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
+def _apply_key_files(raw: dict[str, Any], problems: list[str], read: ReadFile) -> None:
     """`<key>_file = "/path"` in a section: the value of `<key>` is read from that file."""
     for section, model in sections().items():
         part = raw.get(section)
@@ -88,9 +95,11 @@ def _apply_key_files(raw: dict[str, Any], problems: list[str]) -> None:
                 problems.append(f"{section}.{file_key}: must be the path of a file holding {section}.{key}")
             else:
                 try:
-                    part[key] = Path(file_name).read_text(encoding="utf-8").strip()
+                    part[key] = read(file_name, limit_for(key)).strip()
                 except OSError as exc:
                     problems.append(f"{section}.{file_key}: cannot read {file_name}: {exc.strerror}")
+                except FileRejected as exc:
+                    problems.append(f"{section}.{file_key}: {exc}")
 
 
 def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
@@ -107,11 +116,14 @@ def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems
                 continue
             path = Path(directory) / credential_name(section, key)
             try:
-                value = path.read_text(encoding="utf-8").strip()
+                value = read_text(path, FILE_LIMIT).strip()
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 problems.append(f"{section}.{key}: cannot read credential {path}: {exc.strerror}")
+                continue
+            except FileRejected as exc:
+                problems.append(f"{section}.{key}: credential {exc}")
                 continue
             if value:  # the unit's empty SetCredential= fallback means "not given"
                 part[key] = value
@@ -167,15 +179,18 @@ def _format_error(error: Any) -> str:
     return f"{location}: {message}"
 
 
-def parse_config(raw: dict[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True) -> Config:
-    """Validate a parsed TOML document plus environment overrides; see the module contract."""
+def parse_config(
+    raw: dict[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True, read_file: ReadFile = read_text
+) -> Config:
+    """Validate a parsed TOML document plus environment overrides; see the module contract.
+    `read_file` reads the files the document names (`<key>_file`, `rubric_file`)."""
     problems: list[str] = []
-    _apply_key_files(raw, problems)
+    _apply_key_files(raw, problems, read_file)
     _apply_environment(raw, environ, problems)
     _apply_credentials(raw, environ, problems)
     config: Config | None = None
     try:
-        config = Config.model_validate(raw)
+        config = Config.model_validate(raw, context={"read_file": read_file})
     except ValidationError as exc:
         problems.extend(_format_error(e) for e in exc.errors())
     if require_secrets:
@@ -185,16 +200,29 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str], *, require_sec
     return config
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None, *, require_secrets: bool = True) -> Config:
-    """Read `path` and return the validated config; raises `ConfigError` naming every problem."""
+def load_config(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_secrets: bool = True,
+    read_file: ReadFile = read_text,
+) -> Config:
+    """Read `path` and return the validated config; raises `ConfigError` naming every problem.
+    `read_file` reads it and the files it names (the `fleet` commands pass one that caps
+    sizes and follows no symlink of another user)."""
     environ = os.environ if environ is None else environ
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
+        raw = tomllib.loads(read_file(str(path), FILE_LIMIT))
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file (copy config.example.toml there, or pass --config)"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied"]) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"]) from None
+    except FileRejected as exc:
+        raise ConfigError([str(exc)]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(raw, environ, require_secrets=require_secrets)
+    return parse_config(raw, environ, require_secrets=require_secrets, read_file=read_file)

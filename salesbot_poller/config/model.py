@@ -292,6 +292,14 @@ class PollerConfig(_Section):
             " retries (a worker renews its claim between stages)."
         ),
     )
+    max_call_minutes: int = Field(
+        180,
+        ge=1,
+        description=(
+            "Only the first this-many minutes of a recording are transcribed, whatever its note "
+            "claims (the card says it was cut); at least 1, there is no unlimited value."
+        ),
+    )
 
 
 class StorageConfig(_Section):

@@ -4,7 +4,9 @@ Contract:
 - `DEFAULT_RUBRIC` is the built-in script; `[[analysis.rubric]]` replaces it, and a profile
   may bring its own (`rubric`, or `rubric_file`: a TOML file of `[[rubric]]` tables, read
   when the config is validated). Item ids are unique within a rubric (`unique_item_ids`).
-- `prompt_file` settings name a file that exists (`existing_file`).
+- `prompt_file` settings name a file that exists and is read as `services.prompts` reads it:
+  a regular file of at most 64 KB (`config.files`, as rubric files: both go into every
+  request's system prompt).
 - A `Profile` says which calls it takes (`entities`, `pipelines`, `statuses`, ...; an empty
   list matches anything) and what differs for them; a setting left out is the top-level one.
 """
@@ -12,12 +14,12 @@ Contract:
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from salesbot_poller.config.values import _chat_id_text, _comma_list, _Section, existing_file
+from salesbot_poller.config.files import PROMPT_LIMIT, read_text
+from salesbot_poller.config.values import ReadFile, _chat_id_text, _comma_list, _Section, context_reader, existing_file
 from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
 
 
@@ -93,8 +95,8 @@ class AnalysisConfig(_Section):
 
     @field_validator("prompt_file")
     @classmethod
-    def _readable(cls, value: str) -> str:
-        return existing_file(value)
+    def _readable(cls, value: str, info: ValidationInfo) -> str:
+        return readable_prompt(value, context_reader(info.context))
 
 
 EntityType = Literal["leads", "contacts", "companies"]
@@ -103,10 +105,22 @@ ENTITY_TYPES: tuple[EntityType, ...] = ("leads", "contacts", "companies")
 DIRECTIONS: tuple[Direction, ...] = ("in", "out")
 
 
-def _rubric_file(path: str) -> tuple[RubricItem, ...]:
-    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`)."""
+def readable_prompt(value: str, read: ReadFile = read_text) -> str:
+    """A `prompt_file` setting: "" (the built-in prompt), or a file that exists and is read
+    within `PROMPT_LIMIT`; ValueError (`FileRejected`) saying why not."""
+    if existing_file(value):
+        try:
+            read(value, PROMPT_LIMIT)
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+    return value
+
+
+def _rubric_file(path: str, read: ReadFile = read_text) -> tuple[RubricItem, ...]:
+    """The `[[rubric]]` tables of a TOML file (`profiles[].rubric_file`), read by `read`
+    within `PROMPT_LIMIT`."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(read(path, PROMPT_LIMIT))
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -144,15 +158,23 @@ class Profile(_Section):
 
     @field_validator("prompt_file")
     @classmethod
-    def _readable(cls, value: str) -> str:
-        return existing_file(value)
+    def _readable(cls, value: str, info: ValidationInfo) -> str:
+        return readable_prompt(value, context_reader(info.context))
+
+    @field_validator("rubric_file")
+    @classmethod
+    def _rubric_readable(cls, value: str, info: ValidationInfo) -> str:
+        # Read here, so that a problem is named by its key; `_one_rubric` reads it again to keep it.
+        if value:
+            _rubric_file(value, context_reader(info.context))
+        return value
 
     @model_validator(mode="after")
-    def _one_rubric(self) -> Profile:
+    def _one_rubric(self, info: ValidationInfo) -> Profile:
         if self.rubric and self.rubric_file:
             raise ValueError("set either rubric or rubric_file, not both")
         if self.rubric_file:
-            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file))
+            object.__setattr__(self, "rubric", _rubric_file(self.rubric_file, context_reader(info.context)))
         unique_item_ids(self.rubric)
         return self
 

@@ -8,15 +8,19 @@ Contract:
   problem is reported at once.
 - Chat ids are kept as text (`_chat_id_text`, `_id_list`); a list may come from the
   environment as "a,b" (`_comma_list`).
-- A file setting is "" or the path of a file that exists (`existing_file`).
+- A file setting is "" or the path of a file that exists (`existing_file`); whether it is a
+  regular file, and small enough, is checked where it is read (`config.files`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from salesbot_poller.config.files import read_text
 
 
 class _Section(BaseModel):
@@ -56,8 +60,22 @@ def _id_list(value: Any) -> Any:
     return value
 
 
+ReadFile = Callable[[str, int], str]
+"""How the config's files are read: `read(path, limit)` returns the text of `path` (at most
+`limit` bytes), or raises an `OSError` whose `strerror` says why not, or `FileRejected`. The
+default is `config.files.read_text`; the `fleet` commands pass `cli.fleet_files.read_capped`,
+which also follows no symlink of another user."""
+
+
+def context_reader(context: Any) -> ReadFile:
+    """The `ReadFile` passed in a validation's context (`{"read_file": ...}`), else `read_text`."""
+    reader = context.get("read_file") if isinstance(context, dict) else None
+    return reader if callable(reader) else read_text
+
+
 def existing_file(value: str) -> str:
-    """A file setting: "" (none) or the path of a file that exists."""
-    if value and not Path(value).is_file():
+    """A file setting: "" (none) or the path of a file that exists (a FIFO or a device is
+    refused where it is read, by `config.files.read_text`, and said to be one)."""
+    if value and not Path(value).exists():
         raise ValueError(f"{value}: no such file")
     return value

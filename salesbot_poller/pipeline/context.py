@@ -231,4 +231,5 @@ def call_context(app: App, call: Call) -> CallContext:
         started_at=call.event_created_at,
         metrics=ConversationMetrics.model_validate_json(call.metrics_json) if call.metrics_json else None,
         profile=call.profile or "",
+        cut_minutes=call.cut_minutes or 0,
     )

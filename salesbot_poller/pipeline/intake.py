@@ -3,7 +3,9 @@
 Contract:
 - `poll` asks amoCRM for the window [cursor - overlap, now - settle], records every event
   (dedup by id) and the new cursor in one transaction. Malformed events are logged once,
-  with the field, and kept in the seen-events table with their reason.
+  with the field, and kept in the seen-events table with their reason; an event that cannot
+  be read at all comes as a malformed one named by a digest, its reason giving its position in
+  the window (the client reads its page around it), so the cursor moves past it.
 - `resolve_new` reads the notes of due `new` calls, batched per entity type (by note id,
   up to 250 a request), classifies each call and stores the note's facts and the names the
   messages need (batched by id too). A note that is missing, malformed, or has no recording

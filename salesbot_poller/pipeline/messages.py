@@ -334,6 +334,8 @@ def render_conversation(
     metrics = clean(metrics) if metrics else metrics
     if metrics:
         head.append(metrics)
+    if ctx.cut_minutes:  # poller.max_call_minutes: the rest of the recording was not heard
+        head.append(f"⚠️ Запись длиннее {ctx.cut_minutes} мин: разобраны первые {ctx.cut_minutes} мин")
     if analysis.condensed:
         head.append("📝 Звонок длинный: оценен по сжатому пересказу расшифровки")
     room = LIMIT - 64

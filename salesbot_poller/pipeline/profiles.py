@@ -19,10 +19,15 @@ Contract:
     in profile «…»").
 - `needs_lead(config)` / `needs_groups(config)`: whether any profile filters by the lead's
   pipeline or status / by user group, so those are read only when asked for.
+- `profile_conflicts(config)`: what `check` fails on, one line each: a profile whose minimum
+  duration (its own or `poller.min_duration_seconds`) is over its maximum (every answered
+  call it takes is skipped), and a profile that is never chosen because every call its
+  filters hold for is taken by an earlier one (`covers`: filter by filter, a subset).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from salesbot_poller.config import ENTITY_TYPES, Config, Profile, RubricItem
@@ -156,3 +161,62 @@ def alert_below(profile: Profile, config: Config) -> int:
     if profile.alert_below_score is None:
         return config.telegram.alert_below_score
     return profile.alert_below_score
+
+
+def _entities(profile: Profile) -> set[str]:
+    """The entity types a profile can take: a profile naming pipelines or statuses takes
+    calls on leads only (a call on a contact or a company has neither)."""
+    return {str(e) for e in profile.entities} & ({"leads"} if profile.needs_lead else set(ENTITY_TYPES))
+
+
+def _within(first: Sequence[object], then: Sequence[object]) -> bool:
+    """Whether a filter `then` holds only where `first` holds (an empty list holds for anything)."""
+    return not first or (bool(then) and set(then) <= set(first))
+
+
+def covers(earlier: Profile, later: Profile) -> bool:
+    """Whether every call `later`'s filters hold for, `earlier`'s hold for too: then `match`
+    never gets to `later` (the durations are rules, not filters: a call outside `earlier`'s
+    is skipped, not handed on)."""
+    return (
+        _entities(later) <= set(earlier.entities)
+        and _within(earlier.pipelines, later.pipelines)
+        and _within(earlier.statuses, later.statuses)
+        and _within(earlier.users, later.users)
+        and _within(earlier.groups, later.groups)
+        and set(later.directions) <= set(earlier.directions)
+        and _within([s.lower() for s in earlier.sources], [s.lower() for s in later.sources])
+    )
+
+
+def _never_chosen(profiles: Sequence[Profile], number: int) -> str | None:
+    profile = profiles[number]
+    if not _entities(profile) or not profile.directions:
+        return "is never chosen: it takes no call (its entities or directions leave none)"
+    for index, earlier in enumerate(profiles[:number]):
+        if covers(earlier, profile):
+            return (
+                f"is never chosen: every call it takes matches profiles[{index + 1}] «{earlier.name}» first "
+                f"(profiles are tried in order: move it up, or narrow «{earlier.name}»)"
+            )
+    return None
+
+
+def profile_conflicts(config: Config) -> list[str]:
+    """See the module contract."""
+    problems = []
+    profiles = config.profiles
+    for number, profile in enumerate(profiles):
+        label = f"profiles[{number + 1}] «{profile.name}»"
+        low, high = min_duration(profile, config), profile.max_duration_seconds
+        if high and low > high:
+            own = profile.min_duration_seconds is not None
+            source = "min_duration_seconds" if own else "poller.min_duration_seconds (not overridden)"
+            problems.append(
+                f"{label}: {source} {low} s is over max_duration_seconds {high} s: "
+                "every answered call it takes is skipped"
+            )
+        never = _never_chosen(profiles, number)
+        if never:
+            problems.append(f"{label} {never}")
+    return problems

@@ -11,6 +11,10 @@ Contract:
   Telegram accepts it, so the only window for a duplicate is between that acceptance and
   that commit. A card waits (up to its patience) while an earlier call's card to the same
   chat is rendered and unsent, so one chat's cards keep the order of their calls.
+- `transcribe` pays the daily budget per upload (`usage`): a call whose next upload would
+  cross it waits for the next UTC day and resumes from that upload. A recording longer than
+  `poller.max_call_minutes` is transcribed up to there only: the call keeps `cut_minutes`
+  (its card says so) and one WARNING names the call.
 - `advance` runs a call through its remaining stages; it returns early when a stage puts the
   call off (budget, a busy chat), when `should_stop()` says so between stages, or when the
   worker's claim was taken back (`still_mine()`, asked between stages). With
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallAnalysis, Planned, Stage
+from salesbot_poller.errors import BudgetReached
 from salesbot_poller.pipeline import delivery, lead_fields, usage
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.routing import plan_call
@@ -43,35 +48,55 @@ def download(app: App, cycle: Cycle, call: Call) -> None:
 
 
 def transcribe(app: App, cycle: Cycle, call: Call) -> None:
+    """Transcribe the call's recording, each upload paid through the daily budget: when the
+    budget has no room for the next one, the call waits for the next UTC day (not an attempt,
+    not a failure) and resumes from that upload; the uploads already answered stay cached."""
     audio = Path(call.audio_path or "")
     if not call.audio_path or not audio.exists():  # lost (tmp cleaned, disk swapped): fetching it again is free
         app.store.update(call, cycle.now, stage=Stage.READY, audio_path=None)
         return
     prices = app.config.openai
-    resume_at = app.budget.hold(app.store, prices, call.id, usage.estimate_call_usd(call.duration, prices), cycle.now)
-    if resume_at is not None:  # the daily budget is spent: wait (not an attempt, not a failure)
+    resume_at = app.budget.hold(app.store, prices, cycle.now)
+    if resume_at is not None:  # nothing left of today's budget: do not even decode
         app.store.update(call, cycle.now, next_attempt_at=resume_at)
         return
+    meter = app.budget.meter(app.store, prices, call.id, cycle.now)
     try:
-        transcript = app.transcriber.transcribe(audio)
-        channel = manager_channel(app.config.audio, call.source, call.direction)
-        text, metrics = build_dialogue(transcript, channel, call.direction)
+        transcript = app.transcriber.transcribe(audio, meter)
+    except BudgetReached as exc:
+        app.store.update(call, cycle.now, next_attempt_at=exc.resume_at)
+        app.budget.reached(app.store, prices, cycle.now)
+        log.info("call %d: waits for the next UTC day: %s; %d upload(s) paid now", call.id, exc, meter.uploads)
+        return
+    channel = manager_channel(app.config.audio, call.source, call.direction)
+    text, metrics = build_dialogue(transcript, channel, call.direction)
+    cut = transcript.cut_at_seconds
+    cut_minutes = round(cut / 60) if cut is not None else None
 
-        def keep() -> None:
-            with app.store.db.atomic():  # the usage is counted once, with the transcript it paid for
+    def keep() -> None:
+        with app.store.db.atomic():  # the usage is counted once, with the transcript it paid for
+            if not transcript.metered:  # a metered transcription recorded each upload as it was paid
                 usage.record_transcription(app.store, call.id, cycle.now, transcript)
-                app.store.update(
-                    call,
-                    cycle.now,
-                    stage=Stage.TRANSCRIBED,
-                    transcript=text,
-                    metrics_json=metrics.model_dump_json() if metrics else None,
-                )
+            app.store.update(
+                call,
+                cycle.now,
+                stage=Stage.TRANSCRIBED,
+                transcript=text,
+                metrics_json=metrics.model_dump_json() if metrics else None,
+                cut_minutes=cut_minutes,
+            )
 
-        app.store.committed(keep)  # paid for: written again through a database restart, not paid again
-    finally:
-        app.budget.release(call.id)
+    app.store.committed(keep)  # paid for: written again through a database restart, not paid again
     cycle.transcribed += 1
+    if cut_minutes is not None:
+        log.warning(
+            "call %d: the recording is longer than poller.max_call_minutes=%d: only its first %d min transcribed "
+            "(its note says %d s)",
+            call.id,
+            app.config.poller.max_call_minutes,
+            cut_minutes,
+            call.duration or 0,
+        )
     log.info(
         "call %d: transcribed, %d characters, %.0f s of audio sent (%s)",
         call.id,

@@ -10,24 +10,36 @@ Contract:
   price change re-prices history (they are estimates, not invoices).
 - Days and months are UTC. `month_bounds("2026-11")` is that month's [start, end) in Unix
   time (ValueError naming the value otherwise); `totals_between` and `month_report` sum it.
-- `BudgetGate.hold(store, prices, call_id, estimate, now)`: with `openai.daily_budget_usd` > 0
-  and today's estimate, plus what the transcriptions in flight are expected to cost, at or
-  over it, returns the start of the next UTC day (when new transcriptions may start again);
-  else None, and the call's estimate is reserved until `release`. Thread-safe: however many
-  workers, the budget is overshot by at most one call, as with one. It logs one WARNING per
-  day, not one per call.
+- The daily budget (`openai.daily_budget_usd` > 0) is reserved per upload, never per call:
+  a note's claimed duration enters no estimate. `BudgetGate.meter(...)` gives a call's
+  transcription a `CallMeter` (`domain.UploadMeter`): before each upload it reserves that
+  upload's audio minutes x `audio_price_per_minute_usd` in the store (`Store.reserve_upload`,
+  atomic against every worker and process on SQLite and PostgreSQL), granted when today's
+  estimate + the reservations in flight + the upload stay within the budget (or when nothing
+  at all is spent or reserved today: an upload dearer than the whole budget then goes alone,
+  so the overshoot is at most that one upload). Refused: `errors.BudgetReached` with the
+  start of the next UTC day. After the answer the reservation becomes a `Usage` row of that
+  upload (so what was paid counts on the day it was paid, and a call resumed tomorrow pays
+  only its remaining uploads); a failed upload releases it.
+- `BudgetGate.hold(store, prices, now)`: before a transcription starts, the start of the next
+  UTC day when nothing is left today, else None. `reached` logs one WARNING per UTC day, not
+  one per call, and marks the day as one that held calls back (`held_back_today`).
+- `budget_warning(prices)`: what `check` warns of when a daily budget is set but every price
+  is 0, so the estimate stays $0 and the budget is never reached; None otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import CallAnalysis, Transcript
+from salesbot_poller.errors import BudgetReached
 from salesbot_poller.store import Store
 
 log = logging.getLogger(__name__)
@@ -120,10 +132,12 @@ def month_report(store: Store, prices: OpenAIConfig, start: int, end: int) -> Mo
 
 
 def budget_spent(store: Store, prices: OpenAIConfig, now: int) -> bool:
-    """Whether today's estimate has reached `openai.daily_budget_usd` (never when it is 0)."""
+    """Whether transcriptions wait for tomorrow: today's estimate and reservations have reached
+    `openai.daily_budget_usd`, or the next upload of a call did not fit in what was left
+    (never when the budget is 0)."""
     if prices.daily_budget_usd <= 0:
         return False
-    return estimate_usd(totals_since(store, day_start(now)), prices) >= prices.daily_budget_usd
+    return budget_used(store, prices, now) >= prices.daily_budget_usd or held_back_today(store, now)
 
 
 def estimate_usd(totals: Totals, prices: OpenAIConfig) -> float:
@@ -134,48 +148,135 @@ def estimate_usd(totals: Totals, prices: OpenAIConfig) -> float:
     )
 
 
-def estimate_call_usd(duration: int | None, prices: OpenAIConfig) -> float:
-    """What transcribing a call of `duration` seconds is expected to cost (one channel)."""
-    return (duration or 0) / 60 * prices.audio_price_per_minute_usd
+def budget_warning(prices: OpenAIConfig) -> str | None:
+    """See the module contract."""
+    priced = (
+        prices.audio_price_per_minute_usd,
+        prices.input_token_price_per_million_usd,
+        prices.output_token_price_per_million_usd,
+    )
+    if prices.daily_budget_usd <= 0 or any(priced):
+        return None
+    return (
+        f"openai.daily_budget_usd is ${prices.daily_budget_usd:.2f} but audio_price_per_minute_usd and the "
+        "token prices are all 0: the estimate stays $0 and the budget is never reached; set the prices, "
+        "or daily_budget_usd = 0 for no budget"
+    )
+
+
+def next_day(now: int) -> int:
+    return int((datetime.fromtimestamp(day_start(now), UTC) + timedelta(days=1)).timestamp())
+
+
+def budget_used(store: Store, prices: OpenAIConfig, now: int) -> float:
+    """Today's estimate (UTC) plus what the uploads in flight reserved against today."""
+    today = day_start(now)
+    return estimate_usd(totals_since(store, today), prices) + store.held_usd(today)
+
+
+class CallMeter:
+    """Implements `domain.UploadMeter` for one call's transcription: each upload is reserved
+    in the store (`Store.reserve_upload`) against the day of `now`; see the module contract."""
+
+    def __init__(self, store: Store, prices: OpenAIConfig, call_id: int, now: int) -> None:
+        self._store, self._prices, self._call_id, self._now = store, prices, call_id, now
+        self.uploads = 0  # reserved through this meter (for the log)
+
+    def reserve(self, seconds: float, model: str) -> int:
+        prices, store = self._prices, self._store
+        today = day_start(self._now)
+        usd = seconds / 60 * prices.audio_price_per_minute_usd
+        budget = prices.daily_budget_usd
+        used = 0.0
+
+        def fits(held: float) -> bool:
+            nonlocal used
+            if budget <= 0:
+                return True
+            used = estimate_usd(totals_since(store, today), prices) + held
+            # An upload dearer than the whole budget goes as the day's first spend: a small
+            # budget delays such a call, it never starves it.
+            return used + usd <= budget or used <= 0
+
+        with self._connection():
+            ticket = store.reserve_upload(
+                call_id=self._call_id, day=today, at=self._now, model=model, audio_seconds=seconds, usd=usd, fits=fits
+            )
+        if ticket is None:
+            raise BudgetReached(
+                f"the next {seconds / 60:.1f} min upload (~${usd:.2f}) would cross openai.daily_budget_usd="
+                f"${budget:.2f} (${used:.2f} spent or reserved today)",
+                next_day(self._now),
+            )
+        self.uploads += 1
+        return ticket
+
+    def spent(self, ticket: int, audio_seconds: float, input_tokens: int, output_tokens: int) -> None:
+        with self._connection():
+            self._store.settle_upload(ticket, audio_seconds, input_tokens, output_tokens)
+
+    def release(self, ticket: int) -> None:
+        with self._connection():
+            self._store.release_upload(ticket)
+
+    @contextmanager
+    def _connection(self) -> Iterator[None]:
+        """The calling thread's connection; one a channel's short-lived thread opened is
+        closed again (the worker's own stays open)."""
+        db = self._store.db
+        fresh = db.is_closed()
+        try:
+            yield
+        finally:
+            if fresh:
+                db.close()
 
 
 class BudgetGate:
-    """The daily budget for every worker of the process; see the module contract."""
+    """The daily budget for every worker and process sharing the store; see the module contract."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._reserved: dict[int, float] = {}
-
-    def hold(self, store: Store, prices: OpenAIConfig, call_id: int, estimate: float, now: int) -> int | None:
-        """When the transcription of `call_id` must wait: the time it may resume; else None."""
+    def hold(self, store: Store, prices: OpenAIConfig, now: int) -> int | None:
+        """Before a transcription starts: the time it may start when nothing is left of
+        today's budget (logged once a day); else None."""
         budget = prices.daily_budget_usd
         if budget <= 0:
             return None
-        with self._lock:
-            today = day_start(now)
-            spent = estimate_usd(totals_since(store, today), prices)
-            in_flight = sum(usd for other, usd in self._reserved.items() if other != call_id)
-            if spent + in_flight < budget:
-                self._reserved[call_id] = estimate
-                return None
-        resume = int((datetime.fromtimestamp(today, UTC) + timedelta(days=1)).timestamp())
-        day = datetime.fromtimestamp(today, UTC).strftime("%Y-%m-%d")
+        used = budget_used(store, prices, now)
+        if used < budget:
+            return None
+        self.reached(store, prices, now, used)
+        return next_day(now)
+
+    def meter(self, store: Store, prices: OpenAIConfig, call_id: int, now: int) -> CallMeter:
+        """The meter a transcription pays its uploads through. The call's holds left by a
+        process that died mid-upload are counted as spent first."""
+        stale = store.settle_stale_uploads(call_id)
+        if stale:
+            log.warning("call %d: %d upload(s) left in flight by an earlier run counted as spent", call_id, stale)
+        return CallMeter(store, prices, call_id, now)
+
+    def reached(self, store: Store, prices: OpenAIConfig, now: int, used: float | None = None) -> int:
+        """A call waits for the budget: the WARNING, once a UTC day (which also tells
+        `reports.budget_notice` that calls were held back today); when they may resume."""
+        resume = next_day(now)
+        day = datetime.fromtimestamp(day_start(now), UTC).strftime("%Y-%m-%d")
         if store.get_state(BUDGET_LOGGED_KEY) != day:
             store.set_state(BUDGET_LOGGED_KEY, day)
+            spent = budget_used(store, prices, now) if used is None else used
             log.warning(
-                "daily OpenAI budget reached: $%.2f of openai.daily_budget_usd=$%.2f spent today (UTC)%s; "
-                "new transcriptions wait until %s UTC",
+                "daily OpenAI budget reached: $%.2f of openai.daily_budget_usd=$%.2f spent or reserved today (UTC); "
+                "transcriptions wait until %s UTC",
                 spent,
-                budget,
-                f", ${in_flight:.2f} more in flight" if in_flight else "",
+                prices.daily_budget_usd,
                 datetime.fromtimestamp(resume, UTC).strftime("%Y-%m-%d %H:%M"),
             )
         return resume
 
-    def release(self, call_id: int) -> None:
-        """The transcription of `call_id` is recorded (or failed): its reservation ends."""
-        with self._lock:
-            self._reserved.pop(call_id, None)
+
+def held_back_today(store: Store, now: int) -> bool:
+    """Whether the budget put a transcription off today (UTC)."""
+    day = datetime.fromtimestamp(day_start(now), UTC).strftime("%Y-%m-%d")
+    return store.get_state(BUDGET_LOGGED_KEY) == day
 
 
 def status_lines(store: Store, prices: OpenAIConfig, now: int) -> list[str]:
@@ -188,7 +289,6 @@ def status_lines(store: Store, prices: OpenAIConfig, now: int) -> list[str]:
             f"{t.output_tokens} tokens out, ${estimate_usd(t, prices):.2f} ({t.requests} requests)"
         )
     if prices.daily_budget_usd > 0:
-        spent = estimate_usd(totals_since(store, day_start(now)), prices)
-        state = "reached: new transcriptions wait for tomorrow" if spent >= prices.daily_budget_usd else "ok"
+        state = "reached: transcriptions wait for tomorrow" if budget_spent(store, prices, now) else "ok"
         lines.append(f"  daily budget ${prices.daily_budget_usd:.2f}: {state}")
     return lines

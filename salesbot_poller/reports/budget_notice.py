@@ -1,9 +1,11 @@
 """The alert chat hears, once a day, that the daily OpenAI budget holds calls back.
 
 Contract of `run(app, cycle)` (once per intake pass):
-- Due when `openai.daily_budget_usd` > 0, today's estimated spend (UTC day, `usage`) is at or
-  over it, and answered calls wait before transcription (stage ready/downloaded, next attempt
-  later than now: `BudgetGate.hold` put them off until the next UTC day).
+- Due when `openai.daily_budget_usd` > 0, the budget holds transcriptions back today
+  (`usage.budget_spent`: today's estimate plus the uploads in flight reached it, or a call's
+  next upload did not fit in what was left, UTC day), and answered calls wait before or in
+  the middle of their transcription (stage ready/downloaded, next attempt later than now:
+  `BudgetGate` put them off until the next UTC day). A call stopped half way is one of them.
 - One message to the alert chat (`telegram.alert_chat_id`, else `telegram.chat_id`; see
   `routing.alert_destination`): what was spent, how many calls wait, and the key that raises
   the budget. Key `budget:<UTC date>`, stored before sending (`delivery`), so it is sent once
@@ -46,8 +48,9 @@ def run(app: App, cycle: Cycle) -> None:
     key = f"{KIND}:{datetime.fromtimestamp(today, UTC).date().isoformat()}"
 
     def plan() -> list[Planned]:
-        spent = usage.estimate_usd(usage.totals_since(app.store, today), prices)
-        waiting = app.store.count_put_off(cycle.now, WAITING_STAGES) if spent >= prices.daily_budget_usd else 0
+        spent = usage.budget_used(app.store, prices, cycle.now)
+        held_back = usage.budget_spent(app.store, prices, cycle.now)
+        waiting = app.store.count_put_off(cycle.now, WAITING_STAGES) if held_back else 0
         if not waiting:
             return []  # under the budget, or nobody waits: nothing to say (yet)
         notice = render_notice(spent, prices.daily_budget_usd, waiting, format_time(today + 86400, app.tz))

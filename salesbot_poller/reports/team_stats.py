@@ -8,6 +8,10 @@ Contract (pure functions of `Call` rows; nothing is read or sent here):
   are not scored. Busiest manager first (calls, then missed calls, then name).
 - `ManagerFigures.weakest`: the item with the lowest share done (below 100%), with that share;
   ties go to the item scored more often, then to the earlier one.
+- `figures_in_store(store, start, end)`: `figures(store.calls_between(start, end))` counted by
+  the database (`Store.manager_totals`, `Store.rubric_totals`): the same managers, numbers,
+  titles and order, memory flat however many calls and transcripts the period holds; no
+  objections (the bot's `/stats` shows none).
 - `team_misses(managers)`: rubric items that managers skip: a manager skips an item when at
   least half of their scored verdicts on it are `missed`. Items skipped by at least one
   manager, most skipping managers first, with how many managers were scored at all.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 import pydantic
 
 from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, answered
-from salesbot_poller.store import Call
+from salesbot_poller.store import Call, Store
 
 CREDIT = {"done": 1.0, "partly": 0.5, "missed": 0.0}  # not_applicable, not_assessed: not scored
 
@@ -51,6 +55,8 @@ class ManagerFigures:
     calls: int = 0
     talk_seconds: int = 0
     scores: list[int] = field(default_factory=list)
+    score_total: int = 0  # scores summed by the database (`figures_in_store`), beside `scores`
+    score_count: int = 0
     missed: int = 0
     returned: int = 0
     items: dict[str, ItemTally] = field(default_factory=dict)  # rubric item id -> tally, in order met
@@ -59,7 +65,8 @@ class ManagerFigures:
 
     @property
     def average(self) -> int | None:
-        return round(sum(self.scores) / len(self.scores)) if self.scores else None
+        count = len(self.scores) + self.score_count
+        return round((sum(self.scores) + self.score_total) / count) if count else None
 
     @property
     def weakest(self) -> tuple[str, int] | None:
@@ -131,6 +138,32 @@ def figures(calls: Iterable[Call]) -> Figures:
         objections.extend(o.objection.strip() for o in analysis.objections if o.objection.strip())
     ordered = sorted(managers.values(), key=lambda m: (-m.calls, -m.missed, m.name))
     return Figures(ordered, objections, unreadable)
+
+
+def figures_in_store(store: Store, start: int, end: int) -> Figures:
+    """See the module contract."""
+    managers: dict[str, ManagerFigures] = {}
+    unreadable = 0
+    for row in store.manager_totals(start, end):
+        name = row.manager or MANAGER_UNKNOWN  # None and "" are one manager, as in `figures`
+        manager = managers.setdefault(name, ManagerFigures(name))
+        manager.calls += row.calls
+        manager.talk_seconds += row.talk_seconds
+        manager.missed += row.missed
+        manager.returned += row.returned
+        manager.score_total += row.score_total
+        manager.score_count += row.scored_calls
+        unreadable += row.unreadable
+    # In the order `figures` meets them (call id, then rubric position): `weakest` and
+    # `team_misses` break ties by it, and an item's title is the one it had first.
+    for totals in sorted(store.rubric_totals(start, end), key=lambda totals: totals.first):
+        manager = managers[totals.manager or MANAGER_UNKNOWN]
+        tally = manager.items.setdefault(totals.item_id, ItemTally(totals.title))
+        tally.credit += totals.credit_halves / 2
+        tally.scored += totals.scored
+        tally.missed += totals.missed
+    ordered = sorted(managers.values(), key=lambda m: (-m.calls, -m.missed, m.name))
+    return Figures(ordered, [], unreadable)
 
 
 def team_misses(managers: Sequence[ManagerFigures]) -> list[TeamMiss]:

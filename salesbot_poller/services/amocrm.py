@@ -6,6 +6,12 @@ Contract:
   `amocrm.max_rps` requests in any rolling second), adds the bearer token (in a header,
   never in the URL), retries and decodes. Every request has a timeout.
 - 204 No Content is an empty list. Error bodies may be HTML: never assumed to be JSON.
+- An answer is read to at most `amocrm_lists.MAX_BODY_BYTES`; one that cannot be read (not
+  JSON, nested too deep, not an object, too large) raises `UnreadableAnswer`, never retried
+  in the cycle. Events and notes are read around it (`amocrm_lists`): an unreadable events
+  page is read again in smaller pages down to the poisoned position, set aside as an
+  `EventBatch.malformed` entry; an unreadable notes batch in halves down to the poisoned
+  note, which maps to its reason. The rest of the page or batch is read as usual.
 - 429, 5xx, timeouts and connection errors are retried with exponential backoff and jitter
   (tenacity), honouring `Retry-After` (or a JSON `retry_after`), for at most about 2
   minutes; then `TransientError` ends the caller's amoCRM work, and nothing is sent to
@@ -13,11 +19,13 @@ Contract:
 - 401 triggers one token refresh (OAuth); a long-lived token, a refused refresh, 402 and
   403 raise `FatalError` with what the admin must do. A 403 also pauses every amoCRM call
   for 10 minutes, kept in the store so a restart honours it.
-- Malformed events and notes never raise: they are returned with a reason naming the field.
+- Malformed events and notes never raise: they are returned with a reason naming the field
+  (or, for one that cannot be read at all, its position in the window).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,8 +39,17 @@ import requests
 import tenacity
 
 from salesbot_poller.domain import CallEvent, CallNote, EntityDetails, EventBatch
-from salesbot_poller.errors import FatalError, PermanentError, TransientError, Unreadable
+from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.services.amocrm_auth import REAUTHORISE, TokenSource
+from salesbot_poller.services.amocrm_lists import (
+    Unread,
+    decode,
+    embedded,
+    has_next,
+    read_body,
+    read_ids,
+    read_positions,
+)
 from salesbot_poller.services.amocrm_parse import (
     CALL_EVENT_TYPES,
     MAX_ID,
@@ -60,6 +77,14 @@ ID_FILTER = "filter[id][]"
 # 250 nine-digit ids make a ~7.8 KB query: too close to the 8 KB request line many web
 # servers accept. Batches are cut shorter when the query would pass this.
 MAX_QUERY_CHARS = 6000
+
+
+def _set_aside(unread: Unread, since: int, until: int) -> tuple[str, str, str | None]:
+    """An events position unreadable even alone, as a malformed event: a stand-in id from the
+    digest of what was served (read again in the next window's overlap, it is the same row,
+    logged once), its position in the window, and the text served, cut."""
+    where = f"at position {unread.position} of the window {since}..{until}"
+    return f"unreadable-{unread.digest}", f"unreadable {where}: {unread.reason}", unread.text
 
 
 class AmoForbidden(FatalError):
@@ -91,9 +116,9 @@ def _seconds(value: Any) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
-def _retry_after(response: requests.Response, now: datetime) -> float | None:
+def _retry_after(response: requests.Response, content: bytes, now: datetime) -> float | None:
     """The server's requested wait: `Retry-After` (seconds or an HTTP date), else a JSON
-    `retry_after`. Bodies may be HTML: nothing here raises."""
+    `retry_after` in `content`. Bodies may be HTML, or hostile: nothing here raises."""
     header = response.headers.get("Retry-After", "").strip()
     if header:
         seconds = _seconds(header)
@@ -104,8 +129,8 @@ def _retry_after(response: requests.Response, now: datetime) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
     try:
-        body = response.json()
-    except ValueError:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
         return None
     return _seconds(body.get("retry_after")) if isinstance(body, dict) else None
 
@@ -227,48 +252,50 @@ class AmoClient:
 
     def _attempt(self, method: str, path: str, params: Any, body: Any, pause_on_403: bool) -> dict[str, Any] | None:
         token = self._tokens.access_token()
-        response = self._send(method, path, params, body, token)
+        response, content = self._send(method, path, params, body, token)
         if response.status_code == 401:
             fresh = self._tokens.refresh(token)  # a FatalError saying what to do when it cannot
-            response = self._send(method, path, params, body, fresh)
+            response, content = self._send(method, path, params, body, fresh)
             if response.status_code == 401:
                 raise FatalError(f"amoCRM rejected a freshly refreshed OAuth token (401): {REAUTHORISE}")
-        return self._decode(method, path, response, pause_on_403)
+        return self._decode(method, path, response, content, pause_on_403)
 
-    def _send(self, method: str, path: str, params: Any, body: Any, token: str) -> requests.Response:
+    def _send(
+        self, method: str, path: str, params: Any, body: Any, token: str
+    ) -> tuple[requests.Response, bytes | None]:
+        """The response and its body, read to at most `MAX_BODY_BYTES` (None past it)."""
         try:
             with self._limiter.slot():
-                return self._session.request(
+                response = self._session.request(
                     method,
                     f"{self.base_url}{path}",
                     params=params,
                     json=body,
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=self._timeout,
+                    stream=True,  # read by `read_body`, which stops at the size cap
                 )
+            with response:
+                return response, read_body(response)
         except requests.ConnectTimeout:
             raise _NotProcessed(f"amoCRM {method} {path}: ConnectTimeout") from None
         except requests.RequestException as exc:
             raise TransientError(f"amoCRM {method} {path}: {type(exc).__name__}") from None
 
-    def _decode(self, method: str, path: str, response: requests.Response, pause_on_403: bool) -> dict[str, Any] | None:
+    def _decode(
+        self, method: str, path: str, response: requests.Response, content: bytes | None, pause_on_403: bool
+    ) -> dict[str, Any] | None:
         status, what = response.status_code, f"amoCRM {method} {path}"
-        if status == 204 or (status in (200, 201, 202) and not response.content):
+        if status == 204 or (status in (200, 201, 202) and content == b""):
             return None
         if status in (200, 201, 202):
-            try:
-                body = response.json()
-            except ValueError:
-                raise TransientError(f"{what}: answer is not JSON") from None
-            except RecursionError:  # a hostile or broken page nested deeper than any parser goes
-                raise Unreadable(f"{what}: answer is JSON nested too deep to read") from None
-            if not isinstance(body, dict):
-                raise TransientError(f"{what}: answer is not a JSON object")
-            return body
+            return decode(what, content)  # UnreadableAnswer: asked again, it answers the same
+        content = content or b""  # an error page past the size cap: only its status counts
         if status == 429:
-            raise _NotProcessed(f"{what}: HTTP 429 (rate limited)", retry_after=_retry_after(response, self._clock()))
+            wait = _retry_after(response, content, self._clock())
+            raise _NotProcessed(f"{what}: HTTP 429 (rate limited)", retry_after=wait)
         if status >= 500:
-            raise TransientError(f"{what}: HTTP {status}", retry_after=_retry_after(response, self._clock()))
+            raise TransientError(f"{what}: HTTP {status}", retry_after=_retry_after(response, content, self._clock()))
         if status == 402:
             raise FatalError("amoCRM answered 402 Payment Required: the account is not paid; renew it in amoCRM")
         if status == 403:
@@ -298,9 +325,9 @@ class AmoClient:
             body = self._request("GET", path, params=[*params, ("page", page)], pause_on_403=pause_on_403)
             if body is None:
                 return
-            items = (body.get("_embedded") or {}).get(key) or []
+            items = embedded(f"amoCRM GET {path}", body, key)
             yield from items
-            if not (body.get("_links") or {}).get("next") or not items:
+            if not has_next(body) or not items:
                 return
         log.warning("amoCRM %s: stopped after %d pages", path, MAX_PAGES)
 
@@ -337,15 +364,23 @@ class AmoClient:
             ("filter[type]", ",".join(CALL_EVENT_TYPES)),
             ("filter[created_at][from]", since),
             ("filter[created_at][to]", until),
-            ("limit", EVENTS_PAGE_LIMIT),
         ]
+        path = "/api/v4/events"
+
+        def fetch(page: int, limit: int) -> dict[str, Any] | None:
+            return self._request("GET", path, params=[*params, ("limit", limit), ("page", page)])
+
+        read, unread = read_positions(fetch, f"amoCRM GET {path}", "events", EVENTS_PAGE_LIMIT, MAX_PAGES)
         events: dict[str, CallEvent] = {}
-        malformed: list[tuple[str, str, str | None]] = []
-        for raw in self._pages("/api/v4/events", params, "events"):
+        malformed = [_set_aside(u, since, until) for u in unread]
+        for position, raw in read:
             try:
                 event = parse_event(raw)
-            except ValueError as exc:
-                malformed.append((event_ref(raw, len(malformed)), str(exc), raw_text(raw)))
+            except (ValueError, RecursionError) as exc:  # RecursionError: a value nested too deep to show
+                ref, reason = event_ref(raw), str(exc) or type(exc).__name__
+                if ref.startswith("unknown-"):  # no id to find it by: where it was
+                    reason += f" (at position {position} of the window {since}..{until})"
+                malformed.append((ref, reason, raw_text(raw)))
                 continue
             events.setdefault(event.event_id, event)
         return EventBatch(sorted(events.values(), key=lambda e: (e.created_at, e.event_id)), malformed)
@@ -353,18 +388,24 @@ class AmoClient:
     def call_notes(self, entity_type: str, note_ids: list[int]) -> dict[int, CallNote | str]:
         """Notes by id, batched; a malformed note maps to the reason instead."""
         found: dict[int, CallNote | str] = {}
-        for batch in id_batches(note_ids):
-            params = [*batch, ("limit", NOTES_BATCH)]
+
+        def read(ids: list[int]) -> list[Any]:
+            params = [*((ID_FILTER, i) for i in ids), ("limit", NOTES_BATCH)]
             with _one_entity_type(entity_type):
-                pages = list(self._pages(f"/api/v4/{entity_type}/notes", params, "notes"))
-            for raw in pages:
+                return list(self._pages(f"/api/v4/{entity_type}/notes", params, "notes"))
+
+        for batch in id_batches(note_ids):
+            notes, unreadable = read_ids(read, [i for _, i in batch])
+            for raw in notes:
                 try:
                     note = parse_note(raw)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # RecursionError: a value nested too deep
                     if isinstance(raw, dict) and _usable_id(raw.get("id")):
-                        found[raw["id"]] = str(exc)
+                        found[raw["id"]] = str(exc) or type(exc).__name__
                     continue
                 found[note.note_id] = note
+            for note_id, reason in unreadable.items():
+                found.setdefault(note_id, f"unreadable in amoCRM's answer: {reason}")
         return found
 
     def user_names(self) -> dict[int, str]:

@@ -10,6 +10,7 @@ is short: a hostile value is shown cut). What comes out is safe to store and to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -48,12 +49,17 @@ def bounded_int(value: Any, field: str, high: int = MAX_ID) -> int:
     return value
 
 
-def event_ref(raw: Any, index: int) -> str:
-    """The id under which a malformed event is recorded: its own when usable, else a stand-in."""
+def event_ref(raw: Any) -> str:
+    """The id under which a malformed event is recorded: its own when usable, else a stand-in
+    from a digest of the event (the same event read again is the same row, logged once)."""
     raw_id = raw.get("id") if isinstance(raw, dict) else None
     if isinstance(raw_id, str) and raw_id and len(raw_id) <= MAX_EVENT_ID:
         return clean_text(raw_id)
-    return f"unknown-{index}"
+    try:
+        text = json.dumps(raw, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        text = type(raw).__name__
+    return "unknown-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 MAX_RAW_EVENT = 16 * 1024  # a set-aside event larger than this is not kept for `retry --event`

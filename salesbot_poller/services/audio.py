@@ -10,6 +10,8 @@ Contract:
   is cut into chunks of at most `chunk_seconds`, consecutive chunks overlapping by
   `overlap_seconds`, so no word is lost at a cut; each chunk knows its offset in the
   recording. Memory stays flat: only one decoded frame and the open encoders are held.
+- With `max_seconds`, decoding stops there: only the first `max_seconds` of the recording
+  become chunks, and `PreparedAudio.cut` says the recording went on past it.
 - The real duration is counted from the decoded samples, not trusted from the header.
 """
 
@@ -62,6 +64,7 @@ class PreparedAudio:
     duration: float  # decoded, in seconds
     channels: int  # of the original
     tracks: list[list[Chunk]]  # one list per track, chunks in time order
+    cut: bool = False  # the recording is longer than `max_seconds`: only its start is here
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -244,10 +247,14 @@ def prepare(
     overlap_seconds: float = 2.0,
     fmt: UploadFormat = "ogg",
     bitrate: int = 12000,
+    max_seconds: float | None = None,
 ) -> PreparedAudio:
     """Decode `source` once and write the upload chunks into `out_dir`; see the module contract."""
     if chunk_seconds <= overlap_seconds:
         raise ValueError("chunk_seconds must be longer than overlap_seconds")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError("max_seconds must be positive")
+    left = None if max_seconds is None else int(max_seconds * RATE)  # samples still wanted
     chunk = int(chunk_seconds * RATE)
     step = chunk - int(overlap_seconds * RATE)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -256,14 +263,19 @@ def prepare(
     channels = [0, 1] if split else [None]
     tracks = [_Track(out_dir, source.stem, ch, chunk, step, fmt, bitrate) for ch in channels]
     resampler = av.AudioResampler(format="s16p", layout="stereo" if split else "mono", rate=RATE)
+    cut = False
     try:
         with av.open(str(source), "r") as container:
             stream = container.streams.audio[0]
             for decoded in container.decode(stream):
                 for frame in resampler.resample(decoded):
-                    _feed(tracks, frame)
-            for frame in resampler.resample(None):
-                _feed(tracks, frame)
+                    left = _feed(tracks, frame, left)
+                if left == 0:  # the cap is reached: the rest is neither decoded nor paid for
+                    cut = True
+                    break
+            else:
+                for frame in resampler.resample(None):
+                    left = _feed(tracks, frame, left)
     except av.FFmpegError as exc:
         for track in tracks:
             track.abort()
@@ -273,13 +285,17 @@ def prepare(
             track.abort()
         raise
     duration = tracks[0].position / RATE
-    return PreparedAudio(duration, info.channels, [track.finish() for track in tracks])
+    return PreparedAudio(duration, info.channels, [track.finish() for track in tracks], cut)
 
 
-def _feed(tracks: list[_Track], frame: AudioFrame) -> None:
-    size = frame.samples * BYTES_PER_SAMPLE
-    for track, plane in zip(tracks, frame.planes, strict=False):
-        track.feed(bytes(plane)[:size])
+def _feed(tracks: list[_Track], frame: AudioFrame, left: int | None) -> int | None:
+    """Feed `frame` to the tracks, no more than `left` samples (None: no cap); what is left."""
+    samples = frame.samples if left is None else min(frame.samples, left)
+    size = samples * BYTES_PER_SAMPLE
+    if size:
+        for track, plane in zip(tracks, frame.planes, strict=False):
+            track.feed(bytes(plane)[:size])
+    return None if left is None else left - samples
 
 
 def chunk_seconds_for(upload_limit_bytes: int, bitrate: int, model_max_seconds: float | None) -> float:

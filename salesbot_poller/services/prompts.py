@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
-from pathlib import Path
 
-from salesbot_poller.config import RubricItem
+from salesbot_poller.config import PROMPT_LIMIT, FileRejected, RubricItem, read_text
 from salesbot_poller.domain import CallContext
+from salesbot_poller.errors import ConfigError
 from salesbot_poller.services.dialogue import metrics_block
 from salesbot_poller.services.redact_pii import redact
 from salesbot_poller.services.rubric import describe
@@ -78,10 +78,17 @@ WEEKDAYS_RU = ("понедельник", "вторник", "среда", "чет
 
 def load_prompt(path: str) -> str:
     """The system prompt template: the file's text, or the built-in one when `path` is "".
-    A file of one's own that does not say how to read the transcript gets `DATA_RULE` added."""
+    A file of one's own that does not say how to read the transcript gets `DATA_RULE` added.
+    It is read within `PROMPT_LIMIT` (it goes with every request), a regular file only, as the
+    config's validation read it; `ConfigError` when it is no longer so."""
     if not path:
         return SYSTEM_PROMPT
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = read_text(path, PROMPT_LIMIT)
+    except OSError as exc:
+        raise ConfigError([f"prompt_file: cannot read {path}: {exc.strerror}"]) from None
+    except FileRejected as exc:
+        raise ConfigError([f"prompt_file: {exc}"]) from None
     return text if TRANSCRIPT_OPEN in text else f"{text.rstrip()}\n\n{DATA_RULE}"
 
 

@@ -21,6 +21,13 @@ Contract of `OpenAITranscriber.transcribe(path)`:
 - The audio seconds sent and any tokens the API reports are returned for cost accounting.
   Each chunk's answer is kept beside the recording (`PieceCache`) until the whole call is
   transcribed, so a retry after a failed chunk pays only for the chunks still missing.
+- `max_seconds` (`poller.max_call_minutes`): only the first `max_seconds` of a recording are
+  decoded and sent, whatever its note claims; `Transcript.cut_at_seconds` says so.
+  `max_chunk_seconds` bounds one upload further (the daily budget is checked per upload).
+- With a `meter` (`domain.UploadMeter`, the daily budget), every upload is reserved before
+  it is sent (`errors.BudgetReached`: nothing more is sent, the pieces already answered stay
+  in the cache for the next attempt), turned into spend after its answer, released when it
+  failed; pieces taken from the cache are not paid again. `Transcript.metered` is then True.
 - SDK errors are mapped by `map_openai_error`; an undecodable recording is permanent. When a
   channel fails, the other sends no further chunk (the one in flight is kept in the cache)
   and the first error is raised once both have stopped. The result does not depend on
@@ -44,7 +51,7 @@ from typing import Any, Literal
 import openai
 from openai.types import AudioResponseFormat
 
-from salesbot_poller.domain import Segment, Transcript
+from salesbot_poller.domain import Segment, Transcript, UploadMeter
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.services.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.services.openai_errors import map_openai_error
@@ -105,6 +112,8 @@ class OpenAITranscriber:
         upload_limit_bytes: int = UPLOAD_LIMIT_BYTES,
         work_dir: Path | None = None,
         limit: RequestLimit | None = None,
+        max_seconds: float | None = None,
+        max_chunk_seconds: float | None = None,
     ) -> None:
         self._client = client
         self._model = model
@@ -118,8 +127,10 @@ class OpenAITranscriber:
         self._work_dir = work_dir
         self.limit = limit
         self._slot: AbstractContextManager[None] = limit if limit is not None else nullcontext()
+        self.max_seconds = max_seconds
+        self._max_chunk = max_chunk_seconds
 
-    def transcribe(self, audio: Path) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
         stereo = probe(audio).channels >= 2
         if stereo and channels_identical(audio):
             log.info("%s: both channels carry the same audio: transcribed as mono", audio.name)
@@ -127,6 +138,8 @@ class OpenAITranscriber:
         model = self._diarize_model if self._diarize_model and not stereo else self._model
         spec = model_spec(model)
         chunk_seconds = chunk_seconds_for(self.upload_limit_bytes, self._bitrate, spec.max_seconds)
+        if self._max_chunk is not None:
+            chunk_seconds = min(chunk_seconds, self._max_chunk)
         with tempfile.TemporaryDirectory(prefix=f"{audio.stem}-", dir=self._work_dir or audio.parent) as tmp:
             prepared = prepare(
                 audio,
@@ -136,9 +149,10 @@ class OpenAITranscriber:
                 overlap_seconds=min(self._overlap, chunk_seconds / 4),
                 fmt=self._format,
                 bitrate=self._bitrate,
+                max_seconds=self.max_seconds,
             )
             cache = PieceCache(audio.with_name(audio.name + ".pieces.json"), f"{model}|{self._format}|{self._bitrate}")
-            tracks = self._send_tracks(prepared.tracks, cache, model, spec)
+            tracks = self._send_tracks(prepared.tracks, cache, model, spec, meter)
         segments: list[Segment] = []
         texts: list[str] = []
         for pieces in tracks:
@@ -157,14 +171,20 @@ class OpenAITranscriber:
             audio_seconds=sum(p.chunk.duration for p in all_pieces),
             input_tokens=sum(p.input_tokens for p in all_pieces),
             output_tokens=sum(p.output_tokens for p in all_pieces),
+            metered=meter is not None,
+            cut_at_seconds=prepared.duration if prepared.cut else None,
         )
 
     def _send_tracks(
-        self, tracks: list[list[Chunk]], cache: PieceCache, model: str, spec: ModelSpec
+        self, tracks: list[list[Chunk]], cache: PieceCache, model: str, spec: ModelSpec, meter: UploadMeter | None
     ) -> list[list[Piece]]:
         """Every track's pieces, in track order; the tracks side by side (see the contract)."""
+
+        def piece(chunk: Chunk) -> Piece:
+            return cache.get(chunk) or self._paid(chunk, model, spec, cache, meter)
+
         if len(tracks) == 1:
-            return [[cache.get(chunk) or cache.put(self._send(chunk, model, spec)) for chunk in tracks[0]]]
+            return [[piece(chunk) for chunk in tracks[0]]]
         errors: list[BaseException] = []  # in the order they happened
         guard = threading.Lock()
 
@@ -174,7 +194,7 @@ class OpenAITranscriber:
                 for chunk in track:
                     if errors:  # the call fails anyway: pay for no more chunks
                         break
-                    pieces.append(cache.get(chunk) or cache.put(self._send(chunk, model, spec)))
+                    pieces.append(piece(chunk))
             except BaseException as exc:
                 with guard:
                     errors.append(exc)
@@ -191,6 +211,22 @@ class OpenAITranscriber:
         if errors:
             raise errors[0]
         return results
+
+    def _paid(self, chunk: Chunk, model: str, spec: ModelSpec, cache: PieceCache, meter: UploadMeter | None) -> Piece:
+        """Send `chunk`, reserved and paid through `meter` when there is one (see the contract)."""
+        if meter is None:
+            return cache.put(self._send(chunk, model, spec))
+        ticket = meter.reserve(chunk.duration, model)  # BudgetReached: nothing is sent
+        try:
+            piece = self._send(chunk, model, spec)
+        except BaseException:
+            meter.release(ticket)
+            raise
+        # Cached first: should the process die before the spend is recorded, the chunk is
+        # still never paid again (its reservation is counted as spent on the next attempt).
+        cache.put(piece)
+        meter.spent(ticket, chunk.duration, piece.input_tokens, piece.output_tokens)
+        return piece
 
     def _send(self, chunk: Chunk, model: str, spec: ModelSpec) -> Piece:
         if chunk.size > self.upload_limit_bytes:  # the plan has headroom; this is a guard

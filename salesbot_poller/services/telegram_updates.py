@@ -8,6 +8,11 @@ Contract:
   for. Each becomes an `Incoming` (an update without a text message keeps its id, with
   `text` ""), so the caller can move its offset past it. Calling with an offset confirms every
   update below it: Telegram never sends those again.
+- Updates are read one by one from the raw answer: one the client library cannot read (no
+  chat, a field of the wrong type, a kind half there) is logged once with its update id and
+  comes back as an `Incoming` with `text` "", so the others of its batch are answered and the
+  offset moves past it. One without a readable `update_id` cannot be confirmed: it is logged
+  and left out.
 - Errors are raised like `TelegramNotifier`'s; a 409 (a webhook is set, or another process
   polls the same bot) is a `FatalError` that says which and what to do. The HTTP timeouts are
   `wait` plus `READ_MARGIN` seconds (telebot's own rule), and `CONNECT_TIMEOUT` to connect.
@@ -15,29 +20,51 @@ Contract:
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import telebot
-from telebot import apihelper
+from telebot import apihelper, types
 
 from salesbot_poller.domain import Incoming
 from salesbot_poller.errors import FatalError, TransientError
+from salesbot_poller.logs import excerpt
 from salesbot_poller.services.telegram import _map_api_error
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10
 READ_MARGIN = 5  # telebot reads for the long-poll wait plus this
 
 
-def _incoming(update: telebot.types.Update) -> Incoming:
+def _incoming(update: types.Update) -> Incoming:
+    """The update as `Incoming`; ValueError when a message is there but not as documented."""
+    update_id = int(update.update_id)
     message = update.message
     if message is None:
-        return Incoming(int(update.update_id))
-    user = message.from_user
-    return Incoming(
-        int(update.update_id),
-        str(message.chat.id),
-        int(user.id) if user is not None else None,
-        int(message.message_id),
-        message.text or "",
-    )
+        return Incoming(update_id)
+    chat, user, text = getattr(message, "chat", None), message.from_user, message.text
+    if chat is None or not isinstance(chat.id, int):
+        raise ValueError("a message without a chat id")
+    if user is not None and not isinstance(user.id, int):
+        raise ValueError("a sender without a numeric id")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"a text of type {type(text).__name__}")
+    return Incoming(update_id, str(chat.id), user.id if user is not None else None, int(message.message_id), text or "")
+
+
+def _read(raw: Any) -> Incoming | None:
+    """One raw update of a `getUpdates` answer: see the module contract."""
+    update_id = raw.get("update_id") if isinstance(raw, dict) else None
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
+        log.warning("bot: an update without a readable update_id skipped: %s", excerpt(repr(raw), 120))
+        return None
+    try:
+        return _incoming(types.Update.de_json(raw))  # type: ignore[no-untyped-call]
+    except Exception as exc:  # any shape telebot trips over: this update only, never the batch
+        why = f"{type(exc).__name__}: {excerpt(str(exc), 120)}"
+        log.warning("bot: update %d skipped: unreadable (%s)", update_id, why)
+        return Incoming(update_id)
 
 
 class TelegramUpdates:
@@ -59,7 +86,10 @@ class TelegramUpdates:
 
     def fetch(self, offset: int | None, wait: int) -> list[Incoming]:
         try:
-            updates = self._bot.get_updates(
+            # The raw answer, not `TeleBot.get_updates`: that parses the whole batch at once,
+            # and one update it cannot read would fail every other one with it, for good.
+            updates = apihelper.get_updates(  # type: ignore[no-untyped-call]
+                self._bot.token,
                 offset=offset,
                 timeout=CONNECT_TIMEOUT,
                 allowed_updates=["message"],
@@ -74,7 +104,9 @@ class TelegramUpdates:
             raise TransientError(f"Telegram getUpdates: unusable answer (HTTP {_status(exc)})") from None
         except (KeyError, TypeError, ValueError):
             raise TransientError("Telegram getUpdates: malformed answer") from None
-        return [_incoming(update) for update in updates]
+        if not isinstance(updates, list):
+            raise TransientError("Telegram getUpdates: malformed answer (no list of updates)")
+        return [incoming for incoming in map(_read, updates) if incoming is not None]
 
 
 def _status(exc: apihelper.ApiException) -> int:

@@ -5,15 +5,15 @@ run lock and retryable errors), and `Store` (every query of the application) in 
 assembled from one mixin per concern: `base` (the database, redaction, small state),
 `events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
 call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
-`failures` (failed calls and `retry`), `personal` (retention and `forget`) and `reports`
-(the report and command queries)."""
+`budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
+`personal` (retention and `forget`) and `reports` (the report and command queries)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (
     BUSY_TIMEOUT_MS,
     PRIVATE_DIR,
     PRIVATE_FILE,
-    give_back_companions,
+    WAL_FORMAT,
     make_private,
     private_dir,
     sqlite_file,
@@ -28,6 +28,7 @@ from salesbot_poller.store.models import (
     Migration,
     SeenEvent,
     State,
+    UploadHold,
     Usage,
     database_proxy,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "MIGRATIONS",
     "PRIVATE_DIR",
     "PRIVATE_FILE",
+    "WAL_FORMAT",
     "BiCall",
     "BiObjection",
     "BiRubricItem",
@@ -48,10 +50,10 @@ __all__ = [
     "SeenEvent",
     "State",
     "Store",
+    "UploadHold",
     "Usage",
     "add_missing_columns",
     "database_proxy",
-    "give_back_companions",
     "make_private",
     "private_dir",
     "sqlite_file",

@@ -36,16 +36,17 @@ Contract:
   retention calls it batch by batch (`calls_to_clear`), `forget` for one number
   (`calls_with_number`).
 - `Store.open_readonly(url)` (the `fleet` and `usage` commands, run as root beside the
-  services) writes nothing: no migration, no file created, no -wal/-shm of ours left behind;
-  see its docstring for how SQLite is kept from creating them. On PostgreSQL its every
-  transaction is read-only on the server.
+  services) writes nothing and migrates nothing. A SQLite database is given as a `file:` URI
+  chosen by the caller (`cli.fleet_sqlite` decides which file SQLite may open, and as whom);
+  on PostgreSQL its every transaction is read-only on the server. Nothing on that path
+  creates, chowns or chmods a file.
 
 `Store` is assembled from one mixin per concern, each in its module: `base` (the database,
 redaction, small state), `events` (the events window and cursor), `claims` (due calls and
 their claims), `calls` (a call's updates and reads), `deliveries` (delivery rows), `usage`,
-`failures` (failed calls and `retry`), `personal` (retention and `forget`) and `reports`
-(the reports' and bot commands' reads). Here: opening, migrations, must-keep writes
-(`committed`) and the BI export.
+`budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
+`personal` (retention and `forget`) and `reports` (the reports' and bot commands' reads).
+Here: opening, migrations, must-keep writes (`committed`) and the BI export.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import peewee
@@ -62,16 +62,11 @@ from playhouse.db_url import connect
 from salesbot_poller.logs import redact_known
 from salesbot_poller.store import bi
 from salesbot_poller.store.base import CURSOR_KEY, ERROR_FIELDS, StoreBase
+from salesbot_poller.store.budget import BudgetLedger
 from salesbot_poller.store.claims import Claims
 from salesbot_poller.store.events import EventLog
 from salesbot_poller.store.failures import Failures
-from salesbot_poller.store.files import (
-    _file_identity,
-    _open_database,
-    _readonly_sqlite,
-    give_back_companions,
-    sqlite_file,
-)
+from salesbot_poller.store.files import _open_database, readonly_sqlite
 from salesbot_poller.store.migrations import MIGRATIONS
 from salesbot_poller.store.models import Migration, database_proxy
 from salesbot_poller.store.personal import KEPT_STAGES, PersonalData
@@ -87,7 +82,7 @@ COMMIT_PATIENCE_SECONDS = 600.0  # how long a must-keep write is retried while t
 T = TypeVar("T")
 
 
-class Store(EventLog, Claims, Failures, PersonalData, UsageQueries, ReportQueries, StoreBase):
+class Store(EventLog, Claims, Failures, PersonalData, UsageQueries, BudgetLedger, ReportQueries, StoreBase):
     """All reads and writes of the database. One instance per process.
 
     `redact` hides secrets in every error text and state value before it is written (see the
@@ -110,34 +105,21 @@ class Store(EventLog, Claims, Failures, PersonalData, UsageQueries, ReportQuerie
 
     @classmethod
     def open_readonly(cls, url: str) -> Store:
-        """Open `url` to read only: no migration, nothing written (see `_readonly_sqlite`); a
-        missing SQLite file raises `FileNotFoundError`. `missing_migrations` tells whether the
-        schema is this release's. PostgreSQL is connected with read-only transactions; other
-        databases are connected as they are and only read."""
-        if url.startswith("sqlite:"):
-            file = sqlite_file(url)
-            if file is None:
-                raise FileNotFoundError(f"{url}: not a database file")
-            db, identity = _readonly_sqlite(file)
-            store = cls(db, lambda text: text)
-            store._readonly_file, store._identity = file, identity
+        """Open `url` to read only: no migration, nothing written. A SQLite database is a
+        `file:` URI (`store.files.readonly_sqlite`: the caller says what SQLite may open; a
+        `sqlite:` URL is refused, as it would let SQLite create -wal/-shm files as the
+        caller); PostgreSQL is connected with read-only transactions; other databases are
+        connected as they are and only read. `missing_migrations` and `unknown_migrations`
+        tell whether the schema is this release's."""
+        if url.startswith("file:"):
+            store = cls(readonly_sqlite(url), lambda text: text)
+            store.db.connect()
             return store
+        if url.startswith("sqlite:"):
+            raise ValueError("a SQLite database is opened read-only through a file: URI")
         if is_postgres(url):
             return cls(open_postgres(url, readonly=True), lambda text: text)
         return cls(connect(url), lambda text: text)
-
-    _readonly_file: Path | None = None
-    _identity: tuple[int, int, int] | None = None
-
-    def snapshot_intact(self) -> bool:
-        """False when a read-only store read a file that has changed since it was opened (a
-        checkpoint ran meanwhile): what was read may be torn; open it again and read again."""
-        if self._readonly_file is None or self._identity is None:
-            return True
-        try:
-            return _file_identity(self._readonly_file) == self._identity
-        except OSError:
-            return False
 
     def missing_migrations(self) -> list[str]:
         """The migrations of this release not recorded in the database (all when it has none)."""
@@ -146,11 +128,17 @@ class Store(EventLog, Claims, Failures, PersonalData, UsageQueries, ReportQuerie
         done = {str(m.name) for m in Migration.select(Migration.name)}
         return [name for name, _ in MIGRATIONS if name not in done]
 
+    def unknown_migrations(self) -> list[str]:
+        """The migrations recorded in the database that this release does not know: a newer
+        release has upgraded it."""
+        if not self.db.table_exists(Migration._meta.table_name):
+            return []
+        known = {name for name, _ in MIGRATIONS}
+        return sorted(str(m.name) for m in Migration.select(Migration.name) if m.name not in known)
+
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
-        if self._readonly_file is not None:
-            give_back_companions(self._readonly_file)
 
     def migrate(self, now: int, upto: str | None = None) -> list[str]:
         """Apply pending migrations in order, each recorded in the `migration` table; with

@@ -11,7 +11,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.store import bi, search
-from salesbot_poller.store.models import BI_MODELS, Call, Delivery, SeenEvent, State, Usage
+from salesbot_poller.store.models import BI_MODELS, Call, Delivery, SeenEvent, State, UploadHold, Usage
 
 
 def _m0001_initial(db: peewee.Database) -> None:
@@ -158,7 +158,14 @@ def _m0015_profile(db: peewee.Database) -> None:
     add_missing_columns(db, Call, ["profile"])
 
 
-def _m0016_delivery_claims(db: peewee.Database) -> None:
+def _m0016_upload_holds(db: peewee.Database) -> None:
+    """The daily budget is reserved per upload in the database (every worker and process sees
+    the others' reservations); a call keeps where its recording was cut."""
+    db.create_tables([UploadHold])
+    add_missing_columns(db, Call, ["cut_minutes"])
+
+
+def _m0017_delivery_claims(db: peewee.Database) -> None:
     """Delivery rows are claimed before they are sent, as calls are: one sender per row."""
     add_missing_columns(db, Delivery, ["claimed_by", "claimed_at"])
 
@@ -180,5 +187,6 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0013_bi", _m0013_bi),
     ("0014_big_ids", _m0014_big_ids),
     ("0015_profile", _m0015_profile),
-    ("0016_delivery_claims", _m0016_delivery_claims),
+    ("0016_upload_holds", _m0016_upload_holds),
+    ("0017_delivery_claims", _m0017_delivery_claims),
 ]

@@ -85,6 +85,9 @@ class Call(_Model):
     # A call cleared by `forget`: a keyed hash of its number's last 10 digits, so that a second
     # `forget` of the same number finds it again (the number itself is gone).
     forgotten_as = peewee.CharField(null=True, index=True)
+    # The recording was longer than `poller.max_call_minutes`: transcribed up to this minute
+    # only (0016_upload_holds); None: transcribed whole.
+    cut_minutes = peewee.IntegerField(null=True)
 
 
 class Delivery(_Model):
@@ -126,6 +129,19 @@ class Usage(_Model):
     audio_seconds = peewee.FloatField(default=0)
     input_tokens = peewee.IntegerField(default=0)
     output_tokens = peewee.IntegerField(default=0)
+
+
+class UploadHold(_Model):
+    """A transcription upload reserved against the daily budget and not answered yet
+    (`store.budget`): every worker and process sees it before it reserves its own."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField(index=True)
+    day = peewee.IntegerField(index=True)  # the UTC day (its start, Unix time) it counts against
+    at = peewee.IntegerField()
+    model = peewee.CharField()
+    audio_seconds = peewee.FloatField()
+    usd = peewee.FloatField()
 
 
 # --- BI tables (0013_bi): the stored analysis, normalised for SQL (docs/bi.md) -------------

@@ -7,6 +7,14 @@ Contract:
   retention calls it batch by batch (`calls_to_clear`), `forget` for one number
   (`calls_with_number`). A call a worker holds is left as it is.
 - Rows read to be written again are locked on PostgreSQL (`_for_update`).
+- `reclaim_space()` (after `forget`) makes the removed text leave the database's files, not
+  just its rows: SQLite zeroes deleted content as it goes (`secure_delete`, set on every
+  connection), and here the search index drops the removed words (FTS5 `optimize`: until
+  then its older segments keep them), free pages go back to the file system (a database
+  created with `auto_vacuum = incremental`) and the WAL is checkpointed and truncated.
+  PostgreSQL: `VACUUM` of the tables `clear_personal` writes, so the dead row versions'
+  space is marked reusable (their bytes stay in the data files until overwritten; only
+  `VACUUM FULL`, which locks the tables, rewrites them: README, Retention and forgetting). Returns what ran.
 - `record_deletions` notes which of a row's messages Telegram deleted or refused to delete.
 """
 
@@ -19,9 +27,9 @@ from typing import Any, TypeVar, cast
 import peewee
 
 from salesbot_poller.domain import Stage, without_personal_data
-from salesbot_poller.store import bi
+from salesbot_poller.store import bi, search
 from salesbot_poller.store.deliveries import DeliveryRows
-from salesbot_poller.store.models import Call, Delivery
+from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, Delivery
 
 # A call at one of these keeps its stage when its personal data goes; any other becomes skipped.
 KEPT_STAGES = frozenset({Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value, Stage.SKIPPED.value})
@@ -149,6 +157,27 @@ class PersonalData(DeliveryRows):
             self.update_delivery(row, **fields)
             blanked += 1
         return blanked
+
+    def reclaim_space(self) -> str:
+        """See the module contract: what was done, for the log. Run outside a transaction."""
+        if isinstance(self.db, peewee.SqliteDatabase):
+            done = []
+            if search.indexed(self.db):
+                self.db.execute_sql(f"INSERT INTO {search.FTS_TABLE}({search.FTS_TABLE}) VALUES ('optimize')")  # type: ignore[no-untyped-call]
+                done.append("search index rebuilt")
+            # Python's `execute` steps a statement without result columns once: one page. The
+            # script interface runs it to the end (all free pages). Outside any transaction.
+            self.db.connection().executescript("PRAGMA incremental_vacuum;")  # type: ignore[no-untyped-call]
+            busy, _, _ = self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # type: ignore[no-untyped-call]
+            # A reader holding an old snapshot (a `status` at this moment) keeps the WAL: the
+            # next checkpoint of the service empties it.
+            done.append("free pages released" + ("" if not busy else "; WAL still in use by a reader"))
+            return ", ".join(done)
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            tables = ", ".join(m._meta.table_name for m in (Call, Delivery, BiCall, BiRubricItem, BiObjection))
+            self.db.execute_sql(f"VACUUM {tables}")  # type: ignore[no-untyped-call]
+            return "VACUUM run"
+        return "nothing (this database has no reclaim step)"
 
     def record_deletions(self, row: Delivery, deleted: Iterable[int] = (), refused: Iterable[int] = ()) -> None:
         """Note in `row` which of its messages Telegram deleted, and which it refused to delete

@@ -1,7 +1,7 @@
 """Loopback fakes of amoCRM, a recording host, OpenAI and the Telegram Bot API for tests."""
 
 from .amocrm import FakeAmoCRM, make_jwt
-from .audio import make_mp3, make_turns_mp3, make_wav, tone_runs
+from .audio import make_mp3, make_silence_flac, make_turns_mp3, make_wav, tone_runs
 from .base import FakeServer, RecordedRequest, Reply
 from .openai_api import FakeOpenAI
 from .recordings import FakeRecordings
@@ -19,6 +19,7 @@ __all__ = [
     "TelegramHTMLError",
     "make_jwt",
     "make_mp3",
+    "make_silence_flac",
     "make_turns_mp3",
     "make_wav",
     "tone_runs",

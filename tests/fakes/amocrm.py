@@ -51,6 +51,18 @@ def make_jwt(claims: dict[str, Any]) -> str:
     return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
+class RawItem(dict[str, Any]):
+    """A poisoned list item: served as `raw`, the bytes as they are (JSON nested 100,000 deep,
+    bytes that are not JSON); its dict holds only what the fake filters and sorts it by."""
+
+    def __init__(self, fields: JSON, raw: bytes) -> None:
+        super().__init__(fields)
+        self.raw = raw
+
+
+_ITEMS = "@@items@@"  # where a page's items go when one of them must be served as raw bytes
+
+
 class _BadRequest(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -85,6 +97,8 @@ class FakeAmoCRM(FakeServer):
     - `add_pipeline` / `add_group`: `GET /api/v4/leads/pipelines` (statuses embedded, not
       paged) and `GET /api/v4/account?with=users_groups` (`_embedded.users_groups`); a
       user's group is `rights.group_id`.
+    - `poison_note` / `poison_event`: an item served as raw bytes in every page holding it, the
+      rest of the page as usual (one poisoned item makes the whole answer unreadable).
     """
 
     def __init__(
@@ -337,6 +351,17 @@ class FakeAmoCRM(FakeServer):
                 note["params"]["link"] = link
             note["updated_at"] = max(int(time.time()), note["updated_at"] + 1)
 
+    def poison_note(self, entity_plural: str, note_id: int, raw: bytes) -> None:
+        """Serve note `note_id` (added before) as `raw` wherever a notes page holds it."""
+        with self.lock:
+            note = self.notes[(entity_plural, note_id)]
+            self.notes[(entity_plural, note_id)] = RawItem(note, raw)
+
+    def poison_event(self, raw: bytes, created_at: int, event_id: str = "01poisonedevent00000000000") -> None:
+        """An incoming-call event at `created_at`, served as `raw` in every events page holding it."""
+        with self.lock:
+            self.events.append(RawItem({"id": event_id, "type": "incoming_call", "created_at": created_at}, raw))
+
     def rate_violations(self) -> int:
         """Requests that were the (max_rps+1)-th or later within a rolling 1.0 s window."""
         with self.lock:
@@ -445,7 +470,12 @@ class FakeAmoCRM(FakeServer):
             links["next"] = {"href": self._href(req, page + 1)}
         if page > 1:
             links["prev"] = {"href": self._href(req, page - 1)}
-        return json_reply({"_page": page, "_links": links, "_embedded": {key: chunk}})
+        if not any(isinstance(item, RawItem) for item in chunk):
+            return json_reply({"_page": page, "_links": links, "_embedded": {key: chunk}})
+        reply = json_reply({"_page": page, "_links": links, "_embedded": {key: _ITEMS}})
+        parts = [item.raw if isinstance(item, RawItem) else json_reply(item).body for item in chunk]
+        reply.body = reply.body.replace(json.dumps(_ITEMS).encode(), b"[" + b",".join(parts) + b"]", 1)
+        return reply
 
     @staticmethod
     def _int(req: RecordedRequest, name: str, default: int) -> int:

@@ -77,6 +77,29 @@ def make_wav(
     return buf.getvalue()
 
 
+def make_silence_flac(seconds: float, *, sample_rate: int = 8000) -> bytes:
+    """A mono FLAC of digital silence: hours of audio in a few MB, written in seconds (FLAC
+    packs silence to almost nothing), for recordings far longer than any call should be."""
+    buf = io.BytesIO()
+    minute = sample_rate * 60
+    with av.open(buf, "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=sample_rate, layout="mono")
+        total = round(seconds * sample_rate)
+        for start in range(0, total, minute):
+            count = min(minute, total - start)
+            frame = av.AudioFrame(format="s16", layout="mono", samples=count)
+            plane = frame.planes[0]
+            plane.update(bytes(plane.buffer_size))
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            frame.time_base = Fraction(1, sample_rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()
+
+
 Span = tuple[float, float, float]  # (start s, end s, tone Hz)
 
 

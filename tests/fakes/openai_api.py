@@ -179,7 +179,7 @@ class FakeOpenAI(FakeServer):
 
     - `Authorization: Bearer <api_key>` required, else 401 `invalid_api_key` (key not echoed).
     - `POST /v1/audio/transcriptions` (multipart): records `transcriptions` (filename, size,
-      sha1, fields); text from `transcribe_fn(data, filename, fields)`; `response_format`
+      sha1, fields, the audio's `seconds`); text from `transcribe_fn(data, filename, fields)`; `response_format`
       json (default) / text / verbose_json / srt / vtt / diarized_json; undecodable audio
       -> 400; an upload over `max_upload_bytes` (25 MB) -> 413; waits `transcribe_delay`.
       Each model answers in its real shape: whisper-1 `usage` in seconds, verbose_json
@@ -308,6 +308,7 @@ class FakeOpenAI(FakeServer):
             "fields": dict(fields),
             "content_type": upload.content_type,
             "received": time.monotonic(),
+            "seconds": audio_duration(upload.data),  # what was uploaded (and billed), None: not audio
         }
         with self.lock:
             self.transcriptions.append(record)

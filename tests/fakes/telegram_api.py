@@ -344,6 +344,14 @@ class FakeTelegram(FakeServer):
             self._new_update.notify_all()
             return self._update_id
 
+    def push_update(self, body: JSON) -> int:
+        """Queue a forged update: `body` (any keys, any shape) under the next update id; returns it."""
+        with self._new_update, self.lock:
+            self._update_id += 1
+            self.updates.append({"update_id": self._update_id, **body})
+            self._new_update.notify_all()
+            return self._update_id
+
     def _get_updates(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
         offset = int(params["offset"]) if params.get("offset") else None
         limit = int(params.get("limit") or 100)
