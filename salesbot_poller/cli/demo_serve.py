@@ -1,0 +1,316 @@
+"""`salesbot-poller demo --serve [--dir DIR]`: the sandboxes and the daemon, running until
+Ctrl-C, so every command can be tried by hand without an account.
+
+Contract:
+- `run_serve(directory, ...)` starts the amoCRM, OpenAI and Telegram sandboxes on 127.0.0.1,
+  writes `DIR/config.toml` pointing at them (sandbox tokens as its secrets, a SQLite database
+  and the audio directory in DIR, `poller.interval_seconds` = `INTERVAL_SECONDS`, the bot's
+  commands open to `ADMIN_ID` in `COMMAND_CHAT`), and starts the daemon as `salesbot-poller
+  --config DIR/config.toml run` in a child process (its log in `DIR/daemon.log`). Once the
+  daemon's first cycle is done (it tells us over a notify socket, as it tells systemd), one
+  line says where the config is: any command can then be run with it in another terminal.
+- DIR (default `./salesbot-demo`) is created; an existing one must be empty or a previous
+  `demo --serve` directory (its database is kept; the config is rewritten for the new ports).
+- While it runs: the amoCRM sandbox gets a new call every `every` seconds (`add_call`, some
+  missed); each line read from `lines` that starts with "/" is a message from the admin to
+  the bot; every message the bot posts is printed as Telegram shows it, after "→ CHAT:".
+- Ctrl-C (SIGINT), SIGTERM, SIGHUP or the end of `lines` stops it: the daemon first (SIGTERM,
+  then SIGKILL after `DAEMON_STOP_SECONDS`), then the servers; a last line says what stays in
+  DIR. Returns 0, or 1 when the daemon did not start or stopped by itself, 2 for a DIR it must
+  not write into.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK
+from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, visible_text
+from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
+
+ADMIN_ID = 700000001
+COMMAND_CHAT = str(ADMIN_ID)  # the admin's private chat with the bot
+CHAT_TITLES = {CHAT_ID: "Отдел продаж (демо)", COMMAND_CHAT: "Руководитель (личный чат)"}
+INTERVAL_SECONDS = 5
+CALL_EVERY_SECONDS = 8.0
+START_TIMEOUT_SECONDS = 60.0
+DAEMON_STOP_SECONDS = 15.0  # the daemon's own grace (9 s) and its exit
+MARKER = "# Written by `salesbot-poller demo --serve`"
+
+Out = Callable[[str], None]
+
+
+class Stop(Exception):
+    """A signal, or the daemon gone: leave the session."""
+
+
+def demo_toml(directory: Path, amo: SandboxAmoCRM, ai: SandboxOpenAI, tg: SandboxTelegram) -> str:
+    """The config the daemon and the other commands use (see the module contract)."""
+
+    def q(value: object) -> str:  # a TOML basic string
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return f"""{MARKER} for its sandbox servers on 127.0.0.1:
+# valid while that runs (the ports change each time). The secrets are the sandboxes' own.
+
+[amocrm]
+base_url = {q(amo.base_url)}
+long_lived_token = {q(AMO_TOKEN)}
+timezone = "Europe/Moscow"
+
+[openai]
+api_key = {q(OPENAI_KEY)}
+base_url = {q(ai.base_url + "/v1")}
+
+[telegram]
+bot_token = {q(BOT_TOKEN)}
+api_url = {q(tg.base_url)}
+chat_id = {q(CHAT_ID)}
+command_chats = [{q(COMMAND_CHAT)}]
+admins = [{ADMIN_ID}]
+
+[poller]
+interval_seconds = {INTERVAL_SECONDS}
+initial_lookback_minutes = 60
+
+[storage]
+database = {q(f"sqlite:///{directory / 'salesbot.db'}")}
+audio_dir = {q(directory / "audio")}
+allow_private_recording_hosts = true  # the recordings are served by the amoCRM sandbox on 127.0.0.1
+"""
+
+
+def prepare_directory(directory: Path) -> str | None:
+    """Create DIR, or accept an empty one or a previous demo's; else why not (one line)."""
+    config = directory / "config.toml"
+    if directory.exists() and not directory.is_dir():
+        return f"{directory} is not a directory"
+    if directory.is_dir() and any(directory.iterdir()):
+        if not config.is_file() or not config.read_text(errors="replace").startswith(MARKER):
+            return f"{directory} is not empty and holds no earlier demo: choose another with --dir"
+    directory.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def daemon_environment(notify_socket: str) -> dict[str, str]:
+    """Ours, without the admin's SALESBOT_* settings and systemd's (they must not reach the
+    sandboxes, nor the watchdog meant for another process)."""
+    dropped = ("SALESBOT_", "CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    return environ | {"NOTIFY_SOCKET": notify_socket}
+
+
+@contextmanager
+def notify_listener(on_message: Callable[[str], None]) -> Iterator[str]:
+    """A datagram socket the daemon notifies (READY=1, STATUS=...), as systemd's; yields its
+    path. Each message is handed to `on_message` from a thread of its own."""
+    folder = tempfile.mkdtemp(prefix="salesbot-demo-")
+    path = os.path.join(folder, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    done = threading.Event()
+
+    def listen() -> None:
+        while not done.is_set():
+            try:
+                on_message(sock.recv(4096).decode(errors="replace"))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=listen, name="demo-notify", daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        thread.join(timeout=1)
+        sock.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def message_lines(entry: dict[str, Any]) -> list[str]:
+    """One message the bot sent, as the chat shows it: text without markup; a file as
+    [photo: caption] or [document NAME: caption]."""
+    method = entry.get("method")
+    if method == "sendMessage":
+        return visible_text(str(entry.get("text", ""))).splitlines() or [""]
+    caption = visible_text(str(entry.get("caption", "")))
+    kind = "photo" if method == "sendPhoto" else f"document {entry.get('filename', '')}".rstrip()
+    first, *rest = caption.splitlines() or [""]
+    return [f"[{kind}: {first}]" if first else f"[{kind}]", *rest]
+
+
+class Session:
+    """One `demo --serve` run; see the module contract."""
+
+    def __init__(self, directory: Path, out: Out, every: float) -> None:
+        self.directory = directory
+        self._out = out
+        self.every = every
+        self._print_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.ready = threading.Event()  # the daemon's first cycle is done
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_gone = threading.Event()
+
+    def out(self, line: str = "") -> None:
+        with self._print_lock:
+            self._out(line)
+
+    def on_notify(self, message: str) -> None:
+        if any(line.startswith("STATUS=last cycle") for line in message.splitlines()):
+            self.ready.set()
+
+    def start_daemon(self, config: Path, notify_socket: str, log_file: TextIO) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "salesbot_poller", "--config", str(config), "run"]
+        env = daemon_environment(notify_socket)
+        self.daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
+        threading.Thread(target=self._watch_daemon, name="demo-daemon", daemon=True).start()
+        return self.daemon
+
+    def _watch_daemon(self) -> None:
+        assert self.daemon is not None
+        code = self.daemon.wait()
+        self.daemon_gone.set()
+        if not self.stopping.is_set():
+            self.out(f"the daemon stopped by itself (exit {code}): see {self.directory / 'daemon.log'}")
+            # To the main thread: its read of the input is interrupted, and it leaves.
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    def stop_daemon(self) -> None:
+        if self.daemon is None or self.daemon.poll() is not None:
+            return
+        self.daemon.terminate()
+        try:
+            self.daemon.wait(timeout=DAEMON_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.out(f"the daemon did not stop within {DAEMON_STOP_SECONDS:g} s: killed")
+            self.daemon.kill()
+            self.daemon.wait()
+
+    def print_messages(self, tg: SandboxTelegram) -> None:
+        """Until stopped: each message the bot posts, as "→ CHAT: text" (see the contract)."""
+        seen = 0
+        while True:
+            entries = tg.wait_sent(seen, timeout=0.2)
+            for entry in entries:
+                chat = tg.titles.get(str(entry.get("chat_id")), str(entry.get("chat_id")))
+                first, *rest = message_lines(entry)
+                with self._print_lock:
+                    self._out(f"→ {chat}: {first}")
+                    for line in rest:
+                        self._out(f"    {line}" if line.strip() else "")
+                    self._out("")
+            seen += len(entries)
+            if self.stopping.is_set() and not entries:
+                return
+
+    def add_calls(self, amo: SandboxAmoCRM) -> None:
+        """Until stopped: a new call in the amoCRM sandbox every `every` seconds."""
+        while not self.stopping.wait(self.every):
+            params = amo.add_call(int(time.time()))
+            duration = int(str(params["duration"]))
+            what = f"answered, {duration // 60}:{duration % 60:02d}" if duration else "missed"
+            self.out(f"· amoCRM sandbox: a new call ({what}, {params['phone']})")
+
+    def talk(self, tg: SandboxTelegram, lines: TextIO, echo: bool) -> None:
+        """Until the end of `lines`: each "/..." line goes to the bot from the admin."""
+        while line := lines.readline():
+            text = line.strip()
+            if not text:
+                continue
+            if echo:
+                self.out(f"> {text}")
+            if text.startswith("/"):
+                tg.say(text, ADMIN_ID, COMMAND_CHAT)
+            else:
+                self.out("(the bot answers commands only: /help lists them)")
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def run_serve(directory: Path, out: Out = print, lines: TextIO | None = None, every: float = CALL_EVERY_SECONDS) -> int:
+    """See the module contract."""
+    directory = directory.absolute()
+    refused = prepare_directory(directory)
+    if refused:
+        out(f"demo: {refused}")
+        return EXIT_CONFIG
+    lines = lines or sys.stdin
+    session = Session(directory, out, every)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in stops}
+    code, reason = EXIT_OK, "end of input"
+    try:
+        with ExitStack() as stack:
+            amo = stack.enter_context(SandboxAmoCRM(AMO_TOKEN, int(time.time())))
+            ai = stack.enter_context(SandboxOpenAI(OPENAI_KEY))
+            tg = stack.enter_context(SandboxTelegram(BOT_TOKEN, CHAT_ID, CHAT_TITLES))
+            config = directory / "config.toml"
+            config.write_text(demo_toml(directory, amo, ai, tg))
+            config.chmod(0o600)
+            notify = stack.enter_context(notify_listener(session.on_notify))
+            log_file = stack.enter_context((directory / "daemon.log").open("ab"))
+            workers: list[threading.Thread] = []
+
+            def finish() -> None:  # the daemon first: the servers answer it until it is gone
+                for sig in stops:
+                    signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+                session.stopping.set()
+                tg.release()  # the daemon's long poll of the bot's updates returns at once
+                session.stop_daemon()
+                for worker in workers:
+                    worker.join(timeout=2)
+
+            stack.callback(finish)
+            out("SalesBot Poller demo: sandbox amoCRM, OpenAI and Telegram servers on 127.0.0.1 and the daemon")
+            out(f"(`salesbot-poller run`, its log in {directory / 'daemon.log'}); starting...")
+            try:
+                session.start_daemon(config, notify, log_file)
+                deadline = time.monotonic() + START_TIMEOUT_SECONDS
+                while not session.ready.wait(0.1):
+                    if session.daemon_gone.is_set() or time.monotonic() > deadline:
+                        out(f"demo: the daemon did not start: see {directory / 'daemon.log'}")
+                        return EXIT_CHECK_FAILED
+                out(f"config written: {config} (try: salesbot-poller --config {config} status)")
+                out(
+                    f"A new call comes every {every:g} s; type a bot command and Enter (/help, /stats, /missed, "
+                    "/find цен, /call 1); Ctrl-C or Ctrl-D stops."
+                )
+                out("")
+                workers.append(threading.Thread(target=session.print_messages, args=(tg,), name="demo-print"))
+                workers.append(threading.Thread(target=session.add_calls, args=(amo,), name="demo-calls"))
+                for worker in workers:
+                    worker.start()
+                session.talk(tg, lines, echo=not lines.isatty())
+            except Stop as stop:
+                reason = str(stop)
+                if session.daemon_gone.is_set() and not session.stopping.is_set():
+                    code = EXIT_CHECK_FAILED
+        session.out(f"demo stopped ({reason}): {len(amo.events)} calls in the sandbox, {len(tg.sent)} bot messages.")
+        session.out(f"{directory} keeps the database: `salesbot-poller --config {config} status` still reads it.")
+        return code
+    except Stop:  # while the servers were starting: nothing else was started yet
+        out("demo stopped")
+        return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
