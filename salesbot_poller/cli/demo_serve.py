@@ -12,9 +12,9 @@ Contract:
 - DIR (default `./salesbot-demo`) is created; an existing one must be empty or a previous
   `demo --serve` directory (its database is kept; the config is rewritten for the new ports).
 - While it runs: the amoCRM sandbox gets a new call every `every` seconds (`add_call`, some
-  missed); each line read from `lines` that starts with "/" is a message from the admin to
+  missed); each line read from `input_fd` that starts with "/" is a message from the admin to
   the bot; every message the bot posts is printed as Telegram shows it, after "→ CHAT:".
-- Ctrl-C (SIGINT), SIGTERM, SIGHUP or the end of `lines` stops it: the daemon first (SIGTERM,
+- Ctrl-C (SIGINT), SIGTERM, SIGHUP or the end of the input stops it: the daemon first (SIGTERM,
   then SIGKILL after `DAEMON_STOP_SECONDS`), then the servers; a last line says what stays in
   DIR. Returns 0, or 1 when the daemon did not start or stopped by itself, 2 for a DIR it must
   not write into.
@@ -22,7 +22,9 @@ Contract:
 
 from __future__ import annotations
 
+import codecs
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -35,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import IO, Any
 
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK
 from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, visible_text
@@ -177,10 +179,15 @@ class Session:
         if any(line.startswith("STATUS=last cycle") for line in message.splitlines()):
             self.ready.set()
 
-    def start_daemon(self, config: Path, notify_socket: str, log_file: TextIO) -> subprocess.Popen[bytes]:
+    def start_daemon(self, config: Path, notify_socket: str, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "salesbot_poller", "--config", str(config), "run"]
         env = daemon_environment(notify_socket)
-        self.daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
+        # A process group of its own: Ctrl-C at the terminal reaches us alone, and we stop the
+        # daemon before the servers it talks to (were it told too, it might stop first, and
+        # its exit would look like a crash).
+        self.daemon = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, process_group=0
+        )
         threading.Thread(target=self._watch_daemon, name="demo-daemon", daemon=True).start()
         return self.daemon
 
@@ -229,9 +236,19 @@ class Session:
             what = f"answered, {duration // 60}:{duration % 60:02d}" if duration else "missed"
             self.out(f"· amoCRM sandbox: a new call ({what}, {params['phone']})")
 
-    def talk(self, tg: SandboxTelegram, lines: TextIO, echo: bool) -> None:
-        """Until the end of `lines`: each "/..." line goes to the bot from the admin."""
-        while line := lines.readline():
+    def talk(self, tg: SandboxTelegram, fd: int, echo: bool) -> None:
+        """Until the end of input `fd`: each "/..." line goes to the bot from the admin."""
+        incoming: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=read_lines, args=(fd, incoming.put), name="demo-input", daemon=True).start()
+        while True:
+            try:
+                # A short wait, not a blocking read: a signal delivered to another thread
+                # would not interrupt the main thread's read, and Ctrl-C would wait for Enter.
+                line = incoming.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                return
             text = line.strip()
             if not text:
                 continue
@@ -243,18 +260,38 @@ class Session:
                 self.out("(the bot answers commands only: /help lists them)")
 
 
+def read_lines(fd: int, put: Callable[[str | None], None]) -> None:
+    """Each line read from `fd` (UTF-8, bad bytes replaced), then None at its end. Plain
+    `os.read`: a thread blocked in `sys.stdin` would hold its lock at the interpreter's exit."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            chunk = b""
+        pending += decoder.decode(chunk, final=not chunk)
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            put(line)
+        if not chunk:
+            if pending:
+                put(pending)
+            put(None)
+            return
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
-def run_serve(directory: Path, out: Out = print, lines: TextIO | None = None, every: float = CALL_EVERY_SECONDS) -> int:
+def run_serve(directory: Path, out: Out = print, input_fd: int = 0, every: float = CALL_EVERY_SECONDS) -> int:
     """See the module contract."""
     directory = directory.absolute()
     refused = prepare_directory(directory)
     if refused:
         out(f"demo: {refused}")
         return EXIT_CONFIG
-    lines = lines or sys.stdin
     session = Session(directory, out, every)
     stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in stops}
@@ -300,11 +337,12 @@ def run_serve(directory: Path, out: Out = print, lines: TextIO | None = None, ev
                 workers.append(threading.Thread(target=session.add_calls, args=(amo,), name="demo-calls"))
                 for worker in workers:
                     worker.start()
-                session.talk(tg, lines, echo=not lines.isatty())
+                session.talk(tg, input_fd, echo=not os.isatty(input_fd))
             except Stop as stop:
                 reason = str(stop)
                 if session.daemon_gone.is_set() and not session.stopping.is_set():
                     code = EXIT_CHECK_FAILED
+        session.out("")
         session.out(f"demo stopped ({reason}): {len(amo.events)} calls in the sandbox, {len(tg.sent)} bot messages.")
         session.out(f"{directory} keeps the database: `salesbot-poller --config {config} status` still reads it.")
         return code
