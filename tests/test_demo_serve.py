@@ -133,6 +133,16 @@ def test_the_amocrm_sandbox_answers_what_profiles_asks(
     assert {u[1] for u in directory.users} == {"Иван Петров", "Мария Соколова"}
 
 
+def test_check_and_profiles_pass_against_the_sandboxes_with_the_written_config(
+    sandbox_app: tuple[App, SandboxAmoCRM, SandboxTelegram], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(tmp_path / "config.toml")
+    assert main(["--config", config, "check"]) == 0, capsys.readouterr().out
+    assert "structured output ok" in capsys.readouterr().out
+    assert main(["--config", config, "profiles"]) == 0
+    assert "3001  «Продажи»" in capsys.readouterr().out
+
+
 def test_typed_input_is_read_line_by_line_across_chunks_until_its_end() -> None:
     read, write = os.pipe()
     os.write(write, "/find це".encode() + "н".encode()[:1])
@@ -268,18 +278,31 @@ def test_demo_serve_runs_the_daemon_answers_typed_commands_and_stops_on_sigint(t
 
 
 @pytest.mark.slow
-def test_demo_serve_stops_at_the_end_of_its_input_and_a_second_run_reuses_the_directory(tmp_path: Path) -> None:
+def test_demo_serve_pauses_the_daemon_for_once_stops_at_the_end_of_input_and_reuses_its_directory(
+    tmp_path: Path,
+) -> None:
     directory = tmp_path / "demo"
+    config = directory / "config.toml"
     for run in range(2):
         demo = Demo(directory, tmp_path)
         try:
             demo.wait_for(r"^config written: ")
-            if run == 0:  # the first cycle's alert: the daemon works (a second run has seen those calls)
-                demo.wait_for(r"^→ Отдел продаж \(демо\): 🔴 Пропущенный звонок")
+            if run == 0:
+                demo.wait_for(r"^→ Отдел продаж \(демо\): 🔴 Пропущенный звонок")  # the daemon works
+                demo.type("pause")  # the daemon lets go of the database: `once` may run elsewhere
+                demo.wait_for(r"^the daemon stopped: `once`")
+                once = subprocess.run(
+                    [sys.executable, "-m", "salesbot_poller", "--config", str(config), "once"],
+                    capture_output=True, text=True, env=_env(tmp_path), timeout=60,
+                )  # fmt: skip
+                assert once.returncode == 0, once.stderr
+                demo.type("resume")
+                demo.wait_for(r"^the daemon is starting again")
             assert demo.process.stdin is not None
             demo.process.stdin.close()  # Ctrl-D
             assert demo.process.wait(timeout=15) == 0, f"run {run}"
             demo.wait_for(r"^demo stopped \(end of input\)", timeout=5)
+            assert not any("stopped by itself" in line for line in demo.seen)
         finally:
             demo.kill()
     assert "stopped" in (directory / "daemon.log").read_text().splitlines()[-1]

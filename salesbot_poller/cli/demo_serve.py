@@ -13,11 +13,12 @@ Contract:
   `demo --serve` directory (its database is kept; the config is rewritten for the new ports).
 - While it runs: the amoCRM sandbox gets a new call every `every` seconds (`add_call`, some
   missed); each line read from `input_fd` that starts with "/" is a message from the admin to
-  the bot; every message the bot posts is printed as Telegram shows it, after "→ CHAT:".
+  the bot; `pause` stops the daemon (so `once`, `run` or `backfill` can hold the database's
+  lock elsewhere) and `resume` starts it again; every message the bot posts is printed as
+  Telegram shows it, after "→ CHAT:". A daemon that stops by itself is reported (resume).
 - Ctrl-C (SIGINT), SIGTERM, SIGHUP or the end of the input stops it: the daemon first (SIGTERM,
   then SIGKILL after `DAEMON_STOP_SECONDS`), then the servers; a last line says what stays in
-  DIR. Returns 0, or 1 when the daemon did not start or stopped by itself, 2 for a DIR it must
-  not write into.
+  DIR. Returns 0, or 1 when the daemon did not start, 2 for a DIR it must not write into.
 """
 
 from __future__ import annotations
@@ -169,7 +170,10 @@ class Session:
         self.stopping = threading.Event()
         self.ready = threading.Event()  # the daemon's first cycle is done
         self.daemon: subprocess.Popen[bytes] | None = None
-        self.daemon_gone = threading.Event()
+        self.daemon_gone = threading.Event()  # the first daemon exited
+        self.pausing = False  # the daemon is being stopped on request (`pause`)
+        self.command: list[str] = []
+        self.spawn: dict[str, Any] = {}
 
     def out(self, line: str = "") -> None:
         with self._print_lock:
@@ -179,29 +183,32 @@ class Session:
         if any(line.startswith("STATUS=last cycle") for line in message.splitlines()):
             self.ready.set()
 
-    def start_daemon(self, config: Path, notify_socket: str, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "salesbot_poller", "--config", str(config), "run"]
-        env = daemon_environment(notify_socket)
+    def start_daemon(self, config: Path, notify_socket: str, log_file: IO[bytes]) -> None:
+        """`salesbot-poller --config CONFIG run` (see the module contract)."""
+        self.command = [sys.executable, "-m", "salesbot_poller", "--config", str(config), "run"]
         # A process group of its own: Ctrl-C at the terminal reaches us alone, and we stop the
         # daemon before the servers it talks to (were it told too, it might stop first, and
         # its exit would look like a crash).
-        self.daemon = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, process_group=0
-        )
-        threading.Thread(target=self._watch_daemon, name="demo-daemon", daemon=True).start()
-        return self.daemon
+        self.spawn = {"stdin": subprocess.DEVNULL, "stdout": log_file, "stderr": log_file, "process_group": 0}
+        self.spawn["env"] = daemon_environment(notify_socket)
+        self._spawn()
 
-    def _watch_daemon(self) -> None:
-        assert self.daemon is not None
-        code = self.daemon.wait()
+    def _spawn(self) -> None:
+        self.daemon = subprocess.Popen(self.command, **self.spawn)
+        threading.Thread(target=self._watch_daemon, args=(self.daemon,), name="demo-daemon", daemon=True).start()
+
+    def _watch_daemon(self, daemon: subprocess.Popen[bytes]) -> None:
+        code = daemon.wait()
         self.daemon_gone.set()
-        if not self.stopping.is_set():
-            self.out(f"the daemon stopped by itself (exit {code}): see {self.directory / 'daemon.log'}")
-            # To the main thread: its read of the input is interrupted, and it leaves.
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        if not (self.stopping.is_set() or self.pausing or not self.ready.is_set()):
+            log = self.directory / "daemon.log"
+            self.out(f"the daemon stopped by itself (exit {code}): see {log}; type resume to start it again")
+
+    def running(self) -> bool:
+        return self.daemon is not None and self.daemon.poll() is None
 
     def stop_daemon(self) -> None:
-        if self.daemon is None or self.daemon.poll() is not None:
+        if self.daemon is None or not self.running():
             return
         self.daemon.terminate()
         try:
@@ -210,6 +217,26 @@ class Session:
             self.out(f"the daemon did not stop within {DAEMON_STOP_SECONDS:g} s: killed")
             self.daemon.kill()
             self.daemon.wait()
+
+    def pause(self, tg: SandboxTelegram) -> None:
+        """`pause` typed: the daemon stops (the servers go on), so `once`, `run` and
+        `backfill` can take the database's lock in another terminal."""
+        if not self.running():
+            self.out("the daemon is not running: resume starts it")
+            return
+        self.pausing = True
+        tg.release()  # its long poll of the bot's updates answers at once: it stops in a second
+        self.stop_daemon()
+        tg.release(False)
+        self.pausing = False
+        self.out("the daemon stopped: `once`, `run` and `backfill` may now use the config; resume starts it again")
+
+    def resume(self) -> None:
+        if self.running():
+            self.out("the daemon is running: pause stops it")
+            return
+        self._spawn()
+        self.out("the daemon is starting again")
 
     def print_messages(self, tg: SandboxTelegram) -> None:
         """Until stopped: each message the bot posts, as "→ CHAT: text" (see the contract)."""
@@ -256,8 +283,10 @@ class Session:
                 self.out(f"> {text}")
             if text.startswith("/"):
                 tg.say(text, ADMIN_ID, COMMAND_CHAT)
+            elif text in ("pause", "resume"):
+                self.pause(tg) if text == "pause" else self.resume()
             else:
-                self.out("(the bot answers commands only: /help lists them)")
+                self.out("(the bot answers commands only: /help lists them; pause and resume stop and start the daemon)")
 
 
 def read_lines(fd: int, put: Callable[[str | None], None]) -> None:
@@ -328,10 +357,9 @@ def run_serve(directory: Path, out: Out = print, input_fd: int = 0, every: float
                         out(f"demo: the daemon did not start: see {directory / 'daemon.log'}")
                         return EXIT_CHECK_FAILED
                 out(f"config written: {config} (try: salesbot-poller --config {config} status)")
-                out(
-                    f"A new call comes every {every:g} s; type a bot command and Enter (/help, /stats, /missed, "
-                    "/find цен, /call 1); Ctrl-C or Ctrl-D stops."
-                )
+                out(f"A new call comes every {every:g} s. Type a bot command and Enter: /help, /stats, /missed,")
+                out("/find цен, /call 1; `pause` stops the daemon (for `once` or `backfill` in the other terminal),")
+                out("`resume` starts it again; Ctrl-C or Ctrl-D stops everything.")
                 out("")
                 workers.append(threading.Thread(target=session.print_messages, args=(tg,), name="demo-print"))
                 workers.append(threading.Thread(target=session.add_calls, args=(amo,), name="demo-calls"))
@@ -340,8 +368,6 @@ def run_serve(directory: Path, out: Out = print, input_fd: int = 0, every: float
                 session.talk(tg, input_fd, echo=not os.isatty(input_fd))
             except Stop as stop:
                 reason = str(stop)
-                if session.daemon_gone.is_set() and not session.stopping.is_set():
-                    code = EXIT_CHECK_FAILED
         session.out("")
         session.out(f"demo stopped ({reason}): {len(amo.events)} calls in the sandbox, {len(tg.sent)} bot messages.")
         session.out(f"{directory} keeps the database: `salesbot-poller --config {config} status` still reads it.")

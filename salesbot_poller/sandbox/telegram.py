@@ -11,7 +11,8 @@ Contract:
 - `say(text, user_id, chat_id)` queues an incoming message for getUpdates, as if a person had
   typed it there. getUpdates answers the updates from `offset` (which confirms the ones below
   it), waiting up to its `timeout` (at most `MAX_POLL_SECONDS`) for one; after `release()`
-  it answers at once, so a stopping poller is not held by a long poll.
+  it answers at once, so a stopping poller is not held by a long poll (`release(False)`: it
+  waits again).
 
 Parameters come in the query string, a form body or a multipart body (telebot sends all three).
 """
@@ -89,15 +90,15 @@ class SandboxTelegram(LoopbackServer):
             self._changed.notify_all()
         return update_id
 
-    def release(self) -> None:
-        """Long polls answer at once from now on (see the module contract)."""
+    def release(self, on: bool = True) -> None:
+        """Long polls answer at once from now on (`on`), or wait again (see the module contract)."""
         with self._changed:
-            self._released = True
+            self._released = on
             self._changed.notify_all()
 
     def wait_sent(self, start: int, timeout: float) -> list[dict[str, Any]]:
         with self._changed:
-            self._changed.wait_for(lambda: len(self.sent) > start or self._released, timeout)
+            self._changed.wait_for(lambda: len(self.sent) > start, timeout)
             return list(self.sent[start:])
 
     def stop(self) -> None:
