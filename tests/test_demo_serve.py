@@ -168,7 +168,8 @@ def _env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESBOT_", "CREDENTIALS_"))}
     dead = "http://127.0.0.1:9"  # any request not to 127.0.0.1 fails: no network used
     env |= {"HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead, "https_proxy": dead}
-    return env | {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "TZ": "UTC", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+    env |= {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "TZ": "UTC", "PYTHONUNBUFFERED": "1"}
+    return env | {"PYTHONFAULTHANDLER": "1"}  # a hung child's threads are dumped on SIGABRT
 
 
 class Demo:

@@ -101,9 +101,9 @@ def prepare_directory(directory: Path) -> str | None:
     config = directory / "config.toml"
     if directory.exists() and not directory.is_dir():
         return f"{directory} is not a directory"
-    if directory.is_dir() and any(directory.iterdir()):
-        if not config.is_file() or not config.read_text(errors="replace").startswith(MARKER):
-            return f"{directory} is not empty and holds no earlier demo: choose another with --dir"
+    ours = config.is_file() and config.read_text(errors="replace").startswith(MARKER)
+    if directory.is_dir() and any(directory.iterdir()) and not ours:
+        return f"{directory} is not empty and holds no earlier demo: choose another with --dir"
     directory.mkdir(parents=True, exist_ok=True)
     return None
 
@@ -286,7 +286,7 @@ class Session:
             elif text in ("pause", "resume"):
                 self.pause(tg) if text == "pause" else self.resume()
             else:
-                self.out("(the bot answers commands only: /help lists them; pause and resume stop and start the daemon)")
+                self.out("(the bot answers commands only: /help lists them; pause and resume stop, start the daemon)")
 
 
 def read_lines(fd: int, put: Callable[[str | None], None]) -> None:

@@ -4,7 +4,8 @@ groups, and the recordings.
 Answers what `amocrm.AmoClient` asks in a cycle and in `profiles`. Recordings are served
 without auth under `/recordings/`, as telephony hosts do. `add_call(at)` adds the next of
 `canned.LIVE_CALLS` (in turn, each time with fresh ids, a new phone number (an outgoing
-call: the one of the call before it, which it returns) and its recording) as an event created at `at`: `demo --serve` grows the account while it runs.
+call: the one of the call before it, which it returns) and its recording) as an event
+created at `at`: `demo --serve` grows the account while it runs.
 """
 
 from __future__ import annotations

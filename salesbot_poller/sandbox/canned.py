@@ -24,7 +24,9 @@ USERS = {501: "Иван Петров", 502: "Мария Соколова"}
 LEADS = {7001: "ООО «Ромашка»: поставка стеллажей", 7002: "ИП Кузнецов: мезонин на склад"}
 CONTACTS = {8001: "Анна Смирнова", 8002: "Олег Иванов"}
 GROUPS = {0: "Отдел продаж"}
-PIPELINES = {3001: ("Продажи", {142: "Успешно реализовано", 143: "Закрыто и не реализовано", 30011: "Первичный контакт"})}
+PIPELINES = {
+    3001: ("Продажи", {30011: "Первичный контакт", 142: "Успешно реализовано", 143: "Закрыто и не реализовано"}),
+}
 
 # (event id, direction, entity type (singular), entity id, note id, seconds before now,
 #  note params); the answered call's recording is served by the amoCRM sandbox itself.

@@ -44,13 +44,14 @@ def _multipart(request: Request) -> tuple[dict[str, str], dict[str, str]]:
     message = BytesParser(policy=HTTP).parsebytes(head + request.body)
     fields: dict[str, str] = {}
     files: dict[str, str] = {}
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         filename = part.get_filename()
+        payload = part.get_payload(decode=True)
         if filename is not None:
             files[str(name)] = filename
-        elif name:
-            fields[str(name)] = part.get_payload(decode=True).decode()
+        elif name and isinstance(payload, bytes):
+            fields[str(name)] = payload.decode()
     return fields, files
 
 
