@@ -25,7 +25,7 @@ from telebot import apihelper
 
 from salesbot_poller.app import build_app
 from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY
-from salesbot_poller.cli.demo_serve import (
+from salesbot_poller.cli.demo_parts import (
     ADMIN_ID,
     CHAT_TITLES,
     COMMAND_CHAT,

@@ -3,9 +3,9 @@ Ctrl-C, so every command can be tried by hand without an account.
 
 Contract:
 - `run_serve(directory, ...)` starts the amoCRM, OpenAI and Telegram sandboxes on 127.0.0.1,
-  writes `DIR/config.toml` pointing at them (sandbox tokens as its secrets, a SQLite database
-  and the audio directory in DIR, `poller.interval_seconds` = `INTERVAL_SECONDS`, the bot's
-  commands open to `ADMIN_ID` in `COMMAND_CHAT`), and starts the daemon as `salesbot-poller
+  writes `DIR/config.toml` pointing at them (`demo_parts.demo_toml`: sandbox tokens as its
+  secrets, a SQLite database and the audio directory in DIR, a 5 s poll, the bot's commands
+  open to `demo_parts.ADMIN_ID` in `COMMAND_CHAT`), and starts the daemon as `salesbot-poller
   --config DIR/config.toml run` in a child process (its log in `DIR/daemon.log`). Once the
   daemon's first cycle is done (it tells us over a notify socket, as it tells systemd), one
   line says where the config is: any command can then be run with it in another terminal.
@@ -23,140 +23,43 @@ Contract:
 
 from __future__ import annotations
 
-import codecs
 import os
 import queue
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK
-from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, visible_text
+from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY
+from salesbot_poller.cli.demo_parts import (
+    ADMIN_ID,
+    CHAT_TITLES,
+    COMMAND_CHAT,
+    daemon_environment,
+    demo_toml,
+    message_lines,
+    notify_listener,
+    prepare_directory,
+    read_lines,
+)
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
 
-ADMIN_ID = 700000001
-COMMAND_CHAT = str(ADMIN_ID)  # the admin's private chat with the bot
-CHAT_TITLES = {CHAT_ID: "Отдел продаж (демо)", COMMAND_CHAT: "Руководитель (личный чат)"}
-INTERVAL_SECONDS = 5
 CALL_EVERY_SECONDS = 8.0
 START_TIMEOUT_SECONDS = 60.0
 DAEMON_STOP_SECONDS = 15.0  # the daemon's own grace (9 s) and its exit
-MARKER = "# Written by `salesbot-poller demo --serve`"
 
 Out = Callable[[str], None]
 
 
 class Stop(Exception):
     """A signal, or the daemon gone: leave the session."""
-
-
-def demo_toml(directory: Path, amo: SandboxAmoCRM, ai: SandboxOpenAI, tg: SandboxTelegram) -> str:
-    """The config the daemon and the other commands use (see the module contract)."""
-
-    def q(value: object) -> str:  # a TOML basic string
-        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    return f"""{MARKER} for its sandbox servers on 127.0.0.1:
-# valid while that runs (the ports change each time). The secrets are the sandboxes' own.
-
-[amocrm]
-base_url = {q(amo.base_url)}
-long_lived_token = {q(AMO_TOKEN)}
-timezone = "Europe/Moscow"
-
-[openai]
-api_key = {q(OPENAI_KEY)}
-base_url = {q(ai.base_url + "/v1")}
-
-[telegram]
-bot_token = {q(BOT_TOKEN)}
-api_url = {q(tg.base_url)}
-chat_id = {q(CHAT_ID)}
-command_chats = [{q(COMMAND_CHAT)}]
-admins = [{ADMIN_ID}]
-
-[poller]
-interval_seconds = {INTERVAL_SECONDS}
-initial_lookback_minutes = 60
-
-[storage]
-database = {q(f"sqlite:///{directory / 'salesbot.db'}")}
-audio_dir = {q(directory / "audio")}
-allow_private_recording_hosts = true  # the recordings are served by the amoCRM sandbox on 127.0.0.1
-"""
-
-
-def prepare_directory(directory: Path) -> str | None:
-    """Create DIR, or accept an empty one or a previous demo's; else why not (one line)."""
-    config = directory / "config.toml"
-    if directory.exists() and not directory.is_dir():
-        return f"{directory} is not a directory"
-    ours = config.is_file() and config.read_text(errors="replace").startswith(MARKER)
-    if directory.is_dir() and any(directory.iterdir()) and not ours:
-        return f"{directory} is not empty and holds no earlier demo: choose another with --dir"
-    directory.mkdir(parents=True, exist_ok=True)
-    return None
-
-
-def daemon_environment(notify_socket: str) -> dict[str, str]:
-    """Ours, without the admin's SALESBOT_* settings and systemd's (they must not reach the
-    sandboxes, nor the watchdog meant for another process)."""
-    dropped = ("SALESBOT_", "CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
-    return environ | {"NOTIFY_SOCKET": notify_socket}
-
-
-@contextmanager
-def notify_listener(on_message: Callable[[str], None]) -> Iterator[str]:
-    """A datagram socket the daemon notifies (READY=1, STATUS=...), as systemd's; yields its
-    path. Each message is handed to `on_message` from a thread of its own."""
-    folder = tempfile.mkdtemp(prefix="salesbot-demo-")
-    path = os.path.join(folder, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.2)
-    done = threading.Event()
-
-    def listen() -> None:
-        while not done.is_set():
-            try:
-                on_message(sock.recv(4096).decode(errors="replace"))
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=listen, name="demo-notify", daemon=True)
-    thread.start()
-    try:
-        yield path
-    finally:
-        done.set()
-        thread.join(timeout=1)
-        sock.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def message_lines(entry: dict[str, Any]) -> list[str]:
-    """One message the bot sent, as the chat shows it: text without markup; a file as
-    [photo: caption] or [document NAME: caption]."""
-    method = entry.get("method")
-    if method == "sendMessage":
-        return visible_text(str(entry.get("text", ""))).splitlines() or [""]
-    caption = visible_text(str(entry.get("caption", "")))
-    kind = "photo" if method == "sendPhoto" else f"document {entry.get('filename', '')}".rstrip()
-    first, *rest = caption.splitlines() or [""]
-    return [f"[{kind}: {first}]" if first else f"[{kind}]", *rest]
 
 
 class Session:
@@ -287,27 +190,6 @@ class Session:
                 self.pause(tg) if text == "pause" else self.resume()
             else:
                 self.out("(the bot answers commands only: /help lists them; pause and resume stop, start the daemon)")
-
-
-def read_lines(fd: int, put: Callable[[str | None], None]) -> None:
-    """Each line read from `fd` (UTF-8, bad bytes replaced), then None at its end. Plain
-    `os.read`: a thread blocked in `sys.stdin` would hold its lock at the interpreter's exit."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            chunk = b""
-        pending += decoder.decode(chunk, final=not chunk)
-        *complete, pending = pending.split("\n")
-        for line in complete:
-            put(line)
-        if not chunk:
-            if pending:
-                put(pending)
-            put(None)
-            return
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
