@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from telebot import apihelper
 
+from salesbot_poller import logs
 from salesbot_poller.app import build_app
 from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY
 from salesbot_poller.cli.demo_parts import (
@@ -34,11 +35,11 @@ from salesbot_poller.cli.demo_parts import (
     message_lines,
     read_lines,
 )
-from salesbot_poller.cli.main import main
 from salesbot_poller.config import load_config
 from salesbot_poller.domain import Destination
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
+from tests.conftest import run_cli_inprocess
 
 NOW = int(datetime(2026, 12, 1, 10, 0, tzinfo=UTC).timestamp())
 
@@ -47,6 +48,7 @@ NOW = int(datetime(2026, 12, 1, 10, 0, tzinfo=UTC).timestamp())
 def sandbox_app(tmp_path: Path) -> Iterator[tuple[App, SandboxAmoCRM, SandboxTelegram]]:
     """The app built from the config `demo --serve` writes, on running sandboxes."""
     saved = (apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER)
+    saved_secrets = logs._registry._values  # build_app registers the config's secrets process-wide
     with (
         SandboxAmoCRM(AMO_TOKEN, NOW) as amo,
         SandboxOpenAI(OPENAI_KEY) as ai,
@@ -60,6 +62,7 @@ def sandbox_app(tmp_path: Path) -> Iterator[tuple[App, SandboxAmoCRM, SandboxTel
         finally:
             app.store.close()
             apihelper.API_URL, apihelper.FILE_URL, apihelper.CUSTOM_REQUEST_SENDER = saved
+            logs._registry._values = saved_secrets
 
 
 def test_the_written_config_opens_the_bot_to_the_admin_in_the_command_chat(
@@ -134,13 +137,12 @@ def test_the_amocrm_sandbox_answers_what_profiles_asks(
 
 
 def test_check_and_profiles_pass_against_the_sandboxes_with_the_written_config(
-    sandbox_app: tuple[App, SandboxAmoCRM, SandboxTelegram], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sandbox_app: tuple[App, SandboxAmoCRM, SandboxTelegram], tmp_path: Path
 ) -> None:
-    config = str(tmp_path / "config.toml")
-    assert main(["--config", config, "check"]) == 0, capsys.readouterr().out
-    assert "structured output ok" in capsys.readouterr().out
-    assert main(["--config", config, "profiles"]) == 0
-    assert "3001  «Продажи»" in capsys.readouterr().out
+    check = run_cli_inprocess("check", config=tmp_path / "config.toml")
+    assert check.returncode == 0 and "structured output ok" in check.stdout, check.stdout + check.stderr
+    profiles = run_cli_inprocess("profiles", config=tmp_path / "config.toml")
+    assert profiles.returncode == 0 and "3001  «Продажи»" in profiles.stdout
 
 
 def test_typed_input_is_read_line_by_line_across_chunks_until_its_end() -> None:
@@ -154,10 +156,10 @@ def test_typed_input_is_read_line_by_line_across_chunks_until_its_end() -> None:
     assert got == ["/find цен", "/stats", "/help", None]
 
 
-def test_demo_serve_refuses_a_directory_that_is_not_its_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_serve_refuses_a_directory_that_is_not_its_own(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    assert main(["demo", "--serve", "--dir", str(tmp_path)]) == 2
-    assert "is not empty and holds no earlier demo" in capsys.readouterr().out
+    done = run_cli_inprocess("demo", "--serve", "--dir", str(tmp_path))
+    assert done.returncode == 2 and "is not empty and holds no earlier demo" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written, nothing started
 
 
