@@ -309,3 +309,31 @@ def test_demo_serve_pauses_the_daemon_for_once_stops_at_the_end_of_input_and_reu
         finally:
             demo.kill()
     assert "stopped" in (directory / "daemon.log").read_text().splitlines()[-1]
+
+
+def _lock_free(lock_file: Path) -> bool:
+    with lock_file.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_killed_demo_leaves_no_daemon_behind(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    demo = Demo(directory, tmp_path)
+    try:
+        demo.wait_for(r"^config written: ")
+        assert not _lock_free(directory / "salesbot.db.lock")  # the daemon holds the database
+        demo.process.kill()  # no chance to stop it: the kernel tells the daemon
+        demo.process.wait()
+        deadline = time.monotonic() + 20
+        while not _lock_free(directory / "salesbot.db.lock"):
+            assert time.monotonic() < deadline, "the daemon outlived the demo"
+            time.sleep(0.2)
+        assert "received SIGTERM" in (directory / "daemon.log").read_text()
+    finally:
+        demo.kill()

@@ -10,15 +10,20 @@ Contract:
   variables, with `NOTIFY_SOCKET` set to `socket`.
 - `notify_listener(on_message)`: a datagram socket the daemon notifies, as systemd's.
 - `read_lines(fd, put)`: each line of `fd`, then None at its end.
+- `die_with_parent()`: a `preexec_fn` that has Linux send the child SIGTERM when we die
+  (SIGKILL included), so the daemon is never left polling servers that are gone; None elsewhere.
 - `message_lines(entry)`: one message of `SandboxTelegram.sent`, as the chat shows it.
 """
 
 from __future__ import annotations
 
 import codecs
+import ctypes
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -154,3 +159,19 @@ def read_lines(fd: int, put: Callable[[str | None], None]) -> None:
                 put(pending)
             put(None)
             return
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """See the module contract."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: the child only calls it
+    prctl = libc.prctl
+
+    def set_death_signal() -> None:  # in the child, between fork and exec: nothing but a syscall
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return set_death_signal

@@ -44,6 +44,7 @@ from salesbot_poller.cli.demo_parts import (
     COMMAND_CHAT,
     daemon_environment,
     demo_toml,
+    die_with_parent,
     message_lines,
     notify_listener,
     prepare_directory,
@@ -93,6 +94,7 @@ class Session:
         # daemon before the servers it talks to (were it told too, it might stop first, and
         # its exit would look like a crash).
         self.spawn = {"stdin": subprocess.DEVNULL, "stdout": log_file, "stderr": log_file, "process_group": 0}
+        self.spawn["preexec_fn"] = die_with_parent()  # our SIGKILL must not leave it running
         self.spawn["env"] = daemon_environment(notify_socket)
         self._spawn()
 
