@@ -337,3 +337,20 @@ def test_a_killed_demo_leaves_no_daemon_behind(tmp_path: Path) -> None:
         assert "received SIGTERM" in (directory / "daemon.log").read_text()
     finally:
         demo.kill()
+
+
+@pytest.mark.slow
+def test_a_daemon_that_cannot_start_is_reported_and_the_demo_exits_1(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    directory.mkdir()
+    (directory / "config.toml").write_text(MARKER + " (an earlier run)\n")
+    with (directory / "salesbot.db.lock").open("a") as lock:  # another demo's daemon on this directory
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        demo = Demo(directory, tmp_path)
+        try:
+            demo.wait_for(r"^demo: the daemon did not start: see .*daemon\.log")
+            assert demo.process.wait(timeout=15) == 1
+        finally:
+            demo.kill()
+    assert "another salesbot-poller (once or run) is processing calls" in (directory / "daemon.log").read_text()
+    assert not any(line.startswith("config written") for line in demo.seen)
