@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
     demo.add_argument("--weekly", action="store_true", help="the weekly team report on eight weeks of demo calls")
     demo.add_argument("--chart", metavar="FILE", help="with --weekly: also write the chart (PNG) to FILE")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="the sandboxes and the daemon until Ctrl-C: type bot commands here, run any command in another terminal",
+    )
+    demo.add_argument("--dir", default="salesbot-demo", help="with --serve: its config and database (%(default)s)")
     backfill_cmd = commands.add_parser("backfill", help="count, confirm, then process the calls of a past window")
     backfill_cmd.add_argument("--since", required=True, help="first day (2026-11-01, local time) or date and time")
     backfill_cmd.add_argument("--until", help="last day, included (default: now)")
