@@ -150,7 +150,7 @@ def parse_note(raw: Any) -> CallNote:
     responsible = _optional_text(params.get("call_responsible"))
     return CallNote(
         note_id=note_id,
-        duration=duration or 0,
+        duration=duration,
         phone=_optional_text(params.get("phone")),
         link=link or None,
         call_status=_optional_int(params.get("call_status"), "params.call_status", MAX_STATUS),
