@@ -27,7 +27,8 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 def _served(servers: Servers, note_id: int, name: str, created_at: int) -> None:
     """A call event whose note amoCRM serves as sample `name`."""
-    servers.amo.add_call(entity_id=7000 + note_id, note_id=note_id, duration=0, phone="", link=None, created_at=created_at)
+    entity_id = 7000 + note_id
+    servers.amo.add_call(entity_id=entity_id, note_id=note_id, duration=0, phone="", link=None, created_at=created_at)
     note = sample(NOTES, name) | {"id": note_id, "entity_id": 7000 + note_id}
     servers.amo.notes[("leads", note_id)] = note | {"created_at": created_at, "updated_at": created_at}
 
@@ -61,7 +62,7 @@ def test_a_text_only_note_is_skipped_with_the_reason_never_alerted_nor_escalated
         ({"phone": "+79991234567"}, "in", Stage.SKIPPED),  # a number, but no status or duration
         ({"phone": "+79991234567", "duration": 0}, "in", Stage.MISSED),
         ({"phone": "+79991234567", "call_status": 7}, "in", Stage.MISSED),
-        ({"phone": "+79991234567", "duration": "0", "call_status": "6"}, "in", Stage.MISSED),  # strings, as widgets write
+        ({"phone": "+79991234567", "duration": "0", "call_status": "6"}, "in", Stage.MISSED),  # as strings
         ({"phone": "anonymous", "call_status": 6}, "in", Stage.SKIPPED),
         ({"phone": "101", "duration": 0}, "in", Stage.SKIPPED),  # an extension
         ({"phone": "+79991234567", "duration": 0}, "out", Stage.SKIPPED),

@@ -8,8 +8,8 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
   reply to the alert saying when and by whom (`callback_call_id` and the reply's delivery row are
   committed together, before sending).
 - If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
-  escalation (never for a call with no number to call back: there is nothing to ask for) to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
-  alert in its chat.
+  escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
+  alert in its chat. Never for a call with no number to call back: nothing to ask for.
 - Numbers follow `telegram.mask_phones` like the alert's (`messages.masked`): the escalation
   asks for a callback, so it shows the number in full unless "all"; the reply names no number.
 - A call alerted only in a storm summary (`storm`) gets neither message; its callback is
