@@ -92,7 +92,7 @@ def test_malformed_events_are_reported_with_the_field(servers: Servers) -> None:
     batch = amo_client(servers).call_events(NOW - 60, NOW)
     assert len(batch.events) == 1
     assert [(ref, reason) for ref, reason, _ in batch.malformed] == [
-        ("01BROKEN", "field 'value_after[0].note.id' is missing")
+        ("01BROKEN", "field 'value_after[0].note.id' is missing (value_after: [])")
     ]
 
 

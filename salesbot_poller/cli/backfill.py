@@ -102,7 +102,7 @@ def estimate(app: App, events: list[CallEvent]) -> Estimate:
             result.unreadable += 1
         elif call.stage in (Stage.READY, Stage.NEW):
             result.to_transcribe += 1
-            result.audio_seconds += call.note.duration
+            result.audio_seconds += call.note.duration or 0
             if call.profile:
                 result.by_profile[call.profile] = result.by_profile.get(call.profile, 0) + 1
         elif call.stage == Stage.MISSED:

@@ -9,7 +9,7 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
   committed together, before sending).
 - If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
   escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
-  alert in its chat.
+  alert in its chat. Never for a call with no number to call back: nothing to ask for.
 - Numbers follow `telegram.mask_phones` like the alert's (`messages.masked`): the escalation
   asks for a callback, so it shows the number in full unless "all"; the reply names no number.
 - A call alerted only in a storm summary (`storm`) gets neither message; its callback is
@@ -58,6 +58,8 @@ def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]
             callback.manager_name or MANAGER_UNKNOWN, callback.event_created_at, call.event_created_at, app.tz
         )
         return [Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
+    if not last10(call.phone):  # no number to call back (alerted before intake required one)
+        return []
     sla = app.config.poller.missed_call_sla_minutes
     if now < call.event_created_at + sla * 60:
         return []

@@ -12,10 +12,11 @@ Contract of `OpenAITranscriber.transcribe(path)`:
   chosen bitrate) or than the model accepts (gpt-4o models: ~1400 s) is cut into chunks that
   overlap by `overlap_seconds`; the pieces are stitched back in time order and the overlap
   is counted once (`stitch`).
-- Response formats: `whisper-1` (and other Whisper servers) `verbose_json` with timed
-  segments; `gpt-4o-transcribe` / `gpt-4o-mini-transcribe` `json` (text only: one segment per
-  chunk, `Transcript.timed` False); `*-diarize` `diarized_json` with `chunking_strategy=auto`
-  (no prompt). The vocabulary prompt goes to every model that accepts one.
+- Response formats asked for: `whisper-1` (and other Whisper servers) `verbose_json` with
+  timed segments; `gpt-4o-transcribe` / `gpt-4o-mini-transcribe` `json` (text only: one
+  segment per chunk, `Transcript.timed` False); `*-diarize` `diarized_json` with
+  `chunking_strategy=auto` (no prompt). The vocabulary prompt goes to every model that accepts
+  one. Whatever shape comes back is read (`transcription_answer.read_answer`).
 - Every request holds a slot of `limit` (`openai_limit.RequestLimit`, shared with the
   analysis and every worker) while it is in flight, and only then; no limit when None.
 - The audio seconds sent and any tokens the API reports are returned for cost accounting.
@@ -56,6 +57,7 @@ from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.services.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.services.openai_limit import RequestLimit
+from salesbot_poller.services.transcription_answer import read_answer
 
 log = logging.getLogger(__name__)
 
@@ -303,36 +305,9 @@ class PieceCache:
 
 
 def parse_response(result: object, chunk: Chunk) -> Piece:
-    """A `Piece` from any of the SDK's transcription answers."""
-    speaker = CHANNEL_SPEAKERS[chunk.channel]
-    tokens_in, tokens_out = _tokens(getattr(result, "usage", None))
-    if isinstance(result, str):  # "text" format of a compatible server
-        return Piece(chunk, result.strip(), [Segment(0.0, chunk.duration, result.strip(), speaker)], False)
-    if not isinstance(getattr(result, "text", None), str):
-        # Valid JSON in another shape: not "no speech", which would skip the call.
-        raise TransientError("OpenAI transcription: malformed answer (no text)")
-    text = str(getattr(result, "text", "")).strip()
-    raw_segments = getattr(result, "segments", None)
-    if raw_segments is None:  # json: text only
-        return Piece(chunk, text, [Segment(0.0, chunk.duration, text, speaker)], False, tokens_in, tokens_out)
-    segments = [
-        Segment(
-            float(s.start),
-            float(s.end),
-            str(s.text).strip(),
-            # Diarized speakers are labelled per request; a channel overrides them.
-            speaker or str(getattr(s, "speaker", "") or ""),
-        )
-        for s in raw_segments
-        if str(s.text).strip()
-    ]
-    return Piece(chunk, text, segments, True, tokens_in, tokens_out)
-
-
-def _tokens(usage: object) -> tuple[int, int]:
-    if usage is None or getattr(usage, "type", None) != "tokens":
-        return 0, 0
-    return int(getattr(usage, "input_tokens", 0) or 0), int(getattr(usage, "output_tokens", 0) or 0)
+    """A `Piece` from any transcription answer, whatever format was asked for (`read_answer`)."""
+    heard = read_answer(result, chunk.duration, CHANNEL_SPEAKERS[chunk.channel])
+    return Piece(chunk, heard.text, heard.segments, heard.timed, heard.input_tokens, heard.output_tokens)
 
 
 def stitch(pieces: list[Piece], duration: float) -> list[Segment]:
