@@ -92,7 +92,10 @@ def test_a_budget_with_every_price_0_is_a_warning_and_a_real_one_is_not() -> Non
 
 def test_check_fails_on_a_profile_conflict_and_warns_of_an_unreachable_budget(servers: Servers) -> None:
     path = servers.write_config()
-    free = "audio_price_per_minute_usd = 0\ninput_token_price_per_million_usd = 0\noutput_token_price_per_million_usd = 0\n"
+    free = (
+        "audio_price_per_minute_usd = 0\ninput_token_price_per_million_usd = 0\n"
+        "output_token_price_per_million_usd = 0\n"
+    )
     text = path.read_text().replace("[openai]\n", "[openai]\n" + free)
     path.write_text(
         text + '[[profiles]]\nname = "Все"\n[[profiles]]\nname = "Опт"\npipelines = [2002]\n'

@@ -127,7 +127,9 @@ def test_a_server_that_cannot_be_reached_names_its_setting(tmp_path: Path) -> No
     url = f"{closed.base_url}/v1"
     closed.stop()
     config = config_of({"transcription_base_url": url, "base_url": "http://127.0.0.1:9/v1"})
-    with pytest.raises(TransientError, match=r"cannot connect at 127\.0\.0\.1:\d+ \(check openai\.transcription_base_url"):
+    with pytest.raises(
+        TransientError, match=r"cannot connect at 127\.0\.0\.1:\d+ \(check openai\.transcription_base_url "
+    ):
         transcribe(config, tmp_path)
 
 

@@ -65,7 +65,8 @@ def test_each_built_in_speech_price(store: Store, stt: str, per_minute: float) -
     ],
 )
 def test_each_built_in_chat_price(store: Store, chat: str, per_million: tuple[float, float]) -> None:
-    store.add_usage(call_id=1, at=NOW - 60, kind="analysis", model=chat, input_tokens=2_000_000, output_tokens=1_000_000)
+    tokens = {"input_tokens": 2_000_000, "output_tokens": 1_000_000}
+    store.add_usage(call_id=1, at=NOW - 60, kind="analysis", model=chat, **tokens)
     expected = 2 * per_million[0] + per_million[1]
     assert usage.cost_between(store, OpenAIConfig(), usage.day_start(NOW)).usd == pytest.approx(expected)
 

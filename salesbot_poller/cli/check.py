@@ -32,8 +32,8 @@ from salesbot_poller.config import (
 )
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
-from salesbot_poller.pipeline.profiles import profile_conflicts
 from salesbot_poller.pipeline.prices import price_warning
+from salesbot_poller.pipeline.profiles import profile_conflicts
 from salesbot_poller.pipeline.usage import budget_warning
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
 from salesbot_poller.services.openai_errors import lacks_v1, map_openai_error, wrong_path

@@ -87,12 +87,9 @@ class Cost:
     usd: float = 0.0
     unpriced: tuple[str, ...] = ()
 
-    def plus(self, other: Cost) -> Cost:
-        return Cost(self.usd + other.usd, tuple(sorted({*self.unpriced, *other.unpriced})))
-
     def text(self, digits: int = 2) -> str:
-        """"$1.23"; with an unpriced model "price not set for m" (nothing priced) or
-        "$1.23 + price not set for m"."""
+        """The estimate as shown: `$1.23`; with an unpriced model `price not set for m` (when
+        nothing was priced) or `$1.23 + price not set for m`."""
         if not self.unpriced:
             return f"${self.usd:.{digits}f}"
         missing = f"price not set for {', '.join(self.unpriced)}"

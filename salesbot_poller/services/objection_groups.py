@@ -103,7 +103,8 @@ class OpenAIObjectionGrouper:
         except pydantic.ValidationError:
             raise PermanentError("objection grouping: the answer is not in the schema") from None
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc, "objection grouping", self._model, self._endpoint, "openai.analysis_model") from None
+            what, setting = "objection grouping", "openai.analysis_model"
+            raise map_openai_error(exc, what, self._model, self._endpoint, setting) from None
         except ValueError:
             raise PermanentError("objection grouping: malformed answer (not JSON)") from None
         if completion.usage is not None:

@@ -75,17 +75,19 @@ def map_openai_error(
     if isinstance(exc, openai.AuthenticationError):
         if not where.api_key.get_secret_value() and where.base_url:
             return FatalError(f"OpenAI {what}: the server{host} wants a key (HTTP 401): set {where.key_setting}")
-        return FatalError(f"OpenAI {what}: the server{host} rejected the key (HTTP 401): set a valid {where.key_setting}")
+        return FatalError(
+            f"OpenAI {what}: the server{host} rejected the key (HTTP 401): set a valid {where.key_setting}"
+        )
     if isinstance(exc, openai.PermissionDeniedError):
         return FatalError(
-            f"OpenAI refused access (HTTP 403) for {what}: check the project and region of the key in {where.key_setting}"
+            f"OpenAI refused access (HTTP 403) for {what}: "
+            f"check the project and region of the key in {where.key_setting}"
         )
     if isinstance(exc, openai.NotFoundError):
         if exc.code != "model_not_found" and lacks_v1(where):
             return wrong_path(exc, where)
-        return FatalError(
-            f"OpenAI {what}: model {model!r} not found{host} (HTTP 404): check {model_setting or 'the model name in [openai]'}"
-        )
+        named = model_setting or "the model name in [openai]"
+        return FatalError(f"OpenAI {what}: model {model!r} not found{host} (HTTP 404): check {named}")
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
             return TransientError(f"OpenAI {what}: quota exhausted (insufficient_quota): top up the account")

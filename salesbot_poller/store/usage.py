@@ -47,7 +47,10 @@ class UsageQueries:
         ).where(Usage.at >= since)
         if until is not None:
             query = query.where(Usage.at < until)
-        rows = query.group_by(Usage.kind, Usage.model).order_by(Usage.kind, Usage.model).tuples()
+        rows = cast(
+            list[tuple[str, str, float, int, int]],  # tuples, not Usage rows
+            list(query.group_by(Usage.kind, Usage.model).order_by(Usage.kind, Usage.model).tuples()),
+        )
         return [(str(k), str(m), float(s), int(i), int(o)) for k, m, s, i, o in rows]
 
     def analysed_calls(self, since: int, until: int) -> int:
