@@ -70,6 +70,7 @@ def test_profiles_that_each_take_calls_of_their_own_are_not_flagged() -> None:
 
 def test_a_budget_with_every_price_0_is_a_warning_and_a_real_one_is_not() -> None:
     free = {
+        "base_url": "http://127.0.0.1:8000/v1",  # a server of one's own (on OpenAI's, 0 is warned of too)
         "audio_price_per_minute_usd": 0,
         "input_token_price_per_million_usd": 0,
         "output_token_price_per_million_usd": 0,
@@ -86,7 +87,7 @@ def test_a_budget_with_every_price_0_is_a_warning_and_a_real_one_is_not() -> Non
     assert config_findings(config_with([], openai=free | {"daily_budget_usd": 0})) == ([], [])
     assert config_findings(config_with([], openai=free | {"input_token_price_per_million_usd": 0.15})) == ([], [])
     assert config_findings(config_with([])) == ([], []), "the defaults: OpenAI's built-in prices"
-    audio_free = {"audio_price_per_minute_usd": 0, "daily_budget_usd": 50}
+    audio_free = {"base_url": "http://127.0.0.1:8000/v1", "audio_price_per_minute_usd": 0, "daily_budget_usd": 50}
     assert config_findings(config_with([], openai=audio_free)) == ([], []), "the analysis is still priced"
 
 

@@ -14,6 +14,7 @@ import pytest
 from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.errors import BudgetReached
 from salesbot_poller.pipeline import usage
+from salesbot_poller.pipeline.prices import free_on_openai_warning
 from salesbot_poller.store import Store
 from tests.conftest import Servers, run_cli
 
@@ -137,3 +138,20 @@ def test_the_budget_counts_the_analysis_at_its_built_in_price(store: Store) -> N
     store.add_usage(call_id=1, at=NOW - 60, kind="analysis", model="gpt-4o", input_tokens=100_000, output_tokens=20_000)
     prices = OpenAIConfig(analysis_model="gpt-4o", daily_budget_usd=0.40)  # $0.25 + $0.20 spent
     assert usage.BudgetGate().hold(store, prices, NOW) == usage.next_day(NOW)
+
+
+def test_check_warns_when_a_price_of_0_makes_openai_look_free() -> None:
+    """A config copied from the older example set the token prices to 0 (explicitly: free)."""
+    old = OpenAIConfig(
+        api_key="sk-x",
+        audio_price_per_minute_usd=0.006,
+        input_token_price_per_million_usd=0.0,
+        output_token_price_per_million_usd=0.0,
+    )
+    assert free_on_openai_warning(old) == (
+        "a token price = 0 (gpt-4o-mini: $0.15 / $0.60 per million tokens), but the server is OpenAI's, which "
+        "bills it (list price as of 2026-12-05): remove the price keys to use the list prices"
+    )
+    assert free_on_openai_warning(OpenAIConfig()) is None
+    local = old.model_copy(update={"chat_base_url": "http://127.0.0.1:8080/v1"})
+    assert free_on_openai_warning(local) is None, "a server of one's own may well be free"

@@ -32,7 +32,7 @@ from salesbot_poller.config import (
 )
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
-from salesbot_poller.pipeline.prices import price_warning
+from salesbot_poller.pipeline.prices import free_on_openai_warning, price_warning
 from salesbot_poller.pipeline.profiles import profile_conflicts
 from salesbot_poller.pipeline.usage import budget_warning
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
@@ -84,9 +84,11 @@ def config_findings(config: Config) -> tuple[list[str], list[str]]:
     budget with every price 0 is never reached, but calls are processed as they should be, and
     a server of one's own costs nothing (`usage.budget_warning`); a model with no price at all
     (not in the built-in list, none configured) leaves its cost unknown (`prices.price_warning`,
-    one line for all such models).
+    one line for all such models), and a price of 0 for a model OpenAI bills undercounts it
+    (`prices.free_on_openai_warning`).
     """
-    warnings = [line for line in (price_warning(config.openai), budget_warning(config.openai)) if line]
+    found = (price_warning(config.openai), free_on_openai_warning(config.openai), budget_warning(config.openai))
+    warnings = [line for line in found if line]
     return profile_conflicts(config), warnings
 
 

@@ -15,7 +15,9 @@ Contract:
 - `Cost`: an estimate in USD and the models that could not be priced; its `text()` says
   "price not set for <model>" instead of passing an unknown for $0.00.
 - `price_warning(ai)`: one line naming each configured model without a price (for `check`),
-  None when every one has a price.
+  None when every one has a price. `free_on_openai_warning(ai)`: one line when a price set
+  to 0 makes a model OpenAI itself bills look free (a config copied from an older example
+  that set the token prices to 0), None otherwise.
 """
 
 from __future__ import annotations
@@ -94,6 +96,24 @@ class Cost:
             return f"${self.usd:.{digits}f}"
         missing = f"price not set for {', '.join(self.unpriced)}"
         return f"${self.usd:.{digits}f} + {missing}" if self.usd > 0 else missing
+
+
+def free_on_openai_warning(ai: OpenAIConfig) -> str | None:
+    """See the module contract."""
+    zeros = []
+    listed = _listed(ai.transcription_model)
+    if ai.transcription.needs_key and ai.audio_price_per_minute_usd == 0 and listed in AUDIO_PER_MINUTE_USD:
+        zeros.append(f"{AUDIO_KEY} = 0 ({ai.transcription_model}: ${AUDIO_PER_MINUTE_USD[listed]} a minute)")
+    chat = TOKENS_PER_MILLION_USD.get(_listed(ai.analysis_model))
+    given = (ai.input_token_price_per_million_usd, ai.output_token_price_per_million_usd)
+    if ai.chat.needs_key and chat is not None and 0 in given:
+        zeros.append(f"a token price = 0 ({ai.analysis_model}: ${chat[0]:.2f} / ${chat[1]:.2f} per million tokens)")
+    if not zeros:
+        return None
+    return (
+        f"{'; '.join(zeros)}, but the server is OpenAI's, which bills it (list price as of {PRICES_AS_OF}): "
+        "remove the price keys to use the list prices"
+    )
 
 
 def price_warning(ai: OpenAIConfig) -> str | None:
