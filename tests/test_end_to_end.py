@@ -131,7 +131,8 @@ def test_check_reports_each_service(servers: Servers) -> None:
     bad = run_cli("check", config=config)
     assert bad.returncode == 1
     assert "amocrm: FAILED: amoCRM rejected the long-lived token (401)" in bad.stdout
-    assert "openai: FAILED: OpenAI rejected the API key (HTTP 401)" in bad.stdout
+    assert "openai: FAILED: OpenAI model list: the server at 127.0.0.1:" in bad.stdout
+    assert "rejected the key (HTTP 401): set a valid openai.api_key" in bad.stdout
     assert "chat model:" not in bad.stdout  # not probed after the model list failed: same error
     assert f"telegram: FAILED: Telegram getChat {CHAT_ID}: Bad Request: chat not found: check telegram.chat_id" in (
         bad.stdout

@@ -233,7 +233,7 @@ def test_transcription_and_analysis_through_the_sdk(servers: Servers) -> None:
             401,
             {"error": {"message": "Incorrect API key provided: sk-t***cdef", "code": "invalid_api_key"}},
             FatalError,
-            "rejected the API key",
+            "rejected the key",
         ),
         (400, {"error": {"message": "The audio file could not be decoded"}}, PermanentError, "could not be decoded"),
     ],

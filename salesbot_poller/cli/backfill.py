@@ -35,13 +35,14 @@ from salesbot_poller.domain import CallEvent, Stage
 from salesbot_poller.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
 from salesbot_poller.pipeline import intake
 from salesbot_poller.pipeline.context import App, Cycle, Tally
+from salesbot_poller.pipeline.prices import audio_price
 from salesbot_poller.pipeline.recovery import exclusive
 from salesbot_poller.store import Call, Store
 
 log = logging.getLogger(__name__)
 
-# Estimated price of speech-to-text per audio minute, in USD: whisper-1 and
-# gpt-4o-transcribe list price (Nov 2026). `openai.audio_price_per_minute_usd` replaces it.
+# What `backfill()` assumes when not told (whisper-1's list price); the command passes the
+# configured model's price (`prices.audio_price`), None when it has none.
 DEFAULT_PRICE_PER_AUDIO_MINUTE_USD = 0.006
 MISSED_SKIP_REASON = "missed call found by a backfill: not alerted (too old to call back)"
 
@@ -130,7 +131,7 @@ def backfill(
     confirm: Callable[[Estimate], bool],
     *,
     record_only: bool = False,
-    price_per_minute: float = DEFAULT_PRICE_PER_AUDIO_MINUTE_USD,
+    price_per_minute: float | None = DEFAULT_PRICE_PER_AUDIO_MINUTE_USD,
 ) -> BackfillOutcome:
     """Count, confirm, record and process the calls of [since, until]; see the module contract."""
     now_ts = int(now.timestamp())
@@ -157,10 +158,14 @@ def backfill(
     if counted.by_profile:
         per = ", ".join(f"«{name}» {n}" for name, n in sorted(counted.by_profile.items()))
         out(f"backfill: to transcribe per profile: {per}")
-    out(
-        f"backfill: estimated transcription cost ${counted.cost(price_per_minute):.2f} at "
-        f"${price_per_minute} per audio minute ({app.config.openai.transcription_model}); analysis adds a little"
-    )
+    model = app.config.openai.transcription_model
+    if price_per_minute is None:
+        out(f"backfill: transcription cost unknown: price not set for {model} (openai.audio_price_per_minute_usd)")
+    else:
+        out(
+            f"backfill: estimated transcription cost ${counted.cost(price_per_minute):.2f} at "
+            f"${price_per_minute} per audio minute ({model}); analysis adds a little"
+        )
     if counted.new == 0:
         out("backfill: nothing to do")
         return BackfillOutcome.NOTHING
@@ -243,7 +248,7 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
                 out,
                 confirm,
                 record_only=args.record_only,
-                price_per_minute=config.openai.audio_price_per_minute_usd,
+                price_per_minute=audio_price(config.openai, config.openai.transcription_model),
             )
     except ValueError as exc:
         err(f"backfill: {exc}")

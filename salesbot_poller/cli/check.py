@@ -32,13 +32,15 @@ from salesbot_poller.config import (
 )
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
+from salesbot_poller.pipeline.prices import free_on_openai_warning, price_warning
 from salesbot_poller.pipeline.profiles import profile_conflicts
 from salesbot_poller.pipeline.usage import budget_warning
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
-from salesbot_poller.services.openai_errors import map_openai_error
+from salesbot_poller.services.openai_errors import lacks_v1, map_openai_error, wrong_path
 from salesbot_poller.store import Store
 
 CHECK_TIMEOUT = 20.0  # per request: a cold local model may take a while to load
+MODELS_SHOWN = 10  # of a server's models, when the configured one is not among them
 
 
 def inline_secrets(path: Path) -> list[str]:
@@ -80,10 +82,14 @@ def config_findings(config: Config) -> tuple[list[str], list[str]]:
     skips every answered call it takes, a profile shadowed by an earlier one is never chosen
     (`profiles.profile_conflicts`). Warnings do not: a daily
     budget with every price 0 is never reached, but calls are processed as they should be, and
-    a server of one's own costs nothing (`usage.budget_warning`).
+    a server of one's own costs nothing (`usage.budget_warning`); a model with no price at all
+    (not in the built-in list, none configured) leaves its cost unknown (`prices.price_warning`,
+    one line for all such models), and a price of 0 for a model OpenAI bills undercounts it
+    (`prices.free_on_openai_warning`).
     """
-    budget = budget_warning(config.openai)
-    return profile_conflicts(config), [budget] if budget else []
+    found = (price_warning(config.openai), free_on_openai_warning(config.openai), budget_warning(config.openai))
+    warnings = [line for line in found if line]
+    return profile_conflicts(config), warnings
 
 
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
@@ -115,41 +121,76 @@ def _check_profiles(config: Config, store: Store, clock: Callable[[], datetime])
     return f"ok ({len(config.profiles)}: {names}; `salesbot-poller profiles` lists the account's ids)"
 
 
-def _listed_models(config: Config, endpoint: Endpoint) -> set[str] | None:
-    """The model ids one server lists; None when it has no model list."""
+def _model_list(config: Config, endpoint: Endpoint) -> list[str] | None:
+    """The model ids one server offers (GET /models), in its order; None when it has no model
+    list. A 404 at a base URL without `/v1` whose `/v1/models` answers is the wrong URL: the
+    error says which setting to change and to what."""
     client = build_openai(config, endpoint).with_options(timeout=CHECK_TIMEOUT)
     try:
-        return {m.id for m in client.models.list()}
-    except openai.NotFoundError:
+        return [m.id for m in client.models.list()]
+    except openai.NotFoundError as exc:
+        if lacks_v1(endpoint) and _answers_at_v1(client, endpoint):
+            raise wrong_path(exc, endpoint) from None
         return None
     except openai.OpenAIError as exc:
-        raise map_openai_error(exc, f"model list at {endpoint.host}", "-") from None
+        raise map_openai_error(exc, "model list", "-", endpoint) from None
+
+
+def _answers_at_v1(client: openai.OpenAI, endpoint: Endpoint) -> bool:
+    try:
+        client.with_options(base_url=f"{endpoint.base_url.rstrip('/')}/v1").models.list()
+    except openai.OpenAIError:
+        return False
+    return True
+
+
+def _not_offered(setting: str, model: str, endpoint: Endpoint, offered: list[str]) -> str:
+    shown = ", ".join(offered[:MODELS_SHOWN]) or "nothing"
+    more = f" and {len(offered) - MODELS_SHOWN} more" if len(offered) > MODELS_SHOWN else ""
+    return f"{setting}: {model} is not offered by {endpoint.shown_url}; it offers: {shown}{more}"
 
 
 def _check_openai(config: Config) -> str:
     """The models of `[openai]` on the server each one is sent to (speech-to-text and chat
-    may be two servers)."""
+    may be two servers), each server's models listed once. A model the server does not offer
+    is named with what it does offer (the first `MODELS_SHOWN`): a failure on OpenAI itself, a
+    warning elsewhere (llama-server answers under any model name). A key is said to be
+    accepted only when the model list was read with it."""
     ai = config.openai
-    speech = [ai.transcription_model] + ([ai.diarize_model] if ai.diarize_model else [])
-    wanted = {ai.transcription: speech, ai.chat: [ai.analysis_model]}
-    if len(wanted) == 1:  # one server for both: listed once
-        wanted = {ai.chat: [*speech, ai.analysis_model]}
-    missing: list[str] = []
+    speech = [("openai.transcription_model", ai.transcription_model)]
+    speech += [("openai.diarize_model", ai.diarize_model)] if ai.diarize_model else []
+    wanted: dict[Endpoint, list[tuple[str, str]]] = {}
+    for endpoint, models in ((ai.transcription, speech), (ai.chat, [("openai.analysis_model", ai.analysis_model)])):
+        wanted.setdefault(endpoint, []).extend(models)
+    available: list[str] = []
+    accepted: list[str] = []
     unlisted: list[str] = []
+    missing: list[str] = []
+    fatal = False
     for endpoint, models in wanted.items():
-        listed = _listed_models(config, endpoint)
-        if listed is None:
-            unlisted.append(endpoint.host)
-        else:
-            missing += [m for m in models if m not in listed]
-    names = [m for models in wanted.values() for m in models]
+        offered = _model_list(config, endpoint)
+        keyed = bool(endpoint.api_key.get_secret_value())
+        if offered is None:
+            key = f" and the key in {endpoint.key_setting}" if keyed else ""
+            names = ", ".join(model for _, model in models)
+            unlisted.append(f"{endpoint.host} has no model list: {names}{key} not verified there")
+            continue
+        accepted += [endpoint.key_setting] if keyed else []
+        for setting, model in models:
+            if model in offered:
+                available.append(model)
+            else:
+                missing.append(_not_offered(setting, model, endpoint, offered))
+                fatal = fatal or endpoint.needs_key  # OpenAI itself serves no model it does not list
+    if missing and fatal:
+        raise PermanentError("\n  ".join(missing))
+    parts = [f"{', '.join(available)} available"] if available else []
+    parts += [f"key {', '.join(accepted)} accepted"] if accepted else []
     if missing:
-        return f"key ok, but the server does not list {', '.join(missing)}: check the model names in [openai]"
-    if len(unlisted) == len(wanted):
-        return "reachable, but the server has no model list; models not verified"
-    if unlisted:
-        return f"ok ({', '.join(names)}; {', '.join(unlisted)} has no model list: not verified there)"
-    return f"ok ({', '.join(names)} available)"
+        return "warning: " + "\n  ".join([*missing, *unlisted, *(["; ".join(parts)] if parts else [])])
+    if not parts:
+        return "reachable, but " + "; ".join(unlisted)
+    return f"ok ({'; '.join(parts + unlisted)})"
 
 
 def _check_structured_output(config: Config) -> str:
@@ -158,7 +199,7 @@ def _check_structured_output(config: Config) -> str:
     endpoint, model = config.openai.chat, config.openai.analysis_model
     client = build_openai(config, endpoint).with_options(timeout=CHECK_TIMEOUT)
     try:
-        how = probe_structured_output(client, model)
+        how = probe_structured_output(client, model, endpoint)
     except SchemaIgnored as exc:
         raise PermanentError(
             f"chat model {model} at {endpoint.host} {exc}: the analysis needs structured output; "

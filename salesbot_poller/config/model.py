@@ -14,7 +14,7 @@ Contract:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,9 +110,22 @@ class OpenAIConfig(_Section):
     # Mono recordings go to this diarizing model when set (e.g. gpt-4o-transcribe-diarize).
     diarize_model: str = ""
     vocabulary_prompt: str = ""  # company and product names, for models that accept a prompt
-    audio_price_per_minute_usd: float = Field(0.006, ge=0)
-    input_token_price_per_million_usd: float = Field(0.0, ge=0)
-    output_token_price_per_million_usd: float = Field(0.0, ge=0)
+    # Unset (None): the built-in OpenAI price of the model (`pipeline.prices`); 0: free.
+    audio_price_per_minute_usd: float | None = Field(
+        None,
+        ge=0,
+        description="USD per audio minute sent to speech-to-text; unset: the built-in OpenAI price of the model"
+        " (whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe); 0: free (a server of your own).",
+    )
+    input_token_price_per_million_usd: float | None = Field(
+        None,
+        ge=0,
+        description="USD per million tokens sent to the chat model; unset: the built-in OpenAI price of the"
+        " model (gpt-4o-mini, gpt-4o, gpt-4.1, -mini, -nano); 0: free.",
+    )
+    output_token_price_per_million_usd: float | None = Field(
+        None, ge=0, description="USD per million tokens the chat model answers; unset: its built-in price; 0: free."
+    )
     daily_budget_usd: float = Field(50.0, ge=0)  # 0 = no budget
     max_concurrent_requests: int = Field(
         0, ge=0, le=64, description="OpenAI requests in flight at once, all workers together; 0: poller.workers."
@@ -133,15 +146,21 @@ class OpenAIConfig(_Section):
 
     @property
     def transcription(self) -> Endpoint:
-        """Where speech-to-text requests go, with which key."""
-        key = self.transcription_api_key if self.transcription_api_key.get_secret_value() else self.api_key
-        return Endpoint(self.transcription_base_url or self.base_url, key)
+        """Where speech-to-text requests go, with which key (and the settings that say so)."""
+        return self._endpoint("transcription")
 
     @property
     def chat(self) -> Endpoint:
-        """Where the analysis (chat) requests go, with which key."""
-        key = self.chat_api_key if self.chat_api_key.get_secret_value() else self.api_key
-        return Endpoint(self.chat_base_url or self.base_url, key)
+        """Where the analysis (chat) requests go, with which key (and the settings that say so)."""
+        return self._endpoint("chat")
+
+    def _endpoint(self, name: Literal["transcription", "chat"]) -> Endpoint:
+        own_url: str = getattr(self, f"{name}_base_url")
+        own_key: SecretStr = getattr(self, f"{name}_api_key")
+        url_setting = f"openai.{name}_base_url" if own_url else "openai.base_url"
+        key_setting = f"openai.{name}_api_key" if own_key.get_secret_value() else "openai.api_key"
+        key = own_key if own_key.get_secret_value() else self.api_key
+        return Endpoint(own_url or self.base_url, key, url_setting, key_setting)
 
 
 def _is_openai(url: str) -> bool:
@@ -151,16 +170,26 @@ def _is_openai(url: str) -> bool:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An OpenAI-compatible server as the clients see it: its base URL and key ("" = none)."""
+    """An OpenAI-compatible server as the clients see it: its base URL and key ("" = none),
+    and the settings they come from, for messages (not part of its identity: speech-to-text
+    and chat on one server are one endpoint)."""
 
     base_url: str
     api_key: SecretStr
+    url_setting: str = field(default="openai.base_url", compare=False)
+    key_setting: str = field(default="openai.api_key", compare=False)
 
     @property
     def host(self) -> str:
         """`host[:port]` for messages: never a path, query or credentials."""
         parts = urlsplit(self.base_url)
         return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL for messages: scheme, host, port and path; never credentials or a query."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{self.host}{parts.path.rstrip('/')}"
 
     @property
     def needs_key(self) -> bool:

@@ -52,6 +52,7 @@ from typing import Any, Literal
 import openai
 from openai.types import AudioResponseFormat
 
+from salesbot_poller.config import Endpoint
 from salesbot_poller.domain import Segment, Transcript, UploadMeter
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.services.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
@@ -116,8 +117,10 @@ class OpenAITranscriber:
         limit: RequestLimit | None = None,
         max_seconds: float | None = None,
         max_chunk_seconds: float | None = None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self._client = client
+        self._endpoint = endpoint  # named in errors (`openai_errors`)
         self._model = model
         self._language = language
         self._diarize_model = diarize_model
@@ -250,7 +253,8 @@ class OpenAITranscriber:
                     chunking_strategy=chunking,
                 )
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc, "transcription", model) from None
+            setting = "openai.diarize_model" if model == self._diarize_model else "openai.transcription_model"
+            raise map_openai_error(exc, "transcription", model, self._endpoint, setting) from None
         except ValueError:  # the SDK hands a body that is not JSON through as JSONDecodeError
             raise TransientError(f"OpenAI transcription ({model}): malformed answer (not JSON)") from None
         return parse_response(result, chunk)
