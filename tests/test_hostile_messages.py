@@ -206,7 +206,7 @@ def test_cards_and_alerts_of_ten_thousand_character_values_go_out_through_the_cl
         entity_id=7001,
         note_id=101,
         duration=0,
-        phone=LONG,
+        phone=LONG + "+79990001122",  # a missed-call alert needs a number to call back
         link=None,
         call_status=6,
         created_at=now - 300,
@@ -217,7 +217,7 @@ def test_cards_and_alerts_of_ten_thousand_character_values_go_out_through_the_cl
         entity_id=7002,
         note_id=102,
         duration=0,
-        phone=CONTROL + INJECTION,
+        phone=CONTROL + INJECTION + "+79990001123",
         link=None,
         call_status=6,
         created_at=now - 250,
