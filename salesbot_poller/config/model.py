@@ -264,7 +264,8 @@ class PollerConfig(_Section):
     exclude_phones: list[str] = Field(
         default_factory=list,
         description=(
-            "Numbers never analysed nor alerted (internal lines, the office), compared by their last 10 digits."
+            "Numbers never analysed nor alerted (internal lines, the office), in any form:"
+            " `8 (916) 123-45-67` also excludes `79161234567`, `+7 916…`, `9161234567`."
         ),
     )
     retry_delay_seconds: int = Field(
