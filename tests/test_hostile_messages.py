@@ -285,7 +285,7 @@ def test_one_over_the_cap_makes_one_summary_to_the_alert_chat_and_every_call_is_
     assert to == Destination(ALERT_CHAT) and reply_to is None
     visible = validate_telegram_html(text)
     assert "Шквал пропущенных звонков: 4" in visible and "Больше 3 за раз" in visible
-    assert all(f"+7999000{n:04d}" in visible for n in range(1, 5))
+    assert all(f"+7 999 000-{n // 100:02d}-{n % 100:02d}" in visible for n in range(1, 5))
     stored = calls()
     assert [(c.stage, c.summarised_in) for c in stored] == [("missed_alerted", "storm:1-4")] * 4
     run_once(rig.app, at(1))

@@ -4,9 +4,10 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
 - Looked at: missed incoming calls of the last 24 h whose alert Telegram accepted and that
   are not known to be returned yet.
 - A missed call is returned by the first later outgoing call to the same number (`phones.key`:
-  the same number however amoCRM wrote it; an internal line, shorter, never) that was answered (duration > 0, status not "not reached"/"busy"). Then, once: a
-  reply to the alert saying when and by whom (`callback_call_id` and the reply's delivery row are
-  committed together, before sending).
+  the same number however amoCRM wrote it; an internal line, shorter, never) that was
+  answered (duration > 0, status not "not reached"/"busy"). Then, once: a reply to the alert
+  saying when and by whom (`callback_call_id` and the reply's delivery row are committed
+  together, before sending).
 - If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
   escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
   alert in its chat.
