@@ -217,6 +217,13 @@ class TelegramConfig(_Section):
     weekly_report: str = ""  # "mon 09:00": day and time in amocrm.timezone; empty: no weekly report
     command_chats: Annotated[list[str], BeforeValidator(_id_list)] = Field(default_factory=list)
     admins: Annotated[list[int], BeforeValidator(_comma_list)] = Field(default_factory=list)
+    anonymous_admins: bool = Field(
+        False,
+        description=(
+            "true: also answer a command an admin of a command chat sent anonymously (as the group"
+            " itself; Telegram does not say who); never one sent on behalf of another chat or channel."
+        ),
+    )
 
     @field_validator("weekly_report")
     @classmethod
