@@ -12,7 +12,7 @@ import pytest
 
 from salesbot_poller import phones
 from salesbot_poller.app import build_updates
-from salesbot_poller.cli.forget import ForgetOutcome, forget
+from salesbot_poller.cli.forget import ForgetOutcome, forget, number_key
 from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.profiles import match
 from salesbot_poller.sandbox.team import TeamCall, store_calls
@@ -152,7 +152,10 @@ def test_forget_finds_the_number_in_any_form_and_not_another_countrys(servers: S
     assert run(UK) is ForgetOutcome.DONE
     remaining = [call.phone for call in Call.select()]
     assert remaining.count(None) == 2 and US in remaining
-    assert run("+7 916 123 45 67") is ForgetOutcome.NOTHING, "the cleared call is found again by its hash"
+    lines.clear()
+    assert run("+7 916 123 45 67") is ForgetOutcome.NOTHING
+    assert "forget: ***-**-67: nothing left to remove" in lines, "the cleared call is found again by its hash"
+    assert Call.get(Call.id == 1).forgotten_as == number_key(store, "9161234567")  # what earlier versions hashed
     assert not any("1234567" in line or "7946" in line for line in lines)  # never printed in full
 
 

@@ -168,7 +168,8 @@ def forget(
     who = mask(digits)
     # The hash keeps its old input, the last 10 digits (a +7 key's are exactly those): a
     # number forgotten by an earlier version is still found.
-    found = store.calls_with_number(key, digits, number_key(store, digits[-10:]))
+    forgotten_as = number_key(store, digits[-10:])
+    found = store.calls_with_number(key, digits, forgotten_as)
     busy = [call for call in found if call.claimed_by]
     calls = [call for call in found if not call.claimed_by]
     if not found:
@@ -217,7 +218,7 @@ def forget(
     if not confirm(f"Remove the personal data of {len(to_clear)} call(s)?"):
         out("forget: not confirmed: nothing removed")
         return ForgetOutcome.DECLINED
-    _, blanked = store.clear_personal(calls, now, REASON, forgotten_as=number_key(store, digits))
+    _, blanked = store.clear_personal(calls, now, REASON, forgotten_as=forgotten_as)
     files = remove_audio(audio_dir, [call.id for call in calls])
     try:
         reclaimed = store.reclaim_space()
