@@ -425,7 +425,7 @@ def test_ten_thousand_missed_calls_in_one_poll_are_one_message_through_the_cli(s
     assert summary["chat_id"] == CHAT_ID  # no alert_chat_id: the default chat
     visible = validate_telegram_html(summary["text"])
     assert f"Шквал пропущенных звонков: {count}" in visible and f"… и ещё {count - 20}" in visible
-    assert "+79990000000" in visible and "+79990000019" in visible and "+79990000020" not in visible
+    assert "+7 999 000-00-00" in visible and "+7 999 000-00-19" in visible and "+7 999 000-00-20" not in visible
     db = sqlite3.connect(servers.tmp / "state" / "salesbot.db")
     assert db.execute("SELECT stage, summarised_in, COUNT(*) FROM call GROUP BY 1, 2").fetchall() == [
         ("missed_alerted", f"storm:1-{count}", count)

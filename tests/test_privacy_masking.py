@@ -270,7 +270,7 @@ def test_end_to_end_the_phone_said_in_the_call_never_reaches_the_model_and_the_c
     (card,) = [m for m in servers.telegram.messages if "Оценка" in m["visible_text"]]
     (alert,) = [m for m in servers.telegram.messages if "Пропущенный" in m["visible_text"]]
     assert f"☎️ {MASKED}" in card["visible_text"] and "1110001" not in card["text"]
-    assert "☎️ +79991110002 — перезвоните клиенту" in alert["visible_text"]
+    assert "☎️ +7 999 111-00-02 — перезвоните клиенту" in alert["visible_text"]
     store = Store.open(f"sqlite:///{servers.tmp}/state/salesbot.db", 0)
     try:  # the transcript is kept as heard: only what goes to the chat model is redacted
         stored = [call.transcript for call in Call.select() if call.transcript]
