@@ -22,8 +22,9 @@ Contract:
   bucket per user id, and one per chat for its anonymous admins, who all look alike; passed
   in by the lane that owns it): a command over the limit is refused, never dropped in silence.
   The first refused command of a burst (refusals less than `BURST_QUIET_SECONDS` apart) gets
-  the one answer `TOO_MANY`; the others of that burst get none, and `CommandLimits.log_refused()` (after each batch) logs how many were refused. So
-  every command taken is answered or refused, and a flood costs its chat at most
+  the one answer `TOO_MANY`; the others of that burst get none, and
+  `CommandLimits.log_refused()` (after each batch) logs how many were refused. So every
+  command taken is answered or refused, and a flood costs its chat at most
   `COMMANDS_PER_MINUTE` answers and one refusal a minute per admin.
 - Nothing here touches the intake or work lanes: commands only read the store (and write
   the offset).
