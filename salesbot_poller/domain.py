@@ -424,13 +424,18 @@ class ObjectionGrouper(Protocol):
 
 @dataclass(frozen=True)
 class Incoming:
-    """One update the bot received: a text message (or nothing of ours: `text` "")."""
+    """One update the bot received: a text message (or nothing of ours: `text` "").
+
+    `sender_chat_id`: the chat the message was sent on behalf of (Bot API `sender_chat`): the
+    group itself for an anonymous admin (then `user_id` is Telegram's placeholder
+    GroupAnonymousBot), a channel for a linked channel's post; None for a person."""
 
     update_id: int
     chat_id: str = ""
     user_id: int | None = None
     message_id: int = 0
     text: str = ""
+    sender_chat_id: str | None = None
 
 
 class UpdateSource(Protocol):

@@ -100,6 +100,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "weekly_report",
                 "command_chats",
                 "admins",
+                "anonymous_admins",
                 "routes",
             ]
         ),

@@ -82,7 +82,7 @@ def test_once_twice_then_a_new_call(servers: Servers) -> None:
     assert len(cards) == 2 and len(alerts) == 1
     assert any("ООО <Ромашка> & Partners" in c and "Иван Петров" in c and "2:05" in c for c in cards)
     assert any('Пётр "Клиент" <VIP>' in c and "Мария <Старшая> & Co" in c and "Исходящий" in c for c in cards)
-    assert "+79991110004" in alerts[0] and "Анна & Ко" in alerts[0] and "Иван Петров" in alerts[0]
+    assert "+7 999 111-00-04" in alerts[0] and "Анна & Ко" in alerts[0] and "Иван Петров" in alerts[0]
     assert "/rec-103" not in str(servers.recordings.requests_to(".*")), "the short call is not downloaded"
     assert servers.recordings.authorization_headers_seen() == [], "no amoCRM token sent to the PBX"
     assert "cycle: events=4 new=4 transcribed=2 analysed=2 notified=2 missed_alerts=1 skipped=1" in first.stderr

@@ -21,8 +21,8 @@ from salesbot_poller.app import build_app
 from salesbot_poller.cli import commands
 from salesbot_poller.config import load_config
 from salesbot_poller.lanes import run_once
+from salesbot_poller.phones import mask as mask_phone
 from salesbot_poller.pipeline.context import App, Cycle
-from salesbot_poller.pipeline.messages import mask_phone
 from salesbot_poller.services.amocrm import RETRY_ATTEMPTS, AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken
 from salesbot_poller.store import Call

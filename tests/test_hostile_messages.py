@@ -285,7 +285,7 @@ def test_one_over_the_cap_makes_one_summary_to_the_alert_chat_and_every_call_is_
     assert to == Destination(ALERT_CHAT) and reply_to is None
     visible = validate_telegram_html(text)
     assert "Шквал пропущенных звонков: 4" in visible and "Больше 3 за раз" in visible
-    assert all(f"+7999000{n:04d}" in visible for n in range(1, 5))
+    assert all(f"+7 999 000-{n // 100:02d}-{n % 100:02d}" in visible for n in range(1, 5))
     stored = calls()
     assert [(c.stage, c.summarised_in) for c in stored] == [("missed_alerted", "storm:1-4")] * 4
     run_once(rig.app, at(1))
@@ -426,7 +426,7 @@ def test_ten_thousand_missed_calls_in_one_poll_are_one_message_through_the_cli(s
     assert summary["chat_id"] == CHAT_ID  # no alert_chat_id: the default chat
     visible = validate_telegram_html(summary["text"])
     assert f"Шквал пропущенных звонков: {count}" in visible and f"… и ещё {count - 20}" in visible
-    assert "+79990000000" in visible and "+79990000019" in visible and "+79990000020" not in visible
+    assert "+7 999 000-00-00" in visible and "+7 999 000-00-19" in visible and "+7 999 000-00-20" not in visible
     db = sqlite3.connect(servers.tmp / "state" / "salesbot.db")
     assert db.execute("SELECT stage, summarised_in, COUNT(*) FROM call GROUP BY 1, 2").fetchall() == [
         ("missed_alerted", f"storm:1-{count}", count)

@@ -132,7 +132,7 @@ def test_a_missed_call_of_a_profile_is_alerted_and_one_with_alerts_off_is_not(se
     rows = dict(db.execute("SELECT note_id, stage || '|' || coalesce(skip_reason, '') FROM call").fetchall())
     assert rows[201] == "skipped|missed-call alerts off in profile «Продажи»"
     assert rows[202] == "missed_alerted|", "the catch-all profile alerts it"
-    assert len(servers.telegram.messages) == 1 and "+79162220002" in servers.telegram.messages[0]["text"]
+    assert len(servers.telegram.messages) == 1 and "+7 916 222-00-02" in servers.telegram.messages[0]["text"]
 
 
 @pytest.mark.slow

@@ -110,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     forget_cmd = commands.add_parser(
         "forget", help="remove every call's personal data for one phone number (asks first)"
     )
-    forget_cmd.add_argument("--phone", required=True, metavar="NUMBER", help="compared by its last 10 digits")
+    forget_cmd.add_argument(
+        "--phone", required=True, metavar="NUMBER", help="in any form: 8 (916) 123-45-67 finds 79161234567"
+    )
     forget_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     eval_cmd = commands.add_parser(
         "eval", help="run the configured analysis on transcripts with expected verdicts (eval/) and compare"

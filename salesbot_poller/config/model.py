@@ -246,6 +246,13 @@ class TelegramConfig(_Section):
     weekly_report: str = ""  # "mon 09:00": day and time in amocrm.timezone; empty: no weekly report
     command_chats: Annotated[list[str], BeforeValidator(_id_list)] = Field(default_factory=list)
     admins: Annotated[list[int], BeforeValidator(_comma_list)] = Field(default_factory=list)
+    anonymous_admins: bool = Field(
+        False,
+        description=(
+            "true: also answer a command an admin of a command chat sent anonymously (as the group"
+            " itself; Telegram does not say who); never one sent on behalf of another chat or channel."
+        ),
+    )
 
     @field_validator("weekly_report")
     @classmethod
@@ -293,7 +300,8 @@ class PollerConfig(_Section):
     exclude_phones: list[str] = Field(
         default_factory=list,
         description=(
-            "Numbers never analysed nor alerted (internal lines, the office), compared by their last 10 digits."
+            "Numbers never analysed nor alerted (internal lines, the office), in any form:"
+            " `8 (916) 123-45-67` also excludes `79161234567`, `+7 916…`, `9161234567`."
         ),
     )
     retry_delay_seconds: int = Field(
