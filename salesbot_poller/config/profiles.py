@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from salesbot_poller.config.files import PROMPT_LIMIT, read_text
-from salesbot_poller.config.values import ReadFile, _chat_id_text, _comma_list, _Section, context_reader, existing_file
+from salesbot_poller.config.values import ChatId, ReadFile, _comma_list, _Section, context_reader, existing_file
 from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
 
 
@@ -152,7 +152,7 @@ class Profile(_Section):
     prompt_file: str = ""  # "": analysis.prompt_file
     rubric: tuple[RubricItem, ...] = ()  # (): analysis.rubric
     rubric_file: str = ""
-    chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # "": telegram.routes / chat_id
+    chat_id: ChatId = ""  # "": telegram.routes / chat_id
     message_thread_id: int | None = None
     alert_below_score: int | None = Field(None, ge=0, le=100)  # None: telegram.alert_below_score
 
