@@ -245,3 +245,15 @@ def test_a_postgresql_url_without_its_driver_names_the_extra_to_install(
         f"pip install 'salesbot-poller[postgres]' (from {path} line 18)"
     ]
     assert "pw" not in result.stderr
+
+
+def test_a_bad_item_of_a_rubric_file_is_one_line_counted_from_1(servers: Servers, tmp_path: Path) -> None:
+    rubric = tmp_path / "rubric.toml"
+    rubric.write_text('[[rubric]]\nid = "ok"\ntitle = "x"\n[[rubric]]\nid = "Bad"\ntitle = "y"\n')
+    path = write(servers, servers.config_text() + f'[[profiles]]\nname = "A"\nrubric_file = "{rubric}"\n')
+    result = run_cli("check", config=path)
+    assert result.returncode == 2
+    assert config_lines(result) == [
+        f"salesbot-poller: config: profiles[1].rubric_file: {rubric}: rubric[2].id: String should match pattern "
+        f"'^[a-z][a-z0-9_]*$' (from {path} line 23)"
+    ]
