@@ -6,7 +6,7 @@ the tokens went, never what they are.
 `check` changes nothing on disk: a SQLite database that does not exist yet is not created
 (an in-memory one stands in; the service creates the real one), a relative SQLite path or
 one whose directory is missing fails the check naming `storage.database`
-(`database_problems`). `check --show-config` prints the merged config and checks nothing.
+(`cli.check_store`). `check --show-config` prints the merged config and checks nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
+from salesbot_poller.cli.check_store import IN_MEMORY, database_problems, open_store
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now
 from salesbot_poller.cli.profiles import profile_problems
@@ -44,33 +45,10 @@ from salesbot_poller.pipeline.usage import budget_warning
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.store import Store
-from salesbot_poller.store.files import sqlite_file
 
 CHECK_TIMEOUT = 20.0  # per request: a cold local model may take a while to load
-IN_MEMORY = "sqlite:///:memory:"
 # A supergroup's or channel's id as the web apps and t.me/c/ links show it: without -100.
 BARE_GROUP_ID = re.compile(r"-?([1-9]\d{9})")
-
-
-def database_problems(url: str, origins: Origins | None = None) -> tuple[list[str], bool]:
-    """What keeps `check` from using `storage.database` as it is, one line each, and whether
-    the database is there to be opened (a SQLite file `check` would otherwise create is not)."""
-    file = sqlite_file(url)
-    if file is None:  # PostgreSQL (the server's, no file of ours) or an in-memory SQLite
-        return [], True
-    source = origins.of(("storage", "database")) if origins is not None else None
-    said = f" (from {source})" if source else ""
-    if not file.is_absolute():
-        return [
-            f"storage.database: {safe_url(url)} is a relative path (it would depend on the directory the command "
-            f"runs in): use four slashes and an absolute path, e.g. sqlite:////var/lib/salesbot/salesbot.db{said}"
-        ], False
-    if not file.parent.is_dir():
-        return [
-            f"storage.database: the directory {file.parent} does not exist: create it (as the service's user, "
-            f"mode 0700) or fix the path{said}"
-        ], False
-    return [], file.exists()
 
 
 def inline_secrets(path: Path) -> list[str]:
@@ -345,7 +323,7 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     if not there and config.amocrm.uses_oauth:
         # The tokens may be rotated by a check: a new pair kept only in memory would be lost.
         skipped = "OAuth tokens are kept in the database, which does not exist yet (`auth --code` creates it)"
-    store = Store.open(url if there else IN_MEMORY, int(utc_now().timestamp()))
+    store = open_store(url if there else IN_MEMORY)
     try:
         out(f"config: ok ({config.amocrm.base_url}, database {safe_url(url)}{note})")
         for problem in problems:
