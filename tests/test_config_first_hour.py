@@ -106,6 +106,20 @@ def test_check_creates_no_file_in_an_existing_empty_directory(servers: Servers) 
     assert list(state.iterdir()) == []
 
 
+def test_check_does_not_rotate_oauth_tokens_it_could_not_keep(servers: Servers) -> None:
+    oauth = 'client_id = "cid"\nclient_secret = "csecret"\nredirect_uri = "https://bot.example/cb"\n'
+    text = servers.config_text().replace(f'long_lived_token = "{AMO_TOKEN}"\n', oauth + 'refresh_token = "r-1"\n')
+    path = write(servers, text)
+    result = run_cli("check", config=path)
+    assert (
+        "amocrm: not checked: OAuth tokens are kept in the database, which does not exist yet "
+        "(`auth --code` creates it)"
+    ) in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert servers.amo.count("/oauth2/access_token") == 0, "a rotated pair kept nowhere would lock the service out"
+    assert list((servers.tmp / "state").iterdir()) == []
+
+
 def test_a_relative_sqlite_path_fails_check_naming_storage_database(servers: Servers) -> None:
     servers.database = "sqlite:///state/salesbot.db"
     path = servers.write_config()
