@@ -148,6 +148,7 @@ def test_check_looks_at_every_routed_chat_and_the_alert_chat(servers: Servers) -
     )
     config = servers.tmp / "routed.toml"
     config.write_text(text)
+    (servers.tmp / "state").mkdir(mode=0o700)  # as install.sh makes it: `check` creates nothing
     servers.telegram.known_chats = {CHAT_ID, alert}
     bad = run_cli("check", config=config)
     assert bad.returncode == 1 and f"telegram: FAILED: Telegram getChat {routed}: Bad Request: chat not found" in (

@@ -284,8 +284,10 @@ def test_each_bad_config_value_is_one_line_naming_its_key_and_nothing_is_written
     for args in (["once"], ["run"], ["retry", "--failed"]):
         result = run_cli(*args, config=path)
         assert result.returncode == 2
+        # each line also says where the value is: line 13, 14 and 19 of the file
+        lines_of = {"max_attempts": 13, "retry_delay_seconds": 14, "keep_audio": 19}
         assert sorted(result.stderr.strip().splitlines()) == sorted(
-            f"salesbot-poller: config: {line}" for _, line in bad.values()
+            f"salesbot-poller: config: {line} (from {path} line {lines_of[key]})" for key, (_, line) in bad.items()
         ), result.stderr
     assert not (servers.tmp / "state").exists(), "no database, no audio directory"
 

@@ -201,7 +201,7 @@ def test_analysis_redact_is_a_list_of_the_four_kinds() -> None:
     config = parse_config({}, {"SALESBOT_ANALYSIS_REDACT": "email, phone,email"}, require_secrets=False)
     assert config.analysis.redact == ["email", "phone"]
     assert parse_config({"analysis": {"redact": []}}, {}, require_secrets=False).analysis.redact == []
-    with pytest.raises(ConfigError, match=r"analysis\.redact\.1: Input should be 'phone', 'email', 'card' or"):
+    with pytest.raises(ConfigError, match=r"analysis\.redact\[2\]: Input should be 'phone', 'email', 'card' or"):
         parse_config({"analysis": {"redact": ["phone", "snils"]}}, {}, require_secrets=False)
 
 

@@ -211,7 +211,7 @@ def test_profile_config_problems_name_the_profile(tmp_path: Path) -> None:
     assert [item.id for item in config.profiles[0].rubric] == ["price"]
     with pytest.raises(ConfigError) as caught:
         config_with([{"name": "A"}, {"name": "B", "directions": ["sideways"]}])
-    assert caught.value.problems == ["profiles[2].directions.0: Input should be 'in' or 'out'"]
+    assert caught.value.problems == ["profiles[2].directions[1]: Input should be 'in' or 'out'"]
     with pytest.raises(ConfigError) as caught:
         config_with([{"name": "A"}, {"name": "A"}])
     assert caught.value.problems == ["profiles: profile names must be unique: A more than once"]

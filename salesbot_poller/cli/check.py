@@ -2,12 +2,18 @@
 
 Neither prints a secret: `check` prints our own texts about each service; `auth` says where
 the tokens went, never what they are.
+
+`check` changes nothing on disk: a SQLite database that does not exist yet is not created
+(an in-memory one stands in; the service creates the real one), a relative SQLite path or
+one whose directory is missing fails the check naming `storage.database`
+(`cli.check_store`). `check --show-config` prints the merged config and checks nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Callable
@@ -17,6 +23,7 @@ from pathlib import Path
 import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
+from salesbot_poller.cli.check_store import IN_MEMORY, database_problems, open_store
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now
 from salesbot_poller.cli.profiles import profile_problems
@@ -24,6 +31,7 @@ from salesbot_poller.config import (
     FILE_LIMIT,
     Config,
     Endpoint,
+    Origins,
     config_path,
     read_text,
     safe_url,
@@ -41,6 +49,8 @@ from salesbot_poller.store import Store
 
 CHECK_TIMEOUT = 20.0  # per request: a cold local model may take a while to load
 MODELS_SHOWN = 10  # of a server's models, when the configured one is not among them
+# A supergroup's or channel's id as the web apps and t.me/c/ links show it: without -100.
+BARE_GROUP_ID = re.compile(r"-?([1-9]\d{9})")
 
 
 def inline_secrets(path: Path) -> list[str]:
@@ -210,11 +220,29 @@ def _check_structured_output(config: Config) -> str:
 
 def _check_telegram(config: Config) -> str:
     """The bot, and every chat it posts to: the default, the routed ones, the alert chat, the
-    profiles' chats."""
+    profiles' chats. A chat Telegram does not know whose id looks like a supergroup's without
+    its -100 (as the web apps and t.me/c/ links show it) gets the id it probably is."""
     tg = config.telegram
     others = [route.chat_id for route in tg.routes.values()] + ([tg.alert_chat_id] if tg.alert_chat_id else [])
     others += [profile.chat_id for profile in config.profiles if profile.chat_id]
-    return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
+    try:
+        return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
+    except SalesbotError as exc:
+        found = re.search(r"getChat (\S+): .*chat not found", str(exc))
+        bare = BARE_GROUP_ID.fullmatch(found.group(1)) if found else None
+        if bare is None:
+            raise
+        keys = [key for key, chat in _chat_keys(config) if chat == found.group(1)]  # type: ignore[union-attr]
+        hint = f"group and channel ids start with -100; did you mean -100{bare.group(1)}? ({', '.join(keys)})"
+        raise type(exc)(f"{exc}; {hint}") from None
+
+
+def _chat_keys(config: Config) -> list[tuple[str, str]]:
+    """Every chat the config names, with its key."""
+    tg = config.telegram
+    found = [("telegram.chat_id", tg.chat_id), ("telegram.alert_chat_id", tg.alert_chat_id)]
+    found += [(f"telegram.routes.{user}.chat_id", route.chat_id) for user, route in tg.routes.items()]
+    return found + [(f"profiles[{i}].chat_id", p.chat_id) for i, p in enumerate(config.profiles, 1)]
 
 
 def check(
@@ -223,6 +251,7 @@ def check(
     clock: Callable[[], datetime],
     out: Callable[[str], None],
     config_file: Path | None = None,
+    amocrm_skipped: str = "",
 ) -> bool:
     """One line per service, and one for the chat model's structured output (after the
     model list, when that passed); True when every service answered as expected and the config
@@ -231,6 +260,7 @@ def check(
     First, a warning line when `config_file` holds a secret others can read: a warning, not
     a failure (the services may all work), so it does not change the result. Then the
     config's own contradictions (`config_findings`), before any service is asked.
+    `amocrm_skipped`: why amoCRM is not asked (said on its line; not a failure).
     """
     warning = config_mode_warning(config_file) if config_file is not None else None
     if warning:
@@ -251,12 +281,17 @@ def check(
         ("telegram", lambda: _check_telegram(config)),
     ]
     failed: set[str] = {"config"} if problems else set()
+    skipped = {"amocrm"} if amocrm_skipped else set()
+    if amocrm_skipped:
+        out(f"amocrm: not checked: {amocrm_skipped}")
     for name, run in checks:
+        if name == "amocrm" and amocrm_skipped:
+            continue
         if name == "chat model" and "openai" in failed:
             continue
-        if name == "amocrm lead fields" and ("amocrm" in failed or not config.amocrm.writes_lead_fields):
+        if name == "amocrm lead fields" and ("amocrm" in failed | skipped or not config.amocrm.writes_lead_fields):
             continue
-        if name == "profiles" and ("amocrm" in failed or not config.profiles):
+        if name == "profiles" and ("amocrm" in failed | skipped or not config.profiles):
             continue
         try:
             out(f"{name}: {run()}")
@@ -307,14 +342,34 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     contradicts itself: `config_findings`); `auth --code`:
     `auth`."""
     assert config is not None  # loaded by `cli.main`
-    store = Store.open(config.storage.database, int(utc_now().timestamp()))
-    try:
-        if args.command == "auth":
+    origins: Origins | None = getattr(args, "origins", None)
+    config_file = config_path(args.config, os.environ)
+    if args.command == "auth":
+        store = Store.open(config.storage.database, int(utc_now().timestamp()))
+        try:
             auth(config, store, utc_now, args.code, args.config or "", print)
-            return EXIT_OK
-        out = redacting_out(config)
-        out(f"config: ok ({config.amocrm.base_url}, database {safe_url(config.storage.database)})")
-        config_file = config_path(args.config, os.environ)
-        return EXIT_OK if check(config, store, utc_now, out, config_file) else EXIT_CHECK_FAILED
+        finally:
+            store.close()
+        return EXIT_OK
+    out = redacting_out(config)
+    if args.show_config:
+        from salesbot_poller.cli.show_config import show_config
+
+        show_config(config, origins or Origins(), config_file, out)
+        return EXIT_OK
+    url = config.storage.database
+    problems, there = database_problems(url, origins)
+    note = "" if there or problems else " (not created yet: the service creates it)"
+    skipped = ""
+    if not there and config.amocrm.uses_oauth:
+        # The tokens may be rotated by a check: a new pair kept only in memory would be lost.
+        skipped = "OAuth tokens are kept in the database, which does not exist yet (`auth --code` creates it)"
+    store = open_store(url if there else IN_MEMORY)
+    try:
+        out(f"config: ok ({config.amocrm.base_url}, database {safe_url(url)}{note})")
+        for problem in problems:
+            out(f"config: FAILED: {problem}")
+        passed = check(config, store, utc_now, out, config_file, amocrm_skipped=skipped)
+        return EXIT_OK if passed and not problems else EXIT_CHECK_FAILED
     finally:
         store.close()

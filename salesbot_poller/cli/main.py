@@ -76,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="the whole pipeline, but print messages and amoCRM writes instead of sending; mark nothing notified",
         )
-    commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
+    check_cmd = commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
+    check_cmd.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the merged config, secrets hidden, each value with its source; check nothing",
+    )
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
     commands.add_parser(
         "profiles", help="the amoCRM account's pipelines, statuses, user groups and users, with ids, for [[profiles]]"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from salesbot_poller.domain import MANAGER_UNKNOWN, Destination, Planned, answered
+from salesbot_poller.domain import MANAGER_UNKNOWN, Destination, Planned, answered, callback_number
 from salesbot_poller.phones import is_full, key
 from salesbot_poller.pipeline import delivery
 from salesbot_poller.pipeline.context import App, Cycle, call_context
@@ -53,7 +53,7 @@ def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]
             callback.manager_name or MANAGER_UNKNOWN, callback.event_created_at, call.event_created_at, app.tz
         )
         return [Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
-    if not last10(call.phone):  # no number to call back (alerted before intake required one)
+    if not callback_number(call.phone):  # no number to call back (alerted before intake required one)
         return []
     sla = app.config.poller.missed_call_sla_minutes
     if now < call.event_created_at + sla * 60:
