@@ -80,6 +80,8 @@ class App:
     budget: BudgetGate = field(default_factory=BudgetGate)  # the daily OpenAI budget, for every worker
     health: CycleHealth = field(default_factory=CycleHealth)  # cycles failing as a whole, in a row
     heartbeat: Heartbeat = field(default_factory=Heartbeat)  # the daemon's hourly "alive" line
+    # Set when the process stops (the daemon's signal); the clients' retry waits end on it.
+    stopping: threading.Event = field(default_factory=threading.Event)
     objections: ObjectionGrouper | None = None  # the weekly report's grouping; None: identical texts counted
     updates: UpdateSource | None = None  # the bot's incoming commands (`bot`); None: no command lane
 
