@@ -8,6 +8,7 @@ loopback servers.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ from salesbot_poller.services.openai_limit import RequestLimit
 from salesbot_poller.services.prompts import load_prompt
 from salesbot_poller.services.recording_http import recording_session
 from salesbot_poller.services.recordings import RecordingDownloader
+from salesbot_poller.services.retry import until_stopped
 from salesbot_poller.services.speech import OpenAITranscriber
 from salesbot_poller.services.telegram import TelegramNotifier, request_sender
 from salesbot_poller.services.telegram_updates import TelegramUpdates
@@ -67,7 +69,10 @@ def _session() -> requests.Session:
     return session
 
 
-def build_amo(config: Config, store: Store, clock: Callable[[], datetime]) -> AmoClient:
+def build_amo(
+    config: Config, store: Store, clock: Callable[[], datetime], stopping: threading.Event | None = None
+) -> AmoClient:
+    """The amoCRM client; with `stopping`, a retry's wait ends (`Stopped`) once it is set."""
     session = _session()
     amo = config.amocrm
     limiter = RateLimiter(amo.max_rps)  # one per process: API calls and token refreshes share it
@@ -76,7 +81,8 @@ def build_amo(config: Config, store: Store, clock: Callable[[], datetime]) -> Am
         tokens = OAuthTokens(amo, store, session, clock, limiter=limiter)
     else:
         tokens = LongLivedToken(amo.long_lived_token.get_secret_value())
-    return AmoClient(session, amo.base_url, tokens, clock, limiter=limiter, pause=AmoPause(clock, store))
+    sleep = until_stopped(stopping) if stopping is not None else None
+    return AmoClient(session, amo.base_url, tokens, clock, limiter=limiter, pause=AmoPause(clock, store), sleep=sleep)
 
 
 def authorise_amo(config: Config, store: Store, clock: Callable[[], datetime], code: str) -> int:
@@ -191,7 +197,8 @@ def build_app(
     speech_client = build_openai(config, config.openai.transcription)
     chat_client = build_openai(config, config.openai.chat)
     tz = account_zone(config)
-    amo = build_amo(config, store, clock)
+    stopping = threading.Event()  # set by the daemon's signal: retry waits end at once
+    amo = build_amo(config, store, clock, stopping)
     # One per process: every worker, both channels of a call, every chunk and every analysis
     # request share these slots (`openai.max_concurrent_requests`, default one per worker).
     limit = RequestLimit(config.openai_concurrency)
@@ -220,4 +227,5 @@ def build_app(
             chat_client, config.openai.analysis_model, limit=limit, endpoint=config.openai.chat
         ),
         updates=build_updates(config),
+        stopping=stopping,
     )

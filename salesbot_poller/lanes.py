@@ -42,7 +42,7 @@ import peewee
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline import delivery, followup, lead_fields, retention, storm
-from salesbot_poller.pipeline.context import App, Cycle, Tally
+from salesbot_poller.pipeline.context import COUNTERS, App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
 from salesbot_poller.pipeline.recovery import sweep_audio
@@ -145,14 +145,16 @@ def intake(app: App, now: int, should_stop: Stop = _never, tally: Tally | None =
     pass (after counting it in `app.health`)."""
     started = time.monotonic()
     cycle = Cycle(app=app, now=now)
-    with _recorded(app, cycle, tally, started):
+    with _recorded(app, cycle, tally, started, quiet=True):
         intake_steps(app, cycle, should_stop)
     return cycle
 
 
 @contextmanager
-def _recorded(app: App, cycle: Cycle, tally: Tally | None, started: float) -> Iterator[None]:
-    """Record the cycle for `status` however it ends; an unexpected error becomes `CycleFailed`."""
+def _recorded(app: App, cycle: Cycle, tally: Tally | None, started: float, *, quiet: bool = False) -> Iterator[None]:
+    """Record the cycle for `status` however it ends; an unexpected error becomes `CycleFailed`.
+    `quiet` (the daemon's passes): an idle pass logs at DEBUG, and `App.heartbeat` says hourly
+    that the daemon is alive."""
     try:
         yield
     except FatalError as exc:
@@ -166,16 +168,23 @@ def _recorded(app: App, cycle: Cycle, tally: Tally | None, started: float) -> It
             raise  # callers tell a database error apart (`once` exits 3 for it)
         raise CycleFailed(describe(exc)) from exc
     app.health.succeeded(app.store)
-    _finish(app, cycle, tally, started, cycle.poll_error)
+    _finish(app, cycle, tally, started, cycle.poll_error, quiet=quiet)
 
 
-def _finish(app: App, cycle: Cycle, tally: Tally | None, started: float, error: str | None) -> None:
+def _finish(
+    app: App, cycle: Cycle, tally: Tally | None, started: float, error: str | None, *, quiet: bool = False
+) -> None:
     if tally is not None:
         cycle.add(tally.take())
     seconds = time.monotonic() - started
     data = cycle.summary() | {"at": cycle.now, "seconds": round(seconds, 2), "error": error}
     app.store.set_state(LAST_CYCLE_KEY, json.dumps(data, ensure_ascii=False))
-    log.info(
+    # Events alone are not work: the poll's window overlaps the last one, so they are read again.
+    busy = error is not None or any(getattr(cycle, name) for name in COUNTERS if name != "events")
+    if quiet:
+        app.heartbeat.record(cycle.now, cycle.new, app.tz)
+    log.log(
+        app.heartbeat.level(busy) if quiet else logging.INFO,
         "cycle: events=%d new=%d transcribed=%d analysed=%d notified=%d missed_alerts=%d "
         "skipped=%d deferred=%d failed=%d in %.1f s",
         cycle.events,

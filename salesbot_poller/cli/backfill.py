@@ -131,15 +131,18 @@ def backfill(
     confirm: Callable[[Estimate], bool],
     *,
     record_only: bool = False,
+    locked: bool = False,
     price_per_minute: float | None = DEFAULT_PRICE_PER_AUDIO_MINUTE_USD,
 ) -> BackfillOutcome:
-    """Count, confirm, record and process the calls of [since, until]; see the module contract."""
+    """Count, confirm, record and process the calls of [since, until]; see the module contract.
+    `locked`: the caller holds the run lock, so no service runs whatever the last cycle's age."""
     now_ts = int(now.timestamp())
     start, end = int(since.timestamp()), min(int(until.timestamp()), now_ts - intake.SETTLE_SECONDS)
     if start >= end:
         raise ValueError("--since must be before --until (and in the past)")
     age = daemon_last_cycle_age(app, now_ts)
-    busy = age is not None and age < max(3 * app.config.poller.interval_seconds, 180)
+    # The run lock says for sure; without one (a database with no lock) a recent cycle is the sign.
+    busy = not locked and age is not None and age < max(3 * app.config.poller.interval_seconds, 180)
     if busy and not record_only:
         out(
             f"backfill: the service looks active (its last cycle was {age} s ago): stop it first "
@@ -239,7 +242,7 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
         app = build_app(config, utc_now, store)
         # The lock `once`/`run` hold: a backfill that processes calls never works beside them
         # (--record-only only adds calls, which the running service then processes).
-        with nullcontext() if args.record_only else exclusive(config.storage.database):
+        with nullcontext(False) if args.record_only else exclusive(config.storage.database) as locked:
             outcome = backfill(
                 app,
                 since,
@@ -248,6 +251,7 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
                 out,
                 confirm,
                 record_only=args.record_only,
+                locked=locked,
                 price_per_minute=audio_price(config.openai, config.openai.transcription_model),
             )
     except ValueError as exc:

@@ -138,7 +138,7 @@ class Daemon:
         self.systemd = systemd or SystemdNotifier.from_environ(os.environ)
         self.interval = app.config.poller.interval_seconds
         self.workers = app.config.poller.workers
-        self.stop = threading.Event()
+        self.stop = app.stopping  # the clients' retry waits end on it too (`retry.until_stopped`)
         self.wake = threading.Event()  # set by the intake lane: new calls may be due
         self.progress = Progress()
         self.fatal = _FatalLog()

@@ -44,6 +44,7 @@ from salesbot_poller.domain import (
 )
 from salesbot_poller.errors import Busy, TransientError
 from salesbot_poller.pipeline.health import CycleHealth
+from salesbot_poller.pipeline.heartbeat import Heartbeat
 from salesbot_poller.pipeline.usage import BudgetGate
 from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Call, Store
@@ -78,6 +79,9 @@ class App:
     pacer: ChatPacer = field(default_factory=ChatPacer)
     budget: BudgetGate = field(default_factory=BudgetGate)  # the daily OpenAI budget, for every worker
     health: CycleHealth = field(default_factory=CycleHealth)  # cycles failing as a whole, in a row
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)  # the daemon's hourly "alive" line
+    # Set when the process stops (the daemon's signal); the clients' retry waits end on it.
+    stopping: threading.Event = field(default_factory=threading.Event)
     objections: ObjectionGrouper | None = None  # the weekly report's grouping; None: identical texts counted
     updates: UpdateSource | None = None  # the bot's incoming commands (`bot`); None: no command lane
 

@@ -60,9 +60,10 @@ def sweep_audio(app: App) -> list[Path]:
 
 
 @contextmanager
-def exclusive(database_url: str) -> Iterator[None]:
+def exclusive(database_url: str) -> Iterator[bool]:
     """Hold `<database file>.lock` (flock), or PostgreSQL's advisory lock, for the block; see
-    the module contract."""
+    the module contract. Yields True when a lock is held (False: a database with neither, where
+    one instance at a time is the admin's job)."""
     if is_postgres(database_url):
         with run_lock(database_url) as taken:
             if not taken:
@@ -70,11 +71,11 @@ def exclusive(database_url: str) -> Iterator[None]:
                     f"another salesbot-poller (once or run) is processing calls with {safe_url(database_url)}: "
                     "stop it first (two at once would post and pay for the same calls twice)"
                 )
-            yield
+            yield True
         return
     file = sqlite_file(database_url)
     if file is None:  # another server database: one instance is the admin's job
-        yield
+        yield False
         return
     lock = file.with_name(file.name + ".lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
@@ -87,6 +88,6 @@ def exclusive(database_url: str) -> Iterator[None]:
                 f"another salesbot-poller (once or run) is processing calls with {file}: "
                 "stop it first (two at once would post and pay for the same calls twice)"
             ) from None
-        yield
+        yield True
     finally:
         os.close(fd)  # releases the lock

@@ -104,7 +104,8 @@ def run(app: App, cycle: Cycle, should_stop: Callable[[], bool] = lambda: False)
         return None
     done.day = today
     app.store.set_state(STATE_KEY, json.dumps(asdict(done)))
-    log.info(
+    log.log(
+        logging.INFO if done.calls or done.messages or done.audio_files else logging.DEBUG,  # a quiet day: no line
         "retention: personal data of %d call(s) older than %d day(s) removed, %d message(s) blanked, "
         "%d audio file(s) deleted",
         done.calls,

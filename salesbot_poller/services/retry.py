@@ -4,11 +4,16 @@ Only `TransientError` is retried, and not `Unreadable` (asked again, it answers 
 The wait honours the server's `retry_after` when it gave one, else grows exponentially with
 jitter. The whole retry stops before `max_seconds` would be exceeded: what is still failing
 then is left to a later cycle, never looped on here.
+
+A retry's wait is cut short when the process stops (`until_stopped`): it raises `Stopped`, a
+`Busy`, so a call is put off without counting a failed attempt and the daemon exits (and
+gives back its run lock) at once instead of after the wait.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -16,9 +21,23 @@ import tenacity
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from salesbot_poller.errors import TransientError, Unreadable
+from salesbot_poller.errors import Busy, TransientError, Unreadable
 
 log = logging.getLogger(__name__)
+
+
+class Stopped(Busy):
+    """A wait cut short because the process is stopping (see the module docstring)."""
+
+
+def until_stopped(stopping: threading.Event) -> Callable[[float], None]:
+    """A `sleep` that raises `Stopped` as soon as `stopping` is set (or already is)."""
+
+    def sleep(seconds: float) -> None:
+        if stopping.wait(seconds):
+            raise Stopped("stopping: a retry's wait was cut short; the next start tries again")
+
+    return sleep
 
 
 class wait_retry_after(wait_base):
