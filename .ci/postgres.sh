@@ -50,6 +50,9 @@ password=$(cat "$PASSWORD_FILE")
 runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$port" -d postgres -v role="$ROLE" -v password="$password" >&2 <<'SQL'
 SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
 ALTER ROLE :"role" LOGIN CREATEDB PASSWORD :'password';
+-- DROP DATABASE ... WITH (FORCE) also ends an autovacuum worker busy in the test's database:
+-- that takes pg_signal_backend, or the drop fails now and then.
+GRANT pg_signal_backend TO :"role";
 SELECT format('CREATE DATABASE %I OWNER %I', :'role', :'role')
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'role') \gexec
 SQL

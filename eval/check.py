@@ -91,7 +91,7 @@ def check_expected(path: Path, turns: list[str]) -> list[str]:
         problems.append(f"{name}: [score] tolerance must be an integer 0..50")
     direction = data.get("call", {}).get("direction", "in")
     if direction not in ("in", "out"):
-        problems.append(f"{name}: [call] direction must be \"in\" or \"out\", got {direction!r}")
+        problems.append(f'{name}: [call] direction must be "in" or "out", got {direction!r}')
     for item, quote in data.get("quotes", {}).items():
         if item not in RUBRIC_IDS:
             problems.append(f"{name}: [quotes] {item} is not a rubric id")

@@ -12,11 +12,13 @@ A server that cannot be reached fails them everywhere.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
+import peewee
 import pytest
 
 from salesbot_poller.store.postgres import open_postgres
@@ -60,5 +62,18 @@ def fresh_postgres() -> Iterator[str]:
     try:
         yield with_database(base, name)
     finally:
-        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[no-untyped-call]
+        _drop(admin, name)
         admin.close()
+
+
+def _drop(admin: peewee.Database, name: str) -> None:
+    """Drops the database; retried for a while when an autovacuum worker in it could not be
+    ended (a server whose test role lacks pg_signal_backend)."""
+    for attempt in range(20):
+        try:
+            admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[no-untyped-call]
+            return
+        except peewee.DatabaseError:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)

@@ -37,6 +37,9 @@ def config_file(servers: Servers, openai_lines: str) -> Path:
     path = servers.tmp / "onprem.toml"
     path.write_text(text[:start] + "[openai]\n" + openai_lines + "\ndaily_budget_usd = 0\n" + text[end:])
     path.chmod(0o600)
+    # `check` creates nothing: the state directory must exist, as install.sh makes it.
+    if servers.database.startswith("sqlite:///"):
+        Path(servers.database.removeprefix("sqlite://")).parent.mkdir(mode=0o700, exist_ok=True)
     return path
 
 
