@@ -13,7 +13,8 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
 - Numbers follow `telegram.mask_phones` like the alert's (`messages.masked`): the escalation
   asks for a callback, so it shows the number in full unless "all"; the reply names no number.
 - A call alerted only in a storm summary (`storm`) gets neither message; its callback is
-  still recorded (the digest counts it returned).
+  still recorded (the digest counts it returned). A call of the first start's summary
+  (`catchup`) gets both, to the alert chat, its SLA counted from the first start.
 - Every message goes through `delivery` (stored, then sent, each acceptance recorded). A
   Telegram failure leaves the row for the next cycle; a fatal one propagates. In a dry run
   the messages are printed, and nothing is recorded.
@@ -26,7 +27,7 @@ import re
 from collections import defaultdict
 
 from salesbot_poller.domain import MANAGER_UNKNOWN, Destination, Planned, answered
-from salesbot_poller.pipeline import delivery
+from salesbot_poller.pipeline import catchup, delivery
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.messages import render_callback, render_escalation
 from salesbot_poller.pipeline.routing import alert_destination
@@ -50,19 +51,26 @@ def _alert_chat(call: Call) -> Destination | None:
 
 def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]:
     """What to send about missed `call` now (nothing once it was said)."""
-    if call.summarised_in:  # alerted in a storm summary: no reply or escalation of its own (`storm`)
+    caught_up = (call.summarised_in or "").startswith(f"{catchup.KIND}:")
+    if call.summarised_in and not caught_up:  # alerted in a storm summary: no reply or escalation (`storm`)
         return []
     own = f"call:{call.id}"
     if callback is not None:
         parts = render_callback(
             callback.manager_name or MANAGER_UNKNOWN, callback.event_created_at, call.event_created_at, app.tz
         )
+        if caught_up:  # no alert of its own: the reply answers the first start's summary
+            return [
+                Planned(
+                    f"{own}:callback", "callback", alert_destination(app.config), {"parts": parts}, call.summarised_in
+                )
+            ]
         return [Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
     sla = app.config.poller.missed_call_sla_minutes
-    if now < call.event_created_at + sla * 60:
+    if now < catchup.sla_start(app, call) + sla * 60:  # for the look-back's calls, from the first start
         return []
     parts = render_escalation(call_context(app, call), sla, app.tz, app.config.telegram.mask_phones)
-    if app.config.telegram.alert_chat_id:
+    if app.config.telegram.alert_chat_id or caught_up:
         return [Planned(f"{own}:escalation", "escalation", alert_destination(app.config), {"parts": parts})]
     return [Planned(f"{own}:escalation", "escalation", _alert_chat(call), {"parts": parts}, own)]
 
