@@ -99,7 +99,7 @@ NO_KEY = "no-key"
 def build_openai(config: Config, endpoint: Endpoint | None = None) -> openai.OpenAI:
     """A client of one OpenAI-compatible server: `endpoint` (`config.openai.transcription` or
     `.chat`), by default `openai.base_url` with `openai.api_key`."""
-    endpoint = endpoint or Endpoint(config.openai.base_url, config.openai.api_key)
+    endpoint = endpoint or Endpoint(config.openai.base_url, config.openai.api_key)  # settings: the shared ones
     # Retries happen across cycles with the call's backoff; SDK retries would multiply them.
     return openai.OpenAI(
         api_key=endpoint.api_key.get_secret_value() or NO_KEY,
@@ -151,6 +151,7 @@ def build_analyzer(
         limit=limit,
         redact=config.analysis.redact,
         max_transcript_chars=config.analysis.max_transcript_chars,
+        endpoint=config.openai.chat,
     )
 
 
@@ -170,6 +171,7 @@ def build_transcriber(config: Config, client: openai.OpenAI, limit: RequestLimit
         # With a daily budget, each upload is checked against it: 20 minutes at most, so
         # the budget stops a call within ~$0.12 (whisper's price) instead of hours of audio.
         max_chunk_seconds=BUDGET_CHUNK_SECONDS if config.openai.daily_budget_usd > 0 else None,
+        endpoint=config.openai.transcription,
     )
 
 
@@ -221,7 +223,9 @@ def build_app(
         tz=tz,
         crm=amo,
         dry_run=DryRun(dry_run) if dry_run else None,
-        objections=OpenAIObjectionGrouper(chat_client, config.openai.analysis_model, limit=limit),
+        objections=OpenAIObjectionGrouper(
+            chat_client, config.openai.analysis_model, limit=limit, endpoint=config.openai.chat
+        ),
         updates=build_updates(config),
         stopping=stopping,
     )

@@ -9,16 +9,22 @@ Contract:
   `telegram.command_chats` from one of `telegram.admins`. Anything else (another chat,
   another user, plain text, a command for another bot) gets one log line and no answer: the
   bot never tells a stranger it exists.
+- A message sent on behalf of a chat (`Incoming.sender_chat_id`) is judged by that chat, never
+  by its `from` (Telegram's placeholder user, the same for every group): sent as the command
+  chat itself, it is an admin posting anonymously (only admins can), answered when
+  `telegram.anonymous_admins` is true; sent as any other chat (a linked channel's post, a
+  member posting as their channel), it is never answered.
 - An answer is a reply to the command's message (`bot_answers`), part by part, in the
   chat's turn (`App.pacer`); a command that cannot be answered gets one line saying why. A
   send that fails is logged and the rest of that answer dropped; a fatal error (the chat is
   gone, the token revoked) propagates.
 - Each admin may ask `COMMANDS_PER_MINUTE` commands a minute (`CommandLimits`, a token
-  bucket per user id, passed in by the lane that owns it): a command over the limit is
-  refused, never dropped in silence. The first refused command of a burst (refusals less than
-  `BURST_QUIET_SECONDS` apart) gets the one answer `TOO_MANY`; the others of that burst get
-  none, and `CommandLimits.log_refused()` (after each batch) logs how many were refused. So
-  every command taken is answered or refused, and a flood costs its chat at most
+  bucket per user id, and one per chat for its anonymous admins, who all look alike; passed
+  in by the lane that owns it): a command over the limit is refused, never dropped in silence.
+  The first refused command of a burst (refusals less than `BURST_QUIET_SECONDS` apart) gets
+  the one answer `TOO_MANY`; the others of that burst get none, and
+  `CommandLimits.log_refused()` (after each batch) logs how many were refused. So every
+  command taken is answered or refused, and a flood costs its chat at most
   `COMMANDS_PER_MINUTE` answers and one refusal a minute per admin.
 - Nothing here touches the intake or work lanes: commands only read the store (and write
   the offset).
@@ -58,18 +64,26 @@ class _Bucket:
     refused: int = 0  # since the last `log_refused`
 
 
-class CommandLimits:
-    """A token bucket per user id: `per_minute` commands at once, one more every 60/`per_minute` s.
+Asker = int | str  # a user id, or a command chat's id (str) for its anonymous admins
 
-    `admit(user, now)` is "answer" (a token taken), "tell" (refused, the first of its burst:
+
+def _whose(asker: Asker) -> str:
+    return f"user {asker}" if isinstance(asker, int) else f"the anonymous admins of chat {asker}"
+
+
+class CommandLimits:
+    """A token bucket per asker (`Asker`): `per_minute` commands at once, one more every
+    60/`per_minute` s.
+
+    `admit(asker, now)` is "answer" (a token taken), "tell" (refused, the first of its burst:
     answer `TOO_MANY`) or "refuse" (refused, counted). One per lane; not thread-safe (one
     lane thread asks it)."""
 
     def __init__(self, per_minute: int = COMMANDS_PER_MINUTE) -> None:
         self.per_minute = per_minute
-        self._buckets: dict[int, _Bucket] = {}  # only admins get here: a handful of entries
+        self._buckets: dict[Asker, _Bucket] = {}  # only admins get here: a handful of entries
 
-    def admit(self, user: int, now: int) -> str:
+    def admit(self, user: Asker, now: int) -> str:
         bucket = self._buckets.setdefault(user, _Bucket(float(self.per_minute), now))
         refill = max(0, now - bucket.at) * self.per_minute / 60
         bucket.tokens, bucket.at = min(float(self.per_minute), bucket.tokens + refill), now
@@ -81,14 +95,14 @@ class CommandLimits:
         bucket.refused += 1
         return "tell" if new_burst else "refuse"
 
-    def refused(self) -> dict[int, int]:
-        """Commands refused per user since the last `log_refused`."""
+    def refused(self) -> dict[Asker, int]:
+        """Commands refused per asker since the last `log_refused`."""
         return {user: bucket.refused for user, bucket in self._buckets.items() if bucket.refused}
 
     def log_refused(self) -> None:
-        """One line per user with commands refused since the last call; the counts restart."""
+        """One line per asker with commands refused since the last call; the counts restart."""
         for user, count in self.refused().items():
-            log.warning("bot: %d command(s) from user %d refused: over %d a minute", count, user, self.per_minute)
+            log.warning("bot: %d command(s) from %s refused: over %d a minute", count, _whose(user), self.per_minute)
             self._buckets[user].refused = 0
 
 
@@ -102,6 +116,20 @@ def parse_command(text: str, username: str) -> tuple[str, list[str]] | None:
     if addressed and addressed.lower() != username.lower():
         return None
     return name.lower(), words[1:]
+
+
+def _asker(update: Incoming, admins: list[int], anonymous_admins: bool) -> tuple[Asker | None, str]:
+    """Whom a command in a command chat counts as (its rate limit's key), or None and why it is
+    not answered (see the module contract)."""
+    if update.sender_chat_id is None:
+        if update.user_id is None or update.user_id not in admins:
+            return None, "the user is not in telegram.admins"
+        return update.user_id, ""
+    if update.sender_chat_id != update.chat_id:
+        return None, f"sent on behalf of chat {update.sender_chat_id} (a channel or another chat), never answered"
+    if not anonymous_admins:
+        return None, "an anonymous admin: answered only with telegram.anonymous_admins = true"
+    return update.chat_id, ""
 
 
 def fetch(app: App, wait: int) -> list[Incoming]:
@@ -120,6 +148,8 @@ def take(app: App, update: Incoming, now: int, limits: CommandLimits) -> bool:
     command = parse_command(update.text, app.updates.username())
     telegram = app.config.telegram
     who = f"user {update.user_id} in chat {update.chat_id}"
+    if update.sender_chat_id == update.chat_id:
+        who = f"an anonymous admin in chat {update.chat_id}"  # `user_id` is Telegram's placeholder
     if command is None:
         log.info("bot: update %d from %s ignored: not a command for this bot", update.update_id, who)
         return False
@@ -127,10 +157,11 @@ def take(app: App, update: Incoming, now: int, limits: CommandLimits) -> bool:
     if update.chat_id not in telegram.command_chats:
         log.info("bot: /%s from %s ignored: the chat is not in telegram.command_chats", excerpt(name, 40), who)
         return False
-    if update.user_id is None or update.user_id not in telegram.admins:
-        log.info("bot: /%s from %s ignored: the user is not in telegram.admins", excerpt(name, 40), who)
+    asker, why = _asker(update, telegram.admins, telegram.anonymous_admins)
+    if asker is None:
+        log.info("bot: /%s from %s ignored: %s", excerpt(name, 40), who, why)
         return False
-    verdict = limits.admit(update.user_id, now)
+    verdict = limits.admit(asker, now)
     if verdict == "refuse":
         log.debug("bot: /%s from %s refused: over the limit", excerpt(name, 40), who)
         return False

@@ -5,6 +5,7 @@ pass in-memory fakes that satisfy the same Protocols."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
@@ -31,6 +32,21 @@ MANAGER_UNKNOWN = "не назначен"  # a call with no responsible user, as
 def answered(duration: int | None, call_status: int | None) -> bool:
     """Whether a call was a conversation: it lasted, and its status is not "not reached"/"busy"."""
     return bool(duration) and call_status not in NOT_REACHED_STATUSES
+
+
+def says_missed(duration: int | None, call_status: int | None) -> bool:
+    """Whether a call note says the call was not answered: a status "not reached"/"busy", or a
+    duration of 0. A note with neither (no duration, no status) says nothing either way."""
+    return call_status in NOT_REACHED_STATUSES or duration == 0
+
+
+MIN_CALLBACK_DIGITS = 7  # fewer: an extension or a service code, not a number to call back
+
+
+def callback_number(phone: str | None) -> bool:
+    """Whether `phone` is a number someone can call back (at least 7 digits, as the follow-up
+    matches numbers by their last 10)."""
+    return len(re.sub(r"\D", "", phone or "")) >= MIN_CALLBACK_DIGITS
 
 
 def local_time(timestamp: int, tz: tzinfo | None) -> datetime:
@@ -97,7 +113,7 @@ class CallNote:
     """The call details from a `call_in` / `call_out` note."""
 
     note_id: int
-    duration: int
+    duration: int | None  # None: the note has no `params.duration` (not the same as 0)
     phone: str
     link: str | None
     call_status: int | None
@@ -408,13 +424,18 @@ class ObjectionGrouper(Protocol):
 
 @dataclass(frozen=True)
 class Incoming:
-    """One update the bot received: a text message (or nothing of ours: `text` "")."""
+    """One update the bot received: a text message (or nothing of ours: `text` "").
+
+    `sender_chat_id`: the chat the message was sent on behalf of (Bot API `sender_chat`): the
+    group itself for an anonymous admin (then `user_id` is Telegram's placeholder
+    GroupAnonymousBot), a channel for a linked channel's post; None for a person."""
 
     update_id: int
     chat_id: str = ""
     user_id: int | None = None
     message_id: int = 0
     text: str = ""
+    sender_chat_id: str | None = None
 
 
 class UpdateSource(Protocol):

@@ -71,6 +71,11 @@ allow_private_recording_hosts = true
         path = self.tmp / "config.toml"
         path.write_text(self.config_text(**poller))
         path.chmod(0o600)  # as deploy/install.sh leaves it: `check` warns about one others can read
+        # The database's directory, as install.sh and the unit's StateDirectory= make it:
+        # `check` creates nothing, and fails on a directory that is not there.
+        state = self.tmp / "state"
+        if self.database.startswith("sqlite:") and not state.exists():
+            state.mkdir(mode=0o700)
         return path
 
 

@@ -20,9 +20,9 @@ from salesbot_poller.cli.commands import retry_events
 from salesbot_poller.config import load_config
 from salesbot_poller.errors import Unreadable
 from salesbot_poller.lanes import run_once
+from salesbot_poller.phones import display, mask
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.intake import SETTLE_SECONDS, poll
-from salesbot_poller.pipeline.messages import mask_phone
 from salesbot_poller.services.amocrm import AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken
 from salesbot_poller.services.amocrm_lists import MAX_BODY_BYTES, UnreadableAnswer, read_ids, read_positions
@@ -88,7 +88,7 @@ def test_a_poisoned_note_costs_its_own_call_only_and_the_batch_goes_out(
     calls = {c.note_id: c for c in Call.select()}
     texts = [m["text"] for m in servers.telegram.messages]
     # a card shows the phone masked, a missed call's alert in full (to call back)
-    sent = {n: sum(mask_phone(c.phone) in t or c.phone in t for t in texts) for n, c in calls.items() if c.phone}
+    sent = {n: sum(mask(c.phone) in t or display(c.phone) in t for t in texts) for n, c in calls.items() if c.phone}
     assert {n: c.stage for n, c in calls.items() if n != 5} == {
         n: "missed_alerted" if n in missed else "notified" for n in range(1, 11) if n != 5
     }

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.pipeline.messages import mask_phone
+from salesbot_poller.phones import mask as mask_phone
 from salesbot_poller.store import Call, Store
 from tests.conftest import Servers, assert_no_secret
 from tests.fakes import RecordedRequest, Reply, make_mp3

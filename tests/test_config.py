@@ -75,9 +75,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "language",
                 "diarize_model",
                 "vocabulary_prompt",
-                "audio_price_per_minute_usd",
-                "input_token_price_per_million_usd",
-                "output_token_price_per_million_usd",
+                # the prices are commented out: unset, they are OpenAI's list prices of the models
                 "daily_budget_usd",
                 "max_concurrent_requests",
                 "transcription_base_url",
@@ -102,6 +100,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "weekly_report",
                 "command_chats",
                 "admins",
+                "anonymous_admins",
                 "routes",
             ]
         ),

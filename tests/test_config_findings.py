@@ -69,7 +69,13 @@ def test_profiles_that_each_take_calls_of_their_own_are_not_flagged() -> None:
 
 
 def test_a_budget_with_every_price_0_is_a_warning_and_a_real_one_is_not() -> None:
-    free = {"audio_price_per_minute_usd": 0, "daily_budget_usd": 50}
+    free = {
+        "base_url": "http://127.0.0.1:8000/v1",  # a server of one's own (on OpenAI's, 0 is warned of too)
+        "audio_price_per_minute_usd": 0,
+        "input_token_price_per_million_usd": 0,
+        "output_token_price_per_million_usd": 0,
+        "daily_budget_usd": 50,
+    }
     assert config_findings(config_with([], openai=free)) == (
         [],
         [
@@ -80,12 +86,18 @@ def test_a_budget_with_every_price_0_is_a_warning_and_a_real_one_is_not() -> Non
     )
     assert config_findings(config_with([], openai=free | {"daily_budget_usd": 0})) == ([], [])
     assert config_findings(config_with([], openai=free | {"input_token_price_per_million_usd": 0.15})) == ([], [])
-    assert config_findings(config_with([])) == ([], []), "the defaults: audio is priced"
+    assert config_findings(config_with([])) == ([], []), "the defaults: OpenAI's built-in prices"
+    audio_free = {"base_url": "http://127.0.0.1:8000/v1", "audio_price_per_minute_usd": 0, "daily_budget_usd": 50}
+    assert config_findings(config_with([], openai=audio_free)) == ([], []), "the analysis is still priced"
 
 
 def test_check_fails_on_a_profile_conflict_and_warns_of_an_unreachable_budget(servers: Servers) -> None:
     path = servers.write_config()
-    text = path.read_text().replace("[openai]\n", "[openai]\naudio_price_per_minute_usd = 0\n")
+    free = (
+        "audio_price_per_minute_usd = 0\ninput_token_price_per_million_usd = 0\n"
+        "output_token_price_per_million_usd = 0\n"
+    )
+    text = path.read_text().replace("[openai]\n", "[openai]\n" + free)
     path.write_text(
         text + '[[profiles]]\nname = "Все"\n[[profiles]]\nname = "Опт"\npipelines = [2002]\n'
         "min_duration_seconds = 60\nmax_duration_seconds = 30\n"
@@ -100,7 +112,7 @@ def test_check_fails_on_a_profile_conflict_and_warns_of_an_unreachable_budget(se
     )
     assert lines[3].startswith("config: FAILED: profiles[2] «Опт» is never chosen: every call it takes matches")
     assert lines[4].startswith("amocrm: ok"), "the services are still checked"
-    path.write_text(text.replace("audio_price_per_minute_usd = 0\n", ""))
+    path.write_text(text.replace(free, ""))
     good = run_cli("check", config=path)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "config: " not in good.stdout.replace("config: ok", "")

@@ -41,7 +41,7 @@ def test_demo_prints_the_card_and_the_alert_without_config_or_network(tmp_path: 
     assert all(f"• {o.objection} → {o.handling}" in card for o in analysis.objections)
     assert all(result.title in card for result in analysis.rubric) and "#стеллажи" in card
     assert "💼 Сделка: ООО «Ромашка»: поставка стеллажей (http://127.0.0.1:" in card
-    assert "🔴 Пропущенный звонок" in alert and "☎️ +79991110004 — перезвоните клиенту" in alert
+    assert "🔴 Пропущенный звонок" in alert and "☎️ +7 999 111-00-04 — перезвоните клиенту" in alert
     assert "👤 Ответственный: Мария Соколова" in alert
     assert "<b>" not in out and "&lt;" not in out  # shown as Telegram shows it
     assert list(tmp_path.iterdir()) == []  # the temporary directory is gone, nothing left behind

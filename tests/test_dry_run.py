@@ -34,7 +34,7 @@ def test_once_dry_run_prints_and_sends_nothing_then_a_real_run_sends(servers: Se
     out = dry.stdout
     assert out.count("--- dry run: card -> default chat") == 2 and out.count("--- dry run: alert") == 1
     assert out.count("--- dry run: transcript") == 2 and "POST /api/v4/leads/notes" in out
-    assert "POST /api/v4/tasks" in out and "Оценка" in out and "+79991110004" in out
+    assert "POST /api/v4/tasks" in out and "Оценка" in out and "+7 999 111-00-04" in out
     assert len(servers.openai.chat_requests) == 2, "the whole pipeline ran: analysed (and stored)"
 
     status = run_cli("status", config=config)

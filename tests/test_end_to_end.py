@@ -82,7 +82,7 @@ def test_once_twice_then_a_new_call(servers: Servers) -> None:
     assert len(cards) == 2 and len(alerts) == 1
     assert any("ООО <Ромашка> & Partners" in c and "Иван Петров" in c and "2:05" in c for c in cards)
     assert any('Пётр "Клиент" <VIP>' in c and "Мария <Старшая> & Co" in c and "Исходящий" in c for c in cards)
-    assert "+79991110004" in alerts[0] and "Анна & Ко" in alerts[0] and "Иван Петров" in alerts[0]
+    assert "+7 999 111-00-04" in alerts[0] and "Анна & Ко" in alerts[0] and "Иван Петров" in alerts[0]
     assert "/rec-103" not in str(servers.recordings.requests_to(".*")), "the short call is not downloaded"
     assert servers.recordings.authorization_headers_seen() == [], "no amoCRM token sent to the PBX"
     assert "cycle: events=4 new=4 transcribed=2 analysed=2 notified=2 missed_alerts=1 skipped=1" in first.stderr
@@ -131,7 +131,8 @@ def test_check_reports_each_service(servers: Servers) -> None:
     bad = run_cli("check", config=config)
     assert bad.returncode == 1
     assert "amocrm: FAILED: amoCRM rejected the long-lived token (401)" in bad.stdout
-    assert "openai: FAILED: OpenAI rejected the API key (HTTP 401)" in bad.stdout
+    assert "openai: FAILED: OpenAI model list: the server at 127.0.0.1:" in bad.stdout
+    assert "rejected the key (HTTP 401): set a valid openai.api_key" in bad.stdout
     assert "chat model:" not in bad.stdout  # not probed after the model list failed: same error
     assert f"telegram: FAILED: Telegram getChat {CHAT_ID}: Bad Request: chat not found: check telegram.chat_id" in (
         bad.stdout
@@ -147,6 +148,7 @@ def test_check_looks_at_every_routed_chat_and_the_alert_chat(servers: Servers) -
     )
     config = servers.tmp / "routed.toml"
     config.write_text(text)
+    (servers.tmp / "state").mkdir(mode=0o700)  # as install.sh makes it: `check` creates nothing
     servers.telegram.known_chats = {CHAT_ID, alert}
     bad = run_cli("check", config=config)
     assert bad.returncode == 1 and f"telegram: FAILED: Telegram getChat {routed}: Bad Request: chat not found" in (

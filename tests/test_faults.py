@@ -21,8 +21,8 @@ from salesbot_poller.app import build_app
 from salesbot_poller.cli import commands
 from salesbot_poller.config import load_config
 from salesbot_poller.lanes import run_once
+from salesbot_poller.phones import mask as mask_phone
 from salesbot_poller.pipeline.context import App, Cycle
-from salesbot_poller.pipeline.messages import mask_phone
 from salesbot_poller.services.amocrm import RETRY_ATTEMPTS, AmoClient
 from salesbot_poller.services.amocrm_auth import LongLivedToken
 from salesbot_poller.store import Call
@@ -284,8 +284,10 @@ def test_each_bad_config_value_is_one_line_naming_its_key_and_nothing_is_written
     for args in (["once"], ["run"], ["retry", "--failed"]):
         result = run_cli(*args, config=path)
         assert result.returncode == 2
+        # each line also says where the value is: line 13, 14 and 19 of the file
+        lines_of = {"max_attempts": 13, "retry_delay_seconds": 14, "keep_audio": 19}
         assert sorted(result.stderr.strip().splitlines()) == sorted(
-            f"salesbot-poller: config: {line}" for _, line in bad.values()
+            f"salesbot-poller: config: {line} (from {path} line {lines_of[key]})" for key, (_, line) in bad.items()
         ), result.stderr
     assert not (servers.tmp / "state").exists(), "no database, no audio directory"
 

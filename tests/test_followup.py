@@ -5,7 +5,6 @@ Telegram client against the fake Bot API; time is passed in."""
 from __future__ import annotations
 
 from salesbot_poller.lanes import run_once
-from salesbot_poller.pipeline.followup import last10
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
 from tests.loopback_app import MARIA, add_call, at, calls, loopback_rig
@@ -15,11 +14,6 @@ ALERT_CHAT = "-1009999"
 
 def texts(servers: Servers) -> list[str]:
     return [m["visible_text"] for m in servers.telegram.messages]
-
-
-def test_last10_matches_the_number_in_any_format() -> None:
-    assert last10("+7 (999) 123-45-67") == last10("89991234567") == last10("9991234567") == "9991234567"
-    assert last10("") == last10("123") == ""
 
 
 def test_alert_then_one_escalation_then_a_reply_when_called_back(servers: Servers) -> None:

@@ -250,6 +250,7 @@ def test_check_does_not_warn_when_the_secrets_live_in_files(servers: Servers) ->
     config = servers.tmp / "config.toml"
     config.write_text(text)
     config.chmod(0o644)
+    (servers.tmp / "state").mkdir(mode=0o700)  # as install.sh makes it: `check` creates nothing
     result = run_cli("check", config=config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warning" not in result.stdout

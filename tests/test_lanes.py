@@ -54,9 +54,9 @@ def test_a_missed_call_is_alerted_within_the_interval_while_every_worker_is_busy
         servers.amo.add_call(
             entity_id=7200, note_id=200, duration=0, phone="+79992000000", link=None, created_at=int(time.time()) - 10
         )
-        wait_for(lambda: any("+79992000000" in m["text"] for m in servers.telegram.messages), timeout=20)
+        wait_for(lambda: any("+7 999 200-00-00" in m["text"] for m in servers.telegram.messages), timeout=20)
         alert = next(
-            r.at for r in servers.telegram.requests_to("sendMessage") if "+79992000000" in form_params(r)[0]["text"]
+            r.at for r in servers.telegram.requests_to("sendMessage") if "+7 999 200-00-00" in form_params(r)[0]["text"]
         )
         cards_before = [m for m in servers.telegram.messages if "Пропущенный" not in m["visible_text"]]
         daemon.terminate()

@@ -118,4 +118,7 @@ def test_command_errors_are_errors_in_the_journal(tmp_path: Path) -> None:
     assert code == 2
     lines = err.splitlines()
     assert lines and all(line.startswith("<3>salesbot-poller: config: ") for line in lines), err
-    assert "<3>salesbot-poller: config: poller.interval_seconds: Input should be greater than 0" in lines
+    assert (
+        f"<3>salesbot-poller: config: poller.interval_seconds: Input should be greater than 0 (from {config} line 4)"
+        in lines
+    )

@@ -80,7 +80,7 @@ def test_missed_call_alert_has_the_full_number_contact_and_manager() -> None:
     )
     (alert,) = render_missed(context, UTC)
     visible = validate_telegram_html(alert)
-    assert "+79991234567" in visible and "Пётр & сын" in visible and "Мария" in visible
+    assert "+7 999 123-45-67" in visible and "Пётр & сын" in visible and "Мария" in visible
     assert 'href="https://acme.amocrm.ru/contacts/detail/9"' in alert
 
 

@@ -53,6 +53,7 @@ daily_budget_usd = 0
     path = servers.tmp / "onprem.toml"
     path.write_text(text[:start] + section + text[end:])
     path.chmod(0o600)
+    (servers.tmp / "state").mkdir(mode=0o700, exist_ok=True)  # as install.sh makes it: `check` creates nothing
     return path
 
 

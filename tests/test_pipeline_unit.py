@@ -84,7 +84,7 @@ def test_cycle_notifies_answered_alerts_missed_skips_short_and_rerun_does_nothin
     assert [c.stage for c in calls()] == ["notified", "missed_alerted", "skipped"]
     assert (cycle.new, cycle.transcribed, cycle.notified, cycle.alerted, cycle.skipped) == (3, 1, 1, 1, 1)
     # The missed call's alert goes first: it never waits for an answered call's analysis.
-    assert "+79991234567" in notifier.sent[0] and "Пропущенный" in notifier.sent[0]
+    assert "+7 999 123-45-67" in notifier.sent[0] and "Пропущенный" in notifier.sent[0]
     assert "ООО Ромашка" in notifier.sent[1] and "Иван Петров" in notifier.sent[1]
     assert calls()[2].skip_reason == "too short (4 s < 10 s)"
     assert not list(Path(app.config.storage.audio_dir).iterdir()), "audio is deleted once transcribed"

@@ -132,7 +132,7 @@ def test_a_missed_call_of_a_profile_is_alerted_and_one_with_alerts_off_is_not(se
     rows = dict(db.execute("SELECT note_id, stage || '|' || coalesce(skip_reason, '') FROM call").fetchall())
     assert rows[201] == "skipped|missed-call alerts off in profile «Продажи»"
     assert rows[202] == "missed_alerted|", "the catch-all profile alerts it"
-    assert len(servers.telegram.messages) == 1 and "+79162220002" in servers.telegram.messages[0]["text"]
+    assert len(servers.telegram.messages) == 1 and "+7 916 222-00-02" in servers.telegram.messages[0]["text"]
 
 
 @pytest.mark.slow
@@ -211,7 +211,7 @@ def test_profile_config_problems_name_the_profile(tmp_path: Path) -> None:
     assert [item.id for item in config.profiles[0].rubric] == ["price"]
     with pytest.raises(ConfigError) as caught:
         config_with([{"name": "A"}, {"name": "B", "directions": ["sideways"]}])
-    assert caught.value.problems == ["profiles[2].directions.0: Input should be 'in' or 'out'"]
+    assert caught.value.problems == ["profiles[2].directions[1]: Input should be 'in' or 'out'"]
     with pytest.raises(ConfigError) as caught:
         config_with([{"name": "A"}, {"name": "A"}])
     assert caught.value.problems == ["profiles: profile names must be unique: A more than once"]

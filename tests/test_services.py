@@ -92,7 +92,7 @@ def test_malformed_events_are_reported_with_the_field(servers: Servers) -> None:
     batch = amo_client(servers).call_events(NOW - 60, NOW)
     assert len(batch.events) == 1
     assert [(ref, reason) for ref, reason, _ in batch.malformed] == [
-        ("01BROKEN", "field 'value_after[0].note.id' is missing")
+        ("01BROKEN", "field 'value_after[0].note.id' is missing (value_after: [])")
     ]
 
 
@@ -233,7 +233,7 @@ def test_transcription_and_analysis_through_the_sdk(servers: Servers) -> None:
             401,
             {"error": {"message": "Incorrect API key provided: sk-t***cdef", "code": "invalid_api_key"}},
             FatalError,
-            "rejected the API key",
+            "rejected the key",
         ),
         (400, {"error": {"message": "The audio file could not be decoded"}}, PermanentError, "could not be decoded"),
     ],

@@ -203,8 +203,7 @@ def test_a_second_instance_on_the_same_database_is_refused(servers: Servers) -> 
 
     add_call(servers, 1)
     config = servers.write_config()
-    state = servers.tmp / "state"
-    state.mkdir()
+    state = servers.tmp / "state"  # made by write_config, as install.sh makes it
     with (state / "salesbot.db.lock").open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running daemon holds it
         refused = run_cli("once", config=config, child=True)  # another process, as a second instance

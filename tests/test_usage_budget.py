@@ -121,13 +121,17 @@ def test_status_shows_today_and_this_month_with_estimated_cost(tmp_path: Path) -
         input_tokens=400_000,
         output_tokens=100_000,
     )
+    Usage.create(
+        call_id=2, at=now - 5 * 86400, kind="analysis", model="gpt-4o-mini", input_tokens=400_000, output_tokens=100_000
+    )
     Usage.create(call_id=3, at=now - 40 * 86400, kind="transcription", model="whisper-1", audio_seconds=6000)
     lines: list[str] = []
     status(app.store, lines.append, app.config, now)
     text = "\n".join(lines)
     assert "today       10.0 audio min, 0 tokens in, 0 tokens out, $0.06 (1 requests)" in text
-    # 12 min x $0.006 + 0.4 M x $2.50 + 0.1 M x $10 = $2.07
-    assert "this month  12.0 audio min, 400000 tokens in, 100000 tokens out, $2.07 (2 requests)" in text
+    # 12 min x $0.006 (a transcription is priced per minute, its tokens with it) + the analysis'
+    # 0.4 M x $2.50 + 0.1 M x $10 (the configured prices, over gpt-4o-mini's) = $2.07
+    assert "this month  12.0 audio min, 800000 tokens in, 200000 tokens out, $2.07 (3 requests)" in text
     assert "daily budget $1.00: ok" in text
 
 

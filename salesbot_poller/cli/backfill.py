@@ -35,13 +35,14 @@ from salesbot_poller.domain import CallEvent, Stage
 from salesbot_poller.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
 from salesbot_poller.pipeline import intake
 from salesbot_poller.pipeline.context import App, Cycle, Tally
+from salesbot_poller.pipeline.prices import audio_price
 from salesbot_poller.pipeline.recovery import exclusive
 from salesbot_poller.store import Call, Store
 
 log = logging.getLogger(__name__)
 
-# Estimated price of speech-to-text per audio minute, in USD: whisper-1 and
-# gpt-4o-transcribe list price (Nov 2026). `openai.audio_price_per_minute_usd` replaces it.
+# What `backfill()` assumes when not told (whisper-1's list price); the command passes the
+# configured model's price (`prices.audio_price`), None when it has none.
 DEFAULT_PRICE_PER_AUDIO_MINUTE_USD = 0.006
 MISSED_SKIP_REASON = "missed call found by a backfill: not alerted (too old to call back)"
 
@@ -102,7 +103,7 @@ def estimate(app: App, events: list[CallEvent]) -> Estimate:
             result.unreadable += 1
         elif call.stage in (Stage.READY, Stage.NEW):
             result.to_transcribe += 1
-            result.audio_seconds += call.note.duration
+            result.audio_seconds += call.note.duration or 0
             if call.profile:
                 result.by_profile[call.profile] = result.by_profile.get(call.profile, 0) + 1
         elif call.stage == Stage.MISSED:
@@ -131,7 +132,7 @@ def backfill(
     *,
     record_only: bool = False,
     locked: bool = False,
-    price_per_minute: float = DEFAULT_PRICE_PER_AUDIO_MINUTE_USD,
+    price_per_minute: float | None = DEFAULT_PRICE_PER_AUDIO_MINUTE_USD,
 ) -> BackfillOutcome:
     """Count, confirm, record and process the calls of [since, until]; see the module contract.
     `locked`: the caller holds the run lock, so no service runs whatever the last cycle's age."""
@@ -160,10 +161,14 @@ def backfill(
     if counted.by_profile:
         per = ", ".join(f"«{name}» {n}" for name, n in sorted(counted.by_profile.items()))
         out(f"backfill: to transcribe per profile: {per}")
-    out(
-        f"backfill: estimated transcription cost ${counted.cost(price_per_minute):.2f} at "
-        f"${price_per_minute} per audio minute ({app.config.openai.transcription_model}); analysis adds a little"
-    )
+    model = app.config.openai.transcription_model
+    if price_per_minute is None:
+        out(f"backfill: transcription cost unknown: price not set for {model} (openai.audio_price_per_minute_usd)")
+    else:
+        out(
+            f"backfill: estimated transcription cost ${counted.cost(price_per_minute):.2f} at "
+            f"${price_per_minute} per audio minute ({model}); analysis adds a little"
+        )
     if counted.new == 0:
         out("backfill: nothing to do")
         return BackfillOutcome.NOTHING
@@ -247,7 +252,7 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
                 confirm,
                 record_only=args.record_only,
                 locked=locked,
-                price_per_minute=config.openai.audio_price_per_minute_usd,
+                price_per_minute=audio_price(config.openai, config.openai.transcription_model),
             )
     except ValueError as exc:
         err(f"backfill: {exc}")

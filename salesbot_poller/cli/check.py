@@ -2,12 +2,18 @@
 
 Neither prints a secret: `check` prints our own texts about each service; `auth` says where
 the tokens went, never what they are.
+
+`check` changes nothing on disk: a SQLite database that does not exist yet is not created
+(an in-memory one stands in; the service creates the real one), a relative SQLite path or
+one whose directory is missing fails the check naming `storage.database`
+(`cli.check_store`). `check --show-config` prints the merged config and checks nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Callable
@@ -17,6 +23,7 @@ from pathlib import Path
 import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
+from salesbot_poller.cli.check_store import IN_MEMORY, database_problems, open_store
 from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now
 from salesbot_poller.cli.profiles import profile_problems
@@ -24,6 +31,7 @@ from salesbot_poller.config import (
     FILE_LIMIT,
     Config,
     Endpoint,
+    Origins,
     config_path,
     read_text,
     safe_url,
@@ -32,13 +40,17 @@ from salesbot_poller.config import (
 )
 from salesbot_poller.errors import ConfigError, FatalError, PermanentError, SalesbotError, TransientError
 from salesbot_poller.pipeline.lead_fields import field_problems
+from salesbot_poller.pipeline.prices import free_on_openai_warning, price_warning
 from salesbot_poller.pipeline.profiles import profile_conflicts
 from salesbot_poller.pipeline.usage import budget_warning
 from salesbot_poller.services.analysis import SchemaIgnored, probe_structured_output
-from salesbot_poller.services.openai_errors import map_openai_error
+from salesbot_poller.services.openai_errors import lacks_v1, map_openai_error, wrong_path
 from salesbot_poller.store import Store
 
 CHECK_TIMEOUT = 20.0  # per request: a cold local model may take a while to load
+MODELS_SHOWN = 10  # of a server's models, when the configured one is not among them
+# A supergroup's or channel's id as the web apps and t.me/c/ links show it: without -100.
+BARE_GROUP_ID = re.compile(r"-?([1-9]\d{9})")
 
 
 def inline_secrets(path: Path) -> list[str]:
@@ -80,10 +92,14 @@ def config_findings(config: Config) -> tuple[list[str], list[str]]:
     skips every answered call it takes, a profile shadowed by an earlier one is never chosen
     (`profiles.profile_conflicts`). Warnings do not: a daily
     budget with every price 0 is never reached, but calls are processed as they should be, and
-    a server of one's own costs nothing (`usage.budget_warning`).
+    a server of one's own costs nothing (`usage.budget_warning`); a model with no price at all
+    (not in the built-in list, none configured) leaves its cost unknown (`prices.price_warning`,
+    one line for all such models), and a price of 0 for a model OpenAI bills undercounts it
+    (`prices.free_on_openai_warning`).
     """
-    budget = budget_warning(config.openai)
-    return profile_conflicts(config), [budget] if budget else []
+    found = (price_warning(config.openai), free_on_openai_warning(config.openai), budget_warning(config.openai))
+    warnings = [line for line in found if line]
+    return profile_conflicts(config), warnings
 
 
 def _check_amocrm(config: Config, store: Store, clock: Callable[[], datetime]) -> str:
@@ -115,41 +131,76 @@ def _check_profiles(config: Config, store: Store, clock: Callable[[], datetime])
     return f"ok ({len(config.profiles)}: {names}; `salesbot-poller profiles` lists the account's ids)"
 
 
-def _listed_models(config: Config, endpoint: Endpoint) -> set[str] | None:
-    """The model ids one server lists; None when it has no model list."""
+def _model_list(config: Config, endpoint: Endpoint) -> list[str] | None:
+    """The model ids one server offers (GET /models), in its order; None when it has no model
+    list. A 404 at a base URL without `/v1` whose `/v1/models` answers is the wrong URL: the
+    error says which setting to change and to what."""
     client = build_openai(config, endpoint).with_options(timeout=CHECK_TIMEOUT)
     try:
-        return {m.id for m in client.models.list()}
-    except openai.NotFoundError:
+        return [m.id for m in client.models.list()]
+    except openai.NotFoundError as exc:
+        if lacks_v1(endpoint) and _answers_at_v1(client, endpoint):
+            raise wrong_path(exc, endpoint) from None
         return None
     except openai.OpenAIError as exc:
-        raise map_openai_error(exc, f"model list at {endpoint.host}", "-") from None
+        raise map_openai_error(exc, "model list", "-", endpoint) from None
+
+
+def _answers_at_v1(client: openai.OpenAI, endpoint: Endpoint) -> bool:
+    try:
+        client.with_options(base_url=f"{endpoint.base_url.rstrip('/')}/v1").models.list()
+    except openai.OpenAIError:
+        return False
+    return True
+
+
+def _not_offered(setting: str, model: str, endpoint: Endpoint, offered: list[str]) -> str:
+    shown = ", ".join(offered[:MODELS_SHOWN]) or "nothing"
+    more = f" and {len(offered) - MODELS_SHOWN} more" if len(offered) > MODELS_SHOWN else ""
+    return f"{setting}: {model} is not offered by {endpoint.shown_url}; it offers: {shown}{more}"
 
 
 def _check_openai(config: Config) -> str:
     """The models of `[openai]` on the server each one is sent to (speech-to-text and chat
-    may be two servers)."""
+    may be two servers), each server's models listed once. A model the server does not offer
+    is named with what it does offer (the first `MODELS_SHOWN`): a failure on OpenAI itself, a
+    warning elsewhere (llama-server answers under any model name). A key is said to be
+    accepted only when the model list was read with it."""
     ai = config.openai
-    speech = [ai.transcription_model] + ([ai.diarize_model] if ai.diarize_model else [])
-    wanted = {ai.transcription: speech, ai.chat: [ai.analysis_model]}
-    if len(wanted) == 1:  # one server for both: listed once
-        wanted = {ai.chat: [*speech, ai.analysis_model]}
-    missing: list[str] = []
+    speech = [("openai.transcription_model", ai.transcription_model)]
+    speech += [("openai.diarize_model", ai.diarize_model)] if ai.diarize_model else []
+    wanted: dict[Endpoint, list[tuple[str, str]]] = {}
+    for endpoint, models in ((ai.transcription, speech), (ai.chat, [("openai.analysis_model", ai.analysis_model)])):
+        wanted.setdefault(endpoint, []).extend(models)
+    available: list[str] = []
+    accepted: list[str] = []
     unlisted: list[str] = []
+    missing: list[str] = []
+    fatal = False
     for endpoint, models in wanted.items():
-        listed = _listed_models(config, endpoint)
-        if listed is None:
-            unlisted.append(endpoint.host)
-        else:
-            missing += [m for m in models if m not in listed]
-    names = [m for models in wanted.values() for m in models]
+        offered = _model_list(config, endpoint)
+        keyed = bool(endpoint.api_key.get_secret_value())
+        if offered is None:
+            key = f" and the key in {endpoint.key_setting}" if keyed else ""
+            names = ", ".join(model for _, model in models)
+            unlisted.append(f"{endpoint.host} has no model list: {names}{key} not verified there")
+            continue
+        accepted += [endpoint.key_setting] if keyed else []
+        for setting, model in models:
+            if model in offered:
+                available.append(model)
+            else:
+                missing.append(_not_offered(setting, model, endpoint, offered))
+                fatal = fatal or endpoint.needs_key  # OpenAI itself serves no model it does not list
+    if missing and fatal:
+        raise PermanentError("\n  ".join(missing))
+    parts = [f"{', '.join(available)} available"] if available else []
+    parts += [f"key {', '.join(accepted)} accepted"] if accepted else []
     if missing:
-        return f"key ok, but the server does not list {', '.join(missing)}: check the model names in [openai]"
-    if len(unlisted) == len(wanted):
-        return "reachable, but the server has no model list; models not verified"
-    if unlisted:
-        return f"ok ({', '.join(names)}; {', '.join(unlisted)} has no model list: not verified there)"
-    return f"ok ({', '.join(names)} available)"
+        return "warning: " + "\n  ".join([*missing, *unlisted, *(["; ".join(parts)] if parts else [])])
+    if not parts:
+        return "reachable, but " + "; ".join(unlisted)
+    return f"ok ({'; '.join(parts + unlisted)})"
 
 
 def _check_structured_output(config: Config) -> str:
@@ -158,7 +209,7 @@ def _check_structured_output(config: Config) -> str:
     endpoint, model = config.openai.chat, config.openai.analysis_model
     client = build_openai(config, endpoint).with_options(timeout=CHECK_TIMEOUT)
     try:
-        how = probe_structured_output(client, model)
+        how = probe_structured_output(client, model, endpoint)
     except SchemaIgnored as exc:
         raise PermanentError(
             f"chat model {model} at {endpoint.host} {exc}: the analysis needs structured output; "
@@ -169,11 +220,29 @@ def _check_structured_output(config: Config) -> str:
 
 def _check_telegram(config: Config) -> str:
     """The bot, and every chat it posts to: the default, the routed ones, the alert chat, the
-    profiles' chats."""
+    profiles' chats. A chat Telegram does not know whose id looks like a supergroup's without
+    its -100 (as the web apps and t.me/c/ links show it) gets the id it probably is."""
     tg = config.telegram
     others = [route.chat_id for route in tg.routes.values()] + ([tg.alert_chat_id] if tg.alert_chat_id else [])
     others += [profile.chat_id for profile in config.profiles if profile.chat_id]
-    return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
+    try:
+        return f"ok (bot {build_notifier(config).check(others)}, chat {tg.chat_id})"
+    except SalesbotError as exc:
+        found = re.search(r"getChat (\S+): .*chat not found", str(exc))
+        bare = BARE_GROUP_ID.fullmatch(found.group(1)) if found else None
+        if bare is None:
+            raise
+        keys = [key for key, chat in _chat_keys(config) if chat == found.group(1)]  # type: ignore[union-attr]
+        hint = f"group and channel ids start with -100; did you mean -100{bare.group(1)}? ({', '.join(keys)})"
+        raise type(exc)(f"{exc}; {hint}") from None
+
+
+def _chat_keys(config: Config) -> list[tuple[str, str]]:
+    """Every chat the config names, with its key."""
+    tg = config.telegram
+    found = [("telegram.chat_id", tg.chat_id), ("telegram.alert_chat_id", tg.alert_chat_id)]
+    found += [(f"telegram.routes.{user}.chat_id", route.chat_id) for user, route in tg.routes.items()]
+    return found + [(f"profiles[{i}].chat_id", p.chat_id) for i, p in enumerate(config.profiles, 1)]
 
 
 def check(
@@ -182,6 +251,7 @@ def check(
     clock: Callable[[], datetime],
     out: Callable[[str], None],
     config_file: Path | None = None,
+    amocrm_skipped: str = "",
 ) -> bool:
     """One line per service, and one for the chat model's structured output (after the
     model list, when that passed); True when every service answered as expected and the config
@@ -190,6 +260,7 @@ def check(
     First, a warning line when `config_file` holds a secret others can read: a warning, not
     a failure (the services may all work), so it does not change the result. Then the
     config's own contradictions (`config_findings`), before any service is asked.
+    `amocrm_skipped`: why amoCRM is not asked (said on its line; not a failure).
     """
     warning = config_mode_warning(config_file) if config_file is not None else None
     if warning:
@@ -210,12 +281,17 @@ def check(
         ("telegram", lambda: _check_telegram(config)),
     ]
     failed: set[str] = {"config"} if problems else set()
+    skipped = {"amocrm"} if amocrm_skipped else set()
+    if amocrm_skipped:
+        out(f"amocrm: not checked: {amocrm_skipped}")
     for name, run in checks:
+        if name == "amocrm" and amocrm_skipped:
+            continue
         if name == "chat model" and "openai" in failed:
             continue
-        if name == "amocrm lead fields" and ("amocrm" in failed or not config.amocrm.writes_lead_fields):
+        if name == "amocrm lead fields" and ("amocrm" in failed | skipped or not config.amocrm.writes_lead_fields):
             continue
-        if name == "profiles" and ("amocrm" in failed or not config.profiles):
+        if name == "profiles" and ("amocrm" in failed | skipped or not config.profiles):
             continue
         try:
             out(f"{name}: {run()}")
@@ -266,14 +342,34 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     contradicts itself: `config_findings`); `auth --code`:
     `auth`."""
     assert config is not None  # loaded by `cli.main`
-    store = Store.open(config.storage.database, int(utc_now().timestamp()))
-    try:
-        if args.command == "auth":
+    origins: Origins | None = getattr(args, "origins", None)
+    config_file = config_path(args.config, os.environ)
+    if args.command == "auth":
+        store = Store.open(config.storage.database, int(utc_now().timestamp()))
+        try:
             auth(config, store, utc_now, args.code, args.config or "", print)
-            return EXIT_OK
-        out = redacting_out(config)
-        out(f"config: ok ({config.amocrm.base_url}, database {safe_url(config.storage.database)})")
-        config_file = config_path(args.config, os.environ)
-        return EXIT_OK if check(config, store, utc_now, out, config_file) else EXIT_CHECK_FAILED
+        finally:
+            store.close()
+        return EXIT_OK
+    out = redacting_out(config)
+    if args.show_config:
+        from salesbot_poller.cli.show_config import show_config
+
+        show_config(config, origins or Origins(), config_file, out)
+        return EXIT_OK
+    url = config.storage.database
+    problems, there = database_problems(url, origins)
+    note = "" if there or problems else " (not created yet: the service creates it)"
+    skipped = ""
+    if not there and config.amocrm.uses_oauth:
+        # The tokens may be rotated by a check: a new pair kept only in memory would be lost.
+        skipped = "OAuth tokens are kept in the database, which does not exist yet (`auth --code` creates it)"
+    store = open_store(url if there else IN_MEMORY)
+    try:
+        out(f"config: ok ({config.amocrm.base_url}, database {safe_url(url)}{note})")
+        for problem in problems:
+            out(f"config: FAILED: {problem}")
+        passed = check(config, store, utc_now, out, config_file, amocrm_skipped=skipped)
+        return EXIT_OK if passed and not problems else EXIT_CHECK_FAILED
     finally:
         store.close()

@@ -162,7 +162,7 @@ def retry_events(store: Store, event_ids: list[str], now: int, out: Callable[[st
             out(f"event {event_id}: still not a call event: {why}")
             ok = False
             continue
-        call = store.readmit_event(event, now)
+        call = store.readmit_event(event, now, event_id)
         out(f"event {event_id}: recorded as call {call.id} ({call.entity_type}/{call.entity_id})")
     return ok
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from salesbot_poller.config import Config, config_path, load_config
+from salesbot_poller.config import Config, config_path, load_with_origins
 from salesbot_poller.logs import add_secrets, redact, set_level, stderr_is_journal
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_FATAL = 0, 1, 2, 3
@@ -45,8 +45,10 @@ def err(message: str) -> None:
 def load(args: argparse.Namespace, *, require_secrets: bool, log_level: bool = True) -> Config:
     """The config of `--config` (else $SALESBOT_CONFIG, else the default path); its secrets are
     registered for redaction; with `log_level`, its `poller.log_level` applies unless
-    `--log-level` was given. `ConfigError` lists the problems."""
-    config = load_config(config_path(args.config, os.environ), os.environ, require_secrets=require_secrets)
+    `--log-level` was given. `ConfigError` lists the problems, each with its value's source.
+    Where each value came from is kept as `args.origins` (`check` names and shows them)."""
+    path = config_path(args.config, os.environ)
+    config, args.origins = load_with_origins(path, os.environ, require_secrets=require_secrets)
     add_secrets(config.secrets())
     if log_level and args.log_level is None:
         set_level(config.poller.log_level)

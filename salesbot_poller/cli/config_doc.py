@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
+from types import UnionType
 from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
@@ -45,6 +46,8 @@ _BOUNDS: dict[type, tuple[str, str]] = {
 
 def _type_name(info: FieldInfo) -> str:
     annotation = info.annotation
+    if get_origin(annotation) is UnionType and type(None) in get_args(annotation):  # `X | None`: may be unset
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
     if get_origin(annotation) is Literal:
         name = "one of " + ", ".join(f"`{v}`" for v in get_args(annotation))
     elif get_origin(annotation) in (list, tuple) and get_origin(get_args(annotation)[0]) is Literal:
@@ -68,6 +71,8 @@ def _default(info: FieldInfo) -> str:
         value = value.value
     if isinstance(value, Path):
         value = str(value)
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, float) and value.is_integer():

@@ -1,6 +1,6 @@
 """`salesbot-poller demo`: the sandbox demos, no config and no network: one real poll cycle
-(`demo_cycle`), or with --weekly the weekly team report on eight weeks of demo calls
-(`demo_weekly`)."""
+(`demo_cycle`), with --weekly the weekly team report on eight weeks of demo calls
+(`demo_weekly`), with --serve the sandboxes and the daemon until Ctrl-C (`demo_serve`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from salesbot_poller.config import Config
 
 
 def run(args: argparse.Namespace, config: Config | None) -> int:
-    """`demo` (`demo_cycle.run_demo`), `demo --weekly [--chart FILE]` (`demo_weekly`)."""
+    """`demo` (`demo_cycle.run_demo`), `demo --weekly [--chart FILE]` (`demo_weekly`),
+    `demo --serve [--dir DIR]` (`demo_serve`)."""
+    if args.serve:
+        from salesbot_poller.cli.demo_serve import run_serve
+
+        return run_serve(Path(args.dir), lambda line: print(line, flush=True))
     if args.weekly:
         from salesbot_poller.cli.demo_weekly import run_weekly_demo
 

@@ -30,6 +30,7 @@ from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, 
 from salesbot_poller.config import Config, OpenAIConfig, RubricItem
 from salesbot_poller.domain import Analyzer, CallAnalysis, CallContext
 from salesbot_poller.errors import PermanentError, TransientError
+from salesbot_poller.pipeline.prices import row_usd, token_prices
 from salesbot_poller.services.quotes import QuoteIndex
 
 EVAL_DAY = datetime(2026, 11, 24, 11, 0)
@@ -110,13 +111,12 @@ def context_for(case: Case) -> CallContext:
 
 
 def call_cost(analysis: CallAnalysis, prices: OpenAIConfig) -> float:
+    """The analysis' tokens at the chat model's price (`pipeline.prices`); 0 when it has none
+    (the report's header then says so)."""
     usage = analysis.usage
     if usage is None:
         return 0.0
-    return (
-        usage.input_tokens / 1e6 * prices.input_token_price_per_million_usd
-        + usage.output_tokens / 1e6 * prices.output_token_price_per_million_usd
-    )
+    return row_usd(prices, "analysis", usage.model, 0.0, usage.input_tokens, usage.output_tokens) or 0.0
 
 
 def evaluate(
@@ -232,8 +232,11 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
         f"eval: {len(cases)} calls in {directory}, model {config.openai.analysis_model},"
         f" rubric of {len(config.analysis.rubric)} items, prompt {prompt}"
     )
-    if not (config.openai.input_token_price_per_million_usd or config.openai.output_token_price_per_million_usd):
-        header += "\n(cost is 0: set openai.input/output_token_price_per_million_usd to see it)"
+    if None in token_prices(config.openai, config.openai.analysis_model):
+        header += (
+            f"\n(cost shows 0: price not set for {config.openai.analysis_model}; "
+            "set openai.input/output_token_price_per_million_usd to see it)"
+        )
     outcomes = evaluate(analyzer, cases, config.openai)
     print_eval_report(outcomes, config.analysis.rubric, header, redacting_out(config, flush=True))
     return EXIT_CHECK_FAILED if any(o.analysis is None for o in outcomes) else EXIT_OK

@@ -55,6 +55,7 @@ from salesbot_poller.lanes import LAST_CYCLE_KEY
 from salesbot_poller.logs import redact
 from salesbot_poller.pipeline import usage
 from salesbot_poller.pipeline.health import failing_record
+from salesbot_poller.pipeline.prices import Cost
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import MIGRATIONS, Store, sqlite_file
 from salesbot_poller.store.postgres import one_line
@@ -171,15 +172,15 @@ def instance_status(store: Store, config: Config, now: int) -> InstanceStatus:
     finished = {stage.value for stage in TERMINAL_STAGES}
     waiting = sum(n for stage, n in counts.items() if stage not in finished)
     failed = counts.get(Stage.FAILED.value, 0) + counts.get(Stage.QUARANTINED.value, 0)
-    today = usage.estimate_usd(usage.totals_since(store, usage.day_start(now)), config.openai)
-    month = usage.estimate_usd(usage.totals_since(store, usage.month_start(now)), config.openai)
+    today = usage.cost_between(store, config.openai, usage.day_start(now)).text()
+    month = usage.cost_between(store, config.openai, usage.month_start(now)).text()
     parts = [
         account_host(config),
         cycle,
         f"waiting {waiting}",
         f"failed {failed}",
         f"missed alerts today {store.missed_alerted_since(usage.day_start(now))}",
-        f"cost today ${today:.2f}, month ${month:.2f}",
+        f"cost today {today}, month {month}",
     ]
     if failing:
         parts.append(f"FAILING {failing['count']} cycle(s) since {_when(failing['since'])}: {failing['error']}")
@@ -228,9 +229,14 @@ def _cells(report: usage.MonthReport, *, exact: bool) -> list[str]:
         f"{report.audio_minutes:.2f}" if exact else f"{report.audio_minutes:.1f}",
         str(report.totals.input_tokens),
         str(report.totals.output_tokens),
-        f"{report.usd:.4f}" if exact else f"{report.usd:.2f}",
+        _usd_cell(report.cost, 4 if exact else 2),
         str(report.calls_analysed),
     ]
+
+
+def _usd_cell(cost: Cost, digits: int) -> str:
+    """A number when every model was priced (a billing sheet sums it), else what is missing."""
+    return f"{cost.usd:.{digits}f}" if not cost.unpriced else cost.text(digits)
 
 
 def render(header: Sequence[str], rows: Sequence[Sequence[str]], as_csv: bool) -> list[str]:

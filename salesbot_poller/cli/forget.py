@@ -1,10 +1,11 @@
 """`salesbot-poller forget --phone NUMBER [--yes]`: remove one person's data on request.
 
 Contract of `forget(store, number, now, out, confirm, ...)`:
-- It finds every call with that number (its last 10 digits, as `followup.last10` compares
-  callbacks), and every call an earlier `forget` of it cleared (kept as `Call.forgotten_as`,
-  a keyed hash of the digits: the number itself is gone), and prints them by id and date
-  with how many messages each has. The number is never printed or logged in full
+- It finds every call with that number (`phones.key`: `8 (916) 123-45-67` finds a call
+  noted as `79161234567`, as follow-ups and `poller.exclude_phones` compare), and every call
+  an earlier `forget` of it cleared (kept as `Call.forgotten_as`, a keyed hash of the key's
+  last 10 digits, what earlier versions hashed: the number itself is gone), and prints them
+  by id and date with how many messages each has. The number is never printed or logged in full
   (`mask`: `***-**-04`).
 - Nothing left to remove (a second run): it says so and returns `ForgetOutcome.NOTHING`.
 - Otherwise it asks `confirm`; declined -> nothing is written, `ForgetOutcome.DECLINED`.
@@ -42,8 +43,8 @@ from salesbot_poller.cli.commands import when_text
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, confirmed, err, redacting_out, utc_now
 from salesbot_poller.config import Config
 from salesbot_poller.errors import ConfigError, PermanentError, SalesbotError
+from salesbot_poller.phones import is_full, key
 from salesbot_poller.pipeline.delivery import to_amocrm
-from salesbot_poller.pipeline.followup import last10
 from salesbot_poller.store import Call, Delivery, Store
 
 log = logging.getLogger(__name__)
@@ -161,11 +162,14 @@ def forget(
     eraser: MessageEraser | None = None,
 ) -> ForgetOutcome:
     """See the module contract. Raises `ValueError` for a number with fewer than 7 digits."""
-    digits = last10(number)
-    if not digits:
+    digits = key(number)
+    if not is_full(digits):
         raise ValueError("--phone: give the number (at least 7 digits), e.g. +7 999 111-00-04")
     who = mask(digits)
-    found = store.calls_with_number(last10, digits, number_key(store, digits))
+    # The hash keeps its old input, the last 10 digits (a +7 key's are exactly those): a
+    # number forgotten by an earlier version is still found.
+    forgotten_as = number_key(store, digits[-10:])
+    found = store.calls_with_number(key, digits, forgotten_as)
     busy = [call for call in found if call.claimed_by]
     calls = [call for call in found if not call.claimed_by]
     if not found:
@@ -214,7 +218,7 @@ def forget(
     if not confirm(f"Remove the personal data of {len(to_clear)} call(s)?"):
         out("forget: not confirmed: nothing removed")
         return ForgetOutcome.DECLINED
-    _, blanked = store.clear_personal(calls, now, REASON, forgotten_as=number_key(store, digits))
+    _, blanked = store.clear_personal(calls, now, REASON, forgotten_as=forgotten_as)
     files = remove_audio(audio_dir, [call.id for call in calls])
     try:
         reclaimed = store.reclaim_space()

@@ -76,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="the whole pipeline, but print messages and amoCRM writes instead of sending; mark nothing notified",
         )
-    commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
+    check_cmd = commands.add_parser("check", help="validate the config and check amoCRM, OpenAI and Telegram")
+    check_cmd.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the merged config, secrets hidden, each value with its source; check nothing",
+    )
     commands.add_parser("status", help="calls per stage, last cycle, cursor, last errors")
     commands.add_parser(
         "profiles", help="the amoCRM account's pipelines, statuses, user groups and users, with ids, for [[profiles]]"
@@ -84,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="one real cycle against built-in sandbox servers: no config, no network")
     demo.add_argument("--weekly", action="store_true", help="the weekly team report on eight weeks of demo calls")
     demo.add_argument("--chart", metavar="FILE", help="with --weekly: also write the chart (PNG) to FILE")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="the sandboxes and the daemon until Ctrl-C: type bot commands here, run any command in another terminal",
+    )
+    demo.add_argument("--dir", default="salesbot-demo", help="with --serve: its config and database (%(default)s)")
     backfill_cmd = commands.add_parser("backfill", help="count, confirm, then process the calls of a past window")
     backfill_cmd.add_argument("--since", required=True, help="first day (2026-11-01, local time) or date and time")
     backfill_cmd.add_argument("--until", help="last day, included (default: now)")
@@ -104,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     forget_cmd = commands.add_parser(
         "forget", help="remove every call's personal data for one phone number (asks first)"
     )
-    forget_cmd.add_argument("--phone", required=True, metavar="NUMBER", help="compared by its last 10 digits")
+    forget_cmd.add_argument(
+        "--phone", required=True, metavar="NUMBER", help="in any form: 8 (916) 123-45-67 finds 79161234567"
+    )
     forget_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     eval_cmd = commands.add_parser(
         "eval", help="run the configured analysis on transcripts with expected verdicts (eval/) and compare"

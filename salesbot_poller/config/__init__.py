@@ -29,8 +29,10 @@ Split in modules of one concern each, every public name re-exported here: `model
 sections' models, the validation of their values, and `Config`), `values` (the section base
 and the value checks the sections share), `profiles` (the rubric, `[analysis]` and
 `[[profiles]]`), `secrets` (the secrets in a config, and a database URL without its password),
-`files` (reading a file the config names, capped) and `load` (the TOML file, the
-environment, `_file` keys and systemd credentials, the required values).
+`files` (reading a file the config names, capped), `load` (the TOML file, the
+environment, `_file` keys and systemd credentials, the required values), `origins` (where each
+value came from: the file's line, the variable, the credential) and `problems` (a validation
+error as one line: positions from 1, "did you mean", the value's source).
 """
 
 from salesbot_poller.config.files import FILE_LIMIT, PROMPT_LIMIT, FileRejected, read_text, size_text
@@ -41,6 +43,7 @@ from salesbot_poller.config.load import (
     config_path,
     credential_name,
     load_config,
+    load_with_origins,
     parse_config,
     secret_keys,
 )
@@ -61,6 +64,7 @@ from salesbot_poller.config.model import (
     TelegramConfig,
     sections,
 )
+from salesbot_poller.config.origins import Origins, shown
 from salesbot_poller.config.profiles import (
     DEFAULT_RUBRIC,
     DIRECTIONS,
@@ -99,6 +103,7 @@ __all__ = [
     "LogLevel",
     "MaskMode",
     "OpenAIConfig",
+    "Origins",
     "PollerConfig",
     "Profile",
     "Route",
@@ -110,11 +115,13 @@ __all__ = [
     "database_passwords",
     "existing_file",
     "load_config",
+    "load_with_origins",
     "parse_config",
     "read_text",
     "safe_url",
     "secret_keys",
     "sections",
+    "shown",
     "size_text",
     "unique_item_ids",
 ]

@@ -20,6 +20,9 @@ Contract:
 - `require_secrets=False` (the `status` command) accepts a config without credentials,
   because `status` only reads the database.
 - `config_path` picks the file: the CLI flag, else `SALESBOT_CONFIG`, else the default.
+- Every problem about a key says where its value came from (`config.origins`: the file's
+  line, the variable, the `_file` path, the credential); `load_with_origins` also returns
+  those sources (`check --show-config` prints them).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from salesbot_poller.config.files import FILE_LIMIT, FileRejected, limit_for, read_text
 from salesbot_poller.config.model import Config, OpenAIConfig, _is_openai, sections
+from salesbot_poller.config.origins import Origins
+from salesbot_poller.config.problems import describe
 from salesbot_poller.config.values import ReadFile
 from salesbot_poller.errors import ConfigError
 
@@ -47,12 +52,13 @@ def config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
     return Path(cli_value or environ.get("SALESBOT_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str], origins: Origins) -> None:
     for section, model in sections().items():
         for key in model.model_fields:
             name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             value: str | None = environ.get(name)
             file_name = environ.get(name + "_FILE")
+            source = name
             if value is None and file_name:
                 try:
                     value = read_text(file_name, limit_for(key)).strip()
@@ -62,7 +68,9 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems
                 except FileRejected as exc:
                     problems.append(f"{section}.{key}: {name}_FILE: {exc}")
                     continue
+                source = f"{name}_FILE={file_name}"
             if value is not None:
+                origins.override(section, key, source)
                 section_raw = raw.setdefault(section, {})
                 if isinstance(section_raw, dict):
                     section_raw[key] = value
@@ -78,7 +86,7 @@ def secret_keys(model: type[BaseModel]) -> list[str]:
     return [name for name, info in model.model_fields.items() if info.annotation is SecretStr]
 
 
-def _apply_key_files(raw: dict[str, Any], problems: list[str], read: ReadFile) -> None:
+def _apply_key_files(raw: dict[str, Any], problems: list[str], read: ReadFile, origins: Origins) -> None:
     """`<key>_file = "/path"` in a section: the value of `<key>` is read from that file."""
     for section, model in sections().items():
         part = raw.get(section)
@@ -89,6 +97,8 @@ def _apply_key_files(raw: dict[str, Any], problems: list[str], read: ReadFile) -
             if file_key in model.model_fields or file_key not in part:
                 continue
             file_name = part.pop(file_key)
+            where = origins.line_of((section, file_key))
+            said = f"{section}.{file_key}" + (f", {where}" if where else "")
             if part.get(key) not in (None, ""):
                 problems.append(f"{section}.{file_key}: set either {key} or {file_key}, not both")
             elif not isinstance(file_name, str) or not file_name:
@@ -96,13 +106,14 @@ def _apply_key_files(raw: dict[str, Any], problems: list[str], read: ReadFile) -
             else:
                 try:
                     part[key] = read(file_name, limit_for(key)).strip()
+                    origins.override(section, key, f"{file_name}: {said}")
                 except OSError as exc:
                     problems.append(f"{section}.{file_key}: cannot read {file_name}: {exc.strerror}")
                 except FileRejected as exc:
                     problems.append(f"{section}.{file_key}: {exc}")
 
 
-def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str], origins: Origins) -> None:
     """Fill empty secrets from `$CREDENTIALS_DIRECTORY/<section>_<key>` (systemd credentials)."""
     directory = environ.get(CREDENTIALS_ENV)
     if not directory:
@@ -127,6 +138,7 @@ def _apply_credentials(raw: dict[str, Any], environ: Mapping[str, str], problems
                 continue
             if value:  # the unit's empty SetCredential= fallback means "not given"
                 part[key] = value
+                origins.override(section, key, f"${CREDENTIALS_ENV}/{credential_name(section, key)}")
 
 
 def _missing_values(raw: Mapping[str, Any]) -> list[str]:
@@ -134,7 +146,8 @@ def _missing_values(raw: Mapping[str, Any]) -> list[str]:
 
     def value(section: str, key: str) -> bool:
         part = raw.get(section)
-        return isinstance(part, Mapping) and part.get(key) not in (None, "")
+        found = part.get(key) if isinstance(part, Mapping) else None
+        return (found.strip() if isinstance(found, str) else found) not in (None, "")
 
     problems = []
     if not value("amocrm", "base_url"):
@@ -167,32 +180,27 @@ def _missing_values(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _format_error(error: Any) -> str:
-    loc = list(error["loc"])
-    if len(loc) > 1 and loc[0] == "profiles" and isinstance(loc[1], int):  # [[profiles]] as counted: from 1
-        loc[:2] = [f"profiles[{loc[1] + 1}]"]
-    location = ".".join(str(part) for part in loc)
-    if error["type"] == "extra_forbidden":
-        return f"{location}: unknown key"
-    # The message only: pydantic's `input` may be a secret and is never shown.
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{location}: {message}"
-
-
 def parse_config(
-    raw: dict[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True, read_file: ReadFile = read_text
+    raw: dict[str, Any],
+    environ: Mapping[str, str],
+    *,
+    require_secrets: bool = True,
+    read_file: ReadFile = read_text,
+    origins: Origins | None = None,
 ) -> Config:
     """Validate a parsed TOML document plus environment overrides; see the module contract.
-    `read_file` reads the files the document names (`<key>_file`, `rubric_file`)."""
+    `read_file` reads the files the document names (`<key>_file`, `rubric_file`); `origins`
+    (the file's lines, when the document came from a file) gets the other sources too."""
+    origins = Origins() if origins is None else origins
     problems: list[str] = []
-    _apply_key_files(raw, problems, read_file)
-    _apply_environment(raw, environ, problems)
-    _apply_credentials(raw, environ, problems)
+    _apply_key_files(raw, problems, read_file, origins)
+    _apply_environment(raw, environ, problems, origins)
+    _apply_credentials(raw, environ, problems, origins)
     config: Config | None = None
     try:
         config = Config.model_validate(raw, context={"read_file": read_file})
     except ValidationError as exc:
-        problems.extend(_format_error(e) for e in exc.errors())
+        problems.extend(describe(e, origins) for e in exc.errors())
     if require_secrets:
         problems.extend(_missing_values(raw))
     if problems or config is None:
@@ -210,9 +218,22 @@ def load_config(
     """Read `path` and return the validated config; raises `ConfigError` naming every problem.
     `read_file` reads it and the files it names (the `fleet` commands pass one that caps
     sizes and follows no symlink of another user)."""
+    return load_with_origins(path, environ, require_secrets=require_secrets, read_file=read_file)[0]
+
+
+def load_with_origins(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_secrets: bool = True,
+    read_file: ReadFile = read_text,
+) -> tuple[Config, Origins]:
+    """`load_config`, and where each value came from (`config.origins`)."""
     environ = os.environ if environ is None else environ
+    origins = Origins()
     try:
-        raw = tomllib.loads(read_file(str(path), FILE_LIMIT))
+        text = read_file(str(path), FILE_LIMIT)
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file (copy config.example.toml there, or pass --config)"]) from None
     except PermissionError:
@@ -225,4 +246,6 @@ def load_config(
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(raw, environ, require_secrets=require_secrets, read_file=read_file)
+    origins.from_toml(path, text)
+    config = parse_config(raw, environ, require_secrets=require_secrets, read_file=read_file, origins=origins)
+    return config, origins

@@ -13,11 +13,12 @@ Contract:
 
 from __future__ import annotations
 
+import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validat
 
 from salesbot_poller.config.profiles import AnalysisConfig, Profile
 from salesbot_poller.config.secrets import _secret_values, database_passwords
-from salesbot_poller.config.values import HttpUrl, _chat_id_text, _comma_list, _id_list, _Section
+from salesbot_poller.config.values import ChatId, HttpUrl, Secret, _comma_list, _id_list, _Section
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 MaskMode = Literal["cards", "all", "none"]  # telegram.mask_phones
@@ -33,16 +34,16 @@ MaskMode = Literal["cards", "all", "none"]  # telegram.mask_phones
 
 class AmoCRMConfig(_Section):
     base_url: HttpUrl = Field("", description="The account host, e.g. https://example.amocrm.ru or a kommo.com host.")
-    long_lived_token: SecretStr = Field(
+    long_lived_token: Secret = Field(
         SecretStr(""), description="Long-lived token of a private integration; leave empty to use OAuth."
     )
     client_id: str = Field("", description="OAuth 2.0 integration id (when no long-lived token is set).")
-    client_secret: SecretStr = Field(SecretStr(""), description="OAuth 2.0 integration secret.")
+    client_secret: Secret = Field(SecretStr(""), description="OAuth 2.0 integration secret.")
     redirect_uri: str = Field("", description="OAuth 2.0 redirect URI registered for the integration.")
-    refresh_token: SecretStr = Field(
+    refresh_token: Secret = Field(
         SecretStr(""), description="The first OAuth refresh token; rotated tokens are kept in the database."
     )
-    access_token: SecretStr = Field(SecretStr(""), description="Optional current OAuth access token.")
+    access_token: Secret = Field(SecretStr(""), description="Optional current OAuth access token.")
     # The account's time zone (IANA name): message times, the digest hour, task due dates.
     # Empty: the server's local zone. (API v4 `/account` does not reliably say it.)
     timezone: str = ""
@@ -94,7 +95,7 @@ class AmoCRMConfig(_Section):
 
 
 class OpenAIConfig(_Section):
-    api_key: SecretStr = Field(
+    api_key: Secret = Field(
         SecretStr(""), description="Secret key of an OpenAI (or compatible) account; your own server may need none."
     )
     base_url: HttpUrl = Field(
@@ -110,9 +111,22 @@ class OpenAIConfig(_Section):
     # Mono recordings go to this diarizing model when set (e.g. gpt-4o-transcribe-diarize).
     diarize_model: str = ""
     vocabulary_prompt: str = ""  # company and product names, for models that accept a prompt
-    audio_price_per_minute_usd: float = Field(0.006, ge=0)
-    input_token_price_per_million_usd: float = Field(0.0, ge=0)
-    output_token_price_per_million_usd: float = Field(0.0, ge=0)
+    # Unset (None): the built-in OpenAI price of the model (`pipeline.prices`); 0: free.
+    audio_price_per_minute_usd: float | None = Field(
+        None,
+        ge=0,
+        description="USD per audio minute sent to speech-to-text; unset: the built-in OpenAI price of the model"
+        " (whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe); 0: free (a server of your own).",
+    )
+    input_token_price_per_million_usd: float | None = Field(
+        None,
+        ge=0,
+        description="USD per million tokens sent to the chat model; unset: the built-in OpenAI price of the"
+        " model (gpt-4o-mini, gpt-4o, gpt-4.1, -mini, -nano); 0: free.",
+    )
+    output_token_price_per_million_usd: float | None = Field(
+        None, ge=0, description="USD per million tokens the chat model answers; unset: its built-in price; 0: free."
+    )
     daily_budget_usd: float = Field(50.0, ge=0)  # 0 = no budget
     max_concurrent_requests: int = Field(
         0, ge=0, le=64, description="OpenAI requests in flight at once, all workers together; 0: poller.workers."
@@ -121,27 +135,33 @@ class OpenAIConfig(_Section):
     transcription_base_url: HttpUrl = Field(
         "", description='Speech-to-text server, e.g. a local "http://127.0.0.1:8000/v1"; "": openai.base_url.'
     )
-    transcription_api_key: SecretStr = Field(
+    transcription_api_key: Secret = Field(
         SecretStr(""), description='Key of the speech-to-text server; "": openai.api_key (a local one may need none).'
     )
     chat_base_url: HttpUrl = Field(
         "", description='Chat server for the analysis, e.g. a local "http://127.0.0.1:8080/v1"; "": openai.base_url.'
     )
-    chat_api_key: SecretStr = Field(
+    chat_api_key: Secret = Field(
         SecretStr(""), description='Key of the chat server; "": openai.api_key (a local server may need none).'
     )
 
     @property
     def transcription(self) -> Endpoint:
-        """Where speech-to-text requests go, with which key."""
-        key = self.transcription_api_key if self.transcription_api_key.get_secret_value() else self.api_key
-        return Endpoint(self.transcription_base_url or self.base_url, key)
+        """Where speech-to-text requests go, with which key (and the settings that say so)."""
+        return self._endpoint("transcription")
 
     @property
     def chat(self) -> Endpoint:
-        """Where the analysis (chat) requests go, with which key."""
-        key = self.chat_api_key if self.chat_api_key.get_secret_value() else self.api_key
-        return Endpoint(self.chat_base_url or self.base_url, key)
+        """Where the analysis (chat) requests go, with which key (and the settings that say so)."""
+        return self._endpoint("chat")
+
+    def _endpoint(self, name: Literal["transcription", "chat"]) -> Endpoint:
+        own_url: str = getattr(self, f"{name}_base_url")
+        own_key: SecretStr = getattr(self, f"{name}_api_key")
+        url_setting = f"openai.{name}_base_url" if own_url else "openai.base_url"
+        key_setting = f"openai.{name}_api_key" if own_key.get_secret_value() else "openai.api_key"
+        key = own_key if own_key.get_secret_value() else self.api_key
+        return Endpoint(own_url or self.base_url, key, url_setting, key_setting)
 
 
 def _is_openai(url: str) -> bool:
@@ -151,10 +171,14 @@ def _is_openai(url: str) -> bool:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An OpenAI-compatible server as the clients see it: its base URL and key ("" = none)."""
+    """An OpenAI-compatible server as the clients see it: its base URL and key ("" = none),
+    and the settings they come from, for messages (not part of its identity: speech-to-text
+    and chat on one server are one endpoint)."""
 
     base_url: str
     api_key: SecretStr
+    url_setting: str = field(default="openai.base_url", compare=False)
+    key_setting: str = field(default="openai.api_key", compare=False)
 
     @property
     def host(self) -> str:
@@ -163,12 +187,20 @@ class Endpoint:
         return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}"
 
     @property
+    def shown_url(self) -> str:
+        """The base URL for messages: scheme, host, port and path; never credentials or a query."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{self.host}{parts.path.rstrip('/')}"
+
+    @property
     def needs_key(self) -> bool:
         """OpenAI's own API needs a key; any other server may run without one."""
         return _is_openai(self.base_url)
 
 
 Channel = Literal["left", "right"]
+BOT_TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
+POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 
 
 class AudioConfig(_Section):
@@ -190,17 +222,17 @@ WEEKLY_SPEC = re.compile(rf"({'|'.join(WEEKDAYS)})\s+(\d{{2}}:\d{{2}})")
 class Route(_Section):
     """Where the calls of one amoCRM user go: a chat and, in a forum, a topic."""
 
-    chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = Field(min_length=1)
+    chat_id: ChatId = Field(min_length=1)
     message_thread_id: int | None = None
 
 
 class TelegramConfig(_Section):
-    bot_token: SecretStr = Field(SecretStr(""), description="Bot token from @BotFather, like 123456:ABC...")
-    chat_id: str = Field("", description='Chat the bot posts to, e.g. "-1001234567890".')
+    bot_token: Secret = Field(SecretStr(""), description="Bot token from @BotFather, like 123456:ABC...")
+    chat_id: ChatId = Field("", description='Chat the bot posts to, e.g. "-1001234567890".')
     api_url: HttpUrl = Field("https://api.telegram.org", description="Bot API server (or a self-hosted one).")
     attach_transcript: bool = False
     alert_below_score: int = Field(0, ge=0, le=100)  # 0: off (no score is below 0)
-    alert_chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # empty: telegram.chat_id
+    alert_chat_id: ChatId = ""  # empty: telegram.chat_id
     alert_message_thread_id: int = Field(0, ge=0)  # 0: no forum topic
     routes: dict[int, Route] = Field(default_factory=dict)  # amoCRM user id -> chat (and topic)
     digest_time: str = ""  # "HH:MM" in amocrm.timezone; empty: no digest
@@ -215,8 +247,15 @@ class TelegramConfig(_Section):
     mask_phones: MaskMode = "cards"  # which messages show numbers masked: see `messages.masked`
     # The weekly report, and the bot's commands for the head of sales.
     weekly_report: str = ""  # "mon 09:00": day and time in amocrm.timezone; empty: no weekly report
-    command_chats: Annotated[list[str], BeforeValidator(_id_list)] = Field(default_factory=list)
+    command_chats: Annotated[list[ChatId], BeforeValidator(_id_list)] = Field(default_factory=list)
     admins: Annotated[list[int], BeforeValidator(_comma_list)] = Field(default_factory=list)
+    anonymous_admins: bool = Field(
+        False,
+        description=(
+            "true: also answer a command an admin of a command chat sent anonymously (as the group"
+            " itself; Telegram does not say who); never one sent on behalf of another chat or channel."
+        ),
+    )
 
     @field_validator("weekly_report")
     @classmethod
@@ -240,20 +279,16 @@ class TelegramConfig(_Section):
                 raise ValueError(f"must be HH:MM, got {value!r}") from None
         return value
 
-    @field_validator("chat_id", mode="before")
-    @classmethod
-    def _chat_id_as_text(cls, value: Any) -> Any:
-        # `chat_id = -1001234567890` (a TOML integer) is as natural as the quoted form.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
-
     @field_validator("bot_token")
     @classmethod
     def _check_token(cls, value: SecretStr) -> SecretStr:
         token = value.get_secret_value()
-        if token and ":" not in token:
-            raise ValueError("must look like 123456:ABC... (the token @BotFather gave)")
+        if token and BOT_TOKEN.fullmatch(token) is None:
+            if token[:3].lower() == "bot" and BOT_TOKEN.fullmatch(token[3:]):
+                raise ValueError("remove the leading 'bot': the token is what @BotFather gave, like 123456:ABC…")
+            raise ValueError(
+                "must look like 123456:ABC… (digits, a colon, then letters, digits, - and _: the token @BotFather gave)"
+            )
         return value
 
 
@@ -264,7 +299,8 @@ class PollerConfig(_Section):
     exclude_phones: list[str] = Field(
         default_factory=list,
         description=(
-            "Numbers never analysed nor alerted (internal lines, the office), compared by their last 10 digits."
+            "Numbers never analysed nor alerted (internal lines, the office), in any form:"
+            " `8 (916) 123-45-67` also excludes `79161234567`, `+7 916…`, `9161234567`."
         ),
     )
     retry_delay_seconds: int = Field(
@@ -337,6 +373,13 @@ class StorageConfig(_Section):
     def _check_database(cls, value: str) -> str:
         if "://" not in value:
             raise ValueError("must be a peewee database URL, e.g. sqlite:////var/lib/salesbot/salesbot.db")
+        if value.startswith(POSTGRES_SCHEMES):
+            try:  # here, when the config is read: not at the first query, as a traceback
+                importlib.import_module("psycopg2")
+            except ImportError:
+                raise ValueError(
+                    "PostgreSQL needs its driver, psycopg2: pip install 'salesbot-poller[postgres]'"
+                ) from None
         return value
 
 

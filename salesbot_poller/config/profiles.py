@@ -16,10 +16,10 @@ from __future__ import annotations
 import tomllib
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from salesbot_poller.config.files import PROMPT_LIMIT, read_text
-from salesbot_poller.config.values import ReadFile, _chat_id_text, _comma_list, _Section, context_reader, existing_file
+from salesbot_poller.config.values import ChatId, ReadFile, _comma_list, _Section, context_reader, existing_file
 from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
 
 
@@ -128,7 +128,21 @@ def _rubric_file(path: str, read: ReadFile = read_text) -> tuple[RubricItem, ...
     items = data.get("rubric")
     if not isinstance(items, list) or not items:
         raise ValueError(f"{path}: needs [[rubric]] tables (id, title, done_when, weight)")
-    return tuple(RubricItem.model_validate(item) for item in items)
+    try:
+        return tuple(RubricItem.model_validate(item) for item in items)
+    except ValidationError as exc:  # one line naming the item as counted, from 1 (not pydantic's block)
+        first = exc.errors()[0]
+        number = next(i for i, item in enumerate(items, 1) if _fails(item))
+        key = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{path}: rubric[{number}].{key}: {first['msg']}") from None
+
+
+def _fails(item: object) -> bool:
+    try:
+        RubricItem.model_validate(item)
+    except ValidationError:
+        return True
+    return False
 
 
 class Profile(_Section):
@@ -152,7 +166,7 @@ class Profile(_Section):
     prompt_file: str = ""  # "": analysis.prompt_file
     rubric: tuple[RubricItem, ...] = ()  # (): analysis.rubric
     rubric_file: str = ""
-    chat_id: Annotated[str, BeforeValidator(_chat_id_text)] = ""  # "": telegram.routes / chat_id
+    chat_id: ChatId = ""  # "": telegram.routes / chat_id
     message_thread_id: int | None = None
     alert_below_score: int | None = Field(None, ge=0, le=100)  # None: telegram.alert_below_score
 

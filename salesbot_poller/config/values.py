@@ -10,6 +10,11 @@ Contract:
   environment as "a,b" (`_comma_list`).
 - A file setting is "" or the path of a file that exists (`existing_file`); whether it is a
   regular file, and small enough, is checked where it is read (`config.files`).
+- A `Secret` is a `SecretStr` pasted by hand: spaces and line breaks around it are dropped
+  (a file's final newline, a stray space), one inside it, or a character that is not plain
+  printable ASCII, is an error saying where (its position, never the value).
+- A `ChatId` that is a group's id with its minus forgotten (`1001234567890`) is an error
+  giving the fix (`-1001234567890`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr
 
 from salesbot_poller.config.files import read_text
 
@@ -45,11 +50,49 @@ def _chat_id_text(value: Any) -> Any:
     return value
 
 
+def _strip_secret(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value.strip() if isinstance(value, str) else value
+
+
+def _one_line(value: SecretStr) -> SecretStr:
+    secret = value.get_secret_value()
+    for position, char in enumerate(secret, 1):
+        where = f"(at character {position} of {len(secret)})"
+        if char in "\r\n":
+            raise ValueError(f"has a line break inside {where}: paste it again as one line")
+        if char.isspace():
+            raise ValueError(f"has a space inside {where}: paste it again as one line")
+        if not (char.isascii() and char.isprintable()):
+            raise ValueError(
+                f"has a character that is not plain ASCII {where}, a look-alike letter or an invisible one "
+                "from the copy: paste it again from its source"
+            )
+    return value
+
+
+# A secret as pasted: see the module contract.
+Secret = Annotated[SecretStr, BeforeValidator(_strip_secret), AfterValidator(_one_line)]
+
+
+def _group_id_hint(value: str) -> str:
+    # 13 digits starting 100 is a supergroup's or channel's id without its minus: no user,
+    # group or bot has such an id.
+    if len(value) == 13 and value.startswith("100") and value.isdigit():
+        raise ValueError(f"group and channel ids start with -100; did you mean -{value}?")
+    return value
+
+
 def _comma_list(value: Any) -> Any:
     # The environment gives a string: SALESBOT_ANALYSIS_REDACT="phone,email" ("" = none).
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# A chat id as text (a TOML integer is as natural as the quoted form).
+ChatId = Annotated[str, BeforeValidator(_chat_id_text), AfterValidator(_group_id_hint)]
 
 
 def _id_list(value: Any) -> Any:

@@ -3,13 +3,14 @@
 Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
 - Looked at: missed incoming calls of the last 24 h whose alert Telegram accepted and that
   are not known to be returned yet.
-- A missed call is returned by the first later outgoing call to the same number (the last 10
-  digits) that was answered (duration > 0, status not "not reached"/"busy"). Then, once: a
-  reply to the alert saying when and by whom (`callback_call_id` and the reply's delivery row are
-  committed together, before sending).
+- A missed call is returned by the first later outgoing call to the same number (`phones.key`:
+  the same number however amoCRM wrote it; an internal line, shorter, never) that was
+  answered (duration > 0, status not "not reached"/"busy"). Then, once: a reply to the alert
+  saying when and by whom (`callback_call_id` and the reply's delivery row are committed
+  together, before sending).
 - If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
   escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
-  alert in its chat.
+  alert in its chat. Never for a call with no number to call back: nothing to ask for.
 - Numbers follow `telegram.mask_phones` like the alert's (`messages.masked`): the escalation
   asks for a callback, so it shows the number in full unless "all"; the reply names no number.
 - A call alerted only in a storm summary (`storm`) gets neither message; its callback is
@@ -23,10 +24,10 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
 
-from salesbot_poller.domain import MANAGER_UNKNOWN, Destination, Planned, answered
+from salesbot_poller.domain import MANAGER_UNKNOWN, Destination, Planned, answered, callback_number
+from salesbot_poller.phones import is_full, key
 from salesbot_poller.pipeline import catchup, delivery
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.messages import render_callback, render_escalation
@@ -37,12 +38,6 @@ log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 24 * 3600
 FOLLOW_UP_KINDS = ("escalation", "callback")
-
-
-def last10(phone: str | None) -> str:
-    """The number as amoCRM matches it: its last 10 digits ("" when shorter than 7)."""
-    digits = re.sub(r"\D", "", phone or "")
-    return digits[-10:] if len(digits) >= 7 else ""
 
 
 def _alert_chat(call: Call) -> Destination | None:
@@ -66,6 +61,8 @@ def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]
                 )
             ]
         return [Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
+    if not callback_number(call.phone):  # no number to call back (alerted before intake required one)
+        return []
     sla = app.config.poller.missed_call_sla_minutes
     if now < catchup.sla_start(app, call) + sla * 60:  # for the look-back's calls, from the first start
         return []
@@ -79,7 +76,7 @@ def _callbacks(app: App, since: int) -> dict[str, list[Call]]:
     """Answered outgoing calls since `since`, by number, oldest first."""
     found: dict[str, list[Call]] = defaultdict(list)
     for call in app.store.outgoing_since(since):
-        if answered(call.duration, call.call_status) and (number := last10(call.phone)):
+        if answered(call.duration, call.call_status) and is_full(number := key(call.phone)):
             found[number].append(call)
     return found
 
@@ -91,7 +88,7 @@ def run(app: App, cycle: Cycle) -> None:
     missed = app.store.alerted_unreturned(since)
     callbacks = _callbacks(app, since) if missed else {}
     for call in missed:
-        later = [c for c in callbacks.get(last10(call.phone), []) if c.event_created_at >= call.event_created_at]
+        later = [c for c in callbacks.get(key(call.phone), []) if c.event_created_at >= call.event_created_at]
         callback = later[0] if later else None
         items = plan(app, call, callback, now)
         if not items and callback is None:  # nothing due yet (or a summarised call): no transaction

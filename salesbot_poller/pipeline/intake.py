@@ -31,7 +31,16 @@ from typing import TypeVar
 
 import peewee
 
-from salesbot_poller.domain import MANAGER_UNKNOWN, CallEvent, CallNote, EntityDetails, Stage, answered
+from salesbot_poller.domain import (
+    MANAGER_UNKNOWN,
+    CallEvent,
+    CallNote,
+    EntityDetails,
+    Stage,
+    answered,
+    callback_number,
+    says_missed,
+)
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
 from salesbot_poller.pipeline import catchup, profiles
 from salesbot_poller.pipeline.context import App, Cycle
@@ -67,18 +76,40 @@ def poll(app: App, cycle: Cycle) -> None:
 def classify(direction: str, note: CallNote, min_duration: int) -> tuple[Stage, str | None]:
     """The next stage of a call from its note, and the reason when it is skipped.
 
-    Returns `Stage.NEW` for an answered call whose recording link is not there yet.
+    - A note that says the call was not answered (`domain.says_missed`: status "not reached"/
+      "busy", or a duration of 0) makes an incoming call `Stage.MISSED` only when it has a
+      number to call back (`domain.callback_number`): an alert without one asks the team for
+      what nobody can do. Without one, and for an outgoing call, it is skipped.
+    - A note with no duration that does not say "missed" (a note carrying only `params.text`,
+      as SDK test data and some widgets write) is skipped, the reason naming what it lacks:
+      nothing in it says the call was missed, nor how long it lasted.
+    - `Stage.NEW` for an answered call whose recording link is not there yet.
     """
-    not_answered = not answered(note.duration, note.call_status)
-    if not_answered and direction == "in":
+    if says_missed(note.duration, note.call_status):
+        if direction != "in":
+            return Stage.SKIPPED, "outgoing call not answered"
+        if not callback_number(note.phone):  # fewer than 7 digits: shown, it is no one's number
+            phone = f"is {note.phone[:40]!r}" if note.phone else "missing"
+            return Stage.SKIPPED, f"missed call with no number to call back (params.phone {phone})"
         return Stage.MISSED, None
-    if not_answered:
-        return Stage.SKIPPED, "outgoing call not answered"
+    if note.duration is None:
+        return Stage.SKIPPED, f"the note has no {_lacking(note)}: nothing says the call was missed, nor how long it was"
     if note.duration < min_duration:
         return Stage.SKIPPED, f"too short ({note.duration} s < {min_duration} s)"
     if not note.link:
         return Stage.NEW, None
     return Stage.READY, None
+
+
+def _lacking(note: CallNote) -> str:
+    """The call fields a note has not, as amoCRM names them."""
+    fields = {
+        "params.duration": note.duration is None,
+        "params.call_status": note.call_status is None,
+        "params.phone": not note.phone,
+        "params.link": not note.link,
+    }
+    return ", ".join(name for name, missing in fields.items() if missing)
 
 
 def _manager_name(note: CallNote, users: dict[int, str]) -> str:
@@ -282,7 +313,7 @@ def _facts(
     return CallFacts(
         entity_type=entity_type,
         direction=direction,
-        duration=note.duration,
+        duration=note.duration or 0,
         answered=answered(note.duration, note.call_status),
         phone=note.phone,
         source=note.source,

@@ -13,10 +13,12 @@ Contract:
   between blocks; a block too long by itself is cut in its plain text before escaping, so no
   part ever holds half a tag or half an entity. The first part holds the header (who, what,
   when): with every field cut, it always fits one part.
-- Phone numbers follow `telegram.mask_phones` (the `mask` argument; see `masked`): a masked
-  number is `+7 999 ***-**-04` (`mask_phone`), and so is a number inside a card's name (amoCRM
-  names a contact created by a call after its number). No message links a number (`tel:`):
-  Telegram makes a written number clickable by itself, so a masked one is nowhere in the HTML.
+- Phone numbers are shown by `phones`: a +7 number as `+7 916 123-45-67` however amoCRM wrote
+  it (`phones.display`), any other as written. They follow `telegram.mask_phones` (the `mask`
+  argument; see `masked`): a masked number is `+7 999 ***-**-04` (`phones.mask`), and so is a
+  number inside a card's name (amoCRM names a contact created by a call after its number; an
+  unmasked one there is shown like any other). No message links a number (`tel:`): Telegram
+  makes a written number clickable by itself, so a masked one is nowhere in the HTML.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from datetime import date, tzinfo
 
 from salesbot_poller.config import MaskMode
 from salesbot_poller.domain import CallAnalysis, CallContext, local_time
+from salesbot_poller.phones import display as display_phone
+from salesbot_poller.phones import mask as mask_phone
 from salesbot_poller.services.dialogue import metrics_line
 from salesbot_poller.services.quotes import clock
 from salesbot_poller.services.redact_pii import replace_phones
@@ -93,29 +97,6 @@ def masked(mode: MaskMode, alert: bool = False) -> bool:
     return mode == "all" if alert else mode != "none"
 
 
-def mask_phone(phone: str) -> str:
-    """`phone` (cleaned, on one line) with most of its digits hidden.
-
-    A Russian number (11 digits starting with 7 or 8, or 10 starting with 3, 4, 8 or 9, and
-    nothing but digits, spaces, brackets, dashes, dots and a leading "+") keeps the country
-    code, the 3-digit operator or area code and its last 2 digits: `+7 999 ***-**-04`. Any
-    other value keeps its first 2-4 and last 2 characters, letters and digits between them
-    become "*"; one shorter than 8 characters keeps only its first 2.
-    """
-    value = " ".join(clean(phone).split())
-    digits = re.sub(r"\D", "", value)
-    if re.fullmatch(r"\+?[\d\s().\-]+", value) and not value.startswith("+8"):
-        if len(digits) == 11 and digits[0] in "78":
-            return f"+7 {digits[1:4]} ***-**-{digits[-2:]}"
-        if len(digits) == 10 and digits[0] in "3489" and not value.startswith("+"):
-            return f"+7 {digits[:3]} ***-**-{digits[-2:]}"
-    size = len(value)
-    head = 2 if size < 12 else 3 if size < 16 else 4
-    tail = 2 if size >= 8 else 0
-    hidden = "".join("*" if c.isalnum() else c for c in value[head : size - tail])
-    return value[:head] + hidden + value[size - tail :]
-
-
 def _entity_line(ctx: CallContext, mask: bool = False) -> str:
     label = ENTITY_RU.get(ctx.entity_kind, "Карточка")
     name = name_html(ctx.entity_name, mask) or esc(f"#{ctx.entity_url.rsplit('/', 1)[-1]}")
@@ -123,16 +104,17 @@ def _entity_line(ctx: CallContext, mask: bool = False) -> str:
 
 
 def name_html(name: str, mask: bool = False) -> str:
-    """A manager's or a card's name, one line, cut and escaped; with `mask`, a phone number in
-    it masked (`mask_phone`)."""
+    """A manager's or a card's name, one line, cut and escaped; a phone number in it shown
+    like any other (`phones.display`), or masked with `mask` (`phones.mask`)."""
     name = clean(name)
-    return esc(clip(replace_phones(name, mask_phone) if mask else name, NAME_CHARS))
+    return esc(clip(replace_phones(name, mask_phone if mask else display_phone), NAME_CHARS))
 
 
 def phone_html(phone: str, missing: str, mask: bool = False) -> str:
-    """A phone number, one line, cut and escaped (masked with `mask`); `missing` when there is none."""
-    value = " ".join(clean(phone).split())
-    return esc(clip(mask_phone(value) if mask and value else value, PHONE_CHARS) or missing)
+    """A phone number (`phones.display`, or `phones.mask` with `mask`), one line, cut and
+    escaped; `missing` when there is none."""
+    value = clean(phone)
+    return esc(clip((mask_phone if mask else display_phone)(value), PHONE_CHARS) or missing)
 
 
 def _text_blocks(title: str, text: str, room: int) -> list[str]:

@@ -5,7 +5,8 @@ Contract:
   "" made of the top-level settings (`poller.min_duration_seconds`, `[analysis]`,
   `[telegram]`) that matches every call: a config without profiles behaves as before.
 - `match(config, facts)` returns the call's profile, or None and the reason it is skipped:
-  - a number in `poller.exclude_phones` (by its last 10 digits): "excluded number";
+  - a number in `poller.exclude_phones` (compared by `phones.key`, so `8 (916) 123-45-67`
+    there excludes a call noted as `79161234567`): "excluded number";
   - the first profile whose filters all hold (an empty list holds for anything): entity
     type, pipeline and status (of the call's lead: a profile naming pipelines or statuses
     never matches a call on a contact or a company), the manager's user id and group,
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 from salesbot_poller.config import ENTITY_TYPES, Config, Profile, RubricItem
 from salesbot_poller.domain import Destination
+from salesbot_poller.phones import key
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,6 @@ class CallFacts:
     group_id: int | None = None
     pipeline_id: int | None = None
     status_id: int | None = None
-
-
-def last10(phone: str | None) -> str:
-    return "".join(ch for ch in phone or "" if ch.isdigit())[-10:]
 
 
 def implicit(config: Config) -> Profile:
@@ -120,8 +118,8 @@ def _duration_problem(profile: Profile, config: Config, duration: int) -> str | 
 
 def match(config: Config, facts: CallFacts) -> tuple[Profile | None, str | None]:
     """See the module contract."""
-    excluded = {last10(p) for p in config.poller.exclude_phones}
-    if facts.phone and last10(facts.phone) in excluded:
+    excluded = {key(p) for p in config.poller.exclude_phones} - {""}
+    if facts.phone and key(facts.phone) in excluded:
         return None, "excluded number (poller.exclude_phones)"
     for profile in effective(config):
         if config.profiles and not _filters_hold(profile, facts):

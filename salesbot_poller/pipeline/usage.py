@@ -5,15 +5,17 @@ Contract:
   seconds sent, tokens in/out, model). The pipeline calls it in the same transaction that
   stores the transcript, so a transcription is counted exactly once. `record_analysis`
   does the same for the analysis tokens, with the analysis.
-- `estimate_usd(totals, prices)`: audio minutes x `audio_price_per_minute_usd` + tokens x
-  the per-million token prices. Prices come from the config at the time of reading, so a
-  price change re-prices history (they are estimates, not invoices).
+- `cost_between(store, prices, start, end)`: each model's usage priced as `prices` says
+  (`pipeline.prices`: the config's prices, else OpenAI's built in; a transcription by its
+  audio minutes, the rest by tokens), with the models that have no price named rather than
+  counted as $0. Prices are read at the time of reading, so a price change re-prices history
+  (they are estimates, not invoices).
 - Days and months are UTC. `month_bounds("2026-11")` is that month's [start, end) in Unix
   time (ValueError naming the value otherwise); `totals_between` and `month_report` sum it.
 - The daily budget (`openai.daily_budget_usd` > 0) is reserved per upload, never per call:
   a note's claimed duration enters no estimate. `BudgetGate.meter(...)` gives a call's
   transcription a `CallMeter` (`domain.UploadMeter`): before each upload it reserves that
-  upload's audio minutes x `audio_price_per_minute_usd` in the store (`Store.reserve_upload`,
+  upload's audio minutes x the model's price per minute in the store (`Store.reserve_upload`,
   atomic against every worker and process on SQLite and PostgreSQL), granted when today's
   estimate + the reservations in flight + the upload stay within the budget (or when nothing
   at all is spent or reserved today: an upload dearer than the whole budget then goes alone,
@@ -24,8 +26,10 @@ Contract:
 - `BudgetGate.hold(store, prices, now)`: before a transcription starts, the start of the next
   UTC day when nothing is left today, else None. `reached` logs one WARNING per UTC day, not
   one per call, and marks the day as one that held calls back (`held_back_today`).
-- `budget_warning(prices)`: what `check` warns of when a daily budget is set but every price
-  is 0, so the estimate stays $0 and the budget is never reached; None otherwise.
+- `budget_warning(prices)`: what `check` warns of when a daily budget is set but the price of
+  every configured model is 0, so the estimate stays $0 and the budget is never reached; None
+  otherwise. (A model with no price at all is `prices.price_warning`'s.) Usage that cannot be
+  priced counts $0 against the budget.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from salesbot_poller.config import OpenAIConfig
 from salesbot_poller.domain import CallAnalysis, Transcript
 from salesbot_poller.errors import BudgetReached
+from salesbot_poller.pipeline.prices import Cost, audio_price, row_usd, token_prices
 from salesbot_poller.store import Store
 
 log = logging.getLogger(__name__)
@@ -118,7 +123,7 @@ class MonthReport:
     many calls were analysed (their analysis recorded in the month)."""
 
     totals: Totals
-    usd: float
+    cost: Cost
     calls_analysed: int
 
     @property
@@ -128,7 +133,7 @@ class MonthReport:
 
 def month_report(store: Store, prices: OpenAIConfig, start: int, end: int) -> MonthReport:
     totals = totals_between(store, start, end)
-    return MonthReport(totals, estimate_usd(totals, prices), store.analysed_calls(start, end))
+    return MonthReport(totals, cost_between(store, prices, start, end), store.analysed_calls(start, end))
 
 
 def budget_spent(store: Store, prices: OpenAIConfig, now: int) -> bool:
@@ -140,22 +145,23 @@ def budget_spent(store: Store, prices: OpenAIConfig, now: int) -> bool:
     return budget_used(store, prices, now) >= prices.daily_budget_usd or held_back_today(store, now)
 
 
-def estimate_usd(totals: Totals, prices: OpenAIConfig) -> float:
-    return (
-        totals.audio_seconds / 60 * prices.audio_price_per_minute_usd
-        + totals.input_tokens / 1e6 * prices.input_token_price_per_million_usd
-        + totals.output_tokens / 1e6 * prices.output_token_price_per_million_usd
-    )
+def cost_between(store: Store, prices: OpenAIConfig, start: int, end: int | None = None) -> Cost:
+    """What was recorded in [start, end) cost, per the module contract."""
+    usd, unpriced = 0.0, set()
+    for kind, model, seconds, tokens_in, tokens_out in store.usage_by_model(start, end):
+        row = row_usd(prices, kind, model, seconds, tokens_in, tokens_out)
+        if row is None:
+            unpriced.add(model)
+        else:
+            usd += row
+    return Cost(usd, tuple(sorted(unpriced)))
 
 
 def budget_warning(prices: OpenAIConfig) -> str | None:
     """See the module contract."""
-    priced = (
-        prices.audio_price_per_minute_usd,
-        prices.input_token_price_per_million_usd,
-        prices.output_token_price_per_million_usd,
-    )
-    if prices.daily_budget_usd <= 0 or any(priced):
+    speech = [prices.transcription_model] + ([prices.diarize_model] if prices.diarize_model else [])
+    priced = [audio_price(prices, model) for model in speech] + list(token_prices(prices, prices.analysis_model))
+    if prices.daily_budget_usd <= 0 or None in priced or any(priced):
         return None
     return (
         f"openai.daily_budget_usd is ${prices.daily_budget_usd:.2f} but audio_price_per_minute_usd and the "
@@ -171,7 +177,7 @@ def next_day(now: int) -> int:
 def budget_used(store: Store, prices: OpenAIConfig, now: int) -> float:
     """Today's estimate (UTC) plus what the uploads in flight reserved against today."""
     today = day_start(now)
-    return estimate_usd(totals_since(store, today), prices) + store.held_usd(today)
+    return cost_between(store, prices, today).usd + store.held_usd(today)
 
 
 class CallMeter:
@@ -185,7 +191,7 @@ class CallMeter:
     def reserve(self, seconds: float, model: str) -> int:
         prices, store = self._prices, self._store
         today = day_start(self._now)
-        usd = seconds / 60 * prices.audio_price_per_minute_usd
+        usd = seconds / 60 * (audio_price(prices, model) or 0.0)  # no price: the budget cannot count it
         budget = prices.daily_budget_usd
         used = 0.0
 
@@ -193,7 +199,7 @@ class CallMeter:
             nonlocal used
             if budget <= 0:
                 return True
-            used = estimate_usd(totals_since(store, today), prices) + held
+            used = cost_between(store, prices, today).usd + held
             # An upload dearer than the whole budget goes as the day's first spend: a small
             # budget delays such a call, it never starves it.
             return used + usd <= budget or used <= 0
@@ -281,12 +287,12 @@ def held_back_today(store: Store, now: int) -> bool:
 
 def status_lines(store: Store, prices: OpenAIConfig, now: int) -> list[str]:
     """Today's and this month's usage and estimated cost, for `status`."""
-    lines = ["openai usage (UTC, estimated from the configured prices):"]
+    lines = ["openai usage (UTC, estimated from the configured or OpenAI's list prices):"]
     for label, since in (("today", day_start(now)), ("this month", month_start(now))):
         t = totals_since(store, since)
         lines.append(
             f"  {label:<11} {t.audio_seconds / 60:.1f} audio min, {t.input_tokens} tokens in, "
-            f"{t.output_tokens} tokens out, ${estimate_usd(t, prices):.2f} ({t.requests} requests)"
+            f"{t.output_tokens} tokens out, {cost_between(store, prices, since).text()} ({t.requests} requests)"
         )
     if prices.daily_budget_usd > 0:
         state = "reached: transcriptions wait for tomorrow" if budget_spent(store, prices, now) else "ok"

@@ -14,7 +14,10 @@ with one line saying why (an unknown command, a bad argument, a call that is not
 - `/missed`: missed calls of the last 7 days not yet returned, oldest first, with their
   numbers (masked only under `telegram.mask_phones = "all"`: someone must call back).
 - `/find текст`: at most 10 calls whose transcript holds every word (`Store.find_calls`),
-  newest first, each with the words in context.
+  newest first, each with the words in context. `/find` with a phone number (a +7 one in any
+  form, `8 (916) 123-45-67`, `79161234567`, or one written with "+"; `phones.dialable`) lists
+  instead the latest `FIND_BY_NUMBER` calls with that number (`phones.key`), newest first;
+  the number in the answer is masked like the cards.
 - `/help`: the list.
 Numbers in cards, names and quotes follow `telegram.mask_phones` like the cards.
 """
@@ -26,13 +29,14 @@ import re
 from dataclasses import dataclass
 
 from salesbot_poller.domain import MANAGER_UNKNOWN
+from salesbot_poller.phones import dialable, key
+from salesbot_poller.phones import mask as mask_phone
 from salesbot_poller.pipeline.context import App, call_context
 from salesbot_poller.pipeline.messages import (
     clean,
     clip,
     esc,
     format_time,
-    mask_phone,
     masked,
     name_html,
     pack,
@@ -51,6 +55,7 @@ RECENT_DAYS = 7
 WORST_DEFAULT, WORST_MAX = 5, 20
 MISSED_SHOWN = 30
 SNIPPET_CHARS = 70
+FIND_BY_NUMBER = 10
 
 HELP = """<b>Команды</b>
 /stats [менеджер] [7d|30d] — цифры отдела или одного менеджера за 7 или 30 дней
@@ -58,6 +63,7 @@ HELP = """<b>Команды</b>
 /worst [N] — N звонков с самой низкой оценкой за 7 дней
 /missed — пропущенные за 7 дней, по которым ещё не перезвонили
 /find текст — звонки, в расшифровке которых есть эти слова (до 10)
+/find номер — звонки с этим номером, как бы он ни был записан (до 10)
 /help — эта справка"""
 
 
@@ -203,7 +209,22 @@ def snippet(transcript: str, words: list[str], hide: bool) -> str:
     return esc(clip(piece, SNIPPET_CHARS))
 
 
+def find_number(app: App, number: str, written: str) -> list[str]:
+    """The latest calls with `number` (a `phones.key`), newest first; `written`: as asked."""
+    hide = masked(app.config.telegram.mask_phones)
+    calls = app.store.calls_with_number(key, number)[::-1]
+    asked = phone_html(written, "", hide)
+    blocks = [f"🔎 <b>Звонков с номером {asked}: {len(calls)}</b>, сначала новые"]
+    blocks += [f"{_head(app, call)} · {_link(app, call, hide)} · /call {call.id}" for call in calls[:FIND_BY_NUMBER]]
+    if not calls:
+        blocks.append("Ничего не нашлось.")
+    return pack(blocks)
+
+
 def find(app: App, text: str) -> list[str]:
+    number = dialable(text)
+    if number:
+        return find_number(app, number, text)
     words = query_words(text)
     if not words:
         raise CommandFailed("напишите, что искать: /find доставка")

@@ -21,8 +21,12 @@ from salesbot_poller.services.rubric import to_analysis
 
 ACCOUNT = {"id": 30000001, "name": "Демо-компания", "subdomain": "demo"}
 USERS = {501: "Иван Петров", 502: "Мария Соколова"}
-LEADS = {7001: "ООО «Ромашка»: поставка стеллажей"}
-CONTACTS = {8001: "Анна Смирнова"}
+LEADS = {7001: "ООО «Ромашка»: поставка стеллажей", 7002: "ИП Кузнецов: мезонин на склад"}
+CONTACTS = {8001: "Анна Смирнова", 8002: "Олег Иванов"}
+GROUPS = {0: "Отдел продаж"}
+PIPELINES = {
+    3001: ("Продажи", {30011: "Первичный контакт", 142: "Успешно реализовано", 143: "Закрыто и не реализовано"}),
+}
 
 # (event id, direction, entity type (singular), entity id, note id, seconds before now,
 #  note params); the answered call's recording is served by the amoCRM sandbox itself.
@@ -35,6 +39,16 @@ CALLS: list[tuple[str, str, str, int, int, int, dict[str, Any]]] = [
      {"duration": 0, "phone": "+79991110004", "call_status": 6, "source": "DemoPBX",
       "responsible": 502, "recording": None}),
 ]  # fmt: skip
+
+# The calls `demo --serve` adds while it runs, in turn: (direction, entity type, entity id,
+# duration (0: missed), amoCRM call_status, responsible user).
+LIVE_CALLS: list[tuple[str, str, int, int, int, int]] = [
+    ("incoming_call", "lead", 7001, ANSWERED_SECONDS, 4, 501),
+    ("incoming_call", "contact", 8001, 0, 6, 502),
+    ("outgoing_call", "lead", 7002, 95, 4, 502),
+    ("incoming_call", "lead", 7002, 187, 4, 501),
+    ("incoming_call", "contact", 8002, 0, 6, 501),
+]
 
 TRANSCRIPT = (
     "Менеджер: Компания «Склад-Про», Иван, добрый день! "

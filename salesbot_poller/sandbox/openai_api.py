@@ -1,8 +1,9 @@
 """The OpenAI-compatible sandbox: transcriptions, chat completions (structured output), models.
 
 Every recording gets the canned Russian transcript; every analysis request gets
-`canned.canned_answer()` as the JSON content the SDK parses into the answer model, and the
-weekly report's objection grouping `canned.canned_grouping`.
+`canned.canned_answer()` as the JSON content the SDK parses into the answer model, the
+weekly report's objection grouping `canned.canned_grouping`, and `check`'s probe of
+structured output its one word.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class SandboxOpenAI(LoopbackServer):
         if schema == "GroupsAnswer":  # the weekly report's objection grouping
             messages = body.get("messages") or [{}]
             content = json.dumps(canned_grouping(str(messages[-1].get("content", ""))), ensure_ascii=False)
+        elif schema == "_Probe":  # `check`: does the chat model follow a JSON schema?
+            content = json.dumps({"word": "ok"})
         else:
             content = json.dumps(canned_answer(), ensure_ascii=False)
         return json_response({

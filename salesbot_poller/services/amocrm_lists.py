@@ -13,8 +13,8 @@ Contract:
 - `read_positions` reads a paged list (`page`, `limit`) by position: an unreadable page is read
   again with half the limit, down to 1, keeping the positions, so every readable item is
   returned once with its position, and each position that is unreadable alone is returned as
-  an `Unread`. `read_ids` does the same for a list asked for by ids: an unreadable batch is
-  asked for in halves, down to one id.
+  an `Unread` (its reason shows the start of what was served, cut). `read_ids` does the same
+  for a list asked for by ids: an unreadable batch is asked for in halves, down to one id.
 - An item unreadable alone is asked for once more after the rest was read: a passing fault (a
   proxy's page) is not taken for a poisoned item. More than `MAX_UNREADABLE` such items, and
   more of them than items read, and the list is unreadable as a whole (`UnreadableAnswer`
@@ -143,7 +143,9 @@ def _unread(position: int, exc: UnreadableAnswer, key: str) -> Unread:
     item = _item_bytes(exc.body, key) if exc.body else str(exc).encode()
     text = clean_text(item[: KEPT_CHARS * 4].decode("utf-8", "replace"))
     cut = text if len(text) <= KEPT_CHARS else text[: KEPT_CHARS - 1] + "…"
-    return Unread(position, str(exc), cut, hashlib.sha256(item).hexdigest()[:20])
+    # The reason shows what was served (its start, cut) unless it quotes it already.
+    reason = str(exc) if "(at char" in str(exc) else f"{exc}: {shown(text)}"
+    return Unread(position, reason, cut, hashlib.sha256(item).hexdigest()[:20])
 
 
 Fetch = Callable[[int, int], dict[str, Any] | None]  # (page, limit) -> the page, None for 204

@@ -39,7 +39,7 @@ import openai
 import pydantic
 from openai.lib import type_to_response_format_param
 
-from salesbot_poller.config import DEFAULT_RUBRIC, RubricItem
+from salesbot_poller.config import DEFAULT_RUBRIC, Endpoint, RubricItem
 from salesbot_poller.domain import CallAnalysis, CallContext, ModelUsage
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.logs import excerpt
@@ -138,8 +138,10 @@ class OpenAIAnalyzer:
         redact: Sequence[str] = DEFAULT_KINDS,
         max_transcript_chars: int = DEFAULT_MAX_TRANSCRIPT_CHARS,
         quote_threshold: float = QUOTE_THRESHOLD,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self._client = client
+        self._endpoint = endpoint  # named in errors (`openai_errors`)
         self._model = model
         self._rubric = rubric
         self._ids = tuple(item.id for item in rubric)
@@ -187,7 +189,7 @@ class OpenAIAnalyzer:
                     **extra,
                 )
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc, what, self._model) from None
+            raise map_openai_error(exc, what, self._model, self._endpoint, "openai.analysis_model") from None
         except ValueError:  # a body that is not JSON
             raise TransientError(f"OpenAI {what} ({self._model}): malformed answer (not JSON)") from None
         if completion.usage is not None:
@@ -240,7 +242,7 @@ class SchemaIgnored(PermanentError):
         self.answer = answer
 
 
-def probe_structured_output(client: openai.OpenAI, model: str) -> str:
+def probe_structured_output(client: openai.OpenAI, model: str, endpoint: Endpoint | None = None) -> str:
     """Send `model` one tiny request with a one-field JSON schema (strict, as `analyse` sends
     it) and say how the answer came back: "json_schema" when it parses against the schema;
     `SchemaIgnored` when the server answered text that does not follow it; the error of
@@ -256,7 +258,7 @@ def probe_structured_output(client: openai.OpenAI, model: str) -> str:
             max_completion_tokens=PROBE_MAX_TOKENS,
         )
     except openai.OpenAIError as exc:
-        raise map_openai_error(exc, "structured-output check", model) from None
+        raise map_openai_error(exc, "structured-output check", model, endpoint, "openai.analysis_model") from None
     content = _first_content(raw.http_response)
     try:
         completion = raw.parse()

@@ -22,6 +22,7 @@ import openai
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from salesbot_poller.config import Endpoint
 from salesbot_poller.domain import ModelUsage, ObjectionGroup, ObjectionGrouping
 from salesbot_poller.errors import PermanentError
 from salesbot_poller.logs import excerpt
@@ -75,7 +76,10 @@ def count_groups(answer: GroupsAnswer, total: int) -> list[ObjectionGroup]:
 class OpenAIObjectionGrouper:
     """Implements `domain.ObjectionGrouper`."""
 
-    def __init__(self, client: openai.OpenAI, model: str, limit: RequestLimit | None = None) -> None:
+    def __init__(
+        self, client: openai.OpenAI, model: str, limit: RequestLimit | None = None, endpoint: Endpoint | None = None
+    ) -> None:
+        self._endpoint = endpoint  # named in errors (`openai_errors`)
         self._client = client
         self._model = model
         self._slot: AbstractContextManager[None] = limit if limit is not None else nullcontext()
@@ -99,7 +103,8 @@ class OpenAIObjectionGrouper:
         except pydantic.ValidationError:
             raise PermanentError("objection grouping: the answer is not in the schema") from None
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc, "objection grouping", self._model) from None
+            what, setting = "objection grouping", "openai.analysis_model"
+            raise map_openai_error(exc, what, self._model, self._endpoint, setting) from None
         except ValueError:
             raise PermanentError("objection grouping: malformed answer (not JSON)") from None
         if completion.usage is not None:

@@ -12,10 +12,11 @@ Contract of `OpenAITranscriber.transcribe(path)`:
   chosen bitrate) or than the model accepts (gpt-4o models: ~1400 s) is cut into chunks that
   overlap by `overlap_seconds`; the pieces are stitched back in time order and the overlap
   is counted once (`stitch`).
-- Response formats: `whisper-1` (and other Whisper servers) `verbose_json` with timed
-  segments; `gpt-4o-transcribe` / `gpt-4o-mini-transcribe` `json` (text only: one segment per
-  chunk, `Transcript.timed` False); `*-diarize` `diarized_json` with `chunking_strategy=auto`
-  (no prompt). The vocabulary prompt goes to every model that accepts one.
+- Response formats asked for: `whisper-1` (and other Whisper servers) `verbose_json` with
+  timed segments; `gpt-4o-transcribe` / `gpt-4o-mini-transcribe` `json` (text only: one
+  segment per chunk, `Transcript.timed` False); `*-diarize` `diarized_json` with
+  `chunking_strategy=auto` (no prompt). The vocabulary prompt goes to every model that accepts
+  one. Whatever shape comes back is read (`transcription_answer.read_answer`).
 - Every request holds a slot of `limit` (`openai_limit.RequestLimit`, shared with the
   analysis and every worker) while it is in flight, and only then; no limit when None.
 - The audio seconds sent and any tokens the API reports are returned for cost accounting.
@@ -51,11 +52,13 @@ from typing import Any, Literal
 import openai
 from openai.types import AudioResponseFormat
 
+from salesbot_poller.config import Endpoint
 from salesbot_poller.domain import Segment, Transcript, UploadMeter
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.services.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.services.openai_limit import RequestLimit
+from salesbot_poller.services.transcription_answer import read_answer
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,10 @@ class OpenAITranscriber:
         limit: RequestLimit | None = None,
         max_seconds: float | None = None,
         max_chunk_seconds: float | None = None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self._client = client
+        self._endpoint = endpoint  # named in errors (`openai_errors`)
         self._model = model
         self._language = language
         self._diarize_model = diarize_model
@@ -248,7 +253,8 @@ class OpenAITranscriber:
                     chunking_strategy=chunking,
                 )
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc, "transcription", model) from None
+            setting = "openai.diarize_model" if model == self._diarize_model else "openai.transcription_model"
+            raise map_openai_error(exc, "transcription", model, self._endpoint, setting) from None
         except ValueError:  # the SDK hands a body that is not JSON through as JSONDecodeError
             raise TransientError(f"OpenAI transcription ({model}): malformed answer (not JSON)") from None
         return parse_response(result, chunk)
@@ -303,36 +309,9 @@ class PieceCache:
 
 
 def parse_response(result: object, chunk: Chunk) -> Piece:
-    """A `Piece` from any of the SDK's transcription answers."""
-    speaker = CHANNEL_SPEAKERS[chunk.channel]
-    tokens_in, tokens_out = _tokens(getattr(result, "usage", None))
-    if isinstance(result, str):  # "text" format of a compatible server
-        return Piece(chunk, result.strip(), [Segment(0.0, chunk.duration, result.strip(), speaker)], False)
-    if not isinstance(getattr(result, "text", None), str):
-        # Valid JSON in another shape: not "no speech", which would skip the call.
-        raise TransientError("OpenAI transcription: malformed answer (no text)")
-    text = str(getattr(result, "text", "")).strip()
-    raw_segments = getattr(result, "segments", None)
-    if raw_segments is None:  # json: text only
-        return Piece(chunk, text, [Segment(0.0, chunk.duration, text, speaker)], False, tokens_in, tokens_out)
-    segments = [
-        Segment(
-            float(s.start),
-            float(s.end),
-            str(s.text).strip(),
-            # Diarized speakers are labelled per request; a channel overrides them.
-            speaker or str(getattr(s, "speaker", "") or ""),
-        )
-        for s in raw_segments
-        if str(s.text).strip()
-    ]
-    return Piece(chunk, text, segments, True, tokens_in, tokens_out)
-
-
-def _tokens(usage: object) -> tuple[int, int]:
-    if usage is None or getattr(usage, "type", None) != "tokens":
-        return 0, 0
-    return int(getattr(usage, "input_tokens", 0) or 0), int(getattr(usage, "output_tokens", 0) or 0)
+    """A `Piece` from any transcription answer, whatever format was asked for (`read_answer`)."""
+    heard = read_answer(result, chunk.duration, CHANNEL_SPEAKERS[chunk.channel])
+    return Piece(chunk, heard.text, heard.segments, heard.timed, heard.input_tokens, heard.output_tokens)
 
 
 def stitch(pieces: list[Piece], duration: float) -> list[Segment]:

@@ -11,7 +11,8 @@ Contract:
 - Updates are read one by one from the raw answer: one the client library cannot read (no
   chat, a field of the wrong type, a kind half there) is logged once with its update id and
   comes back as an `Incoming` with `text` "", so the others of its batch are answered and the
-  offset moves past it. One without a readable `update_id` cannot be confirmed: it is logged
+  offset moves past it. A message sent on behalf of a chat (an anonymous admin, a channel)
+  keeps that chat's id (`Incoming.sender_chat_id`). One without a readable `update_id` cannot be confirmed: it is logged
   and left out.
 - Errors are raised like `TelegramNotifier`'s; a 409 (a webhook is set, or another process
   polls the same bot) is a `FatalError` that says which and what to do. The HTTP timeouts are
@@ -50,7 +51,17 @@ def _incoming(update: types.Update) -> Incoming:
         raise ValueError("a sender without a numeric id")
     if text is not None and not isinstance(text, str):
         raise ValueError(f"a text of type {type(text).__name__}")
-    return Incoming(update_id, str(chat.id), user.id if user is not None else None, int(message.message_id), text or "")
+    on_behalf = getattr(message, "sender_chat", None)
+    if on_behalf is not None and not isinstance(on_behalf.id, int):
+        raise ValueError("a sender chat without a numeric id")
+    return Incoming(
+        update_id,
+        str(chat.id),
+        user.id if user is not None else None,
+        int(message.message_id),
+        text or "",
+        str(on_behalf.id) if on_behalf is not None else None,
+    )
 
 
 def _read(raw: Any) -> Incoming | None:

@@ -64,10 +64,15 @@ class EventLog(StoreBase):
         """A set-aside event by id (None when there is none such, or it became a call)."""
         return SeenEvent.get_or_none(SeenEvent.event_id == event_id, SeenEvent.error.is_null(False))
 
-    def readmit_event(self, event: CallEvent, now: int) -> Call:
-        """Record a set-aside event (now valid) as a new call, in one transaction."""
+    def readmit_event(self, event: CallEvent, now: int, set_aside_id: str | None = None) -> Call:
+        """Record a set-aside event (now valid) as a new call, in one transaction.
+
+        `set_aside_id`: the id it was set aside under when that is not its own (a stand-in
+        `unknown-…` given while its id could not be read); that row goes too. An event a later
+        poll already recorded under its own id keeps its call."""
         with self.db.atomic():
-            SeenEvent.delete().where(SeenEvent.event_id == event.event_id).execute()
+            ids = list({event.event_id, set_aside_id or event.event_id})
+            SeenEvent.delete().where(SeenEvent.event_id.in_(ids), SeenEvent.error.is_null(False)).execute()
             self._record_event(event, now)
         return Call.get(Call.event_id == event.event_id)
 

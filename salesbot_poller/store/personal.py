@@ -48,19 +48,22 @@ class PersonalData(DeliveryRows):
         )
         return list(query.order_by(Call.id).limit(limit))
 
-    def calls_with_number(self, last10: Callable[[str | None], str], digits: str, forgotten_as: str) -> list[Call]:
-        """Calls whose number's last 10 digits (`last10`) are `digits`, and calls cleared by an
-        earlier `forget` of it (`forgotten_as`), oldest first. Numbers are stored as amoCRM
-        wrote them, so they are compared here, not in SQL."""
+    def calls_with_number(
+        self, key: Callable[[str | None], str], number: str, forgotten_as: str | None = None
+    ) -> list[Call]:
+        """Calls whose number's normal form (`key`, `phones.key`) is `number`, and calls cleared
+        by an earlier `forget` of it (`forgotten_as`, when given), oldest first. Numbers are
+        stored as amoCRM wrote them, so they are compared here, not in SQL."""
         ids = [
             int(call_id)
             for call_id, phone in cast(
                 Iterable[tuple[int, str]],
                 Call.select(Call.id, Call.phone).where(Call.phone.is_null(False)).tuples().iterator(),
             )
-            if last10(phone) == digits
+            if key(phone) == number
         ]
-        ids += [int(row.id) for row in Call.select(Call.id).where(Call.forgotten_as == forgotten_as)]
+        if forgotten_as is not None:
+            ids += [int(row.id) for row in Call.select(Call.id).where(Call.forgotten_as == forgotten_as)]
         found: list[Call] = []
         for start in range(0, len(ids), 500):
             found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))

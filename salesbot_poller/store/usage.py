@@ -35,6 +35,24 @@ class UsageQueries:
         row = cast(tuple[int, float, int, int], query.tuples().get())  # a tuple, not a Usage
         return int(row[0]), float(row[1]), int(row[2]), int(row[3])
 
+    def usage_by_model(self, since: int, until: int | None = None) -> list[tuple[str, str, float, int, int]]:
+        """(kind, model, audio seconds, input tokens, output tokens) summed per kind and model
+        recorded since `since` (and before `until`, when given): what a price applies to."""
+        query = Usage.select(
+            Usage.kind,
+            Usage.model,
+            peewee.fn.COALESCE(peewee.fn.SUM(Usage.audio_seconds), 0),
+            peewee.fn.COALESCE(peewee.fn.SUM(Usage.input_tokens), 0),
+            peewee.fn.COALESCE(peewee.fn.SUM(Usage.output_tokens), 0),
+        ).where(Usage.at >= since)
+        if until is not None:
+            query = query.where(Usage.at < until)
+        rows = cast(
+            list[tuple[str, str, float, int, int]],  # tuples, not Usage rows
+            list(query.group_by(Usage.kind, Usage.model).order_by(Usage.kind, Usage.model).tuples()),
+        )
+        return [(str(k), str(m), float(s), int(i), int(o)) for k, m, s, i, o in rows]
+
     def analysed_calls(self, since: int, until: int) -> int:
         """Calls whose analysis was paid for in [since, until) (its usage row's time)."""
         query = Usage.select(peewee.fn.COUNT(peewee.fn.DISTINCT(Usage.call_id))).where(

@@ -190,7 +190,10 @@ class FakeOpenAI(FakeServer):
     - `POST /v1/chat/completions`: records `chat_requests`; `analysis_fn(body)` returns a
       dict (sent as JSON content) or a str (sent verbatim, e.g. to test broken JSON);
       `finish_reason` is `chat_finish_reason` ("stop"); waits `chat_delay` seconds first.
-    - `GET /v1/models`, `GET /v1/models/{id}`.
+    - `GET /v1/models`, `GET /v1/models/{id}`; `lists_models = False`: 404 there (a server
+      with no model list).
+    - `prefix` ("/v1") is where all of it is served; "" serves it at the root, as a server
+      behind a proxy that strips `/v1` would. Anything else is 404 "Invalid URL".
     - Concurrency, measured here and not trusted from the client: `in_flight` transcription
       and chat requests being answered right now, `max_in_flight` the most at any instant
       (both from the moment the request is routed until its answer is ready); each
@@ -201,6 +204,8 @@ class FakeOpenAI(FakeServer):
         super().__init__()
         self.api_key = api_key  # None: no key needed (a server of one's own), any header accepted
         self.models: tuple[str, ...] = MODELS
+        self.prefix = "/v1"
+        self.lists_models = True
         # How a server of one's own answers (see tests/fakes/local_ai.py): transcription
         # "as_asked" (like OpenAI) or "json_only" (ignores response_format: {"text"} only);
         # the JSON schema of a chat request "strict" (OpenAI: refuses a schema strict mode
@@ -241,16 +246,21 @@ class FakeOpenAI(FakeServer):
         if self.api_key is not None and req.headers.get("authorization", "") != f"Bearer {self.api_key}":
             return error_reply(401, "Incorrect API key provided.", code="invalid_api_key")
         path = req.path.rstrip("/")
-        if req.method == "POST" and path == "/v1/audio/transcriptions":
+        if not path.startswith(f"{self.prefix}/"):
+            return error_reply(404, f"Invalid URL ({req.method} {req.path})")
+        path = path.removeprefix(self.prefix)
+        if req.method == "POST" and path == "/audio/transcriptions":
             with self._counted():
                 return self._transcribe(req)
-        if req.method == "POST" and path == "/v1/chat/completions":
+        if req.method == "POST" and path == "/chat/completions":
             with self._counted():
                 return self._chat(req)
-        if req.method == "GET" and path == "/v1/models":
+        if path.startswith("/models") and not self.lists_models:
+            return error_reply(404, f"Invalid URL ({req.method} {req.path})")
+        if req.method == "GET" and path == "/models":
             return json_reply({"object": "list", "data": [self._model(m) for m in self.models]})
-        if req.method == "GET" and path.startswith("/v1/models/"):
-            model = path.removeprefix("/v1/models/")
+        if req.method == "GET" and path.startswith("/models/"):
+            model = path.removeprefix("/models/")
             if model in self.models:
                 return json_reply(self._model(model))
             return error_reply(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
