@@ -97,10 +97,10 @@ def work_on(
 
 
 def send_alerts(app: App, cycle: Cycle, should_stop: Stop, patience: float = INTAKE_PATIENCE) -> None:
-    """The due missed-call alerts, oldest first; those of the first start's look-back become one
-    summary (`catchup`), too many at once another (`storm`)."""
-    due = app.store.due_calls(cycle.now, ALERT_STAGES, kind="missed")
-    due = storm.summarise(app, cycle, catchup.summarise(app, cycle, due, patience), patience)
+    """The due missed-call alerts, oldest first; too many at once become one summary (`storm`),
+    and so do those the first start's look-back found (`catchup`)."""
+    due = storm.summarise(app, cycle, app.store.due_calls(cycle.now, ALERT_STAGES, kind="missed"), patience)
+    due = catchup.summarise(app, cycle, due, patience)
     for call in due:
         if should_stop():
             return

@@ -8,14 +8,15 @@ Contract of `run(app, cycle)` (once per cycle, after the calls are processed):
   answered (duration > 0, status not "not reached"/"busy"). Then, once: a reply to the alert
   saying when and by whom (`callback_call_id` and the reply's delivery row are committed
   together, before sending).
-- If no such call came within `poller.missed_call_sla_minutes` of the missed call, once: an
+- If no such call came within `poller.missed_call_sla_minutes` of the missed call (of the first
+  start for a call that rang before it: `catchup.sla_start`), once: an
   escalation to the alert chat (`telegram.alert_chat_id`), or, without one, as a reply to the
   alert in its chat. Never for a call with no number to call back: nothing to ask for.
 - Numbers follow `telegram.mask_phones` like the alert's (`messages.masked`): the escalation
   asks for a callback, so it shows the number in full unless "all"; the reply names no number.
 - A call alerted only in a storm summary (`storm`) gets neither message; its callback is
   still recorded (the digest counts it returned). A call of the first start's summary
-  (`catchup`) gets both, to the alert chat, its SLA counted from the first start.
+  (`catchup`) gets both, as replies to that summary in the alert chat.
 - Every message goes through `delivery` (stored, then sent, each acceptance recorded). A
   Telegram failure leaves the row for the next cycle; a fatal one propagates. In a dry run
   the messages are printed, and nothing is recorded.
@@ -46,30 +47,26 @@ def _alert_chat(call: Call) -> Destination | None:
 
 def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]:
     """What to send about missed `call` now (nothing once it was said)."""
-    caught_up = (call.summarised_in or "").startswith(f"{catchup.KIND}:")
+    caught_up = catchup.summarised(call)
     if call.summarised_in and not caught_up:  # alerted in a storm summary: no reply or escalation (`storm`)
         return []
     own = f"call:{call.id}"
+    # A call of the first start's summary has no alert of its own: its messages answer the summary.
+    chat, answered_key = (alert_destination(app.config), call.summarised_in) if caught_up else (_alert_chat(call), own)
     if callback is not None:
         parts = render_callback(
             callback.manager_name or MANAGER_UNKNOWN, callback.event_created_at, call.event_created_at, app.tz
         )
-        if caught_up:  # no alert of its own: the reply answers the first start's summary
-            return [
-                Planned(
-                    f"{own}:callback", "callback", alert_destination(app.config), {"parts": parts}, call.summarised_in
-                )
-            ]
-        return [Planned(f"{own}:callback", "callback", _alert_chat(call), {"parts": parts}, own)]
+        return [Planned(f"{own}:callback", "callback", chat, {"parts": parts}, answered_key)]
     if not callback_number(call.phone):  # no number to call back (alerted before intake required one)
         return []
     sla = app.config.poller.missed_call_sla_minutes
-    if now < catchup.sla_start(app, call) + sla * 60:  # for the look-back's calls, from the first start
+    if now < catchup.sla_start(app, call) + sla * 60:  # a call the look-back found: from the first start
         return []
     parts = render_escalation(call_context(app, call), sla, app.tz, app.config.telegram.mask_phones)
-    if app.config.telegram.alert_chat_id or caught_up:
+    if app.config.telegram.alert_chat_id and not caught_up:
         return [Planned(f"{own}:escalation", "escalation", alert_destination(app.config), {"parts": parts})]
-    return [Planned(f"{own}:escalation", "escalation", _alert_chat(call), {"parts": parts}, own)]
+    return [Planned(f"{own}:escalation", "escalation", chat, {"parts": parts}, answered_key)]
 
 
 def _callbacks(app: App, since: int) -> dict[str, list[Call]]:
