@@ -19,7 +19,7 @@ from salesbot_poller.pipeline import retention
 from salesbot_poller.pipeline.context import Cycle
 from salesbot_poller.reports import digest
 from salesbot_poller.store import Call, Store
-from tests.builder import Rig, build_rig
+from tests.builder import Rig, already_running, build_rig
 from tests.conftest import CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.loopback_app import add_call, at, ts
 from tests.test_end_to_end import seed
@@ -35,6 +35,7 @@ def seeded(tmp_path: Path, **storage: object) -> Rig:
     """Two old calls (an answered one with a transcript document, a missed one), processed
     40 days ago; then two recent ones, processed at T0 - 5 min. Nothing is cleared yet."""
     rig = build_rig(tmp_path, storage={"retention_days": 30, **storage}, telegram={"attach_transcript": True})
+    already_running(rig.app, at(OLD - 60))  # the old missed call is alerted and escalated as it rings
     add_call(rig, 1, minutes=OLD - 30, duration=125, phone="+7 (999) 111-00-01")
     add_call(rig, 2, minutes=OLD - 20, duration=0, status=6, phone="+79991110002")
     run_once(rig.app, at(OLD))
