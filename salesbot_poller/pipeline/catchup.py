@@ -17,7 +17,7 @@ Contract:
   calls still to alert one by one. A single call gets its own alert: one message either way,
   and its own carries the client, the lead and the thread its follow-ups reply in.
   More than `telegram.max_alerts_per_cycle` at once is a storm (`storm`), said before this.
-- `sla_start(app, call)`: when the callback SLA of a missed call starts (`followup`): its ring,
+- `sla_start(call, first_start(app))`: when the callback SLA of a missed call starts (`followup`): its ring,
   or the first start for a call that rang before it, so no escalation comes seconds after the
   first start. A summarised call still gets its escalation and its callback reply, both as
   replies to the summary.
@@ -52,8 +52,8 @@ def first_start(app: App) -> int | None:
     return int(raw) if raw and raw.isdigit() else None
 
 
-def sla_start(app: App, call: Call) -> int:
-    start = first_start(app)
+def sla_start(call: Call, start: int | None) -> int:
+    """When `call`'s callback SLA starts, the first start being `start` (`first_start`)."""
     return call.event_created_at if start is None else max(call.event_created_at, start)
 
 

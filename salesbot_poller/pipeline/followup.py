@@ -45,8 +45,9 @@ def _alert_chat(call: Call) -> Destination | None:
     return Destination(call.chat_id, call.thread_id) if call.chat_id else None
 
 
-def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]:
-    """What to send about missed `call` now (nothing once it was said)."""
+def plan(app: App, call: Call, callback: Call | None, now: int, start: int | None = None) -> list[Planned]:
+    """What to send about missed `call` now (nothing once it was said); `start`: the first
+    start (`catchup.first_start`)."""
     caught_up = catchup.summarised(call)
     if call.summarised_in and not caught_up:  # alerted in a storm summary: no reply or escalation (`storm`)
         return []
@@ -61,7 +62,7 @@ def plan(app: App, call: Call, callback: Call | None, now: int) -> list[Planned]
     if not callback_number(call.phone):  # no number to call back (alerted before intake required one)
         return []
     sla = app.config.poller.missed_call_sla_minutes
-    if now < catchup.sla_start(app, call) + sla * 60:  # a call the look-back found: from the first start
+    if now < catchup.sla_start(call, start) + sla * 60:  # a call the look-back found: from the first start
         return []
     parts = render_escalation(call_context(app, call), sla, app.tz, app.config.telegram.mask_phones)
     if app.config.telegram.alert_chat_id and not caught_up:
@@ -84,10 +85,11 @@ def run(app: App, cycle: Cycle) -> None:
     since = now - WINDOW_SECONDS
     missed = app.store.alerted_unreturned(since)
     callbacks = _callbacks(app, since) if missed else {}
+    start = catchup.first_start(app) if missed else None
     for call in missed:
         later = [c for c in callbacks.get(key(call.phone), []) if c.event_created_at >= call.event_created_at]
         callback = later[0] if later else None
-        items = plan(app, call, callback, now)
+        items = plan(app, call, callback, now, start)
         if not items and callback is None:  # nothing due yet (or a summarised call): no transaction
             continue
         if app.dry_run is not None:
