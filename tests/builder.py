@@ -131,3 +131,14 @@ def already_running(app: App, since: datetime = T0 - timedelta(hours=2)) -> None
     moment = str(int(since.timestamp()))
     app.store.set_state(catchup.FIRST_START_KEY, moment)
     app.store.set_state(CURSOR_KEY, moment)
+
+
+def database_already_running(url: str, since: int) -> None:
+    """`already_running` for the database at `url` that a command (`once`) opens: migrated, a
+    daemon's first start and cursor at `since` (a Unix time)."""
+    store = Store.open(url, since)
+    try:
+        store.set_state(catchup.FIRST_START_KEY, str(since))
+        store.set_state(CURSOR_KEY, str(since))
+    finally:
+        store.close()

@@ -44,7 +44,7 @@ from salesbot_poller.pipeline.messages import (
 from salesbot_poller.reports.digest import render_digest
 from salesbot_poller.reports.team_stats import ManagerFigures
 from salesbot_poller.store import Call, Migration
-from tests.builder import Rig, already_running, build_rig
+from tests.builder import Rig, already_running, build_rig, database_already_running
 from tests.conftest import CHAT_ID, Servers, run_cli
 from tests.fakes import validate_telegram_html
 from tests.hostile import values
@@ -235,7 +235,9 @@ def test_cards_and_alerts_of_ten_thousand_character_values_go_out_through_the_cl
     )
     servers.openai.analysis_fn = hostile_analysis
 
-    result = run_cli("once", config=servers.write_config())
+    config = servers.write_config()
+    database_already_running(servers.database, now - 7200)  # a running daemon: alerts one by one
+    result = run_cli("once", config=config)
 
     assert result.returncode == 0, result.stderr
     db = sqlite3.connect(servers.tmp / "state" / "salesbot.db")
