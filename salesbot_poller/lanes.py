@@ -41,7 +41,7 @@ import peewee
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.errors import Busy, FatalError, PermanentError, SalesbotError, TransientError
-from salesbot_poller.pipeline import delivery, followup, lead_fields, retention, storm
+from salesbot_poller.pipeline import catchup, delivery, followup, lead_fields, retention, storm
 from salesbot_poller.pipeline.context import COUNTERS, App, Cycle, Tally
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.intake import poll, resolve_new
@@ -97,8 +97,10 @@ def work_on(
 
 
 def send_alerts(app: App, cycle: Cycle, should_stop: Stop, patience: float = INTAKE_PATIENCE) -> None:
-    """The due missed-call alerts, oldest first; too many at once become one summary (`storm`)."""
+    """The due missed-call alerts, oldest first; too many at once become one summary (`storm`),
+    and so do those the first start's look-back found (`catchup`)."""
     due = storm.summarise(app, cycle, app.store.due_calls(cycle.now, ALERT_STAGES, kind="missed"), patience)
+    due = catchup.summarise(app, cycle, due, patience)
     for call in due:
         if should_stop():
             return

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 from salesbot_poller.app import build_amo, build_notifier
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallSource, Notifier
+from salesbot_poller.pipeline import catchup
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.delivery import DryRun
 from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Store
+from salesbot_poller.store.base import CURSOR_KEY
 from tests.memory import MemoryAnalyzer, MemoryNotifier, MemoryRecordings, MemorySource, MemoryTranscriber
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -119,3 +121,24 @@ def build_rig(
         pacer=pacer or ChatPacer(gap=0, group_per_minute=10**9),
     )
     return Rig(app, recordings, transcriber, analyzer, memory_source, memory_notifier)
+
+
+def already_running(app: App, since: datetime = T0 - timedelta(hours=2)) -> None:
+    """Make `app`'s fresh database one of a daemon that first started at `since` and has polled
+    up to then (its cursor), as if it had run with nothing to say: the calls a test adds after
+    `since` are alerted one by one, as a running daemon does, not summarised as the first
+    start's look-back (`pipeline.catchup`)."""
+    moment = str(int(since.timestamp()))
+    app.store.set_state(catchup.FIRST_START_KEY, moment)
+    app.store.set_state(CURSOR_KEY, moment)
+
+
+def database_already_running(url: str, since: int) -> None:
+    """`already_running` for the database at `url` that a command (`once`) opens: migrated, a
+    daemon's first start and cursor at `since` (a Unix time)."""
+    store = Store.open(url, since)
+    try:
+        store.set_state(catchup.FIRST_START_KEY, str(since))
+        store.set_state(CURSOR_KEY, str(since))
+    finally:
+        store.close()

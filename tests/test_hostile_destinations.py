@@ -12,6 +12,7 @@ import pytest
 
 from salesbot_poller.cli import commands
 from salesbot_poller.lanes import run_once
+from tests.builder import database_already_running
 from tests.conftest import CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.fakes import make_mp3
 from tests.loopback_app import add_call, at, calls, loopback_rig, ts
@@ -60,6 +61,7 @@ def test_a_failing_crm_and_alert_chat_hold_back_nothing_and_are_retried_alone(se
     servers.amo.fail_next(r"/notes$", 502, "<html>Bad Gateway</html>", times=1000, method="POST")
     _calls(servers, answered=3, missed=2)
     config = _config(servers)
+    database_already_running(servers.database, int(time.time()) - 7200)  # a running daemon: alerts one by one
 
     first = run_cli("once", config=config, timeout=120)
     assert first.returncode == 0, first.stderr

@@ -44,7 +44,7 @@ from salesbot_poller.pipeline.messages import (
 from salesbot_poller.reports.digest import render_digest
 from salesbot_poller.reports.team_stats import ManagerFigures
 from salesbot_poller.store import Call, Migration
-from tests.builder import Rig, build_rig
+from tests.builder import Rig, already_running, build_rig, database_already_running
 from tests.conftest import CHAT_ID, Servers, run_cli
 from tests.fakes import validate_telegram_html
 from tests.hostile import values
@@ -235,7 +235,9 @@ def test_cards_and_alerts_of_ten_thousand_character_values_go_out_through_the_cl
     )
     servers.openai.analysis_fn = hostile_analysis
 
-    result = run_cli("once", config=servers.write_config())
+    config = servers.write_config()
+    database_already_running(servers.database, now - 7200)  # a running daemon: alerts one by one
+    result = run_cli("once", config=config)
 
     assert result.returncode == 0, result.stderr
     db = sqlite3.connect(servers.tmp / "state" / "salesbot.db")
@@ -261,7 +263,9 @@ ALERT_CHAT = "-1007777"
 
 def storm_rig(tmp_path: Path, cap: int = 3, **sections: Any) -> Rig:
     telegram = {"max_alerts_per_cycle": cap, "alert_chat_id": ALERT_CHAT} | sections.pop("telegram", {})
-    return build_rig(tmp_path, telegram=telegram, **sections)
+    rig = build_rig(tmp_path, telegram=telegram, **sections)
+    already_running(rig.app)  # a storm while running, not the first start's look-back (`catchup`)
+    return rig
 
 
 def add_missed(rig: Rig, count: int, *, minutes: float = -2, phone: str | None = None) -> None:

@@ -16,7 +16,7 @@ from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.intake import classify
 from salesbot_poller.services.amocrm_parse import parse_note
 from salesbot_poller.store import Call
-from tests.builder import build_rig
+from tests.builder import already_running, build_rig
 from tests.conftest import Servers
 from tests.loopback_app import add_call, at, calls, loopback_rig
 from tests.samples import sample
@@ -39,6 +39,7 @@ def test_a_text_only_note_is_skipped_with_the_reason_never_alerted_nor_escalated
     _served(servers, 2, "missed_no_phone", t0 - 110)
     _served(servers, 3, "missed_status_only", t0 - 100)  # the control: alerted, then escalated
     rig = build_rig(servers.config_text(), real_source=True, real_notifier=True, now=NOW)
+    already_running(rig.app, NOW - timedelta(hours=1))  # the control's escalation comes an SLA after its ring
 
     run_once(rig.app, NOW)
     run_once(rig.app, NOW + timedelta(hours=2))  # well past the missed-call SLA

@@ -17,6 +17,7 @@ from salesbot_poller.lanes import run_once
 from salesbot_poller.pipeline.profiles import match
 from salesbot_poller.sandbox.team import TeamCall, store_calls
 from salesbot_poller.store import Call
+from tests.builder import already_running
 from tests.conftest import CHAT_ID, Servers
 from tests.loopback_app import add_call, at, calls, loopback_rig
 from tests.test_bot import BOSS, NOW, answered_as_reply, ask
@@ -98,6 +99,7 @@ def visible(servers: Servers) -> list[str]:
 
 def test_the_alert_shows_a_russian_number_grouped_and_the_card_masks_it_the_documented_way(servers: Servers) -> None:
     rig = loopback_rig(servers, paced=False)
+    already_running(rig.app)  # alerted one by one, not the first start's summary
     add_call(rig, 1, minutes=-2, duration=0, status=6, phone="79161234567")
     add_call(rig, 2, minutes=-1, duration=0, status=6, phone=UK)
     add_call(rig, 3, minutes=-1, phone="89161234567")

@@ -19,7 +19,7 @@ from salesbot_poller.pipeline import retention
 from salesbot_poller.pipeline.context import Cycle
 from salesbot_poller.reports import digest
 from salesbot_poller.store import Call, Store
-from tests.builder import Rig, build_rig
+from tests.builder import Rig, already_running, build_rig, database_already_running
 from tests.conftest import CHAT_ID, Servers, assert_no_secret, run_cli
 from tests.loopback_app import add_call, at, ts
 from tests.test_end_to_end import seed
@@ -35,6 +35,7 @@ def seeded(tmp_path: Path, **storage: object) -> Rig:
     """Two old calls (an answered one with a transcript document, a missed one), processed
     40 days ago; then two recent ones, processed at T0 - 5 min. Nothing is cleared yet."""
     rig = build_rig(tmp_path, storage={"retention_days": 30, **storage}, telegram={"attach_transcript": True})
+    already_running(rig.app, at(OLD - 60))  # the old missed call is alerted and escalated as it rings
     add_call(rig, 1, minutes=OLD - 30, duration=125, phone="+7 (999) 111-00-01")
     add_call(rig, 2, minutes=OLD - 20, duration=0, status=6, phone="+79991110002")
     run_once(rig.app, at(OLD))
@@ -190,6 +191,7 @@ def config_with(servers: Servers, delete: bool) -> Path:
 def test_forget_clears_every_call_of_the_number_once_and_keeps_telegram_messages(servers: Servers) -> None:
     seed_forget(servers, int(time.time()))
     config = config_with(servers, delete=False)
+    database_already_running(servers.database, int(time.time()) - 7200)  # a running daemon: alerts one by one
     assert run_cli("once", config=config).returncode == 0
     db = servers.tmp / "state" / "salesbot.db"
     assert len(rows(db, "SELECT id FROM call WHERE phone LIKE '%1110001'")) == 2
@@ -238,6 +240,7 @@ def test_forget_clears_every_call_of_the_number_once_and_keeps_telegram_messages
 def test_forget_deletes_the_bots_recent_messages_and_lists_the_ones_it_could_not(servers: Servers) -> None:
     seed_forget(servers, int(time.time()))
     config = config_with(servers, delete=True)
+    database_already_running(servers.database, int(time.time()) - 7200)  # a running daemon: alerts one by one
     assert run_cli("once", config=config).returncode == 0
     db = servers.tmp / "state" / "salesbot.db"
     by_kind = {

@@ -42,7 +42,7 @@ from salesbot_poller.domain import (
     says_missed,
 )
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
-from salesbot_poller.pipeline import profiles
+from salesbot_poller.pipeline import catchup, profiles
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.health import describe
 from salesbot_poller.pipeline.profiles import CallFacts
@@ -60,8 +60,9 @@ def poll(app: App, cycle: Cycle) -> None:
     """Record the events of the next window and advance the cursor past them."""
     cursor = app.store.cursor()
     until = cycle.now - SETTLE_SECONDS
-    if cursor is None:
+    if cursor is None:  # a fresh database: what the look-back finds is summarised (`catchup`)
         since = cycle.now - app.config.poller.initial_lookback_minutes * 60
+        catchup.mark_first_start(app, cycle.now)
     else:
         since, until = cursor - OVERLAP_SECONDS, max(until, cursor)
     batch = app.source.call_events(since, until)

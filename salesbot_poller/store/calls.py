@@ -5,7 +5,7 @@ Contract:
   restart resumes from the last committed stage. With `analysis_json`, the call's rows in
   the BI tables (`store.bi`) are rewritten in the same transaction. Error texts
   (`last_error`, `skip_reason`) are redacted first.
-- `summarise` stores a storm summary and marks the calls it covers in ONE transaction.
+- `summarise` stores a summary of missed calls and marks the calls it covers in ONE transaction.
 - `resume_stage` judges from a call's stored artifacts the stage it would resume from.
 """
 
@@ -88,9 +88,9 @@ class CallRows(DeliveryRows):
         return list(query)
 
     def summarise(self, items: Iterable[Planned], calls: Iterable[Call], now: int) -> int:
-        """Store the storm summary `items` and mark each of `calls` still waiting for its alert
-        (stage `missed`) as alerted by it (`summarised_in` = the first item's key), in ONE
-        transaction: a crash leaves either both or neither. Returns how many were marked."""
+        """Store the summary `items` (a storm's, the first start's) and mark each of `calls`
+        still waiting for its alert (stage `missed`) as alerted by it (`summarised_in` = the
+        first item's key), in ONE transaction: a crash leaves either both or neither. Returns how many were marked."""
         planned = list(items)
         ids = [call.id for call in calls]
         marked = 0
