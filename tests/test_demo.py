@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.cli.demo_cycle import visible_text
 from salesbot_poller.sandbox.canned import canned_analysis
+from salesbot_poller.services.telegram_text import plain_text
 
 
 @pytest.mark.slow
@@ -47,6 +47,6 @@ def test_demo_prints_the_card_and_the_alert_without_config_or_network(tmp_path: 
     assert list(tmp_path.iterdir()) == []  # the temporary directory is gone, nothing left behind
 
 
-def test_visible_text_drops_tags_decodes_entities_and_keeps_link_targets() -> None:
+def test_plain_text_drops_tags_decodes_entities_and_keeps_link_targets() -> None:
     html = '<b>Итог</b>\n💼 <a href="https://x.amocrm.ru/leads/detail/1">ООО &lt;Р&gt; &amp; Ко</a>'
-    assert visible_text(html) == "Итог\n💼 ООО <Р> & Ко (https://x.amocrm.ru/leads/detail/1)"
+    assert plain_text(html) == "Итог\n💼 ООО <Р> & Ко (https://x.amocrm.ru/leads/detail/1)"
