@@ -54,8 +54,8 @@ def test_plain_text_drops_tags_decodes_entities_and_keeps_link_targets() -> None
 
 def test_plain_text_reads_every_tag_telegram_takes_and_decodes_entities_once() -> None:
     message = (
-        '<i>a</i> <u>b</u> <s>c</s> <code>x &gt; 1</code>\n<pre>line 1\n  line 2</pre>\n'
-        '<blockquote>цитата</blockquote> '
+        "<i>a</i> <u>b</u> <s>c</s> <code>x &gt; 1</code>\n<pre>line 1\n  line 2</pre>\n"
+        "<blockquote>цитата</blockquote> "
         '<a href="https://e.ru/?a=1&amp;b=&quot;2&quot;">https://e.ru/?a=1&amp;b="2"</a> '
         '<a href="tg://user?id=5">Иван</a> &amp;lt;'
     )
