@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
 
 import openai
 import requests
@@ -20,6 +19,7 @@ from telebot import apihelper
 
 from salesbot_poller import __version__
 from salesbot_poller.config import Config, Endpoint, Profile
+from salesbot_poller.domain import named_zone
 from salesbot_poller.logs import add_secrets
 from salesbot_poller.pipeline import profiles
 from salesbot_poller.pipeline.context import App
@@ -80,9 +80,17 @@ def build_amo(
     if amo.uses_oauth:
         tokens = OAuthTokens(amo, store, session, clock, limiter=limiter)
     else:
-        tokens = LongLivedToken(amo.long_lived_token.get_secret_value())
+        tokens = LongLivedToken(amo.long_lived_token.get_secret_value(), named_zone(amo.timezone))
     sleep = until_stopped(stopping) if stopping is not None else None
-    return AmoClient(session, amo.base_url, tokens, clock, limiter=limiter, pause=AmoPause(clock, store), sleep=sleep)
+    return AmoClient(
+        session,
+        amo.base_url,
+        tokens,
+        clock,
+        limiter=limiter,
+        pause=AmoPause(clock, store, named_zone(amo.timezone)),
+        sleep=sleep,
+    )
 
 
 def authorise_amo(config: Config, store: Store, clock: Callable[[], datetime], code: str) -> int:
@@ -133,7 +141,7 @@ def build_updates(config: Config) -> TelegramUpdates | None:
 
 def account_zone(config: Config) -> tzinfo | None:
     """`amocrm.timezone` (validated at load); None: the server's local time zone."""
-    return ZoneInfo(config.amocrm.timezone) if config.amocrm.timezone else None
+    return named_zone(config.amocrm.timezone)
 
 
 def build_analyzer(

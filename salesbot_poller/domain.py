@@ -12,6 +12,7 @@ from datetime import date, datetime, tzinfo
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -49,9 +50,27 @@ def callback_number(phone: str | None) -> bool:
     return len(re.sub(r"\D", "", phone or "")) >= MIN_CALLBACK_DIGITS
 
 
-def local_time(timestamp: int, tz: tzinfo | None) -> datetime:
+def local_time(timestamp: float, tz: tzinfo | None) -> datetime:
     """`timestamp` in `tz` (the account's zone); None: the server's local zone."""
     return datetime.fromtimestamp(timestamp, tz) if tz else datetime.fromtimestamp(timestamp).astimezone()
+
+
+def named_zone(name: str) -> tzinfo | None:
+    """The zone of `amocrm.timezone` (an IANA name, validated at load); "": None, the
+    server's local zone."""
+    return ZoneInfo(name) if name else None
+
+
+TIME_FORMAT = "%Y-%m-%d %H:%M"  # what the commands print: `2026-12-05 14:03 Europe/Moscow`
+
+
+def time_text(timestamp: float, tz: tzinfo | None, fmt: str = TIME_FORMAT) -> str:
+    """How every command (and the journal's heartbeat) shows a moment to a person: in `tz`
+    (None: the server's zone) with the zone named after it, by its IANA name when it has one
+    (`2026-12-05 14:03 Europe/Moscow`), else its abbreviation (`UTC`, `MSK`, `UTC+10`)."""
+    moment = local_time(timestamp, tz)
+    name = str(getattr(tz, "key", "") or moment.tzname() or "UTC")
+    return f"{moment.strftime(fmt)} {'UTC' + name if name[0] in '+-' else name}"
 
 
 class Stage(StrEnum):

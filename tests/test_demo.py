@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from salesbot_poller.cli.demo_cycle import visible_text
 from salesbot_poller.sandbox.canned import canned_analysis
+from salesbot_poller.services.telegram_text import file_lines, keyboard_line, plain_text
 
 
 @pytest.mark.slow
@@ -47,6 +47,26 @@ def test_demo_prints_the_card_and_the_alert_without_config_or_network(tmp_path: 
     assert list(tmp_path.iterdir()) == []  # the temporary directory is gone, nothing left behind
 
 
-def test_visible_text_drops_tags_decodes_entities_and_keeps_link_targets() -> None:
+def test_plain_text_drops_tags_decodes_entities_and_keeps_link_targets() -> None:
     html = '<b>Итог</b>\n💼 <a href="https://x.amocrm.ru/leads/detail/1">ООО &lt;Р&gt; &amp; Ко</a>'
-    assert visible_text(html) == "Итог\n💼 ООО <Р> & Ко (https://x.amocrm.ru/leads/detail/1)"
+    assert plain_text(html) == "Итог\n💼 ООО <Р> & Ко (https://x.amocrm.ru/leads/detail/1)"
+
+
+def test_plain_text_reads_every_tag_telegram_takes_and_decodes_entities_once() -> None:
+    message = (
+        "<i>a</i> <u>b</u> <s>c</s> <code>x &gt; 1</code>\n<pre>line 1\n  line 2</pre>\n"
+        "<blockquote>цитата</blockquote> "
+        '<a href="https://e.ru/?a=1&amp;b=&quot;2&quot;">https://e.ru/?a=1&amp;b="2"</a> '
+        '<a href="tg://user?id=5">Иван</a> &amp;lt;'
+    )
+    assert plain_text(message) == (
+        'a b c x > 1\nline 1\n  line 2\nцитата https://e.ru/?a=1&b="2" Иван (tg://user?id=5) &lt;'
+    )
+
+
+def test_files_and_buttons_read_as_one_line_each() -> None:
+    assert file_lines("photo", "<b>График</b> · 8 недель\nвторая") == ["[photo: График · 8 недель]", "вторая"]
+    assert file_lines("document a.txt", "") == ["[document a.txt]"]
+    markup = '{"inline_keyboard": [[{"text": "Открыть", "url": "https://e.ru"}], [{"text": "Позже"}]]}'
+    assert keyboard_line(markup) == "[Открыть] [Позже]"
+    assert keyboard_line(None) is None and keyboard_line({"inline_keyboard": []}) is None

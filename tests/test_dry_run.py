@@ -35,6 +35,10 @@ def test_once_dry_run_prints_and_sends_nothing_then_a_real_run_sends(servers: Se
     assert out.count("--- dry run: card -> default chat") == 2 and out.count("--- dry run: alert") == 1
     assert out.count("--- dry run: transcript") == 2 and "POST /api/v4/leads/notes" in out
     assert "POST /api/v4/tasks" in out and "Оценка" in out and "+7 999 111-00-04" in out
+    # As the chat shows the card: no markup, entities decoded, the link's target after its text.
+    assert "<b>" not in out and "&lt;" not in out and "&amp;" not in out and "&quot;" not in out
+    assert "⭐ Оценка: " in out and "💼 Сделка: ООО <Ромашка> & Partners (http://127.0.0.1:" in out
+    assert "[document " in out, "the transcript: one line naming the file, then its caption"
     assert len(servers.openai.chat_requests) == 2, "the whole pipeline ran: analysed (and stored)"
 
     status = run_cli("status", config=config)

@@ -107,11 +107,13 @@ def test_it_runs_once_a_day_across_restarts_and_status_says_what_it_removed(tmp_
     rig.app.store = reopened
     assert retention.run(rig.app, Cycle(app=rig.app, now=ts(60))) is None
     lines: list[str] = []
-    commands.status(reopened, lines.append, rig.app.config, now=ts(60))
+    config = rig.app.config
+    moscow = config.model_copy(update={"amocrm": config.amocrm.model_copy(update={"timezone": "Europe/Moscow"})})
+    commands.status(reopened, lines.append, moscow, now=ts(60))
     text = "\n".join(lines)
-    assert (
-        "retention: last ran 2026-11-25 09:00:00 UTC (storage.retention_days = 30): 2 call(s) cleared, "
-        "4 message(s) blanked, 0 audio file(s) deleted (calls before 2026-10-26 09:00:00 UTC)"
+    assert (  # in amocrm.timezone, named
+        "retention: last ran 2026-11-25 12:00 Europe/Moscow (storage.retention_days = 30): 2 call(s) cleared, "
+        "4 message(s) blanked, 0 audio file(s) deleted (calls before 2026-10-26 12:00 Europe/Moscow)"
     ) in text
     assert "  calls without personal data (retention or forget): 2" in text
     assert "calls: 4" in text and "notified        2" in text and "missed_alerted  2" in text

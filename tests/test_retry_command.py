@@ -110,10 +110,11 @@ def test_retry_of_an_unknown_or_unfailed_call_says_so_and_fails(app: App, rig: R
 def test_status_lists_failures_with_stage_error_and_time(app: App, rig: Rig) -> None:
     fail_after_transcription(rig)
     lines: list[str] = []
-    commands.status(app.store, lines.append)
+    utc = app.config.model_copy(update={"amocrm": app.config.amocrm.model_copy(update={"timezone": "UTC"})})
+    commands.status(app.store, lines.append, utc)
     assert "failed calls: 1 (`salesbot-poller retry --failed` puts them back)" in lines
     assert (
-        "  call 1 (leads/7001), reached transcribed, failed 2026-11-25 09:00:00 UTC after 1 attempt(s): "
+        "  call 1 (leads/7001), reached transcribed, failed 2026-11-25 09:00 UTC after 1 attempt(s): "
         "analysis model refused: nope"
     ) in lines
 

@@ -150,8 +150,9 @@ def test_report_command_prints_a_past_week_and_writes_its_chart(servers: Servers
     result = run_cli("report", "--week", "2026-11-18", "--dry-run", "--chart", str(chart), config=config)
     assert result.returncode == 0, result.stderr
     assert "--- dry run: weekly -> default chat" in result.stdout
-    assert "Итоги недели</b> · 16.11 – 22.11.2026" in result.stdout
-    assert "photo (PNG, " in result.stdout
+    assert "Итоги недели · 16.11 – 22.11.2026" in result.stdout, "as the chat shows it"
+    assert "<b>" not in result.stdout and "&lt;" not in result.stdout and "&amp;" not in result.stdout
+    assert "\n[photo (PNG, " in result.stdout  # the chart: one line with its caption
     assert png_size(chart.read_bytes()) == (1200, 675)
     assert servers.telegram.messages == [] and servers.telegram.photos == []
 
@@ -160,14 +161,22 @@ def test_report_command_prints_a_past_week_and_writes_its_chart(servers: Servers
 
 
 @pytest.mark.slow
-def test_the_weekly_demo_prints_the_report_of_demo_data_and_writes_its_chart(tmp_path: Path) -> None:
+def test_the_weekly_demo_prints_the_report_of_demo_data_as_text_and_writes_its_chart(tmp_path: Path) -> None:
+    chart = tmp_path / "chart.png"
+    result = run_cli("demo", "--weekly", "--chart", str(chart))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "Итоги недели · " in text and "<b>" not in text and "&lt;" not in text and "&amp;" not in text
+    assert text.count("👤 ") == 4 and "• Цена и бюджет — " in text  # grouped by the OpenAI sandbox
+    assert "\n[photo (PNG, " in text and png_size(chart.read_bytes()) == (1200, 675)
+
+
+@pytest.mark.slow
+def test_the_weekly_demo_of_a_given_day_shows_each_managers_change() -> None:
     from salesbot_poller.cli.demo_weekly import run_weekly_demo
 
     lines: list[str] = []
-    chart = tmp_path / "chart.png"
-    assert run_weekly_demo(lines.append, chart, lambda: datetime(2026, 12, 2, 10, tzinfo=UTC)) == 0
+    assert run_weekly_demo(lines.append, None, lambda: datetime(2026, 12, 2, 10, tzinfo=UTC)) == 0
     text = "\n".join(lines)
-    assert "Итоги недели</b> · 23.11 – 29.11.2026" in text
-    assert text.count("👤 <b>") == 4 and "(▲ " in text and "(▼ " in text
-    assert "• Цена и бюджет — " in text  # grouped by the OpenAI sandbox through the real client
-    assert png_size(chart.read_bytes()) == (1200, 675)
+    assert "Итоги недели · 23.11 – 29.11.2026" in text
+    assert text.count("👤 ") == 4 and "(▲ " in text and "(▼ " in text

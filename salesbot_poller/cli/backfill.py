@@ -29,7 +29,17 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import Enum
 
 from salesbot_poller.app import build_app
-from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, confirmed, err, redacting_out, utc_now
+from salesbot_poller.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_CONFIG,
+    EXIT_OK,
+    confirmed,
+    err,
+    redacting_out,
+    utc_now,
+    when_text,
+    zone,
+)
 from salesbot_poller.config import Config
 from salesbot_poller.domain import CallEvent, Stage
 from salesbot_poller.lanes import LAST_CYCLE_KEY, WORK_STAGES, drain
@@ -149,7 +159,7 @@ def backfill(
             "(systemctl stop salesbot), or pass --record-only to let it process the backfilled calls"
         )
         return BackfillOutcome.DAEMON_ACTIVE
-    out(f"backfill: {since:%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(end, since.tzinfo):%Y-%m-%d %H:%M %Z}")
+    out(f"backfill: {when_text(start, app.tz)} .. {when_text(end, app.tz)}")
     batch = app.source.call_events(start, end)
     counted = estimate(app, batch.events)
     out(f"backfill: {counted.events} call events in the window, {counted.already_seen} already processed (skipped)")
@@ -216,10 +226,11 @@ def _skip_missed(app: App, event_ids: list[str], now: int) -> None:
 
 
 def run(args: argparse.Namespace, config: Config | None) -> int:
-    """`backfill --since DAY [--until DAY] [--yes] [--record-only]`: dates are local (the TZ of
-    the process, as in the messages). Exit 1 when not confirmed or the service is running."""
+    """`backfill --since DAY [--until DAY] [--yes] [--record-only]`: dates are in
+    `amocrm.timezone` (unset: the server's zone), as in the messages. Exit 1 when not
+    confirmed or the service is running."""
     assert config is not None  # loaded by `cli.main`
-    local = datetime.now().astimezone().tzinfo or UTC
+    local = zone(config) or datetime.now().astimezone().tzinfo or UTC
     try:
         since = parse_moment(args.since, local)
         until = parse_moment(args.until, local, end_of_day=True) if args.until else utc_now()

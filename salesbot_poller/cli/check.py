@@ -24,8 +24,7 @@ import openai
 
 from salesbot_poller.app import authorise_amo, build_amo, build_notifier, build_openai
 from salesbot_poller.cli.check_store import IN_MEMORY, database_problems, open_store
-from salesbot_poller.cli.commands import when_text
-from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, redacting_out, utc_now, when_text, zone
 from salesbot_poller.cli.profiles import profile_problems
 from salesbot_poller.config import (
     FILE_LIMIT,
@@ -332,7 +331,7 @@ def auth(
         ) from None
     flag = f" --config {config_arg}" if config_arg else ""
     out(f"amocrm: authorised; tokens stored in {safe_url(config.storage.database)}, renewed automatically")
-    out(f"  access token valid until {when_text(expires_at)}")
+    out(f"  access token valid until {when_text(expires_at, zone(config))}")
     out(f"next: salesbot-poller{flag} check")
     out("then: systemctl enable --now salesbot   (or restart it if it is already running)")
 

@@ -10,9 +10,19 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
-from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, load, redacting_out, utc_now
+from salesbot_poller.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_CONFIG,
+    EXIT_OK,
+    err,
+    load,
+    redacting_out,
+    utc_now,
+    when_text,
+    zone,
+)
 from salesbot_poller.config import Config
 from salesbot_poller.domain import SET_ASIDE_STAGES, Stage
 from salesbot_poller.lanes import LAST_CYCLE_KEY
@@ -21,12 +31,6 @@ from salesbot_poller.pipeline.health import RESTART_AFTER, failing_record
 from salesbot_poller.services.amocrm_parse import parse_event
 from salesbot_poller.services.throttle import AmoPause, AmoPaused
 from salesbot_poller.store import Call, Store
-
-
-def when_text(timestamp: int | None) -> str:
-    if not timestamp:
-        return "never"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def profile_lines(per_profile: dict[str, dict[str, int]]) -> list[str]:
@@ -43,7 +47,9 @@ def profile_lines(per_profile: dict[str, dict[str, int]]) -> list[str]:
 
 def status(store: Store, out: Callable[[str], None], config: Config | None = None, now: int | None = None) -> None:
     """Calls per stage, the last cycle, the cursor, the latest errors, and (with `config`)
-    today's and this month's OpenAI usage and estimated cost."""
+    today's and this month's OpenAI usage and estimated cost. Times in `amocrm.timezone`
+    (without it, or without `config`, the server's zone), the zone named."""
+    tz = zone(config)
     counts = store.stage_counts()
     out(f"calls: {sum(counts.values())}")
     for stage in Stage:
@@ -69,31 +75,31 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
             )
         )
         result = f"error: {last['error']}" if last.get("error") else "ok"
-        out(f"last cycle: {when_text(last.get('at'))}, {last.get('seconds', 0)} s, {result}")
+        out(f"last cycle: {when_text(last.get('at'), tz)}, {last.get('seconds', 0)} s, {result}")
         out(f"  {counters}")
     else:
         out("last cycle: never")
     failing = failing_record(store)
     if failing:
         out(
-            f"FAILING: {failing['count']} cycle(s) in a row since {when_text(failing['since'])}, "
-            f"the last at {when_text(failing['at'])}: {failing['error']}"
+            f"FAILING: {failing['count']} cycle(s) in a row since {when_text(failing['since'], tz)}, "
+            f"the last at {when_text(failing['at'], tz)}: {failing['error']}"
             + (
                 " (the watchdog is no longer fed: systemd restarts the service)"
                 if failing["count"] >= RESTART_AFTER
                 else ""
             )
         )
-    out(f"cursor: {when_text(store.cursor())}")
+    out(f"cursor: {when_text(store.cursor(), tz)}")
     moment = int(time.time()) if now is None else now
     try:  # a 403 (or a long Retry-After) pauses amoCRM; the admin should see until when, and why
-        AmoPause(lambda: datetime.fromtimestamp(moment, UTC), store).check()
+        AmoPause(lambda: datetime.fromtimestamp(moment, UTC), store, tz).check()
     except AmoPaused as exc:
         out(f"amocrm: {exc}")
     errors = store.recent_errors()
     out("last errors:" if errors else "last errors: none")
     for call in errors:
-        retry = "" if call.stage == Stage.FAILED else f", next try {when_text(call.next_attempt_at)}"
+        retry = "" if call.stage == Stage.FAILED else f", next try {when_text(call.next_attempt_at, tz)}"
         out(
             f"  call {call.id} ({call.entity_type}/{call.entity_id}, {call.stage}, attempt {call.attempts}{retry}): "
             f"{call.last_error}"
@@ -105,19 +111,21 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
         failed = store.failed_calls((stage,))
         out(f"{title}: {len(failed)}" + (" (`salesbot-poller retry --failed` puts them back)" if failed else ""))
         for call in failed[:FAILED_SHOWN]:
-            out(f"  {_failure_line(store, call)}")
+            out(f"  {_failure_line(store, call, tz)}")
         if len(failed) > FAILED_SHOWN:
             out(f"  ... and {len(failed) - FAILED_SHOWN} more")
     waiting, given_up, rows = store.failing_deliveries()
     if rows:
         out(f"destinations failing: {waiting} message(s)/write(s) wait for another try, {given_up} given up")
         for row in rows:
-            state = "given up" if row.done_at else f"attempt {row.attempts}, next try {when_text(row.next_attempt_at)}"
+            state = (
+                "given up" if row.done_at else f"attempt {row.attempts}, next try {when_text(row.next_attempt_at, tz)}"
+            )
             out(f"  {row.kind} {row.key} ({state}): {row.error}")
     count, events = store.set_aside_events()
     out(f"events set aside: {count}" + (" (malformed, or could not be stored; the latest:)" if count else ""))
     for event in events:
-        out(f"  event {event.event_id} at {when_text(event.seen_at)}: {event.error}")
+        out(f"  event {event.event_id} at {when_text(event.seen_at, tz)}: {event.error}")
     for line in retention_lines(store, config):
         out(line)
 
@@ -125,15 +133,16 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
 def retention_lines(store: Store, config: Config | None) -> list[str]:
     """When retention last ran and what it removed; how many calls hold no personal data."""
     days = config.storage.retention_days if config is not None else None
+    tz = zone(config)
     setting = "" if days is None else f" (storage.retention_days = {days}{': off' if days == 0 else ''})"
     last = retention.last_run(store.get_state(retention.STATE_KEY))
     if last is None:
         head = f"retention: never ran{setting}"
     else:
         head = (
-            f"retention: last ran {when_text(last.at)}{setting}: {last.calls} call(s) cleared, "
+            f"retention: last ran {when_text(last.at, tz)}{setting}: {last.calls} call(s) cleared, "
             f"{last.messages} message(s) blanked, {last.audio_files} audio file(s) deleted "
-            f"(calls before {when_text(last.cutoff)})"
+            f"(calls before {when_text(last.cutoff, tz)})"
         )
     return [head, f"  calls without personal data (retention or forget): {store.cleared_calls()}"]
 
@@ -167,11 +176,11 @@ def retry_events(store: Store, event_ids: list[str], now: int, out: Callable[[st
     return ok
 
 
-def _failure_line(store: Store, call: Call) -> str:
+def _failure_line(store: Store, call: Call, tz: tzinfo | None) -> str:
     what = "quarantined" if call.stage == Stage.QUARANTINED else "failed"
     return (
         f"call {call.id} ({call.entity_type}/{call.entity_id}), reached {store.resume_stage(call).value}, "
-        f"{what} {when_text(call.updated_at)} after {call.attempts} attempt(s): {call.last_error}"
+        f"{what} {when_text(call.updated_at, tz)} after {call.attempts} attempt(s): {call.last_error}"
     )
 
 

@@ -19,9 +19,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from salesbot_poller.config import Config, config_path, load_with_origins
+from salesbot_poller.domain import named_zone, time_text
 from salesbot_poller.logs import add_secrets, redact, set_level, stderr_is_journal
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_FATAL = 0, 1, 2, 3
@@ -33,6 +34,18 @@ Out = Callable[[str], None]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def zone(config: Config | None) -> tzinfo | None:
+    """The zone every command shows times in: `amocrm.timezone`; None (unset, or no config):
+    the server's local zone."""
+    return named_zone(config.amocrm.timezone) if config is not None else None
+
+
+def when_text(timestamp: float | None, tz: tzinfo | None) -> str:
+    """A moment as every command prints it, `2026-12-05 14:03 Europe/Moscow` (`domain.time_text`);
+    "never" without one."""
+    return time_text(timestamp, tz) if timestamp else "never"
 
 
 def err(message: str) -> None:

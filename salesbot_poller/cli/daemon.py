@@ -52,6 +52,7 @@ from salesbot_poller.app import build_app
 from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_OK, err, redacting_out, utc_now
 from salesbot_poller.cli.sdnotify import SystemdNotifier
 from salesbot_poller.config import Config
+from salesbot_poller.domain import time_text
 from salesbot_poller.errors import FatalError, SalesbotError
 from salesbot_poller.lanes import CycleFailed, intake, run_once, work_next, worker_name
 from salesbot_poller.logs import redact
@@ -186,9 +187,10 @@ class Daemon:
                 result = intake(self.app, int(now.timestamp()), self.should_stop, self.tally)
             self.fatal.clear()
             self.wake.set()
+            at = time_text(now.timestamp(), self.app.tz, "%H:%M:%S")  # `systemctl status` shows it
             self.tell_systemd(
                 "WATCHDOG=1",
-                f"STATUS=last cycle {now:%H:%M:%S}: notified={result.notified} alerted={result.alerted} "
+                f"STATUS=last cycle {at}: notified={result.notified} alerted={result.alerted} "
                 f"deferred={result.deferred} failed={result.failed}",
             )
         except FatalError as exc:

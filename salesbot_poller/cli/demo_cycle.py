@@ -9,9 +9,7 @@ credentials. Returns 0 when the cycle delivered the card and the missed-call ale
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -24,6 +22,7 @@ from salesbot_poller.config import parse_config
 from salesbot_poller.lanes import run_once
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
 from salesbot_poller.sandbox.canned import CALLS
+from salesbot_poller.services.telegram_text import plain_text
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,6 @@ AMO_TOKEN = "demo-amocrm-token"
 OPENAI_KEY = "sk-demo-key"
 BOT_TOKEN = "100000001:DEMO-bot-token"
 CHAT_ID = "-1001000000001"
-
-
-def visible_text(message_html: str) -> str:
-    """What Telegram shows for an HTML message: tags dropped, entities decoded, links kept."""
-    with_links = re.sub(r'<a href="([^"]*)">(.*?)</a>', lambda m: f"{m[2]} ({m[1]})", message_html)
-    return html.unescape(re.sub(r"</?[a-z][^>]*>", "", with_links))
 
 
 def demo_config(tmp: Path, amo: SandboxAmoCRM, ai: SandboxOpenAI, tg: SandboxTelegram) -> dict[str, Any]:
@@ -79,7 +72,7 @@ def run_demo(out: Callable[[str], None], clock: Callable[[], datetime] = lambda:
         for number, message in enumerate(tg.messages, 1):
             out("")
             out(f"── Telegram message {number} of {len(tg.messages)} (chat {message.get('chat_id')}) ──")
-            out(visible_text(message.get("text", "")))
+            out(plain_text(message.get("text", "")))
         delivered = cycle.notified == 1 and cycle.alerted == 1 and cycle.failed == 0
     out("")
     if not delivered:

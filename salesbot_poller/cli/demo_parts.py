@@ -31,8 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY, visible_text
+from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
+from salesbot_poller.services.telegram_text import file_lines, keyboard_line, plain_text
 
 ADMIN_ID = 700000001
 COMMAND_CHAT = str(ADMIN_ID)  # the admin's private chat with the bot
@@ -129,15 +130,16 @@ def notify_listener(on_message: Callable[[str], None]) -> Iterator[str]:
 
 
 def message_lines(entry: dict[str, Any]) -> list[str]:
-    """One message the bot sent, as the chat shows it: text without markup; a file as
-    [photo: caption] or [document NAME: caption]."""
+    """One message the bot sent, as the chat shows it (`services.telegram_text`): text without
+    markup; a file as [photo: caption] or [document NAME: caption]; its buttons as [labels]."""
     method = entry.get("method")
     if method == "sendMessage":
-        return visible_text(str(entry.get("text", ""))).splitlines() or [""]
-    caption = visible_text(str(entry.get("caption", "")))
-    kind = "photo" if method == "sendPhoto" else f"document {entry.get('filename', '')}".rstrip()
-    first, *rest = caption.splitlines() or [""]
-    return [f"[{kind}: {first}]" if first else f"[{kind}]", *rest]
+        lines = plain_text(str(entry.get("text", ""))).splitlines() or [""]
+    else:
+        kind = "photo" if method == "sendPhoto" else f"document {entry.get('filename', '')}".rstrip()
+        lines = file_lines(kind, str(entry.get("caption", "")))
+    buttons = keyboard_line(entry.get("reply_markup"))
+    return [*lines, buttons] if buttons else lines
 
 
 def read_lines(fd: int, put: Callable[[str | None], None]) -> None:

@@ -45,7 +45,17 @@ from urllib.parse import urlsplit
 
 import peewee
 
-from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, load, redacting_out, utc_now
+from salesbot_poller.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_CONFIG,
+    EXIT_OK,
+    err,
+    load,
+    redacting_out,
+    utc_now,
+    when_text,
+    zone,
+)
 from salesbot_poller.cli.fleet_files import NotRead, Unreadable, read_capped
 from salesbot_poller.cli.fleet_sqlite import read_sqlite
 from salesbot_poller.config import Config, OpenAIConfig, load_config, safe_url
@@ -144,12 +154,6 @@ def account_host(config: Config) -> str:
     return urlsplit(str(config.amocrm.base_url)).hostname or "?"
 
 
-def _when(timestamp: float | None) -> str:
-    if not timestamp:
-        return "never"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 @dataclass(frozen=True)
 class InstanceStatus:
     text: str
@@ -157,7 +161,9 @@ class InstanceStatus:
 
 
 def instance_status(store: Store, config: Config, now: int) -> InstanceStatus:
-    """The one-line summary of an instance (after its name), and whether its cycles fail."""
+    """The one-line summary of an instance (after its name), and whether its cycles fail;
+    its times in the instance's `amocrm.timezone`, the zone named."""
+    tz = zone(config)
     raw = store.get_state(LAST_CYCLE_KEY)
     try:
         last = json.loads(raw) if raw else None
@@ -167,7 +173,9 @@ def instance_status(store: Store, config: Config, now: int) -> InstanceStatus:
     if last is None:
         cycle = "last cycle never"
     else:
-        cycle = f"last cycle {_when(last.get('at'))} " + (f"error: {last['error']}" if last.get("error") else "ok")
+        cycle = f"last cycle {when_text(last.get('at'), tz)} " + (
+            f"error: {last['error']}" if last.get("error") else "ok"
+        )
     counts = store.stage_counts()
     finished = {stage.value for stage in TERMINAL_STAGES}
     waiting = sum(n for stage, n in counts.items() if stage not in finished)
@@ -183,16 +191,16 @@ def instance_status(store: Store, config: Config, now: int) -> InstanceStatus:
         f"cost today {today}, month {month}",
     ]
     if failing:
-        parts.append(f"FAILING {failing['count']} cycle(s) since {_when(failing['since'])}: {failing['error']}")
+        parts.append(f"FAILING {failing['count']} cycle(s) since {when_text(failing['since'], tz)}: {failing['error']}")
     try:
-        AmoPause(lambda: datetime.fromtimestamp(now, UTC), store).check()
+        AmoPause(lambda: datetime.fromtimestamp(now, UTC), store, tz).check()
     except AmoPaused as exc:
         parts.append(f"PAUSED: {exc}")
     if usage.budget_spent(store, config.openai, now):
         resume = datetime.fromtimestamp(usage.day_start(now), UTC) + timedelta(days=1)
         parts.append(
             f"PAUSED: daily budget ${config.openai.daily_budget_usd:.2f} spent, "
-            f"transcriptions wait until {_when(resume.timestamp())}"
+            f"transcriptions wait until {when_text(resume.timestamp(), tz)}"
         )
     return InstanceStatus("; ".join(parts), bool(failing) or bool(last and last.get("error")))
 

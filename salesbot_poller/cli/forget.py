@@ -32,6 +32,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -39,8 +40,17 @@ from typing import Protocol
 
 import peewee
 
-from salesbot_poller.cli.commands import when_text
-from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, confirmed, err, redacting_out, utc_now
+from salesbot_poller.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_CONFIG,
+    EXIT_OK,
+    confirmed,
+    err,
+    redacting_out,
+    utc_now,
+    when_text,
+    zone,
+)
 from salesbot_poller.config import Config
 from salesbot_poller.errors import ConfigError, PermanentError, SalesbotError
 from salesbot_poller.phones import is_full, key
@@ -160,6 +170,7 @@ def forget(
     audio_dir: Path,
     default_chat: str,
     eraser: MessageEraser | None = None,
+    tz: tzinfo | None = None,
 ) -> ForgetOutcome:
     """See the module contract. Raises `ValueError` for a number with fewer than 7 digits."""
     digits = key(number)
@@ -188,14 +199,14 @@ def forget(
             else "already cleared"
         )
         out(
-            f"  call {call.id} · {when_text(call.event_created_at)} · {DIRECTIONS.get(call.direction)} · "
+            f"  call {call.id} · {when_text(call.event_created_at, tz)} · {DIRECTIONS.get(call.direction)} · "
             f"{call.entity_type}/{call.entity_id} · {len(rows)} message(s) · {state}"
         )
     to_clear = [call for call in calls if work.holds_data(call)]
     deletable, too_old = work.deletable(now), work.too_old(now)
     if not to_clear and not deletable:
         out(f"forget: {who}: nothing left to remove")
-        _report_old(out, too_old)
+        _report_old(out, too_old, tz)
         for message in work.refused_before:
             out(
                 f"  could not delete (refused by Telegram earlier): message {message.message_id} "
@@ -233,7 +244,7 @@ def forget(
         out(f"forget: {deleted} Telegram message(s) deleted")
         for message, exc in refused:
             out(f"  could not delete message {message.message_id} in chat {message.chat_id} ({exc})")
-        _report_old(out, too_old)
+        _report_old(out, too_old, tz)
         log.info(
             "forget: %s: %d call(s) cleared, %d message(s) deleted, %d could not be; database: %s",
             who,
@@ -255,11 +266,11 @@ def forget(
     return ForgetOutcome.BUSY if busy else ForgetOutcome.DONE
 
 
-def _report_old(out: Callable[[str], None], too_old: list[Message]) -> None:
+def _report_old(out: Callable[[str], None], too_old: list[Message], tz: tzinfo | None) -> None:
     for message in too_old:
         out(
             f"  could not delete (older than 48 h): message {message.message_id} in chat {message.chat_id}, "
-            f"sent {when_text(message.sent_at)}"
+            f"sent {when_text(message.sent_at, tz)}"
         )
 
 
@@ -309,6 +320,7 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
             audio_dir=config.storage.audio_dir,
             default_chat=config.telegram.chat_id,
             eraser=eraser,
+            tz=zone(config),
         )
     except ValueError as exc:
         err(f"forget: {exc}")

@@ -28,7 +28,8 @@ Contract:
   delivery names no destination but "a chat" and "amoCRM" (kinds starting `amo_`).
 - A row refused for good (`PermanentError`: bad markup, a 400 from amoCRM) is closed with its
   error and never retried; it never holds back the rest. Transient and fatal errors propagate.
-- `DryRun` prints a planned item once per process instead of storing or sending it.
+- `DryRun` prints a planned item once per process instead of storing or sending it, its
+  messages as the chat shows them (`services.telegram_text`), not their HTML.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import peewee
 from salesbot_poller.domain import Destination, Planned
 from salesbot_poller.errors import Busy, FatalError, PermanentError, TransientError
 from salesbot_poller.pipeline.context import GIVE_UP_SECONDS, MAX_BACKOFF_SECONDS, App, Cycle
+from salesbot_poller.services.telegram_text import file_lines, keyboard_line, plain_text
 from salesbot_poller.store import Delivery
 from salesbot_poller.store.claims import owner
 
@@ -303,13 +305,18 @@ def describe(item: Planned) -> str:
         return (
             f"{head}\n{method} {item.payload['path']}\n{json.dumps(item.payload['body'], ensure_ascii=False, indent=1)}"
         )
-    if "parts" in item.payload:
-        return "\n".join([head, *(f"{p}\n--- end of part {i + 1}" for i, p in enumerate(item.payload["parts"]))])
-    if "photo" in item.payload:
+    if "parts" in item.payload:  # as the chat shows them (`telegram_text`), not the HTML sent
+        parts = (f"{plain_text(p)}\n--- end of part {i + 1}" for i, p in enumerate(item.payload["parts"]))
+        lines = [head, *parts]
+    elif "photo" in item.payload:
         size = len(base64.b64decode(item.payload["photo"]))
-        return f"{head}\nphoto (PNG, {size} bytes), caption: {item.payload['caption']}"
-    text = item.payload["text"]
-    return f"{head}\ndocument {item.payload['filename']} ({len(text)} characters), caption: {item.payload['caption']}"
+        lines = [head, *file_lines(f"photo (PNG, {size} bytes)", item.payload["caption"])]
+    else:
+        text = item.payload["text"]
+        kind = f"document {item.payload['filename']} ({len(text)} characters)"
+        lines = [head, *file_lines(kind, item.payload["caption"])]
+    buttons = keyboard_line(item.payload.get("reply_markup"))
+    return "\n".join([*lines, buttons] if buttons else lines)
 
 
 @dataclass

@@ -15,26 +15,13 @@ Contract of `Heartbeat` (one per process, on the `App`; the intake lane's thread
 from __future__ import annotations
 
 import logging
-from datetime import datetime, tzinfo
+from datetime import tzinfo
+
+from salesbot_poller.domain import time_text
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 3600
-
-
-def zone_name(tz: tzinfo | None) -> str:
-    """The zone's name for a reader: its IANA key (`Europe/Moscow`), else its abbreviation."""
-    key = getattr(tz, "key", None)
-    if key:
-        return str(key)
-    moment = datetime.now(tz) if tz is not None else datetime.now().astimezone()
-    return moment.tzname() or "UTC"
-
-
-def local_time(timestamp: int, tz: tzinfo | None, fmt: str = "%H:%M") -> str:
-    """`timestamp` in `tz` (None: the server's zone) with the zone named: `10:42 Europe/Moscow`."""
-    moment = datetime.fromtimestamp(timestamp, tz) if tz is not None else datetime.fromtimestamp(timestamp).astimezone()
-    return f"{moment.strftime(fmt)} {zone_name(tz)}"
 
 
 class Heartbeat:
@@ -59,7 +46,7 @@ class Heartbeat:
         if now - self.since < self.every:
             return
         minutes = round((now - self.since) / 60)
-        last = local_time(self.last_event, tz) if self.last_event is not None else "none since the start"
+        last = time_text(self.last_event, tz, "%H:%M") if self.last_event is not None else "none since the start"
         state = "running" if self.calls else "idle"
         log.info("%s: %d calls in %d min, last event %s", state, self.calls, minutes, last)
         self.since, self.calls = now, 0

@@ -27,12 +27,13 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
 import requests
 
 from salesbot_poller.config import AmoCRMConfig
+from salesbot_poller.domain import named_zone, time_text
 from salesbot_poller.errors import FatalError, TransientError
 from salesbot_poller.logs import add_secrets
 from salesbot_poller.services.throttle import RateLimiter
@@ -73,22 +74,20 @@ def jwt_expiry(token: str) -> int | None:
     return None
 
 
-def _utc(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 class LongLivedToken:
-    """A long-lived token: nothing to refresh; a 401 means a human must create a new one."""
+    """A long-lived token: nothing to refresh; a 401 means a human must create a new one
+    (told when it expired, in `tz`: the account's zone)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, tz: tzinfo | None = UTC) -> None:
         self._token = token
+        self._tz = tz
 
     def access_token(self) -> str:
         return self._token
 
     def refresh(self, rejected: str) -> str:
         exp = jwt_expiry(self._token)
-        when = f" (it was valid until {_utc(exp)})" if exp else ""
+        when = f" (it was valid until {time_text(exp, self._tz)})" if exp else ""
         raise FatalError(
             f"amoCRM rejected the long-lived token (401): it expired or was revoked{when}; "
             "create a new long-lived token in amoCRM (the integration's settings, Keys and access) "
@@ -268,5 +267,6 @@ class OAuthTokens:
             raise FatalError(f"amoCRM refused the OAuth refresh token ({status}): {REAUTHORISE}")
         new = _new_pair(response, self._now(), data.get("seed"))
         self._store.set_secret_state(STATE_KEY, json.dumps(new))  # committed before first use
-        log.info("amoCRM OAuth: access token refreshed, valid until %s", _utc(int(new["expires_at"])))
+        expires = time_text(int(new["expires_at"]), named_zone(self._config.timezone))
+        log.info("amoCRM OAuth: access token refreshed, valid until %s", expires)
         return str(new["access_token"])

@@ -26,9 +26,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
+from salesbot_poller.domain import time_text
 from salesbot_poller.errors import Busy, TransientError
 
 log = logging.getLogger(__name__)
@@ -106,16 +107,13 @@ class AmoPaused(TransientError):
     """amoCRM is not called until a pause ends (after a 403, or a long Retry-After)."""
 
 
-def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 class AmoPause:
     """Whether amoCRM may be called now; see the module contract."""
 
-    def __init__(self, clock: Callable[[], datetime], state: StateStore | None = None) -> None:
+    def __init__(self, clock: Callable[[], datetime], state: StateStore | None = None, tz: tzinfo | None = UTC) -> None:
         self._clock = clock
         self._state = state
+        self._tz = tz  # the zone its messages show the end of a pause in (the account's)
         self._until = 0.0
         self._reason = ""
 
@@ -142,7 +140,7 @@ class AmoPause:
         remaining = self._until - self._now()
         if remaining > 0:
             raise AmoPaused(
-                f"amoCRM calls paused until {_utc(self._until)} ({self._reason})",
+                f"amoCRM calls paused until {time_text(self._until, self._tz)} ({self._reason})",
                 retry_after=remaining,
             )
 
@@ -156,7 +154,7 @@ class AmoPause:
         return self._until
 
     def until_text(self) -> str:
-        return _utc(self._until)
+        return time_text(self._until, self._tz)
 
 
 GROUP_CHAT_PREFIX = "-"  # Telegram: group and supergroup ids are negative, private chats positive
