@@ -1,6 +1,6 @@
 """Measure the duplicate window: from Telegram accepting a message to our commit of its id.
 
-A crash inside this window is the one way a card reaches Telegram twice (see README,
+A crash inside this window is the one way a card reaches Telegram twice (see docs/how-a-call-moves.md,
 "Delivery guarantees"). It opens when the sendMessage request leaves (from then on Telegram
 may post the message whether or not we live to read its answer) and closes when the message
 id is committed:

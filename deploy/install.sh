@@ -111,6 +111,8 @@ fi
 say "installed salesbot-poller $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("salesbot-poller"))') into $VENV"
 
 install -m 0644 "$SRC/README.md" "$OPT/README.md"
+# The guides the README links (the unit's Documentation=), replaced whole so a removed one goes.
+rm -rf "$OPT/docs" && install -d -m 0755 "$OPT/docs" && install -m 0644 "$SRC"/docs/*.md "$SRC"/docs/*.png "$OPT/docs/"
 
 # shellcheck disable=SC2046
 if [ -n "$INSTANCE" ]; then

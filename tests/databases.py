@@ -35,7 +35,7 @@ def server_url() -> str:
     """The URL of the test server's own database (skips or fails without one: see above)."""
     url = os.environ.get(ENV, "")
     if not url:
-        why = f"{ENV} is not set (start a server with .ci/postgres.sh: README, Tests)"
+        why = f"{ENV} is not set (start a server with .ci/postgres.sh: docs/contributing.md)"
         if under_ci():
             pytest.fail(f"CI must test PostgreSQL too: {why}")
         pytest.skip(why)

@@ -75,6 +75,10 @@ def test_install_into_a_throwaway_root_twice_then_uninstall(tmp_path: Path, whee
     assert config.read_text() == (REPO / "config.example.toml").read_text() and mode(config) == 0o600
     assert mode(root / "etc/salesbot") == 0o750 and mode(root / "etc/salesbot/credentials") == 0o750
     assert mode(root / "var/lib/salesbot") == 0o700
+    # The unit's Documentation= is the installed README: the guides it links are installed beside it.
+    readme = (root / "opt/salesbot/README.md").read_text()
+    for guide in re.findall(r"\]\((docs/[\w.-]+)\)", readme):
+        assert (root / "opt/salesbot" / guide).is_file(), guide
     wrapper = root / "usr/local/sbin/salesbot-poller"
     assert mode(wrapper) == 0o755 and "CREDENTIALS_DIRECTORY=/etc/salesbot/credentials" in wrapper.read_text()
     version = subprocess.run(

@@ -256,7 +256,7 @@ def test_a_transcription_answer_in_another_shape_is_not_read_as_silence(rig: Rig
 @pytest.mark.slow
 def test_malformed_json_from_telegram_resends_the_part(rig: Rig) -> None:
     """The answer was unusable, so the part counts as not sent: Telegram may in fact hold it.
-    This is the duplicate window again (acceptance not known), documented in the README."""
+    This is the duplicate window again (acceptance not known), documented in docs/how-a-call-moves.md."""
     rig.add_call(1, audio=MP3)
     rig.servers.telegram.fail_next("sendMessage", 200, BROKEN_JSON, JSON_HEADERS)
     rig.cycle(0)

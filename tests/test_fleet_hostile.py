@@ -31,7 +31,7 @@ from tests.conftest import run_cli
 
 USER, OTHER = 65534, 65533  # the instances' users (nobody, and another unprivileged uid)
 NOW = int(time.time())
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the fleet as root, as the README has it run")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the fleet as root, as docs/many-accounts.md has it run")
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from tests.fakes.local_ai import CHAT_MODEL, WHISPER_MODEL, chat_server, speech_
 IGNORES = (
     f"chat model: FAILED: chat model {CHAT_MODEL} at 127.0.0.1:{{port}} ignores the JSON schema "
     "(answered: 'Конечно! Звонок прошёл хорошо, менеджер молодец.'): the analysis needs structured "
-    "output; see README «On premises»"
+    "output; see docs/on-premises.md"
 )
 
 

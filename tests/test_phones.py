@@ -33,7 +33,7 @@ UK, US = "+44 20 7946 0958", "+1 207 946 0958"  # the same last 10 digits, two d
 def test_every_form_of_a_russian_number_is_one_number_shown_one_way(written: str) -> None:
     assert phones.key(written) == "79161234567"
     assert phones.display(written) == SHOWN
-    assert phones.mask(written) == MASKED  # README "Masking and redaction": `+7 999 ***-**-04`
+    assert phones.mask(written) == MASKED  # docs/privacy.md "Masking and redaction": `+7 999 ***-**-04`
 
 
 @pytest.mark.parametrize(

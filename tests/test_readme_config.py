@@ -1,4 +1,4 @@
-"""The README's configuration reference is generated from the config model and must not drift."""
+"""The configuration reference (docs/configuration.md) is generated from the config model and must not drift."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 from salesbot_poller.cli import config_doc
 from salesbot_poller.config import credential_name, secret_keys, sections
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
-def test_readme_config_reference_is_up_to_date() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_config_reference_is_up_to_date() -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
     assert config_doc.replace_block(text, config_doc.render()) == text, (
-        "README.md's config reference is stale: "
-        "run .venv/bin/python -m salesbot_poller.cli.config_doc --write README.md"
+        "docs/configuration.md's config reference is stale: "
+        "run .venv/bin/python -m salesbot_poller.cli.config_doc --write docs/configuration.md"
     )
 
 

@@ -212,7 +212,7 @@ def _check_structured_output(config: Config) -> str:
     except SchemaIgnored as exc:
         raise PermanentError(
             f"chat model {model} at {endpoint.host} {exc}: the analysis needs structured output; "
-            "see README «On premises»"
+            "see docs/on-premises.md"
         ) from None
     return f"structured output ok ({how})"
 

@@ -78,5 +78,5 @@ def run_demo(out: Callable[[str], None], clock: Callable[[], datetime] = lambda:
     if not delivered:
         out("demo: the cycle did not deliver both messages; see the log lines above")
         return 1
-    out("This is what the bot posts. Next: configure it for real (README, Quickstart).")
+    out("This is what the bot posts. Next: configure it for real (docs/quickstart.md).")
     return 0

@@ -14,7 +14,7 @@ Contract:
   created with `auto_vacuum = incremental`) and the WAL is checkpointed and truncated.
   PostgreSQL: `VACUUM` of the tables `clear_personal` writes, so the dead row versions'
   space is marked reusable (their bytes stay in the data files until overwritten; only
-  `VACUUM FULL`, which locks the tables, rewrites them: README, Retention and forgetting). Returns what ran.
+  `VACUUM FULL`, which locks the tables, rewrites them: docs/privacy.md, Retention and forgetting). Returns what ran.
 - `record_deletions` notes which of a row's messages Telegram deleted or refused to delete.
 """
 

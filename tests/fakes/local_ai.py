@@ -1,5 +1,5 @@
 """Loopback stand-ins for OpenAI-compatible servers of one's own, answering the way the
-servers' documentation and source say they do (README «On premises» is written from the same):
+servers' documentation and source say they do (docs/on-premises.md is written from the same):
 
 - speaches (faster-whisper): `/v1/audio/transcriptions` with `json` and `verbose_json`
   (segments with start/end); no key unless started with `API_KEY`; reports no usage.
