@@ -48,3 +48,28 @@ def test_a_zone_without_a_name_is_shown_by_its_abbreviation_or_offset() -> None:
 
     assert time_text(CYCLE_AT, UTC) == "2026-12-05 14:03 UTC"
     assert time_text(CYCLE_AT, timezone(timedelta(hours=10))) == "2026-12-06 00:03 UTC+10:00"
+
+
+def test_poller_timezone_is_the_same_setting_by_its_other_name(tmp_path: Path) -> None:
+    """`poller.timezone` (the name users also look for) sets the zone when amocrm's is unset;
+    both set and different is one line naming both."""
+    config = write_config(tmp_path, "")
+    config.write_text(config.read_text() + '[poller]\ntimezone = "Asia/Vladivostok"\n')
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", CYCLE_AT)
+    store.set_state(LAST_CYCLE_KEY, json.dumps({"at": CYCLE_AT, "seconds": 1.5}))
+    store.close()
+    result = run_cli("status", config=config)
+    assert result.returncode == 0, result.stderr
+    assert "last cycle: 2026-12-06 00:03 Asia/Vladivostok, 1.5 s, ok" in result.stdout
+
+    config.write_text(config.read_text().replace('timezone = ""', 'timezone = "Europe/Moscow"', 1))
+    result = run_cli("check", config=config)
+    assert result.returncode != 0
+    assert (
+        "poller.timezone (Asia/Vladivostok) and amocrm.timezone (Europe/Moscow) differ" in result.stdout + result.stderr
+    )
+
+    text = config.read_text().replace('timezone = "Europe/Moscow"', 'timezone = ""', 1)
+    config.write_text(text.replace('"Asia/Vladivostok"', '"Mars/Olympus"'))
+    result = run_cli("check", config=config)
+    assert "poller.timezone: unknown time zone 'Mars/Olympus'" in result.stdout + result.stderr

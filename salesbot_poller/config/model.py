@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 from salesbot_poller.config.profiles import AnalysisConfig, Profile
 from salesbot_poller.config.secrets import _secret_values, database_passwords
@@ -30,6 +30,16 @@ from salesbot_poller.config.values import ChatId, HttpUrl, Secret, _comma_list, 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 MaskMode = Literal["cards", "all", "none"]  # telegram.mask_phones
+
+
+def _zone(value: str) -> str:
+    """`value` when it is empty or an IANA zone name; a ValueError naming it otherwise."""
+    if value:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Moscow)") from None
+    return value
 
 
 class AmoCRMConfig(_Section):
@@ -72,12 +82,7 @@ class AmoCRMConfig(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        if value:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Moscow)") from None
-        return value
+        return _zone(value)
 
     max_rps: int = Field(
         7, ge=1, le=7, description="At most this many amoCRM requests in any rolling second (amoCRM blocks above 7)."
@@ -307,6 +312,19 @@ class PollerConfig(_Section):
         60, gt=0, description="First delay of a failing call's backoff (doubles, max 2 h; gives up after 24 h)."
     )
     log_level: LogLevel = Field("INFO", description="Least severe log lines written; --log-level overrides it.")
+    timezone: str = Field(
+        "",
+        description=(
+            "The zone every command, message and report shows times and counts days in: another name for"
+            " amocrm.timezone (set either; both set must agree)."
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone(value)
+
     missed_call_sla_minutes: int = Field(
         15, ge=1, description="No callback to a missed number within this many minutes: one escalation."
     )
@@ -394,6 +412,28 @@ class Config(_Section):
     analysis: AnalysisConfig = AnalysisConfig()
     audio: AudioConfig = AudioConfig()
     profiles: list[Profile] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_zone(cls, data: object) -> object:
+        """`poller.timezone` is `amocrm.timezone` by another name: copied there when only it is
+        set (and names a zone: a bad one is reported under its own key); both set must agree."""
+        if not isinstance(data, dict):
+            return data
+        poller, amo = data.get("poller"), data.get("amocrm")
+        alias = poller.get("timezone") if isinstance(poller, dict) else getattr(poller, "timezone", "")
+        if not isinstance(alias, str) or not alias:
+            return data
+        zone = amo.get("timezone") if isinstance(amo, dict) else getattr(amo, "timezone", "")
+        if zone and zone != alias:
+            raise ValueError(f"poller.timezone ({alias}) and amocrm.timezone ({zone}) differ: set one of them")
+        try:
+            _zone(alias)
+        except ValueError:
+            return data
+        if isinstance(amo, BaseModel):
+            return {**data, "amocrm": amo.model_copy(update={"timezone": alias})}
+        return {**data, "amocrm": {**(amo if isinstance(amo, dict) else {}), "timezone": alias}}
 
     @field_validator("profiles")
     @classmethod

@@ -79,4 +79,6 @@ def describe(error: Any, origins: Origins | None = None) -> str:
         # The message only: pydantic's `input` may be a secret and is never shown.
         message = str(error["msg"]).removeprefix("Value error, ")
     source = origins.of(loc) if origins is not None else None
+    if not loc:  # a rule across keys: its message names them
+        return message
     return f"{shown(loc)}: {message}" + (f" (from {source})" if source else "")
