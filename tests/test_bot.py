@@ -106,7 +106,7 @@ def test_stats_gives_the_team_figures_and_one_managers(rig: Rig, servers: Server
     assert "Статистика за 7 дней" in text
     assert "Иван Петров\n📞 звонков 3 · 🕒 разговор 5:30 · ⭐ средняя 58" in text  # (67 + 50) / 2, rounded half to even
     assert "🔴 пропущено 1, перезвонили 1" in text and "Мария Сидорова" in text
-    assert "пропускают 1 из 2 менеджеров: Работа с возражениями" in text
+    assert "пропускает 1 из 2 менеджеров: Работа с возражениями" in text
     one = answered_as_reply(servers, ask(rig, servers, "/stats мария 30d"))
     assert "Статистика за 30 дней" in one and "Мария Сидорова" in one and "Иван" not in one
 

@@ -180,3 +180,12 @@ def test_the_weekly_demo_of_a_given_day_shows_each_managers_change() -> None:
     text = "\n".join(lines)
     assert "Итоги недели · 23.11 – 29.11.2026" in text
     assert text.count("👤 ") == 4 and "(▲ " in text and "(▼ " in text
+
+
+def test_the_team_misses_line_agrees_in_number() -> None:
+    from salesbot_poller.reports.weekly import _skip_text
+
+    assert _skip_text(1, 1) == "пропускает 1 из 1 менеджера"
+    assert _skip_text(2, 5) == "пропускают 2 из 5 менеджеров"
+    assert _skip_text(11, 21) == "пропускают 11 из 21 менеджера"
+    assert _skip_text(21, 111) == "пропускает 21 из 111 менеджеров"

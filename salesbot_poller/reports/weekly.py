@@ -94,13 +94,22 @@ def manager_block(manager: team_stats.ManagerFigures, with_change: bool = True) 
     return "\n".join(lines)
 
 
+def _one(count: int) -> bool:
+    """Whether Russian takes the singular after `count` (1, 21, 101, not 11)."""
+    return count % 10 == 1 and count % 100 != 11
+
+
+def _skip_text(skipping: int, of: int) -> str:
+    """Text like "пропускает 1 из 3 менеджеров", "пропускают 2 из 21 менеджера" (verb and noun agree)."""
+    verb = "пропускает" if _one(skipping) else "пропускают"
+    noun = "менеджера" if _one(of) else "менеджеров"
+    return f"{verb} {skipping} из {of} {noun}"
+
+
 def misses_block(misses: Sequence[team_stats.TeamMiss]) -> str:
     if not misses:
         return ""
-    lines = [
-        f"• пропускают {miss.skipping} из {miss.of} менеджеров: {esc(clip(miss.title, 120))}"
-        for miss in misses[:MISS_LINES]
-    ]
+    lines = [f"• {_skip_text(miss.skipping, miss.of)}: {esc(clip(miss.title, 120))}" for miss in misses[:MISS_LINES]]
     return "<b>🧩 Команда пропускает</b>\n" + "\n".join(lines)
 
 
