@@ -183,7 +183,7 @@ def test_a_database_error_is_an_error_not_already_processed(
 
     def update(call: Call, now: int, **fields: object) -> None:
         if fields.get("stage") == "transcribed" or getattr(fields.get("stage"), "value", "") == "transcribed":
-            raise peewee.OperationalError("database is locked")
+            raise peewee.OperationalError("disk I/O error")  # not "locked": that one is waited out (10 min)
         real_update(call, now, **fields)
 
     monkeypatch.setattr(app.store, "update", update)
