@@ -359,3 +359,11 @@ def test_check_unit_checks_the_unit_and_the_template() -> None:
         assert f"systemd-analyze verify {unit}: ok" in checked.stdout
         score = re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)", checked.stdout)
         assert score is not None and float(score[1]) <= 2.5
+
+
+def test_the_deploy_readme_names_the_units_own_watchdog() -> None:
+    """deploy/README.md once said 10min while both units set 2min."""
+    said = set(re.findall(r"WatchdogSec=(\w+)", (REPO / "deploy" / "README.md").read_text()))
+    for unit in (UNIT, TEMPLATE):
+        (value,) = re.findall(r"^WatchdogSec=(\S+)$", unit, re.M)
+        assert said == {value}, said
