@@ -306,8 +306,8 @@ def test_sections_are_every_section_field_of_config() -> None:
         "analysis": AnalysisConfig,
         "audio": AudioConfig,
     }
-    # In the order of the model; `profiles` is a list of tables (`[[profiles]]`), not a section.
-    assert list(sections()) == [name for name in Config.model_fields if name != "profiles"]
+    # In the order of the model; `profiles` and `trackers` are lists of tables (`[[profiles]]`), not sections.
+    assert list(sections()) == [name for name in Config.model_fields if name not in ("profiles", "trackers")]
 
 
 def test_secrets_returns_every_secret_field_of_every_section_when_set() -> None:

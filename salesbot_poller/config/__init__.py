@@ -77,6 +77,7 @@ from salesbot_poller.config.profiles import (
     unique_item_ids,
 )
 from salesbot_poller.config.secrets import database_passwords, safe_url
+from salesbot_poller.config.trackers import TrackerConfig, TrackerSpeaker
 from salesbot_poller.config.values import HttpUrl, existing_file
 
 __all__ = [
@@ -110,6 +111,8 @@ __all__ = [
     "RubricItem",
     "StorageConfig",
     "TelegramConfig",
+    "TrackerConfig",
+    "TrackerSpeaker",
     "config_path",
     "credential_name",
     "database_passwords",

@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validat
 
 from salesbot_poller.config.profiles import AnalysisConfig, Profile
 from salesbot_poller.config.secrets import _secret_values, database_passwords
+from salesbot_poller.config.trackers import TrackerConfig
 from salesbot_poller.config.values import ChatId, HttpUrl, Secret, _comma_list, _id_list, _Section
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -412,6 +413,7 @@ class Config(_Section):
     analysis: AnalysisConfig = AnalysisConfig()
     audio: AudioConfig = AudioConfig()
     profiles: list[Profile] = Field(default_factory=list)
+    trackers: list[TrackerConfig] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

@@ -169,6 +169,7 @@ class Profile(_Section):
     chat_id: ChatId = ""  # "": telegram.routes / chat_id
     message_thread_id: int | None = None
     alert_below_score: int | None = Field(None, ge=0, le=100)  # None: telegram.alert_below_score
+    trackers: list[str] | None = None  # the `[[trackers]]` names this profile runs; None: all
 
     @field_validator("prompt_file")
     @classmethod
