@@ -93,7 +93,9 @@ def test_500_trackers_of_200_phrases_are_refused_at_once_in_one_line() -> None:
     assert problems == [f"trackers: 500 trackers: at most {MAX_TRACKERS}"]
     assert time.monotonic() - started < 5  # a hang or a line per tracker is what this catches
     too_many = problems_of({"trackers": [tracker("Скидка", *(["скидка"] * (MAX_PHRASES + 1)))]})
-    assert too_many == [f'trackers[1].phrases: {MAX_PHRASES + 1} phrases in tracker "Скидка": at most {MAX_PHRASES} per tracker']
+    assert too_many == [
+        f'trackers[1].phrases: {MAX_PHRASES + 1} phrases in tracker "Скидка": at most {MAX_PHRASES} per tracker'
+    ]
 
 
 def test_check_names_the_offending_tracker_and_key(tmp_path: Path) -> None:

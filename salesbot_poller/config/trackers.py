@@ -48,7 +48,9 @@ def _phrase(value: str, info: ValidationInfo) -> str:
     if not words:
         raise ValueError(f"an empty phrase{_named(info)}: write the words to look for")
     if all(w in STOP_WORDS for w in words):
-        raise ValueError(f'a phrase of only stop-words ("{value.strip()}"){_named(info)}: add a word that means something')
+        raise ValueError(
+            f'a phrase of only stop-words ("{value.strip()}"){_named(info)}: add a word that means something'
+        )
     if len(value) > MAX_PHRASE_CHARS:
         raise ValueError(f"a phrase of {len(value)} characters{_named(info)}: at most {MAX_PHRASE_CHARS}")
     if len(words) > MAX_PHRASE_WORDS:
