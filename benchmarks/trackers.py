@@ -7,8 +7,9 @@ Synthetic transcripts in the stored form ("[mm:ss] Менеджер: …" / "К�
 150 words a minute: ~750 words for 5 minutes) drawn from every form of ~250 everyday sales
 words (the dictionary's own inflections, so the word-form cache sees realistic variety) and
 numbers in digits and words; phrases of 1 to 3 words (mostly 2 or 3) of the same vocabulary, so
-calls do have hits, and many phrases start with a word the call says (the costly case). Each call is timed as the pipeline does it: `utterances` then `Matcher.hits`
-(transcripts are made outside the timing, one at a time, so memory is the matcher's own).
+calls do have hits, and many phrases start with a word the call says (the costly case).
+Each call is timed as the pipeline does it: `utterances` then `Matcher.hits` (transcripts
+are made outside the timing, one at a time, so memory is the matcher's own).
 
 Table: the dictionary's load and the Matcher's build; calls/s, ms per call (median, p95,
 the first call with a cold cache); hits per call; peak RSS; then one 3-hour call against
@@ -32,6 +33,7 @@ from salesbot_poller.trackers.morph import analyzer
 WORDS_PER_MINUTE = 150
 CALL_MINUTES = 5
 LONG_MINUTES = 180
+# Word lists as text: a literal list of 170 words would be 170 lines.
 LEMMAS = """
 скидка цена договор доставка поставка счёт оплата склад заказ партия товар стеллаж панель окно
 дверь профиль монтаж замер объект неделя месяц день пятница понедельник среда четверг рубль
@@ -48,8 +50,8 @@ LEMMAS = """
 большой маленький новый старый хороший плохой дешёвый дорогой быстрый медленный удобный
 металлический деревянный белый серый чёрный складской оптовый розничный последний первый
 нужный возможный точный честный срочный готовый бесплатный отдельный полный
-""".split()
-FILLERS = "ну вот да нет так это как бы и а но в на с по до за от у для что если то уже ещё очень тоже".split()
+""".split()  # noqa: SIM905
+FILLERS = "ну вот да нет так это как бы и а но в на с по до за от у для что если то уже ещё очень тоже".split()  # noqa: SIM905
 NUMBERS = ["10", "25", "сто", "двадцать пять", "десять", "пятнадцать", "тысяча двести", "5%", "3"]
 
 
@@ -132,7 +134,8 @@ def main() -> None:
     long_ms = statistics.median(long_runs) * 1000
 
     print(
-        f"trackers: {len(configured)} x {len(configured[0].phrases)} phrases; {len(forms):,} word forms in the vocabulary"
+        f"trackers: {len(configured)} x {len(configured[0].phrases)} phrases;"
+        f" {len(forms):,} word forms in the vocabulary"
     )
     print(f"{'measure':<42} {'value':>12}")
     rows = [

@@ -68,7 +68,8 @@ def test_each_bad_phrase_is_one_line_at_its_position_naming_the_tracker() -> Non
     )
     assert problems == [
         'trackers[2].phrases: no phrases in tracker "Пустой": a tracker needs at least one',
-        'trackers[3].phrases[2]: a phrase of only stop-words ("и не") in tracker "Стоп": add a word that means something',
+        'trackers[3].phrases[2]: a phrase of only stop-words ("и не") in tracker "Стоп": '
+        "add a word that means something",
         'trackers[3].phrases[3]: an empty phrase in tracker "Стоп": write the words to look for',
         'trackers[3].phrases[4]: an empty phrase in tracker "Стоп": write the words to look for',
         f'trackers[4].phrases[1]: a phrase of {MAX_PHRASE_WORDS + 1} words in tracker "Длинный": '

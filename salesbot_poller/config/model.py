@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
@@ -489,7 +490,7 @@ class Config(_Section):
         return found + [extra for extra in dict.fromkeys(extras) if extra and extra not in found]
 
 
-def _raise_at(problems: list[tuple[tuple[int | str, ...], str]], value: object) -> None:
+def _raise_at(problems: Sequence[tuple[tuple[int | str, ...], str]], value: object) -> None:
     """A ValidationError of one error per (location, message), each shown at its own key."""
     if problems:
         raise ValidationError.from_exception_data(

@@ -39,7 +39,7 @@ def analyzer() -> object:
     if _analyzer is None:
         with _analyzer_lock:
             if _analyzer is None:
-                import pymorphy3  # here, not at import: loading its dictionaries takes a while
+                import pymorphy3  # type: ignore[import-untyped]  # here, not at import: loading its dictionaries takes a while
 
                 _analyzer = pymorphy3.MorphAnalyzer()
     return _analyzer

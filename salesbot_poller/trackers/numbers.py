@@ -108,7 +108,7 @@ def _group(values: Sequence[tuple[int, bool]], start: int) -> tuple[int, int, bo
     used, total, last_rank = 0, 0, 4
     for value, ordinal in values[start:]:
         rank = _rank(value)
-        if value >= THOUSAND or rank >= last_rank or (rank == 1 and 10 <= value and last_rank == 2) or rank == 0:
+        if value >= THOUSAND or rank >= last_rank or (rank == 1 and value >= 10 and last_rank == 2) or rank == 0:
             if rank == 0 and used == 0:
                 return 1, 0, ordinal
             break
