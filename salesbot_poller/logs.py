@@ -22,7 +22,18 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import TextIO
 
-QUIET = ("urllib3", "requests", "openai", "httpx", "httpx2", "httpcore", "telebot", "apscheduler", "peewee")
+QUIET = (
+    "urllib3",
+    "requests",
+    "openai",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "telebot",
+    "apscheduler",
+    "peewee",
+    "pymorphy3",
+)
 
 
 # logging level -> syslog priority (sd-daemon(3)); NOTICE (5) has no logging level.

@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 from salesbot_poller.cli.main import _parser
-from salesbot_poller.config import ENV_PREFIX, Profile, RubricItem, sections
+from salesbot_poller.config import ENV_PREFIX, Profile, RubricItem, TrackerConfig, sections
 from tests import databases
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 # Pages that predate the guides and keep their own opening (no purpose line, no link back).
 OWN_OPENING = {"architecture.md", "demo-session.md"}
 
-SECTIONS: dict[str, type[BaseModel]] = {**sections(), "profiles": Profile}
+SECTIONS: dict[str, type[BaseModel]] = {**sections(), "profiles": Profile, "trackers": TrackerConfig}
 ENV_READ = {"SALESBOT_CONFIG", databases.ENV} | {
     f"{ENV_PREFIX}{section.upper()}_{key.upper()}{suffix}"
     for section, model in sections().items()

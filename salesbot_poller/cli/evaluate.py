@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, redacting_out
+from salesbot_poller.cli.common import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_OK, err, load, redacting_out
 from salesbot_poller.config import Config, OpenAIConfig, RubricItem
 from salesbot_poller.domain import Analyzer, CallAnalysis, CallContext
 from salesbot_poller.errors import PermanentError, TransientError
@@ -216,11 +216,16 @@ def print_eval_report(
 
 def run(args: argparse.Namespace, config: Config | None) -> int:
     """`eval DIR`: no database, no amoCRM, no Telegram: the chat model only. Exit 1 when a call
-    could not be analysed, 2 when DIR has nothing to evaluate."""
+    could not be analysed, 2 when DIR has nothing to evaluate. A DIR holding `trackers.toml`
+    is the trackers' labelled set instead (`cli.evaluate_trackers`): no config is read."""
     from salesbot_poller.app import build_analyzer, build_openai  # the service clients
+    from salesbot_poller.cli import evaluate_trackers
 
-    assert config is not None  # loaded by `cli.main`
     directory = args.directory
+    if evaluate_trackers.is_tracker_set(Path(directory)):  # the trackers' set needs no config at all
+        return evaluate_trackers.run(args)
+    if config is None:
+        config = load(args, require_secrets=False)
     try:
         cases = load_cases(Path(directory))
     except EvalError as exc:

@@ -47,7 +47,7 @@ COMMANDS: dict[str, Command] = {
     "backfill": Command("backfill"),
     "auth": Command("check", secrets=False),
     "forget": Command("forget", secrets=False),
-    "eval": Command("evaluate", secrets=False),
+    "eval": Command("evaluate", config=False, secrets=False),  # the trackers' set needs none
     "export": Command("export", secrets=False),
     "report": Command("report"),
     "usage": Command("fleet", config=False, secrets=False),  # read only: its --month is checked first
@@ -120,9 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     forget_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     eval_cmd = commands.add_parser(
-        "eval", help="run the configured analysis on transcripts with expected verdicts (eval/) and compare"
+        "eval",
+        help="run the configured analysis on transcripts with expected verdicts (eval/) and compare;"
+        " or the trackers on labelled sentences (eval/trackers, no config needed)",
     )
-    eval_cmd.add_argument("directory", metavar="DIR", help="NAME.txt transcripts, each with NAME.expected.toml")
+    eval_cmd.add_argument(
+        "directory", metavar="DIR", help="NAME.txt transcripts, each with NAME.expected.toml; or trackers.toml"
+    )
     export_cmd = commands.add_parser(
         "export", help="the analysed calls of a period, one row each, as CSV (Excel-ready) or JSON Lines"
     )

@@ -7,7 +7,8 @@ Contract:
 - `Config` is frozen and validated once; its sections are its fields typed as a section
   (`sections()`), which loading (`config.load`) walks for environment overrides,
   `<key>_file` indirection and systemd credentials, so a section added here gets all three.
-- `[[profiles]]` names are unique.
+- `[[profiles]]` names are unique; `[[trackers]]` names too (`config.trackers`), and a profile's
+  `trackers` names only configured ones; each such problem is one error at its own key.
 - `Config.secrets()` returns every set secret for the log redactor (`config.secrets`).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
@@ -22,11 +24,12 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from salesbot_poller.config.profiles import AnalysisConfig, Profile
 from salesbot_poller.config.secrets import _secret_values, database_passwords
-from salesbot_poller.config.trackers import TrackerConfig
+from salesbot_poller.config.trackers import TrackerConfig, too_many_trackers, tracker_problems
 from salesbot_poller.config.values import ChatId, HttpUrl, Secret, _comma_list, _id_list, _Section
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -446,6 +449,29 @@ class Config(_Section):
             raise ValueError(f"profile names must be unique: {', '.join(doubled)} more than once")
         return profiles
 
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _tracker_count(cls, value: object) -> object:
+        return too_many_trackers(value)
+
+    @field_validator("trackers")
+    @classmethod
+    def _unique_trackers(cls, trackers: list[TrackerConfig]) -> list[TrackerConfig]:
+        _raise_at(tracker_problems(trackers), trackers)  # its locations get the field's name in front
+        return trackers
+
+    @model_validator(mode="after")
+    def _known_trackers(self) -> Config:
+        names = {t.name for t in self.trackers}
+        unknown = [
+            (("profiles", i, "trackers", j), f'"{name}" is not a [[trackers]] name')
+            for i, profile in enumerate(self.profiles)
+            for j, name in enumerate(profile.trackers or [])
+            if name not in names
+        ]
+        _raise_at(unknown, self)
+        return self
+
     @property
     def openai_concurrency(self) -> int:
         """`openai.max_concurrent_requests`, or `poller.workers` when it is 0."""
@@ -462,6 +488,18 @@ class Config(_Section):
         _, _, bot_secret = self.telegram.bot_token.get_secret_value().partition(":")
         extras = [bot_secret, *database_passwords(self.storage.database)]
         return found + [extra for extra in dict.fromkeys(extras) if extra and extra not in found]
+
+
+def _raise_at(problems: Sequence[tuple[tuple[int | str, ...], str]], value: object) -> None:
+    """A ValidationError of one error per (location, message), each shown at its own key."""
+    if problems:
+        raise ValidationError.from_exception_data(
+            "Config",
+            [
+                InitErrorDetails(type=PydanticCustomError("config_rule", message), loc=loc, input=value)
+                for loc, message in problems
+            ],
+        )
 
 
 def sections() -> dict[str, type[BaseModel]]:
