@@ -113,9 +113,8 @@ def reapply(
         if saved.get("done"):
             return None
         after = int(saved.get("after", 0))
-    total = store.count_transcribed_between(start, end) if after == 0 else None
-    left = store.count_transcribed_between(start, end, after)
-    done_before = (total - left) if total is not None else None
+    total = store.count_transcribed_between(start, end)
+    done_before = total - store.count_transcribed_between(start, end, after)  # by an interrupted run
     matched = 0
     while page := store.transcribed_between(start, end, after, PAGE):
         with store.db.atomic():  # a page's hits and the cursor past it: an interrupt loses nothing
@@ -125,8 +124,7 @@ def reapply(
             after = page[-1].id
             store.set_state(STATE_KEY, json.dumps(run | {"after": after}))
         matched += len(page)
-        of = f"{matched + done_before} of {total}" if done_before is not None else f"{matched} of {left}"
-        out(f"trackers: {of} call(s) (up to call {after})")
+        out(f"trackers: {done_before + matched} of {total} call(s) (up to call {after})")
         if should_stop():
             return matched
     store.set_state(STATE_KEY, json.dumps(run | {"after": after, "done": True}))
