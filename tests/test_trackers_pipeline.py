@@ -133,8 +133,9 @@ def stored_trackers(store: Store) -> list[tuple[object, ...]]:
 
 def processed(where: Path, trackers: list[TrackerConfig]) -> Rig:
     rig = tracked(build_rig(where, now=T0), trackers)
-    for n, text in enumerate(TEXTS, 1):
+    for n in range(1, len(TEXTS) + 1):
         rig.source.add(event(n), note(n), f"Сделка {n}")
+
     def transcribe(audio: Path, meter: object = None) -> object:
         rig.transcriber.calls.append(audio)
         from salesbot_poller.domain import Transcript
