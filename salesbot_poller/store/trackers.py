@@ -102,6 +102,17 @@ class TrackerRows(StoreBase):
         )
         return {str(name): int(count) for name, count in cast(Iterable[tuple[str, int]], query)}
 
+    def tracker_miss_counts(self, start: int, end: int) -> dict[str, int]:
+        """Per expected tracker: the calls in [start, end) where it was not said."""
+        query = (
+            TrackerMiss.select(TrackerMiss.tracker, peewee.fn.COUNT(TrackerMiss.id))
+            .join(Call, on=(TrackerMiss.call_id == Call.id))
+            .where(_period(start, end))
+            .group_by(TrackerMiss.tracker)
+            .tuples()
+        )
+        return {str(name): int(count) for name, count in cast(Iterable[tuple[str, int]], query)}
+
     def tracker_by_manager(self, name: str, start: int, end: int) -> list[tuple[str | None, int, int]]:
         """For tracker `name`: (manager, calls with a hit, calls where it was expected and not
         said), per manager of calls in [start, end), most hits first."""
