@@ -96,3 +96,9 @@ def test_tracker_with_an_unknown_name_lists_the_known_ones_and_help_lists_it(rig
     assert "нет трекера «Неизвестный»; есть: Конкурент, Скидка, Запись разговора" in text
     assert "/tracker НАЗВАНИЕ [7|30]" in answered_as_reply(servers, ask(rig, servers, "/help"))
     assert "можно 7 или 30" in answered_as_reply(servers, ask(rig, servers, "/tracker Скидка 14"))
+
+
+def test_the_card_sent_again_by_call_shows_its_tracker_lines(rig: Rig, servers: Servers) -> None:
+    competitor = call_at(NOW - 30 * 3600)
+    text = answered_as_reply(servers, ask(rig, servers, f"/call {competitor}"))
+    assert "🏷 Конкурент: «У конкурентов дешевле»\n⚠️ не сказано: Запись разговора" in text

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from salesbot_poller.cli.main import main
 from salesbot_poller.config import TrackerConfig
 from salesbot_poller.domain import CallEvent, CallNote
 from salesbot_poller.lanes import run_once
@@ -220,3 +222,50 @@ def test_removing_personal_data_blanks_the_words_of_the_hits_and_keeps_the_count
     rows = store.db.execute_sql("SELECT SUM(tracker_hits) FROM bi_call").fetchall()  # type: ignore[no-untyped-call]
     assert rows[0][0] == len(before)
     store.close()
+
+
+def test_the_trackers_command_applies_the_current_trackers_then_has_nothing_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = processed(tmp_path, OLD)
+    old.app.store.close()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[amocrm]
+base_url = "https://acme.amocrm.ru"
+long_lived_token = "amo-token"
+[openai]
+api_key = "sk-key"
+[telegram]
+bot_token = "123:TEST"
+chat_id = "-100"
+[storage]
+database = "sqlite:///{tmp_path}/db.sqlite"
+audio_dir = "{tmp_path}/audio"
+"""
+        + "".join(
+            f'[[trackers]]\nname = "{t.name}"\nphrases = {json.dumps(t.phrases, ensure_ascii=False)}\n'
+            f'speaker = "{t.speaker}"\nalert = {str(t.alert).lower()}\nexpect = {str(t.expect).lower()}\n'
+            for t in NEW
+        )
+    )
+    config.chmod(0o600)
+    apply = ["--config", str(config), "trackers", "--apply", "--since", "2026-11-24", "--until", "2026-11-26"]
+
+    assert main(apply) == 0
+    out, err = capsys.readouterr()
+    assert "trackers: 3 of 3 call(s) (up to call 3)" in err
+    assert "trackers: applied to 3 call(s) from 2026-11-24 to 2026-11-26; no alert sent" in out
+    assert main(apply) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(["--config", str(config), "trackers"]) == 0
+    listed = capsys.readouterr().out
+    assert "Скидка: " in listed and " call(s) in 30 days · speaker=client · скидку" in listed
+    store = Store.open(f"sqlite:///{tmp_path}/db.sqlite", int(T0.timestamp()))
+    try:
+        assert {h.tracker for h in TrackerHit.select()} == {"Конкурент", "Скидка", "Запись разговора"}
+    finally:
+        store.close()
+    assert main(["--config", str(config), "trackers", "--apply"]) == 2
+    assert "--apply needs --since" in capsys.readouterr().err

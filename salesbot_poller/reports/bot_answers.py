@@ -46,6 +46,7 @@ from salesbot_poller.pipeline.messages import (
     render_missed,
     render_transcript_caption,
 )
+from salesbot_poller.pipeline.tracker_messages import card_lines
 from salesbot_poller.reports import team_stats, tracker_report, weekly
 from salesbot_poller.services.redact_pii import replace_phones
 from salesbot_poller.store import Call
@@ -155,7 +156,8 @@ def call_card(app: App, args: list[str]) -> Answer:
     if call.kind == "missed":
         parts = render_missed(ctx, app.tz, mask)
     elif analysis is not None:
-        parts = render_conversation(ctx, analysis, app.tz, mask=mask)
+        hits, missing = app.store.call_trackers(call.id)
+        parts = render_conversation(ctx, analysis, app.tz, mask=mask, trackers=card_lines(hits, missing))
     else:
         raise CommandFailed(f"звонок #{call.id} ещё не разобран (этап: {call.stage})")
     document = None
