@@ -269,3 +269,16 @@ audio_dir = "{tmp_path}/audio"
         store.close()
     assert main(["--config", str(config), "trackers", "--apply"]) == 2
     assert "--apply needs --since" in capsys.readouterr().err
+
+
+def test_a_dry_run_prints_the_alert_and_the_cards_tracker_lines_and_sends_nothing(tmp_path: Path) -> None:
+    printed: list[str] = []
+    rig = tracked(build_rig(tmp_path, now=T0, dry_run=printed), NEW)
+    rig.source.add(event(1), note(1), "Сделка 1")
+    rig.transcriber.text = "Клиент: у конкурентов дешевле"
+    run_once(rig.app, T0)
+    assert rig.notifier.sent == []
+    alert = next(text for text in printed if "tracker_alert" in text)
+    assert "🏷 Конкурент · Иван Петров · «у конкурентов дешевле»" in alert and "[call:1:tracker]" in alert
+    card = next(text for text in printed if "[call:1]" in text)
+    assert "🏷 Конкурент: «у конкурентов дешевле»" in card and "⚠️ не сказано: Запись разговора" in card
