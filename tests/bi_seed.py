@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import peewee
 
 from salesbot_poller.domain import CallAnalysis, NextStep, ObjectionHandling, RubricResult
-from salesbot_poller.store import Call, Store, Usage
+from salesbot_poller.store import BiCall, Call, Store, Usage
 from salesbot_poller.store import bi as store_bi
+from salesbot_poller.trackers import Hit
 
 MANAGERS = {555: "Иван Петров", 556: "Мария Сидорова", 557: "Олег Кузнецов"}
 ITEMS = [
@@ -137,3 +138,18 @@ def seed_missed(store: Store, start: int, sla_minutes: int = 15) -> None:
                 delay = (sla_minutes - 5 if k < 2 else sla_minutes + 30) * 60
                 back = Call.create(**_call(900_100 + k, at + delay, direction="out", stage="skipped"))
                 Call.update(callback_call_id=back.id).where(Call.id == missed.id).execute()
+
+
+def seed_trackers(store: Store) -> tuple[int, int]:
+    """Tracker hits and misses for the analysed calls seeded (through `Store.replace_trackers`,
+    which keeps `bi_call`'s counts): "Конкурент" in every 4th call, "Скидка" twice in every
+    5th, the expected "Запись разговора" not said in every 7th. Returns (hits, misses)."""
+    hits = misses = 0
+    with store.db.atomic():
+        for (call_id,) in BiCall.select(BiCall.call_id).order_by(BiCall.call_id).tuples():
+            found = [Hit("Конкурент", "client", "у конкурентов дешевле", 12)] if call_id % 4 == 0 else []
+            found += [Hit("Скидка", "client", "скидку", 30), Hit("Скидка", "client", "скидка", 40)] * (call_id % 5 == 0)
+            missing = ["Запись разговора"] if call_id % 7 == 0 else []
+            store.replace_trackers(call_id, found, missing)
+            hits, misses = hits + len(found), misses + len(missing)
+    return hits, misses

@@ -14,7 +14,7 @@ from salesbot_poller.domain import CallAnalysis, NextStep, ObjectionHandling, Ru
 from salesbot_poller.lanes import run_once
 from salesbot_poller.store import BiCall, BiObjection, BiRubricItem, Call, Store
 from salesbot_poller.store import bi as store_bi
-from tests.bi_seed import seed_analysed, seed_missed
+from tests.bi_seed import seed_analysed, seed_missed, seed_trackers
 from tests.builder import T0, build_rig
 from tests.loopback_app import add_call, at, ts
 
@@ -25,6 +25,8 @@ QUERY_NAMES = [
     "objections-per-week",
     "missed-returned-within-sla",
     "cost-per-day",
+    "hits-per-tracker-week",
+    "managers-skipping-mandatory-phrase",
 ]
 
 
@@ -222,6 +224,7 @@ def test_every_documented_query_runs_on_a_seeded_database(tmp_path: Path) -> Non
     week = 7 * 24 * 3600
     seed_analysed(store, 300, start=int(T0.timestamp()) - 3 * week, spacing=3 * week // 300)
     seed_missed(store, int(T0.timestamp()))
+    hits, misses = seed_trackers(store)
     store.close()
     db = sqlite3.connect(tmp_path / "db.sqlite")
     results: dict[str, list[tuple[object, ...]]] = {}
@@ -241,6 +244,11 @@ def test_every_documented_query_runs_on_a_seeded_database(tmp_path: Path) -> Non
     assert sla[1:] == (6, 2, 2, 2)
     cost = results["cost-per-day"]
     assert sum(int(str(row[1])) for row in cost) >= 300 and all(float(str(row[5])) > 0 for row in cost)
+    per_week = results["hits-per-tracker-week"]
+    assert {row[1] for row in per_week} == {"Конкурент", "Скидка"} and sum(int(str(r[3])) for r in per_week) == hits
+    skipping = results["managers-skipping-mandatory-phrase"]
+    assert {row[1] for row in skipping} == {"Запись разговора"} and len(skipping) == 3
+    assert sum(int(str(row[2])) for row in skipping) == misses and all(0 < float(str(r[4])) < 100 for r in skipping)
 
 
 @pytest.mark.postgres
@@ -251,6 +259,7 @@ def test_every_documented_query_runs_on_postgresql_too(database_url: str) -> Non
     week = 7 * 24 * 3600
     seed_analysed(store, 300, start=int(T0.timestamp()) - 3 * week, spacing=3 * week // 300)
     seed_missed(store, int(T0.timestamp()))
+    hits, misses = seed_trackers(store)
     results = {
         name: store.db.execute_sql(sql).fetchall()  # type: ignore[no-untyped-call]
         for (name, dialect), sql in documented_queries().items()
@@ -259,5 +268,7 @@ def test_every_documented_query_runs_on_postgresql_too(database_url: str) -> Non
     store.close()
     assert set(results) == set(QUERY_NAMES)
     assert sum(int(row[2]) for row in results["score-per-manager-week"]) == 300
+    assert sum(int(row[3]) for row in results["hits-per-tracker-week"]) == hits
+    assert sum(int(row[2]) for row in results["managers-skipping-mandatory-phrase"]) == misses
     (sla,) = results["missed-returned-within-sla"]
     assert tuple(sla[1:]) == (6, 2, 2, 2)

@@ -34,7 +34,11 @@ def test_demo_prints_the_card_and_the_alert_without_config_or_network(tmp_path: 
     out = done.stdout
     assert "cycle: events=2 new=2 transcribed=1 notified=1 missed_alerts=1 failed=0" in out
     # The missed call's alert goes first: it never waits for an answered call's analysis.
-    alert, card = out.split("── Telegram message 1 of 2")[1].split("── Telegram message 2 of 2")
+    alert, rest = out.split("── Telegram message 1 of 3")[1].split("── Telegram message 2 of 3")
+    # The demo's tracker (`Конкурент`, alert = true) is heard: its alert goes before the card.
+    tracker, card = rest.split("── Telegram message 3 of 3")
+    assert "🏷 Конкурент · Иван Петров · «у конкурентов дешевле»\n💼 Сделка: ООО «Ромашка»" in tracker
+    assert "🏷 Конкурент: «у конкурентов дешевле»\n⚠️ не сказано: Запись разговора" in card
     analysis = canned_analysis()
     assert "📥 Входящий звонок · 2:05" in card and "👤 Менеджер: Иван Петров" in card
     assert f"⭐ Оценка: {analysis.score}/100" in card and analysis.summary in card

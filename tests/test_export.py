@@ -16,7 +16,7 @@ import pytest
 from salesbot_poller.cli.export import default_delimiter, export
 from salesbot_poller.store import Store
 from salesbot_poller.store.models import BiCall
-from tests.bi_seed import seed_analysed
+from tests.bi_seed import seed_analysed, seed_trackers
 from tests.conftest import run_cli
 
 DAY = 24 * 3600
@@ -195,3 +195,22 @@ def test_the_default_delimiter_follows_the_zone_and_the_locale() -> None:
     assert default_delimiter("Europe/Berlin", {"LANG": "ru_RU.UTF-8"}) == ";"
     assert default_delimiter("Europe/Berlin", {"LC_ALL": "de_DE.UTF-8", "LANG": "ru_RU.UTF-8"}) == ","
     assert default_delimiter("", {"LANG": "C.UTF-8"}) == ","
+
+
+def test_each_configured_tracker_is_a_column_of_hit_counts_and_jsonl_carries_them(tmp_path: Path) -> None:
+    store = seeded(tmp_path, 6)
+    seed_trackers(store)  # call 4: Конкурент; call 5: Скидка x2
+    out = io.StringIO()
+    export(store, date(2026, 11, 2), date(2026, 11, 2), UTC, "csv", out, trackers=["Конкурент", "Скидка", "Нет такого"])
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().removeprefix("\ufeff"))))
+    assert list(rows[0])[-3:] == ["tracker:Конкурент", "tracker:Скидка", "tracker:Нет такого"]
+    counts = {
+        row["call_id"]: (row["tracker:Конкурент"], row["tracker:Скидка"], row["tracker:Нет такого"]) for row in rows
+    }
+    assert counts["4"] == ("1", "0", "0") and counts["5"] == ("0", "2", "0") and counts["1"] == ("0", "0", "0")
+    lines = io.StringIO()
+    export(store, date(2026, 11, 2), date(2026, 11, 2), UTC, "jsonl", lines, trackers=["Конкурент"])
+    by_id = {row["call_id"]: row for row in map(json.loads, lines.getvalue().splitlines())}
+    assert by_id[5]["trackers"] == {"Скидка": 2} and by_id[1]["trackers"] == {}
+    assert by_id[1]["tracker_missing"] == 0
+    store.close()

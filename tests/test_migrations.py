@@ -50,6 +50,9 @@ HISTORY = {
     "0013_bi": Added(tables=("bi_call", "bi_rubric_item", "bi_objection")),
     "0014_big_ids": Added(widened=True),
     "0015_profile": Added(columns={"call": ("profile",)}),
+    "0018_trackers": Added(
+        tables=("bi_tracker_hit", "bi_tracker_missing"), columns={"bi_call": ("tracker_hits", "tracker_missing")}
+    ),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31

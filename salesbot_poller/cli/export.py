@@ -8,6 +8,9 @@ Contract of `export(store, since, until, tz, fmt, out)`:
   Cyrillic right. One column per rubric item seen in the period (`item:<id>`, its verdict),
   in rubric order; objections joined with " | ". JSON Lines: one object per call with every
   item (verdict, weight, quote, whether it was verified) and objection in full.
+- Tracker hits: one column per configured tracker (`tracker:<name>`, its hits in the call),
+  in config order; JSON Lines: `trackers` (hits per tracker with any) and `tracker_missing`
+  (the expected trackers not said). The hits are read per page, like the rest.
 - Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging) and each
   row written at once, so memory stays flat however many calls the period holds.
 - CSV cells are text a spreadsheet may run: a text cell that starts with `=`, `+`, `-`, `@`,
@@ -30,7 +33,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -164,15 +167,26 @@ def _facts(call: ExportedCall, tz: tzinfo) -> dict[str, Any]:
     }
 
 
-def _json_line(call: ExportedCall, tz: tzinfo) -> str:
+def _json_line(call: ExportedCall, tz: tzinfo, hits: dict[str, int]) -> str:
     row = _facts(call, tz)
     row["items"] = [item_fields(item) for item in call.items]
     row["objections"] = [{"objection": o.objection, "handling": o.handling} for o in call.objections]
+    row["trackers"] = hits
+    row["tracker_missing"] = call.fact.tracker_missing
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out: TextIO, delimiter: str = ",") -> int:
-    """See the module contract."""
+def export(
+    store: Store,
+    since: date,
+    until: date,
+    tz: tzinfo,
+    fmt: Format,
+    out: TextIO,
+    delimiter: str = ",",
+    trackers: Sequence[str] = (),
+) -> int:
+    """See the module contract. `trackers`: the configured trackers' names (CSV columns)."""
     start, end = day_bounds(since, until, tz)
     written = 0
     writer = None
@@ -181,11 +195,14 @@ def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out:
         out.write(BOM)
         item_ids = store.export_item_ids(start, end)
         writer = csv.writer(out, delimiter=delimiter)
-        writer.writerow([*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)])
+        columns = [*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)]
+        writer.writerow([*columns, *(f"tracker:{name}" for name in trackers)])
     for page in store.export_pages(start, end):
+        hits = store.tracker_counts_of([call.fact.call_id for call in page])
         for call in page:
+            counts = hits.get(call.fact.call_id, {})
             if writer is None:
-                out.write(_json_line(call, tz))
+                out.write(_json_line(call, tz, counts))
             else:
                 facts = _facts(call, tz)
                 verdicts = {item.item_id: item.verdict for item in call.items}
@@ -195,6 +212,7 @@ def export(store: Store, since: date, until: date, tz: tzinfo, fmt: Format, out:
                         *(cell(facts[c]) for c in FACT_COLUMNS),
                         cell(objections),
                         *(cell(verdicts.get(i)) for i in item_ids),
+                        *(counts.get(name, 0) for name in trackers),
                     ]
                 )
             written += 1
@@ -217,18 +235,19 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
         err(f"export: {exc}")
         return EXIT_CONFIG
     delimiter = DELIMITERS[args.delimiter] if args.delimiter else default_delimiter(config.amocrm.timezone, os.environ)
+    names = [tracker.name for tracker in config.trackers]
     store = Store.open(config.storage.database, int(utc_now().timestamp()))
     try:
         if args.output:
             target = Path(args.output)
             partial = target.with_name(target.name + ".part")  # a failed export leaves no half file
             with partial.open("w", encoding="utf-8", newline="") as out:
-                written = export(store, since, until, tz, args.format, out, delimiter)
+                written = export(store, since, until, tz, args.format, out, delimiter, names)
             partial.replace(target)
         else:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=False)
             try:
-                written = export(store, since, until, tz, args.format, out, delimiter)
+                written = export(store, since, until, tz, args.format, out, delimiter, names)
             finally:
                 out.detach()  # stdout stays open for whoever prints next
     except OSError as exc:

@@ -1,5 +1,6 @@
 """Command line: `salesbot-poller [--config PATH] [--log-level L]
-{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,export,report,profiles}`.
+{once,run,check,status,demo,backfill,auth,retry,usage,fleet,forget,eval,export,report,profiles,
+trackers}`.
 
 This module builds the parser and dispatches: each command is a module of `salesbot_poller.cli`
 with `run(args, config) -> int` (`COMMANDS`). Exit codes: see `cli.common`.
@@ -50,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("evaluate", config=False, secrets=False),  # the trackers' set needs none
     "export": Command("export", secrets=False),
     "report": Command("report"),
+    "trackers": Command("trackers", secrets=False),
     "usage": Command("fleet", config=False, secrets=False),  # read only: its --month is checked first
     "fleet": Command("fleet", config=False, secrets=False),  # read only: one config per instance
 }
@@ -139,6 +141,16 @@ def _parser() -> argparse.ArgumentParser:
         choices=[",", ";", "tab"],
         help="CSV column separator (default: ';' for a Russian time zone or locale, else ',')",
     )
+    trackers_cmd = commands.add_parser(
+        "trackers", help="the configured trackers and their hits; --apply: re-run them over stored transcripts"
+    )
+    trackers_cmd.add_argument(
+        "--apply", action="store_true", help="re-run the current trackers over the stored calls of the period"
+    )
+    trackers_cmd.add_argument(
+        "--since", metavar="DAY", help="with --apply: first day, e.g. 2026-11-01 (account's zone)"
+    )
+    trackers_cmd.add_argument("--until", metavar="DAY", help="with --apply: last day, included (default: today)")
     report_cmd = commands.add_parser("report", help="the weekly team report of a past week: send it, or print it")
     report_cmd.add_argument("--week", required=True, help="any day of that week, e.g. 2026-11-23 (its Monday)")
     report_cmd.add_argument("--dry-run", action="store_true", help="print the report instead of sending it")

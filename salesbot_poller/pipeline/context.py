@@ -48,6 +48,7 @@ from salesbot_poller.pipeline.heartbeat import Heartbeat
 from salesbot_poller.pipeline.usage import BudgetGate
 from salesbot_poller.services.throttle import ChatPacer
 from salesbot_poller.store import Call, Store
+from salesbot_poller.trackers import Matcher
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,19 @@ class App:
     # every other call is analysed by `analyzer`.
     profile_analyzers: dict[str, Analyzer] = field(default_factory=dict)
 
+    # The `[[trackers]]` compiled once (`tracker_matcher`): every call's transcript is matched by it.
+    matcher: Matcher | None = None
+    _matcher_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
     def analyzer_for(self, profile: str | None) -> Analyzer:
         return self.profile_analyzers.get(profile or "", self.analyzer)
+
+    def tracker_matcher(self) -> Matcher:
+        """The trackers compiled once per App (compiling lemmatises every phrase)."""
+        with self._matcher_lock:
+            if self.matcher is None:
+                self.matcher = Matcher(self.config.trackers)
+            return self.matcher
 
 
 COUNTERS = ("events", "new", "transcribed", "analysed", "notified", "alerted", "skipped", "deferred", "failed")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import date, tzinfo
 
 from salesbot_poller.config import MaskMode
@@ -293,10 +294,12 @@ def render_conversation(
     tz: tzinfo | None = None,
     metrics: str | None = None,
     mask: MaskMode = "cards",
+    trackers: Sequence[str] = (),
 ) -> list[str]:
     """The analysis card of an answered call. `metrics` is an optional pre-rendered HTML line
     (conversation metrics measured from the audio), shown under the score. `mask`:
-    `telegram.mask_phones` (a card masks unless "none")."""
+    `telegram.mask_phones` (a card masks unless "none"). `trackers`: pre-rendered HTML lines
+    (`tracker_messages.card_lines`), a block under the head."""
     hide = masked(mask)
     direction = "📥 Входящий звонок" if ctx.direction == "in" else "📤 Исходящий звонок"
     first = f"<b>{direction}</b> · {format_duration(ctx.duration)} · {format_time(ctx.started_at, tz)}"
@@ -321,7 +324,7 @@ def render_conversation(
     if analysis.condensed:
         head.append("📝 Звонок длинный: оценен по сжатому пересказу расшифровки")
     room = LIMIT - 64
-    blocks = ["\n".join(head)]
+    blocks = ["\n".join(head), "\n".join(trackers)]
     summary = clip_text(analysis.summary, SUMMARY_CHARS)
     if analysis.summary_missing:
         summary = "⚠️ Модель не дала разбора этого звонка (дважды): итога и оценки нет, расшифровка сохранена."

@@ -18,6 +18,7 @@ Phone numbers in the card, the alert and the caption follow `telegram.mask_phone
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import tzinfo
 
 from salesbot_poller.config import Config
@@ -58,15 +59,17 @@ def plan_call(
     analysis: CallAnalysis | None,
     tz: tzinfo | None,
     metrics: str | None = None,
+    trackers: Sequence[str] = (),
 ) -> list[Planned]:
-    """See the module contract. `analysis` is None for a missed call."""
+    """See the module contract. `analysis` is None for a missed call; `trackers`: the card's
+    tracker lines (`tracker_messages.card_lines`)."""
     profile = profiles.by_name(config, call.profile)
     home = profiles.destination(profile) or route(config, call.responsible_user_id)
     own = f"call:{call.id}"
     mask = config.telegram.mask_phones
     if analysis is None:
         return [Planned(own, "alert", home, {"parts": render_missed(ctx, tz, mask)})]
-    parts = render_conversation(ctx, analysis, tz, metrics, mask)
+    parts = render_conversation(ctx, analysis, tz, metrics, mask, trackers)
     plans = [Planned(own, "card", home, {"parts": parts})]
     cards: list[tuple[Destination | None, str]] = [(home, own)]
     threshold = profiles.alert_below(profile, config)

@@ -11,6 +11,8 @@ Contract:
   Telegram accepts it, so the only window for a duplicate is between that acceptance and
   that commit. A card waits (up to its patience) while an earlier call's card to the same
   chat is rendered and unsent, so one chat's cards keep the order of their calls.
+- `transcribe` stores the call's tracker hits (`tracking`) with the transcript, in its
+  transaction, with the alert they trigger; the alert is sent right after, before the analysis.
 - `transcribe` pays the daily budget per upload (`usage`): a call whose next upload would
   cross it waits for the next UTC day and resumes from that upload. A recording longer than
   `poller.max_call_minutes` is transcribed up to there only: the call keeps `cut_minutes`
@@ -31,9 +33,10 @@ from pathlib import Path
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallAnalysis, Planned, Stage
 from salesbot_poller.errors import BudgetReached
-from salesbot_poller.pipeline import delivery, lead_fields, usage
+from salesbot_poller.pipeline import delivery, lead_fields, tracking, usage
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.routing import plan_call
+from salesbot_poller.pipeline.tracker_messages import card_lines
 from salesbot_poller.services.dialogue import build_dialogue, manager_channel
 from salesbot_poller.store import Call
 
@@ -72,6 +75,8 @@ def transcribe(app: App, cycle: Cycle, call: Call) -> None:
     text, metrics = build_dialogue(transcript, channel, call.direction)
     cut = transcript.cut_at_seconds
     cut_minutes = round(cut / 60) if cut is not None else None
+    hits, missing = tracking.find(app.config, app.tracker_matcher(), call.profile, text)
+    alert = tracking.alert_item(app, call, hits)
 
     def keep() -> None:
         with app.store.db.atomic():  # the usage is counted once, with the transcript it paid for
@@ -85,9 +90,14 @@ def transcribe(app: App, cycle: Cycle, call: Call) -> None:
                 metrics_json=metrics.model_dump_json() if metrics else None,
                 cut_minutes=cut_minutes,
             )
+            # The hits, and the alert they trigger, with the transcript they come from.
+            app.store.replace_trackers(call.id, hits, missing)
+            if alert is not None and app.dry_run is None:
+                app.store.enqueue([alert], call.id, cycle.now)
 
     app.store.committed(keep)  # paid for: written again through a database restart, not paid again
     cycle.transcribed += 1
+    tracking.send_alert(app, cycle, call, alert)  # at once: before the analysis and the card
     if cut_minutes is not None:
         log.warning(
             "call %d: the recording is longer than poller.max_call_minutes=%d: only its first %d min transcribed "
@@ -136,8 +146,11 @@ def plan(app: App, call: Call) -> list[Planned]:
     analysis = None
     if call.stage != Stage.MISSED:
         analysis = CallAnalysis.model_validate_json(call.analysis_json or "{}")
+    hits, missing = app.store.call_trackers(call.id) if analysis is not None else ([], [])
     # metrics=None: the slot for a pre-rendered conversation-metrics line (from the audio).
-    return plan_call(app.config, call, call_context(app, call), analysis, app.tz, metrics=None)
+    return plan_call(
+        app.config, call, call_context(app, call), analysis, app.tz, metrics=None, trackers=card_lines(hits, missing)
+    )
 
 
 def render(app: App, cycle: Cycle, call: Call) -> None:

@@ -18,6 +18,7 @@ with one line saying why (an unknown command, a bad argument, a call that is not
   form, `8 (916) 123-45-67`, `79161234567`, or one written with "+"; `phones.dialable`) lists
   instead the latest `FIND_BY_NUMBER` calls with that number (`phones.key`), newest first;
   the number in the answer is masked like the cards.
+- `/tracker NAME [7|30]`: a tracker's calls per manager and its latest hits (`tracker_report`).
 - `/help`: the list.
 Numbers in cards, names and quotes follow `telegram.mask_phones` like the cards.
 """
@@ -45,7 +46,8 @@ from salesbot_poller.pipeline.messages import (
     render_missed,
     render_transcript_caption,
 )
-from salesbot_poller.reports import team_stats, weekly
+from salesbot_poller.pipeline.tracker_messages import card_lines
+from salesbot_poller.reports import team_stats, tracker_report, weekly
 from salesbot_poller.services.redact_pii import replace_phones
 from salesbot_poller.store import Call
 from salesbot_poller.store.search import query_words
@@ -64,6 +66,7 @@ HELP = """<b>Команды</b>
 /missed — пропущенные за 7 дней, по которым ещё не перезвонили
 /find текст — звонки, в расшифровке которых есть эти слова (до 10)
 /find номер — звонки с этим номером, как бы он ни был записан (до 10)
+/tracker НАЗВАНИЕ [7|30] — трекер: звонки по менеджерам и последние попадания с цитатами
 /help — эта справка"""
 
 
@@ -98,6 +101,11 @@ def answer(app: App, name: str, args: list[str], now: int) -> Answer:
         return Answer(missed(app, now))
     if name == "find":
         return Answer(find(app, " ".join(args)))
+    if name == "tracker":
+        try:
+            return Answer(tracker_report.answer(app, args, now))
+        except tracker_report.UnknownTracker as exc:
+            raise CommandFailed(str(exc)) from None
     raise CommandFailed(f"не знаю команды /{name}; /help — список команд")
 
 
@@ -148,7 +156,8 @@ def call_card(app: App, args: list[str]) -> Answer:
     if call.kind == "missed":
         parts = render_missed(ctx, app.tz, mask)
     elif analysis is not None:
-        parts = render_conversation(ctx, analysis, app.tz, mask=mask)
+        hits, missing = app.store.call_trackers(call.id)
+        parts = render_conversation(ctx, analysis, app.tz, mask=mask, trackers=card_lines(hits, missing))
     else:
         raise CommandFailed(f"звонок #{call.id} ещё не разобран (этап: {call.stage})")
     document = None

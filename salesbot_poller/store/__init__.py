@@ -6,7 +6,8 @@ assembled from one mixin per concern: `base` (the database, redaction, small sta
 `events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
 call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
-`personal` (retention and `forget`) and `reports` (the report and command queries)."""
+`personal` (retention and `forget`), `trackers` (tracker hits and misses) and `reports`
+(the report and command queries)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (
@@ -28,6 +29,8 @@ from salesbot_poller.store.models import (
     Migration,
     SeenEvent,
     State,
+    TrackerHit,
+    TrackerMiss,
     UploadHold,
     Usage,
     database_proxy,
@@ -50,6 +53,8 @@ __all__ = [
     "SeenEvent",
     "State",
     "Store",
+    "TrackerHit",
+    "TrackerMiss",
     "UploadHold",
     "Usage",
     "add_missing_columns",

@@ -6,6 +6,8 @@ Contract:
   be read). The caller runs it in the transaction that writes `analysis_json`
   (`Store.update`, `Store.clear_personal`), so the tables never disagree with the stored
   analysis: after personal data is removed they hold no quotes, objections nor next step.
+- `bi_call.tracker_hits` / `tracker_missing` count the call's rows of `bi_tracker_hit` /
+  `bi_tracker_missing` (`count_trackers`, run by whoever writes either side).
 - `backfill()` fills them for every call analysed before they existed (`0013_bi`),
   a page of calls at a time (memory stays flat however many calls there are).
 - `export_pages(start, end, page)` reads analysed calls that happened in [start, end), oldest
@@ -25,7 +27,7 @@ import peewee
 from pydantic import ValidationError
 
 from salesbot_poller.domain import CallAnalysis
-from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call
+from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, TrackerHit, TrackerMiss
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,15 @@ def write_facts(call: Call, now: int) -> None:
     """See the module contract: run inside the transaction that writes `analysis_json`."""
     _delete([call.id])
     _insert([call], now)
+    count_trackers(call.id)
+
+
+def count_trackers(call_id: int) -> None:
+    """The call's `tracker_hits` and `tracker_missing` on `bi_call` from its stored hits and
+    misses (`store.trackers`); run in the transaction that writes either."""
+    hits = TrackerHit.select().where(TrackerHit.call_id == call_id).count()
+    missing = TrackerMiss.select().where(TrackerMiss.call_id == call_id).count()
+    BiCall.update(tracker_hits=hits, tracker_missing=missing).where(BiCall.call_id == call_id).execute()
 
 
 def rewrite_facts(call: Call) -> None:

@@ -72,6 +72,7 @@ from salesbot_poller.store.models import Migration, database_proxy
 from salesbot_poller.store.personal import KEPT_STAGES, PersonalData
 from salesbot_poller.store.postgres import is_postgres, migration_lock, open_postgres, transient
 from salesbot_poller.store.reports import ReportQueries
+from salesbot_poller.store.trackers import TrackerRows
 from salesbot_poller.store.usage import UsageQueries
 
 __all__ = ["COMMIT_PATIENCE_SECONDS", "CURSOR_KEY", "ERROR_FIELDS", "KEPT_STAGES", "Store"]
@@ -82,7 +83,9 @@ COMMIT_PATIENCE_SECONDS = 600.0  # how long a must-keep write is retried while t
 T = TypeVar("T")
 
 
-class Store(EventLog, Claims, Failures, PersonalData, UsageQueries, BudgetLedger, ReportQueries, StoreBase):
+class Store(
+    EventLog, Claims, Failures, PersonalData, UsageQueries, BudgetLedger, ReportQueries, TrackerRows, StoreBase
+):
     """All reads and writes of the database. One instance per process.
 
     `redact` hides secrets in every error text and state value before it is written (see the

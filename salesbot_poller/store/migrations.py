@@ -11,7 +11,17 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.store import bi, search
-from salesbot_poller.store.models import BI_MODELS, Call, Delivery, SeenEvent, State, UploadHold, Usage
+from salesbot_poller.store.models import (
+    BI_MODELS,
+    TRACKER_MODELS,
+    BiCall,
+    Call,
+    Delivery,
+    SeenEvent,
+    State,
+    UploadHold,
+    Usage,
+)
 
 
 def _m0001_initial(db: peewee.Database) -> None:
@@ -170,6 +180,13 @@ def _m0017_delivery_claims(db: peewee.Database) -> None:
     add_missing_columns(db, Delivery, ["claimed_by", "claimed_at"])
 
 
+def _m0018_trackers(db: peewee.Database) -> None:
+    """Tracker hits and misses per call (`bi_tracker_hit`, `bi_tracker_missing`) and their
+    counts on `bi_call`; calls transcribed before get them from `trackers --apply`."""
+    db.create_tables(list(TRACKER_MODELS))
+    add_missing_columns(db, BiCall, ["tracker_hits", "tracker_missing"])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -189,4 +206,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0015_profile", _m0015_profile),
     ("0016_upload_holds", _m0016_upload_holds),
     ("0017_delivery_claims", _m0017_delivery_claims),
+    ("0018_trackers", _m0018_trackers),
 ]

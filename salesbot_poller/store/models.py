@@ -165,6 +165,9 @@ class BiCall(_Model):
     duration = peewee.IntegerField(null=True)  # seconds, as the call note says
     next_step_action = peewee.TextField(default="")  # "" when none was agreed
     next_step_due = peewee.CharField(null=True)  # YYYY-MM-DD when a day was named
+    # The call's tracker hits and expected trackers not said (0018_trackers: `bi_tracker_hit`).
+    tracker_hits = peewee.IntegerField(default=0)
+    tracker_missing = peewee.IntegerField(default=0)
 
     class Meta:
         table_name = "bi_call"
@@ -205,3 +208,39 @@ class BiObjection(_Model):
 
 
 BI_MODELS: tuple[type[_Model], ...] = (BiCall, BiRubricItem, BiObjection)
+
+
+# --- Tracker hits (0018_trackers): found in the stored transcript (`trackers`), written in the
+# transaction that stores the transcript, or that re-applies the trackers (`trackers --apply`).
+# They are BI tables too (docs/bi.md): one source, no copy to keep in step.
+
+
+class TrackerHit(_Model):
+    """One hit of a tracker in a call's transcript."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField(index=True)  # Call.id
+    position = peewee.IntegerField()  # order in the transcript, from 0
+    tracker = peewee.CharField(index=True)  # `[[trackers]].name`
+    speaker = peewee.CharField(default="")  # manager / client / "" (roles unknown)
+    at = peewee.IntegerField(null=True)  # seconds from the start; NULL: the transcript has no times
+    phrase = peewee.TextField(default="")  # the words as spoken; "" once personal data is removed
+
+    class Meta:
+        table_name = "bi_tracker_hit"
+        indexes = ((("call_id", "position"), True),)
+
+
+class TrackerMiss(_Model):
+    """An expected tracker (`expect = true`) with no hit in a call."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField()
+    tracker = peewee.CharField(index=True)
+
+    class Meta:
+        table_name = "bi_tracker_missing"
+        indexes = ((("call_id", "tracker"), True),)
+
+
+TRACKER_MODELS: tuple[type[_Model], ...] = (TrackerHit, TrackerMiss)

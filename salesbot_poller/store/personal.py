@@ -2,7 +2,7 @@
 
 Contract:
 - `clear_personal` removes a call's transcript, link, number, names, the analysis' quotes
-  (in the BI tables too) and the content of its delivery rows in ONE transaction, keeping
+  (in the BI tables too), its tracker hits' words and the content of its delivery rows in ONE transaction, keeping
   ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
   retention calls it batch by batch (`calls_to_clear`), `forget` for one number
   (`calls_with_number`). A call a worker holds is left as it is.
@@ -29,7 +29,7 @@ import peewee
 from salesbot_poller.domain import Stage, without_personal_data
 from salesbot_poller.store import bi, search
 from salesbot_poller.store.deliveries import DeliveryRows
-from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, Delivery
+from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, Delivery, TrackerHit
 
 # A call at one of these keeps its stage when its personal data goes; any other becomes skipped.
 KEPT_STAGES = frozenset({Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value, Stage.SKIPPED.value})
@@ -92,7 +92,8 @@ class PersonalData(DeliveryRows):
         delivery rows blanked).
 
         Gone: the transcript, the recording link and file name, the number, the entity's name,
-        the analysis' quotes and paraphrases (`domain.without_personal_data`), and the content
+        the analysis' quotes and paraphrases (`domain.without_personal_data`), the tracker hits'
+        words (`bi_tracker_hit.phrase`), and the content
         of every delivery row of the call; and, with `forgotten_as` (`forget`), the content of
         rows about no call in particular (a storm summary, a digest) that quote the number.
         Kept: ids, times, durations, manager, entity ids, scores, metrics, each row's sent ids
@@ -127,6 +128,8 @@ class PersonalData(DeliveryRows):
                 for name, value in fields.items():
                     setattr(call, name, value)
                 bi.rewrite_facts(call)  # its quotes, objections and next step go from the BI tables too
+            for start in range(0, len(cleared), 500):  # the words said; tracker, speaker and time stay
+                TrackerHit.update(phrase="").where(TrackerHit.call_id.in_(cleared[start : start + 500])).execute()
             blanked += self._blank(self.deliveries_of(cleared, lock=True), now, reason)
             for number in numbers if forgotten_as is not None else ():
                 quoting = Delivery.select().where(
@@ -177,7 +180,9 @@ class PersonalData(DeliveryRows):
             done.append("free pages released" + ("" if not busy else "; WAL still in use by a reader"))
             return ", ".join(done)
         if isinstance(self.db, peewee.PostgresqlDatabase):
-            tables = ", ".join(m._meta.table_name for m in (Call, Delivery, BiCall, BiRubricItem, BiObjection))
+            tables = ", ".join(
+                m._meta.table_name for m in (Call, Delivery, BiCall, BiRubricItem, BiObjection, TrackerHit)
+            )
             self.db.execute_sql(f"VACUUM {tables}")  # type: ignore[no-untyped-call]
             return "VACUUM run"
         return "nothing (this database has no reclaim step)"
