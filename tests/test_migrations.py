@@ -50,6 +50,7 @@ HISTORY = {
     "0013_bi": Added(tables=("bi_call", "bi_rubric_item", "bi_objection")),
     "0014_big_ids": Added(widened=True),
     "0015_profile": Added(columns={"call": ("profile",)}),
+    "0018_topics": Added(columns={"bi_call": ("topic", "topic_closed")}),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31

@@ -11,7 +11,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from salesbot_poller.domain import Stage
 from salesbot_poller.store import bi, search
-from salesbot_poller.store.models import BI_MODELS, Call, Delivery, SeenEvent, State, UploadHold, Usage
+from salesbot_poller.store.models import BI_MODELS, BiCall, Call, Delivery, SeenEvent, State, UploadHold, Usage
 
 
 def _m0001_initial(db: peewee.Database) -> None:
@@ -170,6 +170,13 @@ def _m0017_delivery_claims(db: peewee.Database) -> None:
     add_missing_columns(db, Delivery, ["claimed_by", "claimed_at"])
 
 
+def _m0018_topics(db: peewee.Database) -> None:
+    """Each analysed call's topic in the BI tables, and whether it is a name of the closed
+    list (`analysis.topics`); a free topic no longer survives the removal of personal data."""
+    add_missing_columns(db, BiCall, ["topic", "topic_closed"])
+    bi.backfill_topics()
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 
 
@@ -189,4 +196,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0015_profile", _m0015_profile),
     ("0016_upload_holds", _m0016_upload_holds),
     ("0017_delivery_claims", _m0017_delivery_claims),
+    ("0018_topics", _m0018_topics),
 ]

@@ -165,6 +165,10 @@ class BiCall(_Model):
     duration = peewee.IntegerField(null=True)  # seconds, as the call note says
     next_step_action = peewee.TextField(default="")  # "" when none was agreed
     next_step_due = peewee.CharField(null=True)  # YYYY-MM-DD when a day was named
+    # The analysis' topic (0018_topics): a name of `analysis.topics` when `topic_closed`, else
+    # the model's words ("" once personal data is removed: they may quote the client).
+    topic = peewee.CharField(default="")
+    topic_closed = peewee.BooleanField(default=False)
 
     class Meta:
         table_name = "bi_call"
