@@ -46,6 +46,7 @@ from salesbot_poller.pipeline.messages import (
     render_transcript_caption,
 )
 from salesbot_poller.reports import team_stats, weekly
+from salesbot_poller.reports.topics import topic_block
 from salesbot_poller.services.redact_pii import replace_phones
 from salesbot_poller.store import Call
 from salesbot_poller.store.search import query_words
@@ -133,7 +134,8 @@ def stats(app: App, args: list[str], now: int) -> list[str]:
         if not current.managers:
             raise CommandFailed(f"нет звонков менеджера «{who}» за {days} дней")
     head = f"📊 <b>Статистика за {days} дней</b> · {format_time(start, app.tz)} – {format_time(now, app.tz)}"
-    return weekly.render_team(head, current)
+    topics = None if who else topic_block(app, start, now)  # the team's topics, not one manager's
+    return weekly.render_team(head, current, [topics] if topics else [])
 
 
 def call_card(app: App, args: list[str]) -> Answer:
