@@ -224,7 +224,7 @@ def test_a_closed_list_topic_survives_forget_a_free_one_does_not(servers: Server
         (call,) = Call.select().where(Call.note_id == 101)
         (other,) = Call.select().where(Call.note_id == 102)  # another number: untouched
         assert call.personal_removed_at is not None and call.transcript is None
-        kept = CallAnalysis.model_validate_json(call.analysis_json)
+        kept = CallAnalysis.model_validate_json(call.analysis_json or "")
         fact = BiCall.get(BiCall.call_id == call.id)
         other_fact = BiCall.get(BiCall.call_id == other.id)
     finally:
@@ -251,7 +251,7 @@ def test_the_upgrade_fills_the_topic_column_and_blanks_free_topics_already_forgo
         assert store.migrate(NOW + 1) == ["0018_topics"]
         assert Migration.get_or_none(Migration.name == "0018_topics") is not None
         topics = {row.call_id: row.topic for row in BiCall.select()}
-        analyses = {c.event_id: CallAnalysis.model_validate_json(c.analysis_json).topic for c in Call.select()}
+        analyses = {c.event_id: CallAnalysis.model_validate_json(c.analysis_json or "").topic for c in Call.select()}
     finally:
         store.close()
     assert sorted(topics.values()) == ["", "поставка"]
