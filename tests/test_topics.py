@@ -17,6 +17,7 @@ from salesbot_poller.app import build_analyzer, build_openai
 from salesbot_poller.config import parse_config
 from salesbot_poller.domain import CallAnalysis, CallContext, without_personal_data
 from salesbot_poller.errors import ConfigError
+from salesbot_poller.pipeline import retention
 from salesbot_poller.pipeline.messages import hashtag, render_conversation
 from salesbot_poller.reports import bot_answers, digest, weekly
 from salesbot_poller.reports.topics import topic_block
@@ -201,6 +202,17 @@ def test_personal_data_removal_keeps_a_listed_topic_and_blanks_a_free_one() -> N
     free = CallAnalysis(summary="s", topic="Иванов из Казани", score=1).model_dump_json()
     assert json.loads(without_personal_data(closed) or "")["topic"] == "Рекламация"
     assert json.loads(without_personal_data(free) or "")["topic"] == ""
+
+
+def test_retention_keeps_a_listed_topic_and_blanks_a_free_one(tmp_path: Path) -> None:
+    app = build_rig(tmp_path, analysis={"topics": TOPICS}).app
+    add(app.store, 1, "Рекламация", True, 40, at=NOW - 200 * 86400)
+    add(app.store, 2, "Иванов из Казани", False, 40, at=NOW - 200 * 86400)
+    done = retention.clear_before(app, NOW - 180 * 86400, NOW)
+    assert done is not None and done.calls == 2
+    stored = {c.event_id: CallAnalysis.model_validate_json(c.analysis_json or "").topic for c in Call.select()}
+    assert stored == {"t-1": "Рекламация", "t-2": ""}
+    assert sorted(row.topic for row in BiCall.select()) == ["", "Рекламация"]
 
 
 def with_topics(servers: Servers, topics: list[str] | None) -> Path:
