@@ -157,6 +157,7 @@ def build_analyzer(
         load_prompt(profiles.prompt_file(profile, config)),
         account_zone(config),
         limit=limit,
+        topics=profiles.topics(profile, config),
         redact=config.analysis.redact,
         max_transcript_chars=config.analysis.max_transcript_chars,
         endpoint=config.openai.chat,
@@ -225,7 +226,7 @@ def build_app(
         profile_analyzers={
             profile.name: build_analyzer(config, chat_client, limit, profile)
             for profile in config.profiles
-            if profile.rubric or profile.prompt_file
+            if profile.rubric or profile.prompt_file or profile.topics is not None
         },
         notifier=build_notifier(config),
         tz=tz,

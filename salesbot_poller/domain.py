@@ -233,6 +233,10 @@ class NextStep(BaseModel):
         return value
 
 
+# The closed list's catch-all (`analysis.topics`): added to every configured list.
+OTHER_TOPIC = "Другое"
+
+
 class AnalysisAnswer(BaseModel):
     """What the chat model must return besides the verdicts (strict JSON schema: every field
     required). `rubric.answer_model(items)` adds `rubric`: an object with one required
@@ -293,6 +297,9 @@ class CallAnalysis(BaseModel):
     unverified_quotes: int = 0  # evidence quotes not found in the transcript (not shown)
     condensed: bool = False  # scored on a condensed transcript (a long call)
     summary_missing: bool = False  # the model gave no usable summary nor verdicts, twice
+    # `topic` is one of `analysis.topics` (or OTHER_TOPIC), not the model's own words: it
+    # survives the removal of personal data (`without_personal_data`).
+    topic_closed: bool = False
     # What was dropped from a careless answer, one line each, for the log; not stored.
     problems: list[str] = Field(default_factory=list, exclude=True)
 
@@ -482,9 +489,10 @@ class CrmWriter(Protocol):
 
 
 # What the analysis keeps once a call's personal data is removed (retention, `forget`): the
-# scores and verdicts reports need, the one-word topic and the sentiment. Everything else is
-# words said in the call (evidence quotes) or a paraphrase of them (summary, needs,
-# objections, next step, risks), which can name people, addresses, sums.
+# scores and verdicts reports need, the sentiment, and the topic when it is a name of the
+# closed list (`topic_closed`). Everything else is words said in the call (evidence quotes)
+# or a paraphrase of them (summary, needs, objections, next step, risks, a free topic),
+# which can name people, addresses, sums.
 _ANALYSIS_EMPTIED: dict[str, Any] = {
     "summary": "",
     "client_needs": [],
@@ -506,6 +514,8 @@ def without_personal_data(analysis_json: str | None) -> str | None:
     if not isinstance(data, dict):
         return None
     data.update(_ANALYSIS_EMPTIED)
+    if data.get("topic_closed") is not True:
+        data["topic"] = ""
     rubric = data.get("rubric")
     if isinstance(rubric, list):
         data["rubric"] = [item | {"evidence": ""} if isinstance(item, dict) else item for item in rubric]

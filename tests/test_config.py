@@ -130,7 +130,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "retention_days",
             ]
         ),
-        "analysis": sorted(["prompt_file", "rubric", "redact", "max_transcript_chars"]),
+        "analysis": sorted(["prompt_file", "rubric", "redact", "max_transcript_chars", "topics"]),
         "audio": sorted(
             [
                 "manager_channel",

@@ -53,6 +53,7 @@ HISTORY = {
     "0018_trackers": Added(
         tables=("bi_tracker_hit", "bi_tracker_missing"), columns={"bi_call": ("tracker_hits", "tracker_missing")}
     ),
+    "0019_topics": Added(columns={"bi_call": ("topic", "topic_closed")}),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31

@@ -74,6 +74,7 @@ from salesbot_poller.config.profiles import (
     EntityType,
     Profile,
     RubricItem,
+    topic_choices,
     unique_item_ids,
 )
 from salesbot_poller.config.secrets import database_passwords, safe_url
@@ -126,5 +127,6 @@ __all__ = [
     "sections",
     "shown",
     "size_text",
+    "topic_choices",
     "unique_item_ids",
 ]

@@ -16,11 +16,22 @@ from __future__ import annotations
 import tomllib
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from salesbot_poller.config.files import PROMPT_LIMIT, read_text
 from salesbot_poller.config.values import ChatId, ReadFile, _comma_list, _Section, context_reader, existing_file
-from salesbot_poller.domain import DEFAULT_REDACT_KINDS, RedactKind
+from salesbot_poller.domain import DEFAULT_REDACT_KINDS, OTHER_TOPIC, RedactKind
+
+MAX_TOPICS = 50
+TOPIC_CHARS = 60
 
 
 def unique_item_ids(items: tuple[RubricItem, ...]) -> tuple[RubricItem, ...]:
@@ -28,6 +39,43 @@ def unique_item_ids(items: tuple[RubricItem, ...]) -> tuple[RubricItem, ...]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"item ids must be unique, got {ids}")
     return items
+
+
+def _topic_name(topic: str) -> str:
+    name = " ".join(topic.split())
+    if not name:
+        raise ValueError("a topic must not be blank")
+    if len(name) > TOPIC_CHARS:
+        raise ValueError(f"a topic is at most {TOPIC_CHARS} characters, got {len(name)}")
+    return name
+
+
+# One name of a closed topic list, its spaces collapsed (a problem is named by its position).
+TopicName = Annotated[str, AfterValidator(_topic_name)]
+
+
+def closed_topics(topics: list[str]) -> list[str]:
+    """A closed topic list (`analysis.topics`, a profile's `topics`) whose names passed
+    `TopicName`: at most `MAX_TOPICS`, unique ignoring case; ValueError naming the repeated
+    name's positions, from 1."""
+    if len(topics) > MAX_TOPICS:
+        raise ValueError(f"at most {MAX_TOPICS} topics, got {len(topics)}")
+    seen: dict[str, int] = {}
+    for number, name in enumerate(topics, 1):
+        key = name.casefold()
+        if key in seen:
+            raise ValueError(f"topic {number} {name!r} repeats topic {seen[key]} (case is ignored)")
+        seen[key] = number
+    return topics
+
+
+def topic_choices(topics: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """What the model may answer for a closed list: `topics` and `OTHER_TOPIC` (unless listed,
+    in any case); () for an empty list (a free topic)."""
+    if not topics:
+        return ()
+    listed = any(topic.casefold() == OTHER_TOPIC.casefold() for topic in topics)
+    return tuple(topics) if listed else (*topics, OTHER_TOPIC)
 
 
 class RubricItem(_Section):
@@ -80,6 +128,21 @@ class AnalysisConfig(_Section):
             " from its answer: any of phone, email, card, passport ([] = none)."
         ),
     )
+
+    topics: list[TopicName] = Field(
+        default_factory=list,
+        description=(
+            f'A closed list of call topics: the model must choose one of them, or "{OTHER_TOPIC}" (added by'
+            f" itself); reports, BI tables and the card's hashtag group by these names, and the topic survives"
+            f" `forget` and retention. Empty: the model names the topic in its own words. At most {MAX_TOPICS},"
+            f" each at most {TOPIC_CHARS} characters, unique ignoring case."
+        ),
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _closed_topics(cls, topics: list[str]) -> list[str]:
+        return closed_topics(topics)
 
     @field_validator("redact")
     @classmethod
@@ -170,11 +233,17 @@ class Profile(_Section):
     message_thread_id: int | None = None
     alert_below_score: int | None = Field(None, ge=0, le=100)  # None: telegram.alert_below_score
     trackers: list[str] | None = None  # the `[[trackers]]` names this profile runs; None: all
+    topics: list[TopicName] | None = None  # a closed list of its own (as analysis.topics); None: analysis.topics
 
     @field_validator("prompt_file")
     @classmethod
     def _readable(cls, value: str, info: ValidationInfo) -> str:
         return readable_prompt(value, context_reader(info.context))
+
+    @field_validator("topics")
+    @classmethod
+    def _closed_topics(cls, topics: list[str] | None) -> list[str] | None:
+        return None if topics is None else closed_topics(topics)
 
     @field_validator("rubric_file")
     @classmethod

@@ -228,10 +228,12 @@ def clip_items(items: list[str], limit: int = ITEM_CHARS, count: int = LIST_ITEM
     return [*kept[:count], f"… и ещё {len(kept) - count}"]
 
 
-def hashtag(topic: str) -> str:
-    """`#тема_звонка`, or "" when there is nothing word-like (Telegram hashtags are \\w+)."""
-    word = "_".join("".join(c if c.isalnum() else " " for c in topic.lower()).split())
-    return f"#{word[:40].rstrip('_')}" if word else ""
+def hashtag(topic: str, closed: bool = False) -> str:
+    """`#тема_звонка`, or "" when there is nothing word-like (Telegram hashtags are \\w+).
+    A name of the closed list (`closed`) keeps its case and length: one tag per listed name."""
+    text = topic if closed else topic.lower()
+    word = "_".join("".join(c if c.isalnum() else " " for c in text).split())
+    return f"#{(word if closed else word[:40]).rstrip('_')}" if word else ""
 
 
 def score_line(analysis: CallAnalysis) -> str:
@@ -303,7 +305,7 @@ def render_conversation(
     hide = masked(mask)
     direction = "📥 Входящий звонок" if ctx.direction == "in" else "📤 Исходящий звонок"
     first = f"<b>{direction}</b> · {format_duration(ctx.duration)} · {format_time(ctx.started_at, tz)}"
-    if tag := hashtag(analysis.topic):
+    if tag := hashtag(analysis.topic, analysis.topic_closed):
         first += f" · {esc(tag)}"
     head = [
         first,

@@ -72,6 +72,7 @@ def implicit(config: Config) -> Profile:
         chat_id="",
         message_thread_id=None,
         alert_below_score=None,
+        topics=None,
     )
 
 
@@ -144,6 +145,11 @@ def by_name(config: Config, name: str | None) -> Profile:
 
 def rubric(profile: Profile, config: Config) -> tuple[RubricItem, ...]:
     return profile.rubric or config.analysis.rubric
+
+
+def topics(profile: Profile, config: Config) -> list[str]:
+    """The closed topic list of the profile's calls: its own when it sets one ([] frees it)."""
+    return config.analysis.topics if profile.topics is None else profile.topics
 
 
 def prompt_file(profile: Profile, config: Config) -> str:

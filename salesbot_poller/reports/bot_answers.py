@@ -48,6 +48,7 @@ from salesbot_poller.pipeline.messages import (
 )
 from salesbot_poller.pipeline.tracker_messages import card_lines
 from salesbot_poller.reports import team_stats, tracker_report, weekly
+from salesbot_poller.reports.topics import topic_block
 from salesbot_poller.services.redact_pii import replace_phones
 from salesbot_poller.store import Call
 from salesbot_poller.store.search import query_words
@@ -141,7 +142,8 @@ def stats(app: App, args: list[str], now: int) -> list[str]:
         if not current.managers:
             raise CommandFailed(f"нет звонков менеджера «{who}» за {days} дней")
     head = f"📊 <b>Статистика за {days} дней</b> · {format_time(start, app.tz)} – {format_time(now, app.tz)}"
-    return weekly.render_team(head, current)
+    topics = None if who else topic_block(app, start, now)  # the team's topics, not one manager's
+    return weekly.render_team(head, current, [topics] if topics else [])
 
 
 def call_card(app: App, args: list[str]) -> Answer:

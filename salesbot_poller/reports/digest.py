@@ -8,7 +8,7 @@ Contract of `run(app, cycle)` (once per cycle):
   average score, missed incoming calls and how many of them were returned, and a link to the
   weakest call (lowest score) in amoCRM. It goes to the default chat (`telegram.chat_id`).
   With `[[profiles]]`, a last block counts the calls per profile (analysed, missed, skipped
-  as not matching any).
+  as not matching any). With a closed topic list, the calls per topic (`reports.topics`).
 - A report like the card: the weakest call's name (its number when the card has no name)
   masks its number like the card does (`telegram.mask_phones`, `messages.masked`).
 - Stored before sending and each part's acceptance recorded (`delivery`): sent once per day.
@@ -26,6 +26,7 @@ from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.delivery import send_scheduled
 from salesbot_poller.pipeline.messages import clean, format_duration, format_time, masked, name_html, pack
 from salesbot_poller.reports.team_stats import ManagerFigures, figures, read_analysis
+from salesbot_poller.reports.topics import topic_block
 
 KIND = "digest"
 
@@ -85,8 +86,10 @@ def render_digest(
     tz: tzinfo | None,
     mask: MaskMode = "cards",
     profiles: dict[str, tuple[int, int]] | None = None,
+    topics: str | None = None,
 ) -> list[str]:
-    """The digest message: a header, then one block per manager, then the profiles' counts."""
+    """The digest message: a header, then one block per manager, then the profiles' counts,
+    then `topics` (`reports.topics.topic_block`) when not empty."""
     hide = masked(mask)
     blocks = [f"📊 <b>Сводка за сутки</b> · {format_time(start, tz)} – {format_time(end, tz)}"]
     if not days:
@@ -105,6 +108,8 @@ def render_digest(
         blocks.append("\n".join(lines))
     if profiles:
         blocks.append(_profile_block(profiles))
+    if topics:
+        blocks.append(topics)
     return pack(blocks)
 
 
@@ -120,7 +125,10 @@ def run(app: App, cycle: Cycle) -> None:
     def plan() -> list[Planned]:
         start = int((local_time(end, app.tz) - timedelta(days=1)).timestamp())
         counts = profile_counts(app, start, end) if app.config.profiles else None
-        parts = render_digest(collect(app, start, end), start, end, app.tz, app.config.telegram.mask_phones, counts)
+        topics = topic_block(app, start, end)
+        parts = render_digest(
+            collect(app, start, end), start, end, app.tz, app.config.telegram.mask_phones, counts, topics
+        )
         return [Planned(f"{KIND}:{day.isoformat()}", KIND, None, {"parts": parts})]
 
     send_scheduled(app, cycle, f"{KIND}:{day.isoformat()}", KIND, plan)

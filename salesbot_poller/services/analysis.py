@@ -24,6 +24,11 @@ returns the stored form (`domain.CallAnalysis`) with the score computed in code.
   sent, and in every text of the answer before it is returned: the model never sees such a
   value, and the stored analysis never holds one even if the model made one up. The caller's
   transcript itself is not changed (it is stored as heard).
+- With a closed topic list (`topics`, `analysis.topics` or the profile's), the schema makes
+  `topic` an enum of it plus "Другое" and the prompt says to choose one; an answer outside
+  the list (a server that does not enforce the schema) is mapped onto it
+  (`rubric.closed_topic`), so the stored topic is always a listed name, `topic_closed=True`.
+  With no list, the model's own words, `topic_closed=False`.
 - The prompts are in `prompts`.
 """
 
@@ -39,7 +44,7 @@ import openai
 import pydantic
 from openai.lib import type_to_response_format_param
 
-from salesbot_poller.config import DEFAULT_RUBRIC, Endpoint, RubricItem
+from salesbot_poller.config import DEFAULT_RUBRIC, Endpoint, RubricItem, topic_choices
 from salesbot_poller.domain import CallAnalysis, CallContext, ModelUsage
 from salesbot_poller.errors import PermanentError, TransientError
 from salesbot_poller.logs import excerpt
@@ -55,7 +60,7 @@ from salesbot_poller.services.prompts import (
 )
 from salesbot_poller.services.quotes import QUOTE_THRESHOLD, QuoteIndex, verified
 from salesbot_poller.services.redact_pii import DEFAULT_KINDS, redact
-from salesbot_poller.services.rubric import answer_model, to_analysis
+from salesbot_poller.services.rubric import answer_model, closed_topic, to_analysis, topic_key
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +144,16 @@ class OpenAIAnalyzer:
         max_transcript_chars: int = DEFAULT_MAX_TRANSCRIPT_CHARS,
         quote_threshold: float = QUOTE_THRESHOLD,
         endpoint: Endpoint | None = None,
+        topics: Sequence[str] = (),
     ) -> None:
         self._client = client
         self._endpoint = endpoint  # named in errors (`openai_errors`)
         self._model = model
         self._rubric = rubric
         self._ids = tuple(item.id for item in rubric)
-        self._format = type_to_response_format_param(answer_model(rubric))
-        self._system = build_system_prompt(prompt_template, rubric)
+        self._topics = topic_choices(tuple(topics))
+        self._format = type_to_response_format_param(answer_model(rubric, self._topics))
+        self._system = build_system_prompt(prompt_template, rubric, self._topics)
         self._tz = tz
         self._redact = tuple(redact)
         self._max_chars = max_transcript_chars
@@ -177,7 +184,16 @@ class OpenAIAnalyzer:
         analysis = redact_analysis(analysis, self._redact)
         # The problems quote the model's values, which may hold a number it made up: redacted too.
         problems = [redact(problem, self._redact) for problem in problems]
+        if self._topics:
+            analysis = self._close_topic(analysis, problems)
         return analysis.model_copy(update={"usage": spent, "condensed": condensed, "problems": problems})
+
+    def _close_topic(self, analysis: CallAnalysis, problems: list[str]) -> CallAnalysis:
+        """The answer's topic as a name of the closed list (see the module contract)."""
+        topic = closed_topic(analysis.topic, self._topics)
+        if topic_key(topic) != topic_key(analysis.topic):  # not the same name: the model went off the list
+            problems.append(f"topic {excerpt(analysis.topic, 60)!r} is not in analysis.topics: {topic}")
+        return analysis.model_copy(update={"topic": topic, "topic_closed": True})
 
     def _completion(self, messages: list[dict[str, Any]], spent: ModelUsage, what: str, **extra: Any) -> Any:
         """One chat request; the usage added to `spent`; the first choice."""

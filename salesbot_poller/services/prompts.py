@@ -21,7 +21,7 @@ from salesbot_poller.domain import CallContext
 from salesbot_poller.errors import ConfigError
 from salesbot_poller.services.dialogue import metrics_block
 from salesbot_poller.services.redact_pii import redact
-from salesbot_poller.services.rubric import describe
+from salesbot_poller.services.rubric import describe, other_topic
 
 TRANSCRIPT_OPEN = "<<<РАСШИФРОВКА"
 TRANSCRIPT_CLOSE = "РАСШИФРОВКА>>>"
@@ -56,6 +56,10 @@ SYSTEM_PROMPT = f"""\
 - sentiment: настрой клиента к концу разговора: positive, neutral или negative.
 Общую оценку не считай: её посчитает программа. Пиши по-русски, кратко, без воды.
 Не выдумывай того, чего нет в расшифровке."""
+
+TOPICS_RULE = """\
+Тему (topic) выбери строго одну из списка, слово в слово: {topics}. Если ни одна не подходит, \
+ответь «{other}»."""
 
 REASK = "В ответе нет ни краткого содержания, ни вердиктов ({error}).\nОтветь ещё раз целиком, строго по схеме JSON."
 
@@ -92,9 +96,15 @@ def load_prompt(path: str) -> str:
     return text if TRANSCRIPT_OPEN in text else f"{text.rstrip()}\n\n{DATA_RULE}"
 
 
-def build_system_prompt(template: str, items: tuple[RubricItem, ...]) -> str:
+def build_system_prompt(template: str, items: tuple[RubricItem, ...], choices: tuple[str, ...] = ()) -> str:
+    """`template` with the rubric listed; with a closed topic list (`choices`), the rule to
+    choose one of its names added at the end (a prompt file of one's own gets it too)."""
     # str.replace, not str.format: a custom template may hold JSON examples with braces.
-    return template.replace("{rubric}", describe(items))
+    text = template.replace("{rubric}", describe(items))
+    if not choices:
+        return text
+    listed = ", ".join(f"«{choice}»" for choice in choices)
+    return f"{text.rstrip()}\n\n" + TOPICS_RULE.format(topics=listed, other=other_topic(choices))
 
 
 def as_data(transcript: str) -> str:

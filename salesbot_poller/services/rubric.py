@@ -4,6 +4,10 @@ Contract:
 - `answer_model(items)` is `domain.AnalysisAnswer` plus `rubric`: an object with one
   required property per configured item id (each a `domain.ItemVerdict`), so a server that
   enforces the strict schema cannot leave an item out or give it twice.
+- With a closed topic list (`choices`, `config.topic_choices`), `topic` is an enum of
+  those names; `closed_topic(value, choices)` maps what a server that does not enforce the
+  schema answered onto the list: the listed name equal ignoring case, spaces and ё/е, else
+  `OTHER_TOPIC`. A value outside the list is never kept.
 - `to_analysis(reading, items)` is the stored analysis: the verdicts in rubric order with
   titles and weights; an item the answer did not assess (`answer_reader`) is "not_assessed".
 - `total_score(results)` is the score 0..100, computed here, never by the model: each item's
@@ -15,31 +19,57 @@ Contract:
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from salesbot_poller.config import RubricItem
-from salesbot_poller.domain import AnalysisAnswer, CallAnalysis, ItemVerdict, RubricResult
+from salesbot_poller.domain import OTHER_TOPIC, AnalysisAnswer, CallAnalysis, ItemVerdict, RubricResult
 from salesbot_poller.services.answer_reader import Reading
 
 VERDICT_VALUE = {"done": 1.0, "partly": 0.5, "missed": 0.0}
 
 
-def answer_model(items: tuple[RubricItem, ...]) -> type[BaseModel]:
+def answer_model(items: tuple[RubricItem, ...], choices: tuple[str, ...] = ()) -> type[BaseModel]:
     """See the module contract. Fields are named `item_<id>` with the id as alias: an id
-    such as "model_fit" must not collide with pydantic's own names."""
+    such as "model_fit" must not collide with pydantic's own names. `choices`: the closed
+    topic list (() keeps the free topic)."""
     verdicts: dict[str, object] = {
         f"item_{item.id}": (ItemVerdict, Field(alias=item.id, description=item.title)) for item in items
     }
     rubric = create_model(  # type: ignore[call-overload]
         "Rubric", __config__=ConfigDict(extra="forbid", populate_by_name=True), **verdicts
     )
-    model: type[BaseModel] = create_model(
+    closed: dict[str, object] = {}
+    if choices:
+        topic_type = Literal[choices]  # type: ignore[valid-type]  # an enum of the configured names
+        closed["topic"] = (topic_type, Field(description="Тема звонка: ровно одно значение из списка"))
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
         "AnalysisAnswer",
         __base__=AnalysisAnswer,
         rubric=(rubric, Field(description="Вердикт по каждому пункту скрипта: ключ — id пункта")),
+        **closed,
     )
     return model
+
+
+def topic_key(text: str) -> str:
+    """A topic as compared with the list's names: case, spaces and ё/е ignored."""
+    return " ".join(text.casefold().replace("ё", "е").split())
+
+
+def _listed(key: str, choices: tuple[str, ...]) -> str | None:
+    return next((choice for choice in choices if topic_key(choice) == key), None)
+
+
+def other_topic(choices: tuple[str, ...]) -> str:
+    """The catch-all as `choices` spell it (a list may name "другое" itself)."""
+    return _listed(topic_key(OTHER_TOPIC), choices) or OTHER_TOPIC
+
+
+def closed_topic(value: str, choices: tuple[str, ...]) -> str:
+    """See the module contract."""
+    return _listed(topic_key(value), choices) or other_topic(choices)
 
 
 def total_score(results: list[RubricResult]) -> int | None:

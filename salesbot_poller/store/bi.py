@@ -9,7 +9,8 @@ Contract:
 - `bi_call.tracker_hits` / `tracker_missing` count the call's rows of `bi_tracker_hit` /
   `bi_tracker_missing` (`count_trackers`, run by whoever writes either side).
 - `backfill()` fills them for every call analysed before they existed (`0013_bi`),
-  a page of calls at a time (memory stays flat however many calls there are).
+  a page of calls at a time (memory stays flat however many calls there are);
+  `backfill_topics()` the topic columns added later (`0019_topics`).
 - `export_pages(start, end, page)` reads analysed calls that happened in [start, end), oldest
   first, a page at a time by keyset (no OFFSET, no server-side cursor needed): each call
   with its rubric items and objections. Plain peewee queries: SQLite and PostgreSQL alike.
@@ -26,7 +27,7 @@ from typing import cast
 import peewee
 from pydantic import ValidationError
 
-from salesbot_poller.domain import CallAnalysis
+from salesbot_poller.domain import CallAnalysis, without_personal_data
 from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, TrackerHit, TrackerMiss
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ def _rows(call: Call, analysis: CallAnalysis, now: int) -> tuple[Row, list[Row],
         "duration": call.duration,
         "next_step_action": step.action.strip() if step else "",
         "next_step_due": step.due_date if step else None,
+        "topic": analysis.topic.strip(),
+        "topic_closed": analysis.topic_closed,
     }
     items: list[Row] = [
         {"call_id": call.id, "position": position, **item_fields(item)} for position, item in enumerate(analysis.rubric)
@@ -129,6 +132,35 @@ def rewrite_facts(call: Call) -> None:
 
 
 LATER_COLUMNS = ("profile",)  # added to `call` by migrations after 0013_bi
+
+
+def backfill_topics() -> int:
+    """`bi_call.topic` and `topic_closed` from each call's stored analysis (`0019_topics`), a
+    page at a time, by UPDATE of those columns only (later migrations may add others); a
+    call whose personal data was removed before loses its free topic here too (in its
+    `analysis_json` as well), as `forget` and retention now remove it. Returns how many calls."""
+    done = last = 0
+    while True:
+        page = list(
+            Call.select(Call.id, Call.analysis_json, Call.personal_removed_at)
+            .where(Call.analysis_json.is_null(False), Call.id > last)
+            .order_by(Call.id)
+            .limit(PAGE)
+        )
+        if not page:
+            return done
+        for call in page:
+            if call.personal_removed_at is not None:
+                call.analysis_json = without_personal_data(call.analysis_json)
+                Call.update(analysis_json=call.analysis_json).where(Call.id == call.id).execute()
+            analysis = _analysis(call)
+            if analysis is not None:
+                topic = analysis.topic.strip()
+                BiCall.update(topic=topic, topic_closed=analysis.topic_closed).where(
+                    BiCall.call_id == call.id
+                ).execute()
+        done += len(page)
+        last = page[-1].id
 
 
 def backfill() -> int:

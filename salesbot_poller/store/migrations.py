@@ -187,9 +187,14 @@ def _m0018_trackers(db: peewee.Database) -> None:
     add_missing_columns(db, BiCall, ["tracker_hits", "tracker_missing"])
 
 
+def _m0019_topics(db: peewee.Database) -> None:
+    """Each analysed call's topic in the BI tables, and whether it is a name of the closed
+    list (`analysis.topics`); a free topic no longer survives the removal of personal data."""
+    add_missing_columns(db, BiCall, ["topic", "topic_closed"])
+    bi.backfill_topics()
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
-
-
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0004_retry", _m0004_retry),
@@ -207,4 +212,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0016_upload_holds", _m0016_upload_holds),
     ("0017_delivery_claims", _m0017_delivery_claims),
     ("0018_trackers", _m0018_trackers),
+    ("0019_topics", _m0019_topics),
 ]

@@ -168,6 +168,10 @@ class BiCall(_Model):
     # The call's tracker hits and expected trackers not said (0018_trackers: `bi_tracker_hit`).
     tracker_hits = peewee.IntegerField(default=0)
     tracker_missing = peewee.IntegerField(default=0)
+    # The analysis' topic (0019_topics): a name of `analysis.topics` when `topic_closed`, else
+    # the model's words ("" once personal data is removed: they may quote the client).
+    topic = peewee.CharField(default="")
+    topic_closed = peewee.BooleanField(default=False)
 
     class Meta:
         table_name = "bi_call"

@@ -43,6 +43,16 @@ class ManagerTotals:
 
 
 @dataclass(frozen=True)
+class TopicTotals:
+    """One closed-list topic's analysed calls in a period (`topic_totals`)."""
+
+    topic: str
+    calls: int
+    score_total: int
+    scored_calls: int
+
+
+@dataclass(frozen=True)
 class ItemTotals:
     """One manager's verdicts on one rubric item over a period's answered calls."""
 
@@ -126,6 +136,19 @@ class ReportQueries:
             .tuples()
         )
         return [ManagerTotals(row[0], *map(_int, row[1:])) for row in cast(Iterable[tuple[Any, ...]], query)]
+
+    def topic_totals(self, start: int, end: int) -> list[TopicTotals]:
+        """Per topic of the closed list (`bi_call.topic_closed`), exactly as stored, the analysed
+        calls that happened in [start, end), most calls first; free topics are left out."""
+        scored = BiCall.score.is_null(False)
+        query = (
+            BiCall.select(BiCall.topic, fn.COUNT(BiCall.call_id), _sum(scored, BiCall.score), _sum(scored))
+            .where(BiCall.started_at >= start, BiCall.started_at < end, BiCall.topic_closed == True)  # noqa: E712
+            .group_by(BiCall.topic)
+            .tuples()
+        )
+        totals = [TopicTotals(str(row[0]), *map(_int, row[1:])) for row in cast(Iterable[tuple[Any, ...]], query)]
+        return sorted(totals, key=lambda t: (-t.calls, t.topic))
 
     def rubric_totals(self, start: int, end: int) -> list[ItemTotals]:
         """Per `manager_name` and rubric item, the verdicts of the answered calls that happened
