@@ -51,6 +51,7 @@ def test_csv_starts_with_a_bom_and_has_one_row_per_call_with_its_items_and_next_
         "2026-12-01",
     )
     assert (first["item:greeting"], first["item:needs"], first["objections"]) == ("done", "done", "Дорого | Подумаю")
+    assert first["topic"] == "цена"  # the BI table's topic, so a spreadsheet groups by it too
     assert rows[1]["next_step_action"] == "" and rows[1]["next_step_due"] == "" and rows[1]["objections"] == ""
     store.close()
 
