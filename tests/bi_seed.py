@@ -146,7 +146,8 @@ def seed_trackers(store: Store) -> tuple[int, int]:
     5th, the expected "Запись разговора" not said in every 7th. Returns (hits, misses)."""
     hits = misses = 0
     with store.db.atomic():
-        for (call_id,) in BiCall.select(BiCall.call_id).order_by(BiCall.call_id).tuples():
+        for fact in BiCall.select(BiCall.call_id).order_by(BiCall.call_id):
+            call_id = int(fact.call_id)
             found = [Hit("Конкурент", "client", "у конкурентов дешевле", 12)] if call_id % 4 == 0 else []
             found += [Hit("Скидка", "client", "скидку", 30), Hit("Скидка", "client", "скидка", 40)] * (call_id % 5 == 0)
             missing = ["Запись разговора"] if call_id % 7 == 0 else []
