@@ -381,3 +381,26 @@ def test_the_admins_salesbot_variables_do_not_reach_the_instances(tmp_path: Path
     assert lines(result.stdout)["acme"].startswith("acme: acme.amocrm.ru; ")
     assert "PAUSED: daily budget" in lines(result.stdout)["globex"]
     assert not (tmp_path / "admin.db").exists()
+
+
+def test_an_instances_salesbot_env_applies_as_its_unit_loads_it(tmp_path: Path) -> None:
+    """The unit loads ROOT/NAME/salesbot.env: the host its service uses is the one shown."""
+    fleet = build_fleet(tmp_path)
+    (fleet.root / "acme" / "salesbot.env").write_text(
+        '# moved to Kommo\nTZ=Europe/Moscow\n\nSALESBOT_AMOCRM_BASE_URL="https://acme.kommo.com"\n'
+    )
+    result = run_cli("fleet", "status", "--root", str(fleet.root))
+    assert lines(result.stdout)["acme"].startswith("acme: acme.kommo.com; "), result.stdout
+    assert lines(result.stdout)["globex"].startswith("globex: globex.kommo.com; ")  # its own file: none
+
+    (fleet.root / "acme" / "salesbot.env").unlink()
+    (fleet.root / "acme" / "salesbot.env").symlink_to("/etc/passwd")
+    result = run_cli("fleet", "status", "--root", str(fleet.root))
+    assert "salesbot.env" in lines(result.stdout)["acme"] and result.returncode == 1, result.stdout
+
+
+def test_an_env_file_is_read_as_systemd_reads_it() -> None:
+    from salesbot_poller.cli.fleet import env_file_values
+
+    text = '; comment\n  SALESBOT_A = \'x y\'\nSALESBOT_B="q\\"z"\nPATH=/bin\nSALESBOT_A=last\nnot a line\n'
+    assert env_file_values(text) == {"SALESBOT_A": "last", "SALESBOT_B": 'q"z'}

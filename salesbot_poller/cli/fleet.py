@@ -3,8 +3,11 @@
 Contract:
 - An instance is a directory ROOT/NAME holding a `config.toml` (ROOT: /etc/salesbot by
   default), served by `salesbot@NAME`; instances are listed by name.
-- Configs are loaded with no secrets required and an EMPTY environment: the admin's
-  SALESBOT_* variables never apply to an instance (nor one instance's to another).
+- Configs are loaded with no secrets required and with the instance's own environment only:
+  the SALESBOT_* lines of ROOT/NAME/salesbot.env, the file its unit loads
+  (`EnvironmentFile=`), read as systemd reads it (`env_file_values`); the admin's SALESBOT_*
+  variables never apply to an instance (nor one instance's to another), so the host shown is
+  the one the service really uses.
 - Nothing is written to any database, and nothing is created, chowned or chmodded: a SQLite
   database is read by `cli.fleet_sqlite` (as root, in a child process dropped to the
   instance's user; immutable when the service is stopped), other databases with
@@ -35,6 +38,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,6 +77,8 @@ from salesbot_poller.store.postgres import one_line
 DEFAULT_ROOT = Path("/etc/salesbot")
 CONFIG_NAME = "config.toml"
 T = TypeVar("T")
+ENV_FILE_NAME = "salesbot.env"  # beside config.toml: `EnvironmentFile=` of salesbot@.service
+ENV_FILE_LIMIT = 64 * 1024
 Out = Callable[[str], None]
 
 
@@ -99,10 +105,16 @@ def find_instances(root: Path) -> list[Instance]:
 
 
 def load_instance_config(instance: Instance) -> Config:
-    """The instance's config, without its secrets required, with no environment at all; it
-    and the files it names read by `read_capped` (no symlink of a user, sizes capped)."""
+    """The instance's config, without its secrets required, with its own salesbot.env as the
+    only environment; it and the files it names read by `read_capped` (no symlink of a user,
+    sizes capped)."""
+    env_file = instance.config_file.parent / ENV_FILE_NAME
     try:
-        return load_config(instance.config_file, {}, require_secrets=False, read_file=read_capped)
+        environ = env_file_values(read_capped(env_file, ENV_FILE_LIMIT)) if os.path.lexists(env_file) else {}
+    except OSError as exc:  # a user's symlink, a FIFO, too large: the instance's line says so
+        raise Unreadable(str(exc) if isinstance(exc, NotRead) else f"{env_file}: {exc.strerror}") from None
+    try:
+        return load_config(instance.config_file, environ, require_secrets=False, read_file=read_capped)
     except ConfigError as exc:
         raise Unreadable("config invalid: " + "; ".join(exc.problems)) from None
 
@@ -148,6 +160,27 @@ def _schema_checked(store: Store, read: Callable[[Store], T], service: str) -> T
 
 def _unreadable(url: str, exc: Exception, config: Config) -> Unreadable:
     return Unreadable(f"database unreadable ({safe_url(url)}): {redact(one_line(exc), config.secrets())}")
+
+
+def env_file_values(text: str) -> dict[str, str]:
+    """The SALESBOT_* assignments of an `EnvironmentFile=` as systemd reads it: `KEY=VALUE`
+    lines, blank lines and lines starting with # or ; skipped, a value in single or double
+    quotes unquoted (a backslash escapes the next character inside double quotes); the last
+    assignment of a key wins. Other variables are left out: only SALESBOT_* reach the config."""
+    found: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            quote, value = value[0], value[1:-1]
+            if quote == '"':
+                value = re.sub(r"\\(.)", r"\1", value)
+        if key.startswith("SALESBOT_"):
+            found[key] = value
+    return found
 
 
 def account_host(config: Config) -> str:
