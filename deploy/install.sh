@@ -152,10 +152,22 @@ cat > "$WRAPPER.tmp" <<'WRAP'
 set -e
 PROGRAM=/opt/salesbot/venv/bin/salesbot-poller
 UNITS=/etc/systemd/system
-# The last TZ= of the template and its drop-ins (`systemctl edit salesbot@` or `salesbot@NAME`).
+NL='
+'
+# The last TZ= a unit and its drop-ins set (`systemctl edit salesbot`, `salesbot@`, `salesbot@NAME`).
+unit_tz() {
+  cat "$@" 2>/dev/null | sed -n 's/^Environment="\{0,1\}TZ=\([^" ]*\).*/\1/p' | tail -n 1
+}
 instance_tz() {
-  cat "$UNITS/salesbot@.service" "$UNITS/salesbot@.service.d/"*.conf \
-    "$UNITS/salesbot@$1.service.d/"*.conf 2>/dev/null | sed -n 's/^Environment=TZ=//p' | tail -n 1
+  unit_tz "$UNITS/salesbot@.service" "$UNITS/salesbot@.service.d/"*.conf "$UNITS/salesbot@$1.service.d/"*.conf
+}
+# The SALESBOT_* lines of the unit's EnvironmentFile= (salesbot.env) as systemd reads them:
+# comments skipped, quotes around a value removed; one per line, later ones win. They are
+# handed to env as words (never evaluated), after the unit's own settings, as systemd does.
+env_file() {
+  [ -f "$1" ] || return 0
+  sed -n 's/^[[:space:]]*\(SALESBOT_[A-Za-z0-9_]*\)[[:space:]]*=[[:space:]]*\(.*\)$/\1=\2/p' "$1" |
+    sed -e 's/[[:space:]]*$//' -e 's/^\([^=]*\)="\(.*\)"$/\1=\2/' -e "s/^\([^=]*\)='\(.*\)'\$/\1=\2/"
 }
 case "${1:-}" in
   --instance|--instance=*)
@@ -169,8 +181,11 @@ case "${1:-}" in
       exit 1
     fi
     TZ_LINE=$(instance_tz "$NAME")
+    ENVS=$(env_file "/etc/salesbot/$NAME/salesbot.env")
+    set -f; IFS=$NL  # each line of ENVS one word, no globbing of its values
+    # shellcheck disable=SC2086  # ENVS: one word per line, on purpose
     exec runuser -u "salesbot-$NAME" -- env SALESBOT_CONFIG="/etc/salesbot/$NAME/config.toml" \
-      CREDENTIALS_DIRECTORY="/etc/salesbot/$NAME/credentials" TZ="${TZ_LINE:-UTC}" "$PROGRAM" "$@" ;;
+      CREDENTIALS_DIRECTORY="/etc/salesbot/$NAME/credentials" TZ="${TZ_LINE:-UTC}" $ENVS "$PROGRAM" "$@" ;;
 esac
 if [ ! -e /etc/salesbot/config.toml ] && [ -e "$UNITS/salesbot@.service" ]; then
   # Only instances here. `fleet` reads every instance's config and database: as root.
@@ -183,11 +198,12 @@ if [ ! -e /etc/salesbot/config.toml ] && [ -e "$UNITS/salesbot@.service" ]; then
   for c in /etc/salesbot/*/config.toml; do [ -e "$c" ] && c=${c%/config.toml} && echo "  ${c##*/}"; done >&2
   exit 2
 fi
-UNIT=/etc/systemd/system/salesbot.service
-TZ_LINE=$(sed -n 's/^Environment=TZ=//p' "$UNIT" 2>/dev/null | tail -n 1)
+TZ_LINE=$(unit_tz "$UNITS/salesbot.service" "$UNITS/salesbot.service.d/"*.conf)
+ENVS=$(env_file /etc/salesbot/salesbot.env)
+set -f; IFS=$NL
+# shellcheck disable=SC2086  # ENVS: one word per line, on purpose
 exec runuser -u salesbot -- env SALESBOT_CONFIG=/etc/salesbot/config.toml \
-  CREDENTIALS_DIRECTORY=/etc/salesbot/credentials TZ="${TZ_LINE:-UTC}" \
-  /opt/salesbot/venv/bin/salesbot-poller "$@"
+  CREDENTIALS_DIRECTORY=/etc/salesbot/credentials TZ="${TZ_LINE:-UTC}" $ENVS "$PROGRAM" "$@"
 WRAP
 chmod 0755 "$WRAPPER.tmp"
 mv -f "$WRAPPER.tmp" "$WRAPPER"

@@ -367,3 +367,62 @@ def test_the_deploy_readme_names_the_units_own_watchdog() -> None:
     for unit in (UNIT, TEMPLATE):
         (value,) = re.findall(r"^WatchdogSec=(\S+)$", unit, re.M)
         assert said == {value}, said
+
+
+def wrapper_in(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The wrapper install.sh writes, its /etc paths moved under tmp_path, its program a script
+    printing the user it runs as, its environment and arguments; a `runuser` on PATH that
+    says which user and runs the rest."""
+    script = (REPO / "deploy/install.sh").read_text()
+    body = script.split("<<'WRAP'\n", 1)[1].split("\nWRAP\n", 1)[0]
+    body = body.replace("/etc/systemd/system", f"{tmp_path}/units").replace("/etc/salesbot", f"{tmp_path}/etc")
+    body = body.replace("/opt/salesbot/venv/bin/salesbot-poller", f"{tmp_path}/bin/program")
+    (tmp_path / "bin").mkdir()
+    write(tmp_path / "bin/program", '#!/bin/sh\necho "user=$RUN_AS"\nenv | sort\nprintf "arg=%s\\n" "$@"\n')
+    write(tmp_path / "bin/runuser", '#!/bin/sh\n[ "$1" = -u ] && RUN_AS=$2 && shift 3\nexport RUN_AS\nexec "$@"\n')
+    for name in ("program", "runuser"):
+        (tmp_path / "bin" / name).chmod(0o755)
+    wrapper = write(tmp_path / "salesbot-poller", body + "\n")
+    env = {"PATH": f"{tmp_path}/bin:/usr/bin:/bin"}
+    return wrapper, env
+
+
+def test_the_wrapper_runs_the_cli_with_the_services_env_file_and_drop_in_zone(tmp_path: Path) -> None:
+    """`sudo salesbot-poller check` must see what the service sees: the unit loads
+    salesbot.env (SALESBOT_* overrides) and `systemctl edit` drop-ins may set TZ."""
+    wrapper, env = wrapper_in(tmp_path)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/config.toml").write_text("")
+    (tmp_path / "etc/salesbot.env").write_text(
+        '# set by the admin\nSALESBOT_TELEGRAM_CHAT_ID="-1001234567890"\n'
+        "SALESBOT_ANALYSIS_MODEL='gpt 4o * $(touch pwned)'\nPATH=/nowhere\n"
+    )
+    (tmp_path / "units/salesbot.service.d").mkdir(parents=True)
+    (tmp_path / "units/salesbot.service").write_text("[Service]\nEnvironment=TZ=UTC\n")
+    (tmp_path / "units/salesbot.service.d/override.conf").write_text('[Service]\nEnvironment="TZ=Europe/Moscow"\n')
+    done = subprocess.run(
+        ["sh", wrapper, "status", "two words"], capture_output=True, text=True, timeout=30, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "user=salesbot" in out
+    assert "SALESBOT_TELEGRAM_CHAT_ID=-1001234567890" in out
+    assert "SALESBOT_ANALYSIS_MODEL=gpt 4o * $(touch pwned)" in out and not (tmp_path / "pwned").exists()
+    assert "TZ=Europe/Moscow" in out and f"PATH={tmp_path}/bin:/usr/bin:/bin" in out
+    assert out[-2:] == ["arg=status", "arg=two words"]
+
+
+def test_the_instance_wrapper_reads_the_instances_own_env_file(tmp_path: Path) -> None:
+    wrapper, env = wrapper_in(tmp_path)
+    for name, chat in (("acme", "-1001111111111"), ("globex", "-1002222222222")):
+        (tmp_path / "etc" / name).mkdir(parents=True)
+        (tmp_path / "etc" / name / "config.toml").write_text("")
+        (tmp_path / "etc" / name / "salesbot.env").write_text(f"SALESBOT_TELEGRAM_CHAT_ID={chat}\n")
+    (tmp_path / "units/salesbot@acme.service.d").mkdir(parents=True)
+    (tmp_path / "units/salesbot@.service").write_text("[Service]\nEnvironment=TZ=UTC\n")
+    (tmp_path / "units/salesbot@acme.service.d/tz.conf").write_text("[Service]\nEnvironment=TZ=Asia/Omsk\n")
+    done = subprocess.run(["sh", wrapper, "--instance", "acme", "check"], capture_output=True, text=True, env=env)
+    out = done.stdout.splitlines()
+    assert done.returncode == 0 and "user=salesbot-acme" in out, done.stderr
+    assert "SALESBOT_TELEGRAM_CHAT_ID=-1001111111111" in out and "TZ=Asia/Omsk" in out
+    assert f"SALESBOT_CONFIG={tmp_path}/etc/acme/config.toml" in out
