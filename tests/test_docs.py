@@ -166,7 +166,8 @@ def page_problems(path: Path, text: str) -> list[str]:
         if named and not any((base / named.group(1)).exists() for base in bases):
             found.append(f"{named.group(1)}: no such file in the repository")
     for section, key in KEY.findall(text):
-        found += key_problems(section, key)
+        if key != "md":  # a page named like a section (trackers.md), not a key
+            found += key_problems(section, key)
     for name in sorted(set(ENV.findall(text)) - ENV_READ):
         found.append(f"{name} is read by nothing")
     for language, body in fenced(text)[1]:
