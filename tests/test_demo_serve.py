@@ -65,6 +65,16 @@ def sandbox_app(tmp_path: Path) -> Iterator[tuple[App, SandboxAmoCRM, SandboxTel
             logs._registry._values = saved_secrets
 
 
+def test_the_written_config_has_the_one_shot_demos_trackers(
+    sandbox_app: tuple[App, SandboxAmoCRM, SandboxTelegram],
+) -> None:
+    """`demo --serve` shows what `demo` shows: a competitor's alert and the card's tracker lines."""
+    from salesbot_poller.cli.demo_cycle import DEMO_TRACKERS
+
+    app, _, _ = sandbox_app
+    assert [t.model_dump(exclude_defaults=True) for t in app.config.trackers] == DEMO_TRACKERS
+
+
 def test_the_written_config_opens_the_bot_to_the_admin_in_the_command_chat(
     sandbox_app: tuple[App, SandboxAmoCRM, SandboxTelegram],
 ) -> None:

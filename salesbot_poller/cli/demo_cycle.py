@@ -33,6 +33,13 @@ BOT_TOKEN = "100000001:DEMO-bot-token"
 CHAT_ID = "-1001000000001"
 
 
+# The canned transcript names a competitor: the demos show a tracker's alert and card lines.
+DEMO_TRACKERS: list[dict[str, Any]] = [
+    {"name": "Конкурент", "phrases": ["у конкурентов дешевле"], "alert": True},
+    {"name": "Запись разговора", "phrases": ["разговор записывается"], "speaker": "manager", "expect": True},
+]
+
+
 def demo_config(tmp: Path, amo: SandboxAmoCRM, ai: SandboxOpenAI, tg: SandboxTelegram) -> dict[str, Any]:
     """The TOML document the demo would have in /etc/salesbot/config.toml."""
     return {
@@ -40,11 +47,7 @@ def demo_config(tmp: Path, amo: SandboxAmoCRM, ai: SandboxOpenAI, tg: SandboxTel
         "openai": {"api_key": OPENAI_KEY, "base_url": f"{ai.base_url}/v1"},
         "telegram": {"bot_token": BOT_TOKEN, "chat_id": CHAT_ID, "api_url": tg.base_url},
         "poller": {"initial_lookback_minutes": 60},
-        # The canned transcript names a competitor: the demo shows a tracker's alert and card lines.
-        "trackers": [
-            {"name": "Конкурент", "phrases": ["у конкурентов дешевле"], "alert": True},
-            {"name": "Запись разговора", "phrases": ["разговор записывается"], "speaker": "manager", "expect": True},
-        ],
+        "trackers": DEMO_TRACKERS,
         "storage": {
             "database": f"sqlite:///{tmp}/salesbot.db",
             "audio_dir": str(tmp / "audio"),

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, OPENAI_KEY
+from salesbot_poller.cli.demo_cycle import AMO_TOKEN, BOT_TOKEN, CHAT_ID, DEMO_TRACKERS, OPENAI_KEY
 from salesbot_poller.sandbox import SandboxAmoCRM, SandboxOpenAI, SandboxTelegram
 from salesbot_poller.services.telegram_text import file_lines, keyboard_line, plain_text
 
@@ -75,7 +75,16 @@ initial_lookback_minutes = 60
 database = {q(f"sqlite:///{directory / 'salesbot.db'}")}
 audio_dir = {q(directory / "audio")}
 allow_private_recording_hosts = true  # the recordings are served by the amoCRM sandbox on 127.0.0.1
-"""
+""" + "".join(_tracker_toml(tracker, q) for tracker in DEMO_TRACKERS)
+
+
+def _tracker_toml(tracker: dict[str, Any], q: Callable[[object], str]) -> str:
+    """One `[[trackers]]` table of the demo's (`DEMO_TRACKERS`), as the one-shot demo has them."""
+    lines = ["", "[[trackers]]", f"name = {q(tracker['name'])}"]
+    lines.append("phrases = [" + ", ".join(q(p) for p in tracker["phrases"]) + "]")
+    lines += [f"{key} = {q(value)}" for key, value in tracker.items() if key == "speaker"]
+    lines += [f"{key} = {'true' if value else 'false'}" for key, value in tracker.items() if key in ("alert", "expect")]
+    return "\n".join(lines) + "\n"
 
 
 def prepare_directory(directory: Path) -> str | None:
