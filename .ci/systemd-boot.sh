@@ -42,9 +42,9 @@ cleanup() {
   local code=$?
   if [ -n "$P1" ] && kill -0 "$P1" 2>/dev/null; then
     inside systemctl poweroff >/dev/null 2>&1 || true
+    for _ in $(seq 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
   fi
   if [ -n "$NSPAWN_PID" ]; then
-    for _ in $(seq 50); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.2; done
     kill "$NSPAWN_PID" 2>/dev/null || true
     wait "$NSPAWN_PID" 2>/dev/null || true
   fi
@@ -108,7 +108,7 @@ boot() {
   local state=""
   for _ in $(seq 150); do
     kill -0 "$NSPAWN_PID" 2>/dev/null || die "systemd-nspawn exited: $(tail -n 1 "$WORK/nspawn.log")"
-    [ -n "$P1" ] || P1=$(ps -o pid= --ppid "$NSPAWN_PID" | head -n 1 | tr -d ' ')
+    [ -n "$P1" ] || P1=$(ps -o pid= --ppid "$NSPAWN_PID" | head -n 1 | tr -d ' ') || true
     if [ -n "$P1" ]; then
       state=$(inside systemctl is-system-running 2>/dev/null) || true
       case "$state" in running | degraded) return ;; esac
@@ -138,13 +138,14 @@ TZ_ZONE=Asia/Yekaterinburg  # not the unit's Europe/Moscow: the drop-in must win
 start_sandboxes() {
   printf '{"amo": "%s", "openai": "%s", "bot": "%s", "chat": "%s"}\n' \
     "$AMO_TOKEN" "$OPENAI_KEY" "$BOT_TOKEN" "$CHAT_ID" >"$ROOT/root/boot/tokens.json"
-  # In the background for the whole run; the poweroff ends it.
-  inside /opt/salesbot/venv/bin/python /root/boot/boot_sandbox.py /root/boot >"$WORK/sandbox.log" 2>&1 &
+  # A unit of the container's systemd, not a child of nsenter: at poweroff systemd freezes every
+  # process (SIGSTOP) and nsenter, outside, would stop with its child and never reap it.
+  inside systemd-run --quiet --unit=boot-sandbox /opt/salesbot/venv/bin/python /root/boot/boot_sandbox.py /root/boot
   for _ in $(seq 100); do
     [ -s "$ROOT/root/boot/urls.json" ] && return
     sleep 0.1
   done
-  die "the sandbox servers did not start: $(tail -n 2 "$WORK/sandbox.log" | tr '\n' ' ')"
+  die "the sandbox servers did not start: $(inside journalctl -u boot-sandbox -n 2 --no-pager -o cat | tr '\n' ' ')"
 }
 
 url() { "$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$ROOT/root/boot/urls.json" "$1"; }
@@ -318,7 +319,8 @@ check_kill9() {
   inside systemctl daemon-reload
   local before after
   before=$(prop MainPID)
-  inside kill -9 "$before"
+  # The image has no kill(1) (no procps): systemd delivers the same signal to MainPID.
+  inside systemctl kill --kill-who=main --signal=SIGKILL salesbot
   if wait_for 30 sh -c "[ \"\$(nsenter -t $P1 -a systemctl show -P MainPID salesbot)\" != $before ] && nsenter -t $P1 -a systemctl is-active -q salesbot"; then
     after=$(prop MainPID)
     pass "restart-after-kill-9 (pid $before -> $after, NRestarts $(prop NRestarts))"
@@ -359,7 +361,7 @@ check_wrapper() {
 check_watchdog_restart() {
   local before
   before=$(prop MainPID)
-  inside kill -STOP "$before"
+  inside systemctl kill --kill-who=main --signal=SIGSTOP salesbot
   if wait_for 30 sh -c "[ \"\$(nsenter -t $P1 -a systemctl show -P MainPID salesbot)\" != $before ] && nsenter -t $P1 -a systemctl is-active -q salesbot"; then
     pass "watchdog-restart (pid $before -> $(prop MainPID))"
   else
