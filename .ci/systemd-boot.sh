@@ -349,7 +349,7 @@ check_wrapper() {
   local svc_tz wrap_tz
   svc_tz=$(prop Environment | tr ' ' '\n' | sed -n 's/^TZ=//p' | tail -n 1)
   inside sh -c 'sed "s|^PROGRAM=.*|PROGRAM=/usr/bin/env|" /usr/local/sbin/salesbot-poller >/root/boot/wrap-env'
-  wrap_tz=$(inside sh /root/boot/wrap-env 2>/dev/null | sed -n 's/^TZ=//p')
+  wrap_tz=$(inside sh /root/boot/wrap-env 2>/dev/null | sed -n 's/^TZ=//p') || true
   if out=$(inside timeout 60 /usr/local/sbin/salesbot-poller status 2>&1) && [ "$wrap_tz" = "$svc_tz" ] && [ "$svc_tz" = "$TZ_ZONE" ]; then
     pass "wrapper-status (TZ $wrap_tz as the service)"
   else
