@@ -378,6 +378,47 @@ check_watchdog_restart() {
   fi
 }
 
+# Upgrade: install.sh again over a running service restarts it and keeps the config.
+check_upgrade() {
+  local before sum_before sum_after
+  before=$(prop MainPID)
+  sum_before=$(md5sum <"$ROOT/etc/salesbot/config.toml")
+  if ! install_project_again; then
+    fail upgrade "install.sh failed: $(tail -n 2 "$WORK/upgrade.log" | tr '\n' ' ')"
+    return
+  fi
+  sum_after=$(md5sum <"$ROOT/etc/salesbot/config.toml")
+  if is_active && [ "$(prop MainPID)" != "$before" ] && [ "$sum_before" = "$sum_after" ] &&
+    grep -q 'restarted the running service' "$WORK/upgrade.log"; then
+    pass upgrade
+  else
+    fail upgrade "state $(prop ActiveState), MainPID $before -> $(prop MainPID), config kept: $([ "$sum_before" = "$sum_after" ] && echo yes || echo no)"
+  fi
+}
+install_project_again() {
+  local wheel
+  wheel=$(basename "$(ls "$WORK"/wheels/salesbot_poller-*.whl)")
+  inside bash /root/src/deploy/install.sh --package "/root/wheels/$wheel" \
+    --pip-args "--no-index --find-links /root/wheels" >"$WORK/upgrade.log" 2>&1
+}
+
+# uninstall.sh --purge leaves nothing of ours: files, user, unit.
+check_purge() {
+  local left=""
+  if ! inside bash /root/src/deploy/uninstall.sh --purge >"$WORK/uninstall.log" 2>&1; then
+    fail purge "uninstall.sh failed: $(tail -n 2 "$WORK/uninstall.log" | tr '\n' ' ')"
+    return
+  fi
+  for path in /opt/salesbot /etc/salesbot /var/lib/salesbot /usr/local/sbin/salesbot-poller \
+    /etc/systemd/system/salesbot.service /etc/systemd/system/salesbot.service.d \
+    /etc/systemd/system/multi-user.target.wants/salesbot.service; do
+    [ -e "$ROOT$path" ] || [ -L "$ROOT$path" ] && left="$left $path"
+  done
+  inside getent passwd salesbot >/dev/null && left="$left user:salesbot"
+  [ "$(prop LoadState)" = not-found ] || left="$left unit:$(prop LoadState)"
+  if [ -z "$left" ]; then pass purge; else fail purge "left:$left"; fi
+}
+
 main() {
   preflight
   ensure_root
@@ -401,6 +442,8 @@ main() {
   check_priorities
   check_kill9
   check_watchdog_restart
+  check_upgrade
+  check_purge
   echo "boot test: $PASSED passed, $FAILED failed in $(($(date +%s) - T0)) s"
   [ "$FAILED" = 0 ]
 }
