@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Remove SalesBot Poller: the service, the program and the wrapper. The configuration,
-# the credentials, the database and the system user stay unless you pass --purge.
+# the credentials, the database, the system user and the unit's drop-ins (salesbot.service.d)
+# stay unless you pass --purge.
 #
 #   sudo deploy/uninstall.sh [--purge] [--root DIR]
 #   sudo deploy/uninstall.sh --instance NAME [--purge] [--root DIR]
