@@ -174,6 +174,7 @@ database = "sqlite:////var/lib/salesbot/salesbot.db"
 audio_dir = "/var/lib/salesbot/audio"
 allow_private_recording_hosts = true
 EOF
+  cp "$etc/config.toml" "$WORK/config.toml"  # the instances' config, later
   printf 'SALESBOT_TELEGRAM_CHAT_ID=%s\n' "$CHAT_ID" >"$etc/salesbot.env"
   printf '%s' "$AMO_TOKEN" >"$etc/credentials/amocrm_long_lived_token"
   printf '%s' "$OPENAI_KEY" >"$etc/credentials/openai_api_key"
@@ -419,6 +420,35 @@ check_purge() {
   if [ -z "$left" ]; then pass purge; else fail purge "left:$left"; fi
 }
 
+# Two template instances side by side (after the purge: they cannot share a server with the
+# single install): both run, and each user is shut out of the other's config and database.
+check_instances() {
+  local wheel n out=""
+  wheel=$(basename "$(ls "$WORK"/wheels/salesbot_poller-*.whl)")
+  for n in acme globex; do
+    if ! inside bash /root/src/deploy/install.sh --instance "$n" --package "/root/wheels/$wheel" \
+      --pip-args "--no-index --find-links /root/wheels" >"$WORK/install-$n.log" 2>&1; then
+      fail instances "install.sh --instance $n failed: $(tail -n 2 "$WORK/install-$n.log" | tr '\n' ' ')"
+      return
+    fi
+    sed -e "s|^database = .*|database = \"sqlite:////var/lib/salesbot/$n/salesbot.db\"|" \
+      -e "s|^audio_dir = .*|audio_dir = \"/var/lib/salesbot/$n/audio\"|" \
+      "$WORK/config.toml" >"$ROOT/etc/salesbot/$n/config.toml"
+    printf 'SALESBOT_TELEGRAM_CHAT_ID=%s\n' "$CHAT_ID" >"$ROOT/etc/salesbot/$n/salesbot.env"
+    printf '%s' "$AMO_TOKEN" >"$ROOT/etc/salesbot/$n/credentials/amocrm_long_lived_token"
+    printf '%s' "$OPENAI_KEY" >"$ROOT/etc/salesbot/$n/credentials/openai_api_key"
+    printf '%s' "$BOT_TOKEN" >"$ROOT/etc/salesbot/$n/credentials/telegram_bot_token"
+    inside sh -c "chown root:salesbot-$n /etc/salesbot/$n/credentials/* && chmod 0640 /etc/salesbot/$n/credentials/*"
+  done
+  inside timeout 60 systemctl start salesbot@acme salesbot@globex || true
+  for n in acme globex; do
+    [ "$(prop ActiveState "salesbot@$n")" = active ] || out="$out salesbot@$n $(prop ActiveState "salesbot@$n");"
+  done
+  inside runuser -u salesbot-acme -- cat /etc/salesbot/globex/config.toml >/dev/null 2>&1 && out="$out acme reads globex's config;"
+  inside runuser -u salesbot-globex -- ls /var/lib/salesbot/acme >/dev/null 2>&1 && out="$out globex reads acme's state;"
+  if [ -z "$out" ]; then pass instances; else fail instances "$out"; fi
+}
+
 main() {
   preflight
   ensure_root
@@ -444,6 +474,7 @@ main() {
   check_watchdog_restart
   check_upgrade
   check_purge
+  check_instances
   echo "boot test: $PASSED passed, $FAILED failed in $(($(date +%s) - T0)) s"
   [ "$FAILED" = 0 ]
 }
