@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Remove SalesBot Poller: the service, the program and the wrapper. The configuration,
-# the credentials, the database and the system user stay unless you pass --purge.
+# the credentials, the database, the system user and the unit's drop-ins (salesbot.service.d)
+# stay unless you pass --purge.
 #
 #   sudo deploy/uninstall.sh [--purge] [--root DIR]
 #   sudo deploy/uninstall.sh --instance NAME [--purge] [--root DIR]
@@ -82,11 +83,12 @@ rm -rf "$ROOT/opt/salesbot"
 say "removed the service and /opt/salesbot"
 
 if [ "$PURGE" = 1 ]; then
-  rm -rf "$ROOT/etc/salesbot" "$ROOT/var/lib/salesbot"
+  # The admin's drop-ins (`systemctl edit salesbot`) go too: a reinstall starts from the unit alone.
+  rm -rf "$ROOT/etc/salesbot" "$ROOT/var/lib/salesbot" "$ROOT/etc/systemd/system/salesbot.service.d"
   if [ "$SYSTEM" = 1 ] && getent passwd salesbot >/dev/null; then
     userdel salesbot
   fi
-  say "purged /etc/salesbot (config, credentials) and /var/lib/salesbot (database)"
+  say "purged /etc/salesbot (config, credentials), /var/lib/salesbot (database) and salesbot.service.d (drop-ins)"
 else
   say "kept /etc/salesbot and /var/lib/salesbot (pass --purge to delete them)"
 fi

@@ -103,15 +103,20 @@ def test_install_into_a_throwaway_root_twice_then_uninstall(tmp_path: Path, whee
         score = re.search(r"Overall exposure level for salesbot.service: ([\d.]+)", checked.stdout)
         assert score is not None and float(score[1]) <= 2.5
 
+    # The admin's `systemctl edit salesbot` drop-in: settings, kept like the config until --purge.
+    drop_in = root / "etc/systemd/system/salesbot.service.d"
+    drop_in.mkdir()
+    (drop_in / "override.conf").write_text("[Service]\nEnvironment=TZ=Asia/Yekaterinburg\n")
     kept = subprocess.run(["bash", REPO / "deploy/uninstall.sh", "--root", root], capture_output=True, text=True)
     assert kept.returncode == 0, kept.stderr
     assert not (root / "opt/salesbot").exists() and not (root / "etc/systemd/system/salesbot.service").exists()
-    assert config.exists() and (root / "var/lib/salesbot").is_dir()
+    assert config.exists() and (root / "var/lib/salesbot").is_dir() and drop_in.is_dir()
     purged = subprocess.run(
         ["bash", REPO / "deploy/uninstall.sh", "--root", root, "--purge"], capture_output=True, text=True
     )
     assert purged.returncode == 0, purged.stderr
     assert not (root / "etc/salesbot").exists() and not (root / "var/lib/salesbot").exists()
+    assert not drop_in.exists()  # a reinstall must not inherit a purged install's settings
 
 
 def test_unit_loads_every_secret_as_a_credential_with_a_fallback() -> None:
