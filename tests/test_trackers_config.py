@@ -12,19 +12,7 @@ from salesbot_poller.config import parse_config
 from salesbot_poller.config.trackers import MAX_PHRASE_CHARS, MAX_PHRASE_WORDS, MAX_PHRASES, MAX_TRACKERS
 from salesbot_poller.errors import ConfigError
 from tests.conftest import run_cli
-
-CONFIG = """
-[amocrm]
-base_url = "https://example.amocrm.ru"
-long_lived_token = "amo-token"
-[openai]
-api_key = "sk-test"
-[telegram]
-bot_token = "1:abc"
-chat_id = "-100"
-[storage]
-database = "sqlite:///{tmp}/salesbot.db"
-"""
+from tests.test_config_files import CONFIG  # a minimal valid config, {tmp} for its directory
 
 
 def problems_of(raw: dict[str, object]) -> list[str]:

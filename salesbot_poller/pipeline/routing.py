@@ -35,6 +35,12 @@ def route(config: Config, user_id: int | None) -> Destination | None:
     return Destination(target.chat_id, target.message_thread_id) if target else None
 
 
+def home(config: Config, call: Call) -> Destination | None:
+    """Where the call's card goes: its profile's chat, else its manager's route; None means
+    the default chat. Whatever else is posted about the call goes there too."""
+    return profiles.destination(profiles.by_name(config, call.profile)) or route(config, call.responsible_user_id)
+
+
 def alert_destination(config: Config) -> Destination | None:
     """The alert chat and topic; None means the default chat."""
     telegram = config.telegram
@@ -64,17 +70,17 @@ def plan_call(
     """See the module contract. `analysis` is None for a missed call; `trackers`: the card's
     tracker lines (`tracker_messages.card_lines`)."""
     profile = profiles.by_name(config, call.profile)
-    home = profiles.destination(profile) or route(config, call.responsible_user_id)
+    dest = home(config, call)
     own = f"call:{call.id}"
     mask = config.telegram.mask_phones
     if analysis is None:
-        return [Planned(own, "alert", home, {"parts": render_missed(ctx, tz, mask)})]
+        return [Planned(own, "alert", dest, {"parts": render_missed(ctx, tz, mask)})]
     parts = render_conversation(ctx, analysis, tz, metrics, mask, trackers)
-    plans = [Planned(own, "card", home, {"parts": parts})]
-    cards: list[tuple[Destination | None, str]] = [(home, own)]
+    plans = [Planned(own, "card", dest, {"parts": parts})]
+    cards: list[tuple[Destination | None, str]] = [(dest, own)]
     threshold = profiles.alert_below(profile, config)
     alert = alert_destination(config)
-    if analysis.score is not None and analysis.score < threshold and not _same(alert, home, config.telegram.chat_id):
+    if analysis.score is not None and analysis.score < threshold and not _same(alert, dest, config.telegram.chat_id):
         key = f"call:{call.id}:card:{_where(alert)}"
         plans.append(Planned(key, "card_alert", alert, {"parts": parts}))
         cards.append((alert, key))

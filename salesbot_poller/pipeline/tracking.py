@@ -29,7 +29,7 @@ from salesbot_poller.domain import Planned
 from salesbot_poller.errors import TransientError
 from salesbot_poller.pipeline import delivery, profiles
 from salesbot_poller.pipeline.context import App, Cycle, call_context
-from salesbot_poller.pipeline.routing import route
+from salesbot_poller.pipeline.routing import home
 from salesbot_poller.pipeline.tracker_messages import render_alert
 from salesbot_poller.store import Call, Store
 from salesbot_poller.trackers import Hit, Matcher, utterances
@@ -60,11 +60,8 @@ def alert_item(app: App, call: Call, hits: Sequence[Hit]) -> Planned | None:
     shown = [hit for hit in hits if hit.tracker in alerting]
     if not shown:
         return None
-    home = profiles.destination(profiles.by_name(app.config, call.profile)) or route(
-        app.config, call.responsible_user_id
-    )
     parts = render_alert(call_context(app, call), shown, app.tz, app.config.telegram.mask_phones)
-    return Planned(alert_key(call.id), KIND, home, {"parts": parts})
+    return Planned(alert_key(call.id), KIND, home(app.config, call), {"parts": parts})
 
 
 def send_alert(app: App, cycle: Cycle, call: Call, item: Planned | None) -> None:
