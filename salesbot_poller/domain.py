@@ -5,6 +5,7 @@ pass in-memory fakes that satisfy the same Protocols."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -270,6 +271,41 @@ class RubricResult(BaseModel):
     confidence: float = 0.0
     verified: bool | None = None
     at: int | None = None
+
+
+# What each verdict earns of an item's weight (`rubric_score`); the others are left out.
+VERDICT_VALUE = {"done": 1.0, "partly": 0.5, "missed": 0.0}
+# The verdicts a person may set when correcting the model (`with_corrections`).
+HumanVerdict = Literal["done", "partly", "missed"]
+HUMAN_VERDICTS: tuple[str, ...] = ("done", "partly", "missed")
+
+
+def rubric_score(results: Sequence[RubricResult]) -> int | None:
+    """The score 0..100 of rubric verdicts, computed in code, never by the model: each item's
+    weight times its value (`VERDICT_VALUE`), divided by the weights of the items that were
+    assessed and apply, rounded half up. None when no item counts. (`rubric.total_score`.)"""
+    applicable = [r for r in results if r.verdict in VERDICT_VALUE]
+    weights = sum(r.weight for r in applicable)
+    if not applicable or weights <= 0:
+        return None
+    earned = sum(r.weight * VERDICT_VALUE[r.verdict] for r in applicable)
+    return math.floor(100 * earned / weights + 0.5)  # half up: 62.5 -> 63, not banker's 62
+
+
+def with_corrections(analysis: CallAnalysis, verdicts: dict[str, str]) -> CallAnalysis:
+    """`analysis` as people corrected it: each item whose id is in `verdicts` (item id -> a
+    `HUMAN_VERDICTS` value) has that verdict in place of the model's, and the score is
+    recomputed (`rubric_score`). A copy: the stored analysis is never changed; an id the
+    rubric does not hold, or a verdict outside `HUMAN_VERDICTS`, is ignored."""
+    if not verdicts:
+        return analysis
+    rubric = [
+        item.model_copy(update={"verdict": verdicts[item.item_id]})
+        if verdicts.get(item.item_id) in HUMAN_VERDICTS
+        else item
+        for item in analysis.rubric
+    ]
+    return analysis.model_copy(update={"rubric": rubric, "score": rubric_score(rubric)})
 
 
 class ModelUsage(BaseModel):

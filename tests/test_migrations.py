@@ -54,6 +54,10 @@ HISTORY = {
         tables=("bi_tracker_hit", "bi_tracker_missing"), columns={"bi_call": ("tracker_hits", "tracker_missing")}
     ),
     "0019_topics": Added(columns={"bi_call": ("topic", "topic_closed")}),
+    "0021_corrections": Added(
+        tables=("verdict_correction", "handled_callback"),
+        columns={"bi_rubric_item": ("human_verdict", "corrected_by", "corrected_at"), "bi_call": ("score_corrected",)},
+    ),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31

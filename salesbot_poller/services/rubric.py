@@ -18,16 +18,20 @@ Contract:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from salesbot_poller.config import RubricItem
-from salesbot_poller.domain import OTHER_TOPIC, AnalysisAnswer, CallAnalysis, ItemVerdict, RubricResult
+from salesbot_poller.domain import (
+    OTHER_TOPIC,
+    AnalysisAnswer,
+    CallAnalysis,
+    ItemVerdict,
+    RubricResult,
+    rubric_score,
+)
 from salesbot_poller.services.answer_reader import Reading
-
-VERDICT_VALUE = {"done": 1.0, "partly": 0.5, "missed": 0.0}
 
 
 def answer_model(items: tuple[RubricItem, ...], choices: tuple[str, ...] = ()) -> type[BaseModel]:
@@ -73,13 +77,8 @@ def closed_topic(value: str, choices: tuple[str, ...]) -> str:
 
 
 def total_score(results: list[RubricResult]) -> int | None:
-    """See the module contract."""
-    applicable = [r for r in results if r.verdict in VERDICT_VALUE]
-    weights = sum(r.weight for r in applicable)
-    if not applicable or weights <= 0:
-        return None
-    earned = sum(r.weight * VERDICT_VALUE[r.verdict] for r in applicable)
-    return math.floor(100 * earned / weights + 0.5)  # half up: 62.5 -> 63, not banker's 62
+    """See the module contract (`domain.rubric_score`: corrections recompute it the same way)."""
+    return rubric_score(results)
 
 
 def to_analysis(reading: Reading, items: tuple[RubricItem, ...]) -> CallAnalysis:

@@ -6,8 +6,8 @@ assembled from one mixin per concern: `base` (the database, redaction, small sta
 `events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
 call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
-`personal` (retention and `forget`), `trackers` (tracker hits and misses) and `reports`
-(the report and command queries)."""
+`personal` (retention and `forget`), `trackers` (tracker hits and misses), `reports`
+(the report and command queries) and `corrections` (people's verdicts, button presses)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (
@@ -26,6 +26,7 @@ from salesbot_poller.store.models import (
     BiRubricItem,
     Call,
     Delivery,
+    HandledCallback,
     Migration,
     SeenEvent,
     State,
@@ -33,6 +34,7 @@ from salesbot_poller.store.models import (
     TrackerMiss,
     UploadHold,
     Usage,
+    VerdictCorrection,
     database_proxy,
 )
 
@@ -49,6 +51,7 @@ __all__ = [
     "BiRubricItem",
     "Call",
     "Delivery",
+    "HandledCallback",
     "Migration",
     "SeenEvent",
     "State",
@@ -57,6 +60,7 @@ __all__ = [
     "TrackerMiss",
     "UploadHold",
     "Usage",
+    "VerdictCorrection",
     "add_missing_columns",
     "database_proxy",
     "make_private",

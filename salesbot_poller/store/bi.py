@@ -6,6 +6,11 @@ Contract:
   be read). The caller runs it in the transaction that writes `analysis_json`
   (`Store.update`, `Store.clear_personal`), so the tables never disagree with the stored
   analysis: after personal data is removed they hold no quotes, objections nor next step.
+- People's corrections (`verdict_correction`) are part of the facts: `write_facts` fills each
+  corrected item's `human_verdict`, `corrected_by`, `corrected_at`, and `bi_call.score_corrected`
+  (the score with the human verdicts in place of the model's: `domain.with_corrections`;
+  equal to `score` while nobody corrected the call), so a later rewrite of the analysis keeps
+  them; `apply_corrections(call_id)` refreshes them after a correction.
 - `bi_call.tracker_hits` / `tracker_missing` count the call's rows of `bi_tracker_hit` /
   `bi_tracker_missing` (`count_trackers`, run by whoever writes either side).
 - `backfill()` fills them for every call analysed before they existed (`0013_bi`),
@@ -27,8 +32,16 @@ from typing import cast
 import peewee
 from pydantic import ValidationError
 
-from salesbot_poller.domain import CallAnalysis, without_personal_data
-from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, TrackerHit, TrackerMiss
+from salesbot_poller.domain import CallAnalysis, with_corrections, without_personal_data
+from salesbot_poller.store.models import (
+    BiCall,
+    BiObjection,
+    BiRubricItem,
+    Call,
+    TrackerHit,
+    TrackerMiss,
+    VerdictCorrection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +77,7 @@ def _rows(call: Call, analysis: CallAnalysis, now: int) -> tuple[Row, list[Row],
         "started_at": call.event_created_at,
         "analysed_at": now,
         "score": analysis.score,
+        "score_corrected": analysis.score,  # `apply_corrections` sets it when people corrected it
         "profile": call.profile or "",
         "manager_id": call.responsible_user_id,
         "manager": call.manager_name,
@@ -114,6 +128,29 @@ def write_facts(call: Call, now: int) -> None:
     _delete([call.id])
     _insert([call], now)
     count_trackers(call.id)
+    analysis = _analysis(call)
+    if analysis is not None:
+        _corrections(call.id, analysis)
+
+
+def apply_corrections(call: Call) -> None:
+    """The call's corrections in its BI rows (see the module contract); run in the transaction
+    that stores a correction. A call without a readable analysis has no rows to correct."""
+    analysis = _analysis(call)
+    if analysis is not None:
+        _corrections(call.id, analysis)
+
+
+def _corrections(call_id: int, analysis: CallAnalysis) -> None:
+    fixes = list(VerdictCorrection.select().where(VerdictCorrection.call_id == call_id))
+    if not fixes:
+        return
+    for fix in fixes:
+        BiRubricItem.update(
+            human_verdict=fix.verdict, corrected_by=fix.corrected_by, corrected_at=fix.corrected_at
+        ).where(BiRubricItem.call_id == call_id, BiRubricItem.item_id == fix.item_id).execute()
+    corrected = with_corrections(analysis, {fix.item_id: fix.verdict for fix in fixes})
+    BiCall.update(score_corrected=corrected.score).where(BiCall.call_id == call_id).execute()
 
 
 def count_trackers(call_id: int) -> None:

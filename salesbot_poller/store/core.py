@@ -45,7 +45,8 @@ Contract:
 redaction, small state), `events` (the events window and cursor), `claims` (due calls and
 their claims), `calls` (a call's updates and reads), `deliveries` (delivery rows), `usage`,
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
-`personal` (retention and `forget`) and `reports` (the reports' and bot commands' reads).
+`personal` (retention and `forget`), `reports` (the reports' and bot commands' reads) and
+`corrections` (people's verdicts, the bot's button presses and the buttons' key).
 Here: opening, migrations, must-keep writes (`committed`) and the BI export.
 """
 
@@ -64,6 +65,7 @@ from salesbot_poller.store import bi
 from salesbot_poller.store.base import CURSOR_KEY, ERROR_FIELDS, StoreBase
 from salesbot_poller.store.budget import BudgetLedger
 from salesbot_poller.store.claims import Claims
+from salesbot_poller.store.corrections import Corrections
 from salesbot_poller.store.events import EventLog
 from salesbot_poller.store.failures import Failures
 from salesbot_poller.store.files import _open_database, readonly_sqlite
@@ -84,7 +86,16 @@ T = TypeVar("T")
 
 
 class Store(
-    EventLog, Claims, Failures, PersonalData, UsageQueries, BudgetLedger, ReportQueries, TrackerRows, StoreBase
+    EventLog,
+    Claims,
+    Failures,
+    PersonalData,
+    UsageQueries,
+    BudgetLedger,
+    ReportQueries,
+    TrackerRows,
+    Corrections,
+    StoreBase,
 ):
     """All reads and writes of the database. One instance per process.
 

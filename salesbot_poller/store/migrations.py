@@ -13,8 +13,10 @@ from salesbot_poller.domain import Stage
 from salesbot_poller.store import bi, search
 from salesbot_poller.store.models import (
     BI_MODELS,
+    CORRECTION_MODELS,
     TRACKER_MODELS,
     BiCall,
+    BiRubricItem,
     Call,
     Delivery,
     SeenEvent,
@@ -194,6 +196,18 @@ def _m0019_topics(db: peewee.Database) -> None:
     bi.backfill_topics()
 
 
+def _m0021_corrections(db: peewee.Database) -> None:
+    """People's verdicts beside the model's (`verdict_correction`), the button presses already
+    handled (`handled_callback`), and their columns in the BI tables; `score_corrected` of the
+    calls analysed before is their score (nobody corrected them)."""
+    db.create_tables(list(CORRECTION_MODELS))
+    add_missing_columns(db, BiRubricItem, ["human_verdict", "corrected_by", "corrected_at"])
+    add_missing_columns(db, BiCall, ["score_corrected"])
+    peewee.Table(BiCall._meta.table_name).bind(db).update(score_corrected=peewee.SQL("score")).where(
+        peewee.SQL("score_corrected IS NULL")
+    ).execute()
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
@@ -213,4 +227,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0017_delivery_claims", _m0017_delivery_claims),
     ("0018_trackers", _m0018_trackers),
     ("0019_topics", _m0019_topics),
+    ("0021_corrections", _m0021_corrections),
 ]

@@ -172,6 +172,9 @@ class BiCall(_Model):
     # the model's words ("" once personal data is removed: they may quote the client).
     topic = peewee.CharField(default="")
     topic_closed = peewee.BooleanField(default=False)
+    # The score with people's verdicts in place of the model's (0021_corrections): what every
+    # report shows; equal to `score` while nobody corrected the call.
+    score_corrected = peewee.IntegerField(null=True)
 
     class Meta:
         table_name = "bi_call"
@@ -191,6 +194,11 @@ class BiRubricItem(_Model):
     verified = peewee.BooleanField(null=True)  # the quote was found in the transcript
     confidence = peewee.FloatField(default=0.0)
     at = peewee.IntegerField(null=True)  # where the quote was found, seconds from the start
+    # A person's verdict in place of the model's (`verdict_correction`, 0021_corrections): who
+    # (the name the card shows) and when; NULL while nobody corrected the item.
+    human_verdict = peewee.CharField(null=True)
+    corrected_by = peewee.CharField(null=True)
+    corrected_at = peewee.IntegerField(null=True)
 
     class Meta:
         table_name = "bi_rubric_item"
@@ -248,3 +256,38 @@ class TrackerMiss(_Model):
 
 
 TRACKER_MODELS: tuple[type[_Model], ...] = (TrackerHit, TrackerMiss)
+
+
+# --- Corrections (0021_corrections): people's verdicts beside the model's, from the card's
+# buttons in Telegram; the model's verdict in `Call.analysis_json` is never overwritten.
+
+
+class VerdictCorrection(_Model):
+    """A person's verdict on one rubric item of a call (the latest one they set)."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField(index=True)  # Call.id
+    item_id = peewee.CharField()  # the rubric item's id
+    position = peewee.IntegerField()  # its order in the call's stored rubric, from 0
+    verdict = peewee.CharField()  # done / partly / missed (`domain.HUMAN_VERDICTS`)
+    corrected_by = peewee.CharField()  # the name the card shows: "(исправлено: Имя)"
+    corrected_by_id = peewee.BigIntegerField()  # the Telegram user id who pressed
+    corrected_at = peewee.IntegerField()
+
+    class Meta:
+        table_name = "verdict_correction"
+        indexes = ((("call_id", "item_id"), True),)
+
+
+class HandledCallback(_Model):
+    """A button press (Telegram `callback_query`) stored before it is acted on: each is acted
+    on at most once, across restarts. Rows older than `store.corrections.KEEP_PRESSES` go."""
+
+    callback_id = peewee.CharField(primary_key=True)  # Telegram's callback_query.id
+    at = peewee.IntegerField(index=True)
+
+    class Meta:
+        table_name = "handled_callback"
+
+
+CORRECTION_MODELS: tuple[type[_Model], ...] = (VerdictCorrection, HandledCallback)
