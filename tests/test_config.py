@@ -101,6 +101,8 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "command_chats",
                 "admins",
                 "anonymous_admins",
+                "managers_may_correct",
+                "user_ids",
                 "routes",
             ]
         ),
@@ -127,6 +129,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "keep_audio",
                 "download_deadline_seconds",
                 "allow_private_recording_hosts",
+                "clip_days",
                 "retention_days",
             ]
         ),

@@ -265,6 +265,20 @@ class TelegramConfig(_Section):
             " itself; Telegram does not say who); never one sent on behalf of another chat or channel."
         ),
     )
+    managers_may_correct: bool = Field(
+        False,
+        description=(
+            "true: besides telegram.admins, the manager a call belongs to (mapped by telegram.user_ids) may"
+            " press its card's buttons: correct its verdicts and hear its quotes."
+        ),
+    )
+    user_ids: dict[int, int] = Field(
+        default_factory=dict,
+        description=(
+            'amoCRM user id -> that person\'s Telegram user id, e.g. { "501" = 123456789 }: who a manager is'
+            " in Telegram (telegram.managers_may_correct)."
+        ),
+    )
 
     @field_validator("weekly_report")
     @classmethod
@@ -381,6 +395,9 @@ class StorageConfig(_Section):
         ),
     )
 
+    clip_days: int = Field(
+        14, ge=0, description="Days a call's quotes can be heard from its card's buttons (0: no quote buttons)."
+    )
     retention_days: int = Field(
         180,
         ge=0,
