@@ -26,8 +26,11 @@ Contract:
   `CommandLimits.log_refused()` (after each batch) logs how many were refused. So every
   command taken is answered or refused, and a flood costs its chat at most
   `COMMANDS_PER_MINUTE` answers and one refusal a minute per admin.
+- A button pressed (`Incoming.press`) is handed to `bot_callbacks.handle` once the offset is
+  stored: it stores the press, checks it and answers it (see there); any chat, since cards go
+  to chats that are not command chats.
 - Nothing here touches the intake or work lanes: commands only read the store (and write
-  the offset).
+  the offset); presses write their corrections.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from salesbot_poller import bot_callbacks
 from salesbot_poller.domain import Destination, Incoming
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.logs import excerpt
@@ -143,6 +147,8 @@ def fetch(app: App, wait: int) -> list[Incoming]:
 def take(app: App, update: Incoming, now: int, limits: CommandLimits) -> bool:
     """See the module contract; True when the update was answered (a refusal included)."""
     app.store.committed(lambda: app.store.set_state(BOT_OFFSET_KEY, str(update.update_id + 1)))
+    if update.press is not None:
+        return bot_callbacks.handle(app, update.press, now)
     if app.updates is None or not update.text:
         return False
     command = parse_command(update.text, app.updates.username())

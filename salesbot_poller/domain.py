@@ -448,9 +448,24 @@ class Analyzer(Protocol):
 
 
 class Notifier(Protocol):
-    def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+    def send(
+        self, html: str, to: Destination | None = None, reply_to: int | None = None, keyboard: Keyboard | None = None
+    ) -> int:
         """Send one HTML message (to the default chat when `to` is None, as a reply to message
-        `reply_to` of that chat when given); return Telegram's message id."""
+        `reply_to` of that chat when given, with inline buttons `keyboard`); return Telegram's
+        message id."""
+        ...
+
+    def answer_callback(self, callback_id: str, text: str = "", show_alert: bool = False) -> None:
+        """Answer a button press (`answerCallbackQuery`): `text` shown to the presser only."""
+        ...
+
+    def edit_reply_markup(self, chat_id: str, message_id: int, keyboard: Keyboard | None) -> None:
+        """Replace the buttons under one of the bot's messages (`editMessageReplyMarkup`)."""
+        ...
+
+    def edit_message_text(self, chat_id: str, message_id: int, html: str, keyboard: Keyboard | None = None) -> None:
+        """Replace the text (and buttons) of one of the bot's messages (`editMessageText`)."""
         ...
 
     def send_document(
@@ -484,6 +499,27 @@ class ObjectionGrouper(Protocol):
     def group(self, objections: Sequence[str]) -> ObjectionGrouping: ...
 
 
+# Inline buttons under a message: rows of (text, callback_data) (`pipeline.buttons`).
+Keyboard = list[list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Press:
+    """A button of one of the bot's messages was pressed (Bot API `callback_query`).
+
+    `message_id` and `message_date` (Unix seconds; 0 when Telegram no longer shows the
+    message) are the message the button is under, in `chat_id`; `user_name` is the presser's
+    first and last name as Telegram gives them (or their @username)."""
+
+    callback_id: str
+    user_id: int
+    user_name: str
+    chat_id: str
+    message_id: int
+    message_date: int
+    data: str
+
+
 @dataclass(frozen=True)
 class Incoming:
     """One update the bot received: a text message (or nothing of ours: `text` "").
@@ -498,6 +534,7 @@ class Incoming:
     message_id: int = 0
     text: str = ""
     sender_chat_id: str | None = None
+    press: Press | None = None  # a button pressed (then `text` is "")
 
 
 class UpdateSource(Protocol):

@@ -17,6 +17,7 @@ from salesbot_poller.domain import (
     Destination,
     EntityDetails,
     EventBatch,
+    Keyboard,
     NextStep,
     ObjectionHandling,
     RubricResult,
@@ -118,14 +119,30 @@ class MemoryNotifier:
     attempts: int = 0
     # (kind, destination or None for the default chat, reply_to, html or file name), in order
     log: list[tuple[str, Destination | None, int | None, str]] = field(default_factory=list)
+    keyboards: dict[int, Keyboard] = field(default_factory=dict)  # message id -> its buttons
+    answers: list[tuple[str, str]] = field(default_factory=list)  # (callback id, text) answered
+    edits: list[tuple[str, int, str | None, Keyboard | None]] = field(default_factory=list)  # (chat, id, text, buttons)
 
-    def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+    def send(
+        self, html: str, to: Destination | None = None, reply_to: int | None = None, keyboard: Keyboard | None = None
+    ) -> int:
         self.attempts += 1
         if self.attempts in self.failures:
             raise self.failures.pop(self.attempts)
         self.sent.append(html)
         self.log.append(("message", to, reply_to, html))
+        if keyboard is not None:
+            self.keyboards[len(self.log)] = keyboard
         return len(self.log)
+
+    def answer_callback(self, callback_id: str, text: str = "", show_alert: bool = False) -> None:
+        self.answers.append((callback_id, text))
+
+    def edit_reply_markup(self, chat_id: str, message_id: int, keyboard: Keyboard | None) -> None:
+        self.edits.append((chat_id, message_id, None, keyboard))
+
+    def edit_message_text(self, chat_id: str, message_id: int, html: str, keyboard: Keyboard | None = None) -> None:
+        self.edits.append((chat_id, message_id, html, keyboard))
 
     def send_document(
         self, filename: str, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None

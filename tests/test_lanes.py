@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from salesbot_poller.config import OpenAIConfig
-from salesbot_poller.domain import Destination, Planned, Stage
+from salesbot_poller.domain import Destination, Keyboard, Planned, Stage
 from salesbot_poller.errors import BudgetReached, Busy
 from salesbot_poller.lanes import drain, work_next
 from salesbot_poller.pipeline.context import Tally
@@ -250,11 +250,17 @@ def test_cards_of_one_chat_keep_the_order_of_their_calls(tmp_path: Path) -> None
     later card waits for the earlier ones, so Telegram gets them in the calls' order."""
 
     class SlowFirst(MemoryNotifier):
-        def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        def send(
+            self,
+            html: str,
+            to: Destination | None = None,
+            reply_to: int | None = None,
+            keyboard: Keyboard | None = None,
+        ) -> int:
             if html == "card 1":
                 time.sleep(0.5)  # the first call's card takes a while to be accepted
             with lock:
-                return super().send(html, to, reply_to)
+                return super().send(html, to, reply_to, keyboard)
 
     lock = threading.Lock()
     # No Telegram pacing (the builder's default): Telegram's rate is not what is tested here.

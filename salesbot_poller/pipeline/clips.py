@@ -10,6 +10,8 @@ from __future__ import annotations
 from salesbot_poller.pipeline.context import App
 
 
-def send_clip(app: App, call_id: int, second: float, quote: str, chat_id: str, reply_to: int | None, now: int) -> str | None:
+def send_clip(
+    app: App, call_id: int, second: float, quote: str, chat_id: str, reply_to: int | None, now: int
+) -> str | None:
     """See the module contract."""
     return "не удалось отправить запись: ещё не готово"

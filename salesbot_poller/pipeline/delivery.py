@@ -8,7 +8,8 @@ Contract:
   both find it unsent never both send it; the other one gets `Taken` (a `Busy`: not now).
 - `send(app, row, now)` sends what of a stored row is not yet accepted: message parts one by
   one, each part's message id committed right after Telegram accepts it (retried while the
-  database is busy, never dropped); a document; or an amoCRM write (the created id committed
+  database is busy, never dropped), the part `keyboard_part` with the payload's `keyboard`
+  (inline buttons); a document; or an amoCRM write (the created id committed
   right after amoCRM answers). The only window for a duplicate is a crash between the
   acceptance and that commit.
 - Telegram's limits are kept per chat (`App.pacer`): a message waits for its chat's slot up
@@ -156,6 +157,8 @@ def _send_claimed(app: App, row: Delivery, now: int, *, urgent: bool, patience: 
         elif "parts" in payload:
             for index in range(len(sent), len(payload["parts"])):
                 message = partial(app.notifier.send, payload["parts"][index], to, reply_to if index == 0 else None)
+                if payload.get("keyboard") and index == payload.get("keyboard_part"):  # the card's buttons
+                    message = partial(message, keyboard=[[tuple(b) for b in row] for row in payload["keyboard"]])
                 sent.append(_paced(app, chat, now, urgent, patience, message))
                 store.committed(partial(store.update_delivery, row, sent_ids_json=json.dumps(sent)))  # after acceptance
         elif "photo" in payload and not sent:  # a PNG kept as base64 (the weekly chart)
@@ -315,7 +318,11 @@ def describe(item: Planned) -> str:
         text = item.payload["text"]
         kind = f"document {item.payload['filename']} ({len(text)} characters)"
         lines = [head, *file_lines(kind, item.payload["caption"])]
-    buttons = keyboard_line(item.payload.get("reply_markup"))
+    keyboard = item.payload.get("keyboard") or []  # the card's buttons: rows of (text, data)
+    markup = item.payload.get("reply_markup") or {
+        "inline_keyboard": [[{"text": b[0]} for b in row] for row in keyboard]
+    }
+    buttons = keyboard_line(markup)
     return "\n".join([*lines, buttons] if buttons else lines)
 
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, tzinfo
 
 from salesbot_poller.config import MaskMode
-from salesbot_poller.domain import CallAnalysis, CallContext, local_time
+from salesbot_poller.domain import CallAnalysis, CallContext, RubricResult, local_time
 from salesbot_poller.phones import display as display_phone
 from salesbot_poller.phones import mask as mask_phone
 from salesbot_poller.services.dialogue import metrics_line
@@ -198,6 +198,7 @@ def _cut_line(line: str, limit: int) -> str:
 VERDICT_MARK = {"done": "✅", "partly": "🟡", "missed": "❌", "not_applicable": "➖", "not_assessed": "❔"}
 SENTIMENT_RU = {"positive": "🙂 доволен", "neutral": "😐 нейтрален", "negative": "🙁 недоволен"}
 EVIDENCE_CHARS = 90
+CORRECTED = " (с исправлениями)"  # after the score of a card people corrected
 CAPTION_LIMIT = 1024
 
 
@@ -260,13 +261,17 @@ def _line_blocks(title: str, lines: list[str], room: int) -> list[str]:
     return blocks
 
 
-def _rubric_lines(analysis: CallAnalysis) -> list[str]:
+def _rubric_lines(analysis: CallAnalysis, corrected: Mapping[str, str]) -> list[str]:
     """One line per item: its mark and title, then the quote when it was found in the
     transcript (with its time when known), "без цитаты" when the model's quote was not found
     (never shown: it could put words in a manager's mouth), "не оценено" when not assessed.
-    A quote of an analysis made before quotes were checked (`verified` None) is shown."""
+    A quote of an analysis made before quotes were checked (`verified` None) is shown. An
+    item a person corrected (`corrected`: item id -> their name) says so after its quote."""
     lines = []
     for item in analysis.rubric:
+        if item.item_id in corrected:
+            lines.append(_corrected_line(item, corrected[item.item_id]))
+            continue
         line = f"{VERDICT_MARK[item.verdict]} {esc(clip(item.title, 120))}"
         if item.verdict == "not_assessed":
             line += " — не оценено"
@@ -278,6 +283,14 @@ def _rubric_lines(analysis: CallAnalysis) -> list[str]:
                 line += f" — <i>«{esc(clip(item.evidence, EVIDENCE_CHARS))}»</i>{at}"
         lines.append(line)
     return lines
+
+
+def _corrected_line(item: RubricResult, by: str) -> str:
+    line = f"{VERDICT_MARK[item.verdict]} {esc(clip(item.title, 120))}"
+    if item.evidence and item.verified is not False:
+        at = f" ({clock(item.at)})" if item.at is not None else ""
+        line += f" — <i>«{esc(clip(item.evidence, EVIDENCE_CHARS))}»</i>{at}"
+    return f"{line} (исправлено: {esc(clip(by, 40))})"
 
 
 def _next_step_text(analysis: CallAnalysis) -> str:
@@ -297,11 +310,15 @@ def render_conversation(
     metrics: str | None = None,
     mask: MaskMode = "cards",
     trackers: Sequence[str] = (),
+    corrected: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The analysis card of an answered call. `metrics` is an optional pre-rendered HTML line
     (conversation metrics measured from the audio), shown under the score. `mask`:
     `telegram.mask_phones` (a card masks unless "none"). `trackers`: pre-rendered HTML lines
-    (`tracker_messages.card_lines`), a block under the head."""
+    (`tracker_messages.card_lines`), a block under the head. `corrected`: the items people
+    corrected (item id -> who), when `analysis` holds their verdicts (`domain.with_corrections`):
+    each says "(исправлено: Имя)" and the score "с исправлениями"."""
+    corrected = corrected or {}
     hide = masked(mask)
     direction = "📥 Входящий звонок" if ctx.direction == "in" else "📤 Исходящий звонок"
     first = f"<b>{direction}</b> · {format_duration(ctx.duration)} · {format_time(ctx.started_at, tz)}"
@@ -312,7 +329,7 @@ def render_conversation(
         f"👤 Менеджер: <b>{name_html(ctx.manager)}</b>",
         _entity_line(ctx, hide),
         f"☎️ {phone_html(ctx.phone, 'номер не указан', hide)}",
-        f"{score_line(analysis)} · клиент {SENTIMENT_RU[analysis.sentiment]}",
+        f"{score_line(analysis)}{CORRECTED if corrected else ''} · клиент {SENTIMENT_RU[analysis.sentiment]}",
     ]
     if ctx.profile:  # which script it was scored against: only when profiles are configured
         head.insert(1, f"📋 Профиль: <b>{esc(clip(ctx.profile, 60))}</b>")
@@ -332,7 +349,7 @@ def render_conversation(
         summary = "⚠️ Модель не дала разбора этого звонка (дважды): итога и оценки нет, расшифровка сохранена."
     blocks.extend(_text_blocks("Итог", summary or "—", room))
     if analysis.rubric:
-        blocks.extend(_line_blocks("Скрипт", _rubric_lines(analysis), room))
+        blocks.extend(_line_blocks("Скрипт", _rubric_lines(analysis, corrected), room))
     objections = [
         f"{clip(o.objection, ITEM_CHARS)} → {clip(o.handling, ITEM_CHARS) or 'не отработано'}"
         for o in analysis.objections

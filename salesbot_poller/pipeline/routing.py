@@ -12,18 +12,22 @@ with its topic) when it has one, else to the chat of the call's responsible user
 - with `amocrm.write_back`, the note (and with `amocrm.create_tasks`, the task): see `writeback`;
 - with `amocrm.score_field_id`, `last_call_field_id` or `tag_low_score`, the lead's fields
   and tag: see `lead_fields`.
-Phone numbers in the card, the alert and the caption follow `telegram.mask_phones`
+With `keyboard` (the card's buttons, `pipeline.buttons`), the card's payload says which part
+carries them (`keyboard_part`: the last part showing the rubric); its copy to the alert chat
+has them too. Phone numbers in the card, the alert and the caption follow `telegram.mask_phones`
 (`messages.masked`); the transcript document itself is the call as heard, unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import tzinfo
+from typing import Any
 
 from salesbot_poller.config import Config
-from salesbot_poller.domain import CallAnalysis, CallContext, Destination, Planned
+from salesbot_poller.domain import CallAnalysis, CallContext, Destination, Keyboard, Planned
 from salesbot_poller.pipeline import lead_fields, profiles
+from salesbot_poller.pipeline.buttons import keyboard_part
 from salesbot_poller.pipeline.messages import render_conversation, render_missed, render_transcript_caption
 from salesbot_poller.pipeline.writeback import plan_writes
 from salesbot_poller.store import Call
@@ -66,23 +70,29 @@ def plan_call(
     tz: tzinfo | None,
     metrics: str | None = None,
     trackers: Sequence[str] = (),
+    keyboard: Keyboard | None = None,
+    corrected: Mapping[str, str] | None = None,
 ) -> list[Planned]:
     """See the module contract. `analysis` is None for a missed call; `trackers`: the card's
-    tracker lines (`tracker_messages.card_lines`)."""
+    tracker lines (`tracker_messages.card_lines`); `corrected`: the items people corrected
+    (`messages.render_conversation`), when `analysis` holds their verdicts."""
     profile = profiles.by_name(config, call.profile)
     dest = home(config, call)
     own = f"call:{call.id}"
     mask = config.telegram.mask_phones
     if analysis is None:
         return [Planned(own, "alert", dest, {"parts": render_missed(ctx, tz, mask)})]
-    parts = render_conversation(ctx, analysis, tz, metrics, mask, trackers)
-    plans = [Planned(own, "card", dest, {"parts": parts})]
+    parts = render_conversation(ctx, analysis, tz, metrics, mask, trackers, corrected)
+    card: dict[str, Any] = {"parts": parts}
+    if keyboard:
+        card |= {"keyboard": keyboard, "keyboard_part": keyboard_part(parts)}
+    plans = [Planned(own, "card", dest, card)]
     cards: list[tuple[Destination | None, str]] = [(dest, own)]
     threshold = profiles.alert_below(profile, config)
     alert = alert_destination(config)
     if analysis.score is not None and analysis.score < threshold and not _same(alert, dest, config.telegram.chat_id):
         key = f"call:{call.id}:card:{_where(alert)}"
-        plans.append(Planned(key, "card_alert", alert, {"parts": parts}))
+        plans.append(Planned(key, "card_alert", alert, card))
         cards.append((alert, key))
     if config.telegram.attach_transcript and call.transcript:
         caption = render_transcript_caption(ctx, tz, mask)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from salesbot_poller.domain import TERMINAL_STAGES, CallAnalysis, Planned, Stage
 from salesbot_poller.errors import BudgetReached
-from salesbot_poller.pipeline import delivery, lead_fields, tracking, usage
+from salesbot_poller.pipeline import buttons, corrections, delivery, lead_fields, tracking, usage
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.routing import plan_call
 from salesbot_poller.pipeline.tracker_messages import card_lines
@@ -147,9 +147,23 @@ def plan(app: App, call: Call) -> list[Planned]:
     if call.stage != Stage.MISSED:
         analysis = CallAnalysis.model_validate_json(call.analysis_json or "{}")
     hits, missing = app.store.call_trackers(call.id) if analysis is not None else ([], [])
+    keyboard, names = None, None
+    if analysis is not None:
+        analysis, names = corrections.shown(app, call, analysis)  # none yet, unless analysed again
+        if corrections.buttons_on(app):
+            secret = app.store.callback_secret()
+            keyboard = buttons.card_keyboard(analysis, call.id, secret, app.config.storage.clip_days)
     # metrics=None: the slot for a pre-rendered conversation-metrics line (from the audio).
     return plan_call(
-        app.config, call, call_context(app, call), analysis, app.tz, metrics=None, trackers=card_lines(hits, missing)
+        app.config,
+        call,
+        call_context(app, call),
+        analysis,
+        app.tz,
+        metrics=None,
+        trackers=card_lines(hits, missing),
+        keyboard=keyboard,
+        corrected=names,
     )
 
 

@@ -9,6 +9,13 @@ Contract:
   not found, bot blocked or kicked: a human must act), `PermanentError` (this message is
   refused, e.g. bad markup). `delete(chat, id)` deletes one
   of the bot's messages (`forget`), raising the same way.
+- Buttons: `send` takes an inline `keyboard` (rows of (text, callback_data)); a press is
+  answered with `answer_callback(id, text, show_alert)` (`answerCallbackQuery`: the text is
+  shown to the presser only); `edit_reply_markup(chat, id, keyboard)` and
+  `edit_message_text(chat, id, html, keyboard)` change one of the bot's messages in place.
+  They raise like `send`; Telegram's "message is not modified" (the message already shows
+  that) is not an error. Every request has telebot's timeouts (`apihelper.CONNECT_TIMEOUT`,
+  `READ_TIMEOUT`, set by the composition root).
 - A group that became a supergroup (`migrate_to_chat_id`) is followed at once, with a
   warning telling the admin to update `telegram.chat_id`.
 - `request_sender(session)` is the transport installed as telebot's process-wide
@@ -28,7 +35,7 @@ import requests
 import telebot
 from telebot import apihelper, types
 
-from salesbot_poller.domain import Destination
+from salesbot_poller.domain import Destination, Keyboard
 from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.logs import excerpt
 
@@ -89,6 +96,14 @@ def _map_api_error(exc: apihelper.ApiTelegramException, method: str) -> Exceptio
     return PermanentError(f"Telegram {method}: HTTP {code}: {excerpt(description)}")
 
 
+def markup(keyboard: Keyboard | None) -> types.InlineKeyboardMarkup | None:
+    """`keyboard` as telebot's inline keyboard; None: no buttons (an edit removes them)."""
+    if keyboard is None:
+        return None
+    buttons = [[types.InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in keyboard]
+    return types.InlineKeyboardMarkup(buttons)
+
+
 class TelegramNotifier:
     """Implements `domain.Notifier`. `to=None` is the default chat (`telegram.chat_id`)."""
 
@@ -97,7 +112,9 @@ class TelegramNotifier:
         self.chat_id = chat_id
         self._migrated: dict[str, str] = {}  # other chats that became supergroups
 
-    def send(self, html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+    def send(
+        self, html: str, to: Destination | None = None, reply_to: int | None = None, keyboard: Keyboard | None = None
+    ) -> int:
         return self._deliver(
             "sendMessage",
             lambda chat, thread, reply: self._bot.send_message(
@@ -107,10 +124,48 @@ class TelegramNotifier:
                 link_preview_options=types.LinkPreviewOptions(is_disabled=True),
                 message_thread_id=thread,
                 reply_parameters=reply,
+                reply_markup=markup(keyboard),
             ),
             to,
             reply_to,
         )
+
+    def answer_callback(self, callback_id: str, text: str = "", show_alert: bool = False) -> None:
+        self._edit(
+            "answerCallbackQuery", lambda: self._bot.answer_callback_query(callback_id, text or None, show_alert)
+        )
+
+    def edit_reply_markup(self, chat_id: str, message_id: int, keyboard: Keyboard | None) -> None:
+        self._edit(
+            "editMessageReplyMarkup",
+            lambda: self._bot.edit_message_reply_markup(chat_id, message_id, reply_markup=markup(keyboard)),
+        )
+
+    def edit_message_text(self, chat_id: str, message_id: int, html: str, keyboard: Keyboard | None = None) -> None:
+        self._edit(
+            "editMessageText",
+            lambda: self._bot.edit_message_text(
+                html,
+                chat_id,
+                message_id,
+                parse_mode="HTML",
+                link_preview_options=types.LinkPreviewOptions(is_disabled=True),
+                reply_markup=markup(keyboard),
+            ),
+        )
+
+    def _edit(self, method: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except apihelper.ApiTelegramException as exc:
+            if "message is not modified" in str(exc.description).lower():
+                return  # it already shows that: a second tap, or an edit that changed nothing
+            raise _map_api_error(exc, method) from None
+        except apihelper.ApiException as exc:
+            status = getattr(exc.result, "status_code", 0)
+            raise TransientError(f"Telegram {method}: unusable answer (HTTP {status})") from None
+        except (KeyError, TypeError, ValueError):
+            raise TransientError(f"Telegram {method}: malformed answer") from None
 
     def send_document(
         self, filename: str, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None

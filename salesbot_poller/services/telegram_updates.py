@@ -4,7 +4,8 @@ Contract:
 - `TelegramUpdates.username()`: the bot's @username (`getMe`, asked once, then kept): a
   command addressed `/stats@OtherBot` is not ours.
 - `TelegramUpdates.fetch(offset, wait)`: the updates from `offset` (None: the oldest Telegram
-  still holds), waiting up to `wait` seconds (at least 1) for one to come; only `message` updates are asked
+  still holds), waiting up to `wait` seconds (at least 1) for one to come; only `message` and
+  `callback_query` (a button pressed: `Incoming.press`, a `domain.Press`) updates are asked
   for. Each becomes an `Incoming` (an update without a text message keeps its id, with
   `text` ""), so the caller can move its offset past it. Calling with an offset confirms every
   update below it: Telegram never sends those again.
@@ -27,7 +28,7 @@ from typing import Any
 import telebot
 from telebot import apihelper, types
 
-from salesbot_poller.domain import Incoming
+from salesbot_poller.domain import Incoming, Press
 from salesbot_poller.errors import FatalError, TransientError
 from salesbot_poller.logs import excerpt
 from salesbot_poller.services.telegram import _map_api_error
@@ -38,9 +39,32 @@ CONNECT_TIMEOUT = 10
 READ_MARGIN = 5  # telebot reads for the long-poll wait plus this
 
 
+def _name(user: types.User) -> str:
+    full = " ".join(part for part in (user.first_name, user.last_name) if isinstance(part, str) and part.strip())
+    return full.strip() or (f"@{user.username}" if isinstance(user.username, str) else str(user.id))
+
+
+def _press(update_id: int, query: types.CallbackQuery) -> Incoming:
+    """A `callback_query` as `Incoming.press`; ValueError when it is not as documented."""
+    user, message = query.from_user, query.message
+    if not isinstance(query.id, str) or not query.id:
+        raise ValueError("a callback query without an id")
+    if user is None or not isinstance(user.id, int):
+        raise ValueError("a callback query without a numeric sender id")
+    chat = getattr(message, "chat", None)
+    if message is None or chat is None or not isinstance(chat.id, int):
+        raise ValueError("a callback query without its message's chat")
+    data = query.data if isinstance(query.data, str) else ""
+    date = getattr(message, "date", 0)
+    press = Press(query.id, user.id, _name(user), str(chat.id), int(message.message_id), int(date or 0), data)
+    return Incoming(update_id, str(chat.id), user.id, int(message.message_id), press=press)
+
+
 def _incoming(update: types.Update) -> Incoming:
     """The update as `Incoming`; ValueError when a message is there but not as documented."""
     update_id = int(update.update_id)
+    if update.callback_query is not None:
+        return _press(update_id, update.callback_query)
     message = update.message
     if message is None:
         return Incoming(update_id)
@@ -103,7 +127,7 @@ class TelegramUpdates:
                 self._bot.token,
                 offset=offset,
                 timeout=CONNECT_TIMEOUT,
-                allowed_updates=["message"],
+                allowed_updates=["message", "callback_query"],
                 # telebot reads 0 as "its default" (20 s): the shortest wait it passes on is 1 s.
                 long_polling_timeout=max(1, wait),
             )

@@ -9,6 +9,9 @@ Contract:
 - `corrections(call_id)`: the call's corrections by item id (`VerdictCorrection` rows).
   `corrected_between(start, end)`: the corrections made in [start, end), oldest first (the
   weekly report's agreement line, `eval --corrections`).
+- `card_messages(call_id)`: the message ids of each delivered copy of the call's card (its
+  own and the alert chat's), part by part.
+- `lead_writes(call_id)`: the call's lead-field rows (`amo_fields`), in the order stored.
 - `take_callback(callback_id, now)`: records a button press before it is acted on; False
   when it was recorded already (Telegram sent it again, or the process restarted after
   storing it): the caller then does nothing. Presses older than `KEEP_PRESSES` seconds are
@@ -21,11 +24,12 @@ Contract:
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 
 from salesbot_poller.store import bi
 from salesbot_poller.store.base import StoreBase
-from salesbot_poller.store.models import Call, HandledCallback, State, VerdictCorrection
+from salesbot_poller.store.models import Call, Delivery, HandledCallback, State, VerdictCorrection
 
 CALLBACK_SECRET_KEY = "callback_secret"
 KEEP_PRESSES = 7 * 24 * 3600
@@ -68,6 +72,18 @@ class Corrections(StoreBase):
             VerdictCorrection.corrected_at >= start, VerdictCorrection.corrected_at < end
         )
         return list(query.order_by(VerdictCorrection.corrected_at, VerdictCorrection.id))
+
+    def card_messages(self, call_id: int) -> list[list[int]]:
+        """See the module contract."""
+        query = Delivery.select(Delivery.sent_ids_json).where(
+            Delivery.call_id == call_id, Delivery.kind.in_(["card", "card_alert"])
+        )
+        return [[int(i) for i in json.loads(row.sent_ids_json)] for row in query.order_by(Delivery.id)]
+
+    def lead_writes(self, call_id: int) -> list[Delivery]:
+        """See the module contract."""
+        query = Delivery.select().where(Delivery.call_id == call_id, Delivery.kind == "amo_fields")
+        return list(query.order_by(Delivery.id))
 
     def take_callback(self, callback_id: str, now: int) -> bool:
         """See the module contract."""
