@@ -191,9 +191,10 @@ def take(app: App, update: Incoming, now: int, limits: CommandLimits) -> bool:
 def _send(app: App, update: Incoming, reply: Answer, now: int) -> None:
     to = Destination(update.chat_id)
     try:
-        for part in reply.parts:
+        for index, part in enumerate(reply.parts):
             app.pacer.turn(update.chat_id, now, patience=ANSWER_PATIENCE)
-            app.notifier.send(part, to, update.message_id)
+            keyboard = reply.keyboard if index == reply.keyboard_part else None
+            app.notifier.send(part, to, update.message_id, keyboard)
         if reply.document is not None:
             doc = reply.document
             app.pacer.turn(update.chat_id, now, patience=ANSWER_PATIENCE)

@@ -7,8 +7,10 @@ with one line saying why (an unknown command, a bad argument, a call that is not
 - `/stats [manager] [7d|30d]`: the weekly report's figures (`weekly.render_team`) for the
   last 7 days (default) or 30, with the change against the period before; with a manager
   (any part of the name, any case), that manager only.
-- `/call ID`: the call's card again (the analysis card, or the missed-call alert), its
-  transcript as a .txt document when it is stored.
+- `/call ID`: the call's card again (the analysis card as people corrected it, with the
+  card's buttons on the part showing the rubric when cards have buttons:
+  `corrections.card`; or the missed-call alert), its transcript as a .txt document when it
+  is stored.
 - `/worst [N]`: the N (default 5, at most 20) lowest-scored calls of the last 7 days, with
   links to their amoCRM cards.
 - `/missed`: missed calls of the last 7 days not yet returned, oldest first, with their
@@ -29,9 +31,10 @@ import html
 import re
 from dataclasses import dataclass
 
-from salesbot_poller.domain import MANAGER_UNKNOWN
+from salesbot_poller.domain import MANAGER_UNKNOWN, Keyboard
 from salesbot_poller.phones import dialable, key
 from salesbot_poller.phones import mask as mask_phone
+from salesbot_poller.pipeline import corrections
 from salesbot_poller.pipeline.context import App, call_context
 from salesbot_poller.pipeline.messages import (
     clean,
@@ -86,6 +89,8 @@ class Document:
 class Answer:
     parts: list[str]
     document: Document | None = None
+    keyboard: Keyboard | None = None  # inline buttons under the part `keyboard_part`
+    keyboard_part: int = 0
 
 
 def answer(app: App, name: str, args: list[str], now: int) -> Answer:
@@ -155,8 +160,14 @@ def call_card(app: App, args: list[str]) -> Answer:
     mask = app.config.telegram.mask_phones
     ctx = call_context(app, call)
     analysis = team_stats.read_analysis(call)
+    keyboard: Keyboard | None = None
+    keyboard_part = 0
     if call.kind == "missed":
         parts = render_missed(ctx, app.tz, mask)
+    elif analysis is not None and (card := corrections.card(app, call)) is not None:
+        parts = card.parts
+        if corrections.buttons_on(app) and card.keyboard and not call.personal_removed_at:
+            keyboard, keyboard_part = card.keyboard, card.keyboard_part
     elif analysis is not None:
         hits, missing = app.store.call_trackers(call.id)
         parts = render_conversation(ctx, analysis, app.tz, mask=mask, trackers=card_lines(hits, missing))
@@ -168,7 +179,7 @@ def call_card(app: App, args: list[str]) -> Answer:
         document = Document(f"call-{call.id}-transcript.txt", call.transcript, caption)
     elif call.personal_removed_at:
         parts = pack([*parts, "<i>Расшифровка удалена (срок хранения или запрос на удаление).</i>"])
-    return Answer(parts, document)
+    return Answer(parts, document, keyboard, keyboard_part)
 
 
 def worst(app: App, args: list[str], now: int) -> list[str]:

@@ -47,6 +47,22 @@ def _json_param(params: dict[str, str], name: str) -> Any:
         raise _ApiError(tg_error(400, f"Bad Request: can't parse {name} JSON object")) from None
 
 
+def _keyboard(params: dict[str, str]) -> Any:
+    """The rows of an inline keyboard in `reply_markup`, checked as Telegram checks them."""
+    markup = _json_param(params, "reply_markup")
+    if markup is None:
+        return None
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if not isinstance(rows, list):
+        raise _ApiError(tg_error(400, "Bad Request: can't parse inline keyboard button"))
+    for row in rows:
+        for button in row:
+            data = button.get("callback_data", "")
+            if not button.get("text") or not 1 <= len(data.encode()) <= 64:
+                raise _ApiError(tg_error(400, "Bad Request: BUTTON_DATA_INVALID"))
+    return rows
+
+
 class FakeTelegram(FakeServer):
     """Fake Bot API at `/bot<token>/<method>`. Contract:
 
@@ -64,6 +80,15 @@ class FakeTelegram(FakeServer):
       can't be deleted" for one older than 48 hours or listed in `undeletable`.
     - Every rendered message and caption is checked by `tg_html.validate_telegram_html`;
       `reply_parameters` / `message_thread_id` are recorded for messages and documents.
+    - Buttons: a message's `reply_markup` (an inline keyboard) is checked as Telegram does
+      (each button's `callback_data` 1-64 bytes, else 400 BUTTON_DATA_INVALID) and recorded;
+      `markup[(chat, id)]` and `texts[(chat, id)]` are what each message shows now.
+      `press(chat, message_id, user_id, data)` queues a `callback_query` update as a tap would
+      (with the message's date, `date` to make it older). `answerCallbackQuery` is recorded in
+      `answers` (400 "query is too old" for an unknown id or one answered already);
+      `editMessageReplyMarkup` / `editMessageText` change a message the bot sent in that chat
+      (recorded in `edits`), 400 "message is not modified" when nothing changes, "message to
+      edit not found" for an unknown one, "message can't be edited" for one in `uneditable`.
     """
 
     def __init__(self, token: str = "123:TEST") -> None:
@@ -84,6 +109,12 @@ class FakeTelegram(FakeServer):
         self.update_offsets: list[int | None] = []
         self._update_id = 0
         self._new_update = threading.Condition()
+        self.markup: dict[tuple[str, int], Any] = {}  # (chat, message id) -> inline keyboard rows shown
+        self.texts: dict[tuple[str, int], str] = {}  # (chat, message id) -> HTML text shown
+        self.answers: list[JSON] = []  # answerCallbackQuery parameters, in order
+        self.edits: list[JSON] = []  # editMessageText / editMessageReplyMarkup, in order
+        self.uneditable: set[int] = set()  # message ids Telegram refuses to edit
+        self._queries: set[str] = set()  # callback query ids not answered yet
 
     @property
     def api_url(self) -> str:
@@ -106,6 +137,9 @@ class FakeTelegram(FakeServer):
             "deletemessage": self._delete_message,
             "sendphoto": self._send_photo,
             "getupdates": self._get_updates,
+            "answercallbackquery": self._answer_callback,
+            "editmessagereplymarkup": self._edit_markup,
+            "editmessagetext": self._edit_text,
         }.get(m[2].lower())
         if handler is None:
             return tg_error(404, "Not Found")
@@ -198,8 +232,13 @@ class FakeTelegram(FakeServer):
             return tg_error(400, "Bad Request: message is too long")
         reply_parameters = _json_param(params, "reply_parameters")
         link_preview_options = _json_param(params, "link_preview_options")
+        keyboard = _keyboard(params)
         with self.lock:
             msg = self._message(chat_id, params, text=visible)
+            self.texts[(chat_id, msg["message_id"])] = text
+            if keyboard is not None:
+                self.markup[(chat_id, msg["message_id"])] = keyboard
+                msg["reply_markup"] = {"inline_keyboard": keyboard}
             self.messages.append(
                 {
                     "message_id": msg["message_id"],
@@ -211,6 +250,7 @@ class FakeTelegram(FakeServer):
                     "reply_to_message_id": params.get("reply_to_message_id"),
                     "reply_parameters": reply_parameters,
                     "link_preview_options": link_preview_options,
+                    "reply_markup": keyboard,
                 }
             )
             record = self.messages[-1]
@@ -364,6 +404,78 @@ class FakeTelegram(FakeServer):
             while not self.updates and (left := deadline - time.monotonic()) > 0:
                 self._new_update.wait(left)
             return self._ok(list(self.updates[:limit]))
+
+    def press(
+        self,
+        chat_id: str,
+        message_id: int,
+        user_id: int,
+        data: str,
+        *,
+        first_name: str = "Анна",
+        date: int | None = None,
+    ) -> str:
+        """Queue a tap on a button with `data` under message `message_id`; returns the query id."""
+        with self._new_update, self.lock:
+            self._update_id += 1
+            query_id = f"q{self._update_id}{message_id}"
+            self._queries.add(query_id)
+            sent_at = self._sent_at.get((chat_id, message_id), time.time())
+            message: JSON = {
+                "message_id": message_id,
+                "date": int(sent_at) if date is None else date,
+                "chat": {"id": int(chat_id), "type": "supergroup", "title": "Sales"},
+                "from": dict(BOT_USER),
+                "text": "card",
+            }
+            user = {"id": user_id, "is_bot": False, "first_name": first_name}
+            query = {"id": query_id, "from": user, "message": message, "chat_instance": "1", "data": data}
+            self.updates.append({"update_id": self._update_id, "callback_query": query})
+            self._new_update.notify_all()
+            return query_id
+
+    def _answer_callback(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        with self.lock:
+            query_id = params.get("callback_query_id", "")
+            if query_id not in self._queries:
+                return tg_error(
+                    400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
+                )
+            self._queries.discard(query_id)
+            self.answers.append(dict(params))
+        return self._ok(True)
+
+    def _editable(self, params: dict[str, str]) -> tuple[str, int]:
+        chat_id = self._chat(params)
+        message_id = int(params.get("message_id") or 0)
+        if (chat_id, message_id) not in self._sent_at:
+            raise _ApiError(tg_error(400, "Bad Request: message to edit not found"))
+        if message_id in self.uneditable:
+            raise _ApiError(tg_error(400, "Bad Request: message can't be edited"))
+        return chat_id, message_id
+
+    def _edit_markup(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        chat_id, message_id = self._editable(params)
+        keyboard = _keyboard(params)
+        with self.lock:
+            if self.markup.get((chat_id, message_id)) == keyboard:
+                return tg_error(400, "Bad Request: message is not modified")
+            self.markup[(chat_id, message_id)] = keyboard
+            self.edits.append({"method": "editMessageReplyMarkup", "chat_id": chat_id, "message_id": message_id})
+        return self._ok(True)
+
+    def _edit_text(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        chat_id, message_id = self._editable(params)
+        text = params.get("text", "")
+        self._visible(text, params.get("parse_mode"))
+        keyboard = _keyboard(params)
+        with self.lock:
+            if self.texts.get((chat_id, message_id)) == text and self.markup.get((chat_id, message_id)) == keyboard:
+                return tg_error(400, "Bad Request: message is not modified")
+            self.texts[(chat_id, message_id)] = text
+            self.markup[(chat_id, message_id)] = keyboard
+            self.edits.append({"method": "editMessageText", "chat_id": chat_id, "message_id": message_id, "text": text})
+        return self._ok(True)
 
     def _accepted(self, record: JSON) -> None:
         hook = self.on_accept
