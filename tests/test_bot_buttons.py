@@ -229,3 +229,15 @@ def test_call_command_shows_the_same_buttons(rig: Rig, servers: Servers) -> None
         bot.take(rig.app, update, int(time.time()), bot.CommandLimits())
     answer = servers.telegram.messages[-1]
     assert [[b["text"] for b in row] for row in answer["reply_markup"]] == buttons_of_card
+
+
+def test_an_unreadable_press_is_skipped_and_the_next_one_answered(
+    rig: Rig, servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    message_id = card(servers)["message_id"]
+    broken = servers.telegram.push_update({"callback_query": {"id": "q-broken", "from": {"id": BOSS}, "data": "x"}})
+    caplog.set_level(logging.WARNING, "salesbot_poller")
+    assert tap(rig, servers, message_id, data_of(servers, message_id, "✏️ Исправить")) == ""
+    assert [a["callback_query_id"] for a in servers.telegram.answers] != ["q-broken"]
+    assert len(servers.telegram.answers) == 1 and servers.telegram.update_offsets[-1] == broken + 2
+    assert any(f"update {broken} skipped" in r.getMessage() for r in caplog.records)
