@@ -241,3 +241,17 @@ def test_an_unreadable_press_is_skipped_and_the_next_one_answered(
     assert [a["callback_query_id"] for a in servers.telegram.answers] != ["q-broken"]
     assert len(servers.telegram.answers) == 1 and servers.telegram.update_offsets[-1] == broken + 2
     assert any(f"update {broken} skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_reports_show_the_corrected_score(rig: Rig, servers: Servers) -> None:
+    message_id = card(servers)["message_id"]
+    tap(rig, servers, message_id, data_of(servers, message_id, "✏️ Исправить"))
+    tap(rig, servers, message_id, data_of(servers, message_id, "✅ Выявление потребн…"))
+    texts = []
+    for command in ("/worst", "/stats"):
+        servers.telegram.push_message(CHAT_ID, BOSS, command)
+        for update in bot.fetch(rig.app, 0):
+            bot.take(rig.app, update, int(at(60).timestamp()), bot.CommandLimits())
+        texts.append(servers.telegram.messages[-1]["text"])
+    assert texts[0].splitlines()[2].startswith("75/100"), texts[0]
+    assert "средняя 75" in texts[1], texts[1]

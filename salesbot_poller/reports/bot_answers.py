@@ -11,8 +11,8 @@ with one line saying why (an unknown command, a bad argument, a call that is not
   card's buttons on the part showing the rubric when cards have buttons:
   `corrections.card`; or the missed-call alert), its transcript as a .txt document when it
   is stored.
-- `/worst [N]`: the N (default 5, at most 20) lowest-scored calls of the last 7 days, with
-  links to their amoCRM cards.
+- `/worst [N]`: the N (default 5, at most 20) lowest-scored calls of the last 7 days (their
+  scores as people corrected them), with links to their amoCRM cards.
 - `/missed`: missed calls of the last 7 days not yet returned, oldest first, with their
   numbers (masked only under `telegram.mask_phones = "all"`: someone must call back).
 - `/find текст`: at most 10 calls whose transcript holds every word (`Store.find_calls`),
@@ -190,8 +190,9 @@ def worst(app: App, args: list[str], now: int) -> list[str]:
         count = int(args[0])
     hide = masked(app.config.telegram.mask_phones)
     scored = []
+    fixes = app.store.human_verdicts(now - RECENT_DAYS * DAY, now)  # people's corrections count
     for call in app.store.analysed_between(now - RECENT_DAYS * DAY, now):
-        analysis = team_stats.read_analysis(call)
+        analysis = team_stats.read_analysis(call, fixes)
         if analysis is not None and analysis.score is not None:
             scored.append((analysis.score, call.event_created_at, call))
     scored.sort(key=lambda entry: (entry[0], -entry[1]))

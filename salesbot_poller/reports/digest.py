@@ -42,16 +42,17 @@ def collect(app: App, start: int, end: int) -> list[ManagerFigures]:
     """Per manager figures for calls made in [start, end), busiest first: the weekly report's
     (`team_stats.figures`), with each manager's weakest call (`weakest_call`)."""
     calls = app.store.calls_between(start, end)
+    fixes = app.store.human_verdicts(start, end)  # people's corrections count
     weakest: dict[str, tuple[int, str, str]] = {}
     for call in calls:
-        analysis = read_analysis(call)
+        analysis = read_analysis(call, fixes)
         if analysis is None or analysis.score is None or call.kind == "missed":
             continue
         name = call.manager_name or MANAGER_UNKNOWN
         if name not in weakest or analysis.score < weakest[name][0]:
             url = app.source.entity_url(call.entity_type, call.entity_id)
             weakest[name] = (analysis.score, call.entity_name or call.phone or f"#{call.entity_id}", url)
-    managers = figures(calls).managers
+    managers = figures(calls, fixes).managers
     for manager in managers:
         manager.weakest_call = weakest.get(manager.name)
     return managers

@@ -17,6 +17,9 @@ Contract (pure functions of `Call` rows; nothing is read or sent here):
   manager, most skipping managers first, with how many managers were scored at all.
 - `weekly_averages(calls, week_starts)`: each manager's average score per week
   ([start, next start)), None for a week without a scored call.
+- `fixes` (`Store.human_verdicts`: call id -> item id -> verdict): people's corrections, put
+  in place of the model's verdicts with the score recomputed (`domain.with_corrections`), so
+  every figure is the corrected one.
 - A stored analysis that cannot be read is left out of the scores (it is not worth a failed
   report), and counted in `unreadable`.
 """
@@ -24,12 +27,12 @@ Contract (pure functions of `Call` rows; nothing is read or sent here):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pydantic
 
-from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, answered
+from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, answered, with_corrections
 from salesbot_poller.store import Call, Store
 
 CREDIT = {"done": 1.0, "partly": 0.5, "missed": 0.0}  # not_applicable, not_assessed: not scored
@@ -97,17 +100,22 @@ class Figures:
     unreadable: int = 0
 
 
-def read_analysis(call: Call) -> CallAnalysis | None:
-    """The stored analysis of `call`; None when there is none or it cannot be read."""
+Fixes = Mapping[int, dict[str, str]]  # call id -> item id -> a person's verdict
+
+
+def read_analysis(call: Call, fixes: Fixes | None = None) -> CallAnalysis | None:
+    """The stored analysis of `call`, with its corrections in `fixes` applied; None when there
+    is none or it cannot be read."""
     if not call.analysis_json:
         return None
     try:
-        return CallAnalysis.model_validate(json.loads(call.analysis_json))
+        analysis = CallAnalysis.model_validate(json.loads(call.analysis_json))
     except (ValueError, pydantic.ValidationError):
         return None
+    return with_corrections(analysis, fixes.get(call.id, {})) if fixes else analysis
 
 
-def figures(calls: Iterable[Call]) -> Figures:
+def figures(calls: Iterable[Call], fixes: Fixes | None = None) -> Figures:
     """See the module contract."""
     managers: dict[str, ManagerFigures] = {}
     objections: list[str] = []
@@ -123,7 +131,7 @@ def figures(calls: Iterable[Call]) -> Figures:
             continue
         manager.calls += 1
         manager.talk_seconds += call.duration or 0
-        analysis = read_analysis(call)
+        analysis = read_analysis(call, fixes)
         if analysis is None:
             unreadable += bool(call.analysis_json)
             continue
@@ -178,7 +186,9 @@ def team_misses(managers: Sequence[ManagerFigures]) -> list[TeamMiss]:
     return [TeamMiss(title, len(names), len(scored)) for title, names in ranked]
 
 
-def weekly_averages(calls: Iterable[Call], week_starts: Sequence[int]) -> dict[str, list[int | None]]:
+def weekly_averages(
+    calls: Iterable[Call], week_starts: Sequence[int], fixes: Fixes | None = None
+) -> dict[str, list[int | None]]:
     """See the module contract. `week_starts` ascending; the last week ends a week after its start."""
     if not week_starts:
         return {}
@@ -187,7 +197,7 @@ def weekly_averages(calls: Iterable[Call], week_starts: Sequence[int]) -> dict[s
     for call in calls:
         if not week_starts[0] <= call.event_created_at < end:
             continue
-        analysis = read_analysis(call)
+        analysis = read_analysis(call, fixes)
         if analysis is None or analysis.score is None:
             continue
         week = max(n for n, start in enumerate(week_starts) if start <= call.event_created_at)

@@ -176,8 +176,9 @@ def chart_series(app: App, monday: date, names: Sequence[str]) -> tuple[dict[str
     report's managers first, and the weeks' labels."""
     mondays = [monday - WEEK * n for n in range(CHART_WEEKS - 1, -1, -1)]
     starts = [midnight(day, app.tz) for day in mondays]
-    calls = app.store.analysed_between(starts[0], midnight(monday + WEEK, app.tz))
-    averages = team_stats.weekly_averages(calls, starts)
+    end = midnight(monday + WEEK, app.tz)
+    calls = app.store.analysed_between(starts[0], end)
+    averages = team_stats.weekly_averages(calls, starts, app.store.human_verdicts(starts[0], end))
     ordered = [name for name in names if name in averages]
     ordered += sorted((n for n in averages if n not in ordered), key=lambda n: -sum(v is not None for v in averages[n]))
     return {name: averages[name] for name in ordered}, [f"{day:%d.%m}" for day in mondays]
@@ -186,8 +187,9 @@ def chart_series(app: App, monday: date, names: Sequence[str]) -> tuple[dict[str
 def plan_week(app: App, monday: date, now: int, key: str) -> list[Planned]:
     """The report of the week starting `monday` (local): its text, then its chart."""
     start, end = midnight(monday, app.tz), midnight(monday + WEEK, app.tz)
-    week = team_stats.figures(app.store.calls_between(start, end))
-    before = team_stats.figures(app.store.calls_between(midnight(monday - WEEK, app.tz), start))
+    fixes = app.store.human_verdicts(midnight(monday - WEEK, app.tz), end)  # people's corrections count
+    week = team_stats.figures(app.store.calls_between(start, end), fixes)
+    before = team_stats.figures(app.store.calls_between(midnight(monday - WEEK, app.tz), start), fixes)
     previous = {m.name: m.average for m in before.managers}
     for manager in week.managers:
         manager.previous = previous.get(manager.name)

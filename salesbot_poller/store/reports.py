@@ -7,7 +7,8 @@ stays readable. Each method reads; none writes.
 database (GROUP BY, from `call`'s plain columns and the BI tables `bi_call` and
 `bi_rubric_item`): the team figures of `/stats` without loading a call row, its transcript
 or its analysis. A call counts as answered as `domain.answered` says; its score and verdicts
-are those of its BI rows, which exist exactly when its stored analysis can be read.
+are those of its BI rows, which exist exactly when its stored analysis can be read, as people
+corrected them (`bi_call.score_corrected`, `bi_rubric_item.human_verdict`) when they did.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from salesbot_poller.store import search
 from salesbot_poller.store.models import BiCall, BiRubricItem, Call
 
 FIND_LIMIT = 10
+# The score and verdicts reports count: people's corrections in place of the model's.
+SCORE = fn.COALESCE(BiCall.score_corrected, BiCall.score)
+VERDICT = fn.COALESCE(BiRubricItem.human_verdict, BiRubricItem.verdict)
 SCORED_VERDICTS = ("done", "partly", "missed")  # not_applicable, not_assessed: not scored
 IN_CHUNK = 500  # ids per IN (...): far under SQLite's variable limit
 
@@ -117,7 +121,7 @@ class ReportQueries:
     def manager_totals(self, start: int, end: int) -> list[ManagerTotals]:
         """Per `manager_name`, the classified calls that happened in [start, end) (module docstring)."""
         talked = _answered()
-        has_score = talked & BiCall.score.is_null(False)
+        has_score = talked & SCORE.is_null(False)
         analysed = Call.analysis_json.is_null(False) & (Call.analysis_json != "")
         query = (
             Call.select(
@@ -126,7 +130,7 @@ class ReportQueries:
                 _sum(talked, Call.duration),
                 _sum(Call.kind == "missed"),
                 _sum((Call.kind == "missed") & Call.callback_call_id.is_null(False)),
-                _sum(has_score, BiCall.score),
+                _sum(has_score, SCORE),
                 _sum(has_score),
                 _sum(talked & analysed & BiCall.call_id.is_null()),
             )
@@ -140,9 +144,9 @@ class ReportQueries:
     def topic_totals(self, start: int, end: int) -> list[TopicTotals]:
         """Per topic of the closed list (`bi_call.topic_closed`), exactly as stored, the analysed
         calls that happened in [start, end), most calls first; free topics are left out."""
-        scored = BiCall.score.is_null(False)
+        scored = SCORE.is_null(False)
         query = (
-            BiCall.select(BiCall.topic, fn.COUNT(BiCall.call_id), _sum(scored, BiCall.score), _sum(scored))
+            BiCall.select(BiCall.topic, fn.COUNT(BiCall.call_id), _sum(scored, SCORE), _sum(scored))
             .where(BiCall.started_at >= start, BiCall.started_at < end, BiCall.topic_closed == True)  # noqa: E712
             .group_by(BiCall.topic)
             .tuples()
@@ -153,7 +157,7 @@ class ReportQueries:
     def rubric_totals(self, start: int, end: int) -> list[ItemTotals]:
         """Per `manager_name` and rubric item, the verdicts of the answered calls that happened
         in [start, end) (module docstring)."""
-        verdict = BiRubricItem.verdict
+        verdict = VERDICT
         query = (
             BiRubricItem.select(
                 Call.manager_name,
