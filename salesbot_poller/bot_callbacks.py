@@ -25,7 +25,8 @@ Contract of `handle(app, press, now)` (called by `bot_lane.take` after it stored
 - Last, the press is answered (answerCallbackQuery: a short text only the presser sees, or
   nothing). A Telegram error on the way is one log line and an answer saying it did not
   work; a bug is logged with its traceback and answered as an internal error; a fatal error
-  (the token revoked) propagates to the lane. Never a crashed lane.
+  (the token revoked) propagates to the lane. Never a crashed lane. A correction stored
+  whose card could not be updated says so ("сохранено; карточку обновить не удалось").
 """
 
 from __future__ import annotations
@@ -152,12 +153,16 @@ def _set(app: App, press: Press, call: Call, card: Card, position: int, verdict:
         excerpt(press.user_name, 40),
         "; the amoCRM score is written again" if rewrite else "",
     )
+    done = f"{item.title[:60]}: {VERDICT_RU.get(verdict, verdict)}"
     fresh = corrections.card(app, call)
     if fresh is not None:
-        _card(
-            app, press, call, fresh, buttons.correction_keyboard(fresh.analysis, call.id, store.callback_secret()), now
-        )
-    return f"{item.title[:60]}: {VERDICT_RU.get(verdict, verdict)}"
+        keyboard = buttons.correction_keyboard(fresh.analysis, call.id, store.callback_secret())
+        try:
+            _card(app, press, call, fresh, keyboard, now)
+        except (TransientError, PermanentError) as exc:  # Busy is a TransientError; the correction stays
+            log.warning("bot: call %d corrected, its card in chat %s not updated: %s", call.id, press.chat_id, exc)
+            return f"{done} (сохранено; карточку обновить не удалось — /call {call.id})"
+    return done
 
 
 def _editable(press: Press, now: int) -> bool:

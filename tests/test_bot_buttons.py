@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from salesbot_poller import bot_callbacks
 from salesbot_poller import bot_lane as bot
 from salesbot_poller.app import build_updates
 from salesbot_poller.domain import CallAnalysis, CallContext, RubricResult, rubric_score
@@ -255,3 +256,13 @@ def test_reports_show_the_corrected_score(rig: Rig, servers: Servers) -> None:
         texts.append(servers.telegram.messages[-1]["text"])
     assert texts[0].splitlines()[2].startswith("75/100"), texts[0]
     assert "средняя 75" in texts[1], texts[1]
+
+
+def test_telegram_down_while_correcting_keeps_the_correction_and_says_so(rig: Rig, servers: Servers) -> None:
+    message_id = card(servers)["message_id"]
+    tap(rig, servers, message_id, data_of(servers, message_id, "✏️ Исправить"))
+    servers.telegram.down_chats.add(CHAT_ID)  # editMessageText answers 502
+    answer = tap(rig, servers, message_id, data_of(servers, message_id, "✅ Выявление потребн…"))
+    assert answer.startswith("Выявление потребностей: ✅ выполнено (сохранено; карточку обновить не удалось")
+    assert [v.verdict for v in VerdictCorrection.select()] == ["done"]
+    assert tap(rig, servers, message_id, data_of(servers, message_id, "Готово")) == bot_callbacks.FAILED

@@ -40,6 +40,7 @@ from salesbot_poller.errors import FatalError, PermanentError, TransientError
 from salesbot_poller.logs import excerpt
 
 log = logging.getLogger(__name__)
+ANSWER_CHARS = 200  # answerCallbackQuery shows at most this much
 
 FATAL_DESCRIPTIONS = {
     "chat not found": "check telegram.chat_id and that the bot was added to the chat",
@@ -131,8 +132,9 @@ class TelegramNotifier:
         )
 
     def answer_callback(self, callback_id: str, text: str = "", show_alert: bool = False) -> None:
+        shown = text[: ANSWER_CHARS - 1] + "…" if len(text) > ANSWER_CHARS else text  # Telegram's limit
         self._edit(
-            "answerCallbackQuery", lambda: self._bot.answer_callback_query(callback_id, text or None, show_alert)
+            "answerCallbackQuery", lambda: self._bot.answer_callback_query(callback_id, shown or None, show_alert)
         )
 
     def edit_reply_markup(self, chat_id: str, message_id: int, keyboard: Keyboard | None) -> None:
