@@ -219,8 +219,16 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     could not be analysed, 2 when DIR has nothing to evaluate. A DIR holding `trackers.toml`
     is the trackers' labelled set instead (`cli.evaluate_trackers`): no config is read."""
     from salesbot_poller.app import build_analyzer, build_openai  # the service clients
-    from salesbot_poller.cli import evaluate_trackers
+    from salesbot_poller.cli import eval_corrections, evaluate_trackers
 
+    if args.corrections is not None:  # writes an eval set from the database instead of running one
+        if args.directory is not None or args.since is None:
+            err("eval: --corrections DIR takes --since DAY and no other DIR")
+            return EXIT_CONFIG
+        return eval_corrections.run(args, config if config is not None else load(args, require_secrets=False))
+    if args.directory is None:
+        err("eval: DIR is needed (or --corrections DIR --since DAY)")
+        return EXIT_CONFIG
     directory = args.directory
     if evaluate_trackers.is_tracker_set(Path(directory)):  # the trackers' set needs no config at all
         return evaluate_trackers.run(args)

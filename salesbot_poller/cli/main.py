@@ -127,7 +127,19 @@ def _parser() -> argparse.ArgumentParser:
         " or the trackers on labelled sentences (eval/trackers, no config needed)",
     )
     eval_cmd.add_argument(
-        "directory", metavar="DIR", help="NAME.txt transcripts, each with NAME.expected.toml; or trackers.toml"
+        "directory",
+        metavar="DIR",
+        nargs="?",
+        help="NAME.txt transcripts, each with NAME.expected.toml; or trackers.toml",
+    )
+    eval_cmd.add_argument(
+        "--corrections",
+        metavar="DIR",
+        help="instead: write the calls people corrected in Telegram to DIR as an eval set (needs --since)",
+    )
+    eval_cmd.add_argument("--since", metavar="DAY", help="with --corrections: corrections made from this day on")
+    eval_cmd.add_argument(
+        "--yes", action="store_true", help="with --corrections: write even when analysis.redact leaves numbers in"
     )
     export_cmd = commands.add_parser(
         "export", help="the analysed calls of a period, one row each, as CSV (Excel-ready) or JSON Lines"

@@ -14,7 +14,8 @@ Contract of `run(app, cycle)` (once per intake pass, like the digest):
   as usage of kind "objections"); without a grouper, or when that request fails, identical
   texts are counted instead and the report still goes; with a closed topic list, the calls
   per topic (`reports.topics`); the top trackers and the expected ones not said, with the
-  change against the week before (`tracker_report.week_block`). Then a chart (`weekly_chart`): each
+  change against the week before (`tracker_report.week_block`); when people corrected verdicts
+  in Telegram that week, how often the model agreed with them (`corrections_block`). Then a chart (`weekly_chart`): each
   manager's average score per week over the last `CHART_WEEKS` weeks, as a photo.
 - Stored before sending and each part's acceptance recorded (`delivery`): sent once per week,
   even across restarts. In a dry run it is printed instead, and nothing is recorded.
@@ -37,7 +38,7 @@ from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.delivery import send_scheduled
 from salesbot_poller.pipeline.messages import clip, esc, format_duration, name_html, pack
 from salesbot_poller.pipeline.routing import alert_destination
-from salesbot_poller.reports import team_stats, tracker_report
+from salesbot_poller.reports import corrections_block, team_stats, tracker_report
 from salesbot_poller.reports.topics import topic_block
 from salesbot_poller.reports.weekly_chart import render_chart
 
@@ -198,7 +199,9 @@ def plan_week(app: App, monday: date, now: int, key: str) -> list[Planned]:
     groups = group_objections(app, week.objections, now)
     trackers = tracker_report.week_block(app.store, start, end)
     topics = topic_block(app, start, end)
+    agreement = corrections_block.week_line(app.store, start, end)
     blocks = [objections_block(groups, len(week.objections)), *([topics] if topics else []), trackers]
+    blocks += [agreement] if agreement else []
     parts = render_team(head, week, blocks)
     series, labels = chart_series(app, monday, [m.name for m in week.managers])
     png = render_chart(series, labels, f"Средняя оценка по неделям, {labels[0]} – {last_day:%d.%m.%Y}")

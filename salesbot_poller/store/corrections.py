@@ -9,6 +9,9 @@ Contract:
 - `corrections(call_id)`: the call's corrections by item id (`VerdictCorrection` rows).
   `corrected_between(start, end)`: the corrections made in [start, end), oldest first (the
   weekly report's agreement line, `eval --corrections`).
+- `correction_checks(start, end)`: for each correction made in [start, end), the item's
+  title, the model's verdict and the person's (`bi_rubric_item` beside `verdict_correction`),
+  in the order made; a correction whose item is not in the BI tables is left out.
 - `card_messages(call_id)`: the message ids of each delivered copy of the call's card (its
   own and the alert chat's), part by part.
 - `human_verdicts(start, end)`: the people's verdicts of the calls that happened in
@@ -28,10 +31,12 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Iterable
+from typing import cast
 
 from salesbot_poller.store import bi
 from salesbot_poller.store.base import StoreBase
-from salesbot_poller.store.models import Call, Delivery, HandledCallback, State, VerdictCorrection
+from salesbot_poller.store.models import BiRubricItem, Call, Delivery, HandledCallback, State, VerdictCorrection
 
 CALLBACK_SECRET_KEY = "callback_secret"
 KEEP_PRESSES = 7 * 24 * 3600
@@ -74,6 +79,21 @@ class Corrections(StoreBase):
             VerdictCorrection.corrected_at >= start, VerdictCorrection.corrected_at < end
         )
         return list(query.order_by(VerdictCorrection.corrected_at, VerdictCorrection.id))
+
+    def correction_checks(self, start: int, end: int) -> list[tuple[str, str, str]]:
+        """See the module contract."""
+        query = (
+            VerdictCorrection.select(BiRubricItem.title, BiRubricItem.verdict, VerdictCorrection.verdict.alias("human"))
+            .join(
+                BiRubricItem,
+                on=(BiRubricItem.call_id == VerdictCorrection.call_id)
+                & (BiRubricItem.item_id == VerdictCorrection.item_id),
+            )
+            .where(VerdictCorrection.corrected_at >= start, VerdictCorrection.corrected_at < end)
+            .order_by(VerdictCorrection.corrected_at, VerdictCorrection.id)
+        )
+        rows = cast(Iterable[tuple[str, str, str]], query.tuples())  # .tuples() rows, not models
+        return [(str(title), str(model), str(human)) for title, model, human in rows]
 
     def card_messages(self, call_id: int) -> list[list[int]]:
         """See the module contract."""
