@@ -54,6 +54,13 @@ HISTORY = {
         tables=("bi_tracker_hit", "bi_tracker_missing"), columns={"bi_call": ("tracker_hits", "tracker_missing")}
     ),
     "0019_topics": Added(columns={"bi_call": ("topic", "topic_closed")}),
+    # Partial indexes; SQLite's starts with personal_removed_at (see the migration).
+    "0023_retention_keyset": Added(
+        indexes={
+            "call": (("event_created_at", "id"), ("personal_removed_at", "event_created_at", "id")),
+            "delivery": (("created_at", "id"),),
+        }
+    ),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31
