@@ -54,11 +54,11 @@ HISTORY = {
         tables=("bi_tracker_hit", "bi_tracker_missing"), columns={"bi_call": ("tracker_hits", "tracker_missing")}
     ),
     "0019_topics": Added(columns={"bi_call": ("topic", "topic_closed")}),
-    # Partial indexes; SQLite's starts with personal_removed_at (see the migration).
+    # Partial indexes; SQLite's start with the columns they hold NULL (see the migration).
     "0023_retention_keyset": Added(
         indexes={
             "call": (("event_created_at", "id"), ("personal_removed_at", "event_created_at", "id")),
-            "delivery": (("created_at", "id"),),
+            "delivery": (("created_at", "id"), ("call_id", "removed_at", "created_at", "id")),
         }
     ),
 }

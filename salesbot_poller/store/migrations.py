@@ -198,17 +198,18 @@ def _m0019_topics(db: peewee.Database) -> None:
 def _m0023_retention_keyset(db: peewee.Database) -> None:
     """Retention's reads at any history (`PersonalData.calls_to_clear`): what still holds
     personal data, by event time, in partial indexes a cleared call or blanked row leaves.
-    SQLite's index starts with `personal_removed_at` so its planner prefers it (two
-    constrained columns) to `call_event_created_at` whatever its statistics say; PostgreSQL's
-    starts with the event time, so the keyset's row comparison is its index condition."""
-    leading = "personal_removed_at, " if isinstance(db, peewee.SqliteDatabase) else ""
+    On SQLite each starts with the columns its condition holds NULL, so the planner prefers
+    it (more constrained columns) to `call_event_created_at` or `delivery_call_id` whatever
+    its statistics say; PostgreSQL's start with the time, so the keyset's row comparison is
+    the index condition."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
     db.execute_sql(  # type: ignore[no-untyped-call]
-        f'CREATE INDEX IF NOT EXISTS "call_retention_due" ON "call" ({leading}event_created_at, id) '
-        "WHERE personal_removed_at IS NULL"
+        'CREATE INDEX IF NOT EXISTS "call_retention_due" ON "call" '
+        f"({'personal_removed_at, ' if sqlite else ''}event_created_at, id) WHERE personal_removed_at IS NULL"
     )
     db.execute_sql(  # type: ignore[no-untyped-call]
-        'CREATE INDEX IF NOT EXISTS "delivery_retention_due" ON "delivery" (created_at, id) '
-        "WHERE call_id IS NULL AND removed_at IS NULL"
+        'CREATE INDEX IF NOT EXISTS "delivery_retention_due" ON "delivery" '
+        f"({'call_id, removed_at, ' if sqlite else ''}created_at, id) WHERE call_id IS NULL AND removed_at IS NULL"
     )
 
 # Ordered and append-only: a released step is never edited, only followed by a new one.
