@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import peewee
@@ -173,3 +173,51 @@ def test_the_intake_pass_leaves_retention_to_its_own_lane(rig: Rig) -> None:
     intake(rig.app, NOW)
     assert cleared() == 0 and rig.app.store.get_state(retention.STATE_KEY) is None
     assert retention.run(rig.app, NOW) is not None and cleared() == 3
+
+
+INTERVAL = 1.0  # the loopback config's poller.interval_seconds
+
+
+def passed(store: Store) -> int:
+    """Calls the pass under way has cleared so far (0 before it starts)."""
+    going = retention.under_way(store.get_state(retention.PASS_KEY))
+    return 0 if going is None else going.calls
+
+
+@pytest.mark.slow
+def test_a_missed_call_is_alerted_within_the_interval_while_retention_clears_100k_old_calls(servers: Servers) -> None:
+    servers.write_config()  # the database's directory
+    started = datetime.now(UTC)
+    rig = build_rig(
+        servers.config_text(), real_source=True, real_notifier=True, now=started, storage={"retention_days": 30}
+    )
+    store = rig.app.store
+    now = int(started.timestamp())
+    seed_old_calls(store, 100_000, now - 400 * DAY, 300)  # ~350 days of history, all past 30 days
+    already_running(rig.app, started - timedelta(minutes=2))
+    daemon = Daemon(rig.app, lambda: datetime.now(UTC))
+    scheduler = daemon.scheduler(datetime.now(UTC))  # the lanes' jobs as `run` schedules them
+    scheduler.start()
+    try:
+        wait_for(lambda: passed(store) >= 2 * retention.BATCH, timeout=60)  # the first pass is under way
+        before = passed(store)
+        readable = time.monotonic()  # the fakes stamp requests with this clock
+        servers.amo.add_call(  # created 10 s ago: past the poller's settle delay, readable now
+            entity_id=7200, note_id=200, duration=0, phone="+79992000000", link=None, created_at=int(time.time()) - 10
+        )
+        wait_for(lambda: any("+7 999 200-00-00" in m["text"] for m in servers.telegram.messages), timeout=30)
+        (alert,) = [
+            r.at for r in servers.telegram.requests_to("sendMessage") if "+7 999 200-00-00" in form_params(r)[0]["text"]
+        ]
+        wait_for(lambda: passed(store) >= before + 4 * retention.BATCH, timeout=30)  # and it goes on
+        after = passed(store)
+    finally:
+        daemon.stop.set()
+        scheduler.shutdown(wait=True)
+        store.close()
+    print(
+        f"\nmissed-call alert {alert - readable:.2f} s after its event became readable; "
+        f"retention cleared {after - before} calls meanwhile, {after} of 100000 so far"
+    )
+    assert alert - readable < INTERVAL + 2.0, "the alert waited for retention"
+    assert after < 100_000, "the pass was still under way"
