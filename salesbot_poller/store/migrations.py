@@ -194,7 +194,6 @@ def _m0019_topics(db: peewee.Database) -> None:
     bi.backfill_topics()
 
 
-
 def _m0023_retention_keyset(db: peewee.Database) -> None:
     """Retention's reads at any history (`PersonalData.calls_to_clear`): what still holds
     personal data, by event time, in partial indexes a cleared call or blanked row leaves.
@@ -211,6 +210,7 @@ def _m0023_retention_keyset(db: peewee.Database) -> None:
         'CREATE INDEX IF NOT EXISTS "delivery_retention_due" ON "delivery" '
         f"({'call_id, removed_at, ' if sqlite else ''}created_at, id) WHERE call_id IS NULL AND removed_at IS NULL"
     )
+
 
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
