@@ -5,6 +5,7 @@ within the poll interval while a pass clears a large history."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -259,3 +260,23 @@ def test_a_missed_call_is_alerted_within_the_interval_while_retention_clears_100
     )
     assert alert - readable < INTERVAL + 2.0, "the alert waited for retention"
     assert after < 100_000, "the pass was still under way"
+
+
+def test_the_retention_jobs_errors_are_logged_once_while_they_repeat_and_touch_no_other_lane(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    daemon = Daemon(rig.app, lambda: datetime.fromtimestamp(NOW, UTC))
+    failures = [peewee.OperationalError("database is locked")] * 2
+
+    def run(*args: object, **kwargs: object) -> None:
+        if failures:
+            raise failures.pop()
+
+    monkeypatch.setattr(retention, "run", run)
+    with caplog.at_level(logging.DEBUG, logger="salesbot_poller.cli.daemon"):
+        for _ in range(3):
+            daemon.retention_job()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["retention: database is locked; tried again in 120 s"]
+    assert "retention works again" in caplog.text
+    assert daemon.progress.idle.is_set() and daemon.app.health.count == 0 and not daemon.stop.is_set()
