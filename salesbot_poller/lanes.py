@@ -1,13 +1,14 @@
-"""The two lanes: intake (poll, alerts, follow-ups, digest, weekly report, retention) and work
-(answered calls); the bot's commands have a lane of their own (`bot`).
+"""The two lanes: intake (poll, alerts, follow-ups, digest, weekly report) and work
+(answered calls); the bot's commands and retention have lanes of their own (`bot`, the
+daemon's retention job).
 
 Contract:
 - `intake(app, now, should_stop)`: one pass of the intake lane. Polls amoCRM, resolves new
   calls' notes, sends the due missed-call alerts (urgent: they go before cards in a chat),
-  runs the follow-ups (escalation, callback reply) and the digest, and once a day the
-  retention of personal data (`retention`). It never waits for the work
-  lane, so a missed call is alerted in the pass after its event becomes readable. It logs one
-  summary line, with the work lane's counters since the last pass (`Tally`).
+  runs the follow-ups (escalation, callback reply) and the digest. It never waits for the
+  work lane, nor for retention (`retention.run`, never inside this pass), so a missed call
+  is alerted in the pass after its event becomes readable. It logs one summary line, with
+  the work lane's counters since the last pass (`Tally`).
 - `work_next(app, worker, now, should_stop, tally)`: the work lane's unit. Claims the oldest
   due answered call (`Store.claim_next`: no two threads or processes work the same call; a
   claim older than `poller.claim_lease_seconds` is taken back), moves it through its stages
@@ -15,7 +16,9 @@ Contract:
   was taken back meanwhile, gives it back; False when nothing is due.
 - `drain(app, now, workers, should_stop)`: `workers` threads run `work_next` until nothing is
   due (what `once` does between its intake pass and its follow-ups).
-- `run_once(app, now)`: intake, drain, then follow-ups and digest: one whole cycle.
+- `run_once(app, now)`: intake, drain, then follow-ups and digest: one whole cycle; then a
+  retention run (`retention.RUN_BUDGET_SECONDS` at most: a long first pass goes on at the
+  next `once`).
 - A failure of one call never stops the others: transient failures push it back (`Cycle.defer`),
   permanent ones fail it, unexpected ones quarantine it (`Cycle.quarantine`). `FatalError`
   (credentials, account, chat) and database errors propagate, and no call is marked anything
@@ -129,7 +132,6 @@ def intake_steps(
         if "amocrm" not in failed:
             lead_fields.send_due(app, cycle.now)
     budget_notice.run(app, cycle)  # the daily budget holds calls back: the alert chat is told once a day
-    retention.run(app, cycle, should_stop)  # once a day: personal data older than storage.retention_days goes
     if follow_ups and not should_stop():
         followup.run(app, cycle)  # missed calls: escalation after the SLA, reply on callback
         digest.run(app, cycle)  # the daily digest, once its hour has come
@@ -325,4 +327,6 @@ def run_once(app: App, now: datetime, should_stop: Stop = _never, workers: int |
             followup.run(app, cycle)
             digest.run(app, cycle)
             weekly.run(app, cycle)
+            # Last: the calls come first. Once a day, personal data older than storage.retention_days.
+            retention.run(app, moment, should_stop)
     return cycle

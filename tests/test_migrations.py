@@ -58,6 +58,13 @@ HISTORY = {
         tables=("verdict_correction", "handled_callback"),
         columns={"bi_rubric_item": ("human_verdict", "corrected_by", "corrected_at"), "bi_call": ("score_corrected",)},
     ),
+    # Partial indexes; SQLite's start with the columns they hold NULL (see the migration).
+    "0023_retention_keyset": Added(
+        indexes={
+            "call": (("event_created_at", "id"), ("personal_removed_at", "event_created_at", "id")),
+            "delivery": (("created_at", "id"), ("call_id", "removed_at", "created_at", "id")),
+        }
+    ),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31

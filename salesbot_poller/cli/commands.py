@@ -131,7 +131,8 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
 
 
 def retention_lines(store: Store, config: Config | None) -> list[str]:
-    """When retention last ran and what it removed; how many calls hold no personal data."""
+    """When retention last finished a pass and what it removed, how far the pass under way
+    is; how many calls hold no personal data."""
     days = config.storage.retention_days if config is not None else None
     tz = zone(config)
     setting = "" if days is None else f" (storage.retention_days = {days}{': off' if days == 0 else ''})"
@@ -144,7 +145,14 @@ def retention_lines(store: Store, config: Config | None) -> list[str]:
             f"{last.messages} message(s) blanked, {last.audio_files} audio file(s) deleted "
             f"(calls before {when_text(last.cutoff, tz)})"
         )
-    return [head, f"  calls without personal data (retention or forget): {store.cleared_calls()}"]
+    lines = [head]
+    going = retention.under_way(store.get_state(retention.PASS_KEY))  # its own counts: no scan of the calls
+    if going is not None:
+        lines.append(
+            f"  pass under way since {when_text(going.started_at, tz)}: {going.calls} of ~{going.due} old call(s) "
+            f"cleared (calls before {when_text(going.cutoff, tz)}), continuing"
+        )
+    return [*lines, f"  calls without personal data (retention or forget): {store.cleared_calls()}"]
 
 
 FAILED_SHOWN = 20

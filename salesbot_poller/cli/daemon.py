@@ -20,6 +20,12 @@ Contract:
   so systemd restarts the service; nor once no lane reached the database for
   `health.OUTAGE_RESTART_SECONDS`. A worker meeting a database error waits for it, then gives
   back every claim it held (`health.regain_database`): no call waits for a restart.
+- Retention lane: one job every `retention.RUN_EVERY_SECONDS` (`max_instances=1`), each run
+  clearing batches for at most `retention.RUN_BUDGET_SECONDS` when a pass is due (once a
+  day; a long first pass goes on run after run) and returning at once otherwise. It shares
+  no thread with the intake lane, so no poll or alert waits for it; a batch holds the
+  database's write lock briefly (`retention`). Its errors are logged (once while they
+  repeat) and it tries again at its next run.
 - Bot lane (with `telegram.command_chats` and `telegram.admins`, `App.updates`): one job, a
   loop that long-polls the bot's updates (`BOT_POLL_SECONDS`, short enough for a stop to be
   quick) and answers the commands (`bot_lane`). It never waits for the other lanes nor
@@ -56,6 +62,7 @@ from salesbot_poller.domain import time_text
 from salesbot_poller.errors import FatalError, SalesbotError
 from salesbot_poller.lanes import CycleFailed, intake, run_once, work_next, worker_name
 from salesbot_poller.logs import redact
+from salesbot_poller.pipeline import retention
 from salesbot_poller.pipeline.context import App, Tally
 from salesbot_poller.pipeline.health import regain_database
 from salesbot_poller.pipeline.recovery import exclusive, sweep_audio
@@ -147,6 +154,7 @@ class Daemon:
         self.bot_limits = bot.CommandLimits()  # per admin, for the daemon's life
         self.tally = Tally()  # the work lane's counters, until the next intake pass logs them
         self.paused_until = 0.0  # set by whichever lane met a fatal error
+        self.retention_error: str | None = None  # the retention lane's last error, logged once
         self._notify_lock = threading.Lock()  # nothing but STOPPING=1 reaches systemd once it is sent
 
     def tell_systemd(self, *assignments: str) -> None:
@@ -198,6 +206,30 @@ class Daemon:
         except (CycleFailed, peewee.PeeweeException):  # recorded, counted and logged by `App.health`
             failing = self.app.health.count
             self.tell_systemd(f"STATUS=failing: {failing} cycle(s) in a row: {self.app.health.last_error or ''}"[:250])
+        finally:
+            self.progress.end()
+
+    def retention_job(self) -> None:
+        """One run of the retention lane (the scheduler runs it every `retention.RUN_EVERY_SECONDS`)."""
+        if self.stop.is_set():
+            return
+        self.progress.begin()
+        try:
+            with self.app.store.db.connection_context():
+                retention.run(self.app, int(self.clock().timestamp()), self.should_stop)
+            if self.retention_error is not None:
+                log.info("retention works again")
+            self.retention_error = None
+        except Exception as exc:  # the database, a bug: the other lanes never notice; the next run tries again
+            text = one_line(exc)
+            log.log(
+                logging.WARNING if text != self.retention_error else logging.DEBUG,
+                "retention: %s; tried again in %d s",
+                text,
+                retention.RUN_EVERY_SECONDS,
+                exc_info=not isinstance(exc, peewee.PeeweeException),
+            )
+            self.retention_error = text
         finally:
             self.progress.end()
 
@@ -269,6 +301,28 @@ class Daemon:
         self.stop.set()
         self.wake.set()
 
+    def scheduler(self, start: datetime) -> BackgroundScheduler:
+        """The lanes' jobs from `start`, in a scheduler not yet started (`run` starts it)."""
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(self.workers + 3)},  # intake, retention, bot
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                # The default (1 s) silently drops a run that starts late; a busy pass is normal.
+                "misfire_grace_time": max(60, int(self.interval)),
+            },
+        )
+        scheduler.add_job(self.intake_job, "interval", seconds=self.interval, next_run_time=start, id="intake")
+        scheduler.add_job(
+            self.retention_job, "interval", seconds=retention.RUN_EVERY_SECONDS, next_run_time=start, id="retention"
+        )
+        for n in range(self.workers):
+            scheduler.add_job(self.work_job, "date", run_date=start, id=f"work-{n + 1}")
+        if self.app.updates is not None:
+            scheduler.add_job(self.bot_job, "date", run_date=start, id="bot")
+        return scheduler
+
     def run(self) -> int:
         """Until SIGTERM/SIGINT; returns the exit code (0)."""
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -278,22 +332,7 @@ class Daemon:
             released = self.app.store.release_all_claims()
         if released:
             log.info("%d call(s) claimed by a process that stopped: back in the queue", released)
-        scheduler = BackgroundScheduler(
-            timezone=UTC,
-            executors={"default": ThreadPoolExecutor(self.workers + 2)},
-            job_defaults={
-                "coalesce": True,
-                "max_instances": 1,
-                # The default (1 s) silently drops a run that starts late; a busy pass is normal.
-                "misfire_grace_time": max(60, int(self.interval)),
-            },
-        )
-        start = datetime.now(UTC)
-        scheduler.add_job(self.intake_job, "interval", seconds=self.interval, next_run_time=start, id="intake")
-        for n in range(self.workers):
-            scheduler.add_job(self.work_job, "date", run_date=start, id=f"work-{n + 1}")
-        if self.app.updates is not None:
-            scheduler.add_job(self.bot_job, "date", run_date=start, id="bot")
+        scheduler = self.scheduler(datetime.now(UTC))
         scheduler.start()
         self.systemd.notify("READY=1", "STATUS=polling")
         log.info(

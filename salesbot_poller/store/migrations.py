@@ -206,6 +206,22 @@ def _m0021_corrections(db: peewee.Database) -> None:
     peewee.Table(BiCall._meta.table_name).bind(db).update(score_corrected=peewee.SQL("score")).where(
         peewee.SQL("score_corrected IS NULL")
     ).execute()
+def _m0023_retention_keyset(db: peewee.Database) -> None:
+    """Retention's reads at any history (`PersonalData.calls_to_clear`): what still holds
+    personal data, by event time, in partial indexes a cleared call or blanked row leaves.
+    On SQLite each starts with the columns its condition holds NULL, so the planner prefers
+    it (more constrained columns) to `call_event_created_at` or `delivery_call_id` whatever
+    its statistics say; PostgreSQL's start with the time, so the keyset's row comparison is
+    the index condition."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    db.execute_sql(  # type: ignore[no-untyped-call]
+        'CREATE INDEX IF NOT EXISTS "call_retention_due" ON "call" '
+        f"({'personal_removed_at, ' if sqlite else ''}event_created_at, id) WHERE personal_removed_at IS NULL"
+    )
+    db.execute_sql(  # type: ignore[no-untyped-call]
+        'CREATE INDEX IF NOT EXISTS "delivery_retention_due" ON "delivery" '
+        f"({'call_id, removed_at, ' if sqlite else ''}created_at, id) WHERE call_id IS NULL AND removed_at IS NULL"
+    )
 
 
 # Ordered and append-only: a released step is never edited, only followed by a new one.
@@ -228,4 +244,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0018_trackers", _m0018_trackers),
     ("0019_topics", _m0019_topics),
     ("0021_corrections", _m0021_corrections),
+    ("0023_retention_keyset", _m0023_retention_keyset),
 ]

@@ -6,6 +6,10 @@ Contract:
   ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
   retention calls it batch by batch (`calls_to_clear`), `forget` for one number
   (`calls_with_number`). A call a worker holds is left as it is.
+- Retention's reads are served by partial indexes of what still holds personal data
+  (0023_retention_keyset): `calls_to_clear` walks the calls by (event time, id) after a
+  keyset, `calls_due` counts them, `clear_unlinked_before` takes the rows about no call; a
+  call or row once cleared leaves its index, so no read grows with the history cleared.
 - Rows read to be written again are locked on PostgreSQL (`_for_update`).
 - `reclaim_space()` (after `forget`) makes the removed text leave the database's files, not
   just its rows: SQLite zeroes deleted content as it goes (`secure_delete`, set on every
@@ -40,13 +44,22 @@ class PersonalData(DeliveryRows):
     """Personal data's removal: a mixin of `Store` (it blanks delivery rows, hence
     `DeliveryRows`)."""
 
-    def calls_to_clear(self, before: int, limit: int) -> list[Call]:
-        """Up to `limit` calls that happened before `before` and still hold personal data
-        (not claimed by a worker now), oldest id first."""
+    def calls_to_clear(self, before: int, limit: int, after: tuple[int, int] = (-1, 0)) -> list[Call]:
+        """Up to `limit` calls that happened before `before` and still hold personal data (not
+        claimed by a worker now), in (event time, id) order from past `after` (the keyset: the
+        last call of the previous batch). Index `call_retention_due`: a call cleared leaves it."""
         query = Call.select().where(
-            Call.event_created_at < before, Call.personal_removed_at.is_null(), Call.claimed_by.is_null()
+            Call.personal_removed_at.is_null(),
+            Call.event_created_at < before,
+            peewee.Tuple(Call.event_created_at, Call.id) > peewee.Tuple(*after),
+            Call.claimed_by.is_null(),
         )
-        return list(query.order_by(Call.id).limit(limit))
+        return list(query.order_by(Call.event_created_at, Call.id).limit(limit))
+
+    def calls_due(self, before: int) -> int:
+        """How many calls that happened before `before` still hold personal data (counted in
+        the index `call_retention_due`, not the table)."""
+        return int(Call.select().where(Call.personal_removed_at.is_null(), Call.event_created_at < before).count())
 
     def calls_with_number(
         self, key: Callable[[str | None], str], number: str, forgotten_as: str | None = None
@@ -141,11 +154,11 @@ class PersonalData(DeliveryRows):
     def clear_unlinked_before(self, before: int, now: int, limit: int) -> int:
         """Blank up to `limit` rows about no call in particular (digests, storm summaries,
         notices) stored before `before`; returns how many."""
-        query = Delivery.select().where(
-            Delivery.call_id.is_null(), Delivery.created_at < before, Delivery.removed_at.is_null()
+        query = Delivery.select().where(  # index `delivery_retention_due`: a row blanked leaves it
+            Delivery.call_id.is_null(), Delivery.removed_at.is_null(), Delivery.created_at < before
         )
         with self.db.atomic():
-            rows = self._for_update(query.order_by(Delivery.id).limit(limit))
+            rows = self._for_update(query.order_by(Delivery.created_at, Delivery.id).limit(limit))
             return self._blank(list(rows), now, "personal data removed")
 
     def _blank(self, rows: Iterable[Delivery], now: int, reason: str) -> int:
