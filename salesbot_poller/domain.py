@@ -401,9 +401,10 @@ class UploadMeter(Protocol):
 
 
 class Transcriber(Protocol):
-    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None, keep: Path | None = None) -> Transcript:
         """The transcript of `audio`; with `meter`, every upload is reserved and paid
-        through it (and `Transcript.metered` is True)."""
+        through it (and `Transcript.metered` is True); with `keep`, the prepared audio it was
+        made from is left in that directory (`services.clip_files`: the quote clips' audio)."""
         ...
 
 

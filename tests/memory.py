@@ -84,7 +84,7 @@ class MemoryTranscriber:
     failures: list[Exception] = field(default_factory=list)
     calls: list[Path] = field(default_factory=list)
 
-    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None, keep: Path | None = None) -> Transcript:
         self.calls.append(audio)
         if self.failures:
             raise self.failures.pop(0)
