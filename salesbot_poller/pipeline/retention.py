@@ -14,6 +14,8 @@ Contract of `run(app, cycle, should_stop)` (each intake pass, `once` included):
   stop between batches leaves the rest for the next pass (each call is marked when done).
 - Recordings left in `storage.audio_dir` (`call-*`, whatever `keep_audio` says) older than
   the cutoff are deleted.
+- Every pass (not only once a day, and whatever `retention_days` says), the audio kept for
+  quote clips longer than `storage.clip_days` is deleted (`expire_clips`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from salesbot_poller.domain import local_time
 from salesbot_poller.pipeline.context import App, Cycle
+from salesbot_poller.services import clip_files
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,16 @@ def remove_old_audio(directory: Path, cutoff: int) -> int:
     return removed
 
 
+def expire_clips(app: App, now: int) -> int:
+    """Delete the quote clips' audio kept longer than `storage.clip_days` (never longer than
+    `retention_days` keeps personal data); how many calls' audio went."""
+    days = clip_files.keep_days(app.config.storage.clip_days, app.config.storage.retention_days)
+    removed = clip_files.delete_expired_clips(Path(app.config.storage.audio_dir), now, days)
+    if removed:
+        log.info("retention: the clip audio of %d call(s) kept over %d day(s) deleted", removed, days)
+    return removed
+
+
 def clear_before(app: App, cutoff: int, now: int, should_stop: Callable[[], bool] = lambda: False) -> Removed | None:
     """Remove personal data of everything before `cutoff`, batch by batch; None if stopped
     before the end (what was done stays done)."""
@@ -91,6 +104,8 @@ def clear_before(app: App, cutoff: int, now: int, should_stop: Callable[[], bool
 
 def run(app: App, cycle: Cycle, should_stop: Callable[[], bool] = lambda: False) -> Removed | None:
     """See the module contract; returns what was removed when it ran."""
+    if app.dry_run is None:  # every pass: a call's clip audio expires on its own clock
+        expire_clips(app, cycle.now)
     days = app.config.storage.retention_days
     if not days or app.dry_run is not None:
         return None

@@ -114,6 +114,12 @@ def read_index(directory: Path) -> ClipIndex | None:
         raise ValueError(f"{directory.name}/{INDEX} is unreadable: {exc}") from None
 
 
+def keep_days(clip_days: int, retention_days: int) -> int:
+    """How long clip audio is kept: `storage.clip_days`, cut to `retention_days` when that
+    is shorter (the audio is personal data too); 0: none."""
+    return min(clip_days, retention_days) if retention_days > 0 else clip_days
+
+
 def expired(index: ClipIndex, now: float, clip_days: int) -> bool:
     return clip_days <= 0 or index.kept_at < now - clip_days * DAY
 

@@ -6,7 +6,8 @@ assembled from one mixin per concern: `base` (the database, redaction, small sta
 `events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
 call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
-`personal` (retention and `forget`), `trackers` (tracker hits and misses) and `reports`
+`personal` (retention and `forget`), `trackers` (tracker hits and misses), `clips` (quote
+clips sent) and `reports`
 (the report and command queries)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
@@ -25,6 +26,7 @@ from salesbot_poller.store.models import (
     BiObjection,
     BiRubricItem,
     Call,
+    Clip,
     Delivery,
     Migration,
     SeenEvent,
@@ -48,6 +50,7 @@ __all__ = [
     "BiObjection",
     "BiRubricItem",
     "Call",
+    "Clip",
     "Delivery",
     "Migration",
     "SeenEvent",

@@ -64,6 +64,7 @@ from salesbot_poller.store import bi
 from salesbot_poller.store.base import CURSOR_KEY, ERROR_FIELDS, StoreBase
 from salesbot_poller.store.budget import BudgetLedger
 from salesbot_poller.store.claims import Claims
+from salesbot_poller.store.clips import ClipRows
 from salesbot_poller.store.events import EventLog
 from salesbot_poller.store.failures import Failures
 from salesbot_poller.store.files import _open_database, readonly_sqlite
@@ -84,7 +85,16 @@ T = TypeVar("T")
 
 
 class Store(
-    EventLog, Claims, Failures, PersonalData, UsageQueries, BudgetLedger, ReportQueries, TrackerRows, StoreBase
+    EventLog,
+    Claims,
+    Failures,
+    PersonalData,
+    UsageQueries,
+    BudgetLedger,
+    ReportQueries,
+    TrackerRows,
+    ClipRows,
+    StoreBase,
 ):
     """All reads and writes of the database. One instance per process.
 

@@ -16,6 +16,7 @@ from salesbot_poller.store.models import (
     TRACKER_MODELS,
     BiCall,
     Call,
+    Clip,
     Delivery,
     SeenEvent,
     State,
@@ -194,6 +195,11 @@ def _m0019_topics(db: peewee.Database) -> None:
     bi.backfill_topics()
 
 
+def _m0022_clips(db: peewee.Database) -> None:
+    """The Telegram file id of every quote clip sent, so a clip is never cut twice."""
+    db.create_tables([Clip])
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
@@ -213,4 +219,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0017_delivery_claims", _m0017_delivery_claims),
     ("0018_trackers", _m0018_trackers),
     ("0019_topics", _m0019_topics),
+    ("0022_clips", _m0022_clips),
 ]
