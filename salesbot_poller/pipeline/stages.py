@@ -68,9 +68,9 @@ def transcribe(app: App, cycle: Cycle, call: Call) -> None:
         return
     meter = app.budget.meter(app.store, prices, call.id, cycle.now)
     clip_days = app.config.storage.clip_days
-    keep = clip_files.clip_dir(app.config.storage.audio_dir, call.id) if clip_days > 0 else None
+    clips = clip_files.clip_dir(app.config.storage.audio_dir, call.id) if clip_days > 0 else None
     try:
-        transcript = app.transcriber.transcribe(audio, meter, keep=keep)
+        transcript = app.transcriber.transcribe(audio, meter, keep=clips)
     except BudgetReached as exc:
         app.store.update(call, cycle.now, next_attempt_at=exc.resume_at)
         app.budget.reached(app.store, prices, cycle.now)

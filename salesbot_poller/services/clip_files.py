@@ -76,7 +76,9 @@ def keep(prepared: PreparedAudio, directory: Path) -> None:
     for chunk in prepared.chunks:
         target = directory / chunk.path.name
         shutil.move(chunk.path, target)  # a rename on one filesystem: no copy
-        entries.append({"file": target.name, "channel": chunk.channel, "offset": chunk.offset, "duration": chunk.duration})
+        entries.append(
+            {"file": target.name, "channel": chunk.channel, "offset": chunk.offset, "duration": chunk.duration}
+        )
     index = {"version": 1, "duration": prepared.duration, "chunks": entries}
     part = directory / (INDEX + ".part")
     part.write_text(json.dumps(index))

@@ -22,11 +22,9 @@ import math
 from array import array
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
 
 import av
 from av.audio.frame import AudioFrame
-from av.audio.stream import AudioStream
 
 from salesbot_poller.errors import PermanentError
 from salesbot_poller.services.clip_files import ClipChunk, ClipIndex
@@ -132,7 +130,7 @@ def _mix(tracks: list[array[int]]) -> array[int]:
 
 def _encode(samples: array[int], out_path: Path) -> None:
     with av.open(str(out_path), "w", format="ogg") as container:
-        stream = cast(AudioStream, container.add_stream("libopus", rate=RATE, layout="mono"))
+        stream = container.add_stream("libopus", rate=RATE, layout="mono")
         stream.bit_rate = BITRATE
         stream.codec_context.options = {"application": "voip", "frame_duration": "60"}
         data = samples.tobytes()

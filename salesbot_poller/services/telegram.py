@@ -169,9 +169,7 @@ class TelegramNotifier:
             reply_to,
         )
 
-    def send_voice(
-        self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None
-    ) -> str:
+    def send_voice(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
         """Send OGG/Opus `data` as a voice message with an HTML caption; return its file id.
         A chat refusing voice messages raises `VoiceForbidden` (a `PermanentError`)."""
         return self._voice(types.InputFile(io.BytesIO(data), file_name="clip.ogg"), caption, to, reply_to)
@@ -182,9 +180,7 @@ class TelegramNotifier:
         """Send again a voice message Telegram already holds (`file_id`); return its file id."""
         return self._voice(file_id, caption, to, reply_to)
 
-    def send_audio(
-        self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None
-    ) -> str:
+    def send_audio(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
         """Send OGG/Opus `data` as an audio file (a player, not a voice message: what a chat
         refusing voice messages still takes) with an HTML caption; return its file id."""
         return self._audio(types.InputFile(io.BytesIO(data), file_name="clip.ogg"), caption, to, reply_to)
