@@ -19,6 +19,7 @@ Contract of `cut_clip(index, start, end, out_path)`:
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from fractions import Fraction
 from pathlib import Path
@@ -120,7 +121,7 @@ def _place(
 
 def _mix(tracks: list[array[int]]) -> array[int]:
     """The sum of the tracks, scaled down as a whole only if it would clip."""
-    summed = [sum(values) for values in zip(*tracks, strict=True)]
+    summed = list(map(operator.add, *tracks)) if len(tracks) == 2 else [sum(v) for v in zip(*tracks, strict=True)]
     peak = max(map(abs, summed), default=0)
     if peak <= 32767:
         return array("h", summed)
