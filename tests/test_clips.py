@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from array import array
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from salesbot_poller.pipeline.clips import GONE, NOT_KEPT, send_clip
 from salesbot_poller.pipeline.retention import expire_clips
 from salesbot_poller.services import clip_files
 from salesbot_poller.services.audio import prepare
+from salesbot_poller.services.clips import _mix, cut_clip
 from salesbot_poller.store import Call, Clip
 from tests.builder import Rig
 from tests.conftest import CHAT_ID, Servers
@@ -129,6 +131,7 @@ def test_clips_at_the_start_and_at_the_end_are_clamped_to_the_recording(
     assert "00:02" in servers.telegram.clips[0]["caption"]
 
 
+@pytest.mark.postgres
 def test_a_second_press_resends_the_stored_file_id_without_cutting_or_uploading(
     kept: tuple[Rig, Call, int], servers: Servers
 ) -> None:
@@ -203,6 +206,7 @@ def test_after_clip_days_the_press_says_the_recording_is_gone_and_retention_dele
     assert servers.telegram.clips == []
 
 
+@pytest.mark.postgres
 def test_forget_deletes_the_clip_audio_and_the_stored_file_ids(kept: tuple[Rig, Call, int], servers: Servers) -> None:
     rig, call, card = kept
     assert send_clip(rig.app, call.id, 45, "Цена", CHAT_ID, card, NOW) is None
@@ -262,3 +266,23 @@ def test_delete_expired_clips_leaves_what_is_not_a_call_clip(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call-3.wav", "clip-2", "clip-x"]
     assert clip_files.delete_expired_clips(tmp_path, 0, 0) == 1, "clip_days 0: none kept"
     assert clip_files.delete_expired_clips(tmp_path / "nowhere", 0, 14) == 0
+
+
+def test_two_loud_channels_are_scaled_down_together_never_wrapped() -> None:
+    left, right = array("h", [20000, -20000, 30000, 100]), array("h", [20000, 0, 30000, -100])
+    mixed = _mix([left, right])
+    assert max(map(abs, mixed)) <= 32767 and mixed[2] == 32767 and mixed[0] > 21000 and mixed[1] < -10000
+    assert list(_mix([array("h", [1000, -5]), array("h", [2000, 5])])) == [3000, 0], "no clipping: a plain sum"
+
+
+def test_a_mono_recording_is_cut_from_its_one_track(tmp_path: Path) -> None:
+    write_marked_wav(tmp_path / "call-7.wav", 40.0, (12.0,), (12.0,))
+    made = prepare(
+        tmp_path / "call-7.wav", tmp_path / "work", split_channels=False, chunk_seconds=15, overlap_seconds=2
+    )
+    clip_files.keep(made, tmp_path / "clip-7")
+    index = clip_files.read_index(tmp_path / "clip-7")
+    assert index is not None and {c.channel for c in index.chunks} == {None}
+    assert cut_clip(index, 10.0, 35.0, tmp_path / "out.ogg") == pytest.approx(25.0)
+    duration, onsets = loud_onsets((tmp_path / "out.ogg").read_bytes())
+    assert duration == pytest.approx(25.0, abs=0.1) and onsets == pytest.approx([2.0], abs=0.1)
