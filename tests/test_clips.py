@@ -167,7 +167,7 @@ def test_telegram_refusing_the_clip_for_good_is_the_answer(kept: tuple[Rig, Call
     assert len(answer) <= 200 and Clip.select().count() == 0
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupt", "index"])
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "truncated", "index"])
 def test_missing_or_corrupt_audio_answers_the_failure_text_with_one_log_line(
     kept: tuple[Rig, Call, int], servers: Servers, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
@@ -178,6 +178,8 @@ def test_missing_or_corrupt_audio_answers_the_failure_text_with_one_log_line(
         chunk.unlink()
     elif damage == "corrupt":
         chunk.write_bytes(os.urandom(chunk.stat().st_size))
+    elif damage == "truncated":  # a disk that filled up while it was kept: its first 10 s only
+        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 3])
     else:
         (directory / "index.json").write_text("{not json")
     caplog.set_level(logging.INFO, logger="salesbot_poller.pipeline.clips")

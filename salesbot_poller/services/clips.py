@@ -33,7 +33,7 @@ from salesbot_poller.services.clip_files import ClipChunk, ClipIndex
 RATE = 16000
 BITRATE = 24000  # voice at 16 kHz: clear speech, ~75 KB for 25 s
 PREROLL = 0.5  # seconds decoded before the part: Opus needs ~80 ms to converge after a seek
-MIN_COVERAGE = 0.9  # of a chunk's part; less means a truncated or damaged file
+MIN_COVERAGE = 0.9  # of a chunk's part (and 100 ms short at least): a truncated or damaged file
 FRAME = 960  # samples per encoded frame (60 ms at 16 kHz)
 
 
@@ -68,7 +68,8 @@ def _track(track: list[ClipChunk], first: int, count: int) -> array[int]:
     out = array("h", bytes(2 * count))
     for chunk, lo, hi in _parts(track, first, count):
         got = _decode_into(chunk, lo, hi, out, first)
-        if got < MIN_COVERAGE * (hi - lo):
+        missing = hi - lo - got
+        if missing > (1 - MIN_COVERAGE) * (hi - lo) and missing > RATE // 10:  # a few ms short is rounding
             raise PermanentError(f"{chunk.path.name}: the recording is damaged (too short)")
     return out
 
