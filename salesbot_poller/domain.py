@@ -437,9 +437,10 @@ class UploadMeter(Protocol):
 
 
 class Transcriber(Protocol):
-    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None, keep: Path | None = None) -> Transcript:
         """The transcript of `audio`; with `meter`, every upload is reserved and paid
-        through it (and `Transcript.metered` is True)."""
+        through it (and `Transcript.metered` is True); with `keep`, the prepared audio it was
+        made from is left in that directory (`services.clip_files`: the quote clips' audio)."""
         ...
 
 
@@ -476,6 +477,27 @@ class Notifier(Protocol):
 
     def send_photo(self, png: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> int:
         """Send a PNG picture with an HTML caption (the weekly chart); return Telegram's message id."""
+        ...
+
+    def send_voice(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
+        """Send OGG/Opus `data` as a voice message with an HTML caption (a quote's clip); return
+        Telegram's file id. A chat refusing voice messages raises `errors.VoiceForbidden`."""
+        ...
+
+    def send_audio(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
+        """Send OGG/Opus `data` as an audio file with an HTML caption; return Telegram's file id."""
+        ...
+
+    def send_voice_id(
+        self, file_id: str, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> str:
+        """Send again a voice message Telegram holds (`file_id`); return its file id."""
+        ...
+
+    def send_audio_id(
+        self, file_id: str, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> str:
+        """Send again an audio file Telegram holds (`file_id`); return its file id."""
         ...
 
 

@@ -52,6 +52,11 @@ class PermanentError(SalesbotError):
     """This call cannot succeed; retrying it would only repeat the failure."""
 
 
+class VoiceForbidden(PermanentError):
+    """The chat takes no voice messages (Telegram's 400 VOICE_MESSAGES_FORBIDDEN, a person's
+    privacy setting): the clip goes as an audio file instead."""
+
+
 class FatalError(SalesbotError):
     """A service refuses us as a whole (credentials, account, chat): a human must act."""
 

@@ -85,7 +85,7 @@ class MemoryTranscriber:
     failures: list[Exception] = field(default_factory=list)
     calls: list[Path] = field(default_factory=list)
 
-    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None, keep: Path | None = None) -> Transcript:
         self.calls.append(audio)
         if self.failures:
             raise self.failures.pop(0)
@@ -159,3 +159,28 @@ class MemoryNotifier:
             raise self.failures.pop(self.attempts)
         self.log.append(("photo", to, reply_to, caption))
         return len(self.log)
+
+    def _clip(self, kind: str, caption: str, to: Destination | None, reply_to: int | None) -> str:
+        self.attempts += 1
+        if self.attempts in self.failures:
+            raise self.failures.pop(self.attempts)
+        self.log.append((kind, to, reply_to, caption))
+        return f"{kind}-{len(self.log)}"
+
+    def send_voice(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
+        return self._clip("voice", caption, to, reply_to)
+
+    def send_audio(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
+        return self._clip("audio", caption, to, reply_to)
+
+    def send_voice_id(
+        self, file_id: str, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> str:
+        self._clip("voice", caption, to, reply_to)
+        return file_id
+
+    def send_audio_id(
+        self, file_id: str, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> str:
+        self._clip("audio", caption, to, reply_to)
+        return file_id

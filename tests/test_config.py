@@ -97,6 +97,8 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "max_alerts_per_cycle",
                 "delete_on_forget",
                 "mask_phones",
+                "clip_before_seconds",
+                "clip_after_seconds",
                 "weekly_report",
                 "command_chats",
                 "admins",
@@ -131,6 +133,7 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "allow_private_recording_hosts",
                 "clip_days",
                 "retention_days",
+                "clip_days",
             ]
         ),
         "analysis": sorted(["prompt_file", "rubric", "redact", "max_transcript_chars", "topics"]),

@@ -65,6 +65,7 @@ HISTORY = {
             "delivery": (("created_at", "id"), ("call_id", "removed_at", "created_at", "id")),
         }
     ),
+    "0022_clips": Added(tables=("clip",)),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31

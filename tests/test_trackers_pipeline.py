@@ -138,7 +138,7 @@ def processed(where: Path, trackers: list[TrackerConfig]) -> Rig:
     for n in range(1, len(TEXTS) + 1):
         rig.source.add(event(n), note(n), f"Сделка {n}")
 
-    def transcribe(audio: Path, meter: object = None) -> object:
+    def transcribe(audio: Path, meter: object = None, keep: object = None) -> object:
         rig.transcriber.calls.append(audio)
         from salesbot_poller.domain import Transcript
 

@@ -29,7 +29,7 @@ MIDNIGHT = int(datetime(2026, 11, 26, tzinfo=UTC).timestamp())
 class StereoTranscriber(MemoryTranscriber):
     """Ten minutes of a two-channel call, as the real transcriber would return it."""
 
-    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None, keep: Path | None = None) -> Transcript:
         self.calls.append(audio)
         segments = (
             Segment(0.0, 20.0, "Добрый день, компания Ромашка. Чем помочь?", "left"),

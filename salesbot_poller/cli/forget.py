@@ -12,7 +12,8 @@ Contract of `forget(store, number, now, out, confirm, ...)`:
 - Then, in ONE transaction (`Store.clear_personal`): transcripts, the analyses' quotes and
   paraphrases, the content of every stored message about those calls (and of summaries that
   quote the number), recording links, entity names and the number go; a call not delivered
-  yet is skipped. Recordings of those calls left in `storage.audio_dir` are deleted.
+  yet is skipped. Recordings of those calls left in `storage.audio_dir`, and the audio kept for
+  their quote clips (with the clips' Telegram file ids), are deleted.
 - With an `eraser` (`telegram.delete_on_forget = true`) it then deletes the bot's own
   Telegram messages about those calls sent in the last 48 hours (Telegram's limit); older
   ones are not tried and are listed as such; a refused delete is listed too. Each deletion,
@@ -55,6 +56,7 @@ from salesbot_poller.config import Config
 from salesbot_poller.errors import ConfigError, PermanentError, SalesbotError
 from salesbot_poller.phones import is_full, key
 from salesbot_poller.pipeline.delivery import to_amocrm
+from salesbot_poller.services.clip_files import delete_clips
 from salesbot_poller.store import Call, Delivery, Store
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,9 @@ def plan(store: Store, calls: list[Call], default_chat: str, telegram: bool) -> 
 
 
 def remove_audio(directory: Path, call_ids: list[int]) -> int:
-    """Delete what is left in `directory` of the recordings of `call_ids`; how many files."""
-    removed = 0
+    """Delete what is left in `directory` of the recordings of `call_ids`, and their quote
+    clips' audio (`clip_files`: one per call); how many files (a call's clip audio counts one)."""
+    removed = delete_clips(directory, call_ids)
     for call_id in call_ids:
         for path in directory.glob(f"call-{call_id}.*"):
             if path.is_file():

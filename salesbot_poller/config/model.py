@@ -253,6 +253,12 @@ class TelegramConfig(_Section):
             " (Telegram allows it for 48 hours)."
         ),
     )
+    clip_before_seconds: float = Field(
+        5, ge=0, le=600, description="A quote's audio clip starts this many seconds before the quote."
+    )
+    clip_after_seconds: float = Field(
+        20, gt=0, le=600, description="A quote's audio clip ends this many seconds after the quote starts."
+    )
     mask_phones: MaskMode = "cards"  # which messages show numbers masked: see `messages.masked`
     # The weekly report, and the bot's commands for the head of sales.
     weekly_report: str = ""  # "mon 09:00": day and time in amocrm.timezone; empty: no weekly report
@@ -396,7 +402,12 @@ class StorageConfig(_Section):
     )
 
     clip_days: int = Field(
-        14, ge=0, description="Days a call's quotes can be heard from its card's buttons (0: no quote buttons)."
+        14,
+        ge=0,
+        description=(
+            "Days the audio a call was transcribed from is kept in audio_dir for the cards' quote clips"
+            " (then deleted); 0 keeps none and the cards get no clip buttons."
+        ),
     )
     retention_days: int = Field(
         180,

@@ -26,6 +26,8 @@ Contract of `run(app, now, should_stop, budget)` (the daemon's retention job eve
   day's pass.
 - At the end of a pass, recordings left in `storage.audio_dir` (`call-*`, whatever
   `keep_audio` says) older than the cutoff are deleted.
+- Every run (whatever `retention_days` says), the audio kept for quote clips longer than
+  `storage.clip_days` is deleted (`expire_clips`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 
 from salesbot_poller.domain import local_time
 from salesbot_poller.pipeline.context import App
+from salesbot_poller.services import clip_files
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,16 @@ def remove_old_audio(directory: Path, cutoff: int) -> int:
     return removed
 
 
+def expire_clips(app: App, now: int) -> int:
+    """Delete the quote clips' audio kept longer than `storage.clip_days` (never longer than
+    `retention_days` keeps personal data); how many calls' audio went."""
+    days = clip_files.keep_days(app.config.storage.clip_days, app.config.storage.retention_days)
+    removed = clip_files.delete_expired_clips(Path(app.config.storage.audio_dir), now, days)
+    if removed:
+        log.info("retention: the clip audio of %d call(s) kept over %d day(s) deleted", removed, days)
+    return removed
+
+
 def _never() -> bool:
     return False
 
@@ -159,6 +172,8 @@ def run(
 ) -> Removed | None:
     """See the module contract: the pass it finished, or None (nothing due, or the pass goes
     on at the next run). `budget` None: until the pass is done."""
+    if app.dry_run is None:  # every run: a call's clip audio expires on its own clock
+        expire_clips(app, now)
     days = app.config.storage.retention_days
     if not days or app.dry_run is not None:
         return None

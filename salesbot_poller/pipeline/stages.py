@@ -13,6 +13,8 @@ Contract:
   chat is rendered and unsent, so one chat's cards keep the order of their calls.
 - `transcribe` stores the call's tracker hits (`tracking`) with the transcript, in its
   transaction, with the alert they trigger; the alert is sent right after, before the analysis.
+- `transcribe` keeps the prepared audio the transcript was made from for the quote clips
+  (`clip_files`, `storage.clip_days` > 0), whatever `storage.keep_audio` says.
 - `transcribe` pays the daily budget per upload (`usage`): a call whose next upload would
   cross it waits for the next UTC day and resumes from that upload. A recording longer than
   `poller.max_call_minutes` is transcribed up to there only: the call keeps `cut_minutes`
@@ -37,6 +39,7 @@ from salesbot_poller.pipeline import buttons, corrections, delivery, lead_fields
 from salesbot_poller.pipeline.context import App, Cycle, call_context
 from salesbot_poller.pipeline.routing import plan_call
 from salesbot_poller.pipeline.tracker_messages import card_lines
+from salesbot_poller.services import clip_files
 from salesbot_poller.services.dialogue import build_dialogue, manager_channel
 from salesbot_poller.store import Call
 
@@ -64,8 +67,10 @@ def transcribe(app: App, cycle: Cycle, call: Call) -> None:
         app.store.update(call, cycle.now, next_attempt_at=resume_at)
         return
     meter = app.budget.meter(app.store, prices, call.id, cycle.now)
+    clip_days = app.config.storage.clip_days
+    clips = clip_files.clip_dir(app.config.storage.audio_dir, call.id) if clip_days > 0 else None
     try:
-        transcript = app.transcriber.transcribe(audio, meter)
+        transcript = app.transcriber.transcribe(audio, meter, keep=clips)
     except BudgetReached as exc:
         app.store.update(call, cycle.now, next_attempt_at=exc.resume_at)
         app.budget.reached(app.store, prices, cycle.now)

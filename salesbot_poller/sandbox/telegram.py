@@ -1,13 +1,15 @@
 """The Telegram Bot API sandbox: getMe, getChat, sendMessage, sendPhoto, sendDocument,
-deleteMessage and getUpdates.
+sendVoice, sendAudio, deleteMessage and getUpdates.
 
 Contract:
 - It knows the chats it was given (`chat_id`, plus `chats`: id -> title); any other chat is
   "chat not found", as Telegram answers.
 - Every message the bot sends is recorded in `sent` (in order, with its `method`, `chat_id`,
   `text` or `caption`, and `filename` for a file); sendMessage's parameters also go to
-  `messages`. `wait_sent(start, timeout)` returns the entries from index `start`, waiting up
-  to `timeout` seconds for one to come.
+  `messages`. A voice or audio clip's answer carries a file id (the one it was sent by, if
+  any); a chat in `voice_forbidden` refuses sendVoice as Telegram does.
+  `wait_sent(start, timeout)` returns the entries from index `start`, waiting up to
+  `timeout` seconds for one to come.
 - `say(text, user_id, chat_id)` queues an incoming message for getUpdates, as if a person had
   typed it there. getUpdates answers the updates from `offset` (which confirms the ones below
   it), waiting up to its `timeout` (at most `MAX_POLL_SECONDS`) for one; after `release()`
@@ -70,6 +72,7 @@ class SandboxTelegram(LoopbackServer):
         self._next_message = 1
         self._released = False
         self._changed = threading.Condition(self.lock)
+        self.voice_forbidden: set[str] = set()  # chats answering sendVoice VOICE_MESSAGES_FORBIDDEN
 
     def chat(self, chat_id: str) -> dict[str, Any]:
         kind = "private" if not chat_id.startswith("-") else "supergroup"
@@ -138,7 +141,15 @@ class SandboxTelegram(LoopbackServer):
             return json_response({"ok": True, "result": chat})
         if method == "deletemessage":
             return json_response({"ok": True, "result": True})
-        kinds = {"sendmessage": "sendMessage", "sendphoto": "sendPhoto", "senddocument": "sendDocument"}
+        kinds = {
+            "sendmessage": "sendMessage",
+            "sendphoto": "sendPhoto",
+            "senddocument": "sendDocument",
+            "sendvoice": "sendVoice",
+            "sendaudio": "sendAudio",
+        }
+        if method == "sendvoice" and chat_id in self.voice_forbidden:
+            return _error(400, "Bad Request: VOICE_MESSAGES_FORBIDDEN")
         if method in kinds:
             entry = dict(params, method=kinds[method])
             if files:
@@ -151,6 +162,9 @@ class SandboxTelegram(LoopbackServer):
                 self._changed.notify_all()
             message = {"message_id": number, "date": int(time.time()), "chat": chat, "from": BOT,
                        "text": params.get("text", "")}  # fmt: skip
+            if method in ("sendvoice", "sendaudio"):  # a clip: its file id is what the bot keeps
+                kind = method.removeprefix("send")
+                message[kind] = {"file_id": params.get(kind) or f"sandbox-{kind}-{number}", "duration": 0}
             return json_response({"ok": True, "result": message})
         return _error(404, "Not Found: method not in the sandbox")
 

@@ -29,6 +29,8 @@ Contract of `OpenAITranscriber.transcribe(path)`:
   it is sent (`errors.BudgetReached`: nothing more is sent, the pieces already answered stay
   in the cache for the next attempt), turned into spend after its answer, released when it
   failed; pieces taken from the cache are not paid again. `Transcript.metered` is then True.
+- With `keep` (a directory), the prepared chunks the transcript was made from are moved there
+  once every chunk is answered, with their index (`clip_files.keep`): the quote clips' audio.
 - SDK errors are mapped by `map_openai_error`; an undecodable recording is permanent. When a
   channel fails, the other sends no further chunk (the one in flight is kept in the cache)
   and the first error is raised once both have stopped. The result does not depend on
@@ -55,6 +57,7 @@ from openai.types import AudioResponseFormat
 from salesbot_poller.config import Endpoint
 from salesbot_poller.domain import Segment, Transcript, UploadMeter
 from salesbot_poller.errors import PermanentError, TransientError
+from salesbot_poller.services import clip_files
 from salesbot_poller.services.audio import Chunk, UploadFormat, channels_identical, chunk_seconds_for, prepare, probe
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.services.openai_limit import RequestLimit
@@ -135,7 +138,7 @@ class OpenAITranscriber:
         self.max_seconds = max_seconds
         self._max_chunk = max_chunk_seconds
 
-    def transcribe(self, audio: Path, meter: UploadMeter | None = None) -> Transcript:
+    def transcribe(self, audio: Path, meter: UploadMeter | None = None, keep: Path | None = None) -> Transcript:
         stereo = probe(audio).channels >= 2
         if stereo and channels_identical(audio):
             log.info("%s: both channels carry the same audio: transcribed as mono", audio.name)
@@ -158,6 +161,11 @@ class OpenAITranscriber:
             )
             cache = PieceCache(audio.with_name(audio.name + ".pieces.json"), f"{model}|{self._format}|{self._bitrate}")
             tracks = self._send_tracks(prepared.tracks, cache, model, spec, meter)
+            if keep is not None:  # the quote clips' audio: these very files, not a second encoding
+                try:
+                    clip_files.keep(prepared, keep)
+                except OSError as exc:  # paid for: the transcript matters more than its clips
+                    log.warning("%s: its audio is not kept for clips: %s", audio.name, exc.strerror or exc)
         segments: list[Segment] = []
         texts: list[str] = []
         for pieces in tracks:

@@ -7,7 +7,10 @@ Contract:
   `send_photo` a PNG picture with one. All return the message id, or raise:
   `TransientError` (429 with its retry_after, 5xx, network), `FatalError` (bad token, chat
   not found, bot blocked or kicked: a human must act), `PermanentError` (this message is
-  refused, e.g. bad markup). `delete(chat, id)` deletes one
+  refused, e.g. bad markup). `send_voice`/`send_audio` (a quote's clip, OGG/Opus bytes) and
+  `send_voice_id`/`send_audio_id` (the same clip again, by Telegram's file id) return the
+  file id instead, and raise the same way; a chat refusing voice messages raises
+  `VoiceForbidden`. `delete(chat, id)` deletes one
   of the bot's messages (`forget`), raising the same way.
 - Buttons: `send` takes an inline `keyboard` (rows of (text, callback_data)); a press is
   answered with `answer_callback(id, text, show_alert)` (`answerCallbackQuery`: the text is
@@ -29,18 +32,23 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import telebot
 from telebot import apihelper, types
 
 from salesbot_poller.domain import Destination, Keyboard
-from salesbot_poller.errors import FatalError, PermanentError, TransientError
+from salesbot_poller.errors import FatalError, PermanentError, TransientError, VoiceForbidden
 from salesbot_poller.logs import excerpt
 
 log = logging.getLogger(__name__)
 ANSWER_CHARS = 200  # answerCallbackQuery shows at most this much
+
+T = TypeVar("T")
+MEDIA_TIMEOUT = 30  # seconds for an upload's answer (a clip is ~100 KB)
+# Telegram's answer to sendVoice where the recipient's privacy settings refuse voice messages.
+VOICE_FORBIDDEN = "VOICE_MESSAGES_FORBIDDEN"
 
 FATAL_DESCRIPTIONS = {
     "chat not found": "check telegram.chat_id and that the bot was added to the chat",
@@ -50,6 +58,22 @@ FATAL_DESCRIPTIONS = {
     "not enough rights": "allow the bot to post messages in the chat",
     "have no rights to send": "allow the bot to post messages in the chat",
 }
+
+
+def _message_id(message: types.Message) -> int:
+    return int(message.message_id)
+
+
+def _voice_file_id(message: types.Message) -> str:
+    if message.voice is None:  # an answer without what was sent: unusable
+        raise ValueError("no voice in the message")
+    return str(message.voice.file_id)
+
+
+def _audio_file_id(message: types.Message) -> str:
+    if message.audio is None:
+        raise ValueError("no audio in the message")
+    return str(message.audio.file_id)
 
 
 def request_sender(session: requests.Session) -> Callable[..., requests.Response]:
@@ -202,13 +226,76 @@ class TelegramNotifier:
             reply_to,
         )
 
+    def send_voice(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
+        """Send OGG/Opus `data` as a voice message with an HTML caption; return its file id.
+        A chat refusing voice messages raises `VoiceForbidden` (a `PermanentError`)."""
+        return self._voice(types.InputFile(io.BytesIO(data), file_name="clip.ogg"), caption, to, reply_to)
+
+    def send_voice_id(
+        self, file_id: str, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> str:
+        """Send again a voice message Telegram already holds (`file_id`); return its file id."""
+        return self._voice(file_id, caption, to, reply_to)
+
+    def send_audio(self, data: bytes, caption: str, to: Destination | None = None, reply_to: int | None = None) -> str:
+        """Send OGG/Opus `data` as an audio file (a player, not a voice message: what a chat
+        refusing voice messages still takes) with an HTML caption; return its file id."""
+        return self._audio(types.InputFile(io.BytesIO(data), file_name="clip.ogg"), caption, to, reply_to)
+
+    def send_audio_id(
+        self, file_id: str, caption: str, to: Destination | None = None, reply_to: int | None = None
+    ) -> str:
+        """Send again an audio file Telegram already holds; return its file id."""
+        return self._audio(file_id, caption, to, reply_to)
+
+    def _voice(self, voice: types.InputFile | str, caption: str, to: Destination | None, reply_to: int | None) -> str:
+        try:
+            return self._deliver(
+                "sendVoice",
+                lambda chat, thread, reply: self._bot.send_voice(
+                    chat,
+                    voice,
+                    caption=caption,
+                    parse_mode="HTML",
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                    timeout=MEDIA_TIMEOUT,
+                ),
+                to,
+                reply_to,
+                _voice_file_id,
+            )
+        except PermanentError as exc:
+            if VOICE_FORBIDDEN in str(exc):
+                raise VoiceForbidden(str(exc)) from None
+            raise
+
+    def _audio(self, audio: types.InputFile | str, caption: str, to: Destination | None, reply_to: int | None) -> str:
+        return self._deliver(
+            "sendAudio",
+            lambda chat, thread, reply: self._bot.send_audio(
+                chat,
+                audio,
+                caption=caption,
+                parse_mode="HTML",
+                title="clip",
+                message_thread_id=thread,
+                reply_parameters=reply,
+                timeout=MEDIA_TIMEOUT,
+            ),
+            to,
+            reply_to,
+            _audio_file_id,
+        )
+
     def _deliver(
         self,
         method: str,
         call: Callable[[str, int | None, types.ReplyParameters | None], types.Message],
         to: Destination | None,
         reply_to: int | None,
-    ) -> int:
+        read: Callable[[types.Message], T] = _message_id,  # type: ignore[assignment]
+    ) -> T:
         configured = to.chat_id if to else self.chat_id
         thread = to.thread_id if to else None
         # A reply whose original was deleted is still worth sending.
@@ -216,7 +303,7 @@ class TelegramNotifier:
         for _ in range(2):  # the second round only after following a chat migration
             chat = self.chat_id if to is None else self._migrated.get(configured, configured)
             try:
-                return int(call(chat, thread, reply).message_id)
+                return read(call(chat, thread, reply))
             except apihelper.ApiTelegramException as exc:
                 migrated = (exc.result_json.get("parameters") or {}).get("migrate_to_chat_id")
                 if migrated:

@@ -6,8 +6,9 @@ assembled from one mixin per concern: `base` (the database, redaction, small sta
 `events` (the events window and cursor), `claims` (due calls and their claims), `calls` (a
 call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
-`personal` (retention and `forget`), `trackers` (tracker hits and misses), `reports`
-(the report and command queries) and `corrections` (people's verdicts, button presses)."""
+`personal` (retention and `forget`), `trackers` (tracker hits and misses), `clips` (quote
+clips sent), `reports` (the report and command queries) and `corrections` (people's
+verdicts, button presses)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (
@@ -25,6 +26,7 @@ from salesbot_poller.store.models import (
     BiObjection,
     BiRubricItem,
     Call,
+    Clip,
     Delivery,
     HandledCallback,
     Migration,
@@ -50,6 +52,7 @@ __all__ = [
     "BiObjection",
     "BiRubricItem",
     "Call",
+    "Clip",
     "Delivery",
     "HandledCallback",
     "Migration",

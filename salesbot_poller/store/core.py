@@ -65,6 +65,7 @@ from salesbot_poller.store import bi
 from salesbot_poller.store.base import CURSOR_KEY, ERROR_FIELDS, StoreBase
 from salesbot_poller.store.budget import BudgetLedger
 from salesbot_poller.store.claims import Claims
+from salesbot_poller.store.clips import ClipRows
 from salesbot_poller.store.corrections import Corrections
 from salesbot_poller.store.events import EventLog
 from salesbot_poller.store.failures import Failures
@@ -95,6 +96,7 @@ class Store(
     ReportQueries,
     TrackerRows,
     Corrections,
+    ClipRows,
     StoreBase,
 ):
     """All reads and writes of the database. One instance per process.

@@ -18,6 +18,7 @@ from salesbot_poller.store.models import (
     BiCall,
     BiRubricItem,
     Call,
+    Clip,
     Delivery,
     SeenEvent,
     State,
@@ -206,6 +207,8 @@ def _m0021_corrections(db: peewee.Database) -> None:
     peewee.Table(BiCall._meta.table_name).bind(db).update(score_corrected=peewee.SQL("score")).where(
         peewee.SQL("score_corrected IS NULL")
     ).execute()
+
+
 def _m0023_retention_keyset(db: peewee.Database) -> None:
     """Retention's reads at any history (`PersonalData.calls_to_clear`): what still holds
     personal data, by event time, in partial indexes a cleared call or blanked row leaves.
@@ -222,6 +225,11 @@ def _m0023_retention_keyset(db: peewee.Database) -> None:
         'CREATE INDEX IF NOT EXISTS "delivery_retention_due" ON "delivery" '
         f"({'call_id, removed_at, ' if sqlite else ''}created_at, id) WHERE call_id IS NULL AND removed_at IS NULL"
     )
+
+
+def _m0022_clips(db: peewee.Database) -> None:
+    """The Telegram file id of every quote clip sent, so a clip is never cut twice."""
+    db.create_tables([Clip])
 
 
 # Ordered and append-only: a released step is never edited, only followed by a new one.
@@ -244,5 +252,6 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0018_trackers", _m0018_trackers),
     ("0019_topics", _m0019_topics),
     ("0021_corrections", _m0021_corrections),
+    ("0022_clips", _m0022_clips),
     ("0023_retention_keyset", _m0023_retention_keyset),
 ]

@@ -291,3 +291,19 @@ class HandledCallback(_Model):
 
 
 CORRECTION_MODELS: tuple[type[_Model], ...] = (VerdictCorrection, HandledCallback)
+
+
+class Clip(_Model):
+    """A quote's audio clip as Telegram holds it (0022_clips): sent once, then re-sent by its
+    `file_id`, so the same clip is never cut twice."""
+
+    id = peewee.AutoField()
+    call_id = peewee.IntegerField()  # Call.id
+    second = peewee.IntegerField()  # the quote's second in the recording (the button's)
+    file_id = peewee.TextField()
+    kind = peewee.CharField()  # "voice" (sendVoice) or "audio" (sendAudio: voice messages refused)
+    created_at = peewee.IntegerField()
+
+    class Meta:
+        table_name = "clip"
+        indexes = ((("call_id", "second"), True),)

@@ -33,7 +33,7 @@ import peewee
 from salesbot_poller.domain import Stage, without_personal_data
 from salesbot_poller.store import bi, search
 from salesbot_poller.store.deliveries import DeliveryRows
-from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, Delivery, TrackerHit
+from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, Clip, Delivery, TrackerHit
 
 # A call at one of these keeps its stage when its personal data goes; any other becomes skipped.
 KEPT_STAGES = frozenset({Stage.NOTIFIED.value, Stage.MISSED_ALERTED.value, Stage.SKIPPED.value})
@@ -106,7 +106,7 @@ class PersonalData(DeliveryRows):
 
         Gone: the transcript, the recording link and file name, the number, the entity's name,
         the analysis' quotes and paraphrases (`domain.without_personal_data`), the tracker hits'
-        words (`bi_tracker_hit.phrase`), and the content
+        words (`bi_tracker_hit.phrase`), the quote clips' Telegram file ids, and the content
         of every delivery row of the call; and, with `forgotten_as` (`forget`), the content of
         rows about no call in particular (a storm summary, a digest) that quote the number.
         Kept: ids, times, durations, manager, entity ids, scores, metrics, each row's sent ids
@@ -143,6 +143,7 @@ class PersonalData(DeliveryRows):
                 bi.rewrite_facts(call)  # its quotes, objections and next step go from the BI tables too
             for start in range(0, len(cleared), 500):  # the words said; tracker, speaker and time stay
                 TrackerHit.update(phrase="").where(TrackerHit.call_id.in_(cleared[start : start + 500])).execute()
+                Clip.delete().where(Clip.call_id.in_(cleared[start : start + 500])).execute()  # the voice clips sent
             blanked += self._blank(self.deliveries_of(cleared, lock=True), now, reason)
             for number in numbers if forgotten_as is not None else ():
                 quoting = Delivery.select().where(

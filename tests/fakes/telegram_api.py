@@ -72,6 +72,11 @@ class FakeTelegram(FakeServer):
     - `getMe`; `sendMessage` (checks chat, HTML entities, 4096 UTF-16 units, empty text) stores
       `messages`; `sendDocument` (multipart field `document`, caption <= 1024) stores
       `documents`. Both answer real Message objects with incrementing `message_id`.
+    - `sendVoice` / `sendAudio` (a multipart upload, or a file id it gave before) store `clips`
+      (with `arrived`, the monotonic time the request arrived) and answer a Message whose
+      `voice` / `audio` carries a `file_id`; a chat in `voice_forbidden_chats` answers
+      sendVoice 400 "Bad Request: VOICE_MESSAGES_FORBIDDEN", as Telegram does for a person
+      whose privacy settings refuse voice messages.
     - A chat in `migrate_chats` answers 400 with `parameters.migrate_to_chat_id`; a chat not in
       `known_chats` answers 400 "chat not found"; a chat in `down_chats` answers 502 (an outage
       that hits one destination only).
@@ -105,6 +110,8 @@ class FakeTelegram(FakeServer):
         self.undeletable: set[int] = set()  # message ids Telegram holds too old to delete
         self._sent_at: dict[tuple[str, int], float] = {}
         self.photos: list[JSON] = []
+        self.clips: list[JSON] = []  # sendVoice / sendAudio, uploaded or by file id (`_send_media`)
+        self.voice_forbidden_chats: set[str] = set()  # a person whose privacy settings refuse voice messages
         self.updates: list[JSON] = []  # queued, not yet confirmed
         self.update_offsets: list[int | None] = []
         self._update_id = 0
@@ -136,6 +143,8 @@ class FakeTelegram(FakeServer):
             "senddocument": self._send_document,
             "deletemessage": self._delete_message,
             "sendphoto": self._send_photo,
+            "sendvoice": self._send_voice,
+            "sendaudio": self._send_audio,
             "getupdates": self._get_updates,
             "answercallbackquery": self._answer_callback,
             "editmessagereplymarkup": self._edit_markup,
@@ -350,6 +359,55 @@ class FakeTelegram(FakeServer):
                 }
             )
             record = self.photos[-1]
+        self._accepted(record)
+        return self._ok(msg)
+
+    def _send_voice(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        return self._send_media("voice", params, files)
+
+    def _send_audio(self, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        return self._send_media("audio", params, files)
+
+    def _send_media(self, kind: str, params: dict[str, str], files: dict[str, Any]) -> Reply:
+        """sendVoice / sendAudio: a multipart upload (field `voice` / `audio`) or a file id
+        Telegram holds; a chat in `voice_forbidden_chats` refuses voice messages as Telegram does."""
+        arrived = time.monotonic()
+        chat_id = self._chat(params)
+        if kind == "voice" and chat_id in self.voice_forbidden_chats:
+            return tg_error(400, "Bad Request: VOICE_MESSAGES_FORBIDDEN")
+        upload = files.get(kind)
+        by_id = params.get(kind)
+        if upload is None and not by_id:
+            return tg_error(400, f"Bad Request: there is no {kind} in the request")
+        if by_id and not any(c["file_id"] == by_id for c in self.clips):
+            return tg_error(400, "Bad Request: wrong file identifier/HTTP URL specified")
+        caption = params.get("caption")
+        visible_caption = self._visible(caption, params.get("parse_mode")) if caption else None
+        if visible_caption and utf16_len(visible_caption) > CAPTION_LIMIT:
+            return tg_error(400, "Bad Request: message caption is too long")
+        data: bytes = upload.data if upload is not None else b""
+        file_id = by_id or f"{'AwAC' if kind == 'voice' else 'CQAC'}{hashlib.sha1(data).hexdigest()[:16]}"
+        media = {"file_id": file_id, "file_unique_id": f"AgAD{file_id[4:12]}", "duration": 0, "file_size": len(data)}
+        content: JSON = {kind: media}
+        if visible_caption:
+            content["caption"] = visible_caption
+        with self.lock:
+            msg = self._message(chat_id, params, **content)
+            self.clips.append(
+                {
+                    "method": "sendVoice" if kind == "voice" else "sendAudio",
+                    "message_id": msg["message_id"],
+                    "chat_id": chat_id,
+                    "bytes": data,
+                    "uploaded": upload is not None,
+                    "file_id": file_id,
+                    "caption": caption,
+                    "parse_mode": params.get("parse_mode"),
+                    "reply_parameters": _json_param(params, "reply_parameters"),
+                    "arrived": arrived,
+                }
+            )
+            record = self.clips[-1]
         self._accepted(record)
         return self._ok(msg)
 
