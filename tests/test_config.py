@@ -133,7 +133,6 @@ def test_the_example_has_exactly_the_documented_keys_each_commented() -> None:
                 "allow_private_recording_hosts",
                 "clip_days",
                 "retention_days",
-                "clip_days",
             ]
         ),
         "analysis": sorted(["prompt_file", "rubric", "redact", "max_transcript_chars", "topics"]),
