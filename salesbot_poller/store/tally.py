@@ -109,3 +109,14 @@ def counts() -> list[tuple[str, str, bool, int]]:
         CallTally.calls > 0
     )
     return [(str(p), str(s), bool(c), int(n)) for p, s, c, n in query.tuples()]
+
+
+def drop(db: peewee.Database) -> None:
+    """The tally, its triggers (and PostgreSQL's function) gone: a database as before
+    `0020_query_indexes` (the migration test makes one so)."""
+    postgres = isinstance(db, peewee.PostgresqlDatabase)
+    for name in (f"{TABLE}_insert_delete", f"{TABLE}_insert", f"{TABLE}_delete", f"{TABLE}_update"):
+        db.execute_sql(f"DROP TRIGGER IF EXISTS {name}" + (f" ON {_CALL}" if postgres else ""))  # type: ignore[no-untyped-call]
+    if postgres:
+        db.execute_sql(f"DROP FUNCTION IF EXISTS {TABLE}_count()")  # type: ignore[no-untyped-call]
+    db.drop_tables([CallTally])
