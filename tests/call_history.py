@@ -44,14 +44,16 @@ def transcript(n: int) -> str:
 UNFINISHED = {"new", "ready", "downloaded", "transcribed", "analysed", "missed", "notifying"}
 
 
-def _row(n: int, at: int, now: int) -> dict[str, object]:
+def _row(n: int, at: int, now: int, prefix: str, finished: bool) -> dict[str, object]:
     stage, kind, direction = MIX[n % len(MIX)]
-    if stage in UNFINISHED and at < now - 86400:  # only the last day's calls are still under way
+    if stage in UNFINISHED and (finished or at < now - 86400):  # only the last day's calls are under way
         stage = "missed_alerted" if kind == "missed" else "notified" if kind else "skipped"
+    if finished and stage in ("failed", "quarantined"):
+        stage = "notified"
     manager = 555 + n % 3
     talked = kind == "conversation" and stage not in ("skipped", "new")
     row: dict[str, object] = {
-        "event_id": f"hist-{n}",
+        "event_id": f"{prefix}-{n}",
         "direction": direction,
         "entity_type": "leads" if n % 4 else "contacts",
         "entity_id": 7000 + n % 997,
@@ -73,14 +75,14 @@ def _row(n: int, at: int, now: int) -> dict[str, object]:
         row["transcript"] = transcript(n)
     if stage in ("notified", "analysed", "notifying", "failed"):
         row["analysis_json"] = analysis(n).model_dump_json()
-    if stage in ("failed", "quarantined") or n % 97 == 0:
+    if stage in ("failed", "quarantined") or (n % 97 == 0 and not finished):
         row["last_error"] = f"ошибка {n}"
     if stage == "notifying" and n % 2:
         row |= {"claimed_by": "1:worker-1", "claimed_at": now - 10}
     return row
 
 
-def _deliveries(call_id: int, row: dict[str, object], n: int) -> list[dict[str, object]]:
+def _deliveries(call_id: int, row: dict[str, object], n: int, finished: bool) -> list[dict[str, object]]:
     stage = row["stage"]
     if stage not in ("notified", "missed_alerted", "notifying"):
         return []
@@ -98,7 +100,7 @@ def _deliveries(call_id: int, row: dict[str, object], n: int) -> list[dict[str, 
         }
     ]
     if n % 10 == 0:  # a copy to the alert chat; now and then a failing one
-        failing = n % 1000 == 0
+        failing = n % 1000 == 0 and not finished
         rows.append(
             rows[0]
             | {
@@ -111,13 +113,17 @@ def _deliveries(call_id: int, row: dict[str, object], n: int) -> list[dict[str, 
     return rows
 
 
-def seed_history(store: Store, count: int, now: int, days: int = 180) -> None:
-    """`count` calls evenly spread over the `days` days before `now` (see the module docstring)."""
+def seed_history(
+    store: Store, count: int, now: int, days: int = 180, prefix: str = "hist", finished: bool = False
+) -> None:
+    """`count` calls evenly spread over the `days` days before `now` (see the module docstring),
+    their event ids starting with `prefix`; `finished`: none failed, no error anywhere (an
+    older history, every call of it done with)."""
     spacing = max(1, days * 86400 // max(count, 1))
     start = now - count * spacing
     for first in range(0, count, PAGE):
         numbers = range(first, min(first + PAGE, count))
-        rows = [_row(n, start + n * spacing, now) for n in numbers]
+        rows = [_row(n, start + n * spacing, now, prefix, finished) for n in numbers]
         with store.db.atomic():
             for chunk in peewee.chunked(rows, 50):
                 Call.insert_many(chunk).execute()
@@ -131,11 +137,11 @@ def seed_history(store: Store, count: int, now: int, days: int = 180) -> None:
                 for row in rows
             ]
             events += [
-                {"event_id": f"bad-{n}", "seen_at": start + n * spacing, "error": "no entity id"}
+                {"event_id": f"{prefix}-bad-{n}", "seen_at": start + n * spacing, "error": "no entity id"}
                 for n in numbers
-                if n % 5000 == 0
+                if n % 5000 == 0 and not finished
             ]
-            deliveries = [d for n, row in zip(numbers, rows) for d in _deliveries(ids[row["event_id"]], row, n)]
+            deliveries = [d for n, row in zip(numbers, rows) for d in _deliveries(ids[row["event_id"]], row, n, finished)]
             for model, batch in ((SeenEvent, events), (Delivery, deliveries)):
                 for chunk in peewee.chunked(batch, 50):
                     model.insert_many(chunk).execute()
@@ -143,8 +149,10 @@ def seed_history(store: Store, count: int, now: int, days: int = 180) -> None:
         store_bi.backfill()
         # The oldest fifth was cleared by retention: no transcript, no number (the search
         # index follows through its triggers).
-        cleared = Call.select(peewee.fn.MIN(Call.id) + count // 5).scalar()
-        Call.update(personal_removed_at=now - 86400, transcript=None, phone=None).where(Call.id < cleared).execute()
+        seeded = Call.event_id.startswith(f"{prefix}-")
+        first = Call.select(peewee.fn.MIN(Call.id)).where(seeded).scalar()
+        old = seeded & (Call.id < first + count // 5)
+        Call.update(personal_removed_at=now - 86400, transcript=None, phone=None).where(old).execute()
 
 
 def analyze(store: Store) -> None:
