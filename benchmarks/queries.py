@@ -28,6 +28,7 @@ from tests.plans import NOW, OPERATIONS, TABLES, captured, full_scans
 
 RUNS = 5
 
+
 def measure(store: Store) -> list[tuple[str, float, list[str]]]:
     rows = []
     for name, operation in OPERATIONS:

@@ -17,10 +17,30 @@ from salesbot_poller.store import bi as store_bi
 from tests.bi_seed import MANAGERS, analysis
 
 PAGE = 1000
-WORDS = (
-    "здравствуйте меня зовут хотел уточнить по поводу доставки в Казань цена устраивает "
-    "но дороговато скидка возможна если оплатим сегодня договорились перезвоню завтра"
-).split()
+WORDS = [
+    "здравствуйте",
+    "меня",
+    "зовут",
+    "хотел",
+    "уточнить",
+    "по",
+    "поводу",
+    "доставки",
+    "в",
+    "Казань",
+    "цена",
+    "устраивает",
+    "но",
+    "дороговато",
+    "скидка",
+    "возможна",
+    "если",
+    "оплатим",
+    "сегодня",
+    "договорились",
+    "перезвоню",
+    "завтра",
+]
 # (stage, kind, direction) of every 100 seeded calls: the unfinished ones are few, as in life.
 MIX: list[tuple[str, str | None, str]] = (
     [("notified", "conversation", "in")] * 45
@@ -141,7 +161,11 @@ def seed_history(
                 for n in numbers
                 if n % 5000 == 0 and not finished
             ]
-            deliveries = [d for n, row in zip(numbers, rows) for d in _deliveries(ids[row["event_id"]], row, n, finished)]
+            deliveries = [
+                d
+                for n, row in zip(numbers, rows, strict=True)
+                for d in _deliveries(ids[row["event_id"]], row, n, finished)
+            ]
             for model, batch in ((SeenEvent, events), (Delivery, deliveries)):
                 for chunk in peewee.chunked(batch, 50):
                     model.insert_many(chunk).execute()

@@ -93,7 +93,7 @@ def seed_transcripts(store: Store) -> list[int]:
     ]
     store.record_window([event(n) for n in range(len(texts))], [], NOW, NOW)
     ids = []
-    for call, text in zip(Call.select().order_by(Call.id), texts):
+    for call, text in zip(Call.select().order_by(Call.id), texts, strict=True):
         store.update(call, NOW, transcript=text, kind="conversation", stage=Stage.TRANSCRIBED)
         ids.append(call.id)
     return ids

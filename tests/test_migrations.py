@@ -18,8 +18,7 @@ from typing import Any
 import peewee
 import pytest
 
-from salesbot_poller.store import MIGRATIONS, Call, Delivery, Migration, SeenEvent, Store
-from salesbot_poller.store import search, tally
+from salesbot_poller.store import MIGRATIONS, Call, Delivery, Migration, SeenEvent, Store, search, tally
 from salesbot_poller.store.migrations import BIG_COLUMNS
 from salesbot_poller.store.models import QUERY_INDEXES
 

@@ -97,9 +97,7 @@ def indexed(db: peewee.Database) -> bool:
 
 
 def _postgres_indexed(db: peewee.Database) -> bool:
-    return isinstance(db, peewee.PostgresqlDatabase) and any(
-        index.name == PG_INDEX for index in db.get_indexes(_TABLE)
-    )
+    return isinstance(db, peewee.PostgresqlDatabase) and any(index.name == PG_INDEX for index in db.get_indexes(_TABLE))
 
 
 _WORD = re.compile(r"\w+")

@@ -17,6 +17,9 @@ Contract:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import peewee
 
 from salesbot_poller.store.models import Call, CallTally
@@ -108,7 +111,8 @@ def counts() -> list[tuple[str, str, bool, int]]:
     query = CallTally.select(CallTally.profile, CallTally.stage, CallTally.cleared, CallTally.calls).where(
         CallTally.calls > 0
     )
-    return [(str(p), str(s), bool(c), int(n)) for p, s, c, n in query.tuples()]
+    rows = cast(Iterable[tuple[str, str, object, int]], query.tuples())  # .tuples() rows, not models
+    return [(str(p), str(s), bool(c), int(n)) for p, s, c, n in rows]
 
 
 def drop(db: peewee.Database) -> None:
