@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.seeded:
             store = Store.open(args.seeded, NOW)
-            print(f"{args.seeded}: as seeded before")
+            print(f"{args.seeded.split(':')[0]} database seeded before")  # the URL may hold a password
         else:
             url = args.database or f"sqlite:///{args.keep or tmp + '/salesbot.db'}"
             store = Store.open(url, NOW)
