@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from salesbot_poller.domain import Destination, Planned, Stage
+from salesbot_poller.domain import Destination, Keyboard, Planned, Stage
 from salesbot_poller.lanes import drain
 from salesbot_poller.store import Call, Delivery
 from tests.builder import build_rig
@@ -62,9 +62,11 @@ def main(n: int, synchronous: str) -> None:
         store.db.execute_sql(f"PRAGMA synchronous={synchronous}")  # type: ignore[no-untyped-call]  # vs the default
         send = notifier.send
 
-        def timed_notifier_send(html: str, to: Destination | None = None, reply_to: int | None = None) -> int:
+        def timed_notifier_send(
+            html: str, to: Destination | None = None, reply_to: int | None = None, keyboard: Keyboard | None = None
+        ) -> int:
             started.append(time.perf_counter())
-            message_id = send(html, to, reply_to)
+            message_id = send(html, to, reply_to, keyboard)
             returned.append(time.perf_counter())
             return message_id
 

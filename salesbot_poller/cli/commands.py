@@ -108,12 +108,12 @@ def status(store: Store, out: Callable[[str], None], config: Config | None = Non
         for line in usage.status_lines(store, config.openai, moment):
             out(line)
     for stage, title in ((Stage.FAILED, "failed calls"), (Stage.QUARANTINED, "quarantined calls")):
-        failed = store.failed_calls((stage,))
-        out(f"{title}: {len(failed)}" + (" (`salesbot-poller retry --failed` puts them back)" if failed else ""))
-        for call in failed[:FAILED_SHOWN]:
+        total = counts.get(stage.value, 0)  # the latest are read, not every one of them
+        out(f"{title}: {total}" + (" (`salesbot-poller retry --failed` puts them back)" if total else ""))
+        for call in store.failed_calls((stage,), limit=FAILED_SHOWN) if total else []:
             out(f"  {_failure_line(store, call, tz)}")
-        if len(failed) > FAILED_SHOWN:
-            out(f"  ... and {len(failed) - FAILED_SHOWN} more")
+        if total > FAILED_SHOWN:
+            out(f"  ... and {total - FAILED_SHOWN} more")
     waiting, given_up, rows = store.failing_deliveries()
     if rows:
         out(f"destinations failing: {waiting} message(s)/write(s) wait for another try, {given_up} given up")

@@ -17,7 +17,7 @@ from typing import Any, cast
 import peewee
 
 from salesbot_poller.domain import Planned, Stage
-from salesbot_poller.store import bi
+from salesbot_poller.store import bi, tally
 from salesbot_poller.store.deliveries import DeliveryRows
 from salesbot_poller.store.models import Call
 
@@ -40,17 +40,25 @@ class CallRows(DeliveryRows):
                 bi.write_facts(call, now)
 
     def stage_counts(self) -> dict[str, int]:
-        query = Call.select(Call.stage, peewee.fn.COUNT(Call.id)).group_by(Call.stage).tuples()
-        rows = cast(Iterable[tuple[str, int]], query)  # .tuples() rows, not Call instances
-        return {str(stage): int(count) for stage, count in rows}
+        """Calls per stage (stages with none left out), from the tally (`store.tally`)."""
+        found: dict[str, int] = {}
+        for _, stage, _, count in tally.counts():
+            found[stage] = found.get(stage, 0) + count
+        return found
 
     def profile_counts(self, since: int | None = None) -> dict[str, dict[str, int]]:
-        """Calls per profile name and stage (those given a profile; since `since` when given)."""
+        """Calls per profile name and stage: since `since`, those given a profile; without
+        `since`, every call, from the tally (`store.tally`: "" also for those not given one)."""
+        if since is None:
+            found: dict[str, dict[str, int]] = {}
+            for profile, stage, _, count in tally.counts():
+                stages = found.setdefault(profile, {})
+                stages[stage] = stages.get(stage, 0) + count
+            return found
         query = Call.select(Call.profile, Call.stage, peewee.fn.COUNT(Call.id)).where(Call.profile.is_null(False))
-        if since is not None:
-            query = query.where(Call.event_created_at >= since)
+        query = query.where(Call.event_created_at >= since)
         rows = cast(Iterable[tuple[str, str, int]], query.group_by(Call.profile, Call.stage).tuples())
-        found: dict[str, dict[str, int]] = {}
+        found = {}
         for profile, stage, count in rows:
             found.setdefault(str(profile), {})[str(stage)] = int(count)
         return found

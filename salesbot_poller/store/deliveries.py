@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
+
+import peewee
 
 from salesbot_poller.domain import Planned, Stage
 from salesbot_poller.store.base import StoreBase
@@ -103,11 +105,14 @@ class DeliveryRows(StoreBase):
     def failing_deliveries(self, limit: int = 5) -> tuple[int, int, list[Delivery]]:
         """Destinations in trouble: how many rows wait for another try after a failure, how many
         were given up, and the latest `limit` of either."""
-        failing = Delivery.select().where(Delivery.error.is_null(False))
-        waiting = failing.where(Delivery.done_at.is_null()).count()
-        given_up = failing.where(Delivery.done_at.is_null(False)).count()
-        latest = failing.order_by(Delivery.id.desc()).limit(limit)
-        return waiting, given_up, list(latest)
+        failing = Delivery.error.is_null(False)
+        # One pass over the failing rows only (a partial index: 0020_query_indexes); a
+        # condition on `done_at` would walk its index over every row ever delivered.
+        unsent = Delivery.done_at.is_null()
+        counted = Delivery.select(unsent, peewee.fn.COUNT(Delivery.id)).where(failing).group_by(unsent).tuples()
+        counts = {bool(flag): int(count) for flag, count in cast(Iterable[tuple[object, int]], counted)}
+        latest = Delivery.select().where(failing).order_by(Delivery.id.desc()).limit(limit)
+        return counts.get(True, 0), counts.get(False, 0), list(latest)
 
     def newer_lead_write(self, lead_id: int, started_at: int, call_id: int) -> bool:
         """Whether the lead `lead_id` already got its fields (`amo_fields`) from a call newer

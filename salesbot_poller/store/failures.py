@@ -23,11 +23,12 @@ class Failures(CallRows):
     def find_call(self, call_id: int) -> Call | None:
         return Call.get_or_none(Call.id == call_id)
 
-    def failed_calls(self, stages: Iterable[Stage] = (Stage.FAILED,)) -> list[Call]:
-        """Every call at one of `stages` (`failed`, by default), most recent first."""
+    def failed_calls(self, stages: Iterable[Stage] = (Stage.FAILED,), limit: int | None = None) -> list[Call]:
+        """Every call at one of `stages` (`failed`, by default), most recent first (the first
+        `limit` of them, when given; `stage_counts` says how many there are)."""
         wanted = [stage.value for stage in stages]
         query = Call.select().where(Call.stage.in_(wanted)).order_by(Call.updated_at.desc(), Call.id.desc())
-        return list(query)
+        return list(query.limit(limit) if limit is not None else query)
 
     def set_aside_events(self, limit: int = 5) -> tuple[int, list[SeenEvent]]:
         """How many events were set aside (malformed, or quarantined), and the latest `limit`."""

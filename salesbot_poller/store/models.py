@@ -45,7 +45,7 @@ class Call(_Model):
     event_created_at = peewee.BigIntegerField(index=True)  # indexed in 0011_retention
     first_seen_at = peewee.IntegerField()
     updated_at = peewee.IntegerField()
-    stage = peewee.CharField(index=True, default=Stage.NEW.value)
+    stage = peewee.CharField(default=Stage.NEW.value)  # indexed with event_created_at (`QUERY_INDEXES`)
     kind = peewee.CharField(null=True)  # conversation / missed, once the note is read
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.IntegerField(default=0, index=True)
@@ -222,6 +222,21 @@ class BiObjection(_Model):
 BI_MODELS: tuple[type[_Model], ...] = (BiCall, BiRubricItem, BiObjection)
 
 
+class CallTally(_Model):
+    """How many calls there are per profile, stage and whether their personal data is gone:
+    kept by triggers on `call` in the transaction of every write (`store.tally`), so `status`
+    counts without reading the calls (0020_query_indexes)."""
+
+    profile = peewee.CharField()  # the call's `profile`; "" also for a call not given one (yet)
+    stage = peewee.CharField()
+    cleared = peewee.BooleanField()  # `personal_removed_at` is set
+    calls = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "call_tally"
+        primary_key = peewee.CompositeKey("profile", "stage", "cleared")
+
+
 # --- Tracker hits (0018_trackers): found in the stored transcript (`trackers`), written in the
 # transaction that stores the transcript, or that re-applies the trackers (`trackers --apply`).
 # They are BI tables too (docs/bi.md): one source, no copy to keep in step.
@@ -307,3 +322,29 @@ class Clip(_Model):
     class Meta:
         table_name = "clip"
         indexes = ((("call_id", "second"), True),)
+
+
+# --- Indexes of 0020_query_indexes: every per-cycle and per-command read of a long history
+# served by an index (tests/test_query_plans.py asks the planner). Made by that migration
+# only (fresh databases too), so that one place lists them.
+QUERY_INDEXES: tuple[peewee.ModelIndex, ...] = (
+    # The queues: the calls of a stage due by now (or put off), not all the stage's calls
+    # ever; with two columns the planner never prefers `next_attempt_at` alone (every
+    # finished call is "due" by it).
+    Call.index(Call.stage, Call.next_attempt_at, name="call_stage_next_attempt_at"),
+    # A stage's calls of a window (follow-ups, the fleet's missed alerts of the day); any
+    # stage's calls (`failed_calls`) by its first column.
+    Call.index(Call.stage, Call.event_created_at, name="call_stage_event_created_at"),
+    # A lead's calls (`newer_lead_write`: whether a newer call of the lead wrote its fields).
+    Call.index(Call.entity_id, Call.event_created_at, name="call_entity_id_event_created_at"),
+    # Only the few claimed calls (a worker's claims given back, all at start).
+    Call.index(Call.claimed_by, name="call_claimed").where(Call.claimed_by.is_null(False)),
+    Delivery.index(Delivery.claimed_by, name="delivery_claimed").where(Delivery.claimed_by.is_null(False)),
+    # The latest errors (`status`), among the calls that have one.
+    Call.index(Call.updated_at, Call.id, name="call_error_updated").where(Call.last_error.is_null(False)),
+    # Set-aside events and failing destinations (`status`), among the few of them.
+    SeenEvent.index(SeenEvent.seen_at, name="seenevent_set_aside").where(SeenEvent.error.is_null(False)),
+    Delivery.index(Delivery.id, name="delivery_failing").where(Delivery.error.is_null(False)),
+    # The export's keyset (started_at, call_id): PostgreSQL orders a page from the index.
+    BiCall.index(BiCall.started_at, BiCall.call_id, name="bi_call_started_at_call_id"),
+)

@@ -31,7 +31,7 @@ from typing import Any, TypeVar, cast
 import peewee
 
 from salesbot_poller.domain import Stage, without_personal_data
-from salesbot_poller.store import bi, search
+from salesbot_poller.store import bi, search, tally
 from salesbot_poller.store.deliveries import DeliveryRows
 from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem, Call, Clip, Delivery, TrackerHit
 
@@ -215,4 +215,4 @@ class PersonalData(DeliveryRows):
 
     def cleared_calls(self) -> int:
         """Calls whose personal data was removed (retention or `forget`)."""
-        return int(Call.select().where(Call.personal_removed_at.is_null(False)).count())
+        return sum(count for _, _, cleared, count in tally.counts() if cleared)  # `store.tally`
