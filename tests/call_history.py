@@ -10,6 +10,8 @@ are filled by the real code (`store.bi.backfill`): 100,000 calls take well under
 
 from __future__ import annotations
 
+from typing import Any
+
 import peewee
 
 from salesbot_poller.store import Call, Delivery, SeenEvent, Store
@@ -147,7 +149,7 @@ def seed_history(
         with store.db.atomic():
             for chunk in peewee.chunked(rows, 50):
                 Call.insert_many(chunk).execute()
-            ids: dict[str, int] = dict(
+            ids: dict[Any, int] = dict(
                 Call.select(Call.event_id, Call.id)  # type: ignore[arg-type]
                 .where(Call.event_id.in_([row["event_id"] for row in rows]))
                 .tuples()
