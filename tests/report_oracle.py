@@ -190,13 +190,6 @@ def profile_counts(app: App, start: int, end: int) -> dict[str, tuple[int, int]]
     return counts
 
 
-def digest_parts(app: App, start: int, end: int) -> list[str]:
-    counts = profile_counts(app, start, end) if app.config.profiles else None
-    topics = topic_block(app, start, end)
-    managers = digest_managers(app, start, end)
-    return digest.render_digest(managers, start, end, app.tz, app.config.telegram.mask_phones, counts, topics)
-
-
 def stats_parts(app: App, days: int, now: int) -> list[str]:
     """`/stats Nd` over the whole team, as the old count over loaded rows gave it."""
     start = now - days * bot_answers.DAY
