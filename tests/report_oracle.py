@@ -22,7 +22,7 @@ import pydantic
 from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, ObjectionGroup, answered
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.pipeline.messages import format_time, masked, pack
-from salesbot_poller.reports import bot_answers, digest, tracker_report, weekly
+from salesbot_poller.reports import bot_answers, tracker_report, weekly
 from salesbot_poller.reports.team_stats import CREDIT, Figures, ItemTally, ManagerFigures
 from salesbot_poller.reports.topics import topic_block
 from salesbot_poller.store import Call, Store
@@ -194,7 +194,8 @@ def stats_parts(app: App, days: int, now: int) -> list[str]:
     """`/stats Nd` over the whole team, as the old count over loaded rows gave it."""
     start = now - days * bot_answers.DAY
     current = figures(calls_between(app.store, start, now))
-    before = {m.name: m.average for m in figures(calls_between(app.store, start - days * bot_answers.DAY, start)).managers}
+    earlier = figures(calls_between(app.store, start - days * bot_answers.DAY, start))
+    before = {m.name: m.average for m in earlier.managers}
     for manager in current.managers:
         manager.previous = before.get(manager.name)
     head = f"📊 <b>Статистика за {days} дней</b> · {format_time(start, app.tz)} – {format_time(now, app.tz)}"
@@ -216,5 +217,3 @@ def worst_parts(app: App, count: int, now: int) -> list[str]:
     ]
     head = f"📉 <b>Худшие звонки за {bot_answers.RECENT_DAYS} дней</b>"
     return pack([head, "\n".join(lines) or "Оценённых звонков не было."])
-
-

@@ -14,8 +14,8 @@ import pytest
 from salesbot_poller.domain import CallAnalysis, RubricResult
 from salesbot_poller.reports import team_stats, weekly
 from salesbot_poller.store import Call, Store
-from tests.bi_seed import seed_analysed, seed_missed
 from tests import report_oracle
+from tests.bi_seed import seed_analysed, seed_missed
 from tests.builder import T0
 
 pytestmark = pytest.mark.postgres  # each test runs against SQLite and against PostgreSQL

@@ -160,7 +160,9 @@ def count_identical(totals: Sequence[ObjectionTotal]) -> list[ObjectionGroup]:
     return [ObjectionGroup(text.strip(), count) for _, text, count in ranked]
 
 
-def group_objections(app: App, start: int, end: int, totals: Sequence[ObjectionTotal], now: int) -> list[ObjectionGroup]:
+def group_objections(
+    app: App, start: int, end: int, totals: Sequence[ObjectionTotal], now: int
+) -> list[ObjectionGroup]:
     """The week's grouping (one chat request over its first `OBJECTIONS_GROUPED` objections,
     its tokens recorded), or identical texts counted."""
     if not any(total.text.strip() for total in totals):

@@ -60,7 +60,7 @@ class WeakestCall:
     phone: str | None
 
 
-def _first_per_manager(query: peewee.ModelSelect, order: Sequence[Any], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+def _first_per_manager(query: Any, order: Sequence[Any], columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """The first row of `query` per `manager_name` by `order`: (manager_name, *columns)."""
     rank = fn.ROW_NUMBER().over(partition_by=[Call.manager_name], order_by=list(order))
     ranked = query.select_extend(rank.alias("rank")).alias("ranked")
@@ -139,7 +139,7 @@ class ReportFigures:
             .order_by(SCORE, Call.event_created_at.desc(), Call.id)
             .limit(limit)
         )
-        return [(int(call.report_score), call) for call in query.objects()]
+        return [(int(getattr(call, "report_score")), call) for call in query.objects()]  # noqa: B009  (a selected alias)
 
     def profile_totals(self, start: int, end: int) -> list[tuple[str | None, int, int]]:
         """Per `Call.profile` value, the classified calls of [start, end) given a profile or
