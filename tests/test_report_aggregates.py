@@ -247,3 +247,16 @@ def test_the_chart_weeks_cross_the_clock_change() -> None:
     starts = [weekly.midnight(date(2026, 10, 19), BERLIN), weekly.midnight(date(2026, 10, 26), BERLIN)]
     assert starts[1] - starts[0] == 7 * DAY + 3600
     assert datetime.fromtimestamp(FIRST, UTC) < datetime(2026, 9, 22, tzinfo=UTC)
+
+
+def test_managers_first_scored_in_the_same_second_are_charted_in_the_order_of_their_calls(app: App) -> None:
+    at = weekly.midnight(date(2026, 9, 28), BERLIN) + 3600  # the first week of the chart of 16.11
+    score = CallAnalysis(summary="s", topic="t", score=40).model_dump_json()
+    for n, manager in enumerate(["Яна Первая", "Зоя Вторая"]):  # Яна's call first, her name last
+        row = seeded_calls()[0] | {"event_id": f"tie-{n}", "manager_name": manager, "event_created_at": at}
+        Call.insert(row | {"kind": "conversation", "analysis_json": score}).execute()
+    with app.store.db.atomic():
+        store_bi.backfill()
+    series, _ = weekly.chart_series(app, MONDAYS[0], [])
+    assert list(series)[-2:] == ["Яна Первая", "Зоя Вторая"]  # one week each: after the others
+    assert list(series.items()) == list(report_oracle.chart_series(app, MONDAYS[0], [])[0].items())

@@ -161,16 +161,19 @@ def averages_in_store(store: Store, start: int, end: int) -> dict[str, int | Non
 
 def weekly_averages_in_store(store: Store, week_starts: Sequence[int], end: int) -> dict[str, list[int | None]]:
     """See the module contract. `week_starts` ascending; the last week ends at `end`."""
-    if not week_starts:
-        return {}
-    firsts: dict[str, tuple[int, int]] = {}
-    for manager, first in store.first_scored(week_starts[0], end).items():
-        name = manager or MANAGER_UNKNOWN
-        firsts[name] = min(first, firsts.get(name, first))
-    sums: dict[str, list[list[int]]] = {name: [[0, 0] for _ in week_starts] for name in firsts}
-    for row in store.week_scores(week_starts, end):
-        week = sums[row.manager or MANAGER_UNKNOWN][row.week]
+    weeks = store.week_scores(week_starts, end) if week_starts else []
+    firsts: dict[str | None, int] = {}  # manager_name -> the time of its first scored call
+    for row in weeks:
+        firsts[row.manager] = min(row.first_at, firsts.get(row.manager, row.first_at))
+    ids = store.first_scored_ids(firsts.values())
+    order: dict[str, tuple[int, int]] = {}  # name -> its first scored call's (time, id)
+    sums: dict[str, list[list[int]]] = {}
+    for row in weeks:
+        name = row.manager or MANAGER_UNKNOWN  # None and "" are one manager
+        first = (firsts[row.manager], ids[(row.manager, firsts[row.manager])])
+        order[name] = min(first, order.get(name, first))
+        week = sums.setdefault(name, [[0, 0] for _ in week_starts])[row.week]
         week[0] += row.score_total
         week[1] += row.scored_calls
-    ordered = sorted(firsts, key=lambda name: firsts[name])
+    ordered = sorted(order, key=lambda name: order[name])
     return {name: [round(total / count) if count else None for total, count in sums[name]] for name in ordered}

@@ -23,7 +23,7 @@ import peewee
 from peewee import fn
 
 from salesbot_poller.store.models import BiCall, BiObjection, Call
-from salesbot_poller.store.reports import SCORE, _answered, _in_period, _int, _sum
+from salesbot_poller.store.reports import IN_CHUNK, SCORE, _answered, _in_period, _int, _sum
 
 TEXT_PAGE = 500  # objection texts read per query by `objection_texts`
 
@@ -36,6 +36,7 @@ class ScoredWeek:
     week: int  # the index of its start in the `week_starts` given
     score_total: int
     scored_calls: int
+    first_at: int  # the time of its first such call that week
 
 
 @dataclass(frozen=True)
@@ -74,31 +75,36 @@ class ReportFigures:
     def week_scores(self, week_starts: Sequence[int], end: int) -> list[ScoredWeek]:
         """Per `manager_name` and week (`week_starts` ascending, the last one ending at `end`),
         the scores of the calls that happened then with a readable analysis and a score, of
-        any kind (the weekly chart's); weeks without one are left out."""
+        any kind (the weekly chart's), and the time of the first; weeks without one are left out."""
         found = []
         bounds = [*week_starts[1:], end]
         for week, (start, stop) in enumerate(zip(week_starts, bounds, strict=True)):
             query = (
-                Call.select(Call.manager_name, fn.SUM(SCORE), fn.COUNT(SCORE))
+                Call.select(Call.manager_name, fn.SUM(SCORE), fn.COUNT(SCORE), fn.MIN(Call.event_created_at))
                 .join(BiCall, on=(BiCall.call_id == Call.id))
                 .where(Call.event_created_at >= start, Call.event_created_at < stop, SCORE.is_null(False))
                 .group_by(Call.manager_name)
                 .tuples()
             )
-            for manager, total, count in cast(Iterable[tuple[Any, ...]], query):
-                found.append(ScoredWeek(manager, week, _int(total), _int(count)))
+            for manager, total, count, first in cast(Iterable[tuple[Any, ...]], query):
+                found.append(ScoredWeek(manager, week, _int(total), _int(count), int(first)))
         return found
 
-    def first_scored(self, start: int, end: int) -> dict[str | None, tuple[int, int]]:
-        """Per `manager_name`, the first call (by time, then id) of [start, end) with a
-        readable analysis and a score: its time and id."""
-        query = (
-            Call.select(Call.manager_name, Call.event_created_at, Call.id)
-            .join(BiCall, on=(BiCall.call_id == Call.id))
-            .where(Call.event_created_at >= start, Call.event_created_at < end, SCORE.is_null(False))
-        )
-        rows = _first_per_manager(query, [Call.event_created_at, Call.id], ["event_created_at", "id"])
-        return {manager: (int(at), int(call_id)) for manager, at, call_id in rows}
+    def first_scored_ids(self, times: Iterable[int]) -> dict[tuple[str | None, int], int]:
+        """Per `manager_name` and time among `times`, the lowest id of the calls that happened
+        then with a readable analysis and a score (the first of a manager's calls of one second)."""
+        found: dict[tuple[str | None, int], int] = {}
+        for chunk in peewee.chunked(sorted(set(times)), IN_CHUNK):
+            query = (
+                Call.select(Call.manager_name, Call.event_created_at, fn.MIN(Call.id))
+                .join(BiCall, on=(BiCall.call_id == Call.id))
+                .where(Call.event_created_at.in_(chunk), SCORE.is_null(False))
+                .group_by(Call.manager_name, Call.event_created_at)
+                .tuples()
+            )
+            for manager, at, call_id in cast(Iterable[tuple[Any, ...]], query):
+                found[(manager, int(at))] = int(call_id)
+        return found
 
     def weakest_calls(self, start: int, end: int) -> list[WeakestCall]:
         """Per `manager_name`, the lowest-scored classified call of [start, end) that is not a
