@@ -4,7 +4,7 @@ Seeds CALLS analysed calls (default 3,000; tests/bi_seed.py) over the 30 days be
 a SQLite database in a temporary directory, each with a transcript of TRANSCRIPT_CHARS
 characters as a ten-minute call has, then computes the answer's figures both ways, as
 `bot_answers.stats` does (this period and the one before):
-- before: `team_stats.figures(store.calls_between(...))`, every call row loaded with its
+- before: the old count (tests/report_oracle.py: `figures(calls_between(...))`), every call row loaded with its
   transcript and analysis;
 - after: `team_stats.figures_in_store(store, ...)`, counted by the database (GROUP BY).
 Both give the same text (checked here too). The peak of the "after" row must not grow with
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from salesbot_poller.reports import team_stats, weekly
 from salesbot_poller.store import Call, Store
+from tests import report_oracle
 from tests.bi_seed import seed_analysed
 
 NOW = 1_795_597_200  # 2026-11-25 09:00 UTC
@@ -35,8 +36,8 @@ LINE = "Менеджер: Добрый день, компания «Склад-�
 
 
 def before(store: Store, start: int) -> str:
-    current = team_stats.figures(store.calls_between(start, NOW))
-    previous = team_stats.figures(store.calls_between(start - DAYS * 86400, start))
+    current = report_oracle.figures(report_oracle.calls_between(store, start, NOW))
+    previous = report_oracle.figures(report_oracle.calls_between(store, start - DAYS * 86400, start))
     return answer(current, previous)
 
 

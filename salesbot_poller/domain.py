@@ -515,8 +515,13 @@ class ObjectionGrouping:
     usage: ModelUsage  # what the request cost
 
 
+# A grouper is given at most this many of a week's objections (the first ones, by call): one
+# bounded request, and the weekly report never reads more of their texts.
+OBJECTIONS_GROUPED = 300
+
+
 class ObjectionGrouper(Protocol):
-    """Groups a week's objections by meaning (one chat-model request)."""
+    """Groups a week's objections by meaning (one chat-model request; see `OBJECTIONS_GROUPED`)."""
 
     def group(self, objections: Sequence[str]) -> ObjectionGrouping: ...
 

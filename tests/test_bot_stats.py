@@ -1,5 +1,5 @@
 """`/stats` counted by the database (`team_stats.figures_in_store`): the same figures as the
-old count over loaded call rows (`team_stats.figures(store.calls_between(...))`), on SQLite and
+old count over loaded call rows (tests/report_oracle.py), on SQLite and
 PostgreSQL, without one query reading a transcript or an analysis."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from salesbot_poller.domain import CallAnalysis, RubricResult
 from salesbot_poller.reports import team_stats, weekly
 from salesbot_poller.store import Call, Store
+from tests import report_oracle
 from tests.bi_seed import seed_analysed, seed_missed
 from tests.builder import T0
 
@@ -105,7 +106,7 @@ def described(figures: team_stats.Figures) -> list[object]:
 
 @pytest.mark.parametrize("window", WINDOWS.values(), ids=WINDOWS.keys())
 def test_the_database_counts_the_same_figures_as_the_loaded_calls_did(store: Store, window: tuple[int, int]) -> None:
-    old = team_stats.figures(store.calls_between(*window))
+    old = report_oracle.figures(report_oracle.calls_between(store, *window))
     new = team_stats.figures_in_store(store, *window)
     assert len(old.managers) >= 3 and any(m.items for m in old.managers)  # the window has something to count
     assert described(new) == described(old)

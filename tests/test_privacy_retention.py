@@ -90,8 +90,8 @@ def test_old_calls_lose_their_personal_data_and_keep_what_reports_need(tmp_path:
     # What reports read is unchanged: the digest's figures, usage.
     assert store.usage_since(0) == usage_before
     after = digest.collect(rig.app, *window)
-    assert [(d.name, d.calls, d.talk_seconds, d.scores, d.missed) for d in after] == [
-        (d.name, d.calls, d.talk_seconds, d.scores, d.missed) for d in digest_before
+    assert [(d.name, d.calls, d.talk_seconds, d.average, d.missed) for d in after] == [
+        (d.name, d.calls, d.talk_seconds, d.average, d.missed) for d in digest_before
     ]
     assert after[0].weakest_call is not None and after[0].weakest_call[1] == "#7001"  # the name is gone, the id stays
     run_once(rig.app, at(1))

@@ -12,7 +12,9 @@ with one line saying why (an unknown command, a bad argument, a call that is not
   `corrections.card`; or the missed-call alert), its transcript as a .txt document when it
   is stored.
 - `/worst [N]`: the N (default 5, at most 20) lowest-scored calls of the last 7 days (their
-  scores as people corrected them), with links to their amoCRM cards.
+  scores as people corrected them; the latest first on a tie), with links to their amoCRM cards.
+- `/stats` and `/worst` are counted and sorted by the database (no call row, transcript nor
+  stored analysis of the period is loaded).
 - `/missed`: missed calls of the last 7 days not yet returned, oldest first, with their
   numbers (masked only under `telegram.mask_phones = "all"`: someone must call back).
 - `/find текст`: at most 10 calls whose transcript holds every word (`Store.find_calls`),
@@ -138,7 +140,7 @@ def stats(app: App, args: list[str], now: int) -> list[str]:
     start = now - days * DAY
     # Counted by the database: a month of calls never comes into memory with its transcripts.
     current = team_stats.figures_in_store(app.store, start, now)
-    before = {m.name: m.average for m in team_stats.figures_in_store(app.store, start - days * DAY, start).managers}
+    before = team_stats.averages_in_store(app.store, start - days * DAY, start)
     for manager in current.managers:
         manager.previous = before.get(manager.name)
     who = " ".join(words)
@@ -189,17 +191,9 @@ def worst(app: App, args: list[str], now: int) -> list[str]:
             raise CommandFailed(f"N — число от 1 до {WORST_MAX}: /worst 5")
         count = int(args[0])
     hide = masked(app.config.telegram.mask_phones)
-    scored = []
-    fixes = app.store.human_verdicts(now - RECENT_DAYS * DAY, now)  # people's corrections count
-    for call in app.store.analysed_between(now - RECENT_DAYS * DAY, now):
-        analysis = team_stats.read_analysis(call, fixes)
-        if analysis is not None and analysis.score is not None:
-            scored.append((analysis.score, call.event_created_at, call))
-    scored.sort(key=lambda entry: (entry[0], -entry[1]))
-    lines = [
-        f"{score}/100 · {_head(app, call)} · {_link(app, call, hide)} · /call {call.id}"
-        for score, _, call in scored[:count]
-    ]
+    # Sorted and cut by the database: only the lines' columns of `count` calls come back.
+    lowest = app.store.lowest_scored(now - RECENT_DAYS * DAY, now, count)
+    lines = [f"{score}/100 · {_head(app, call)} · {_link(app, call, hide)} · /call {call.id}" for score, call in lowest]
     head = f"📉 <b>Худшие звонки за {RECENT_DAYS} дней</b>"
     return pack([head, "\n".join(lines) or "Оценённых звонков не было."])
 

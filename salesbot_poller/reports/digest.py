@@ -11,6 +11,9 @@ Contract of `run(app, cycle)` (once per cycle):
   as not matching any). With a closed topic list, the calls per topic (`reports.topics`).
 - A report like the card: the weakest call's name (its number when the card has no name)
   masks its number like the card does (`telegram.mask_phones`, `messages.masked`).
+- Every figure is counted by the database (`team_stats.figures_in_store`,
+  `Store.weakest_calls`, `Store.profile_totals`): no call row, transcript nor stored
+  analysis of the day is loaded (issue 29).
 - Stored before sending and each part's acceptance recorded (`delivery`): sent once per day.
   In a dry run it is printed instead (once per process), and nothing is recorded.
 """
@@ -21,11 +24,11 @@ import html
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from salesbot_poller.config import MaskMode
-from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, answered, local_time
+from salesbot_poller.domain import MANAGER_UNKNOWN, Planned, local_time
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.delivery import send_scheduled
 from salesbot_poller.pipeline.messages import clean, format_duration, format_time, masked, name_html, pack
-from salesbot_poller.reports.team_stats import ManagerFigures, figures, read_analysis
+from salesbot_poller.reports.team_stats import ManagerFigures, figures_in_store
 from salesbot_poller.reports.topics import topic_block
 
 KIND = "digest"
@@ -40,36 +43,31 @@ def due_day(digest_time: str, now: int, tz: tzinfo | None) -> tuple[date, int] |
 
 def collect(app: App, start: int, end: int) -> list[ManagerFigures]:
     """Per manager figures for calls made in [start, end), busiest first: the weekly report's
-    (`team_stats.figures`), with each manager's weakest call (`weakest_call`)."""
-    calls = app.store.calls_between(start, end)
-    fixes = app.store.human_verdicts(start, end)  # people's corrections count
-    weakest: dict[str, tuple[int, str, str]] = {}
-    for call in calls:
-        analysis = read_analysis(call, fixes)
-        if analysis is None or analysis.score is None or call.kind == "missed":
+    (`team_stats.figures_in_store`), with each manager's weakest call (`weakest_call`: the
+    lowest score, the earliest call on a tie)."""
+    weakest: dict[str, tuple[tuple[int, int], tuple[int, str, str]]] = {}  # name -> (score, id), shown
+    for call in app.store.weakest_calls(start, end):
+        name = call.manager or MANAGER_UNKNOWN  # None and "" are one manager
+        if name in weakest and weakest[name][0] <= (call.score, call.call_id):
             continue
-        name = call.manager_name or MANAGER_UNKNOWN
-        if name not in weakest or analysis.score < weakest[name][0]:
-            url = app.source.entity_url(call.entity_type, call.entity_id)
-            weakest[name] = (analysis.score, call.entity_name or call.phone or f"#{call.entity_id}", url)
-    managers = figures(calls, fixes).managers
+        url = app.source.entity_url(call.entity_type, call.entity_id)
+        shown = (call.score, call.entity_name or call.phone or f"#{call.entity_id}", url)
+        weakest[name] = ((call.score, call.call_id), shown)
+    managers = figures_in_store(app.store, start, end).managers
     for manager in managers:
-        manager.weakest_call = weakest.get(manager.name)
+        found = weakest.get(manager.name)
+        manager.weakest_call = found[1] if found else None
     return managers
 
 
 def profile_counts(app: App, start: int, end: int) -> dict[str, tuple[int, int]]:
-    """Per profile name ("" for the calls no profile matched): conversations, missed calls."""
+    """Per profile name ("" for the calls no profile matched): conversations, missed calls;
+    a profile with neither is left out."""
     counts: dict[str, tuple[int, int]] = {}
-    for call in app.store.calls_between(start, end):
-        if call.profile is None and call.skip_reason != "no profile":
-            continue
-        talks, missed = counts.get(call.profile or "", (0, 0))
-        if call.kind == "missed":
-            counts[call.profile or ""] = (talks, missed + 1)
-        elif answered(call.duration, call.call_status):
-            counts[call.profile or ""] = (talks + 1, missed)
-    return counts
+    for profile, talks, missed in app.store.profile_totals(start, end):
+        before = counts.get(profile or "", (0, 0))
+        counts[profile or ""] = (before[0] + talks, before[1] + missed)
+    return {name: count for name, count in counts.items() if count != (0, 0)}
 
 
 def _profile_block(counts: dict[str, tuple[int, int]]) -> str:

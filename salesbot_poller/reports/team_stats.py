@@ -1,38 +1,40 @@
-"""The team's figures for a period, from stored calls: what the weekly report and `/stats` say.
+"""The team's figures for a period, counted by the database: what the weekly report, the
+digest and `/stats` say (issue 29: no call row, transcript nor analysis is loaded for them).
 
-Contract (pure functions of `Call` rows; nothing is read or sent here):
-- `figures(calls)`: per manager (`Call.manager_name`, else `MANAGER_UNKNOWN`): answered calls
+Contract:
+- `figures_in_store(store, start, end)`: per manager (`Call.manager_name`, else
+  `MANAGER_UNKNOWN`; None and "" are one manager) of the classified calls that happened in
+  [start, end) (`Store.manager_totals`, `Store.rubric_totals`): answered calls
   (`domain.answered`) and their talk time; scores of analysed calls (None scores left out);
   missed incoming calls and how many were returned (`callback_call_id`); per rubric item how
   the manager did it: done counts 1, partly ½, missed 0; `not_applicable` and `not_assessed`
-  are not scored. Busiest manager first (calls, then missed calls, then name).
+  are not scored. Busiest manager first (calls, then missed calls, then name). Memory stays
+  flat however many calls and transcripts the period holds.
 - `ManagerFigures.weakest`: the item with the lowest share done (below 100%), with that share;
-  ties go to the item scored more often, then to the earlier one.
-- `figures_in_store(store, start, end)`: `figures(store.calls_between(start, end))` counted by
-  the database (`Store.manager_totals`, `Store.rubric_totals`): the same managers, numbers,
-  titles and order, memory flat however many calls and transcripts the period holds; no
-  objections (the bot's `/stats` shows none).
+  ties go to the item scored more often, then to the one met first (call id, rubric position),
+  whose title it keeps.
+- `averages_in_store(store, start, end)`: each manager's average score over [start, end)
+  (the weekly report's "change against the week before").
 - `team_misses(managers)`: rubric items that managers skip: a manager skips an item when at
   least half of their scored verdicts on it are `missed`. Items skipped by at least one
   manager, most skipping managers first, with how many managers were scored at all.
-- `weekly_averages(calls, week_starts)`: each manager's average score per week
-  ([start, next start)), None for a week without a scored call.
-- `fixes` (`Store.human_verdicts`: call id -> item id -> verdict): people's corrections, put
-  in place of the model's verdicts with the score recomputed (`domain.with_corrections`), so
-  every figure is the corrected one.
-- A stored analysis that cannot be read is left out of the scores (it is not worth a failed
-  report), and counted in `unreadable`.
+- `weekly_averages_in_store(store, week_starts, end)`: each manager's average score per week
+  ([start, next start), the last week up to `end`) over calls of any kind with a score, None
+  for a week without one; managers in the order their first scored call came (time, id).
+- A stored analysis that cannot be read has no BI rows: it is left out of the scores (it is
+  not worth a failed report), and counted in `unreadable`.
+- `read_analysis(call)`: one call's stored analysis (its card, `/call`), None when unreadable.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pydantic
 
-from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis, answered, with_corrections
+from salesbot_poller.domain import MANAGER_UNKNOWN, CallAnalysis
 from salesbot_poller.store import Call, Store
 
 CREDIT = {"done": 1.0, "partly": 0.5, "missed": 0.0}  # not_applicable, not_assessed: not scored
@@ -57,7 +59,7 @@ class ManagerFigures:
     name: str
     calls: int = 0
     talk_seconds: int = 0
-    scores: list[int] = field(default_factory=list)
+    scores: list[int] = field(default_factory=list)  # scores given one by one (figures built by hand)
     score_total: int = 0  # scores summed by the database (`figures_in_store`), beside `scores`
     score_count: int = 0
     missed: int = 0
@@ -96,56 +98,17 @@ class TeamMiss:
 @dataclass
 class Figures:
     managers: list[ManagerFigures]
-    objections: list[str]  # every objection the clients raised, as the analyses stored them
     unreadable: int = 0
 
 
-Fixes = Mapping[int, dict[str, str]]  # call id -> item id -> a person's verdict
-
-
-def read_analysis(call: Call, fixes: Fixes | None = None) -> CallAnalysis | None:
-    """The stored analysis of `call`, with its corrections in `fixes` applied; None when there
-    is none or it cannot be read."""
+def read_analysis(call: Call) -> CallAnalysis | None:
+    """The stored analysis of `call`; None when there is none or it cannot be read."""
     if not call.analysis_json:
         return None
     try:
-        analysis = CallAnalysis.model_validate(json.loads(call.analysis_json))
+        return CallAnalysis.model_validate(json.loads(call.analysis_json))
     except (ValueError, pydantic.ValidationError):
         return None
-    return with_corrections(analysis, fixes.get(call.id, {})) if fixes else analysis
-
-
-def figures(calls: Iterable[Call], fixes: Fixes | None = None) -> Figures:
-    """See the module contract."""
-    managers: dict[str, ManagerFigures] = {}
-    objections: list[str] = []
-    unreadable = 0
-    for call in calls:
-        name = call.manager_name or MANAGER_UNKNOWN
-        manager = managers.setdefault(name, ManagerFigures(name))
-        if call.kind == "missed":
-            manager.missed += 1
-            manager.returned += call.callback_call_id is not None
-            continue
-        if not answered(call.duration, call.call_status):
-            continue
-        manager.calls += 1
-        manager.talk_seconds += call.duration or 0
-        analysis = read_analysis(call, fixes)
-        if analysis is None:
-            unreadable += bool(call.analysis_json)
-            continue
-        if analysis.score is not None:
-            manager.scores.append(analysis.score)
-        for item in analysis.rubric:
-            tally = manager.items.setdefault(item.item_id, ItemTally(item.title))
-            if item.verdict in CREDIT:
-                tally.credit += CREDIT[item.verdict]
-                tally.scored += 1
-                tally.missed += item.verdict == "missed"
-        objections.extend(o.objection.strip() for o in analysis.objections if o.objection.strip())
-    ordered = sorted(managers.values(), key=lambda m: (-m.calls, -m.missed, m.name))
-    return Figures(ordered, objections, unreadable)
 
 
 def figures_in_store(store: Store, start: int, end: int) -> Figures:
@@ -153,7 +116,7 @@ def figures_in_store(store: Store, start: int, end: int) -> Figures:
     managers: dict[str, ManagerFigures] = {}
     unreadable = 0
     for row in store.manager_totals(start, end):
-        name = row.manager or MANAGER_UNKNOWN  # None and "" are one manager, as in `figures`
+        name = row.manager or MANAGER_UNKNOWN  # None and "" are one manager
         manager = managers.setdefault(name, ManagerFigures(name))
         manager.calls += row.calls
         manager.talk_seconds += row.talk_seconds
@@ -162,7 +125,7 @@ def figures_in_store(store: Store, start: int, end: int) -> Figures:
         manager.score_total += row.score_total
         manager.score_count += row.scored_calls
         unreadable += row.unreadable
-    # In the order `figures` meets them (call id, then rubric position): `weakest` and
+    # In the order the calls met them (call id, then rubric position): `weakest` and
     # `team_misses` break ties by it, and an item's title is the one it had first.
     for totals in sorted(store.rubric_totals(start, end), key=lambda totals: totals.first):
         manager = managers[totals.manager or MANAGER_UNKNOWN]
@@ -171,7 +134,7 @@ def figures_in_store(store: Store, start: int, end: int) -> Figures:
         tally.scored += totals.scored
         tally.missed += totals.missed
     ordered = sorted(managers.values(), key=lambda m: (-m.calls, -m.missed, m.name))
-    return Figures(ordered, [], unreadable)
+    return Figures(ordered, unreadable)
 
 
 def team_misses(managers: Sequence[ManagerFigures]) -> list[TeamMiss]:
@@ -186,21 +149,31 @@ def team_misses(managers: Sequence[ManagerFigures]) -> list[TeamMiss]:
     return [TeamMiss(title, len(names), len(scored)) for title, names in ranked]
 
 
-def weekly_averages(
-    calls: Iterable[Call], week_starts: Sequence[int], fixes: Fixes | None = None
-) -> dict[str, list[int | None]]:
-    """See the module contract. `week_starts` ascending; the last week ends a week after its start."""
-    if not week_starts:
-        return {}
-    end = week_starts[-1] + 7 * 24 * 3600
-    scores: dict[str, list[list[int]]] = {}
-    for call in calls:
-        if not week_starts[0] <= call.event_created_at < end:
-            continue
-        analysis = read_analysis(call, fixes)
-        if analysis is None or analysis.score is None:
-            continue
-        week = max(n for n, start in enumerate(week_starts) if start <= call.event_created_at)
-        per_week = scores.setdefault(call.manager_name or MANAGER_UNKNOWN, [[] for _ in week_starts])
-        per_week[week].append(analysis.score)
-    return {name: [round(sum(week) / len(week)) if week else None for week in weeks] for name, weeks in scores.items()}
+def averages_in_store(store: Store, start: int, end: int) -> dict[str, int | None]:
+    """See the module contract."""
+    totals: dict[str, list[int]] = {}  # name -> [score total, scored calls]
+    for row in store.manager_totals(start, end):
+        total = totals.setdefault(row.manager or MANAGER_UNKNOWN, [0, 0])
+        total[0] += row.score_total
+        total[1] += row.scored_calls
+    return {name: round(total / count) if count else None for name, (total, count) in totals.items()}
+
+
+def weekly_averages_in_store(store: Store, week_starts: Sequence[int], end: int) -> dict[str, list[int | None]]:
+    """See the module contract. `week_starts` ascending; the last week ends at `end`."""
+    weeks = store.week_scores(week_starts, end) if week_starts else []
+    firsts: dict[str | None, int] = {}  # manager_name -> the time of its first scored call
+    for row in weeks:
+        firsts[row.manager] = min(row.first_at, firsts.get(row.manager, row.first_at))
+    ids = store.first_scored_ids(firsts.values())
+    order: dict[str, tuple[int, int]] = {}  # name -> its first scored call's (time, id)
+    sums: dict[str, list[list[int]]] = {}
+    for row in weeks:
+        name = row.manager or MANAGER_UNKNOWN  # None and "" are one manager
+        first = (firsts[row.manager], ids[(row.manager, firsts[row.manager])])
+        order[name] = min(first, order.get(name, first))
+        week = sums.setdefault(name, [[0, 0] for _ in week_starts])[row.week]
+        week[0] += row.score_total
+        week[1] += row.scored_calls
+    ordered = sorted(order, key=lambda name: order[name])
+    return {name: [round(total / count) if count else None for total, count in sums[name]] for name in ordered}

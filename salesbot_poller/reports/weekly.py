@@ -10,13 +10,16 @@ Contract of `run(app, cycle)` (once per intake pass, like the digest):
   (`render_week`): per manager calls, talk time, average score and its change against the
   week before (▲/▼), missed calls and how many were returned, the weakest rubric item; the
   rubric items the team skips (`team_stats.team_misses`); the week's most frequent client
-  objections, grouped by the chat model in ONE request (`App.objections`, its tokens recorded
-  as usage of kind "objections"); without a grouper, or when that request fails, identical
-  texts are counted instead and the report still goes; with a closed topic list, the calls
+  objections, grouped by the chat model in ONE request (`App.objections`, given the first
+  `OBJECTIONS_GROUPED` of them; its tokens recorded as usage of kind "objections"); without a
+  grouper, or when that request fails, identical texts are counted instead (from one row per
+  distinct text, `Store.objection_totals`) and the report still goes; with a closed topic list, the calls
   per topic (`reports.topics`); the top trackers and the expected ones not said, with the
   change against the week before (`tracker_report.week_block`); when people corrected verdicts
   in Telegram that week, how often the model agreed with them (`corrections_block`). Then a chart (`weekly_chart`): each
   manager's average score per week over the last `CHART_WEEKS` weeks, as a photo.
+- Every figure is counted by the database (`team_stats`, `Store.week_scores`, ...): no call
+  row, transcript nor stored analysis of the period is loaded (issue 29).
 - Stored before sending and each part's acceptance recorded (`delivery`): sent once per week,
   even across restarts. In a dry run it is printed instead, and nothing is recorded.
 - `plan_week(app, monday, now, key)` builds the items for any week (the `report` command).
@@ -27,12 +30,11 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
 
 from salesbot_poller.config import WEEKDAYS
-from salesbot_poller.domain import ObjectionGroup, Planned, local_time
+from salesbot_poller.domain import OBJECTIONS_GROUPED, ObjectionGroup, Planned, local_time
 from salesbot_poller.errors import SalesbotError
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.delivery import send_scheduled
@@ -41,6 +43,7 @@ from salesbot_poller.pipeline.routing import alert_destination
 from salesbot_poller.reports import corrections_block, team_stats, tracker_report
 from salesbot_poller.reports.topics import topic_block
 from salesbot_poller.reports.weekly_chart import render_chart
+from salesbot_poller.store.report_figures import ObjectionTotal
 
 log = logging.getLogger(__name__)
 
@@ -141,26 +144,37 @@ def _normalised(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def count_identical(objections: Sequence[str]) -> list[ObjectionGroup]:
-    """The fallback grouping: the same words (case and punctuation aside) count as one objection."""
-    counts = Counter(_normalised(text) for text in objections if _normalised(text))
-    first: dict[str, str] = {}
-    for text in objections:
-        first.setdefault(_normalised(text), text.strip())
-    return [ObjectionGroup(first[key], count) for key, count in counts.most_common()]
+def count_identical(totals: Sequence[ObjectionTotal]) -> list[ObjectionGroup]:
+    """The fallback grouping: the same words (case and punctuation aside) count as one objection,
+    titled as first met; most frequent first, then in the order first met. `totals`: one per
+    distinct stored text (`Store.objection_totals`)."""
+    groups: dict[str, tuple[tuple[int, int], str, int]] = {}  # words -> (first met, its text, count)
+    for total in totals:
+        key = _normalised(total.text)
+        if not key:
+            continue
+        first, text, count = groups.get(key, (total.first, total.text, 0))
+        if total.first <= first:
+            first, text = total.first, total.text
+        groups[key] = (first, text, count + total.count)
+    ranked = sorted(groups.values(), key=lambda group: (-group[2], group[0]))
+    return [ObjectionGroup(text.strip(), count) for _, text, count in ranked]
 
 
-def group_objections(app: App, objections: Sequence[str], now: int) -> list[ObjectionGroup]:
-    """The grouping (one chat request, its tokens recorded), or identical texts counted."""
-    if not objections:
+def group_objections(
+    app: App, start: int, end: int, totals: Sequence[ObjectionTotal], now: int
+) -> list[ObjectionGroup]:
+    """The week's grouping (one chat request over its first `OBJECTIONS_GROUPED` objections,
+    its tokens recorded), or identical texts counted."""
+    if not any(total.text.strip() for total in totals):
         return []
     if app.objections is None:
-        return count_identical(objections)
+        return count_identical(totals)
     try:
-        grouping = app.objections.group(objections)
+        grouping = app.objections.group(app.store.objection_texts(start, end, OBJECTIONS_GROUPED))
     except SalesbotError as exc:
         log.warning("weekly report: objections not grouped (%s); identical ones are counted instead", exc)
-        return count_identical(objections)
+        return count_identical(totals)
     app.store.add_usage(
         call_id=None,
         at=now,
@@ -169,7 +183,7 @@ def group_objections(app: App, objections: Sequence[str], now: int) -> list[Obje
         input_tokens=grouping.usage.input_tokens,
         output_tokens=grouping.usage.output_tokens,
     )
-    return grouping.groups or count_identical(objections)
+    return grouping.groups or count_identical(totals)
 
 
 def chart_series(app: App, monday: date, names: Sequence[str]) -> tuple[dict[str, list[int | None]], list[str]]:
@@ -177,9 +191,10 @@ def chart_series(app: App, monday: date, names: Sequence[str]) -> tuple[dict[str
     report's managers first, and the weeks' labels."""
     mondays = [monday - WEEK * n for n in range(CHART_WEEKS - 1, -1, -1)]
     starts = [midnight(day, app.tz) for day in mondays]
-    end = midnight(monday + WEEK, app.tz)
-    calls = app.store.analysed_between(starts[0], end)
-    averages = team_stats.weekly_averages(calls, starts, app.store.human_verdicts(starts[0], end))
+    # The last week ends a week after its start or at the next local Monday, whichever is first
+    # (they differ by the hour a clock change moves).
+    end = min(starts[-1] + int(WEEK.total_seconds()), midnight(monday + WEEK, app.tz))
+    averages = team_stats.weekly_averages_in_store(app.store, starts, end)
     ordered = [name for name in names if name in averages]
     ordered += sorted((n for n in averages if n not in ordered), key=lambda n: -sum(v is not None for v in averages[n]))
     return {name: averages[name] for name in ordered}, [f"{day:%d.%m}" for day in mondays]
@@ -188,19 +203,19 @@ def chart_series(app: App, monday: date, names: Sequence[str]) -> tuple[dict[str
 def plan_week(app: App, monday: date, now: int, key: str) -> list[Planned]:
     """The report of the week starting `monday` (local): its text, then its chart."""
     start, end = midnight(monday, app.tz), midnight(monday + WEEK, app.tz)
-    fixes = app.store.human_verdicts(midnight(monday - WEEK, app.tz), end)  # people's corrections count
-    week = team_stats.figures(app.store.calls_between(start, end), fixes)
-    before = team_stats.figures(app.store.calls_between(midnight(monday - WEEK, app.tz), start), fixes)
-    previous = {m.name: m.average for m in before.managers}
+    week = team_stats.figures_in_store(app.store, start, end)
+    previous = team_stats.averages_in_store(app.store, midnight(monday - WEEK, app.tz), start)
     for manager in week.managers:
         manager.previous = previous.get(manager.name)
     last_day = monday + timedelta(days=6)
     head = f"📈 <b>Итоги недели</b> · {monday:%d.%m} – {last_day:%d.%m.%Y}"
-    groups = group_objections(app, week.objections, now)
+    totals = app.store.objection_totals(start, end)
+    groups = group_objections(app, start, end, totals, now)
+    said = sum(total.count for total in totals if total.text.strip())  # blank ones are no objection
     trackers = tracker_report.week_block(app.store, start, end)
     topics = topic_block(app, start, end)
     agreement = corrections_block.week_line(app.store, start, end)
-    blocks = [objections_block(groups, len(week.objections)), *([topics] if topics else []), trackers]
+    blocks = [objections_block(groups, said), *([topics] if topics else []), trackers]
     blocks += [agreement] if agreement else []
     parts = render_team(head, week, blocks)
     series, labels = chart_series(app, monday, [m.name for m in week.managers])

@@ -23,13 +23,13 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from salesbot_poller.config import Endpoint
-from salesbot_poller.domain import ModelUsage, ObjectionGroup, ObjectionGrouping
+from salesbot_poller.domain import OBJECTIONS_GROUPED, ModelUsage, ObjectionGroup, ObjectionGrouping
 from salesbot_poller.errors import PermanentError
 from salesbot_poller.logs import excerpt
 from salesbot_poller.services.openai_errors import map_openai_error
 from salesbot_poller.services.openai_limit import RequestLimit
 
-MAX_OBJECTIONS = 300
+MAX_OBJECTIONS = OBJECTIONS_GROUPED  # what the weekly report gives at most
 OBJECTION_CHARS = 200
 MAX_GROUPS = 8
 

@@ -7,8 +7,8 @@ assembled from one mixin per concern: `base` (the database, redaction, small sta
 call's updates and reads), `deliveries` (delivery rows), `usage` (what the calls cost),
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
 `personal` (retention and `forget`), `trackers` (tracker hits and misses), `clips` (quote
-clips sent), `reports` (the report and command queries) and `corrections` (people's
-verdicts, button presses)."""
+clips sent), `reports` (the report and command queries), `report_figures` (the reports'
+other figures in SQL) and `corrections` (people's verdicts, button presses)."""
 
 from salesbot_poller.store.core import COMMIT_PATIENCE_SECONDS, CURSOR_KEY, Store
 from salesbot_poller.store.files import (

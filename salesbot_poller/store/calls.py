@@ -72,13 +72,6 @@ class CallRows(DeliveryRows):
         )
         return list(query)
 
-    def calls_between(self, start: int, end: int) -> list[Call]:
-        """Classified calls that happened in [start, end), in the order they were recorded."""
-        query = Call.select().where(
-            Call.event_created_at >= start, Call.event_created_at < end, Call.kind.is_null(False)
-        )
-        return list(query.order_by(Call.id))
-
     def outgoing_since(self, since: int) -> list[Call]:
         """Outgoing calls that happened since `since`, oldest first."""
         query = Call.select().where(Call.direction == "out", Call.event_created_at >= since)

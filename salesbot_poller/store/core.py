@@ -74,6 +74,7 @@ from salesbot_poller.store.migrations import MIGRATIONS
 from salesbot_poller.store.models import Migration, database_proxy
 from salesbot_poller.store.personal import KEPT_STAGES, PersonalData
 from salesbot_poller.store.postgres import is_postgres, migration_lock, open_postgres, transient
+from salesbot_poller.store.report_figures import ReportFigures
 from salesbot_poller.store.reports import ReportQueries
 from salesbot_poller.store.trackers import TrackerRows
 from salesbot_poller.store.usage import UsageQueries
@@ -94,6 +95,7 @@ class Store(
     UsageQueries,
     BudgetLedger,
     ReportQueries,
+    ReportFigures,
     TrackerRows,
     Corrections,
     ClipRows,

@@ -14,8 +14,6 @@ Contract:
   in the order made; a correction whose item is not in the BI tables is left out.
 - `card_messages(call_id)`: the message ids of each delivered copy of the call's card (its
   own and the alert chat's), part by part.
-- `human_verdicts(start, end)`: the people's verdicts of the calls that happened in
-  [start, end): call id -> item id -> verdict (reports apply them: `domain.with_corrections`).
 - `lead_writes(call_id)`: the call's lead-field rows (`amo_fields`), in the order stored.
 - `take_callback(callback_id, now)`: records a button press before it is acted on; False
   when it was recorded already (Telegram sent it again, or the process restarted after
@@ -101,18 +99,6 @@ class Corrections(StoreBase):
             Delivery.call_id == call_id, Delivery.kind.in_(["card", "card_alert"])
         )
         return [[int(i) for i in json.loads(row.sent_ids_json)] for row in query.order_by(Delivery.id)]
-
-    def human_verdicts(self, start: int, end: int) -> dict[int, dict[str, str]]:
-        """See the module contract."""
-        query = (
-            VerdictCorrection.select(VerdictCorrection.call_id, VerdictCorrection.item_id, VerdictCorrection.verdict)
-            .join(Call, on=(Call.id == VerdictCorrection.call_id))
-            .where(Call.event_created_at >= start, Call.event_created_at < end)
-        )
-        found: dict[int, dict[str, str]] = {}
-        for fix in query:
-            found.setdefault(int(fix.call_id), {})[str(fix.item_id)] = str(fix.verdict)
-        return found
 
     def lead_writes(self, call_id: int) -> list[Delivery]:
         """See the module contract."""

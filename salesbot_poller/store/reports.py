@@ -9,6 +9,9 @@ database (GROUP BY, from `call`'s plain columns and the BI tables `bi_call` and
 or its analysis. A call counts as answered as `domain.answered` says; its score and verdicts
 are those of its BI rows, which exist exactly when its stored analysis can be read, as people
 corrected them (`bi_call.score_corrected`, `bi_rubric_item.human_verdict`) when they did.
+
+`SCORE` and `VERDICT` are the one place a report reads a call's score or an item's verdict:
+every query of the reports (here and in `store.report_figures`) goes through them.
 """
 
 from __future__ import annotations
@@ -26,10 +29,14 @@ from salesbot_poller.store.models import BiCall, BiRubricItem, Call
 
 FIND_LIMIT = 10
 # The score and verdicts reports count: people's corrections in place of the model's.
-SCORE = fn.COALESCE(BiCall.score_corrected, BiCall.score)
-VERDICT = fn.COALESCE(BiRubricItem.human_verdict, BiRubricItem.verdict)
 SCORED_VERDICTS = ("done", "partly", "missed")  # not_applicable, not_assessed: not scored
 IN_CHUNK = 500  # ids per IN (...): far under SQLite's variable limit
+
+# The score / verdict reports count (weekly report, digest, /stats, /worst, topics): a person's
+# correction in place of the model's (issue 24), here and only here. A query using SCORE joins
+# `BiCall`, one using VERDICT reads `BiRubricItem`.
+SCORE: Any = fn.COALESCE(BiCall.score_corrected, BiCall.score)
+VERDICT: Any = fn.COALESCE(BiRubricItem.human_verdict, BiRubricItem.verdict)
 
 
 @dataclass(frozen=True)
@@ -90,13 +97,6 @@ def _int(value: object) -> int:
 
 class ReportQueries:
     db: peewee.Database
-
-    def analysed_between(self, start: int, end: int) -> list[Call]:
-        """Calls that happened in [start, end) and have a stored analysis, oldest first."""
-        query = Call.select().where(
-            Call.event_created_at >= start, Call.event_created_at < end, Call.analysis_json.is_null(False)
-        )
-        return list(query.order_by(Call.event_created_at, Call.id))
 
     def unreturned_missed(self, since: int) -> list[Call]:
         """Missed incoming calls since `since` that nobody has called back yet (and whose
