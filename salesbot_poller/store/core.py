@@ -217,7 +217,11 @@ class Store(
                 ids.update(cast(Iterable[tuple[str, int]], found))
             stored = [ids[event] for event in events]
             bi.insert_facts(
-                (Call(**{**row, "id": call_id}) for call_id, row in zip(stored, rows, strict=True) if row.get("analysis_json")),
+                (
+                    Call(**{**row, "id": call_id})
+                    for call_id, row in zip(stored, rows, strict=True)
+                    if row.get("analysis_json")
+                ),
                 now,
             )
         return stored
