@@ -28,7 +28,7 @@ from salesbot_poller.pipeline import catchup
 from salesbot_poller.store import Delivery, Store, Usage
 from salesbot_poller.store.base import CURSOR_KEY, insert_rows
 
-VERSION = 1  # bump when the seeded rows change: cached databases of another version are reseeded
+VERSION = 2  # bump when the seeded rows change: cached databases of another version are reseeded
 MARKER_KEY = "scale_seed"  # State: "<VERSION>:<calls>" once seeding has finished
 END = 1_796_029_200  # 2026-11-30 09:00 UTC, a Monday: the benchmark's "now"
 SPAN = 2 * 365 * 86400  # the history's length
@@ -66,16 +66,21 @@ def _mix(n: int) -> int:
     return (n * 2_654_435_761) & 0xFFFF_FFFF
 
 
+def _sentence(k: int) -> str:
+    words = [WORDS[(_mix(k) >> (j % 24) ^ (k * 31 + j * 7)) % len(WORDS)] for j in range(12)]
+    return " ".join(words).capitalize() + "."
+
+
+SENTENCES = tuple(_sentence(k) for k in range(4096))  # ~100 characters each, built once
+
+
 def transcript(n: int, rare: bool) -> str:
-    """2-5 KB of Russian: speaker lines of words from `WORDS`, varied by n."""
+    """2-5 KB of Russian: 11 to 26 speaker lines of words from `WORDS`, varied by n."""
     h = _mix(n)
-    lines = []
-    for k in range(10 + h % 16):  # 10..25 lines of ~100 characters (~190 bytes)
-        words = [WORDS[(h >> (j % 24) ^ (k * 31 + j * 7)) % len(WORDS)] for j in range(12)]
-        if rare and k == 3:
-            words[5] = RARE_WORD
-        lines.append(("Менеджер: " if k % 2 == 0 else "Клиент: ") + " ".join(words).capitalize() + ".")
-    return "\n".join(lines)
+    lines = [SENTENCES[(h + k * 40_503) % len(SENTENCES)] for k in range(11 + h % 16)]
+    if rare:
+        lines[3] = lines[3].replace(" ", f" {RARE_WORD} ", 1)
+    return "\n".join(("Менеджер: " if k % 2 == 0 else "Клиент: ") + line for k, line in enumerate(lines))
 
 
 def analysis(n: int) -> CallAnalysis:
