@@ -67,9 +67,11 @@ def op_retention_batch(app: App, now: int) -> str:
     """One batch of retention: find the calls to clear, clear them."""
     from salesbot_poller.pipeline import retention
 
+    started = time.perf_counter()
     batch = app.store.calls_to_clear(now - RETENTION_DAYS * 86400, retention.BATCH)
+    found = time.perf_counter() - started
     app.store.clear_personal(batch, now, retention.REASON)
-    return f"{len(batch)} calls"
+    return f"{len(batch)} calls, found in {found * 1e3:.0f} ms"
 
 
 def op_retention_hold(app: App, now: int) -> str:
