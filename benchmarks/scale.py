@@ -219,6 +219,8 @@ def _child(url: str, index: int, home: str, results: multiprocessing.Queue) -> N
         seconds = rows / times[0]
     elif len(times) > 1:
         note = (note + "; " if note else "") + f"cold {times[0] * 1e3:.0f} ms"
+    elif op.repeat:
+        note = (note + "; " if note else "") + "one cold run (over 3 s: not repeated)"
     results.put((seconds, peak, note))
 
 
@@ -317,7 +319,7 @@ def _cell(op: Op, value: float, note: str = "") -> str:
 
 
 def meets(op: Op, value: float, peak: float, note: str) -> str:
-    """ "yes"/"NO" against the op's target; "" when it has none."""
+    """Whether the op's target is met: "yes" or "NO"; "" when it has none."""
     if op.limit is None:
         return ""
     if value != value or CAPPED in note:
@@ -366,7 +368,8 @@ def print_table(figures: dict[tuple[int, str], dict[str, tuple[float, float, str
         largest = [s for s in SIZES if s in by_size][-1]
         peak = f"+{by_size[largest][1]:.0f} MB ({LABELS[largest]})"
         growth = ""
-        if "100k" in by_size and "1m" in by_size and by_size["100k"][0] > 0:
+        compared = [by_size[s] for s in ("100k", "1m") if s in by_size]
+        if len(compared) == 2 and compared[0][0] > 0 and not any(CAPPED in note for _, _, note in compared):
             growth = f"×{by_size['1m'][0] / by_size['100k'][0]:.1f}"
         seconds, rss, note = by_size[largest]
         verdict = meets(op, seconds, rss, note)
