@@ -359,6 +359,8 @@ def main(argv: list[str]) -> None:
 
 
 def print_table(figures: dict[tuple[int, str], dict[str, tuple[float, float, str]]], sizes: list[str]) -> None:
+    if not figures:
+        return
     out = io.StringIO()
     out.write("\n| op | db | 1k | 100k | 1M | peak RSS | growth 100k→1M | target (met?) |\n")
     out.write("|---|---|---|---|---|---|---|---|\n")
