@@ -8,11 +8,13 @@ Contract:
   `redact` before they are written.
 - `set_state` stores a value redacted of every known secret; only `set_secret_state` stores
   it as given (the OAuth tokens). Either is an upsert on the key.
+- `insert_rows(db, model, rows)` inserts many rows per statement with one SQL text per
+  chunk, values converted by each field as peewee would (`Store.insert_calls_bulk`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import peewee
@@ -20,6 +22,7 @@ import peewee
 from salesbot_poller.store.models import State
 
 CURSOR_KEY = "events_cursor"
+BULK_VARIABLES = 16_000  # bound variables per statement: under SQLite's 32,766 and PostgreSQL's 65,535
 ERROR_FIELDS = ("last_error", "skip_reason", "error")  # texts that may quote an upstream answer
 
 
@@ -56,3 +59,25 @@ class StoreBase:
     def cursor(self) -> int | None:
         value = self.get_state(CURSOR_KEY)
         return None if value is None else int(value)
+
+
+def insert_rows(db: peewee.Database, model: type[peewee.Model], rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT `rows` (field name -> value, every row the same names) into `model`'s table,
+    as many rows per statement as `BULK_VARIABLES` allows. The SQL text is written once per
+    chunk, not built value by value as `insert_many` does: 1M rows take seconds, not minutes."""
+    if not rows:
+        return
+    given = [model._meta.fields[name] for name in rows[0]]
+    # The fields not given that have a default: peewee's own inserts fill them in Python.
+    defaults = [f for f in model._meta.sorted_fields if f.name not in rows[0] and f.default is not None]
+    fields = given + defaults
+    columns = ", ".join(f'"{field.column_name}"' for field in fields)
+    group = "(" + ", ".join([db.param] * len(fields)) + ")"
+    size = max(1, BULK_VARIABLES // len(fields))
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        sql = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES ' + ", ".join([group] * len(part))
+        fixed = [field.default() if callable(field.default) else field.default for field in defaults]
+        values = [value for row in part for value in [*(row[f.name] for f in given), *fixed]]
+        converted = [field.db_value(value) for value, field in zip(values, fields * len(part), strict=True)]
+        db.execute_sql(sql, converted)  # type: ignore[no-untyped-call]

@@ -13,6 +13,8 @@ Contract:
   them; `apply_corrections(call_id)` refreshes them after a correction.
 - `bi_call.tracker_hits` / `tracker_missing` count the call's rows of `bi_tracker_hit` /
   `bi_tracker_missing` (`count_trackers`, run by whoever writes either side).
+- `insert_facts(calls, now)` writes the rows of calls that have none yet (a bulk insert of
+  new calls, `Store.insert_calls_bulk`), in its caller's transaction, as `write_facts` would.
 - `backfill()` fills them for every call analysed before they existed (`0013_bi`),
   a page of calls at a time (memory stays flat however many calls there are);
   `backfill_topics()` the topic columns added later (`0019_topics`).
@@ -35,6 +37,7 @@ import peewee
 from pydantic import ValidationError
 
 from salesbot_poller.domain import CallAnalysis, with_corrections, without_personal_data
+from salesbot_poller.store.base import insert_rows
 from salesbot_poller.store.models import (
     BiCall,
     BiObjection,
@@ -107,7 +110,7 @@ def _delete(call_ids: list[int]) -> None:
         model.delete().where(model.call_id.in_(call_ids)).execute()
 
 
-def _insert(calls: Iterable[Call], now: int | None) -> None:
+def _insert(calls: Iterable[Call], now: int | None, bulk: bool = False) -> None:
     """Rows for `calls`; `now` None: each call's `updated_at` stands for its analysis time."""
     facts: list[Row] = []
     items: list[Row] = []
@@ -121,8 +124,11 @@ def _insert(calls: Iterable[Call], now: int | None) -> None:
         items += call_items
         objections += call_objections
     for model, rows in ((BiCall, facts), (BiRubricItem, items), (BiObjection, objections)):
-        for chunk in peewee.chunked(rows, INSERT_CHUNK):
-            model.insert_many(chunk).execute()
+        if bulk:
+            insert_rows(model._meta.database, model, rows)
+            continue
+        for part in peewee.chunked(rows, INSERT_CHUNK):
+            model.insert_many(part).execute()
 
 
 def write_facts(call: Call, now: int) -> None:
@@ -153,6 +159,12 @@ def _corrections(call_id: int, analysis: CallAnalysis) -> None:
         ).where(BiRubricItem.call_id == call_id, BiRubricItem.item_id == fix.item_id).execute()
     corrected = with_corrections(analysis, {fix.item_id: fix.verdict for fix in fixes})
     BiCall.update(score_corrected=corrected.score).where(BiCall.call_id == call_id).execute()
+
+
+def insert_facts(calls: Iterable[Call], now: int) -> None:
+    """The rows of `calls`, which have none yet (no delete first): `write_facts` in bulk, in
+    the caller's transaction. Tracker counts stay 0 (no hits stored yet)."""
+    _insert(calls, now, bulk=True)
 
 
 def count_trackers(call_id: int) -> None:

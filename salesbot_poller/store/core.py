@@ -47,22 +47,23 @@ their claims), `calls` (a call's updates and reads), `deliveries` (delivery rows
 `budget` (the daily budget's reservations), `failures` (failed calls and `retry`),
 `personal` (retention and `forget`), `reports` (the reports' and bot commands' reads) and
 `corrections` (people's verdicts, the bot's button presses and the buttons' key).
-Here: opening, migrations, must-keep writes (`committed`) and the BI export.
+Here: opening, migrations, must-keep writes (`committed`), the BI export and the bulk
+insert of calls (`insert_calls_bulk`: seeded histories, benchmarks/scale.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar, cast
 
 import peewee
 from playhouse.db_url import connect
 
 from salesbot_poller.logs import redact_known
 from salesbot_poller.store import bi
-from salesbot_poller.store.base import CURSOR_KEY, ERROR_FIELDS, StoreBase
+from salesbot_poller.store.base import BULK_VARIABLES, CURSOR_KEY, ERROR_FIELDS, StoreBase, insert_rows
 from salesbot_poller.store.budget import BudgetLedger
 from salesbot_poller.store.claims import Claims
 from salesbot_poller.store.clips import ClipRows
@@ -71,7 +72,7 @@ from salesbot_poller.store.events import EventLog
 from salesbot_poller.store.failures import Failures
 from salesbot_poller.store.files import _open_database, readonly_sqlite
 from salesbot_poller.store.migrations import MIGRATIONS
-from salesbot_poller.store.models import Migration, database_proxy
+from salesbot_poller.store.models import Call, Migration, database_proxy
 from salesbot_poller.store.personal import KEPT_STAGES, PersonalData
 from salesbot_poller.store.postgres import is_postgres, migration_lock, open_postgres, transient
 from salesbot_poller.store.report_figures import ReportFigures
@@ -211,3 +212,31 @@ class Store(
     def export_item_ids(self, start: int, end: int) -> list[str]:
         """The rubric item ids of the analysed calls in [start, end), in rubric order."""
         return bi.item_ids_between(start, end)
+
+    def insert_calls_bulk(self, rows: Sequence[Mapping[str, object]], now: int) -> list[int]:
+        """Insert new calls in ONE transaction, many rows per INSERT, with their BI rows written
+        from each `analysis_json` as `update` writes them (`bi.insert_facts`; analysed at
+        `now`); returns their ids in the order of `rows`.
+
+        Each row maps `Call` column names to values, every row the same names, `event_id`
+        unique and new. For a history seeded in bulk (benchmarks/scale.py): the pipeline stores
+        a call through `record_window` and `update`."""
+        if not rows:
+            return []
+        with self.db.atomic():
+            insert_rows(self.db, Call, rows)
+            ids: dict[str, int] = {}
+            events = [str(row["event_id"]) for row in rows]
+            for part in peewee.chunked(events, BULK_VARIABLES):
+                found = Call.select(Call.event_id, Call.id).where(Call.event_id.in_(part)).tuples()
+                ids.update(cast(Iterable[tuple[str, int]], found))
+            stored = [ids[event] for event in events]
+            bi.insert_facts(
+                (
+                    Call(**{**row, "id": call_id})
+                    for call_id, row in zip(stored, rows, strict=True)
+                    if row.get("analysis_json")
+                ),
+                now,
+            )
+        return stored
