@@ -149,7 +149,7 @@ def main() -> int:
         f"| workers | ms/cycle @{INTERVALS[0]} s | ms/cycle @{INTERVALS[1]} s | ms per cycle | ms per idle second "
         f"| ms per {REAL_INTERVAL} s cycle | exit |"
     )
-    print("|--------:|-------------:|-------------:|-------------:|-------------------:|-----------------:|-----:|")
+    print("|--------:|--------------:|--------------:|-------------:|-------------------:|------------------:|-----:|")
     results: dict[int, float] = {}
     clean = True
     for workers in counts:
@@ -162,8 +162,8 @@ def main() -> int:
         exits = {short.exit_code, long.exit_code}
         clean = clean and exits == {0}
         print(
-            f"| {workers:>7} | {short.cpu_ms / short.cycles:>12.1f} | {long.cpu_ms / long.cycles:>12.1f} | "
-            f"{per_cycle:>12.1f} | {per_second:>18.2f} | {real:>16.1f} | {max(exits, key=str)!s:>4} |",
+            f"| {workers:>7} | {short.cpu_ms / short.cycles:>13.1f} | {long.cpu_ms / long.cycles:>13.1f} | "
+            f"{per_cycle:>12.1f} | {per_second:>18.2f} | {real:>17.1f} | {max(exits, key=str)!s:>4} |",
             flush=True,
         )
     print("\ntargets:")
