@@ -209,7 +209,7 @@ def build_app(
     stopping = threading.Event()  # set by the daemon's signal: retry waits end at once
     amo = build_amo(config, store, clock, stopping)
     # One per process: every worker, both channels of a call, every chunk and every analysis
-    # request share these slots (`openai.max_concurrent_requests`, default one per worker).
+    # request share these slots (`openai.max_concurrent_requests`, default two per worker: a stereo call's channels).
     limit = RequestLimit(config.openai_concurrency)
     return App(
         config=config,

@@ -425,13 +425,14 @@ def test_openai_max_concurrent_requests_out_of_range_is_rejected_by_name(value: 
     assert [p.split(":")[0] for p in caught.value.problems] == ["openai.max_concurrent_requests"]
 
 
-def test_openai_concurrency_is_poller_workers_unless_set() -> None:
+def test_openai_concurrency_is_twice_poller_workers_unless_set() -> None:
     def concurrency(raw: dict[str, object]) -> int:
         return parse_config(raw, {}, require_secrets=False).openai_concurrency
 
-    assert concurrency({}) == 4
-    assert concurrency({"poller": {"workers": 2}}) == 2
-    assert concurrency({"poller": {"workers": 2}, "openai": {"max_concurrent_requests": 0}}) == 2
+    assert concurrency({}) == 8, "4 workers, each may send a stereo call's two channels at once"
+    assert concurrency({"poller": {"workers": 2}}) == 4
+    assert concurrency({"poller": {"workers": 16}}) == 32
+    assert concurrency({"poller": {"workers": 2}, "openai": {"max_concurrent_requests": 0}}) == 4
     assert concurrency({"poller": {"workers": 2}, "openai": {"max_concurrent_requests": 10}}) == 10
     assert concurrency({"openai": {"max_concurrent_requests": 64}}) == 64
 

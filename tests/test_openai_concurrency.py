@@ -6,6 +6,7 @@ other; the piece cache survives two channels writing at once."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_build_app_shares_one_limit_sized_by_the_config(servers: Servers) -> Non
         transcriber, analyzer = app.transcriber, app.analyzer
         assert isinstance(transcriber, OpenAITranscriber) and isinstance(analyzer, OpenAIAnalyzer)
         assert transcriber.limit is analyzer.limit and transcriber.limit is not None
-        assert transcriber.limit.size == 3, "openai.max_concurrent_requests = 0: one slot per worker"
+        assert transcriber.limit.size == 6, "openai.max_concurrent_requests = 0: two slots per worker"
     finally:
         app.store.close()
     path = servers.write_config(workers=3)
@@ -130,6 +131,41 @@ def test_build_app_shares_one_limit_sized_by_the_config(servers: Servers) -> Non
         assert app.transcriber.limit.size == 2, "set explicitly: it wins over the worker count"
     finally:
         app.store.close()
+
+
+@pytest.mark.slow
+def test_by_default_every_worker_sends_both_channels_of_a_stereo_call_at_once(servers: Servers) -> None:
+    servers.openai.transcribe_delay = DELAY
+    servers.openai.segments_fn = heard
+    app = build_app(load_config(servers.write_config(workers=2), {}), lambda: datetime.now(UTC))
+    try:
+        calls = [stereo_call(servers.tmp / f"w{n}", short=True) for n in range(2)]
+        assert run_together([lambda path=path: app.transcriber.transcribe(path) for path in calls]) == []
+    finally:
+        app.store.close()
+    assert len(servers.openai.transcriptions) == 4
+    assert servers.openai.max_in_flight == 4, "two workers, two channels each: no channel waits for a slot"
+
+
+@pytest.mark.slow
+def test_a_worker_prepares_its_audio_while_every_slot_is_taken_by_other_requests(servers: Servers) -> None:
+    servers.openai.segments_fn = heard
+    limit = RequestLimit(1)
+    work = servers.tmp / "work"
+    work.mkdir()
+    transcriber = OpenAITranscriber(client(servers), "whisper-1", "ru", limit=limit, work_dir=work)
+    audio = stereo_call(servers.tmp / "w0", short=True)
+    done: list[Transcript] = []
+    worker = threading.Thread(target=lambda: done.append(transcriber.transcribe(audio)))
+    with limit:  # another worker's request, waiting for OpenAI's answer
+        worker.start()
+        deadline = time.monotonic() + 30
+        while len(list(work.rglob("*.ogg"))) < 2:  # both channels decoded, resampled and encoded
+            assert time.monotonic() < deadline, "the audio was not prepared while the slot was taken"
+            time.sleep(0.02)
+        assert servers.openai.transcriptions == [], "nothing is sent without a slot"
+    worker.join(timeout=30)
+    assert [t.text for t in done] == ["тон 300\nтон 500"]
 
 
 # --- the two channels side by side ----------------------------------------------------------

@@ -4,8 +4,11 @@ Contract:
 - Intake lane: one job every `poller.interval_seconds` (the first at start; `max_instances=1`,
   `coalesce=True`): `lanes.intake`. It never waits for the work lane.
 - Work lane: `poller.workers` jobs, started with the scheduler, each a loop that claims the
-  oldest due answered call (`lanes.work_next`) and works it, and looks again every
-  `WORK_IDLE_SECONDS` when nothing is due (at once when the intake lane recorded new calls).
+  oldest due answered call (`lanes.work_next`) and works it. When nothing is due it waits
+  (`idle_seconds`): until the intake lane stores a call (`App.work_ready`, at once), the
+  first put-off call comes due (a backoff, the daily budget), or `poller.interval_seconds`
+  have passed (what another process changed: `retry`, a claim whose lease ran out). No
+  polling of the database while idle.
 - A signal only sets an event. No lane takes a new call or starts a new stage after it; the
   daemon waits up to `STOP_GRACE_SECONDS` for the stages in flight, then exits 0. A stage
   still running then (a slow transcription, say) is abandoned: its result was not committed,
@@ -60,7 +63,7 @@ from salesbot_poller.cli.sdnotify import SystemdNotifier
 from salesbot_poller.config import Config
 from salesbot_poller.domain import time_text
 from salesbot_poller.errors import FatalError, SalesbotError
-from salesbot_poller.lanes import CycleFailed, intake, run_once, work_next, worker_name
+from salesbot_poller.lanes import WORK_STAGES, CycleFailed, intake, run_once, work_next, worker_name
 from salesbot_poller.logs import redact
 from salesbot_poller.pipeline import retention
 from salesbot_poller.pipeline.context import App, Tally
@@ -78,7 +81,9 @@ STOP_GRACE_SECONDS = 9.0  # systemd's TimeoutStopSec is longer; the issue allows
 # timeout (300 s), amoCRM's bounded retries (120 s).
 STALL_SECONDS = 1200.0
 IDLE_PING_SECONDS = 5.0  # how often the main thread looks, without a watchdog
-WORK_IDLE_SECONDS = 1.0  # an idle worker looks for due calls this often
+HALT_SECONDS = 1.0  # after a worker's fatal or database error the others take no new call this long
+PAUSED_LOOK_SECONDS = 5.0  # a paused worker looks at the clock this often (no database)
+MIN_IDLE_SECONDS = 0.05  # a call put off to "now" is not looked for in a tight loop
 BOT_POLL_SECONDS = 5  # a long poll of the bot's updates: a stop waits at most this for it
 BOT_RETRY_SECONDS = 30  # after a failed poll (Telegram down, a 429), the bot lane looks again
 
@@ -147,7 +152,7 @@ class Daemon:
         self.interval = app.config.poller.interval_seconds
         self.workers = app.config.poller.workers
         self.stop = app.stopping  # the clients' retry waits end on it too (`retry.until_stopped`)
-        self.wake = threading.Event()  # set by the intake lane: new calls may be due
+        self.wake = app.work_ready  # rung by the intake lane when it stores a call: idle workers look at once
         self.progress = Progress()
         self.fatal = _FatalLog()
         self.bot_fatal = _FatalLog()  # the bot lane's own: its errors pause only itself
@@ -173,7 +178,7 @@ class Daemon:
     def _halt(self, exc: Exception) -> None:
         """A worker met a fatal or database error: the other workers take no new call until
         it is dealt with (`_pause_for`, or the worker's own wait after a database error)."""
-        self.paused_until = max(self.paused_until, self.clock().timestamp() + WORK_IDLE_SECONDS)
+        self.paused_until = max(self.paused_until, self.clock().timestamp() + HALT_SECONDS)
 
     def _paused(self, now: datetime) -> bool:
         return now.timestamp() < self.paused_until
@@ -194,7 +199,6 @@ class Daemon:
             with self.app.store.db.connection_context():
                 result = intake(self.app, int(now.timestamp()), self.should_stop, self.tally)
             self.fatal.clear()
-            self.wake.set()
             at = time_text(now.timestamp(), self.app.tz, "%H:%M:%S")  # `systemctl status` shows it
             self.tell_systemd(
                 "WATCHDOG=1",
@@ -240,13 +244,15 @@ class Daemon:
             while not self.stop.is_set():
                 now = self.clock()
                 if self._paused(now):
-                    self.stop.wait(min(WORK_IDLE_SECONDS * 5, self.paused_until - now.timestamp()))
+                    self.stop.wait(min(PAUSED_LOOK_SECONDS, self.paused_until - now.timestamp()))
                     continue
+                rung = self.wake.rung()  # before looking: a call stored after this wakes the wait below
                 self.progress.begin()
                 try:
                     worked = work_next(
                         self.app, worker, int(now.timestamp()), self.worker_should_stop, self.tally, on_fatal=self._halt
                     )
+                    idle = None if worked else self.idle_seconds()
                 except FatalError as exc:
                     self._pause_for(exc, now)
                     continue
@@ -264,9 +270,17 @@ class Daemon:
                     continue
                 finally:
                     self.progress.end()
-                if not worked:
-                    self.wake.wait(WORK_IDLE_SECONDS)
-                    self.wake.clear()
+                if idle is not None and not self.stop.is_set():
+                    self.wake.wait(rung, idle)
+
+    def idle_seconds(self) -> float:
+        """How long an idle worker waits at most: until the first put-off answered call comes
+        due, never longer than the intake's interval (what other processes change)."""
+        now = self.clock().timestamp()
+        due = self.app.store.next_due_at(int(now), WORK_STAGES, "conversation")
+        if due is None:
+            return float(self.interval)
+        return min(float(self.interval), max(MIN_IDLE_SECONDS, due - now))
 
     def bot_job(self) -> None:
         """The bot lane: long-polls the bot's updates and answers them until the daemon stops."""
@@ -299,7 +313,7 @@ class Daemon:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the current steps, then exiting", signal.Signals(signum).name)
         self.stop.set()
-        self.wake.set()
+        self.wake.ring()  # idle workers see the stop at once
 
     def scheduler(self, start: datetime) -> BackgroundScheduler:
         """The lanes' jobs from `start`, in a scheduler not yet started (`run` starts it)."""

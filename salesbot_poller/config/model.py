@@ -138,7 +138,11 @@ class OpenAIConfig(_Section):
     )
     daily_budget_usd: float = Field(50.0, ge=0)  # 0 = no budget
     max_concurrent_requests: int = Field(
-        0, ge=0, le=64, description="OpenAI requests in flight at once, all workers together; 0: poller.workers."
+        0,
+        ge=0,
+        le=64,
+        description="OpenAI requests in flight at once, all workers together; 0: 2 x poller.workers (a stereo"
+        " call's two channels are sent at once).",
     )
     # Speech-to-text and the analysis may each have their own server (e.g. two local ones).
     transcription_base_url: HttpUrl = Field(
@@ -502,8 +506,9 @@ class Config(_Section):
 
     @property
     def openai_concurrency(self) -> int:
-        """`openai.max_concurrent_requests`, or `poller.workers` when it is 0."""
-        return self.openai.max_concurrent_requests or self.poller.workers
+        """`openai.max_concurrent_requests`, or 2 x `poller.workers` when it is 0: a stereo call
+        transcribes its two channels at once, so each worker may want two slots."""
+        return self.openai.max_concurrent_requests or 2 * self.poller.workers
 
     def secrets(self) -> list[str]:
         """Every non-empty `SecretStr` value in the config, in field order, for the log redactor.

@@ -56,6 +56,33 @@ GIVE_UP_SECONDS = 24 * 3600
 MAX_BACKOFF_SECONDS = 2 * 3600
 
 
+class WorkBell:
+    """Tells idle workers that answered calls may be due.
+
+    `rung()` is a count of rings; a worker reads it before it looks for a due call and, when
+    none was, `wait(since, timeout)` returns at once if a ring came meanwhile (so a call stored
+    between the look and the wait is never missed), else at the next ring or after `timeout`
+    seconds. True when it was rung. Thread-safe; every waiting worker hears a ring.
+    """
+
+    def __init__(self) -> None:
+        self._rang = threading.Condition()
+        self._count = 0
+
+    def ring(self) -> None:
+        with self._rang:
+            self._count += 1
+            self._rang.notify_all()
+
+    def rung(self) -> int:
+        with self._rang:
+            return self._count
+
+    def wait(self, since: int, timeout: float) -> bool:
+        with self._rang:
+            return self._rang.wait_for(lambda: self._count != since, timeout)
+
+
 class Preview(Protocol):
     """A dry run's printer of planned messages and amoCRM writes."""
 
@@ -83,6 +110,8 @@ class App:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)  # the daemon's hourly "alive" line
     # Set when the process stops (the daemon's signal); the clients' retry waits end on it.
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Rung when answered calls become due (the intake stored them): idle workers look at once.
+    work_ready: WorkBell = field(default_factory=lambda: WorkBell())
     objections: ObjectionGrouper | None = None  # the weekly report's grouping; None: identical texts counted
     updates: UpdateSource | None = None  # the bot's incoming commands (`bot`); None: no command lane
 

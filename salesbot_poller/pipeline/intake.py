@@ -362,6 +362,8 @@ def _store_note(
         next_attempt_at=cycle.now,
         last_error=None,
     )
+    if stage == Stage.READY:
+        app.work_ready.ring()  # stored (committed): an idle worker takes it now, not at its next look
     if stage == Stage.SKIPPED:
         cycle.skipped += 1
         log.info("call %d (%s/%d): skipped: %s", call.id, call.entity_type, call.entity_id, reason)

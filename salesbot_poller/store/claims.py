@@ -3,6 +3,8 @@
 Contract:
 - A claim is marked with its owner (`owner()`: this process and thread) and the time it was
   taken or last renewed (`claimed_at`).
+- `next_due_at` tells when the first put-off call comes due (an idle worker waits that long
+  at most).
 - `claim_next` claims the oldest due call of the given stages that is unclaimed, or whose
   claim is older than `lease` seconds (its owner died or lost the database: taken back, with
   a warning), with a conditional UPDATE (PostgreSQL: of a row picked with FOR UPDATE SKIP
@@ -71,6 +73,19 @@ class Claims(StoreBase):
         wanted = [s.value for s in stages]
         query = Call.select().where(Call.stage.in_(wanted), Call.kind == "conversation", Call.next_attempt_at > now)
         return int(query.count())
+
+    def next_due_at(self, now: int, stages: Iterable[Stage], kind: str) -> int | None:
+        """When the first call of `stages` and `kind` put off past `now` (a backoff, the daily
+        budget) comes due; None when there is none. Read by the index on `next_attempt_at`."""
+        wanted = [s.value for s in stages]
+        first = (
+            Call.select(Call.next_attempt_at)
+            .where(Call.next_attempt_at > now, Call.stage.in_(wanted), Call.kind == kind)
+            .order_by(Call.next_attempt_at)
+            .limit(1)
+            .first()
+        )
+        return None if first is None else int(first.next_attempt_at)
 
     def claim_next(
         self,
