@@ -118,7 +118,7 @@ def owner(text: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def config_text(amo: str, tmp: Path, openai: str, telegram: str, workers: int) -> str:
+def config_text(amo: str, tmp: Path, openai: str, telegram: str, workers: int, slots: int = 0) -> str:
     routes = "\n".join(f'[telegram.routes.{uid}]\nchat_id = "{chat}"' for uid, chat in MANAGER_CHATS.items())
     return f"""
 [amocrm]
@@ -127,6 +127,7 @@ long_lived_token = "{AMO_TOKEN}"
 [openai]
 api_key = "{OPENAI_KEY}"
 base_url = "{openai}/v1"
+max_concurrent_requests = {slots}
 [telegram]
 bot_token = "{BOT_TOKEN}"
 chat_id = "{DEFAULT_CHAT}"
@@ -161,8 +162,10 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def scenario(workers: int, calls: int, *, stereo: bool = False) -> Row:
-    recording = make_mp3(STEREO_SECONDS, stereo=True) if stereo else make_mp3(RECORDING_SECONDS)
+def scenario(
+    workers: int, calls: int, *, stereo: bool = False, stereo_seconds: float = STEREO_SECONDS, slots: int = 0
+) -> Row:
+    recording = make_mp3(stereo_seconds, stereo=True) if stereo else make_mp3(RECORDING_SECONDS)
     with (
         tempfile.TemporaryDirectory() as tmp_name,
         FakeAmoCRM(token=AMO_TOKEN) as amo,
@@ -178,7 +181,7 @@ def scenario(workers: int, calls: int, *, stereo: bool = False) -> Row:
         for n, uid in enumerate(MANAGER_IDS):
             amo.add_user(uid, f"Менеджер {n + 1}")
         config = tmp / "config.toml"
-        config.write_text(config_text(amo.base_url, tmp, openai.base_url, telegram.base_url, workers))
+        config.write_text(config_text(amo.base_url, tmp, openai.base_url, telegram.base_url, workers, slots))
         env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
         env |= {"PYTHONPATH": str(ROOT), "TZ": "UTC"}
         log_path = tmp / "daemon.log"
@@ -203,7 +206,7 @@ def scenario(workers: int, calls: int, *, stereo: bool = False) -> Row:
                     amo.add_call(
                         entity_id=FIRST_LEAD + n,
                         note_id=1_300_000_000 + n,
-                        duration=int(STEREO_SECONDS) if stereo else 60,
+                        duration=int(stereo_seconds) if stereo else 60,
                         phone=phone(n),
                         link=recordings.add(f"/rec/{n}.mp3", recording),
                         created_at=burst_at,
@@ -250,7 +253,7 @@ def scenario(workers: int, calls: int, *, stereo: bool = False) -> Row:
         once = all(accepted[lead] == 1 for lead in leads) and accepted[MISSED_LEAD] == 1
         complete = len(delays) == calls
         row = Row(
-            label="stereo 10 min" if stereo else "mono 3 s",
+            label=f"stereo {stereo_seconds / 60:g} min" if stereo else "mono 3 s",
             workers=workers,
             calls=calls,
             last_card=max(delays) if complete else math.inf,
@@ -278,6 +281,15 @@ def main() -> int:
         default=32,
         help=f"10-minute stereo calls, a last row at {STEREO_WORKERS} workers (default 32; at most --calls; 0: none)",
     )
+    parser.add_argument(
+        "--stereo-seconds", type=float, default=STEREO_SECONDS, help="length of the stereo calls (default 600)"
+    )
+    parser.add_argument(
+        "--openai-slots",
+        type=int,
+        default=0,
+        help="openai.max_concurrent_requests (default 0: the daemon's default, 2 x workers)",
+    )
     args = parser.parse_args()
     if args.calls < 1:
         parser.error("--calls must be at least 1")
@@ -290,7 +302,7 @@ def main() -> int:
     )
     if stereo_calls:
         print(
-            f"stereo row: {stereo_calls} calls of {STEREO_SECONDS / 60:g} min stereo, "
+            f"stereo row: {stereo_calls} calls of {args.stereo_seconds / 60:g} min stereo, "
             f"transcription {STEREO_TRANSCRIBE_DELAY:g} s per channel"
         )
     print(
@@ -306,7 +318,7 @@ def main() -> int:
         plan.append((STEREO_WORKERS, stereo_calls, True))
     rows: list[Row] = []
     for workers, calls, stereo in plan:
-        row = scenario(workers, calls, stereo=stereo)
+        row = scenario(workers, calls, stereo=stereo, stereo_seconds=args.stereo_seconds, slots=args.openai_slots)
         rows.append(row)
         base = next((r.last_card for r in rows if r.workers == 1 and r.label == row.label), None)
         speedup = f"{base / row.last_card:.2f}x" if base is not None and math.isfinite(row.last_card) else "—"
