@@ -245,6 +245,19 @@ def _m0022_clips(db: peewee.Database) -> None:
     db.create_tables([Clip])
 
 
+def _m0024_phone_key(db: peewee.Database) -> None:
+    """Each call's number in its normal form (`call.phone_key`), indexed with the id among the
+    calls that have a number: `calls_with_number` reads the calls of one key, and
+    `fill_phone_keys` walks the ones whose key is not computed yet (NULL: every call stored
+    before this step) by id. The keys themselves are not computed here: the store does not
+    parse numbers (`phones` is not its to import); the first `calls_with_number` fills them
+    in pages, each committed (`PersonalData.fill_phone_keys`)."""
+    add_missing_columns(db, Call, ["phone_key"])
+    db.execute_sql(  # type: ignore[no-untyped-call]
+        'CREATE INDEX IF NOT EXISTS "call_phone_key" ON "call" (phone_key, id) WHERE phone IS NOT NULL'
+    )
+
+
 # Ordered and append-only: a released step is never edited, only followed by a new one.
 MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0001_initial", _m0001_initial),
@@ -268,4 +281,5 @@ MIGRATIONS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("0021_corrections", _m0021_corrections),
     ("0022_clips", _m0022_clips),
     ("0023_retention_keyset", _m0023_retention_keyset),
+    ("0024_phone_key", _m0024_phone_key),
 ]
