@@ -77,7 +77,11 @@ class PersonalData(DeliveryRows):
         self.fill_phone_keys(key)
         found = list(Call.select().where(Call.phone_key == number, Call.phone.is_null(False)))
         if forgotten_as is not None:
-            found += Call.select().where(Call.forgotten_as == forgotten_as)
+            # Ids first, from the index alone: with every call's `forgotten_as` NULL, SQLite's
+            # statistics price a search for one value in it as dear as reading the table.
+            ids = [int(row.id) for row in Call.select(Call.id).where(Call.forgotten_as == forgotten_as)]
+            for start in range(0, len(ids), 500):
+                found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))
         return sorted({call.id: call for call in found}.values(), key=lambda c: (c.event_created_at, c.id))
 
     def fill_phone_keys(self, key: Callable[[str | None], str], page: int = 1000) -> int:
