@@ -87,7 +87,7 @@ class PersonalData(DeliveryRows):
     def fill_phone_keys(self, key: Callable[[str | None], str], page: int = 1000) -> int:
         """Store `key(phone)` as `phone_key` of each call whose number has none yet (calls
         stored before 0024_phone_key, or written without their key), `page` calls at a time
-        by id (memory flat), each page committed; returns how many were filled.
+        by id (memory flat), each page committed; returns how many calls it keyed.
 
         A key is written only while the call still has the number it was computed from: a
         number cleared or changed meanwhile (`clear_personal`, a note read again) is never
@@ -108,7 +108,8 @@ class PersonalData(DeliveryRows):
                 )
                 if not rows:
                     return filled
-                self.db.cursor().executemany(sql, [(key(phone), call_id, phone) for call_id, phone in rows])
+                keyed = [(key(phone), call_id, phone) for call_id, phone in rows]
+                self.db.cursor().executemany(sql, keyed)  # type: ignore[no-untyped-call]
             filled += len(rows)
             after = rows[-1][0]
 
