@@ -106,3 +106,19 @@ def test_intake_writes_the_key_and_retention_clears_it(tmp_path: Path) -> None:
     assert (by_entity(7002).phone, by_entity(7002).phone_key) == (None, None)
     assert by_entity(7003).phone_key == "79991110003"  # recent: kept
     assert store.calls_with_number(key, "79991110001") == []
+
+
+def test_a_number_changed_while_its_key_is_computed_keeps_no_key(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/salesbot.db", 1)
+    try:
+        insert_rows(store.db, Call, [_call(0, "8 916 123-45-67")])
+
+        def meanwhile(phone: str | None) -> str:  # the number cleared between read and write
+            Call.update(phone=None).execute()
+            return key(phone)
+
+        store.fill_phone_keys(meanwhile)
+        assert Call.get().phone_key is None, "no key of a number the call no longer has"
+        assert store.calls_with_number(key, "79161234567") == []
+    finally:
+        store.close()
