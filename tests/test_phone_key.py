@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import peewee
 import pytest
 
 from salesbot_poller.phones import key
 from salesbot_poller.pipeline import retention
 from salesbot_poller.store import Call, Store
 from salesbot_poller.store.base import insert_rows
+from tests.call_history import analyze, seed_history
 from tests.loopback_app import ts
+from tests.plans import NOW, captured, plan
 from tests.test_migrations import back_to
 from tests.test_privacy_retention import by_entity, seeded
 
@@ -120,5 +123,32 @@ def test_a_number_changed_while_its_key_is_computed_keeps_no_key(tmp_path: Path)
         store.fill_phone_keys(meanwhile)
         assert Call.get().phone_key is None, "no key of a number the call no longer has"
         assert store.calls_with_number(key, "79161234567") == []
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_the_look_up_and_the_check_for_keys_to_fill_read_their_indexes(database_url: str) -> None:
+    """Not only no full scan (tests/test_query_plans.py): once the keys are filled, neither
+    read walks the primary key past every call either (PostgreSQL's plan of the check for
+    keys to fill did, filtering each row, before `call_phone_unkeyed`). While a fill is
+    under way the planner may walk the ids instead: the calls after the keyset are then
+    mostly the ones to fill."""
+    store = Store.open(database_url, NOW)
+    try:
+        seed_history(store, 2000, NOW)  # numbers without keys, as an upgraded database has them
+        assert store.fill_phone_keys(key) == 1600  # the oldest fifth's numbers are cleared
+        if isinstance(store.db, peewee.PostgresqlDatabase):
+            store.db.execute_sql("SET enable_seqscan = off")
+        for statistics in ("as left", "analysed"):
+            if statistics == "analysed":
+                analyze(store)
+            with captured() as statements:
+                store.calls_with_number(key, key("8 999 000-12-34"))
+            reads = [(sql, params) for sql, params in statements if sql.startswith("SELECT") and "phone_key" in sql]
+            assert len(reads) == 2, "the check for keys to fill, and the look-up"
+            for sql, params in reads:
+                lines = " / ".join(plan(store.db, sql, params))
+                assert "call_phone_key" in lines or "call_phone_unkeyed" in lines, f"{statistics}: {lines} for {sql}"
     finally:
         store.close()
