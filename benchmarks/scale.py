@@ -150,6 +150,15 @@ def op_find(app: App, now: int) -> str:
     return parts[0].split("</b>")[0].split(": ")[-1] + " found"
 
 
+def op_find_number(app: App, now: int) -> str:
+    """`/find` by number: a recent call's number, written another way than it is stored."""
+    from salesbot_poller.reports import bot_answers
+
+    n = (scale_seed.seeded(app.store) or 10) // 10 * 10 - 7  # position 3: a `+7916…` number
+    parts = bot_answers.find(app, f"8 916 {n // 10_000 % 1000:03d}-{n // 100 % 100:02d}-{n % 100:02d}")
+    return parts[0].split("</b>")[0].split(": ")[-1] + " found"
+
+
 def op_export(app: App, now: int) -> str:
     """`export` of the whole history as CSV (to /dev/null): rows/s."""
     from salesbot_poller.cli import export
@@ -180,6 +189,7 @@ OPS = (
     Op("status", op_status, "<= 300 ms", limit=0.300),
     Op("weekly report", op_weekly, "<= 2 s, 150 MB", False, limit=2.0, megabytes=150),
     Op("/find", op_find, "<= 300 ms", limit=0.300),
+    Op("/find <number>", op_find_number, "<= 300 ms", limit=0.300),
     Op("export (rows/s)", op_export, ">= 20k rows/s", False, limit=20_000),
 )
 

@@ -24,6 +24,7 @@ from salesbot_poller.cli.commands import status
 from salesbot_poller.cli.export import export
 from salesbot_poller.domain import Stage
 from salesbot_poller.lanes import ALERT_STAGES, WORK_STAGES
+from salesbot_poller.phones import key
 from salesbot_poller.pipeline.followup import FOLLOW_UP_KINDS, WINDOW_SECONDS
 from salesbot_poller.store import Delivery, Store
 
@@ -137,4 +138,7 @@ OPERATIONS: list[tuple[str, Callable[[Store], object]]] = [
     ("/find цена доставка", lambda s: s.find_calls("цена доставка")),
     ("/find заказ 4242", lambda s: s.find_calls("заказ 4242")),
     ("export, whole history (csv)", _export),
+    # The bot's `/find` by number and `forget --phone` (its hash finds the calls it cleared).
+    ("/find 89161234567", lambda s: s.calls_with_number(key, key("89161234567"))),
+    ("/find 8 999 000-12-34", lambda s: s.calls_with_number(key, key("8 999 000-12-34"), "forgotten-hash")),
 ]

@@ -24,6 +24,7 @@ from typing import Any
 import peewee
 
 from salesbot_poller.domain import CallAnalysis, NextStep, ObjectionHandling, RubricResult, without_personal_data
+from salesbot_poller.phones import key
 from salesbot_poller.pipeline import catchup
 from salesbot_poller.store import Delivery, Store, Usage
 from salesbot_poller.store.base import CURSOR_KEY, insert_rows
@@ -147,6 +148,7 @@ def _row(n: int, calls: int, rare_step: int) -> dict[str, Any]:
         "skip_reason": "call shorter than poller.min_call_seconds" if position == 9 else None,
         "duration": 0 if missed else (8 if position == 9 else 60 + _mix(n) % 900),
         "phone": phone,
+        "phone_key": key(phone),  # as intake writes it
         "link": f"https://records.example.ru/{n}.mp3" if not missed else None,
         "call_status": 6 if missed else 4,
         "source": "telephony",
@@ -168,6 +170,7 @@ def _row(n: int, calls: int, rare_step: int) -> dict[str, Any]:
             "transcript": None,
             "link": None,
             "phone": None,
+            "phone_key": None,
             "entity_name": None,
             "analysis_json": without_personal_data(stored),
             "personal_removed_at": at + CLEARED_DAYS * 86400,

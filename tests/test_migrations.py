@@ -79,6 +79,7 @@ HISTORY = {
         }
     ),
     "0022_clips": Added(tables=("clip",)),
+    "0024_phone_key": Added(columns={"call": ("phone_key",)}, index_names=("call_phone_key", "call_phone_unkeyed")),
 }
 NAMES = [name for name, _ in MIGRATIONS]
 BIG = 2**40  # an amoCRM id past 2^31

@@ -42,6 +42,7 @@ from salesbot_poller.domain import (
     says_missed,
 )
 from salesbot_poller.errors import FatalError, PermanentError, SalesbotError
+from salesbot_poller.phones import key as phone_key
 from salesbot_poller.pipeline import catchup, profiles
 from salesbot_poller.pipeline.context import App, Cycle
 from salesbot_poller.pipeline.health import describe
@@ -338,6 +339,7 @@ def _store_note(
     facts = {
         "duration": note.duration,
         "phone": note.phone,
+        "phone_key": phone_key(note.phone) if note.phone is not None else None,  # `/find`, `forget` look it up
         "link": note.link,
         "call_status": note.call_status,
         "source": note.source,

@@ -182,7 +182,7 @@ def rewrite_facts(call: Call) -> None:
     write_facts(call, previous.analysed_at if previous is not None else call.updated_at)
 
 
-LATER_COLUMNS = ("profile",)  # added to `call` by migrations after 0013_bi
+LATER_COLUMNS = ("profile", "phone_key")  # added to `call` by migrations after 0013_bi
 
 
 def backfill_topics() -> int:

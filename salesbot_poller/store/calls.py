@@ -4,7 +4,9 @@ Contract:
 - `update(call, **fields)` commits at once; the pipeline calls it after each stage, so a
   restart resumes from the last committed stage. With `analysis_json`, the call's rows in
   the BI tables (`store.bi`) are rewritten in the same transaction. Error texts
-  (`last_error`, `skip_reason`) are redacted first.
+  (`last_error`, `skip_reason`) are redacted first. A `phone` written without its
+  `phone_key` (`phones.key`, the caller's to compute) has its key reset, to be filled in by
+  `fill_phone_keys`: a stored key is never another number's.
 - `summarise` stores a summary of missed calls and marks the calls it covers in ONE transaction.
 - `resume_stage` judges from a call's stored artifacts the stage it would resume from.
 """
@@ -29,6 +31,8 @@ class CallRows(DeliveryRows):
     def update(self, call: Call, now: int, **fields: Any) -> None:
         """Commit `fields` of `call` (and mirror them on the instance)."""
         fields = self._redacted(fields) | {"updated_at": now}
+        if "phone" in fields:  # a number written without its key: filled in by `fill_phone_keys`
+            fields.setdefault("phone_key", None)
         for key, value in fields.items():
             if isinstance(value, Stage):
                 fields[key] = value.value

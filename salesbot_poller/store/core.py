@@ -219,8 +219,10 @@ class Store(
         `now`); returns their ids in the order of `rows`.
 
         Each row maps `Call` column names to values, every row the same names, `event_id`
-        unique and new. For a history seeded in bulk (benchmarks/scale.py): the pipeline stores
-        a call through `record_window` and `update`."""
+        unique and new; a row with a `phone` gives its `phone_key` (`phones.key`) or leaves
+        it out (then `fill_phone_keys` computes it at the first look-up by number). For a
+        history seeded in bulk (benchmarks/scale.py): the pipeline stores a call through
+        `record_window` and `update`."""
         if not rows:
             return []
         with self.db.atomic():

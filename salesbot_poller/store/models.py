@@ -54,6 +54,10 @@ class Call(_Model):
     # From the note, and names resolved when it was read.
     duration = peewee.IntegerField(null=True)
     phone = peewee.CharField(null=True)
+    # Its normal form (`phones.key`, given by the caller: the store does not parse numbers),
+    # so `/find` and `forget --phone` look a number up in the index `call_phone_key`
+    # (0024_phone_key). None: not computed yet (`PersonalData.fill_phone_keys` fills it).
+    phone_key = peewee.CharField(null=True)
     link = peewee.TextField(null=True)
     call_status = peewee.IntegerField(null=True)
     source = peewee.CharField(null=True)

@@ -5,7 +5,11 @@ Contract:
   (in the BI tables too), its tracker hits' words and the content of its delivery rows in ONE transaction, keeping
   ids, times, scores and each row's sent ids and `done_at` (nothing is sent again);
   retention calls it batch by batch (`calls_to_clear`), `forget` for one number
-  (`calls_with_number`). A call a worker holds is left as it is.
+  (`calls_with_number`). A call a worker holds is left as it is. The number's normal form
+  (`phone_key`) goes with the number.
+- `calls_with_number` reads one number's calls in the index `call_phone_key` (0024_phone_key);
+  the keys are computed by the caller's `key` (the store does not parse numbers), and the
+  ones missing (calls stored before that step) are filled in first, page by page.
 - Retention's reads are served by partial indexes of what still holds personal data
   (0023_retention_keyset): `calls_to_clear` walks the calls by (event time, id) after a
   keyset, `calls_due` counts them, `clear_unlinked_before` takes the rows about no call; a
@@ -65,22 +69,61 @@ class PersonalData(DeliveryRows):
         self, key: Callable[[str | None], str], number: str, forgotten_as: str | None = None
     ) -> list[Call]:
         """Calls whose number's normal form (`key`, `phones.key`) is `number`, and calls cleared
-        by an earlier `forget` of it (`forgotten_as`, when given), oldest first. Numbers are
-        stored as amoCRM wrote them, so they are compared here, not in SQL."""
-        ids = [
-            int(call_id)
-            for call_id, phone in cast(
-                Iterable[tuple[int, str]],
-                Call.select(Call.id, Call.phone).where(Call.phone.is_null(False)).tuples().iterator(),
-            )
-            if key(phone) == number
-        ]
+        by an earlier `forget` of it (`forgotten_as`, when given), oldest first.
+
+        Read in the index `call_phone_key` (0024_phone_key) by the stored key, once every
+        key still missing is filled in (`fill_phone_keys`: after an upgrade, the first call
+        fills the history; later, nothing is missing and that is one probe of the index)."""
+        self.fill_phone_keys(key)
+        found = list(Call.select().where(Call.phone_key == number, Call.phone.is_null(False)))
         if forgotten_as is not None:
-            ids += [int(row.id) for row in Call.select(Call.id).where(Call.forgotten_as == forgotten_as)]
-        found: list[Call] = []
-        for start in range(0, len(ids), 500):
-            found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))
+            # Ids first, from the index alone: with every call's `forgotten_as` NULL, SQLite's
+            # statistics price a search for one value in it as dear as reading the table.
+            ids = [int(row.id) for row in Call.select(Call.id).where(Call.forgotten_as == forgotten_as)]
+            for start in range(0, len(ids), 500):
+                found.extend(Call.select().where(Call.id.in_(ids[start : start + 500])))
         return sorted({call.id: call for call in found}.values(), key=lambda c: (c.event_created_at, c.id))
+
+    def fill_phone_keys(self, key: Callable[[str | None], str], page: int = 1000) -> int:
+        """Store `key(phone)` as `phone_key` of each call whose number has none yet (calls
+        stored before 0024_phone_key, or written without their key), `page` calls at a time
+        by id (memory flat), each page committed; returns how many calls it keyed.
+
+        A key is written only while the call still has the number it was computed from: a
+        number cleared or changed meanwhile (`clear_personal`, a note read again) is never
+        given a stale key."""
+        filled, after = 0, 0
+        while True:
+            with self.db.atomic():
+                rows = cast(
+                    list[tuple[int, str]],
+                    list(
+                        Call.select(Call.id, Call.phone)
+                        .where(Call.phone_key.is_null(), Call.phone.is_null(False), Call.id > after)
+                        .order_by(Call.id)
+                        .limit(page)
+                        .tuples()
+                    ),
+                )
+                if not rows:
+                    return filled
+                self._write_phone_keys([(key(phone), call_id, phone) for call_id, phone in rows])
+            filled += len(rows)
+            after = rows[-1][0]
+
+    def _write_phone_keys(self, keyed: list[tuple[str, int, str]]) -> None:
+        """(key, call id, the number it was computed from): PostgreSQL in one statement (a
+        statement per row is a round trip each), SQLite a prepared statement run per row."""
+        if isinstance(self.db, peewee.PostgresqlDatabase):
+            values = ", ".join(["(%s, %s, %s)"] * len(keyed))
+            self.db.execute_sql(  # type: ignore[no-untyped-call]
+                f'UPDATE "call" SET phone_key = v.k FROM (VALUES {values}) AS v(k, id, phone) '
+                'WHERE "call".id = v.id AND "call".phone = v.phone',
+                [value for row in keyed for value in row],
+            )
+            return
+        sql = f'UPDATE "call" SET phone_key = {self.db.param} WHERE id = {self.db.param} AND phone = {self.db.param}'
+        self.db.cursor().executemany(sql, keyed)  # type: ignore[no-untyped-call]
 
     def deliveries_of(self, call_ids: Iterable[int], *, lock: bool = False) -> list[Delivery]:
         """Every delivery row of `call_ids`, in the order they were stored (`lock`: see
@@ -122,6 +165,7 @@ class PersonalData(DeliveryRows):
                     "transcript": None,
                     "link": None,
                     "phone": None,
+                    "phone_key": None,
                     "entity_name": None,
                     "audio_path": None,
                     "outbox_json": None,
