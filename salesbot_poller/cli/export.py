@@ -33,16 +33,18 @@ import io
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 from zoneinfo import ZoneInfo
 
 from salesbot_poller.cli.common import EXIT_CONFIG, EXIT_OK, err, utc_now
+from salesbot_poller.cli.local_times import LocalTimes
 from salesbot_poller.config import Config
 from salesbot_poller.store import Store
-from salesbot_poller.store.bi import ExportedCall, item_fields
+from salesbot_poller.store.bi import ITEM_FIELDS
+from salesbot_poller.store.bi_export import ExportPage, as_bool
 
 Format = Literal["csv", "jsonl"]
 BOM = "\ufeff"
@@ -145,37 +147,87 @@ def cell(value: object) -> object:
     return value
 
 
-def _when(timestamp: int, tz: tzinfo) -> str:
-    return datetime.fromtimestamp(timestamp, tz).isoformat(sep=" ")
+class Cells(dict[object, object]):
+    """`cell` of text values, each worked out once (bounded: forgotten past `LIMIT` values)."""
+
+    LIMIT = 4096
+
+    def __missing__(self, value: object) -> object:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[value] = found = cell(value)
+        return found
 
 
-def _facts(call: ExportedCall, tz: tzinfo) -> dict[str, Any]:
-    fact = call.fact
-    return {
-        "call_id": fact.call_id,
-        "started_at": _when(fact.started_at, tz),
-        "manager_id": fact.manager_id,
-        "manager": fact.manager,
-        "entity_type": fact.entity_type,
-        "entity_id": fact.entity_id,
-        "direction": fact.direction,
-        "duration": fact.duration,
-        "score": fact.score,
-        "profile": fact.profile,
-        "topic": fact.topic,
-        "next_step_action": fact.next_step_action,
-        "next_step_due": fact.next_step_due,
-        "analysed_at": _when(fact.analysed_at, tz),
-    }
+def _csv_rows(
+    page: ExportPage, when: Callable[[int], str], item_ids: Sequence[str], trackers: Sequence[str]
+) -> list[list[object]]:
+    """The page's CSV rows: the facts of `FACT_COLUMNS`, objections, verdicts, tracker hits."""
+    text = Cells()  # a text column's cells repeat (a manager, a topic): each is worked out once
+    rows: list[list[object]] = []
+    for fact in page.facts:
+        call_id, started, manager_id, manager, kind, entity, direction, duration, score = fact[:9]
+        profile, topic, action, due, analysed = fact[9:14]
+        verdicts = dict(page.items.get(call_id, ()))  # type: ignore[call-overload]  # (item_id, verdict)
+        objections = page.objections.get(call_id, ())  # type: ignore[call-overload]
+        hits = page.hits.get(call_id, {})  # type: ignore[call-overload]
+        rows.append(
+            [
+                call_id,
+                when(started),  # type: ignore[arg-type]
+                "" if manager_id is None else manager_id,
+                text[manager],
+                text[kind],
+                "" if entity is None else entity,
+                text[direction],
+                "" if duration is None else duration,
+                "" if score is None else score,
+                text[profile],
+                text[topic],
+                cell(action),
+                text[due],
+                when(analysed),  # type: ignore[arg-type]
+                cell(" | ".join([o[0] for o in objections])),
+                *[text[verdicts.get(item_id)] for item_id in item_ids],
+                *[hits.get(name, 0) for name in trackers],
+            ]
+        )
+    return rows
 
 
-def _json_line(call: ExportedCall, tz: tzinfo, hits: dict[str, int]) -> str:
-    row = _facts(call, tz)
-    row["items"] = [item_fields(item) for item in call.items]
-    row["objections"] = [{"objection": o.objection, "handling": o.handling} for o in call.objections]
-    row["trackers"] = hits
-    row["tracker_missing"] = call.fact.tracker_missing
-    return json.dumps(row, ensure_ascii=False) + "\n"
+ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(..., ensure_ascii=False) runs
+
+
+def _json_lines(page: ExportPage, when: Callable[[int], str]) -> str:
+    """The page's JSON Lines: per call its facts, every item and objection in full, its hits."""
+    lines = []
+    for fact in page.facts:
+        call_id = fact[0]
+        row: dict[str, object] = dict(zip(FACT_COLUMNS, fact))
+        row["started_at"] = when(fact[1])  # type: ignore[arg-type]
+        row["analysed_at"] = when(fact[13])  # type: ignore[arg-type]
+        row["items"] = [
+            {
+                "item_id": item_id,
+                "title": title,
+                "weight": weight,
+                "verdict": verdict,
+                "evidence": evidence,
+                "verified": as_bool(verified),
+                "confidence": confidence,
+                "at": at,
+            }
+            for item_id, title, weight, verdict, evidence, verified, confidence, at in page.items.get(call_id, ())  # type: ignore[call-overload]
+        ]
+        row["objections"] = [
+            {"objection": objection, "handling": handling}
+            for objection, handling in page.objections.get(call_id, ())  # type: ignore[call-overload]
+        ]
+        row["trackers"] = page.hits.get(call_id, {})  # type: ignore[call-overload]
+        row["tracker_missing"] = fact[14]
+        lines.append(ENCODE(row))
+    lines.append("")
+    return "\n".join(lines)
 
 
 def export(
@@ -190,34 +242,21 @@ def export(
 ) -> int:
     """See the module contract. `trackers`: the configured trackers' names (CSV columns)."""
     start, end = day_bounds(since, until, tz)
+    when = LocalTimes(tz)
     written = 0
-    writer = None
-    item_ids: list[str] = []
     if fmt == "csv":
         out.write(BOM)
         item_ids = store.export_item_ids(start, end)
         writer = csv.writer(out, delimiter=delimiter)
         columns = [*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)]
         writer.writerow([*columns, *(f"tracker:{name}" for name in trackers)])
-    for page in store.export_pages(start, end):
-        hits = store.tracker_counts_of([call.fact.call_id for call in page])
-        for call in page:
-            counts = hits.get(call.fact.call_id, {})
-            if writer is None:
-                out.write(_json_line(call, tz, counts))
-            else:
-                facts = _facts(call, tz)
-                verdicts = {item.item_id: item.verdict for item in call.items}
-                objections = " | ".join(o.objection for o in call.objections)
-                writer.writerow(
-                    [
-                        *(cell(facts[c]) for c in FACT_COLUMNS),
-                        cell(objections),
-                        *(cell(verdicts.get(i)) for i in item_ids),
-                        *(counts.get(name, 0) for name in trackers),
-                    ]
-                )
-            written += 1
+        for page in store.export_pages(start, end, ("item_id", "verdict")):
+            writer.writerows(_csv_rows(page, when, item_ids, trackers))
+            written += len(page.facts)
+    else:
+        for page in store.export_pages(start, end, ITEM_FIELDS):
+            out.write(_json_lines(page, when))
+            written += len(page.facts)
     out.flush()
     return written
 
