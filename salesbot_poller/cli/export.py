@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import os
+from operator import itemgetter
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -168,9 +169,9 @@ def _csv_rows(
     for fact in page.facts:
         call_id, started, manager_id, manager, kind, entity, direction, duration, score = fact[:9]
         profile, topic, action, due, analysed = fact[9:14]
-        verdicts = dict(page.items.get(call_id, ()))  # type: ignore[call-overload]  # (item_id, verdict)
-        objections = page.objections.get(call_id, ())  # type: ignore[call-overload]
-        hits = page.hits.get(call_id, {})  # type: ignore[call-overload]
+        verdicts = dict(map(PAIR, page.items.get(call_id, ())))  # (call_id, item_id, verdict) rows
+        objections = page.objections.get(call_id, ())
+        hits = page.hits.get(call_id, {})
         rows.append(
             [
                 call_id,
@@ -187,7 +188,7 @@ def _csv_rows(
                 cell(action),
                 text[due],
                 when(analysed),  # type: ignore[arg-type]
-                cell(" | ".join([o[0] for o in objections])),
+                cell(" | ".join([o[1] for o in objections])),
                 *[text[verdicts.get(item_id)] for item_id in item_ids],
                 *[hits.get(name, 0) for name in trackers],
             ]
@@ -195,6 +196,7 @@ def _csv_rows(
     return rows
 
 
+PAIR = itemgetter(1, 2)
 ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(..., ensure_ascii=False) runs
 
 
@@ -217,13 +219,13 @@ def _json_lines(page: ExportPage, when: Callable[[int], str]) -> str:
                 "confidence": confidence,
                 "at": at,
             }
-            for item_id, title, weight, verdict, evidence, verified, confidence, at in page.items.get(call_id, ())  # type: ignore[call-overload]
+            for _, item_id, title, weight, verdict, evidence, verified, confidence, at in page.items.get(call_id, ())
         ]
         row["objections"] = [
             {"objection": objection, "handling": handling}
-            for objection, handling in page.objections.get(call_id, ())  # type: ignore[call-overload]
+            for _, objection, handling in page.objections.get(call_id, ())
         ]
-        row["trackers"] = page.hits.get(call_id, {})  # type: ignore[call-overload]
+        row["trackers"] = page.hits.get(call_id, {})
         row["tracker_missing"] = fact[14]
         lines.append(ENCODE(row))
     lines.append("")

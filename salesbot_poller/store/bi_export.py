@@ -7,9 +7,9 @@ Contract:
   no server-side cursor), so a page costs the same at the end of a long period as at its start.
 - A page holds, for its calls only (one query each, keyed by call id):
   `facts`: one tuple per call of `FACT_FIELDS`, in that order;
-  `items[call_id]`: the call's rubric items in rubric order, each a tuple of `item_fields`
-  (names of `bi.ITEM_FIELDS`: a CSV asks for the verdicts only, JSON Lines for everything);
-  `objections[call_id]`: (objection, handling) in order;
+  `items[call_id]`: the call's rubric items in rubric order, each a tuple of its call id then
+  `item_fields` (names of `bi.ITEM_FIELDS`: a CSV asks for the verdicts only, JSON Lines for
+  everything); `objections[call_id]`: (call id, objection, handling) in order;
   `hits[call_id]`: {tracker name: hits in the call} for the trackers it has hits of.
 - Why tuples: an export of a long history spends its time in Python, not in the database;
   a peewee model per row (and per item) cost more than everything else together. The SQL is
@@ -20,8 +20,11 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
 
 import peewee
 
@@ -52,9 +55,9 @@ FACT_FIELDS = (
 class ExportPage:
     """One page of `export_pages` (see the module contract)."""
 
-    facts: list[tuple[object, ...]]
-    items: dict[int, list[tuple[object, ...]]] = field(default_factory=dict)
-    objections: dict[int, list[tuple[object, ...]]] = field(default_factory=dict)
+    facts: list[tuple[Any, ...]]
+    items: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
+    objections: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
     hits: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
@@ -63,21 +66,29 @@ def as_bool(value: object) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _rows(db: peewee.Database, query: peewee.Query) -> list[tuple[object, ...]]:
-    """The query's rows as the driver returns them: no model, no converter per value."""
-    return list(db.execute(query).fetchall())  # type: ignore[no-untyped-call]
+FIRST = itemgetter(0)
 
 
-def _by_call(rows: list[tuple[object, ...]]) -> dict[int, list[tuple[object, ...]]]:
-    """Rows whose first value is a call id, grouped by it (the rest of each row, in order)."""
-    found: dict[int, list[tuple[object, ...]]] = {}
-    for row in rows:
-        key = int(row[0])  # type: ignore[call-overload]
-        group = found.get(key)
-        if group is None:
-            found[key] = group = []
-        group.append(row[1:])
-    return found
+class _Statements:
+    """Each per-call-id query of a page, built by peewee once per length of its id list and
+    then run with other ids: rendering an IN list of 500 values cost more than running it."""
+
+    def __init__(self, db: peewee.Database, build: Callable[[list[int]], peewee.Query]) -> None:
+        self.db, self.build = db, build
+        self.sql: dict[int, str] = {}
+
+    def rows(self, ids: list[int]) -> list[tuple[Any, ...]]:
+        sql = self.sql.get(len(ids))
+        if sql is None:
+            sql, params = self.db.get_sql_context().sql(self.build(ids)).query()  # type: ignore[no-untyped-call]
+            if list(params) != ids:  # the ids must be its only parameters, in order
+                raise AssertionError(f"unexpected parameters for {sql}")
+            self.sql[len(ids)] = sql
+        return list(self.db.execute_sql(sql, ids).fetchall())  # type: ignore[no-untyped-call]
+
+    def by_call(self, ids: list[int]) -> dict[int, list[tuple[Any, ...]]]:
+        """The rows (call id first), grouped by call: the query orders them by call id."""
+        return {call_id: list(group) for call_id, group in groupby(self.rows(ids), FIRST)}
 
 
 def export_pages(
@@ -85,7 +96,25 @@ def export_pages(
 ) -> Iterator[ExportPage]:
     """See the module contract."""
     columns = [getattr(BiCall, name) for name in FACT_FIELDS]
-    items = [BiRubricItem.call_id, *(getattr(BiRubricItem, name) for name in item_fields)]
+    item_columns = [BiRubricItem.call_id, *(getattr(BiRubricItem, name) for name in item_fields)]
+    items = _Statements(
+        db,
+        lambda ids: BiRubricItem.select(*item_columns)
+        .where(BiRubricItem.call_id.in_(ids))
+        .order_by(BiRubricItem.call_id, BiRubricItem.position),
+    )
+    objections = _Statements(
+        db,
+        lambda ids: BiObjection.select(BiObjection.call_id, BiObjection.objection, BiObjection.handling)
+        .where(BiObjection.call_id.in_(ids))
+        .order_by(BiObjection.call_id, BiObjection.position),
+    )
+    hits = _Statements(
+        db,
+        lambda ids: TrackerHit.select(TrackerHit.call_id, TrackerHit.tracker, peewee.fn.COUNT(TrackerHit.id))
+        .where(TrackerHit.call_id.in_(ids))
+        .group_by(TrackerHit.call_id, TrackerHit.tracker),
+    )
     after: tuple[object, object] | None = None
     while True:
         query = BiCall.select(*columns).where(BiCall.started_at < end)
@@ -95,33 +124,16 @@ def export_pages(
             # A row value: the index (started_at, call_id) is entered at the last row sent,
             # so no page reads again what earlier pages read (an OR of the two would).
             query = query.where(peewee.Tuple(BiCall.started_at, BiCall.call_id) > peewee.Tuple(*after))
-        facts = _rows(db, query.order_by(BiCall.started_at, BiCall.call_id).limit(page))
+        facts = list(db.execute(query.order_by(BiCall.started_at, BiCall.call_id).limit(page)).fetchall())  # type: ignore[no-untyped-call]
         if not facts:
             return
         ids = [fact[0] for fact in facts]
         found = ExportPage(facts)
         for part in range(0, len(ids), PAGE):  # a page bigger than PAGE: IN lists stay short
             chunk = ids[part : part + PAGE]
-            found.items |= _by_call(
-                _rows(
-                    db,
-                    BiRubricItem.select(*items)
-                    .where(BiRubricItem.call_id.in_(chunk))
-                    .order_by(BiRubricItem.call_id, BiRubricItem.position),
-                )
-            )
-            found.objections |= _by_call(
-                _rows(
-                    db,
-                    BiObjection.select(BiObjection.call_id, BiObjection.objection, BiObjection.handling)
-                    .where(BiObjection.call_id.in_(chunk))
-                    .order_by(BiObjection.call_id, BiObjection.position),
-                )
-            )
-            hits = TrackerHit.select(TrackerHit.call_id, TrackerHit.tracker, peewee.fn.COUNT(TrackerHit.id))
-            for call_id, name, count in _rows(
-                db, hits.where(TrackerHit.call_id.in_(chunk)).group_by(TrackerHit.call_id, TrackerHit.tracker)
-            ):
-                found.hits.setdefault(int(call_id), {})[str(name)] = int(count)  # type: ignore[call-overload]
+            found.items |= items.by_call(chunk)
+            found.objections |= objections.by_call(chunk)
+            for call_id, name, count in hits.rows(chunk):
+                found.hits.setdefault(int(call_id), {})[str(name)] = int(count)
         yield found
         after = (facts[-1][1], facts[-1][0])
