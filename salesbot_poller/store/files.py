@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 from pathlib import Path
@@ -75,17 +74,12 @@ def lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-# `lenient_text` as one C call: a text factory runs once per text value read, and a Python
-# function there cost a tenth of a long export's time.
-LENIENT_TEXT = functools.partial(bytes.decode, encoding="utf-8", errors="replace")
-
-
 class ServiceSqliteDatabase(peewee.SqliteDatabase):
     """peewee's SQLite database whose connections read invalid UTF-8 as U+FFFD (a traceback in
     `export` or `status` helps nobody; the row's other values are still right)."""
 
     def _add_conn_hooks(self, conn: Any) -> None:
-        conn.text_factory = LENIENT_TEXT
+        conn.text_factory = lenient_text
         super()._add_conn_hooks(conn)  # type: ignore[misc]  # peewee's, not in its stubs
 
 
