@@ -30,42 +30,24 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
-from operator import itemgetter
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, TextIO
 from zoneinfo import ZoneInfo
 
 from salesbot_poller.cli.common import EXIT_CONFIG, EXIT_OK, err, utc_now
+from salesbot_poller.cli.export_rows import FACT_COLUMNS, csv_rows, json_lines
 from salesbot_poller.cli.local_times import LocalTimes
 from salesbot_poller.config import Config
 from salesbot_poller.store import Store
 from salesbot_poller.store.bi import ITEM_FIELDS
-from salesbot_poller.store.bi_export import ExportPage, as_bool
 
 Format = Literal["csv", "jsonl"]
 BOM = "\ufeff"
 DAY = 24 * 3600
-FACT_COLUMNS = [
-    "call_id",
-    "started_at",
-    "manager_id",
-    "manager",
-    "entity_type",
-    "entity_id",
-    "direction",
-    "duration",
-    "score",
-    "profile",
-    "topic",
-    "next_step_action",
-    "next_step_due",
-    "analysed_at",
-]
 
 
 def parse_day(value: str, option: str) -> date:
@@ -136,102 +118,6 @@ def default_delimiter(zone: str, environ: Mapping[str, str]) -> str:
     return ";" if zone in RUSSIAN_ZONES or locale.lower().startswith("ru") else ","
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def cell(value: object) -> object:
-    """A CSV cell: None as empty, text a spreadsheet would run as a formula with a leading `'`."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-class Cells(dict[object, object]):
-    """`cell` of text values, each worked out once (bounded: forgotten past `LIMIT` values)."""
-
-    LIMIT = 4096
-
-    def __missing__(self, value: object) -> object:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        self[value] = found = cell(value)
-        return found
-
-
-def _csv_rows(
-    page: ExportPage, when: Callable[[int], str], item_ids: Sequence[str], trackers: Sequence[str]
-) -> list[list[object]]:
-    """The page's CSV rows: the facts of `FACT_COLUMNS`, objections, verdicts, tracker hits."""
-    text = Cells()  # a text column's cells repeat (a manager, a topic): each is worked out once
-    rows: list[list[object]] = []
-    for fact in page.facts:
-        call_id, started, manager_id, manager, kind, entity, direction, duration, score = fact[:9]
-        profile, topic, action, due, analysed = fact[9:14]
-        verdicts = dict(map(PAIR, page.items.get(call_id, ())))  # (call_id, item_id, verdict) rows
-        objections = page.objections.get(call_id, ())
-        hits = page.hits.get(call_id, {})
-        rows.append(
-            [
-                call_id,
-                when(started),  # type: ignore[arg-type]
-                "" if manager_id is None else manager_id,
-                text[manager],
-                text[kind],
-                "" if entity is None else entity,
-                text[direction],
-                "" if duration is None else duration,
-                "" if score is None else score,
-                text[profile],
-                text[topic],
-                cell(action),
-                text[due],
-                when(analysed),  # type: ignore[arg-type]
-                cell(" | ".join([o[1] for o in objections])),
-                *[text[verdicts.get(item_id)] for item_id in item_ids],
-                *[hits.get(name, 0) for name in trackers],
-            ]
-        )
-    return rows
-
-
-PAIR = itemgetter(1, 2)
-ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(..., ensure_ascii=False) runs
-
-
-def _json_lines(page: ExportPage, when: Callable[[int], str]) -> str:
-    """The page's JSON Lines: per call its facts, every item and objection in full, its hits."""
-    lines = []
-    for fact in page.facts:
-        call_id = fact[0]
-        row: dict[str, object] = dict(zip(FACT_COLUMNS, fact))
-        row["started_at"] = when(fact[1])  # type: ignore[arg-type]
-        row["analysed_at"] = when(fact[13])  # type: ignore[arg-type]
-        row["items"] = [
-            {
-                "item_id": item_id,
-                "title": title,
-                "weight": weight,
-                "verdict": verdict,
-                "evidence": evidence,
-                "verified": as_bool(verified),
-                "confidence": confidence,
-                "at": at,
-            }
-            for _, item_id, title, weight, verdict, evidence, verified, confidence, at in page.items.get(call_id, ())
-        ]
-        row["objections"] = [
-            {"objection": objection, "handling": handling}
-            for _, objection, handling in page.objections.get(call_id, ())
-        ]
-        row["trackers"] = page.hits.get(call_id, {})
-        row["tracker_missing"] = fact[14]
-        lines.append(ENCODE(row))
-    lines.append("")
-    return "\n".join(lines)
-
-
 def export(
     store: Store,
     since: date,
@@ -253,11 +139,11 @@ def export(
         columns = [*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)]
         writer.writerow([*columns, *(f"tracker:{name}" for name in trackers)])
         for page in store.export_pages(start, end, ("item_id", "verdict")):
-            writer.writerows(_csv_rows(page, when, item_ids, trackers))
+            writer.writerows(csv_rows(page, when, item_ids, trackers))
             written += len(page.facts)
     else:
         for page in store.export_pages(start, end, ITEM_FIELDS):
-            out.write(_json_lines(page, when))
+            out.write(json_lines(page, when))
             written += len(page.facts)
     out.flush()
     return written
