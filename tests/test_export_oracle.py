@@ -64,6 +64,9 @@ def _odd_calls(store: Store, backend: str) -> None:
         store.correct_verdict(call, "needs", 1, "missed", "Мария", 77, START)
     if backend == "sqlite":  # bytes that are not UTF-8, written by another tool
         store.db.execute_sql("UPDATE bi_call SET manager = CAST(X'D0FF41' AS TEXT) WHERE call_id = 12")  # type: ignore[no-untyped-call]
+        BiCall.update(manager="\x00items\x00").where(BiCall.call_id == 13).execute()  # JSON Lines' own marker
+    else:  # floats SQLite cannot hold (it stores NULL for NaN)
+        BiRubricItem.update(confidence=float("nan"), weight=float("inf")).where(BiRubricItem.call_id == 14).execute()
 
 
 @pytest.fixture
