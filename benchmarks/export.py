@@ -47,7 +47,7 @@ def seed(url: str, calls: int) -> float:
     store = Store.open(url, int(START.timestamp()))
     seed_analysed(store, calls, start=int(START.timestamp()), spacing=SPACING)
     with store.db.atomic():
-        ids = [row[0] for row in BiCall.select(BiCall.call_id).order_by(BiCall.call_id).tuples()]
+        ids = [int(fact.call_id) for fact in BiCall.select(BiCall.call_id).order_by(BiCall.call_id)]
         hits = [
             {"call_id": call_id, "position": 0, "tracker": TRACKER, "speaker": "client", "at": 12, "phrase": "у них"}
             for call_id in ids[::4]
@@ -98,8 +98,8 @@ def measure(name: str, database: str, home: Path, calls: int) -> None:
             speed = rows / max(cpu - start, 1e-3)
             size = output.stat().st_size / 1e6
             print(
-                f"| {name:<10} | {fmt:<6} | {rows:>8,} | {seconds:>7.1f} | {cpu:>5.1f} | {start:>7.1f} | {speed:>9,.0f} "
-                f"| {peak:>11.0f} | {size:>7.1f} |"
+                f"| {name:<10} | {fmt:<6} | {rows:>8,} | {seconds:>7.1f} | {cpu:>5.1f} | {start:>7.1f} "
+                f"| {speed:>9,.0f} | {peak:>11.0f} | {size:>7.1f} |"
             )
 
 

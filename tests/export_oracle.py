@@ -14,7 +14,8 @@ from typing import Any, TextIO
 
 import peewee
 
-from salesbot_poller.cli.export import BOM, FACT_COLUMNS, day_bounds
+from salesbot_poller.cli.export import BOM, day_bounds
+from salesbot_poller.cli.export_rows import FACT_COLUMNS
 from salesbot_poller.store import Store
 from salesbot_poller.store.bi import ITEM_FIELDS
 from salesbot_poller.store.models import BiCall, BiObjection, BiRubricItem

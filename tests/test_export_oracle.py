@@ -39,13 +39,13 @@ TRACKERS = ["Конкурент", "Скидка", "Никто не сказал"
 
 def _odd_calls(store: Store, backend: str) -> None:
     """Every kind of value a column can hold, on some of the seeded calls."""
-    BiCall.update(manager="=HYPERLINK(\"x\")", topic="+тема; с точкой с запятой").where(BiCall.call_id == 2).execute()
+    BiCall.update(manager='=HYPERLINK("x")', topic="+тема; с точкой с запятой").where(BiCall.call_id == 2).execute()
     BiCall.update(manager=None, manager_id=None, duration=None, score=None, next_step_due=None).where(
         BiCall.call_id == 3
     ).execute()
-    BiCall.update(
-        next_step_action='-1 день, "кавычки"\nи новая строка', profile="@sales", entity_type="\tleads"
-    ).where(BiCall.call_id == 4).execute()
+    BiCall.update(next_step_action='-1 день, "кавычки"\nи новая строка', profile="@sales", entity_type="\tleads").where(
+        BiCall.call_id == 4
+    ).execute()
     BiCall.update(started_at=OLD, analysed_at=-2_000_000_000).where(BiCall.call_id == 5).execute()
     BiCall.update(started_at=START + 500 * SPACING).where(BiCall.call_id.between(495, 510)).execute()  # one time
     BiCall.update(topic="Доставка", profile="service").where(BiCall.call_id.in_(list(range(9, CALLS, 9)))).execute()
@@ -58,7 +58,7 @@ def _odd_calls(store: Store, backend: str) -> None:
     BiRubricItem.update(item_id="greeting", verdict="missed").where(
         BiRubricItem.call_id == 7, BiRubricItem.position == 2
     ).execute()  # the same item twice in a call: the later verdict wins, as before
-    BiObjection.insert(call_id=8, position=5, objection="@дорого | очень; \"совсем\"", handling="-").execute()
+    BiObjection.insert(call_id=8, position=5, objection='@дорого | очень; "совсем"', handling="-").execute()
     for call_id in (10, 20, 600):  # corrected verdicts and scores: the export prints the model's, as before
         call = Call.get_by_id(call_id)
         store.correct_verdict(call, "needs", 1, "missed", "Мария", 77, START)
@@ -125,7 +125,7 @@ def test_a_row_costs_a_few_python_calls_not_a_model_per_call_and_item(tmp_path: 
     seed_trackers(store)
     for fmt in ("csv", "jsonl"):
         calls = _python_calls(
-            lambda fmt=fmt: export(store, date(2026, 10, 24), date(2026, 10, 27), UTC, fmt, io.StringIO())  # type: ignore[misc]
+            lambda fmt=fmt: export(store, date(2026, 10, 24), date(2026, 10, 27), UTC, fmt, io.StringIO())
         )
         # Today about 40 (CSV) and 50 (JSON Lines), most of them SQLite's text factory, one per
         # text value read (store/files.py); the models' way took about 400.

@@ -11,8 +11,14 @@ Contract of `export(store, since, until, tz, fmt, out)`:
 - Tracker hits: one column per configured tracker (`tracker:<name>`, its hits in the call),
   in config order; JSON Lines: `trackers` (hits per tracker with any) and `tracker_missing`
   (the expected trackers not said). The hits are read per page, like the rest.
-- Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging) and each
-  row written at once, so memory stays flat however many calls the period holds.
+- Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging, plain rows:
+  `store/bi_export.py`) and each page written at once (`cli/export_rows.py`), so memory stays
+  flat however many calls the period holds. Times are the zone's `isoformat` (`LocalTimes`).
+- Fast: tens of thousands of rows a second (benchmarks/export.py); the rows are byte for byte
+  what the peewee models' export wrote (tests/test_export_oracle.py keeps that one).
+- Corrections: the CSV verdicts, the JSON items' `verdict` and `score` are the model's, as
+  the BI tables hold them (people's corrections are in `human_verdict`/`score_corrected`,
+  which the export does not print).
 - CSV cells are text a spreadsheet may run: a text cell that starts with `=`, `+`, `-`, `@`,
   a tab or a carriage return (a manager's name, a model-written next step) is written with a
   leading `'` (OWASP's rule against formula injection), so Excel shows it as text. Numbers

@@ -78,7 +78,7 @@ def csv_rows(
         rows.append(
             [
                 call_id,
-                when(started),  # type: ignore[arg-type]
+                when(started),
                 "" if manager_id is None else manager_id,
                 text[manager],
                 text[kind],
@@ -90,7 +90,7 @@ def csv_rows(
                 text[topic],
                 cell(action),
                 text[due],
-                when(analysed),  # type: ignore[arg-type]
+                when(analysed),
                 cell(" | ".join([o[1] for o in objections])),
                 *[text[verdicts.get(item_id)] for item_id in item_ids],
                 *[hits.get(name, 0) for name in trackers],

@@ -78,7 +78,7 @@ def read(db: peewee.Database, sql: str, params: Sequence[object]) -> list[tuple[
     the rows are the same either way."""
     if not isinstance(db, peewee.SqliteDatabase):
         return list(db.execute_sql(sql, params).fetchall())  # type: ignore[no-untyped-call]
-    connection = db.connection()
+    connection = db.connection()  # type: ignore[no-untyped-call]
     lenient = connection.text_factory
     connection.text_factory = str
     try:
@@ -120,21 +120,27 @@ def export_pages(
     item_columns = [BiRubricItem.call_id, *(getattr(BiRubricItem, name) for name in item_fields)]
     items = _Statements(
         db,
-        lambda ids: BiRubricItem.select(*item_columns)
-        .where(BiRubricItem.call_id.in_(ids))
-        .order_by(BiRubricItem.call_id, BiRubricItem.position),
+        lambda ids: (
+            BiRubricItem.select(*item_columns)
+            .where(BiRubricItem.call_id.in_(ids))
+            .order_by(BiRubricItem.call_id, BiRubricItem.position)
+        ),
     )
     objections = _Statements(
         db,
-        lambda ids: BiObjection.select(BiObjection.call_id, BiObjection.objection, BiObjection.handling)
-        .where(BiObjection.call_id.in_(ids))
-        .order_by(BiObjection.call_id, BiObjection.position),
+        lambda ids: (
+            BiObjection.select(BiObjection.call_id, BiObjection.objection, BiObjection.handling)
+            .where(BiObjection.call_id.in_(ids))
+            .order_by(BiObjection.call_id, BiObjection.position)
+        ),
     )
     hits = _Statements(
         db,
-        lambda ids: TrackerHit.select(TrackerHit.call_id, TrackerHit.tracker, peewee.fn.COUNT(TrackerHit.id))
-        .where(TrackerHit.call_id.in_(ids))
-        .group_by(TrackerHit.call_id, TrackerHit.tracker),
+        lambda ids: (
+            TrackerHit.select(TrackerHit.call_id, TrackerHit.tracker, peewee.fn.COUNT(TrackerHit.id))
+            .where(TrackerHit.call_id.in_(ids))
+            .group_by(TrackerHit.call_id, TrackerHit.tracker)
+        ),
     )
     after: tuple[object, object] | None = None
     while True:
