@@ -11,8 +11,14 @@ Contract of `export(store, since, until, tz, fmt, out)`:
 - Tracker hits: one column per configured tracker (`tracker:<name>`, its hits in the call),
   in config order; JSON Lines: `trackers` (hits per tracker with any) and `tracker_missing`
   (the expected trackers not said). The hits are read per page, like the rest.
-- Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging) and each
-  row written at once, so memory stays flat however many calls the period holds.
+- Streamed: calls are read a page at a time (`Store.export_pages`, keyset paging, plain rows:
+  `store/bi_export.py`) and each page written at once (`cli/export_rows.py`), so memory stays
+  flat however many calls the period holds. Times are the zone's `isoformat` (`LocalTimes`).
+- Fast: tens of thousands of rows a second (benchmarks/export.py); the rows are byte for byte
+  what the peewee models' export wrote (tests/test_export_oracle.py keeps that one).
+- Corrections: the CSV verdicts, the JSON items' `verdict` and `score` are the model's, as
+  the BI tables hold them (people's corrections are in `human_verdict`/`score_corrected`,
+  which the export does not print).
 - CSV cells are text a spreadsheet may run: a text cell that starts with `=`, `+`, `-`, `@`,
   a tab or a carriage return (a manager's name, a model-written next step) is written with a
   leading `'` (OWASP's rule against formula injection), so Excel shows it as text. Numbers
@@ -30,39 +36,24 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 from zoneinfo import ZoneInfo
 
 from salesbot_poller.cli.common import EXIT_CONFIG, EXIT_OK, err, utc_now
+from salesbot_poller.cli.export_rows import FACT_COLUMNS, csv_rows, json_lines
+from salesbot_poller.cli.local_times import LocalTimes
 from salesbot_poller.config import Config
 from salesbot_poller.store import Store
-from salesbot_poller.store.bi import ExportedCall, item_fields
+from salesbot_poller.store.bi import ITEM_FIELDS
 
 Format = Literal["csv", "jsonl"]
 BOM = "\ufeff"
 DAY = 24 * 3600
-FACT_COLUMNS = [
-    "call_id",
-    "started_at",
-    "manager_id",
-    "manager",
-    "entity_type",
-    "entity_id",
-    "direction",
-    "duration",
-    "score",
-    "profile",
-    "topic",
-    "next_step_action",
-    "next_step_due",
-    "analysed_at",
-]
 
 
 def parse_day(value: str, option: str) -> date:
@@ -133,51 +124,6 @@ def default_delimiter(zone: str, environ: Mapping[str, str]) -> str:
     return ";" if zone in RUSSIAN_ZONES or locale.lower().startswith("ru") else ","
 
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def cell(value: object) -> object:
-    """A CSV cell: None as empty, text a spreadsheet would run as a formula with a leading `'`."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def _when(timestamp: int, tz: tzinfo) -> str:
-    return datetime.fromtimestamp(timestamp, tz).isoformat(sep=" ")
-
-
-def _facts(call: ExportedCall, tz: tzinfo) -> dict[str, Any]:
-    fact = call.fact
-    return {
-        "call_id": fact.call_id,
-        "started_at": _when(fact.started_at, tz),
-        "manager_id": fact.manager_id,
-        "manager": fact.manager,
-        "entity_type": fact.entity_type,
-        "entity_id": fact.entity_id,
-        "direction": fact.direction,
-        "duration": fact.duration,
-        "score": fact.score,
-        "profile": fact.profile,
-        "topic": fact.topic,
-        "next_step_action": fact.next_step_action,
-        "next_step_due": fact.next_step_due,
-        "analysed_at": _when(fact.analysed_at, tz),
-    }
-
-
-def _json_line(call: ExportedCall, tz: tzinfo, hits: dict[str, int]) -> str:
-    row = _facts(call, tz)
-    row["items"] = [item_fields(item) for item in call.items]
-    row["objections"] = [{"objection": o.objection, "handling": o.handling} for o in call.objections]
-    row["trackers"] = hits
-    row["tracker_missing"] = call.fact.tracker_missing
-    return json.dumps(row, ensure_ascii=False) + "\n"
-
-
 def export(
     store: Store,
     since: date,
@@ -190,34 +136,21 @@ def export(
 ) -> int:
     """See the module contract. `trackers`: the configured trackers' names (CSV columns)."""
     start, end = day_bounds(since, until, tz)
+    when = LocalTimes(tz)
     written = 0
-    writer = None
-    item_ids: list[str] = []
     if fmt == "csv":
         out.write(BOM)
         item_ids = store.export_item_ids(start, end)
         writer = csv.writer(out, delimiter=delimiter)
         columns = [*FACT_COLUMNS, "objections", *(f"item:{item_id}" for item_id in item_ids)]
         writer.writerow([*columns, *(f"tracker:{name}" for name in trackers)])
-    for page in store.export_pages(start, end):
-        hits = store.tracker_counts_of([call.fact.call_id for call in page])
-        for call in page:
-            counts = hits.get(call.fact.call_id, {})
-            if writer is None:
-                out.write(_json_line(call, tz, counts))
-            else:
-                facts = _facts(call, tz)
-                verdicts = {item.item_id: item.verdict for item in call.items}
-                objections = " | ".join(o.objection for o in call.objections)
-                writer.writerow(
-                    [
-                        *(cell(facts[c]) for c in FACT_COLUMNS),
-                        cell(objections),
-                        *(cell(verdicts.get(i)) for i in item_ids),
-                        *(counts.get(name, 0) for name in trackers),
-                    ]
-                )
-            written += 1
+        for page in store.export_pages(start, end, ("item_id", "verdict")):
+            writer.writerows(csv_rows(page, when, item_ids, trackers))
+            written += len(page.facts)
+    else:
+        for page in store.export_pages(start, end, ITEM_FIELDS):
+            out.write(json_lines(page, when))
+            written += len(page.facts)
     out.flush()
     return written
 

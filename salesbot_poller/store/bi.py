@@ -18,19 +18,14 @@ Contract:
 - `backfill()` fills them for every call analysed before they existed (`0013_bi`),
   a page of calls at a time (memory stays flat however many calls there are);
   `backfill_topics()` the topic columns added later (`0019_topics`).
-- `export_pages(start, end, page)` reads analysed calls that happened in [start, end), oldest
-  first, a page at a time by keyset (no OFFSET, no server-side cursor needed): each page
-  starts in the index (started_at, call_id) after the last row of the one before, so a page
-  costs the same at the end of a long period as at its start. Each call comes with its
-  rubric items and objections. Plain peewee queries: SQLite and PostgreSQL alike.
+- The export reads these tables a page at a time through `store.bi_export`;
+  `item_ids_between(start, end)` gives its rubric columns.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import cast
 
 import peewee
@@ -50,7 +45,7 @@ from salesbot_poller.store.models import (
 
 log = logging.getLogger(__name__)
 
-PAGE = 500  # calls per page: the backfill and the export never hold more
+PAGE = 500  # calls per page: the backfill never holds more
 INSERT_CHUNK = 50  # rows per INSERT: 50 x 11 columns stays far under SQLite's variable limit
 
 
@@ -232,46 +227,6 @@ def backfill() -> int:
         _insert(page, None)
         done += len(page)
         last = page[-1].id
-
-
-@dataclass
-class ExportedCall:
-    """One analysed call as `export_pages` reads it."""
-
-    fact: BiCall
-    items: list[BiRubricItem] = field(default_factory=list)
-    objections: list[BiObjection] = field(default_factory=list)
-
-
-def export_pages(start: int, end: int, page: int = PAGE) -> Iterator[list[ExportedCall]]:
-    """See the module contract."""
-    after: tuple[int, int] | None = None
-    while True:
-        query = BiCall.select().where(BiCall.started_at < end)
-        if after is None:
-            query = query.where(BiCall.started_at >= start)
-        else:
-            # A row value: the index (started_at, call_id) is entered at the last row sent,
-            # so no page reads again what earlier pages read (an OR of the two would).
-            query = query.where(peewee.Tuple(BiCall.started_at, BiCall.call_id) > peewee.Tuple(*after))
-        facts = list(query.order_by(BiCall.started_at, BiCall.call_id).limit(page))
-        if not facts:
-            return
-        ids = [fact.call_id for fact in facts]
-        items: dict[int, list[BiRubricItem]] = defaultdict(list)
-        for item in (
-            BiRubricItem.select()
-            .where(BiRubricItem.call_id.in_(ids))
-            .order_by(BiRubricItem.call_id, BiRubricItem.position)
-        ):
-            items[item.call_id].append(item)
-        objections: dict[int, list[BiObjection]] = defaultdict(list)
-        for objection in (
-            BiObjection.select().where(BiObjection.call_id.in_(ids)).order_by(BiObjection.call_id, BiObjection.position)
-        ):
-            objections[objection.call_id].append(objection)
-        yield [ExportedCall(fact, items[fact.call_id], objections[fact.call_id]) for fact in facts]
-        after = (facts[-1].started_at, facts[-1].call_id)
 
 
 def item_ids_between(start: int, end: int) -> list[str]:

@@ -62,7 +62,7 @@ import peewee
 from playhouse.db_url import connect
 
 from salesbot_poller.logs import redact_known
-from salesbot_poller.store import bi
+from salesbot_poller.store import bi, bi_export
 from salesbot_poller.store.base import BULK_VARIABLES, CURSOR_KEY, ERROR_FIELDS, StoreBase, insert_rows
 from salesbot_poller.store.budget import BudgetLedger
 from salesbot_poller.store.claims import Claims
@@ -205,9 +205,12 @@ class Store(
 
     # --- BI -------------------------------------------------------------------
 
-    def export_pages(self, start: int, end: int, page: int = bi.PAGE) -> Iterator[list[bi.ExportedCall]]:
-        """Analysed calls that happened in [start, end), oldest first, `page` at a time."""
-        return bi.export_pages(start, end, page)
+    def export_pages(
+        self, start: int, end: int, item_fields: Sequence[str] = bi.ITEM_FIELDS, page: int = bi_export.PAGE
+    ) -> Iterator[bi_export.ExportPage]:
+        """Analysed calls that happened in [start, end), oldest first, `page` at a time, as
+        plain rows with their items, objections and tracker hits (`store.bi_export`)."""
+        return bi_export.export_pages(self.db, start, end, item_fields, page)
 
     def export_item_ids(self, start: int, end: int) -> list[str]:
         """The rubric item ids of the analysed calls in [start, end), in rubric order."""
