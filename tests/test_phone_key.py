@@ -152,3 +152,11 @@ def test_the_look_up_and_the_check_for_keys_to_fill_read_their_indexes(database_
                 assert "call_phone_key" in lines or "call_phone_unkeyed" in lines, f"{statistics}: {lines} for {sql}"
     finally:
         store.close()
+
+
+def test_the_retention_job_keys_the_calls_stored_before_the_keys(tmp_path: Path) -> None:
+    rig = seeded(tmp_path)
+    Call.update(phone_key=None).execute()  # as an upgrade leaves them
+    retention.run(rig.app, ts(0))
+    assert by_entity(7003).phone_key == "79991110003", "keyed in the background, not by the first /find"
+    assert rig.app.store.fill_phone_keys(key) == 0

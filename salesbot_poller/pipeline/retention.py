@@ -27,7 +27,8 @@ Contract of `run(app, now, should_stop, budget)` (the daemon's retention job eve
 - At the end of a pass, recordings left in `storage.audio_dir` (`call-*`, whatever
   `keep_audio` says) older than the cutoff are deleted.
 - Every run (whatever `retention_days` says), the audio kept for quote clips longer than
-  `storage.clip_days` is deleted (`expire_clips`).
+  `storage.clip_days` is deleted (`expire_clips`), and calls stored before their numbers
+  were keyed get their key (`Store.fill_phone_keys`: `/find <number>` finds them at once).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from salesbot_poller import phones
 from salesbot_poller.domain import local_time
 from salesbot_poller.pipeline.context import App
 from salesbot_poller.services import clip_files
@@ -174,6 +176,9 @@ def run(
     on at the next run). `budget` None: until the pass is done."""
     if app.dry_run is None:  # every run: a call's clip audio expires on its own clock
         expire_clips(app, now)
+        # Calls stored before 0024_phone_key get their number's key here, in the background,
+        # so `/find <number>` never pays for it (24 s once at 1M calls); then an empty probe.
+        app.store.fill_phone_keys(phones.key)
     days = app.config.storage.retention_days
     if not days or app.dry_run is not None:
         return None
