@@ -4,7 +4,10 @@ Telegram client against the fake Bot API; time is passed in."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from salesbot_poller.lanes import run_once
+from salesbot_poller.pipeline import followup
 from tests.builder import already_running
 from tests.conftest import CHAT_ID, Servers
 from tests.fakes import validate_telegram_html
@@ -82,3 +85,18 @@ def test_an_escalation_that_failed_is_sent_once_later(servers: Servers) -> None:
     run_once(rig.app, at(21))
     run_once(rig.app, at(22))
     assert sum("Не перезвонили" in t for t in texts(servers)) == 1
+
+
+def test_an_escalation_stored_is_not_rendered_again_each_pass(servers: Servers, monkeypatch: Any) -> None:
+    rig = loopback_rig(servers, paced=False, poller={"missed_call_sla_minutes": 15})
+    add_call(rig, 1, minutes=-2, duration=0, status=6, phone="+7 (999) 123-45-67")
+    run_once(rig.app, at(0))
+    rendered: list[int] = []
+    render = followup.render_escalation
+    monkeypatch.setattr(followup, "render_escalation", lambda *a, **k: rendered.append(1) or render(*a, **k))
+    run_once(rig.app, at(14))
+    run_once(rig.app, at(15))
+    assert len(rendered) == 1 and len(servers.telegram.messages) == 2
+    for minute in (16, 17, 18):  # the missed call stays unreturned in the window: checked by key only
+        run_once(rig.app, at(minute))
+    assert len(rendered) == 1 and len(servers.telegram.messages) == 2

@@ -86,9 +86,14 @@ def run(app: App, cycle: Cycle) -> None:
     missed = app.store.alerted_unreturned(since)
     callbacks = _callbacks(app, since) if missed else {}
     start = catchup.first_start(app) if missed else None
+    # Escalations stored already are not planned again: a busy day's missed calls are not
+    # re-rendered every pass (66 ms a pass with 137 of them), only checked by key.
+    escalated = app.store.stored_keys([f"call:{call.id}:escalation" for call in missed])
     for call in missed:
         later = [c for c in callbacks.get(key(call.phone), []) if c.event_created_at >= call.event_created_at]
         callback = later[0] if later else None
+        if callback is None and f"call:{call.id}:escalation" in escalated:
+            continue
         items = plan(app, call, callback, now, start)
         if not items and callback is None:  # nothing due yet (or a summarised call): no transaction
             continue

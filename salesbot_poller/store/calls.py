@@ -77,8 +77,11 @@ class CallRows(DeliveryRows):
         return list(query)
 
     def outgoing_since(self, since: int) -> list[Call]:
-        """Outgoing calls that happened since `since`, oldest first."""
-        query = Call.select().where(Call.direction == "out", Call.event_created_at >= since)
+        """Outgoing calls that happened since `since`, oldest first: only the columns a
+        callback is matched and shown by (id, number, duration, status, time, manager), never
+        the transcripts of a day's calls (the follow-ups read this every intake pass)."""
+        columns = (Call.id, Call.phone, Call.duration, Call.call_status, Call.event_created_at, Call.manager_name)
+        query = Call.select(*columns).where(Call.direction == "out", Call.event_created_at >= since)
         return list(query.order_by(Call.event_created_at))
 
     def alerted_unreturned(self, since: int) -> list[Call]:

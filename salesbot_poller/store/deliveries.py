@@ -15,7 +15,7 @@ Contract:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import peewee
@@ -24,6 +24,8 @@ from salesbot_poller.domain import Planned, Stage
 from salesbot_poller.store.base import StoreBase
 from salesbot_poller.store.claims import unclaimed
 from salesbot_poller.store.models import Call, Delivery
+
+IN_CHUNK = 500  # keys per IN (...): far under SQLite's variable limit
 
 # What another sender may have changed since a row was read: read again once it is claimed.
 SENDING_STATE = ("sent_ids_json", "done_at", "error", "attempts", "next_attempt_at", "payload_json", "removed_at")
@@ -54,6 +56,15 @@ class DeliveryRows(StoreBase):
         if kinds is not None:
             query = query.where(Delivery.kind.in_(list(kinds)))
         return list(query.order_by(Delivery.id))
+
+    def stored_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` stored already (by the unique key index, `IN_CHUNK` at a time)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = list(keys[start : start + IN_CHUNK])
+            rows = cast(Iterable[tuple[str]], Delivery.select(Delivery.key).where(Delivery.key.in_(chunk)).tuples())
+            found.update(str(row[0]) for row in rows)
+        return found
 
     def find_delivery(self, key: str) -> Delivery | None:
         return Delivery.get_or_none(Delivery.key == key)
