@@ -255,3 +255,23 @@ def test_a_worker_waits_for_the_database_then_gives_back_what_it_held(tmp_path: 
     assert Call.get_by_id(1).claimed_by is None, "the call is due again for any worker"
     assert regain_database(store, "me:1", lambda s: True) is None, "a stop ends the wait"
     store.close()
+
+
+def test_a_long_start_asks_systemd_for_more_time_until_it_ends(notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    notifier = SystemdNotifier.from_environ({"NOTIFY_SOCKET": path})
+    with notifier.extending_start(every=0.05, by=90):
+        time.sleep(0.3)  # a migration
+    first = receive(sock)
+    assert first.splitlines() == ["EXTEND_TIMEOUT_USEC=90000000", "STATUS=migrating the database"]
+    sock.settimeout(0.2)
+    while True:  # what was sent during the block; nothing after it
+        try:
+            receive(sock)
+        except TimeoutError:
+            break
+    time.sleep(0.15)
+    with pytest.raises(TimeoutError):
+        receive(sock)
+    with SystemdNotifier.from_environ({}).extending_start(every=0.01):  # not under systemd: nothing
+        time.sleep(0.03)

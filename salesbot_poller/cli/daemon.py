@@ -403,7 +403,10 @@ def run(args: argparse.Namespace, config: Config | None) -> int:
     With `--dry-run`, messages and amoCRM writes are printed instead of sent. Both hold the
     database's lock: one process works the calls at a time."""
     assert config is not None  # loaded by `cli.main`
-    store = Store.open(config.storage.database, int(utc_now().timestamp()))
+    # A large database's first start after an upgrade migrates for minutes (new indexes):
+    # systemd is told it is working, or TimeoutStartSec would kill it mid-migration each time.
+    with SystemdNotifier.from_environ(os.environ).extending_start():
+        store = Store.open(config.storage.database, int(utc_now().timestamp()))
     try:
         out = redacting_out(config)
         app = build_app(config, utc_now, store, dry_run=out if args.dry_run else None)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -120,7 +120,9 @@ def rubric_toml(calls: Sequence[CorrectedCall]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_cases(calls: Iterable[CorrectedCall], directory: Path, kinds: Sequence[str], tz: object = None) -> Written:
+def write_cases(
+    calls: Iterable[CorrectedCall], directory: Path, kinds: Sequence[str], tz: tzinfo | None = None
+) -> Written:
     """See the module contract; `tz` (a tzinfo, None = UTC) dates the calls in the comment line."""
     directory.mkdir(parents=True, exist_ok=True)
     written = Written()
@@ -129,7 +131,7 @@ def write_cases(calls: Iterable[CorrectedCall], directory: Path, kinds: Sequence
         if not call.transcript:
             written.skipped.append(call.call_id)
             continue
-        day = datetime.fromtimestamp(call.started_at, tz).date().isoformat()  # type: ignore[arg-type]
+        day = datetime.fromtimestamp(call.started_at, tz).date().isoformat()
         stem = directory / f"call-{call.call_id}"
         stem.with_suffix(".txt").write_text(redact(call.transcript, kinds).rstrip("\n") + "\n", encoding="utf-8")
         stem.with_name(f"{stem.name}.expected.toml").write_text(expected_toml(call, kinds, day), encoding="utf-8")

@@ -8,6 +8,10 @@ Contract:
   whether it was sent. It never raises: the poller keeps working if systemd cannot be told;
   the first failure is logged as a warning, later ones at debug level. It never waits more
   than `SEND_TIMEOUT` for a listener whose queue is full: the daemon must still stop.
+- `extending_start(every, by)`: a context manager that, while its block runs (a long start:
+  the database's migrations), tells systemd every `every` seconds to wait `by` seconds more
+  (`EXTEND_TIMEOUT_USEC`), so `TimeoutStartSec` does not kill a start that is working (and
+  roll its migration back, start after start). A no-op without `NOTIFY_SOCKET`.
 - `watchdog_seconds` is the interval systemd expects pings within (None without a watchdog
   for this process); ping at least twice per interval.
 
@@ -20,7 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +76,23 @@ class SystemdNotifier:
             log.log(level, "cannot notify systemd at %s: %s", self.address, exc.strerror or exc)
             return False
         return True
+
+    @contextmanager
+    def extending_start(self, every: float = 30.0, by: float = 90.0) -> Iterator[None]:
+        """See the module contract."""
+        if self.address is None:
+            yield
+            return
+        done = threading.Event()
+
+        def extend() -> None:
+            while not done.wait(every):
+                self.notify(f"EXTEND_TIMEOUT_USEC={int(by * 1_000_000)}", "STATUS=migrating the database")
+
+        thread = threading.Thread(target=extend, name="start-extender", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
